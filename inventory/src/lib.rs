@@ -1,0 +1,53 @@
+//! The YAML inventory of one IIS farm.
+//!
+//! # Layout
+//! - [`raw`]: the file as written, `deny_unknown_fields` structs that serde
+//!   fills in; nothing is checked beyond types.
+//! - [`model`]: the checked inventory the controller works with.
+//! - [`validate`]: turns the raw file into the model, collecting **every**
+//!   error at once, each naming its place (`nodes[3].address`).
+//!
+//! A syntax or type error stops parsing at that point and is reported with
+//! the field path and the line:column serde_yaml gives; once the file has the
+//! right shape, all semantic errors are reported together.
+#![forbid(unsafe_code)]
+
+pub mod error;
+pub mod model;
+pub mod raw;
+pub mod validate;
+
+pub use error::{InventoryError, LoadError};
+pub use model::*;
+
+use std::path::Path;
+
+/// Inventories are small; anything larger is a mistake (or an attack).
+pub const MAX_INVENTORY_BYTES: u64 = 4 * 1024 * 1024;
+
+/// Reads, parses and validates an inventory file.
+pub fn load(path: &Path) -> Result<Inventory, LoadError> {
+    let io_err = |source| LoadError::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    let meta = std::fs::metadata(path).map_err(io_err)?;
+    if meta.len() > MAX_INVENTORY_BYTES {
+        return Err(LoadError::TooLarge {
+            path: path.display().to_string(),
+            size: meta.len(),
+        });
+    }
+    let text = std::fs::read_to_string(path).map_err(io_err)?;
+    parse(&text).map_err(|errors| LoadError::Invalid {
+        path: path.display().to_string(),
+        errors,
+    })
+}
+
+/// Parses and validates inventory text.
+pub fn parse(text: &str) -> Result<Inventory, Vec<InventoryError>> {
+    let raw: raw::RawInventory =
+        serde_yaml::from_str(text).map_err(|e| vec![InventoryError::from_yaml(&e)])?;
+    validate::validate(raw)
+}

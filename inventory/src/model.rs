@@ -1,0 +1,157 @@
+//! The checked inventory. Every value here has been validated.
+use std::time::Duration;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Inventory {
+    pub farm: String,
+    pub agent: AgentDefaults,
+    pub nodes: Vec<Node>,
+    pub load_balancer: LoadBalancer,
+    pub sites: Vec<Site>,
+    /// Pools a recycle acts on when none are named on the command line;
+    /// empty means every pool that serves a site, as the agent sees it.
+    pub app_pools: Vec<String>,
+    pub rollout: Rollout,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentDefaults {
+    pub port: u16,
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Node {
+    pub name: String,
+    /// Host name or IP the controller reaches the node's sites on.
+    pub address: String,
+    /// `host:port` of the node's farm-agent.
+    pub agent: String,
+    pub http_port: u16,
+    pub lb_server: String,
+}
+
+/// How nodes are taken out of rotation.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LoadBalancer {
+    /// No drain at all: operations happen under traffic.
+    None,
+    /// The agent renames the health-check file the LB monitors at `path`.
+    HealthFile { path: String },
+    /// HAProxy runtime API.
+    Haproxy { admin: String, backend: String },
+}
+
+impl LoadBalancer {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            LoadBalancer::None => "none",
+            LoadBalancer::HealthFile { .. } => "health-file",
+            LoadBalancer::Haproxy { .. } => "haproxy",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Site {
+    pub name: String,
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub app_pool: Option<String>,
+    pub probe: Probe,
+}
+
+impl Site {
+    /// The port this site answers on for `node`.
+    pub fn port_on(&self, node: &Node) -> u16 {
+        self.port.unwrap_or(node.http_port)
+    }
+}
+
+/// An HTTP health probe, sent the way a load balancer or user would.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Probe {
+    pub path: String,
+    pub expect_status: u16,
+    pub expect_body: Option<String>,
+    pub timeout: Duration,
+    pub interval: Duration,
+    /// Consecutive good answers needed before the node counts as healthy.
+    pub successes: u32,
+}
+
+/// A number of nodes, as written: a count or a percentage of the farm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Capacity {
+    Count(u32),
+    Percent(u32),
+}
+
+impl Capacity {
+    /// Resolves to a node count. Percentages round down.
+    pub fn of(self, nodes: usize) -> usize {
+        match self {
+            Capacity::Count(n) => n as usize,
+            Capacity::Percent(p) => nodes * p as usize / 100,
+        }
+    }
+
+    /// Parses `3` or `25%`.
+    pub fn parse(text: &str) -> Result<Capacity, String> {
+        let t = text.trim();
+        if let Some(p) = t.strip_suffix('%') {
+            let v: u32 = p
+                .trim()
+                .parse()
+                .map_err(|_| format!("`{text}` is not a percentage like `25%`"))?;
+            if v > 100 {
+                return Err(format!("`{text}` is more than 100%"));
+            }
+            Ok(Capacity::Percent(v))
+        } else {
+            t.parse().map(Capacity::Count).map_err(|_| {
+                format!("`{text}` is neither a node count nor a percentage like `25%`")
+            })
+        }
+    }
+}
+
+impl std::fmt::Display for Capacity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Capacity::Count(n) => write!(f, "{n}"),
+            Capacity::Percent(p) => write!(f, "{p}%"),
+        }
+    }
+}
+
+/// What to do when a node still has work in flight at `drain_timeout`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnDrainTimeout {
+    /// Fail the node (return it to rotation if healthy) and halt the run.
+    Fail,
+    /// Go ahead with the operation; in-flight requests may be cut.
+    Proceed,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rollout {
+    pub max_unavailable: Capacity,
+    pub min_healthy: Capacity,
+    pub drain_timeout: Duration,
+    pub on_drain_timeout: OnDrainTimeout,
+    /// How long a node may take to become healthy after the operation.
+    pub healthy_timeout: Duration,
+    /// Upper bound for the recycle or reset on one node.
+    pub operation_timeout: Duration,
+    pub max_failures: u32,
+}
+
+impl Rollout {
+    /// Nodes that may be out of rotation at once, for a farm of `nodes`:
+    /// percentages round down but never below one.
+    pub fn batch_size(&self, nodes: usize) -> usize {
+        self.max_unavailable.of(nodes).max(1)
+    }
+}

@@ -1,0 +1,429 @@
+//! Raw inventory → checked model, collecting every error.
+use std::collections::HashSet;
+use std::time::Duration;
+
+use crate::error::InventoryError;
+use crate::model::*;
+use crate::raw::*;
+
+pub const DEFAULT_AGENT_PORT: u16 = 7443;
+pub const DEFAULT_HEALTH_FILE: &str = "/health.htm";
+
+/// Collects errors while validation goes on, so every problem is reported.
+#[derive(Default)]
+struct Errors(Vec<InventoryError>);
+
+impl Errors {
+    fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.0.push(InventoryError::at(path, message));
+    }
+
+    fn duration(&mut self, path: &str, value: Option<&str>, default: Duration) -> Duration {
+        let Some(text) = value else { return default };
+        match humantime::parse_duration(text.trim()) {
+            Ok(d) if d.is_zero() => {
+                self.add(path, "must be longer than zero");
+                default
+            }
+            Ok(d) => d,
+            Err(e) => {
+                self.add(
+                    path,
+                    format!("`{text}` is not a duration like `90s` or `1m30s` ({e})"),
+                );
+                default
+            }
+        }
+    }
+
+    fn port(&mut self, path: &str, value: Option<i64>, default: u16) -> u16 {
+        match value {
+            None => default,
+            Some(p) if (1..=65535).contains(&p) => p as u16,
+            Some(p) => {
+                self.add(path, format!("{p} is not a TCP port (1-65535)"));
+                default
+            }
+        }
+    }
+
+    fn capacity(&mut self, path: &str, value: Option<&serde_yaml::Value>) -> Option<Capacity> {
+        let parsed = match value? {
+            serde_yaml::Value::Number(n) => match n.as_u64() {
+                Some(v) if v <= u32::MAX as u64 => Ok(Capacity::Count(v as u32)),
+                _ => Err(format!("{n} is not a node count")),
+            },
+            serde_yaml::Value::String(s) => Capacity::parse(s),
+            other => Err(format!(
+                "expected a node count or a percentage like \"25%\", found {}",
+                kind_of(other)
+            )),
+        };
+        parsed.map_err(|m| self.add(path, m)).ok()
+    }
+}
+
+fn kind_of(v: &serde_yaml::Value) -> &'static str {
+    match v {
+        serde_yaml::Value::Null => "nothing",
+        serde_yaml::Value::Bool(_) => "a boolean",
+        serde_yaml::Value::Number(_) => "a number",
+        serde_yaml::Value::String(_) => "a string",
+        serde_yaml::Value::Sequence(_) => "a list",
+        serde_yaml::Value::Mapping(_) => "a mapping",
+        serde_yaml::Value::Tagged(_) => "a tagged value",
+    }
+}
+
+/// Node and site names appear in logs, URLs and LB commands: keep them plain.
+fn check_name(errors: &mut Errors, path: &str, name: &str) {
+    if name.trim().is_empty() {
+        errors.add(path, "must not be empty");
+    } else if name.len() > 128 {
+        errors.add(path, "is longer than 128 characters");
+    } else if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        errors.add(
+            path,
+            format!("`{name}` may only contain letters, digits, `-`, `_` and `.`"),
+        );
+    }
+}
+
+pub use farm_proto::names::check_pool_name;
+
+fn check_host_port(errors: &mut Errors, path: &str, value: &str) {
+    match value.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) => {}
+        _ => errors.add(
+            path,
+            format!("`{value}` is not an address like `host:port`"),
+        ),
+    }
+}
+
+pub fn validate(raw: RawInventory) -> Result<Inventory, Vec<InventoryError>> {
+    let mut errors = Errors::default();
+
+    check_name(&mut errors, "farm", &raw.farm);
+
+    let agent = AgentDefaults {
+        port: errors.port("agent.port", raw.agent.port, DEFAULT_AGENT_PORT),
+        connect_timeout: errors.duration(
+            "agent.connect_timeout",
+            raw.agent.connect_timeout.as_deref(),
+            Duration::from_secs(5),
+        ),
+        request_timeout: errors.duration(
+            "agent.request_timeout",
+            raw.agent.request_timeout.as_deref(),
+            Duration::from_secs(30),
+        ),
+    };
+
+    if raw.nodes.is_empty() {
+        errors.add("nodes", "the farm has no nodes; list at least one");
+    }
+    let mut names = HashSet::new();
+    let mut agents = HashSet::new();
+    let mut lb_servers = HashSet::new();
+    let mut nodes = Vec::with_capacity(raw.nodes.len());
+    for (i, n) in raw.nodes.iter().enumerate() {
+        let at = |f: &str| format!("nodes[{i}].{f}");
+        check_name(&mut errors, &at("name"), &n.name);
+        if !n.name.is_empty() && !names.insert(n.name.to_ascii_lowercase()) {
+            errors.add(at("name"), format!("duplicate node name `{}`", n.name));
+        }
+        if n.address.trim().is_empty() {
+            errors.add(at("address"), "must not be empty");
+        } else if n.address.chars().any(|c| c.is_whitespace() || c == '/') {
+            errors.add(
+                at("address"),
+                format!("`{}` is not a host name or IP", n.address),
+            );
+        }
+        let agent_addr = match &n.agent {
+            Some(a) => {
+                check_host_port(&mut errors, &at("agent"), a);
+                a.clone()
+            }
+            None if n.address.contains(':') => format!("[{}]:{}", n.address, agent.port),
+            None => format!("{}:{}", n.address, agent.port),
+        };
+        if !agents.insert(agent_addr.clone()) {
+            errors.add(
+                at("agent"),
+                format!("agent `{agent_addr}` is listed for another node too"),
+            );
+        }
+        let lb_server = n.lb_server.clone().unwrap_or_else(|| n.name.clone());
+        check_name(&mut errors, &at("lb_server"), &lb_server);
+        if !lb_servers.insert(lb_server.clone()) {
+            errors.add(
+                at("lb_server"),
+                format!("duplicate load balancer server `{lb_server}`"),
+            );
+        }
+        nodes.push(Node {
+            name: n.name.clone(),
+            address: n.address.clone(),
+            agent: agent_addr,
+            http_port: errors.port(&at("http_port"), n.http_port, 80),
+            lb_server,
+        });
+    }
+
+    let load_balancer = match &raw.load_balancer {
+        None => LoadBalancer::HealthFile {
+            path: DEFAULT_HEALTH_FILE.into(),
+        },
+        Some(lb) => load_balancer(&mut errors, lb),
+    };
+
+    if raw.sites.is_empty() {
+        errors.add(
+            "sites",
+            "list at least one site: its probe tells when a node is healthy",
+        );
+    }
+    let mut site_names = HashSet::new();
+    let mut sites = Vec::with_capacity(raw.sites.len());
+    for (i, s) in raw.sites.iter().enumerate() {
+        let at = |f: &str| format!("sites[{i}].{f}");
+        check_name(&mut errors, &at("name"), &s.name);
+        if !site_names.insert(s.name.to_ascii_lowercase()) {
+            errors.add(at("name"), format!("duplicate site name `{}`", s.name));
+        }
+        if let Some(h) = &s.host {
+            if h.is_empty()
+                || h.chars()
+                    .any(|c| c.is_whitespace() || c.is_control() || c == '/')
+            {
+                errors.add(
+                    at("host"),
+                    format!("`{}` is not a Host header value", h.escape_debug()),
+                );
+            }
+        }
+        let port = s.port.map(|p| errors.port(&at("port"), Some(p), 80));
+        if let Some(p) = &s.app_pool {
+            if let Err(m) = check_pool_name(p) {
+                errors.add(at("app_pool"), m);
+            }
+        }
+        let probe = probe(&mut errors, &format!("sites[{i}].probe"), &s.probe);
+        sites.push(Site {
+            name: s.name.clone(),
+            host: s.host.clone(),
+            port,
+            app_pool: s.app_pool.clone(),
+            probe,
+        });
+    }
+
+    let mut pools = HashSet::new();
+    for (i, p) in raw.app_pools.iter().enumerate() {
+        if let Err(m) = check_pool_name(p) {
+            errors.add(format!("app_pools[{i}]"), m);
+        } else if !pools.insert(p.to_ascii_lowercase()) {
+            errors.add(format!("app_pools[{i}]"), format!("duplicate pool `{p}`"));
+        }
+    }
+
+    let rollout = rollout(&mut errors, &raw.rollout, nodes.len());
+
+    if errors.0.is_empty() {
+        Ok(Inventory {
+            farm: raw.farm,
+            agent,
+            nodes,
+            load_balancer,
+            sites,
+            app_pools: raw.app_pools,
+            rollout,
+        })
+    } else {
+        Err(errors.0)
+    }
+}
+
+fn load_balancer(errors: &mut Errors, lb: &RawLoadBalancer) -> LoadBalancer {
+    let unused = |errors: &mut Errors, field: &str, value: &Option<String>| {
+        if value.is_some() {
+            errors.add(
+                format!("load_balancer.{field}"),
+                format!("is not used with kind `{}`", lb.kind),
+            );
+        }
+    };
+    match lb.kind.as_str() {
+        "none" => {
+            unused(errors, "path", &lb.path);
+            unused(errors, "admin", &lb.admin);
+            unused(errors, "backend", &lb.backend);
+            LoadBalancer::None
+        }
+        "health-file" => {
+            unused(errors, "admin", &lb.admin);
+            unused(errors, "backend", &lb.backend);
+            let path = lb
+                .path
+                .clone()
+                .unwrap_or_else(|| DEFAULT_HEALTH_FILE.into());
+            if !path.starts_with('/') {
+                errors.add(
+                    "load_balancer.path",
+                    format!("`{path}` must start with `/`"),
+                );
+            }
+            LoadBalancer::HealthFile { path }
+        }
+        "haproxy" => {
+            unused(errors, "path", &lb.path);
+            let admin = lb.admin.clone().unwrap_or_default();
+            if admin.is_empty() {
+                errors.add(
+                    "load_balancer.admin",
+                    "haproxy needs the runtime API address (`host:port` or `unix:/path`)",
+                );
+            } else if !admin.starts_with("unix:") {
+                check_host_port(errors, "load_balancer.admin", &admin);
+            }
+            let backend = lb.backend.clone().unwrap_or_default();
+            check_name(errors, "load_balancer.backend", &backend);
+            LoadBalancer::Haproxy { admin, backend }
+        }
+        other => {
+            errors.add(
+                "load_balancer.kind",
+                format!("unknown kind `{other}`; expected `haproxy`, `health-file` or `none`"),
+            );
+            LoadBalancer::None
+        }
+    }
+}
+
+fn probe(errors: &mut Errors, at: &str, p: &RawProbe) -> Probe {
+    let path = p.path.clone().unwrap_or_else(|| "/".into());
+    if !path.starts_with('/') || path.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        errors.add(
+            format!("{at}.path"),
+            format!(
+                "`{}` is not a URL path starting with `/`",
+                path.escape_debug()
+            ),
+        );
+    }
+    let expect_status = match p.expect_status {
+        None => 200,
+        Some(s) if (100..=599).contains(&s) => s as u16,
+        Some(s) => {
+            errors.add(
+                format!("{at}.expect_status"),
+                format!("{s} is not an HTTP status"),
+            );
+            200
+        }
+    };
+    let successes = match p.successes {
+        None => 3,
+        Some(n) if (1..=100).contains(&n) => n as u32,
+        Some(n) => {
+            errors.add(
+                format!("{at}.successes"),
+                format!("{n} is not between 1 and 100"),
+            );
+            3
+        }
+    };
+    Probe {
+        path,
+        expect_status,
+        expect_body: p.expect_body.clone(),
+        timeout: errors.duration(
+            &format!("{at}.timeout"),
+            p.timeout.as_deref(),
+            Duration::from_secs(5),
+        ),
+        interval: errors.duration(
+            &format!("{at}.interval"),
+            p.interval.as_deref(),
+            Duration::from_secs(1),
+        ),
+        successes,
+    }
+}
+
+fn rollout(errors: &mut Errors, r: &RawRollout, node_count: usize) -> Rollout {
+    let max_unavailable = errors
+        .capacity("rollout.max_unavailable", r.max_unavailable.as_ref())
+        .unwrap_or(Capacity::Count(1));
+    if let Err(m) = check_max_unavailable(max_unavailable, node_count) {
+        errors.add("rollout.max_unavailable", m);
+    }
+    let min_healthy = errors
+        .capacity("rollout.min_healthy", r.min_healthy.as_ref())
+        .unwrap_or(Capacity::Count(if node_count > 1 { 1 } else { 0 }));
+    if node_count > 0 && min_healthy.of(node_count) > node_count {
+        errors.add(
+            "rollout.min_healthy",
+            format!("{min_healthy} is more than the farm's {node_count} node(s)"),
+        );
+    }
+    let on_drain_timeout = match r.on_drain_timeout.as_deref() {
+        None | Some("fail") => OnDrainTimeout::Fail,
+        Some("proceed") => OnDrainTimeout::Proceed,
+        Some(other) => {
+            errors.add(
+                "rollout.on_drain_timeout",
+                format!("`{other}` is not `fail` or `proceed`"),
+            );
+            OnDrainTimeout::Fail
+        }
+    };
+    let max_failures = match r.max_failures {
+        None => 0,
+        Some(n) if n >= 0 && n <= u32::MAX as i64 => n as u32,
+        Some(n) => {
+            errors.add("rollout.max_failures", format!("{n} is not a count"));
+            0
+        }
+    };
+    Rollout {
+        max_unavailable,
+        min_healthy,
+        drain_timeout: errors.duration(
+            "rollout.drain_timeout",
+            r.drain_timeout.as_deref(),
+            Duration::from_secs(120),
+        ),
+        on_drain_timeout,
+        healthy_timeout: errors.duration(
+            "rollout.healthy_timeout",
+            r.healthy_timeout.as_deref(),
+            Duration::from_secs(180),
+        ),
+        operation_timeout: errors.duration(
+            "rollout.operation_timeout",
+            r.operation_timeout.as_deref(),
+            Duration::from_secs(300),
+        ),
+        max_failures,
+    }
+}
+
+/// `max_unavailable` must let at least one node go and may not exceed the farm.
+pub fn check_max_unavailable(value: Capacity, node_count: usize) -> Result<(), String> {
+    match value {
+        Capacity::Count(0) | Capacity::Percent(0) => Err(
+            "must be at least 1 (or a percentage above 0%): with 0 no node can ever be taken out"
+                .into(),
+        ),
+        Capacity::Count(n) if node_count > 0 && n as usize > node_count => {
+            Err(format!("{n} is more than the farm's {node_count} node(s)"))
+        }
+        _ => Ok(()),
+    }
+}

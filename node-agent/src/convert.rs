@@ -1,0 +1,146 @@
+//! Domain types → wire types, and the one place agent errors become
+//! `tonic::Status`.
+use farm_proto::v1 as pb;
+
+use crate::iis::{IisError, IisStatus, PoolState, ServiceState, ServiceStatus};
+use crate::ops::{OpResult, PoolOutcome, Progress};
+
+pub fn service_state(s: ServiceState) -> pb::ServiceState {
+    match s {
+        ServiceState::Stopped => pb::ServiceState::Stopped,
+        ServiceState::StartPending => pb::ServiceState::StartPending,
+        ServiceState::StopPending => pb::ServiceState::StopPending,
+        ServiceState::Running => pb::ServiceState::Running,
+        ServiceState::ContinuePending => pb::ServiceState::ContinuePending,
+        ServiceState::PausePending => pb::ServiceState::PausePending,
+        ServiceState::Paused => pb::ServiceState::Paused,
+        ServiceState::NotInstalled => pb::ServiceState::NotInstalled,
+    }
+}
+
+pub fn pool_state(s: PoolState) -> pb::PoolState {
+    match s {
+        PoolState::Starting => pb::PoolState::Starting,
+        PoolState::Started => pb::PoolState::Started,
+        PoolState::Stopping => pb::PoolState::Stopping,
+        PoolState::Stopped => pb::PoolState::Stopped,
+        PoolState::Unknown => pb::PoolState::Unknown,
+    }
+}
+
+pub fn services(s: &[ServiceStatus]) -> Vec<pb::Service> {
+    s.iter()
+        .map(|s| pb::Service {
+            name: s.name.clone(),
+            state: service_state(s.state) as i32,
+        })
+        .collect()
+}
+
+pub fn status(
+    node: &str,
+    backend: &str,
+    s: IisStatus,
+    in_flight: Option<u64>,
+    drained: bool,
+) -> pb::NodeStatus {
+    pb::NodeStatus {
+        node: node.to_string(),
+        agent_version: env!("CARGO_PKG_VERSION").to_string(),
+        backend: backend.to_string(),
+        services: services(&s.services),
+        pools: s
+            .pools
+            .into_iter()
+            .map(|p| pb::AppPool {
+                name: p.name,
+                state: pool_state(p.state) as i32,
+                workers: p
+                    .workers
+                    .into_iter()
+                    .map(|w| pb::Worker {
+                        pid: w.pid,
+                        started_unix_ms: w.started_unix_ms,
+                    })
+                    .collect(),
+            })
+            .collect(),
+        sites: s
+            .sites
+            .into_iter()
+            .map(|s| pb::Site {
+                name: s.name,
+                bindings: s.bindings,
+                state: s.state,
+                pool: s.pool,
+            })
+            .collect(),
+        in_flight,
+        drained,
+        lease_holder: String::new(),
+    }
+}
+
+fn pool_outcome(p: &PoolOutcome) -> pb::PoolOutcome {
+    pb::PoolOutcome {
+        name: p.name.clone(),
+        pids_before: p.pids_before.clone(),
+        pids_after: p.pids_after.clone(),
+        state_after: pool_state(p.state_after) as i32,
+        had_no_worker: p.had_no_worker,
+    }
+}
+
+pub fn result(r: &OpResult) -> pb::OperationResult {
+    pb::OperationResult {
+        success: r.success,
+        error: r.error.clone().unwrap_or_default(),
+        failed_step: r.failed_step.unwrap_or_default().to_string(),
+        pools: r.pools.iter().map(pool_outcome).collect(),
+        services: services(&r.services),
+        replayed: false,
+        duration_ms: r.duration.as_millis() as u64,
+    }
+}
+
+pub fn progress(p: Progress) -> pb::OperationEvent {
+    pb::OperationEvent {
+        event: Some(pb::operation_event::Event::Progress(pb::Progress {
+            step: p.step.to_string(),
+            message: p.message,
+        })),
+    }
+}
+
+pub fn result_event(r: pb::OperationResult) -> pb::OperationEvent {
+    pb::OperationEvent {
+        event: Some(pb::operation_event::Event::Result(r)),
+    }
+}
+
+/// Errors the agent answers with.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("invalid argument: {0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Busy(String),
+    #[error(transparent)]
+    Iis(#[from] IisError),
+    #[error("not implemented yet: {0}")]
+    Unimplemented(&'static str),
+}
+
+impl From<AgentError> for tonic::Status {
+    fn from(e: AgentError) -> Self {
+        let msg = e.to_string();
+        match e {
+            AgentError::Invalid(_) => tonic::Status::invalid_argument(msg),
+            AgentError::Busy(_) => tonic::Status::failed_precondition(msg),
+            AgentError::Iis(IisError::NoSuchPool(_)) => tonic::Status::not_found(msg),
+            AgentError::Iis(IisError::InvalidName { .. }) => tonic::Status::invalid_argument(msg),
+            AgentError::Iis(_) => tonic::Status::internal(msg),
+            AgentError::Unimplemented(_) => tonic::Status::unimplemented(msg),
+        }
+    }
+}

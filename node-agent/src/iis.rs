@@ -1,0 +1,168 @@
+//! The boundary between the agent and IIS: one trait, two implementations
+//! (the Windows command backend and the simulator).
+//!
+//! The trait holds only *primitive* operations, the ones `appcmd`,
+//! `iisreset`, `sc` and `taskkill` offer. The procedures built from them (a
+//! verified recycle, the safe reset) live in [`crate::ops`] and are shared, so
+//! the simulator cannot drift from what the real backend is asked to do.
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::watch;
+
+/// Windows service states, by their numeric `sc query` STATE (the text is
+/// localized; the number is not).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServiceState {
+    Stopped = 1,
+    StartPending = 2,
+    StopPending = 3,
+    Running = 4,
+    ContinuePending = 5,
+    PausePending = 6,
+    Paused = 7,
+    /// `OpenService FAILED 1060`.
+    NotInstalled = 8,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceStatus {
+    pub name: String,
+    pub state: ServiceState,
+}
+
+/// Application pool states as appcmd reports them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PoolState {
+    Starting,
+    Started,
+    Stopping,
+    Stopped,
+    Unknown,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerInfo {
+    pub pid: u32,
+    pub started_unix_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolStatus {
+    pub name: String,
+    pub state: PoolState,
+    pub workers: Vec<WorkerInfo>,
+}
+
+impl PoolStatus {
+    pub fn pids(&self) -> Vec<u32> {
+        self.workers.iter().map(|w| w.pid).collect()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SiteStatus {
+    pub name: String,
+    pub bindings: Vec<String>,
+    pub state: String,
+    pub pool: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct IisStatus {
+    pub services: Vec<ServiceStatus>,
+    pub pools: Vec<PoolStatus>,
+    pub sites: Vec<SiteStatus>,
+}
+
+impl IisStatus {
+    pub fn pool(&self, name: &str) -> Option<&PoolStatus> {
+        self.pools
+            .iter()
+            .find(|p| p.name.eq_ignore_ascii_case(name))
+    }
+
+    pub fn service(&self, name: &str) -> Option<ServiceState> {
+        self.services
+            .iter()
+            .find(|s| s.name.eq_ignore_ascii_case(name))
+            .map(|s| s.state)
+    }
+
+    /// W3SVC and WAS both running: IIS can serve.
+    pub fn iis_running(&self) -> bool {
+        ["W3SVC", "WAS"]
+            .iter()
+            .all(|s| self.service(s) == Some(ServiceState::Running))
+    }
+
+    /// W3SVC and WAS both stopped (or not there at all).
+    pub fn iis_stopped(&self) -> bool {
+        ["W3SVC", "WAS"].iter().all(|s| {
+            matches!(
+                self.service(s),
+                Some(ServiceState::Stopped | ServiceState::NotInstalled) | None
+            )
+        })
+    }
+}
+
+/// Errors from IIS tools or the simulator.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum IisError {
+    #[error("application pool `{0}` does not exist")]
+    NoSuchPool(String),
+    #[error("invalid name {name:?}: {reason}")]
+    InvalidName { name: String, reason: String },
+    #[error("`{command}` failed (exit code {code}): {message}")]
+    Command {
+        command: String,
+        code: i32,
+        message: String,
+    },
+    #[error("`{command}` timed out after {after:?}")]
+    Timeout { command: String, after: Duration },
+    #[error("could not parse the output of `{command}`: {detail}")]
+    Parse { command: String, detail: String },
+    #[error("{0}")]
+    Other(String),
+}
+
+/// What `iisreset /stop /timeout:N` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StopOutcome {
+    Stopped,
+    /// The graceful stop did not finish in time or failed; IIS may be half
+    /// stopped. The message is the tool's own text.
+    Failed(String),
+}
+
+/// One IIS server, as the agent drives it. Implementations do one tool
+/// invocation (or its simulated equivalent) per method.
+#[async_trait]
+pub trait Iis: Send + Sync + 'static {
+    /// `sim` or `iis`.
+    fn backend(&self) -> &'static str;
+    async fn status(&self) -> Result<IisStatus, IisError>;
+    /// Requests being served now; `None` when the node cannot tell.
+    async fn in_flight(&self) -> Result<Option<u64>, IisError>;
+    /// A live feed of the in-flight count, where the backend has one; the
+    /// agent polls [`Iis::in_flight`] otherwise.
+    fn in_flight_feed(&self) -> Option<watch::Receiver<u64>> {
+        None
+    }
+    /// `appcmd recycle apppool /apppool.name:X`.
+    async fn recycle_pool(&self, pool: &str) -> Result<(), IisError>;
+    /// `appcmd start apppool /apppool.name:X`.
+    async fn start_pool(&self, pool: &str) -> Result<(), IisError>;
+    /// `iisreset /stop /timeout:N`.
+    async fn stop_iis(&self, timeout: Duration) -> Result<StopOutcome, IisError>;
+    /// `taskkill /F /FI "SERVICES eq was"`: kill the host of WAS.
+    async fn force_stop_iis(&self) -> Result<(), IisError>;
+    /// `iisreset /start`.
+    async fn start_iis(&self) -> Result<(), IisError>;
+    /// Whether the load balancer's health-check file is in place.
+    async fn health_file_present(&self) -> Result<bool, IisError>;
+    /// Put the health-check file in place (`true`) or rename it away.
+    async fn set_health_file(&self, present: bool) -> Result<(), IisError>;
+}

@@ -1,0 +1,19 @@
+//! `farm-agent`: the agent on every IIS server of a farm.
+//!
+//! # Layout
+//! - [`iis`]: the `Iis` trait (primitive IIS operations) and its types.
+//! - [`ops`]: the verified recycle and the safe reset, built from those
+//!   primitives and shared by every backend.
+//! - [`sim`]: the simulator backend, a fake IIS serving real HTTP.
+//! - [`service`], [`operations`], [`convert`]: the gRPC service, operation-id
+//!   idempotency and the wire conversions.
+//! - [`server`]: `run(listener, ..., shutdown)`.
+#![forbid(unsafe_code)]
+
+pub mod convert;
+pub mod iis;
+pub mod operations;
+pub mod ops;
+pub mod server;
+pub mod service;
+pub mod sim;

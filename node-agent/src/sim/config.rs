@@ -1,0 +1,194 @@
+//! The sim file: one simulated IIS server. The format is a documented
+//! contract (README, "Sim file reference"); keep it stable.
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimFile {
+    /// Name the node reports.
+    pub node: String,
+    /// Loopback address the sites listen on.
+    #[serde(default = "default_address")]
+    pub address: String,
+    /// URL path of the load balancer's health-check file.
+    #[serde(default = "default_health_file")]
+    pub health_file: String,
+    /// Append one JSON line per drain/undrain/recycle/reset here.
+    #[serde(default)]
+    pub event_log: Option<PathBuf>,
+    #[serde(default)]
+    pub timings: Timings,
+    pub sites: Vec<SimSite>,
+    pub app_pools: Vec<SimPool>,
+    #[serde(default)]
+    pub faults: Faults,
+}
+
+fn default_address() -> String {
+    "127.0.0.1".into()
+}
+
+fn default_health_file() -> String {
+    "/health.htm".into()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Timings {
+    /// How long `iisreset /stop` takes once requests are done.
+    #[serde(with = "humantime_serde")]
+    pub iis_stop: Duration,
+    /// How long `iisreset /start` takes.
+    #[serde(with = "humantime_serde")]
+    pub iis_start: Duration,
+}
+
+impl Default for Timings {
+    fn default() -> Self {
+        Self {
+            iis_stop: Duration::from_millis(300),
+            iis_start: Duration::from_millis(500),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimSite {
+    pub name: String,
+    /// 0 picks a free port; sites with the same non-zero port share it and
+    /// are told apart by `host`.
+    #[serde(default)]
+    pub port: u16,
+    /// Host header of the binding; none answers any host.
+    #[serde(default)]
+    pub host: Option<String>,
+    pub app_pool: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StartMode {
+    /// IIS default: no worker until the first request.
+    OnDemand,
+    /// A worker is started with the pool.
+    AlwaysRunning,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InitialState {
+    Started,
+    Stopped,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimPool {
+    pub name: String,
+    /// `disallowOverlappingRotation: false`: the new worker starts before the
+    /// old one stops. With `false` here, requests get 503 while it rotates.
+    #[serde(default = "yes")]
+    pub overlapped: bool,
+    #[serde(default = "default_start_mode")]
+    pub start_mode: StartMode,
+    #[serde(default = "default_state")]
+    pub state: InitialState,
+    /// Time for a new worker process to start.
+    #[serde(default = "default_startup", with = "humantime_serde")]
+    pub startup: Duration,
+    /// Cold start: a new worker's requests wait this long after it started
+    /// (JIT, caches) until it is warm.
+    #[serde(default = "default_warmup", with = "humantime_serde")]
+    pub warmup: Duration,
+    /// Old workers still busy after this are killed, their requests cut.
+    #[serde(default = "default_shutdown", with = "humantime_serde")]
+    pub shutdown_time_limit: Duration,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_start_mode() -> StartMode {
+    StartMode::AlwaysRunning
+}
+fn default_state() -> InitialState {
+    InitialState::Started
+}
+fn default_startup() -> Duration {
+    Duration::from_millis(200)
+}
+fn default_warmup() -> Duration {
+    Duration::from_millis(300)
+}
+fn default_shutdown() -> Duration {
+    Duration::from_secs(90)
+}
+
+/// Injected faults, each as the real failure looks from outside.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Faults {
+    /// `iisreset /stop` hangs past its timeout and fails ("Stop attempt
+    /// failed."), leaving the services stop-pending until forced.
+    pub stop_hangs: bool,
+    /// The next N `iisreset /start` calls fail.
+    pub start_fails: u32,
+    /// After a recycle, the new worker crashes and rapid-fail protection
+    /// stops the pool (503).
+    pub crash_after_recycle: bool,
+    /// After the next recycle or reset, every application request answers
+    /// 500: the node never becomes healthy again.
+    pub never_healthy: bool,
+}
+
+/// Parses a sim file, naming the place of the first error.
+pub fn parse(text: &str) -> Result<SimFile, String> {
+    let sim: SimFile = serde_yaml::from_str(text).map_err(|e| e.to_string())?;
+    let mut errors = Vec::new();
+    if sim.node.trim().is_empty() {
+        errors.push("node: must not be empty".to_string());
+    }
+    if sim.address.parse::<std::net::IpAddr>().is_err() {
+        errors.push(format!("address: `{}` is not an IP address", sim.address));
+    }
+    if !sim.health_file.starts_with('/') {
+        errors.push(format!(
+            "health_file: `{}` must start with `/`",
+            sim.health_file
+        ));
+    }
+    if sim.sites.is_empty() {
+        errors.push("sites: at least one site is needed".into());
+    }
+    for (i, s) in sim.sites.iter().enumerate() {
+        if !sim.app_pools.iter().any(|p| p.name == s.app_pool) {
+            errors.push(format!(
+                "sites[{i}].app_pool: no app pool named `{}`",
+                s.app_pool
+            ));
+        }
+        if sim.sites[..i].iter().any(|o| o.name == s.name) {
+            errors.push(format!("sites[{i}].name: duplicate site `{}`", s.name));
+        }
+    }
+    for (i, p) in sim.app_pools.iter().enumerate() {
+        if let Err(e) = farm_proto::names::check_pool_name(&p.name) {
+            errors.push(format!("app_pools[{i}].name: {e}"));
+        }
+        if sim.app_pools[..i]
+            .iter()
+            .any(|o| o.name.eq_ignore_ascii_case(&p.name))
+        {
+            errors.push(format!("app_pools[{i}].name: duplicate pool `{}`", p.name));
+        }
+    }
+    if errors.is_empty() {
+        Ok(sim)
+    } else {
+        Err(errors.join("\n"))
+    }
+}

@@ -1,0 +1,592 @@
+//! A simulated IIS server that serves real HTTP on loopback.
+//!
+//! It models what matters for a rolling operation: worker processes whose
+//! PIDs change on recycle, overlapped rotation (the new worker takes new
+//! requests while the old one finishes its own, cut at shutdownTimeLimit),
+//! non-overlapped rotation and stopped pools (503), `iisreset` closing the
+//! listeners (connection refused) for the stop+start time, cold starts, the
+//! health-check file that drain renames, and injected faults. Timings come
+//! from the sim file ([`config`]).
+pub mod config;
+mod http;
+mod worker;
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::iis::*;
+use config::{InitialState, SimFile, SimPool, StartMode};
+pub(crate) use worker::Worker;
+
+pub use http::BoundSite;
+
+/// One simulated IIS server.
+#[derive(Clone)]
+pub struct Simulator {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    cfg: SimFile,
+    state: Mutex<State>,
+    /// Requests in flight on the whole node.
+    in_flight: watch::Sender<u64>,
+    /// Whether the sites' listeners are open (IIS running).
+    listening: watch::Sender<bool>,
+    /// Bumped when IIS stops: every open connection is closed.
+    conn_epoch: watch::Sender<u64>,
+    /// Set when the simulator shuts down.
+    shutdown: watch::Sender<bool>,
+    events: Option<Mutex<std::fs::File>>,
+}
+
+struct State {
+    w3svc: ServiceState,
+    was: ServiceState,
+    health_file: bool,
+    pools: Vec<PoolSim>,
+    next_pid: u32,
+    start_fails_left: u32,
+    /// The never-healthy fault has fired.
+    unhealthy: bool,
+    sites: Vec<BoundSite>,
+}
+
+struct PoolSim {
+    cfg: SimPool,
+    state: PoolState,
+    /// Takes new requests.
+    active: Option<Arc<Worker>>,
+    /// Overlapped recycle: the new worker, not yet ready.
+    starting: Option<Arc<Worker>>,
+    /// Old workers finishing their requests.
+    retiring: Vec<Arc<Worker>>,
+    /// Non-overlapped rotation in progress: requests get 503.
+    rotating: bool,
+}
+
+impl PoolSim {
+    fn workers(&self) -> impl Iterator<Item = &Arc<Worker>> {
+        self.active
+            .iter()
+            .chain(self.starting.iter())
+            .chain(self.retiring.iter())
+    }
+
+    fn kill_all(&mut self) {
+        for w in self.workers() {
+            w.kill();
+        }
+        self.active = None;
+        self.starting = None;
+        self.retiring.clear();
+        self.rotating = false;
+    }
+}
+
+/// Why a request cannot be served by a worker.
+pub(crate) enum Refusal {
+    /// 503: pool stopped, rotating, or IIS stopping.
+    Unavailable,
+    /// The site's pool does not exist (misconfigured sim).
+    NoPool,
+}
+
+impl Simulator {
+    /// Builds the simulator and opens its sites' listeners. Returns once
+    /// every listener is bound, so the ports are known.
+    pub async fn start(cfg: SimFile) -> std::io::Result<Simulator> {
+        let events = match &cfg.event_log {
+            Some(p) => Some(Mutex::new(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(p)?,
+            )),
+            None => None,
+        };
+        let pools = cfg
+            .app_pools
+            .iter()
+            .map(|p| PoolSim {
+                cfg: p.clone(),
+                state: match p.state {
+                    InitialState::Started => PoolState::Started,
+                    InitialState::Stopped => PoolState::Stopped,
+                },
+                active: None,
+                starting: None,
+                retiring: Vec::new(),
+                rotating: false,
+            })
+            .collect();
+        let sim = Simulator {
+            inner: Arc::new(Inner {
+                state: Mutex::new(State {
+                    w3svc: ServiceState::Running,
+                    was: ServiceState::Running,
+                    health_file: true,
+                    pools,
+                    next_pid: 4000 + (std::process::id() % 1000) * 16,
+                    start_fails_left: cfg.faults.start_fails,
+                    unhealthy: false,
+                    sites: Vec::new(),
+                }),
+                cfg,
+                in_flight: watch::channel(0).0,
+                listening: watch::channel(true).0,
+                conn_epoch: watch::channel(0).0,
+                shutdown: watch::channel(false).0,
+                events,
+            }),
+        };
+        {
+            let mut st = sim.lock();
+            let now = Instant::now();
+            for i in 0..st.pools.len() {
+                if st.pools[i].state == PoolState::Started
+                    && st.pools[i].cfg.start_mode == StartMode::AlwaysRunning
+                {
+                    // Already warm at start: the farm was serving before us.
+                    let w = sim.new_worker(&mut st, now, Duration::ZERO);
+                    st.pools[i].active = Some(w);
+                }
+            }
+        }
+        let bound = http::bind_sites(&sim).await?;
+        sim.lock().sites = bound;
+        Ok(sim)
+    }
+
+    pub fn node(&self) -> &str {
+        &self.inner.cfg.node
+    }
+
+    /// The sites and the ports they were bound to.
+    pub fn sites(&self) -> Vec<BoundSite> {
+        self.lock().sites.clone()
+    }
+
+    /// Closes the listeners and every connection.
+    pub fn shutdown(&self) {
+        self.inner.shutdown.send_replace(true);
+        self.inner.conn_epoch.send_modify(|e| *e += 1);
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock would be a bug in the simulator;
+        // keep serving with whatever state it left rather than poisoning.
+        self.inner.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn cfg(&self) -> &SimFile {
+        &self.inner.cfg
+    }
+
+    fn new_worker(&self, st: &mut State, ready_at: Instant, warmup: Duration) -> Arc<Worker> {
+        st.next_pid += 4;
+        Worker::new(st.next_pid, ready_at + warmup)
+    }
+
+    /// Appends one line to the sim's event log, for tests that check the
+    /// order of operations across nodes.
+    fn event(&self, event: &str, detail: &str) {
+        let Some(file) = &self.inner.events else {
+            return;
+        };
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_micros();
+        let line = serde_json::json!({"t_us": t as u64, "node": self.node(), "event": event, "detail": detail});
+        use std::io::Write;
+        let mut f = file.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = writeln!(f, "{line}");
+        let _ = f.flush();
+    }
+
+    /// Picks the worker for a new request on `pool`, starting one on demand.
+    pub(crate) fn admit(&self, pool: &str) -> Result<Arc<Worker>, Refusal> {
+        let mut st = self.lock();
+        if st.w3svc != ServiceState::Running {
+            return Err(Refusal::Unavailable);
+        }
+        let idx = st
+            .pools
+            .iter()
+            .position(|p| p.cfg.name == pool)
+            .ok_or(Refusal::NoPool)?;
+        let p = &st.pools[idx];
+        if p.state != PoolState::Started || p.rotating {
+            return Err(Refusal::Unavailable);
+        }
+        if let Some(w) = &p.active {
+            return Ok(w.clone());
+        }
+        // On-demand start: this request pays for the cold start.
+        let (startup, warmup) = (p.cfg.startup, p.cfg.warmup);
+        let w = self.new_worker(&mut st, Instant::now() + startup, warmup);
+        st.pools[idx].active = Some(w.clone());
+        Ok(w)
+    }
+
+    pub(crate) fn unhealthy(&self) -> bool {
+        self.lock().unhealthy
+    }
+
+    pub(crate) fn health_file(&self) -> bool {
+        self.lock().health_file
+    }
+
+    pub(crate) fn request_started(&self) {
+        self.inner.in_flight.send_modify(|n| *n += 1);
+    }
+
+    pub(crate) fn request_finished(&self) {
+        self.inner
+            .in_flight
+            .send_modify(|n| *n = n.saturating_sub(1));
+    }
+
+    /// Waits until `worker` has no request in flight or `limit` passes; then
+    /// kills it (cutting what is left) and removes it from its pool.
+    fn retire(&self, pool: String, worker: Arc<Worker>, limit: Duration) {
+        let sim = self.clone();
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(limit, worker.idle()).await;
+            worker.kill();
+            let mut st = sim.lock();
+            if let Some(p) = st.pools.iter_mut().find(|p| p.cfg.name == pool) {
+                p.retiring.retain(|w| !Arc::ptr_eq(w, &worker));
+            }
+        });
+    }
+
+    fn crash_later(&self, pool: String, worker: Arc<Worker>) {
+        let sim = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep_until(worker.warm_at() + Duration::from_millis(50)).await;
+            let mut st = sim.lock();
+            if let Some(p) = st.pools.iter_mut().find(|p| p.cfg.name == pool) {
+                if p.active.as_ref().is_some_and(|a| Arc::ptr_eq(a, &worker)) {
+                    // Five crashes in a row: rapid-fail protection stops the pool.
+                    p.kill_all();
+                    p.state = PoolState::Stopped;
+                    drop(st);
+                    sim.event("pool_crashed", &pool);
+                }
+            }
+        });
+    }
+
+    fn stop_everything(&self, st: &mut State) {
+        for p in &mut st.pools {
+            p.kill_all();
+        }
+        st.w3svc = ServiceState::Stopped;
+        st.was = ServiceState::Stopped;
+        self.inner.listening.send_replace(false);
+        self.inner.conn_epoch.send_modify(|e| *e += 1);
+    }
+
+    fn fire_never_healthy(&self, st: &mut State) {
+        if self.cfg().faults.never_healthy {
+            st.unhealthy = true;
+        }
+    }
+}
+
+#[async_trait]
+impl Iis for Simulator {
+    fn backend(&self) -> &'static str {
+        "sim"
+    }
+
+    async fn status(&self) -> Result<IisStatus, IisError> {
+        let st = self.lock();
+        Ok(IisStatus {
+            services: vec![
+                ServiceStatus {
+                    name: "W3SVC".into(),
+                    state: st.w3svc,
+                },
+                ServiceStatus {
+                    name: "WAS".into(),
+                    state: st.was,
+                },
+            ],
+            pools: st
+                .pools
+                .iter()
+                .map(|p| PoolStatus {
+                    name: p.cfg.name.clone(),
+                    state: if st.was == ServiceState::Running {
+                        p.state
+                    } else {
+                        PoolState::Stopped
+                    },
+                    workers: p
+                        .workers()
+                        .filter(|w| !w.is_killed())
+                        .map(|w| WorkerInfo {
+                            pid: w.pid,
+                            started_unix_ms: w.started_unix_ms,
+                        })
+                        .collect(),
+                })
+                .collect(),
+            sites: st
+                .sites
+                .iter()
+                .map(|s| SiteStatus {
+                    name: s.name.clone(),
+                    bindings: vec![format!(
+                        "http/{}:{}:{}",
+                        self.cfg().address,
+                        s.port,
+                        s.host.clone().unwrap_or_default()
+                    )],
+                    state: if st.w3svc == ServiceState::Running {
+                        "Started".into()
+                    } else {
+                        "Stopped".into()
+                    },
+                    pool: s.app_pool.clone(),
+                })
+                .collect(),
+        })
+    }
+
+    async fn in_flight(&self) -> Result<Option<u64>, IisError> {
+        Ok(Some(*self.inner.in_flight.borrow()))
+    }
+
+    fn in_flight_feed(&self) -> Option<watch::Receiver<u64>> {
+        Some(self.inner.in_flight.subscribe())
+    }
+
+    async fn recycle_pool(&self, pool: &str) -> Result<(), IisError> {
+        let mut st = self.lock();
+        let idx = st
+            .pools
+            .iter()
+            .position(|p| p.cfg.name.eq_ignore_ascii_case(pool))
+            .ok_or_else(|| IisError::NoSuchPool(pool.into()))?;
+        if st.pools[idx].state != PoolState::Started || st.was != ServiceState::Running {
+            return Err(IisError::Command {
+                command: format!("appcmd recycle apppool /apppool.name:{pool}"),
+                code: 1062,
+                message: "The service has not been started.".into(),
+            });
+        }
+        self.fire_never_healthy(&mut st);
+        let name = st.pools[idx].cfg.name.clone();
+        let cfg = st.pools[idx].cfg.clone();
+        if st.pools[idx].active.is_none() && st.pools[idx].starting.is_none() {
+            drop(st);
+            self.event("recycle", &name);
+            return Ok(());
+        }
+        let now = Instant::now();
+        let new = self.new_worker(&mut st, now + cfg.startup, cfg.warmup);
+        let p = &mut st.pools[idx];
+        if cfg.overlapped {
+            // WAS starts the new w3wp; HTTP.sys moves new requests to it once
+            // it is up, and the old one finishes what it has.
+            if let Some(stale) = p.starting.replace(new.clone()) {
+                stale.kill();
+            }
+            let sim = self.clone();
+            let (pool_name, new_w) = (name.clone(), new.clone());
+            tokio::spawn(async move {
+                tokio::time::sleep_until(now + cfg.startup).await;
+                let mut st = sim.lock();
+                let Some(p) = st.pools.iter_mut().find(|p| p.cfg.name == pool_name) else {
+                    return;
+                };
+                if !p.starting.as_ref().is_some_and(|s| Arc::ptr_eq(s, &new_w)) {
+                    return;
+                }
+                p.starting = None;
+                let old = p.active.replace(new_w);
+                if let Some(old) = old {
+                    p.retiring.push(old.clone());
+                    drop(st);
+                    sim.retire(pool_name, old, cfg.shutdown_time_limit);
+                }
+            });
+        } else {
+            // Non-overlapped: the old worker stops first; requests get 503
+            // until the new one is up.
+            p.rotating = true;
+            let old = p.active.take();
+            p.retiring.extend(old.clone());
+            let sim = self.clone();
+            let (pool_name, new_w) = (name.clone(), new.clone());
+            tokio::spawn(async move {
+                if let Some(old) = &old {
+                    let _ = tokio::time::timeout(cfg.shutdown_time_limit, old.idle()).await;
+                    old.kill();
+                }
+                tokio::time::sleep(cfg.startup).await;
+                let mut st = sim.lock();
+                if let Some(p) = st.pools.iter_mut().find(|p| p.cfg.name == pool_name) {
+                    if let Some(old) = &old {
+                        p.retiring.retain(|w| !Arc::ptr_eq(w, old));
+                    }
+                    new_w.set_warm_at(Instant::now() + cfg.warmup);
+                    p.active = Some(new_w);
+                    p.rotating = false;
+                }
+            });
+        }
+        let crash = self.cfg().faults.crash_after_recycle;
+        drop(st);
+        self.event("recycle", &name);
+        if crash {
+            self.crash_later(name, new);
+        }
+        Ok(())
+    }
+
+    async fn start_pool(&self, pool: &str) -> Result<(), IisError> {
+        let mut st = self.lock();
+        let was_running = st.was == ServiceState::Running;
+        let idx = st
+            .pools
+            .iter()
+            .position(|p| p.cfg.name.eq_ignore_ascii_case(pool))
+            .ok_or_else(|| IisError::NoSuchPool(pool.into()))?;
+        if !was_running {
+            return Err(IisError::Command {
+                command: format!("appcmd start apppool /apppool.name:{pool}"),
+                code: 1062,
+                message: "The service has not been started.".into(),
+            });
+        }
+        if st.pools[idx].state == PoolState::Started {
+            return Ok(());
+        }
+        st.pools[idx].state = PoolState::Started;
+        if st.pools[idx].cfg.start_mode == StartMode::AlwaysRunning {
+            let (startup, warmup) = (st.pools[idx].cfg.startup, st.pools[idx].cfg.warmup);
+            let w = self.new_worker(&mut st, Instant::now() + startup, warmup);
+            st.pools[idx].active = Some(w);
+        }
+        let name = st.pools[idx].cfg.name.clone();
+        drop(st);
+        self.event("start_pool", &name);
+        Ok(())
+    }
+
+    async fn stop_iis(&self, timeout: Duration) -> Result<StopOutcome, IisError> {
+        {
+            let mut st = self.lock();
+            if st.w3svc == ServiceState::Stopped && st.was == ServiceState::Stopped {
+                return Ok(StopOutcome::Stopped);
+            }
+            st.w3svc = ServiceState::StopPending;
+            st.was = ServiceState::StopPending;
+        }
+        // Listeners close at once: new connections are refused.
+        self.inner.listening.send_replace(false);
+        self.event("iis_stop", "");
+        let failed = || {
+            StopOutcome::Failed(
+                "Attempting stop...\r\nStop attempt failed.\r\nThe service cannot accept control messages at this time. (2147943461, 80070425)\r\n".into(),
+            )
+        };
+        if self.cfg().faults.stop_hangs {
+            tokio::time::sleep(timeout).await;
+            return Ok(failed());
+        }
+        let deadline = Instant::now() + timeout;
+        let mut feed = self.inner.in_flight.subscribe();
+        let drained = tokio::time::timeout_at(deadline, async {
+            let _ = feed.wait_for(|n| *n == 0).await;
+        })
+        .await
+        .is_ok();
+        if !drained {
+            return Ok(failed());
+        }
+        let stop_time = self.cfg().timings.iis_stop;
+        if Instant::now() + stop_time > deadline {
+            tokio::time::sleep_until(deadline).await;
+            return Ok(failed());
+        }
+        tokio::time::sleep(stop_time).await;
+        let mut st = self.lock();
+        self.stop_everything(&mut st);
+        Ok(StopOutcome::Stopped)
+    }
+
+    async fn force_stop_iis(&self) -> Result<(), IisError> {
+        let mut st = self.lock();
+        self.stop_everything(&mut st);
+        drop(st);
+        self.event("iis_killed", "");
+        Ok(())
+    }
+
+    async fn start_iis(&self) -> Result<(), IisError> {
+        {
+            let st = self.lock();
+            if st.w3svc == ServiceState::Running && st.was == ServiceState::Running {
+                return Ok(());
+            }
+        }
+        tokio::time::sleep(self.cfg().timings.iis_start).await;
+        let mut st = self.lock();
+        if matches!(st.was, ServiceState::StopPending) {
+            return Err(IisError::Command {
+                command: "iisreset /start".into(),
+                code: 1,
+                message: "Start attempt failed.\nThe service cannot accept control messages at this time. (2147943461, 80070425)".into(),
+            });
+        }
+        if st.start_fails_left > 0 {
+            st.start_fails_left -= 1;
+            return Err(IisError::Command {
+                command: "iisreset /start".into(),
+                code: 1,
+                message: "Restart attempt failed.\nThe service cannot accept control messages at this time. (2147943461, 80070425)".into(),
+            });
+        }
+        st.was = ServiceState::Running;
+        st.w3svc = ServiceState::Running;
+        let now = Instant::now();
+        for i in 0..st.pools.len() {
+            let p = &st.pools[i];
+            if p.state == PoolState::Started && p.cfg.start_mode == StartMode::AlwaysRunning {
+                let (startup, warmup) = (p.cfg.startup, p.cfg.warmup);
+                let w = self.new_worker(&mut st, now + startup, warmup);
+                st.pools[i].active = Some(w);
+            }
+        }
+        self.fire_never_healthy(&mut st);
+        drop(st);
+        self.inner.listening.send_replace(true);
+        self.event("iis_start", "");
+        Ok(())
+    }
+
+    async fn health_file_present(&self) -> Result<bool, IisError> {
+        Ok(self.health_file())
+    }
+
+    async fn set_health_file(&self, present: bool) -> Result<(), IisError> {
+        let changed = {
+            let mut st = self.lock();
+            std::mem::replace(&mut st.health_file, present) != present
+        };
+        if changed {
+            self.event(if present { "undrain" } else { "drain" }, "");
+        }
+        Ok(())
+    }
+}
