@@ -1,1 +1,27 @@
+//! `farmctl`: rolling app-pool recycles and IIS resets across an IIS farm.
+//!
+//! # Layout
+//! - [`cli`]: argument structs; [`commands`]: one file per subcommand.
+//! - [`rollout`]: the pure per-node state machine, batch planning and the
+//!   engine that drives them.
+//! - [`agent`]: the agent client trait and its gRPC implementation.
+//! - [`lb`]: load balancer drivers; [`probe`]: HTTP health probes.
+//! - [`preflight`]: checks before anything is touched.
+//! - [`report`]: run reports and the `Reporter` trait; [`progress`]: its
+//!   line and progress-bar implementations.
+//! - [`sandbox`]: a simulated farm of real agent processes (demo, tests);
+//!   [`traffic`]: an HTTP load generator.
 #![forbid(unsafe_code)]
+
+pub mod agent;
+pub mod cli;
+pub mod commands;
+pub mod exit;
+pub mod lb;
+pub mod preflight;
+pub mod probe;
+pub mod progress;
+pub mod report;
+pub mod rollout;
+pub mod sandbox;
+pub mod traffic;

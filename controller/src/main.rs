@@ -1,1 +1,58 @@
-fn main() {}
+//! `farmctl`: parses arguments, builds the settings and calls the library.
+use std::io::IsTerminal;
+
+use clap::Parser;
+use farmctl::cli::{Cli, Command};
+use farmctl::commands::{self, Settings};
+use farmctl::exit::ExitStatus;
+
+fn main() {
+    let cli = Cli::parse();
+    init_logging(cli.verbose, cli.quiet);
+    let settings = Settings {
+        quiet: cli.quiet,
+        bars: !cli.quiet && std::io::stderr().is_terminal(),
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("farmctl: could not start the async runtime: {e}");
+            std::process::exit(ExitStatus::Failed.code());
+        }
+    };
+    let result = runtime.block_on(async {
+        match &cli.command {
+            Command::Validate(a) => commands::validate::run(a, &settings),
+            Command::Status(a) => commands::status::run(a, &settings).await,
+            Command::Recycle(a) => commands::rollout::recycle(a, &settings).await,
+            Command::Reset(a) => commands::rollout::reset(a, &settings).await,
+            Command::Demo(a) => commands::demo::run(a, &settings).await,
+        }
+    });
+    let code = match result {
+        Ok(status) => status.code(),
+        Err(e) => {
+            eprintln!("farmctl: {e}");
+            e.status.code()
+        }
+    };
+    // Dropping the runtime waits for nothing: agent clients and probes
+    // are done; lingering tasks are cancelled.
+    runtime.shutdown_background();
+    std::process::exit(code);
+}
+
+fn init_logging(verbose: u8, quiet: bool) {
+    let level = match (quiet, verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

@@ -37,8 +37,9 @@ pub struct Node {
 pub enum LoadBalancer {
     /// No drain at all: operations happen under traffic.
     None,
-    /// The agent renames the health-check file the LB monitors at `path`.
-    HealthFile { path: String },
+    /// The agent renames the health-check file the LB monitors at `path`;
+    /// the LB notices within `detection` (its check interval × fall/rise).
+    HealthFile { path: String, detection: Duration },
     /// HAProxy runtime API.
     Haproxy { admin: String, backend: String },
 }

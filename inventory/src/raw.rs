@@ -46,6 +46,9 @@ pub struct RawLoadBalancer {
     pub kind: String,
     /// health-file: the path the load balancer's HTTP monitor requests.
     pub path: Option<String>,
+    /// health-file: how long the LB takes to notice the file is gone or
+    /// back (its check interval × fall/rise).
+    pub detection: Option<String>,
     /// haproxy: runtime API address, `host:port` or `unix:/path`.
     pub admin: Option<String>,
     /// haproxy: backend name.

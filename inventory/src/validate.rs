@@ -8,6 +8,8 @@ use crate::raw::*;
 
 pub const DEFAULT_AGENT_PORT: u16 = 7443;
 pub const DEFAULT_HEALTH_FILE: &str = "/health.htm";
+/// A typical LB health check: every 5 s, 2 failures to mark down.
+pub const DEFAULT_DETECTION: Duration = Duration::from_secs(10);
 
 /// Collects errors while validation goes on, so every problem is reported.
 #[derive(Default)]
@@ -178,6 +180,7 @@ pub fn validate(raw: RawInventory) -> Result<Inventory, Vec<InventoryError>> {
     let load_balancer = match &raw.load_balancer {
         None => LoadBalancer::HealthFile {
             path: DEFAULT_HEALTH_FILE.into(),
+            detection: DEFAULT_DETECTION,
         },
         Some(lb) => load_balancer(&mut errors, lb),
     };
@@ -261,6 +264,7 @@ fn load_balancer(errors: &mut Errors, lb: &RawLoadBalancer) -> LoadBalancer {
     match lb.kind.as_str() {
         "none" => {
             unused(errors, "path", &lb.path);
+            unused(errors, "detection", &lb.detection);
             unused(errors, "admin", &lb.admin);
             unused(errors, "backend", &lb.backend);
             LoadBalancer::None
@@ -278,10 +282,16 @@ fn load_balancer(errors: &mut Errors, lb: &RawLoadBalancer) -> LoadBalancer {
                     format!("`{path}` must start with `/`"),
                 );
             }
-            LoadBalancer::HealthFile { path }
+            let detection = errors.duration(
+                "load_balancer.detection",
+                lb.detection.as_deref(),
+                DEFAULT_DETECTION,
+            );
+            LoadBalancer::HealthFile { path, detection }
         }
         "haproxy" => {
             unused(errors, "path", &lb.path);
+            unused(errors, "detection", &lb.detection);
             let admin = lb.admin.clone().unwrap_or_default();
             if admin.is_empty() {
                 errors.add(

@@ -1,0 +1,376 @@
+//! Talking to a node's farm-agent: one trait, so the engine can be driven
+//! by a fake in tests, and the tonic client behind it.
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use farm_proto::v1 as pb;
+use farm_proto::NodeAgentClient;
+use tokio_stream::StreamExt;
+use tonic::transport::{Channel, Endpoint};
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AgentError {
+    #[error("agent {addr} is unreachable: {detail}")]
+    Unreachable { addr: String, detail: String },
+    #[error("agent refused the call: {0}")]
+    Refused(String),
+    #[error("agent call failed: {0}")]
+    Call(String),
+    #[error("agent did not answer within {0:?}")]
+    Timeout(Duration),
+}
+
+impl From<tonic::Status> for AgentError {
+    fn from(s: tonic::Status) -> Self {
+        use tonic::Code::*;
+        match s.code() {
+            InvalidArgument | FailedPrecondition | NotFound | PermissionDenied
+            | Unauthenticated => AgentError::Refused(s.message().to_string()),
+            DeadlineExceeded => AgentError::Call(format!("deadline exceeded: {}", s.message())),
+            Unavailable => AgentError::Call(format!("agent unavailable: {}", s.message())),
+            _ => AgentError::Call(s.message().to_string()),
+        }
+    }
+}
+
+/// A pool as the agent reports it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PoolView {
+    pub name: String,
+    pub state: String,
+    pub pids: Vec<u32>,
+}
+
+/// A node as its agent reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeView {
+    pub node: String,
+    pub backend: String,
+    pub services: BTreeMap<String, String>,
+    pub pools: Vec<PoolView>,
+    pub in_flight: Option<u64>,
+    pub drained: bool,
+}
+
+impl NodeView {
+    pub fn iis_running(&self) -> bool {
+        ["W3SVC", "WAS"]
+            .iter()
+            .all(|s| self.services.get(*s).map(String::as_str) == Some("RUNNING"))
+    }
+
+    pub fn pool(&self, name: &str) -> Option<&PoolView> {
+        self.pools
+            .iter()
+            .find(|p| p.name.eq_ignore_ascii_case(name))
+    }
+}
+
+/// What the agent reported at the end of a recycle or reset.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct OperationReport {
+    pub success: bool,
+    pub error: String,
+    pub failed_step: String,
+    pub pools: Vec<PoolChange>,
+    pub services: BTreeMap<String, String>,
+    pub replayed: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolChange {
+    pub name: String,
+    pub pids_before: Vec<u32>,
+    pub pids_after: Vec<u32>,
+    pub state_after: String,
+    pub had_no_worker: bool,
+}
+
+/// A progress line from the agent while it works.
+pub type ProgressFn<'a> = &'a (dyn Fn(&str, &str) + Send + Sync);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    Recycle,
+    Reset,
+}
+
+impl Operation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operation::Recycle => "recycle",
+            Operation::Reset => "reset",
+        }
+    }
+}
+
+#[async_trait]
+pub trait AgentApi: Send + Sync {
+    async fn status(&self) -> Result<NodeView, AgentError>;
+    async fn drain(&self, op_id: &str) -> Result<(), AgentError>;
+    async fn undrain(&self, op_id: &str) -> Result<(), AgentError>;
+    /// Resolves `true` once the node has no request in flight, `false` if
+    /// `timeout` passes first.
+    async fn wait_idle(&self, timeout: Duration) -> Result<bool, AgentError>;
+    async fn operate(
+        &self,
+        op: Operation,
+        op_id: &str,
+        pools: &[String],
+        timeout: Duration,
+        progress: ProgressFn<'_>,
+    ) -> Result<OperationReport, AgentError>;
+}
+
+/// The gRPC client for one agent.
+pub struct GrpcAgent {
+    addr: String,
+    client: NodeAgentClient<Channel>,
+    request_timeout: Duration,
+}
+
+impl GrpcAgent {
+    /// Prepares a client; the connection is made on first use, so an
+    /// unreachable agent shows up as an error of the first call.
+    pub fn new(
+        addr: &str,
+        connect_timeout: Duration,
+        request_timeout: Duration,
+    ) -> Result<Self, AgentError> {
+        let unreachable = |detail: String| AgentError::Unreachable {
+            addr: addr.to_string(),
+            detail,
+        };
+        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| unreachable(format!("bad address: {e}")))?
+            .connect_timeout(connect_timeout)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(Duration::from_secs(10));
+        Ok(Self {
+            addr: addr.to_string(),
+            client: NodeAgentClient::new(endpoint.connect_lazy()),
+            request_timeout,
+        })
+    }
+
+    fn request<T>(&self, msg: T) -> tonic::Request<T> {
+        let mut r = tonic::Request::new(msg);
+        r.set_timeout(self.request_timeout);
+        r
+    }
+
+    fn map_err(&self, s: tonic::Status) -> AgentError {
+        // A connection failure surfaces as Unavailable with a transport error.
+        if s.code() == tonic::Code::Unavailable {
+            AgentError::Unreachable {
+                addr: self.addr.clone(),
+                detail: s.message().to_string(),
+            }
+        } else if s.code() == tonic::Code::Cancelled && s.message().contains("Timeout") {
+            AgentError::Timeout(self.request_timeout)
+        } else {
+            s.into()
+        }
+    }
+}
+
+fn service_name(state: i32) -> String {
+    pb::ServiceState::try_from(state)
+        .map(|s| match s {
+            pb::ServiceState::Stopped => "STOPPED",
+            pb::ServiceState::StartPending => "START_PENDING",
+            pb::ServiceState::StopPending => "STOP_PENDING",
+            pb::ServiceState::Running => "RUNNING",
+            pb::ServiceState::ContinuePending => "CONTINUE_PENDING",
+            pb::ServiceState::PausePending => "PAUSE_PENDING",
+            pb::ServiceState::Paused => "PAUSED",
+            pb::ServiceState::NotInstalled => "NOT_INSTALLED",
+            pb::ServiceState::Unspecified => "UNKNOWN",
+        })
+        .unwrap_or("UNKNOWN")
+        .to_string()
+}
+
+fn pool_state_name(state: i32) -> String {
+    pb::PoolState::try_from(state)
+        .map(|s| match s {
+            pb::PoolState::Starting => "Starting",
+            pb::PoolState::Started => "Started",
+            pb::PoolState::Stopping => "Stopping",
+            pb::PoolState::Stopped => "Stopped",
+            pb::PoolState::Unknown => "Unknown",
+        })
+        .unwrap_or("Unknown")
+        .to_string()
+}
+
+fn services_map(s: &[pb::Service]) -> BTreeMap<String, String> {
+    s.iter()
+        .map(|s| (s.name.clone(), service_name(s.state)))
+        .collect()
+}
+
+impl From<pb::NodeStatus> for NodeView {
+    fn from(s: pb::NodeStatus) -> Self {
+        NodeView {
+            node: s.node,
+            backend: s.backend,
+            services: services_map(&s.services),
+            pools: s
+                .pools
+                .into_iter()
+                .map(|p| PoolView {
+                    name: p.name,
+                    state: pool_state_name(p.state),
+                    pids: p.workers.iter().map(|w| w.pid).collect(),
+                })
+                .collect(),
+            in_flight: s.in_flight,
+            drained: s.drained,
+        }
+    }
+}
+
+impl From<pb::OperationResult> for OperationReport {
+    fn from(r: pb::OperationResult) -> Self {
+        OperationReport {
+            success: r.success,
+            error: r.error,
+            failed_step: r.failed_step,
+            services: services_map(&r.services),
+            pools: r
+                .pools
+                .into_iter()
+                .map(|p| PoolChange {
+                    name: p.name,
+                    pids_before: p.pids_before,
+                    pids_after: p.pids_after,
+                    state_after: pool_state_name(p.state_after),
+                    had_no_worker: p.had_no_worker,
+                })
+                .collect(),
+            replayed: r.replayed,
+        }
+    }
+}
+
+#[async_trait]
+impl AgentApi for GrpcAgent {
+    async fn status(&self) -> Result<NodeView, AgentError> {
+        let r = self
+            .client
+            .clone()
+            .status(self.request(pb::StatusRequest {}))
+            .await
+            .map_err(|s| self.map_err(s))?;
+        Ok(r.into_inner().into())
+    }
+
+    async fn drain(&self, op_id: &str) -> Result<(), AgentError> {
+        self.client
+            .clone()
+            .drain(self.request(pb::DrainRequest {
+                operation_id: op_id.into(),
+            }))
+            .await
+            .map_err(|s| self.map_err(s))?;
+        Ok(())
+    }
+
+    async fn undrain(&self, op_id: &str) -> Result<(), AgentError> {
+        self.client
+            .clone()
+            .undrain(self.request(pb::DrainRequest {
+                operation_id: op_id.into(),
+            }))
+            .await
+            .map_err(|s| self.map_err(s))?;
+        Ok(())
+    }
+
+    async fn wait_idle(&self, timeout: Duration) -> Result<bool, AgentError> {
+        let mut req = tonic::Request::new(pb::WatchLoadRequest {
+            timeout_ms: timeout.as_millis() as u64,
+        });
+        req.set_timeout(timeout + self.request_timeout);
+        let mut stream = self
+            .client
+            .clone()
+            .watch_load(req)
+            .await
+            .map_err(|s| self.map_err(s))?
+            .into_inner();
+        while let Some(sample) = stream.next().await {
+            let sample = sample.map_err(|s| self.map_err(s))?;
+            if sample.idle {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    async fn operate(
+        &self,
+        op: Operation,
+        op_id: &str,
+        pools: &[String],
+        timeout: Duration,
+        progress: ProgressFn<'_>,
+    ) -> Result<OperationReport, AgentError> {
+        let mut client = self.client.clone();
+        let stream = match op {
+            Operation::Recycle => {
+                let mut req = tonic::Request::new(pb::RecycleRequest {
+                    operation_id: op_id.into(),
+                    pools: pools.to_vec(),
+                    start_stopped: false,
+                });
+                req.set_timeout(timeout);
+                client.recycle(req).await
+            }
+            Operation::Reset => {
+                let mut req = tonic::Request::new(pb::ResetRequest {
+                    operation_id: op_id.into(),
+                    stop_timeout_s: 60,
+                });
+                req.set_timeout(timeout);
+                client.reset(req).await
+            }
+        };
+        let mut stream = stream.map_err(|s| self.map_err(s))?.into_inner();
+        let read = async {
+            while let Some(ev) = stream.next().await {
+                match ev.map_err(|s| self.map_err(s))?.event {
+                    Some(pb::operation_event::Event::Progress(p)) => progress(&p.step, &p.message),
+                    Some(pb::operation_event::Event::Result(r)) => return Ok(r.into()),
+                    None => {}
+                }
+            }
+            Err(AgentError::Call(format!(
+                "the {} stream ended without a result",
+                op.as_str()
+            )))
+        };
+        tokio::time::timeout(timeout, read)
+            .await
+            .map_err(|_| AgentError::Timeout(timeout))?
+    }
+}
+
+/// `before 1,2 -> after 3` for messages.
+pub fn ops_summary(p: &PoolChange) -> String {
+    let list = |v: &[u32]| {
+        if v.is_empty() {
+            "none".to_string()
+        } else {
+            v.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
+        }
+    };
+    format!(
+        "before {} -> after {}",
+        list(&p.pids_before),
+        list(&p.pids_after)
+    )
+}

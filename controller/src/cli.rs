@@ -1,0 +1,95 @@
+//! Command-line arguments. Flags are a documented contract.
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "farmctl",
+    version,
+    about = "Rolling app-pool recycles and IIS resets across a load-balanced IIS farm"
+)]
+pub struct Cli {
+    /// More logging (-v, -vv); RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// No progress output; only the result.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Check an inventory file and report every problem in it.
+    Validate(InventoryArgs),
+    /// Show every node: agent, drain state, IIS services, pools, health.
+    Status(InventoryArgs),
+    /// Rolling recycle of application pools, node by node.
+    Recycle(RecycleArgs),
+    /// Rolling full IIS reset (stop, force if needed, start, verify).
+    Reset(RolloutArgs),
+    /// Start a simulated 4-node farm and run a rolling recycle under traffic.
+    Demo(DemoArgs),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
+}
+
+#[derive(Args, Debug)]
+pub struct InventoryArgs {
+    /// The farm's inventory file.
+    #[arg(short, long, value_name = "FILE")]
+    pub inventory: PathBuf,
+    #[arg(long, value_enum, default_value = "text")]
+    pub output: Output,
+}
+
+#[derive(Args, Debug)]
+pub struct RolloutArgs {
+    #[command(flatten)]
+    pub inv: InventoryArgs,
+    /// Only these nodes (comma-separated), in inventory order.
+    #[arg(long, value_delimiter = ',', value_name = "NODES")]
+    pub nodes: Vec<String>,
+    /// Override rollout.max_unavailable: a count or a percentage (`25%`).
+    #[arg(long, value_name = "N|P%")]
+    pub max_unavailable: Option<String>,
+    /// Do not ask for confirmation (needed when stdin is not a terminal).
+    #[arg(short, long)]
+    pub yes: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct RecycleArgs {
+    #[command(flatten)]
+    pub rollout: RolloutArgs,
+    /// Application pool to recycle (repeatable); default: the inventory's
+    /// app_pools, else every pool serving a site.
+    #[arg(long = "pool", value_name = "NAME")]
+    pub pools: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct DemoArgs {
+    /// Keep the simulated farm running (until Ctrl-C or SIGTERM) instead of
+    /// running a recycle, so every other command can be tried on it.
+    #[arg(long, requires = "dir")]
+    pub serve: bool,
+    /// Where to write the farm's inventory and sim files (default: a
+    /// temporary directory).
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// Number of simulated nodes.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(2..=32))]
+    pub nodes: u16,
+    /// Run a rolling reset instead of a recycle.
+    #[arg(long)]
+    pub reset: bool,
+    #[arg(long, value_enum, default_value = "text")]
+    pub output: Output,
+}

@@ -1,0 +1,134 @@
+//! `farmctl demo`: a simulated 4-node farm of real agent processes, a
+//! rolling recycle (or reset) under HTTP traffic, and the report.
+//! `farmctl demo --serve --dir DIR` keeps the farm up for hand use.
+use std::time::Duration;
+
+use crate::agent::Operation;
+use crate::cli::{DemoArgs, InventoryArgs, Output, RolloutArgs};
+use crate::commands::rollout::{execute, finish};
+use crate::commands::{load_inventory, Settings};
+use crate::exit::{CommandError, CommandResult, ExitStatus};
+use crate::sandbox::{Sandbox, SandboxSpec, HEALTH_FILE, SITE_HOST};
+use crate::traffic::{Backend, Routing, Traffic, TrafficSpec};
+
+pub async fn run(args: &DemoArgs, settings: &Settings) -> CommandResult {
+    let temp;
+    let dir = match &args.dir {
+        Some(d) => d.clone(),
+        None => {
+            temp = tempfile::Builder::new()
+                .prefix("farmctl-demo-")
+                .tempdir()
+                .map_err(|e| {
+                    CommandError::failed(format!("could not create a temporary directory: {e}"))
+                })?;
+            temp.path().to_path_buf()
+        }
+    };
+    let spec = SandboxSpec {
+        nodes: args.nodes as usize,
+        ..SandboxSpec::default()
+    };
+    let sandbox = Sandbox::start(&spec, &dir)
+        .await
+        .map_err(|e| CommandError::failed(e.to_string()))?;
+    let result = tokio::select! {
+        r = demo(args, settings, &sandbox) => r,
+        _ = shutdown_signal() => {
+            eprintln!("farmctl: interrupted; stopping the simulated farm");
+            Ok(ExitStatus::Failed)
+        }
+    };
+    sandbox.stop().await;
+    result
+}
+
+async fn demo(args: &DemoArgs, settings: &Settings, sandbox: &Sandbox) -> CommandResult {
+    let inventory = sandbox.inventory.clone();
+    if args.serve {
+        println!(
+            "simulated farm of {} nodes is up; inventory: {}",
+            sandbox.nodes.len(),
+            inventory.display()
+        );
+        for n in &sandbox.nodes {
+            println!(
+                "  {}  agent {}  site http://127.0.0.1:{}/ (Host: {SITE_HOST})",
+                n.name, n.agent, n.http_port
+            );
+        }
+        println!("try:");
+        println!("  farmctl status  -i {}", inventory.display());
+        println!("  farmctl recycle -i {} --yes", inventory.display());
+        println!(
+            "  curl -H 'Host: {SITE_HOST}' http://127.0.0.1:{}/",
+            sandbox.nodes[0].http_port
+        );
+        println!("Ctrl-C (or SIGTERM) stops the farm.");
+        shutdown_signal().await;
+        return Ok(ExitStatus::Done);
+    }
+    let inv = load_inventory(&inventory)?;
+    let backends = sandbox
+        .nodes
+        .iter()
+        .map(|n| Backend {
+            address: "127.0.0.1".into(),
+            port: n.http_port,
+            host: Some(SITE_HOST.into()),
+        })
+        .collect();
+    let traffic = Traffic::start(TrafficSpec::new(
+        backends,
+        Routing::HealthChecked {
+            path: HEALTH_FILE.into(),
+            interval: Duration::from_millis(100),
+        },
+    ));
+    let reporter = settings.reporter();
+    reporter.note("sending HTTP traffic at the farm through a health-checking balancer");
+    let rollout = RolloutArgs {
+        inv: InventoryArgs {
+            inventory: inventory.clone(),
+            output: args.output,
+        },
+        nodes: Vec::new(),
+        max_unavailable: None,
+        yes: true,
+    };
+    let op = if args.reset {
+        Operation::Reset
+    } else {
+        Operation::Recycle
+    };
+    let pools = if args.reset {
+        Vec::new()
+    } else {
+        inv.app_pools.clone()
+    };
+    let outcome = execute(&inv, &rollout, op, pools, &*reporter).await;
+    let traffic = traffic.stop().await;
+    let mut report = outcome?;
+    report.traffic = Some(traffic);
+    let status = finish(&report, args.output)?;
+    if args.output == Output::Text && !settings.quiet {
+        println!("(farm files were in {})", sandbox.dir.display());
+    }
+    Ok(status)
+}
+
+/// Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}

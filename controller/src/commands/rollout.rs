@@ -1,0 +1,190 @@
+//! `farmctl recycle` and `farmctl reset`: preflight, confirmation, then the
+//! rolling run.
+use std::io::IsTerminal;
+
+use farm_inventory::{validate::check_max_unavailable, Capacity, Inventory};
+
+use crate::agent::Operation;
+use crate::cli::{Output, RecycleArgs, RolloutArgs};
+use crate::commands::{connect_agents, load_inventory, print_json, Settings};
+use crate::exit::{CommandError, CommandResult, ExitStatus};
+use crate::report::{summary, Reporter, RunReport};
+use crate::rollout::engine::{self, Run};
+use crate::{lb, preflight};
+
+pub async fn recycle(args: &RecycleArgs, settings: &Settings) -> CommandResult {
+    for p in &args.pools {
+        farm_proto::names::check_pool_name(p)
+            .map_err(|e| CommandError::bad_input(format!("--pool {p:?}: {e}")))?;
+    }
+    let inv = load_inventory(&args.rollout.inv.inventory)?;
+    let pools = if args.pools.is_empty() {
+        inv.app_pools.clone()
+    } else {
+        args.pools.clone()
+    };
+    let reporter = settings.reporter();
+    let report = execute(&inv, &args.rollout, Operation::Recycle, pools, &*reporter).await?;
+    finish(&report, args.rollout.inv.output)
+}
+
+pub async fn reset(args: &RolloutArgs, settings: &Settings) -> CommandResult {
+    let inv = load_inventory(&args.inv.inventory)?;
+    let reporter = settings.reporter();
+    let report = execute(&inv, args, Operation::Reset, Vec::new(), &*reporter).await?;
+    finish(&report, args.inv.output)
+}
+
+/// Prints the report and turns its outcome into the exit status.
+pub fn finish(report: &RunReport, output: Output) -> CommandResult {
+    match output {
+        Output::Json => print_json(report),
+        Output::Text => print!("{}", summary(report)),
+    }
+    Ok(if report.succeeded() {
+        ExitStatus::Done
+    } else {
+        ExitStatus::Failed
+    })
+}
+
+/// Node indices named by `--nodes`, in inventory order (all when empty).
+pub fn select_nodes(inv: &Inventory, names: &[String]) -> Result<Vec<usize>, CommandError> {
+    if names.is_empty() {
+        return Ok((0..inv.nodes.len()).collect());
+    }
+    let unknown: Vec<&str> = names
+        .iter()
+        .filter(|n| {
+            !inv.nodes
+                .iter()
+                .any(|node| node.name.eq_ignore_ascii_case(n))
+        })
+        .map(String::as_str)
+        .collect();
+    if !unknown.is_empty() {
+        return Err(CommandError::bad_input(format!(
+            "--nodes: not in the inventory: {}",
+            unknown.join(", ")
+        )));
+    }
+    Ok((0..inv.nodes.len())
+        .filter(|&i| {
+            names
+                .iter()
+                .any(|n| inv.nodes[i].name.eq_ignore_ascii_case(n))
+        })
+        .collect())
+}
+
+/// Preflight, confirmation and the run itself.
+pub async fn execute(
+    inv: &Inventory,
+    args: &RolloutArgs,
+    op: Operation,
+    pools: Vec<String>,
+    reporter: &dyn Reporter,
+) -> Result<RunReport, CommandError> {
+    let total = inv.nodes.len();
+    let max_unavailable = match &args.max_unavailable {
+        None => inv.rollout.max_unavailable,
+        Some(text) => {
+            let c = Capacity::parse(text)
+                .map_err(|e| CommandError::bad_input(format!("--max-unavailable: {e}")))?;
+            check_max_unavailable(c, total)
+                .map_err(|e| CommandError::bad_input(format!("--max-unavailable: {e}")))?;
+            c
+        }
+    };
+    let selected = select_nodes(inv, &args.nodes)?;
+    let lb = lb::from_inventory(inv).map_err(|e| CommandError::bad_input(e.to_string()))?;
+    let agents = connect_agents(inv)?;
+
+    reporter.note(&format!("preflight: checking {} node(s)", total));
+    let pf = preflight::check(inv, &agents, &selected, &pools, lb.drains()).await;
+    for n in &pf.notes {
+        reporter.note(n);
+    }
+    if !pf.problems.is_empty() {
+        return Err(CommandError::refused(format!(
+            "preflight refused the {} (nothing was touched):\n{}",
+            op.as_str(),
+            pf.problems
+                .iter()
+                .map(|p| format!("  - {p}"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        )));
+    }
+    let batch_size = max_unavailable.of(total).max(1);
+    let min_healthy = inv.rollout.min_healthy.of(total);
+    let batches = crate::rollout::plan::batches(
+        &selected,
+        total,
+        pf.already_out.len(),
+        batch_size,
+        min_healthy,
+    )
+    .map_err(|e| {
+        CommandError::refused(format!("capacity check refused the {}: {e}", op.as_str()))
+    })?;
+
+    if !args.yes {
+        confirm(inv, op, &selected, batches.len())?;
+    }
+    let run = Run {
+        run_id: new_run_id(),
+        inventory: inv,
+        agents,
+        policy: engine::policy(inv, op, lb.drains()),
+        lb,
+        reporter,
+        pools,
+        selected,
+        already_out: pf.already_out,
+        max_unavailable: batch_size,
+        min_healthy,
+        max_failures: inv.rollout.max_failures,
+    };
+    Ok(run.execute().await)
+}
+
+fn confirm(
+    inv: &Inventory,
+    op: Operation,
+    selected: &[usize],
+    batches: usize,
+) -> Result<(), CommandError> {
+    if !std::io::stdin().is_terminal() {
+        return Err(CommandError::refused(
+            "not confirmed: stdin is not a terminal; pass --yes to run without asking",
+        ));
+    }
+    eprint!(
+        "{} {} node(s) of farm {} in {batches} batch(es)? [y/N] ",
+        op.as_str(),
+        selected.len(),
+        inv.farm
+    );
+    let mut answer = String::new();
+    std::io::stdin()
+        .read_line(&mut answer)
+        .map_err(|e| CommandError::refused(format!("not confirmed: {e}")))?;
+    if matches!(answer.trim(), "y" | "Y" | "yes") {
+        Ok(())
+    } else {
+        Err(CommandError::refused("not confirmed; nothing was touched"))
+    }
+}
+
+/// `20261121T105500-1a2b3c`: sortable, and short enough for operation ids.
+pub fn new_run_id() -> String {
+    let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    let stamp: String = now
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .take(15)
+        .collect();
+    let rand = uuid::Uuid::new_v4().simple().to_string();
+    format!("{stamp}-{}", &rand[..6])
+}

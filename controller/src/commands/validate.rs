@@ -1,0 +1,34 @@
+//! `farmctl validate -i FILE`: 0 when the inventory is valid, 2 otherwise,
+//! with every problem listed.
+use crate::cli::{InventoryArgs, Output};
+use crate::commands::{load_inventory, print_json, Settings};
+use crate::exit::{CommandResult, ExitStatus};
+
+pub fn run(args: &InventoryArgs, settings: &Settings) -> CommandResult {
+    let inv = match (load_inventory(&args.inventory), args.output) {
+        (Ok(inv), _) => inv,
+        (Err(e), Output::Json) => {
+            print_json(&serde_json::json!({"valid": false, "error": e.message}));
+            return Ok(ExitStatus::BadInput);
+        }
+        (Err(e), Output::Text) => return Err(e),
+    };
+    match args.output {
+        Output::Json => print_json(&serde_json::json!({
+            "valid": true,
+            "farm": inv.farm,
+            "nodes": inv.nodes.iter().map(|n| &n.name).collect::<Vec<_>>(),
+            "load_balancer": inv.load_balancer.kind(),
+        })),
+        Output::Text if !settings.quiet => println!(
+            "{}: valid; farm {} with {} node(s), {} site(s), load balancer {}",
+            args.inventory.display(),
+            inv.farm,
+            inv.nodes.len(),
+            inv.sites.len(),
+            inv.load_balancer.kind()
+        ),
+        Output::Text => {}
+    }
+    Ok(ExitStatus::Done)
+}

@@ -1,0 +1,134 @@
+//! HTTP health probes from the controller, with the site's Host header:
+//! the node as a load balancer or a user sees it.
+use std::time::Duration;
+
+use bytes::Bytes;
+use farm_inventory::{Node, Site};
+use futures::future::join_all;
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper::Request;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+/// Bodies larger than this are not read (an expected substring must come early).
+const MAX_BODY: usize = 64 * 1024;
+
+/// One HTTP GET; returns the status and (the start of) the body.
+pub async fn get(
+    address: &str,
+    port: u16,
+    host: Option<&str>,
+    path: &str,
+    timeout: Duration,
+) -> Result<(u16, String), String> {
+    let fetch = async {
+        let stream = TcpStream::connect((address, port))
+            .await
+            .map_err(|e| format!("connect {address}:{port}: {e}"))?;
+        let _ = stream.set_nodelay(true);
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| format!("HTTP handshake: {e}"))?;
+        let conn = tokio::spawn(conn);
+        let host_header = match host {
+            Some(h) => h.to_string(),
+            None if port == 80 => address.to_string(),
+            None => format!("{address}:{port}"),
+        };
+        let req = Request::get(path)
+            .header(hyper::header::HOST, host_header)
+            .header(hyper::header::USER_AGENT, "farmctl-probe")
+            .body(Empty::<Bytes>::new())
+            .map_err(|e| format!("bad request: {e}"))?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| format!("GET {path}: {e}"))?;
+        let status = resp.status().as_u16();
+        let body = Limited::new(resp.into_body(), MAX_BODY)
+            .collect()
+            .await
+            .map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned())
+            .unwrap_or_default();
+        conn.abort();
+        Ok((status, body))
+    };
+    tokio::time::timeout(timeout, fetch)
+        .await
+        .map_err(|_| format!("no answer within {timeout:?}"))?
+}
+
+/// One probe of `site` on `node`: Ok when status and body are as expected.
+pub async fn probe_site(node: &Node, site: &Site) -> Result<(), String> {
+    let p = &site.probe;
+    let (status, body) = get(
+        &node.address,
+        site.port_on(node),
+        site.host.as_deref(),
+        &p.path,
+        p.timeout,
+    )
+    .await
+    .map_err(|e| format!("site {}: {e}", site.name))?;
+    if status != p.expect_status {
+        return Err(format!(
+            "site {}: GET {} answered {status}, expected {}",
+            site.name, p.path, p.expect_status
+        ));
+    }
+    if let Some(want) = &p.expect_body {
+        if !body.contains(want.as_str()) {
+            return Err(format!(
+                "site {}: GET {} body does not contain {want:?}",
+                site.name, p.path
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Probes every site once; the first problem found, if any.
+pub async fn probe_node_once(node: &Node, sites: &[Site]) -> Result<(), String> {
+    let results = join_all(sites.iter().map(|s| probe_site(node, s))).await;
+    results
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()
+        .map(|_| ())
+}
+
+/// Probes every site until each answered well `successes` times in a row,
+/// or `timeout` passes (then the last problem seen).
+pub async fn wait_healthy(node: &Node, sites: &[Site], timeout: Duration) -> Result<(), String> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let per_site = sites.iter().map(|site| async move {
+        let mut streak = 0;
+        let mut last_err = String::from("not probed yet");
+        loop {
+            match probe_site(node, site).await {
+                Ok(()) => {
+                    streak += 1;
+                    if streak >= site.probe.successes {
+                        return Ok(());
+                    }
+                }
+                Err(e) => {
+                    streak = 0;
+                    last_err = e;
+                }
+            }
+            let next = tokio::time::Instant::now() + site.probe.interval;
+            if next >= deadline {
+                return Err(format!(
+                    "not healthy within {}: {last_err}",
+                    humantime::format_duration(timeout)
+                ));
+            }
+            tokio::time::sleep_until(next).await;
+        }
+    });
+    let results = join_all(per_site).await;
+    results
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()
+        .map(|_| ())
+}

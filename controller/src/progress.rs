@@ -1,0 +1,132 @@
+//! Progress output: plain lines (not a terminal) or indicatif bars.
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::report::{NodeReport, Reporter};
+
+/// One line per event on stderr, with the time since the run started.
+pub struct Lines {
+    start: Instant,
+}
+
+impl Lines {
+    pub fn new() -> Self {
+        Self {
+            start: Instant::now(),
+        }
+    }
+
+    fn line(&self, text: &str) {
+        eprintln!("{:>8.2}s {text}", self.start.elapsed().as_secs_f64());
+    }
+}
+
+impl Default for Lines {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Reporter for Lines {
+    fn run_started(&self, run_id: &str, action: &str, nodes: &[String]) {
+        self.line(&format!(
+            "run {run_id}: rolling {action} of {}",
+            nodes.join(", ")
+        ));
+    }
+    fn phase(&self, node: &str, phase: &str) {
+        self.line(&format!("[{node}] {phase}"));
+    }
+    fn detail(&self, node: &str, message: &str) {
+        self.line(&format!("[{node}]   {message}"));
+    }
+    fn node_finished(&self, n: &NodeReport) {
+        let extra = n
+            .error
+            .as_deref()
+            .map(|e| format!(": {e}"))
+            .unwrap_or_default();
+        self.line(&format!("[{}] {}{extra}", n.name, n.outcome));
+    }
+    fn note(&self, message: &str) {
+        self.line(message);
+    }
+}
+
+/// An overall bar plus a spinner per node at work.
+pub struct Bars {
+    multi: MultiProgress,
+    overall: ProgressBar,
+    nodes: Mutex<HashMap<String, ProgressBar>>,
+}
+
+impl Bars {
+    pub fn new() -> Self {
+        let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
+        let overall = multi.add(ProgressBar::new(0));
+        overall.set_style(
+            ProgressStyle::with_template(
+                "{prefix:.bold} [{bar:30.cyan/blue}] {pos}/{len} nodes {elapsed_precise} {msg}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        Self {
+            multi,
+            overall,
+            nodes: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn bar(&self, node: &str) -> ProgressBar {
+        let mut nodes = self.nodes.lock().unwrap_or_else(|e| e.into_inner());
+        nodes
+            .entry(node.to_string())
+            .or_insert_with(|| {
+                let b = self.multi.add(ProgressBar::new_spinner());
+                b.set_style(
+                    ProgressStyle::with_template("  {spinner} {prefix:<12} {msg}")
+                        .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+                );
+                b.set_prefix(node.to_string());
+                b.enable_steady_tick(Duration::from_millis(120));
+                b
+            })
+            .clone()
+    }
+}
+
+impl Default for Bars {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Reporter for Bars {
+    fn run_started(&self, run_id: &str, action: &str, nodes: &[String]) {
+        self.overall.set_length(nodes.len() as u64);
+        self.overall.set_prefix(format!("{action} {run_id}"));
+    }
+    fn phase(&self, node: &str, phase: &str) {
+        self.bar(node).set_message(phase.to_string());
+    }
+    fn detail(&self, node: &str, message: &str) {
+        self.bar(node).set_message(message.to_string());
+    }
+    fn node_finished(&self, n: &NodeReport) {
+        let msg = match &n.error {
+            Some(e) => format!("{}: {e}", n.outcome),
+            None => n.outcome.clone(),
+        };
+        self.bar(&n.name).finish_with_message(msg);
+        self.overall.inc(1);
+    }
+    fn note(&self, message: &str) {
+        let _ = self.multi.println(message);
+    }
+    fn run_finished(&self, _: &crate::report::RunReport) {
+        self.overall.finish();
+    }
+}

@@ -1,0 +1,226 @@
+//! A simulated farm: real `farm-agent` processes on loopback, each running
+//! the IIS simulator, plus the inventory that describes them. Used by
+//! `farmctl demo`, the integration tests and the benchmarks.
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, ChildStdout, Command};
+
+/// How a sandbox farm is built.
+#[derive(Debug, Clone)]
+pub struct SandboxSpec {
+    pub nodes: usize,
+    /// `health-file` or `none`.
+    pub lb_kind: String,
+    /// The LB's detection time (health-file).
+    pub detection: Duration,
+    pub max_unavailable: String,
+    pub min_healthy: String,
+    pub drain_timeout: Duration,
+    pub healthy_timeout: Duration,
+    /// Extra top-level YAML for a node's sim file, by node index (faults).
+    pub sim_extra: HashMap<usize, String>,
+    /// The pool's `app_pools[0]` settings as YAML lines.
+    pub pool_yaml: String,
+    pub timings_yaml: String,
+}
+
+impl Default for SandboxSpec {
+    fn default() -> Self {
+        Self {
+            nodes: 4,
+            lb_kind: "health-file".into(),
+            detection: Duration::from_millis(300),
+            max_unavailable: "1".into(),
+            min_healthy: "50%".into(),
+            drain_timeout: Duration::from_secs(30),
+            healthy_timeout: Duration::from_secs(20),
+            sim_extra: HashMap::new(),
+            pool_yaml: "    startup: 300ms\n    warmup: 400ms\n    shutdown_time_limit: 30s\n"
+                .into(),
+            timings_yaml: "  iis_stop: 300ms\n  iis_start: 500ms\n".into(),
+        }
+    }
+}
+
+pub const SITE_HOST: &str = "shop.example.com";
+pub const POOL: &str = "ShopPool";
+pub const HEALTH_FILE: &str = "/health.htm";
+
+/// One running agent.
+pub struct SandboxNode {
+    pub name: String,
+    pub agent: String,
+    pub http_port: u16,
+    pub event_log: PathBuf,
+    child: Child,
+    _stdout: BufReader<ChildStdout>,
+}
+
+pub struct Sandbox {
+    pub dir: PathBuf,
+    pub nodes: Vec<SandboxNode>,
+    pub inventory: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error("could not find the farm-agent binary (build it with `cargo build --workspace`, or set FARM_AGENT_BIN)")]
+    NoAgentBinary,
+    #[error("sandbox: {0}")]
+    Io(String),
+    #[error("agent {node} did not start: {detail}")]
+    AgentStart { node: String, detail: String },
+}
+
+fn io(context: &str) -> impl Fn(std::io::Error) -> SandboxError + '_ {
+    move |e| SandboxError::Io(format!("{context}: {e}"))
+}
+
+/// `farm-agent` next to this executable (or one level up, for test
+/// binaries in `target/*/deps`), else `$FARM_AGENT_BIN`, else on PATH.
+pub fn agent_binary() -> Result<PathBuf, SandboxError> {
+    if let Some(p) = std::env::var_os("FARM_AGENT_BIN") {
+        return Ok(PathBuf::from(p));
+    }
+    let name = format!("farm-agent{}", std::env::consts::EXE_SUFFIX);
+    if let Ok(exe) = std::env::current_exe() {
+        for dir in exe.ancestors().skip(1).take(2) {
+            let candidate = dir.join(&name);
+            if candidate.is_file() {
+                return Ok(candidate);
+            }
+        }
+    }
+    std::env::var_os("PATH")
+        .and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|d| d.join(&name))
+                .find(|p| p.is_file())
+        })
+        .ok_or(SandboxError::NoAgentBinary)
+}
+
+impl Sandbox {
+    pub async fn start(spec: &SandboxSpec, dir: &Path) -> Result<Sandbox, SandboxError> {
+        let bin = agent_binary()?;
+        std::fs::create_dir_all(dir).map_err(io("create dir"))?;
+        let mut nodes = Vec::new();
+        for i in 0..spec.nodes {
+            let name = format!("web{:02}", i + 1);
+            let event_log = dir.join(format!("{name}.events.jsonl"));
+            let _ = std::fs::remove_file(&event_log);
+            let sim = format!(
+                "node: {name}\nhealth_file: {HEALTH_FILE}\nevent_log: {log}\ntimings:\n{timings}sites:\n  - name: shop\n    host: {SITE_HOST}\n    app_pool: {POOL}\napp_pools:\n  - name: {POOL}\n{pool}{extra}\n",
+                log = event_log.display(),
+                timings = spec.timings_yaml,
+                pool = spec.pool_yaml,
+                extra = spec.sim_extra.get(&i).map(String::as_str).unwrap_or(""),
+            );
+            let sim_path = dir.join(format!("{name}.sim.yaml"));
+            std::fs::write(&sim_path, sim).map_err(io("write sim file"))?;
+            let log = std::fs::File::create(dir.join(format!("{name}.log")))
+                .map_err(io("create agent log"))?;
+            let mut child = Command::new(&bin)
+                .args([
+                    "--listen",
+                    "127.0.0.1:0",
+                    "--start-retry-delay",
+                    "200ms",
+                    "-v",
+                    "--sim",
+                ])
+                .arg(&sim_path)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::from(log))
+                .kill_on_drop(true)
+                .spawn()
+                .map_err(|e| SandboxError::AgentStart {
+                    node: name.clone(),
+                    detail: format!("{}: {e}", bin.display()),
+                })?;
+            let stdout = child
+                .stdout
+                .take()
+                .ok_or_else(|| SandboxError::Io("no stdout".into()))?;
+            let mut reader = BufReader::new(stdout);
+            let mut line = String::new();
+            let read =
+                tokio::time::timeout(Duration::from_secs(20), reader.read_line(&mut line)).await;
+            let fail = |detail: String| SandboxError::AgentStart {
+                node: name.clone(),
+                detail: format!(
+                    "{detail} (see {})",
+                    dir.join(format!("{name}.log")).display()
+                ),
+            };
+            match read {
+                Ok(Ok(n)) if n > 0 => {}
+                Ok(Ok(_)) => return Err(fail("exited before it was ready".into())),
+                Ok(Err(e)) => return Err(fail(e.to_string())),
+                Err(_) => return Err(fail("not ready within 20s".into())),
+            }
+            let ready: serde_json::Value = serde_json::from_str(&line)
+                .map_err(|e| fail(format!("bad ready line {line:?}: {e}")))?;
+            let agent = ready["agent"].as_str().unwrap_or_default().to_string();
+            let http_port = ready["sites"][0]["port"].as_u64().unwrap_or(0) as u16;
+            nodes.push(SandboxNode {
+                name,
+                agent,
+                http_port,
+                event_log,
+                child,
+                _stdout: reader,
+            });
+        }
+        let inventory = dir.join("inventory.yaml");
+        std::fs::write(&inventory, inventory_yaml(spec, &nodes)).map_err(io("write inventory"))?;
+        Ok(Sandbox {
+            dir: dir.to_path_buf(),
+            nodes,
+            inventory,
+        })
+    }
+
+    /// Kills one agent process (the node's IIS "server" goes with it).
+    pub async fn kill_node(&mut self, i: usize) {
+        let _ = self.nodes[i].child.kill().await;
+    }
+
+    pub async fn stop(mut self) {
+        for n in &mut self.nodes {
+            let _ = n.child.kill().await;
+        }
+    }
+}
+
+fn inventory_yaml(spec: &SandboxSpec, nodes: &[SandboxNode]) -> String {
+    let mut y = String::from(
+        "# Written by farmctl for a simulated farm on loopback.\nfarm: demo\nnodes:\n",
+    );
+    for n in nodes {
+        y.push_str(&format!(
+            "  - name: {}\n    address: 127.0.0.1\n    agent: {}\n    http_port: {}\n",
+            n.name, n.agent, n.http_port
+        ));
+    }
+    y.push_str(&format!("load_balancer:\n  kind: {}\n", spec.lb_kind));
+    if spec.lb_kind == "health-file" {
+        y.push_str(&format!(
+            "  path: {HEALTH_FILE}\n  detection: {}\n",
+            humantime::format_duration(spec.detection)
+        ));
+    }
+    y.push_str(&format!(
+        "sites:\n  - name: shop\n    host: {SITE_HOST}\n    probe:\n      path: /\n      expect_status: 200\n      expect_body: \"pool={POOL}\"\n      timeout: 2s\n      interval: 100ms\n      successes: 3\napp_pools: [{POOL}]\nrollout:\n  max_unavailable: {}\n  min_healthy: \"{}\"\n  drain_timeout: {}\n  healthy_timeout: {}\n  operation_timeout: 60s\n",
+        spec.max_unavailable,
+        spec.min_healthy,
+        humantime::format_duration(spec.drain_timeout),
+        humantime::format_duration(spec.healthy_timeout),
+    ));
+    y
+}
