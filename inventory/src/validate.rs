@@ -162,7 +162,8 @@ pub fn validate(raw: RawInventory) -> Result<Inventory, Vec<InventoryError>> {
         }
         let lb_server = n.lb_server.clone().unwrap_or_else(|| n.name.clone());
         check_name(&mut errors, &at("lb_server"), &lb_server);
-        if !lb_servers.insert(lb_server.clone()) {
+        // A derived lb_server repeats a duplicate name, already reported.
+        if !lb_servers.insert(lb_server.clone()) && n.lb_server.is_some() {
             errors.add(
                 at("lb_server"),
                 format!("duplicate load balancer server `{lb_server}`"),

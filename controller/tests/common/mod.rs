@@ -1,0 +1,103 @@
+//! Shared harness: a sandbox farm of real agent processes, the real
+//! `farmctl` binary, and the agents' event logs.
+#![allow(dead_code)]
+
+use std::process::Output;
+use std::time::Duration;
+
+use farmctl::sandbox::{Sandbox, SandboxSpec};
+use serde_json::Value;
+
+pub struct Farm {
+    pub sandbox: Sandbox,
+    _dir: tempfile::TempDir,
+}
+
+pub async fn farm(spec: SandboxSpec) -> Farm {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sandbox = Sandbox::start(&spec, dir.path())
+        .await
+        .unwrap_or_else(|e| panic!("could not start the sandbox farm: {e}"));
+    Farm { sandbox, _dir: dir }
+}
+
+/// Runs the real `farmctl` binary, bounded in time.
+pub async fn farmctl(args: &[&str]) -> Output {
+    let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_farmctl"))
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    tokio::time::timeout(Duration::from_secs(180), run)
+        .await
+        .expect("farmctl did not finish within 180s")
+        .expect("could not run farmctl")
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+pub fn json(o: &Output) -> Value {
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
+            String::from_utf8_lossy(&o.stdout),
+            stderr(o)
+        )
+    })
+}
+
+/// One line of a simulated node's event log.
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub t_us: u64,
+    pub node: String,
+    pub event: String,
+}
+
+/// Every node's events, in time order (the agents share the clock).
+pub fn events(farm: &Farm) -> Vec<Event> {
+    let mut all = Vec::new();
+    for n in &farm.sandbox.nodes {
+        let text = std::fs::read_to_string(&n.event_log).unwrap_or_default();
+        for line in text.lines() {
+            let v: Value = serde_json::from_str(line).expect("event line is JSON");
+            all.push(Event {
+                t_us: v["t_us"].as_u64().unwrap_or(0),
+                node: v["node"].as_str().unwrap_or("").to_string(),
+                event: v["event"].as_str().unwrap_or("").to_string(),
+            });
+        }
+    }
+    all.sort_by_key(|e| e.t_us);
+    all
+}
+
+/// The largest number of nodes drained at the same moment.
+pub fn max_drained_at_once(events: &[Event]) -> usize {
+    let mut drained = std::collections::BTreeSet::new();
+    let mut max = 0;
+    for e in events {
+        match e.event.as_str() {
+            "drain" => {
+                drained.insert(e.node.clone());
+            }
+            "undrain" => {
+                drained.remove(&e.node);
+            }
+            _ => {}
+        }
+        max = max.max(drained.len());
+    }
+    max
+}
+
+pub fn inventory(farm: &Farm) -> String {
+    farm.sandbox.inventory.display().to_string()
+}
+
+/// `farmctl status --output json`, as JSON.
+pub async fn status(farm: &Farm) -> Value {
+    json(&farmctl(&["status", "-i", &inventory(farm), "--output", "json"]).await)
+}

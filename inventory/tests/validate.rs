@@ -1,0 +1,169 @@
+//! Inventory validation: every error reported, each with its place.
+use farm_inventory::{parse, Capacity, InventoryError, LoadBalancer};
+
+const GOOD: &str = r#"
+farm: shop
+nodes:
+  - name: web01
+    address: 10.0.0.1
+  - name: web02
+    address: 10.0.0.2
+    agent: 10.0.0.2:9000
+    http_port: 8080
+sites:
+  - name: shop
+    host: shop.example.com
+    probe: { path: /healthz, successes: 2, timeout: 1500ms }
+rollout:
+  max_unavailable: "50%"
+  drain_timeout: 1m30s
+"#;
+
+fn errors(text: &str) -> Vec<InventoryError> {
+    parse(text).expect_err("should be invalid")
+}
+
+fn has(errors: &[InventoryError], path: &str, needle: &str) -> bool {
+    errors
+        .iter()
+        .any(|e| e.path == path && e.message.contains(needle))
+}
+
+#[test]
+fn good_inventory_with_defaults() {
+    let inv = parse(GOOD).unwrap();
+    assert_eq!(inv.nodes[0].agent, "10.0.0.1:7443");
+    assert_eq!(inv.nodes[1].agent, "10.0.0.2:9000");
+    assert_eq!(inv.nodes[0].lb_server, "web01");
+    assert_eq!(inv.nodes[1].http_port, 8080);
+    assert_eq!(inv.rollout.max_unavailable, Capacity::Percent(50));
+    assert_eq!(inv.rollout.batch_size(2), 1);
+    assert_eq!(inv.rollout.drain_timeout.as_secs(), 90);
+    assert_eq!(inv.sites[0].probe.timeout.as_millis(), 1500);
+    assert!(matches!(inv.load_balancer, LoadBalancer::HealthFile { .. }));
+}
+
+#[test]
+fn the_shipped_example_is_valid() {
+    let text = include_str!("../examples/farm.yaml");
+    let inv = parse(text).unwrap();
+    assert_eq!(inv.nodes.len(), 4);
+}
+
+#[test]
+fn malformed_yaml_names_line_and_column() {
+    let e = errors("farm: x\nnodes: [\n  - name: a\n");
+    assert_eq!(e.len(), 1);
+    assert!(e[0].line_col.is_some(), "{e:?}");
+}
+
+#[test]
+fn unknown_key_names_its_path_and_line() {
+    let text = GOOD.replace("    address: 10.0.0.2\n", "    adress: 10.0.0.2\n");
+    let e = errors(&text);
+    assert_eq!(e.len(), 1);
+    assert!(e[0].message.contains("unknown field `adress`"), "{e:?}");
+    assert_eq!(e[0].path, "nodes[1]");
+    assert_eq!(e[0].line_col.map(|l| l.0), Some(7));
+}
+
+#[test]
+fn every_semantic_error_is_reported_at_once() {
+    let text = r#"
+farm: shop
+nodes:
+  - name: web01
+    address: 10.0.0.1
+  - name: web01
+    address: ""
+    agent: nope
+sites:
+  - name: shop
+    probe: { path: healthz, expect_status: 999, interval: 5 parsecs }
+app_pools: ["bad\"pool"]
+rollout:
+  max_unavailable: 0
+  drain_timeout: soon
+"#;
+    let e = errors(text);
+    assert!(has(&e, "nodes[1].name", "duplicate node name"), "{e:#?}");
+    assert!(has(&e, "nodes[1].address", "must not be empty"), "{e:#?}");
+    assert!(has(&e, "nodes[1].agent", "host:port"), "{e:#?}");
+    assert!(
+        has(&e, "sites[0].probe.path", "starting with `/`"),
+        "{e:#?}"
+    );
+    assert!(has(&e, "sites[0].probe.expect_status", "999"), "{e:#?}");
+    assert!(
+        has(&e, "sites[0].probe.interval", "not a duration"),
+        "{e:#?}"
+    );
+    assert!(has(&e, "app_pools[0]", "character"), "{e:#?}");
+    assert!(has(&e, "rollout.max_unavailable", "at least 1"), "{e:#?}");
+    assert!(has(&e, "rollout.drain_timeout", "`soon`"), "{e:#?}");
+    assert!(e.len() >= 9);
+}
+
+#[test]
+fn empty_node_list() {
+    let e = errors("farm: x\nnodes: []\nsites: [{name: s}]\n");
+    assert!(has(&e, "nodes", "no nodes"), "{e:?}");
+}
+
+#[test]
+fn max_unavailable_above_node_count() {
+    let text = GOOD.replace("\"50%\"", "3");
+    let e = errors(&text);
+    assert!(
+        has(&e, "rollout.max_unavailable", "more than the farm's 2"),
+        "{e:?}"
+    );
+    let e = errors(&GOOD.replace("\"50%\"", "\"150%\""));
+    assert!(has(&e, "rollout.max_unavailable", "100%"), "{e:?}");
+    let e = errors(&GOOD.replace("\"50%\"", "[1]"));
+    assert!(has(&e, "rollout.max_unavailable", "a list"), "{e:?}");
+}
+
+#[test]
+fn percentages_round_down_but_never_to_zero() {
+    let inv = parse(&GOOD.replace("\"50%\"", "\"10%\"")).unwrap();
+    assert_eq!(inv.rollout.batch_size(4), 1);
+    assert_eq!(Capacity::Percent(25).of(10), 2);
+}
+
+#[test]
+fn unknown_load_balancer_kind() {
+    let text = format!("{GOOD}load_balancer: {{kind: f5}}\n");
+    let e = errors(&text);
+    assert!(has(&e, "load_balancer.kind", "unknown kind `f5`"), "{e:?}");
+}
+
+#[test]
+fn haproxy_needs_admin_and_backend() {
+    let text = format!("{GOOD}load_balancer: {{kind: haproxy}}\n");
+    let e = errors(&text);
+    assert!(has(&e, "load_balancer.admin", "runtime API"), "{e:?}");
+    assert!(
+        has(&e, "load_balancer.backend", "must not be empty"),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn hostile_documents_do_not_panic() {
+    let deep = "[".repeat(100_000);
+    let bomb = "a: &a [x,x,x,x,x,x,x,x,x]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]\nc: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]\nd: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]\ne: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]\nf: [*e,*e,*e,*e,*e,*e,*e,*e,*e]\n";
+    for text in [
+        "",
+        "~",
+        "- 1\n- 2",
+        "farm: [1, 2]",
+        deep.as_str(),
+        bomb,
+        "farm: x\nnodes:\n  - name: a\n    address: b\n    http_port: 99999999999999999999999\n",
+        "\u{0}\u{1}\u{2}",
+        "farm: x\nnodes: {a: 1}\n",
+    ] {
+        let _ = parse(text);
+    }
+}
