@@ -8,6 +8,7 @@ use farm_inventory::Inventory;
 use futures::future::join_all;
 
 use crate::agent::AgentApi;
+use crate::lb::Member;
 use crate::probe;
 
 /// What preflight learned.
@@ -26,6 +27,7 @@ pub async fn check(
     selected: &[usize],
     pools: &[String],
     drains: bool,
+    members: &[Member],
 ) -> Preflight {
     let checks = join_all(inv.nodes.iter().enumerate().map(|(i, node)| {
         let agent = agents.get(&node.name).cloned();
@@ -69,6 +71,25 @@ pub async fn check(
                     }
                 }
             }
+            // Drift between the inventory and the load balancer.
+            if let Some(m) = members.iter().find(|m| m.node == node.name) {
+                match &m.state {
+                    None => problems.push(format!(
+                        "{}: server `{}` is not in the load balancer's backend",
+                        node.name, node.lb_server
+                    )),
+                    Some(state) if !m.serving() => {
+                        out = true;
+                        if is_selected {
+                            problems.push(format!(
+                                "{}: the load balancer has it {state}; put it back or leave it out with --nodes",
+                                node.name
+                            ));
+                        }
+                    }
+                    Some(_) => {}
+                }
+            }
             if let Err(e) = health {
                 out = true;
                 if is_selected {
@@ -78,7 +99,7 @@ pub async fn check(
             // Only the selected nodes' problems refuse the run; the others
             // just count against capacity.
             if !is_selected {
-                problems.clear();
+                problems.retain(|p| p.contains("not in the load balancer"));
             }
             (i, problems, out)
         }

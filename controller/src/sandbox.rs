@@ -60,10 +60,21 @@ pub struct SandboxNode {
     _stdout: BufReader<ChildStdout>,
 }
 
+/// A real HAProxy in front of the sandbox nodes.
+pub struct SandboxHaproxy {
+    /// Where clients send traffic.
+    pub frontend: u16,
+    /// Runtime API (`level admin`).
+    pub admin: String,
+    pub backend: String,
+    child: Child,
+}
+
 pub struct Sandbox {
     pub dir: PathBuf,
     pub nodes: Vec<SandboxNode>,
     pub inventory: PathBuf,
+    pub haproxy: Option<SandboxHaproxy>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +85,10 @@ pub enum SandboxError {
     Io(String),
     #[error("agent {node} did not start: {detail}")]
     AgentStart { node: String, detail: String },
+    #[error("haproxy is not installed (apt-get install -y haproxy)")]
+    NoHaproxy,
+    #[error("haproxy did not start: {0}")]
+    HaproxyStart(String),
 }
 
 fn io(context: &str) -> impl Fn(std::io::Error) -> SandboxError + '_ {
@@ -177,13 +192,27 @@ impl Sandbox {
                 _stdout: reader,
             });
         }
+        let haproxy = if spec.lb_kind == "haproxy" {
+            Some(start_haproxy(dir, &nodes).await?)
+        } else {
+            None
+        };
         let inventory = dir.join("inventory.yaml");
-        std::fs::write(&inventory, inventory_yaml(spec, &nodes)).map_err(io("write inventory"))?;
+        std::fs::write(&inventory, inventory_yaml(spec, &nodes, haproxy.as_ref()))
+            .map_err(io("write inventory"))?;
         Ok(Sandbox {
             dir: dir.to_path_buf(),
             nodes,
             inventory,
+            haproxy,
         })
+    }
+
+    /// Kills the load balancer (its runtime API goes away with it).
+    pub async fn kill_haproxy(&mut self) {
+        if let Some(h) = &mut self.haproxy {
+            let _ = h.child.kill().await;
+        }
     }
 
     /// Kills one agent process (the node's IIS "server" goes with it).
@@ -192,13 +221,99 @@ impl Sandbox {
     }
 
     pub async fn stop(mut self) {
+        self.kill_haproxy().await;
         for n in &mut self.nodes {
             let _ = n.child.kill().await;
         }
     }
 }
 
-fn inventory_yaml(spec: &SandboxSpec, nodes: &[SandboxNode]) -> String {
+/// `haproxy` on PATH or in the sbin directories Debian installs it to.
+pub fn haproxy_binary() -> Option<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
+    dirs.extend(["/usr/sbin", "/usr/local/sbin", "/sbin"].map(PathBuf::from));
+    dirs.into_iter()
+        .map(|d| d.join("haproxy"))
+        .find(|p| p.is_file())
+}
+
+fn free_port() -> Result<u16, SandboxError> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(io("pick a free port"))
+}
+
+async fn start_haproxy(dir: &Path, nodes: &[SandboxNode]) -> Result<SandboxHaproxy, SandboxError> {
+    let bin = haproxy_binary().ok_or(SandboxError::NoHaproxy)?;
+    let (frontend, admin_port) = (free_port()?, free_port()?);
+    let admin = format!("127.0.0.1:{admin_port}");
+    let mut cfg = format!(
+        "# Written by farmctl for a simulated farm on loopback.\n\
+global\n    stats socket ipv4@{admin} level admin\n    stats timeout 30s\n\
+defaults\n    mode http\n    timeout connect 2s\n    timeout client 60s\n    timeout server 60s\n\
+frontend fe\n    bind 127.0.0.1:{frontend}\n    default_backend shop\n\
+backend shop\n    balance roundrobin\n    option httpchk\n\
+    http-check send meth GET uri {HEALTH_FILE} ver HTTP/1.1 hdr Host {SITE_HOST}\n\
+    default-server inter 100ms fall 1 rise 1\n"
+    );
+    for n in nodes {
+        cfg.push_str(&format!(
+            "    server {} 127.0.0.1:{} check\n",
+            n.name, n.http_port
+        ));
+    }
+    let cfg_path = dir.join("haproxy.cfg");
+    std::fs::write(&cfg_path, cfg).map_err(io("write haproxy.cfg"))?;
+    let log = std::fs::File::create(dir.join("haproxy.log")).map_err(io("create haproxy log"))?;
+    let child = Command::new(&bin)
+        .arg("-db")
+        .arg("-f")
+        .arg(&cfg_path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(log))
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| SandboxError::HaproxyStart(format!("{}: {e}", bin.display())))?;
+    let mut h = SandboxHaproxy {
+        frontend,
+        admin,
+        backend: "shop".into(),
+        child,
+    };
+    // Ready when the runtime API answers and every server passed its check.
+    let api = crate::lb::Haproxy::new(h.admin.clone(), h.backend.clone());
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(servers) = api.servers().await {
+            if servers.len() == nodes.len() && servers.iter().all(|s| s.status == "UP") {
+                return Ok(h);
+            }
+        }
+        if let Ok(Some(status)) = h.child.try_wait() {
+            return Err(SandboxError::HaproxyStart(format!(
+                "exited with {status} (see {})",
+                dir.join("haproxy.log").display()
+            )));
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(SandboxError::HaproxyStart(format!(
+                "servers not UP within 20s (see {})",
+                dir.join("haproxy.log").display()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn inventory_yaml(
+    spec: &SandboxSpec,
+    nodes: &[SandboxNode],
+    haproxy: Option<&SandboxHaproxy>,
+) -> String {
     let mut y = String::from(
         "# Written by farmctl for a simulated farm on loopback.\nfarm: demo\nnodes:\n",
     );
@@ -209,6 +324,9 @@ fn inventory_yaml(spec: &SandboxSpec, nodes: &[SandboxNode]) -> String {
         ));
     }
     y.push_str(&format!("load_balancer:\n  kind: {}\n", spec.lb_kind));
+    if let Some(h) = haproxy {
+        y.push_str(&format!("  admin: {}\n  backend: {}\n", h.admin, h.backend));
+    }
     if spec.lb_kind == "health-file" {
         y.push_str(&format!(
             "  path: {HEALTH_FILE}\n  detection: {}\n",

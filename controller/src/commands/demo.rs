@@ -25,8 +25,16 @@ pub async fn run(args: &DemoArgs, settings: &Settings) -> CommandResult {
             temp.path().to_path_buf()
         }
     };
+    let haproxy = crate::sandbox::haproxy_binary().is_some();
+    if !haproxy && !settings.quiet {
+        eprintln!(
+            "note: haproxy is not installed (apt-get install -y haproxy); using health-file drain \
+             with a built-in health-checking balancer instead"
+        );
+    }
     let spec = SandboxSpec {
         nodes: args.nodes as usize,
+        lb_kind: if haproxy { "haproxy" } else { "health-file" }.into(),
         ..SandboxSpec::default()
     };
     let sandbox = Sandbox::start(&spec, &dir)
@@ -57,6 +65,12 @@ async fn demo(args: &DemoArgs, settings: &Settings, sandbox: &Sandbox) -> Comman
                 n.name, n.agent, n.http_port
             );
         }
+        if let Some(h) = &sandbox.haproxy {
+            println!(
+                "  haproxy frontend http://127.0.0.1:{} (Host: {SITE_HOST}), runtime API {} (backend {})",
+                h.frontend, h.admin, h.backend
+            );
+        }
         println!("try:");
         println!("  farmctl status  -i {}", inventory.display());
         println!("  farmctl recycle -i {} --yes", inventory.display());
@@ -69,24 +83,15 @@ async fn demo(args: &DemoArgs, settings: &Settings, sandbox: &Sandbox) -> Comman
         return Ok(ExitStatus::Done);
     }
     let inv = load_inventory(&inventory)?;
-    let backends = sandbox
-        .nodes
-        .iter()
-        .map(|n| Backend {
-            address: "127.0.0.1".into(),
-            port: n.http_port,
-            host: Some(SITE_HOST.into()),
-        })
-        .collect();
-    let traffic = Traffic::start(TrafficSpec::new(
-        backends,
-        Routing::HealthChecked {
-            path: HEALTH_FILE.into(),
-            interval: Duration::from_millis(100),
-        },
-    ));
+    let traffic = Traffic::start(traffic_spec(sandbox));
     let reporter = settings.reporter();
-    reporter.note("sending HTTP traffic at the farm through a health-checking balancer");
+    reporter.note(&match &sandbox.haproxy {
+        Some(h) => format!(
+            "sending HTTP traffic through haproxy at 127.0.0.1:{}",
+            h.frontend
+        ),
+        None => "sending HTTP traffic through a built-in health-checking balancer".into(),
+    });
     let rollout = RolloutArgs {
         inv: InventoryArgs {
             inventory: inventory.clone(),
@@ -131,4 +136,24 @@ pub async fn shutdown_signal() {
         }
     }
     let _ = tokio::signal::ctrl_c().await;
+}
+
+/// Traffic through the sandbox's HAProxy, or through the built-in
+/// health-checking balancer when there is none.
+pub fn traffic_spec(sandbox: &Sandbox) -> TrafficSpec {
+    let backend = |port| Backend {
+        address: "127.0.0.1".into(),
+        port,
+        host: Some(SITE_HOST.into()),
+    };
+    match &sandbox.haproxy {
+        Some(h) => TrafficSpec::new(vec![backend(h.frontend)], Routing::Direct),
+        None => TrafficSpec::new(
+            sandbox.nodes.iter().map(|n| backend(n.http_port)).collect(),
+            Routing::HealthChecked {
+                path: HEALTH_FILE.into(),
+                interval: Duration::from_millis(100),
+            },
+        ),
+    }
 }

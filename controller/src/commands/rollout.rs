@@ -101,7 +101,13 @@ pub async fn execute(
     let agents = connect_agents(inv)?;
 
     reporter.note(&format!("preflight: checking {} node(s)", total));
-    let pf = preflight::check(inv, &agents, &selected, &pools, lb.drains()).await;
+    let members = lb.members(&inv.nodes).await.map_err(|e| {
+        CommandError::refused(format!(
+            "preflight refused the {}: load balancer: {e} (nothing was touched)",
+            op.as_str()
+        ))
+    })?;
+    let pf = preflight::check(inv, &agents, &selected, &pools, lb.drains(), &members).await;
     for n in &pf.notes {
         reporter.note(n);
     }

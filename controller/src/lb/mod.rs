@@ -1,5 +1,6 @@
 //! Load balancer drivers behind one trait. The engine never knows which
 //! load balancer it is talking to.
+mod haproxy;
 mod health_file;
 
 use std::sync::Arc;
@@ -10,7 +11,26 @@ use farm_inventory::{Inventory, LoadBalancer as LbConfig, Node};
 
 use crate::agent::AgentApi;
 
+pub use haproxy::{Haproxy, ServerStat};
 pub use health_file::HealthFile;
+
+/// A node as the load balancer sees it, for drift checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub node: String,
+    /// The LB's status for the node's server (`UP`, `DRAIN`, `MAINT`, ...);
+    /// `None` when the LB does not have it.
+    pub state: Option<String>,
+}
+
+impl Member {
+    /// Serving traffic as far as the LB is concerned.
+    pub fn serving(&self) -> bool {
+        self.state
+            .as_deref()
+            .is_some_and(|s| s == "UP" || s == "no check" || s.starts_with("UP "))
+    }
+}
 
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{0}")]
@@ -30,6 +50,19 @@ pub trait LoadBalancer: Send + Sync {
     /// Whether this driver takes nodes out of rotation at all; with `none`
     /// operations happen under traffic.
     fn drains(&self) -> bool;
+
+    /// The LB's view of every node, for drift checks; empty when the
+    /// driver cannot see the LB's membership (health-file, none).
+    async fn members(&self, _nodes: &[Node]) -> Result<Vec<Member>, LbError> {
+        Ok(Vec::new())
+    }
+
+    /// Waits until the LB has no session left on the node; `false` if
+    /// `timeout` passes first. Drivers that cannot see sessions return
+    /// `true` (the agent's in-flight count still has to reach zero).
+    async fn wait_sessions_gone(&self, _node: &Node, _timeout: Duration) -> Result<bool, LbError> {
+        Ok(true)
+    }
 
     /// Stops new traffic to the node. Returns once the LB has stopped
     /// sending new requests (as far as this driver can know).
@@ -68,8 +101,8 @@ pub fn from_inventory(inv: &Inventory) -> Result<Arc<dyn LoadBalancer>, LbError>
             *detection,
             inv.sites.first().and_then(|s| s.host.clone()),
         ))),
-        LbConfig::Haproxy { .. } => Err(LbError(
-            "load_balancer kind `haproxy` is not supported yet; use `health-file` or `none`".into(),
-        )),
+        LbConfig::Haproxy { admin, backend } => {
+            Ok(Arc::new(Haproxy::new(admin.clone(), backend.clone())))
+        }
     }
 }

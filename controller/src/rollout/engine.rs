@@ -237,11 +237,20 @@ impl Run<'_> {
                     Err(e) => Event::DrainFailed(e.to_string()),
                 }
             }
-            Action::Quiesce { deadline } => match agent.wait_idle(left(deadline)).await {
-                Ok(true) => Event::Idle,
-                Ok(false) => Event::DrainTimedOut,
-                Err(e) => Event::LoadUnknown(e.to_string()),
-            },
+            // Quiesced means both sides agree: the LB has no session left on
+            // the node and the node itself has no request in flight.
+            Action::Quiesce { deadline } => {
+                match self.lb.wait_sessions_gone(node, left(deadline)).await {
+                    Ok(true) => {}
+                    Ok(false) => return Event::DrainTimedOut,
+                    Err(e) => return Event::LoadUnknown(e.to_string()),
+                }
+                match agent.wait_idle(left(deadline)).await {
+                    Ok(true) => Event::Idle,
+                    Ok(false) => Event::DrainTimedOut,
+                    Err(e) => Event::LoadUnknown(e.to_string()),
+                }
+            }
             Action::Operate { deadline } => {
                 let op = self.policy.operation;
                 let op_id = self.op_id(i, op.as_str());

@@ -1,0 +1,293 @@
+//! `kind: haproxy`: the HAProxy runtime API (stats socket), over TCP
+//! (`127.0.0.1:9999`) or a unix socket (`unix:/run/haproxy/admin.sock`).
+//!
+//! drain = `set server B/S state drain`: no new connections (except
+//! persistent ones), health checks go on. Quiesced when HAProxy's current
+//! sessions for the server (`scur`) are 0. Return = `state ready`, then
+//! wait until HAProxy's own health check reports the server `UP`.
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use farm_inventory::Node;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use super::{LbError, LoadBalancer, Member, Target};
+
+/// How often HAProxy's stats are read while waiting on a condition.
+const POLL: Duration = Duration::from_millis(50);
+/// Largest runtime API answer read (a big farm's `show stat` is far less).
+const MAX_REPLY: u64 = 8 * 1024 * 1024;
+
+pub struct Haproxy {
+    admin: String,
+    backend: String,
+    timeout: Duration,
+}
+
+/// One server line of `show stat`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerStat {
+    pub name: String,
+    /// `UP`, `DOWN`, `DRAIN`, `MAINT`, `NOLB`, `UP 1/2`, `no check`, ...
+    pub status: String,
+    /// Current sessions.
+    pub scur: u64,
+}
+
+impl Haproxy {
+    pub fn new(admin: impl Into<String>, backend: impl Into<String>) -> Self {
+        Self {
+            admin: admin.into(),
+            backend: backend.into(),
+            timeout: Duration::from_secs(5),
+        }
+    }
+
+    /// Sends one command (non-interactive mode: HAProxy answers and closes).
+    pub async fn command(&self, cmd: &str) -> Result<String, LbError> {
+        let run = async {
+            if let Some(path) = self.admin.strip_prefix("unix:") {
+                #[cfg(unix)]
+                {
+                    let s = tokio::net::UnixStream::connect(path).await?;
+                    return exchange(s, cmd).await;
+                }
+                #[cfg(not(unix))]
+                {
+                    let _ = path;
+                    return Err(std::io::Error::other("unix sockets are not supported here"));
+                }
+            }
+            let s = tokio::net::TcpStream::connect(&self.admin).await?;
+            exchange(s, cmd).await
+        };
+        let reply = tokio::time::timeout(self.timeout, run)
+            .await
+            .map_err(|_| {
+                LbError(format!(
+                    "HAProxy runtime API {} did not answer within {:?}",
+                    self.admin, self.timeout
+                ))
+            })?
+            .map_err(|e| {
+                LbError(format!(
+                    "HAProxy runtime API {} is unreachable: {e}",
+                    self.admin
+                ))
+            })?;
+        if reply.trim_start().starts_with("Permission denied") {
+            return Err(LbError(format!(
+                "HAProxy runtime API {} refused `{cmd}`: permission denied (the stats socket needs `level admin`)",
+                self.admin
+            )));
+        }
+        Ok(reply)
+    }
+
+    /// The backend's servers from `show stat`, columns read by header name.
+    pub async fn servers(&self) -> Result<Vec<ServerStat>, LbError> {
+        let text = self.command("show stat").await?;
+        let stats = parse_stat(&text)
+            .map_err(|e| LbError(format!("could not read HAProxy `show stat`: {e}")))?;
+        let mut found_backend = false;
+        let servers: Vec<ServerStat> = stats
+            .into_iter()
+            .filter(|(px, _)| *px == self.backend)
+            .filter_map(|(_, s)| {
+                found_backend = true;
+                (s.name != "BACKEND" && s.name != "FRONTEND").then_some(s)
+            })
+            .collect();
+        if !found_backend {
+            return Err(LbError(format!(
+                "HAProxy has no backend `{}`",
+                self.backend
+            )));
+        }
+        Ok(servers)
+    }
+
+    pub async fn server(&self, name: &str) -> Result<ServerStat, LbError> {
+        self.servers()
+            .await?
+            .into_iter()
+            .find(|s| s.name == name)
+            .ok_or_else(|| {
+                LbError(format!(
+                    "HAProxy backend `{}` has no server `{name}`",
+                    self.backend
+                ))
+            })
+    }
+
+    pub async fn set_state(&self, server: &str, state: &str) -> Result<(), LbError> {
+        let cmd = format!("set server {}/{server} state {state}", self.backend);
+        let reply = self.command(&cmd).await?;
+        if reply.trim().is_empty() {
+            Ok(())
+        } else {
+            Err(LbError(format!(
+                "HAProxy refused `{cmd}`: {}",
+                reply.trim()
+            )))
+        }
+    }
+}
+
+async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
+    mut s: S,
+    cmd: &str,
+) -> std::io::Result<String> {
+    s.write_all(format!("{cmd}\n").as_bytes()).await?;
+    let mut buf = Vec::new();
+    (&mut s).take(MAX_REPLY).read_to_end(&mut buf).await?;
+    Ok(String::from_utf8_lossy(&buf).into_owned())
+}
+
+/// Parses `show stat` CSV: `(pxname, server)` per line, by header name.
+pub fn parse_stat(text: &str) -> Result<Vec<(String, ServerStat)>, String> {
+    let body = text
+        .trim_start()
+        .strip_prefix('#')
+        .ok_or("no `# pxname,...` header")?;
+    let mut rdr = csv::ReaderBuilder::new()
+        .flexible(true)
+        .trim(csv::Trim::All)
+        .from_reader(body.as_bytes());
+    let headers = rdr.headers().map_err(|e| e.to_string())?.clone();
+    let col = |name: &str| {
+        headers
+            .iter()
+            .position(|h| h == name)
+            .ok_or_else(|| format!("no `{name}` column"))
+    };
+    let (px, sv, scur, status) = (col("pxname")?, col("svname")?, col("scur")?, col("status")?);
+    let mut out = Vec::new();
+    for rec in rdr.records() {
+        let rec = rec.map_err(|e| e.to_string())?;
+        let get = |i: usize| rec.get(i).unwrap_or("").to_string();
+        out.push((
+            get(px),
+            ServerStat {
+                name: get(sv),
+                status: get(status),
+                scur: get(scur).parse().unwrap_or(0),
+            },
+        ));
+    }
+    Ok(out)
+}
+
+#[async_trait]
+impl LoadBalancer for Haproxy {
+    fn kind(&self) -> &'static str {
+        "haproxy"
+    }
+
+    fn drains(&self) -> bool {
+        true
+    }
+
+    async fn members(&self, nodes: &[Node]) -> Result<Vec<Member>, LbError> {
+        let servers = self.servers().await?;
+        Ok(nodes
+            .iter()
+            .map(|n| Member {
+                node: n.name.clone(),
+                state: servers
+                    .iter()
+                    .find(|s| s.name == n.lb_server)
+                    .map(|s| s.status.clone()),
+            })
+            .collect())
+    }
+
+    async fn drain(&self, t: &Target<'_>) -> Result<(), LbError> {
+        self.set_state(&t.node.lb_server, "drain")
+            .await
+            .map_err(|e| {
+                LbError(format!(
+                    "could not drain {} from haproxy backend `{}`: {e}",
+                    t.node.name, self.backend
+                ))
+            })
+    }
+
+    async fn wait_sessions_gone(&self, node: &Node, timeout: Duration) -> Result<bool, LbError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.server(&node.lb_server).await?.scur == 0 {
+                return Ok(true);
+            }
+            if Instant::now() + POLL > deadline {
+                return Ok(false);
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    async fn undrain(&self, t: &Target<'_>, timeout: Duration) -> Result<Duration, LbError> {
+        let start = Instant::now();
+        self.set_state(&t.node.lb_server, "ready")
+            .await
+            .map_err(|e| {
+                LbError(format!(
+                    "could not return {} to haproxy backend `{}`: {e}",
+                    t.node.name, self.backend
+                ))
+            })?;
+        loop {
+            let s = self.server(&t.node.lb_server).await?;
+            if s.status == "UP" {
+                return Ok(start.elapsed());
+            }
+            if start.elapsed() + POLL > timeout {
+                return Err(LbError(format!(
+                    "haproxy does not report {} UP after {:?} (status {})",
+                    t.node.name, timeout, s.status
+                )));
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Trimmed from HAProxy 2.6 `show stat` (real output has ~100 columns).
+    const STAT: &str =
+        "# pxname,svname,qcur,qmax,scur,smax,slim,stot,status,weight,check_status,last_chk\n\
+fe,FRONTEND,,,3,10,2000,120,OPEN,,,\n\
+shop,web01,0,0,2,5,,60,UP,1,L7OK,\"HTTP status check returned code <200>\"\n\
+shop,web02,0,0,0,5,,60,DRAIN,1,L7OK,\"a, b\"\n\
+shop,web03,0,0,0,0,,0,MAINT,1,,\n\
+shop,BACKEND,0,0,2,10,200,120,UP,3,,\n";
+
+    #[test]
+    fn show_stat_is_read_by_header_name() {
+        let s = parse_stat(STAT).unwrap();
+        let shop: Vec<&ServerStat> = s
+            .iter()
+            .filter(|(p, _)| p == "shop")
+            .map(|(_, s)| s)
+            .collect();
+        assert_eq!(
+            shop[0],
+            &ServerStat {
+                name: "web01".into(),
+                status: "UP".into(),
+                scur: 2
+            }
+        );
+        assert_eq!(shop[1].status, "DRAIN");
+        assert_eq!(shop[2].status, "MAINT");
+        assert_eq!(shop[3].name, "BACKEND");
+    }
+
+    #[test]
+    fn a_reply_without_header_is_an_error() {
+        assert!(parse_stat("Unknown command.\n").is_err());
+    }
+}
