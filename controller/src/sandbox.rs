@@ -13,8 +13,11 @@ use tokio::process::{Child, ChildStdout, Command};
 #[derive(Debug, Clone)]
 pub struct SandboxSpec {
     pub nodes: usize,
-    /// `health-file` or `none`.
+    /// `haproxy`, `health-file` or `none` (what the inventory says).
     pub lb_kind: String,
+    /// Start a real HAProxy in front of the nodes even when the inventory
+    /// does not drive it (the no-drain baseline).
+    pub haproxy: bool,
     /// The LB's detection time (health-file).
     pub detection: Duration,
     pub max_unavailable: String,
@@ -33,6 +36,7 @@ impl Default for SandboxSpec {
         Self {
             nodes: 4,
             lb_kind: "health-file".into(),
+            haproxy: false,
             detection: Duration::from_millis(300),
             max_unavailable: "1".into(),
             min_healthy: "50%".into(),
@@ -192,7 +196,7 @@ impl Sandbox {
                 _stdout: reader,
             });
         }
-        let haproxy = if spec.lb_kind == "haproxy" {
+        let haproxy = if spec.haproxy || spec.lb_kind == "haproxy" {
             Some(start_haproxy(dir, &nodes).await?)
         } else {
             None
@@ -250,10 +254,13 @@ async fn start_haproxy(dir: &Path, nodes: &[SandboxNode]) -> Result<SandboxHapro
     let bin = haproxy_binary().ok_or(SandboxError::NoHaproxy)?;
     let (frontend, admin_port) = (free_port()?, free_port()?);
     let admin = format!("127.0.0.1:{admin_port}");
+    // HAProxy retries a refused connection (once a `timeout connect`, at
+    // most 1 s apart); the retry window is kept shorter than the simulated
+    // reset, as a real reset (tens of seconds) is longer than the default.
     let mut cfg = format!(
         "# Written by farmctl for a simulated farm on loopback.\n\
 global\n    stats socket ipv4@{admin} level admin\n    stats timeout 30s\n\
-defaults\n    mode http\n    timeout connect 2s\n    timeout client 60s\n    timeout server 60s\n\
+defaults\n    mode http\n    retries 2\n    timeout connect 200ms\n    timeout client 60s\n    timeout server 60s\n\
 frontend fe\n    bind 127.0.0.1:{frontend}\n    default_backend shop\n\
 backend shop\n    balance roundrobin\n    option httpchk\n\
     http-check send meth GET uri {HEALTH_FILE} ver HTTP/1.1 hdr Host {SITE_HOST}\n\
@@ -324,7 +331,7 @@ fn inventory_yaml(
         ));
     }
     y.push_str(&format!("load_balancer:\n  kind: {}\n", spec.lb_kind));
-    if let Some(h) = haproxy {
+    if let (Some(h), "haproxy") = (haproxy, spec.lb_kind.as_str()) {
         y.push_str(&format!("  admin: {}\n  backend: {}\n", h.admin, h.backend));
     }
     if spec.lb_kind == "health-file" {

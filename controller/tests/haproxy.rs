@@ -1,0 +1,237 @@
+//! End to end through a real HAProxy (Debian package; `.ci/run` installs
+//! it) in front of real agent processes, with HTTP load throughout.
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use farmctl::commands::demo::traffic_spec;
+use farmctl::lb::Haproxy;
+use farmctl::sandbox::SandboxSpec;
+use farmctl::traffic::Traffic;
+use tokio::sync::watch;
+
+fn spec() -> SandboxSpec {
+    SandboxSpec {
+        lb_kind: "haproxy".into(),
+        ..SandboxSpec::default()
+    }
+}
+
+/// Records every status change of every server, as HAProxy reports it.
+struct StatsMonitor {
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<Vec<(Instant, String, String)>>,
+}
+
+impl StatsMonitor {
+    fn start(farm: &Farm) -> Self {
+        let h = farm.sandbox.haproxy.as_ref().expect("haproxy");
+        let api = Haproxy::new(h.admin.clone(), h.backend.clone());
+        let (stop, mut stopped) = watch::channel(false);
+        let task = tokio::spawn(async move {
+            let mut seen: Vec<(Instant, String, String)> = Vec::new();
+            loop {
+                if let Ok(servers) = api.servers().await {
+                    for s in servers {
+                        let last = seen
+                            .iter()
+                            .rev()
+                            .find(|(_, n, _)| *n == s.name)
+                            .map(|(_, _, st)| st.clone());
+                        if last.as_deref() != Some(s.status.as_str()) {
+                            seen.push((Instant::now(), s.name, s.status));
+                        }
+                    }
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+                    _ = stopped.changed() => return seen,
+                }
+            }
+        });
+        Self { stop, task }
+    }
+
+    async fn finish(self) -> Vec<(Instant, String, String)> {
+        self.stop.send_replace(true);
+        self.task.await.unwrap()
+    }
+}
+
+/// Each server went DRAIN → ... → UP, one after the other in node order.
+fn assert_drained_in_order(changes: &[(Instant, String, String)]) {
+    let mut prev_up: Option<Instant> = None;
+    for node in ["web01", "web02", "web03", "web04"] {
+        let mine: Vec<&(Instant, String, String)> =
+            changes.iter().filter(|(_, n, _)| n == node).collect();
+        let drain = mine
+            .iter()
+            .find(|(_, _, s)| s == "DRAIN")
+            .unwrap_or_else(|| panic!("{node} never DRAIN: {changes:?}"));
+        let up = mine
+            .iter()
+            .find(|(t, _, s)| s == "UP" && *t > drain.0)
+            .unwrap_or_else(|| panic!("{node} never back UP: {changes:?}"));
+        if let Some(p) = prev_up {
+            assert!(
+                p <= drain.0,
+                "{node} drained before the previous node was back UP: {changes:?}"
+            );
+        }
+        prev_up = Some(up.0);
+    }
+}
+
+async fn rolling_run_under_load(farm: &Farm, action: &str) -> farmctl::report::TrafficReport {
+    let monitor = StatsMonitor::start(farm);
+    let traffic = Traffic::start(traffic_spec(&farm.sandbox));
+    let out = farmctl(&[action, "-i", &inventory(farm), "--yes", "--output", "json"]).await;
+    let load = traffic.stop().await;
+    let changes = monitor.finish().await;
+    assert_eq!(out.status.code(), Some(0), "{action}: {}", stderr(&out));
+    assert_eq!(json(&out)["outcome"], "succeeded");
+    assert_drained_in_order(&changes);
+    load
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_request_fails_during_a_rolling_recycle_and_a_rolling_reset() {
+    let farm = farm(spec()).await;
+    for action in ["recycle", "reset"] {
+        let load = rolling_run_under_load(&farm, action).await;
+        assert!(load.requests_sent > 200, "{action}: {load:?}");
+        assert_eq!(load.requests_failed, 0, "{action}: {load:?}");
+    }
+    let st = status(&farm).await;
+    assert!((0..4).all(|i| st["nodes"][i]["healthy"] == true));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_drain_a_rolling_reset_fails_requests() {
+    // Same harness, but the inventory does not drive the load balancer.
+    let farm = farm(SandboxSpec {
+        lb_kind: "none".into(),
+        haproxy: true,
+        ..SandboxSpec::default()
+    })
+    .await;
+    let traffic = Traffic::start(traffic_spec(&farm.sandbox));
+    let out = farmctl(&["reset", "-i", &inventory(&farm), "--yes", "-q"]).await;
+    let load = traffic.stop().await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        load.requests_failed > 0,
+        "the baseline lost nothing, so the test could not fail: {load:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_backend_is_refused_before_anything_is_touched() {
+    let farm = farm(spec()).await;
+    let text = std::fs::read_to_string(&farm.sandbox.inventory).unwrap();
+    let path = farm.sandbox.dir.join("wrong-backend.yaml");
+    std::fs::write(&path, text.replace("backend: shop", "backend: nosuch")).unwrap();
+    let out = farmctl(&["recycle", "-i", &path.display().to_string(), "--yes"]).await;
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no backend `nosuch`"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(events(&farm).is_empty());
+    let h = farm.sandbox.haproxy.as_ref().unwrap();
+    let servers = Haproxy::new(h.admin.clone(), h.backend.clone())
+        .servers()
+        .await
+        .unwrap();
+    assert!(servers.iter().all(|s| s.status == "UP"), "{servers:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn losing_the_runtime_api_mid_run_halts_and_reports_the_node() {
+    let mut farm = farm(spec()).await;
+    let inv = inventory(&farm);
+    let run = tokio::spawn(async move {
+        farmctl(&["recycle", "-i", &inv, "--yes", "--output", "json"]).await
+    });
+    // Kill HAProxy while web02 is being recycled.
+    let web02_log = farm.sandbox.nodes[1].event_log.clone();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !std::fs::read_to_string(&web02_log)
+        .unwrap_or_default()
+        .contains("\"recycle\"")
+    {
+        assert!(Instant::now() < deadline, "web02 was never recycled");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    farm.sandbox.kill_haproxy().await;
+    let out = run.await.unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let report = json(&out);
+    let outcomes: Vec<&str> = (0..4)
+        .map(|i| report["nodes"][i]["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(outcomes, ["succeeded", "failed", "skipped", "skipped"]);
+    let err = report["nodes"][1]["error"].as_str().unwrap();
+    assert!(err.contains("unreachable"), "{err}");
+    assert!(events(&farm)
+        .iter()
+        .all(|e| e.node != "web03" && e.node != "web04"));
+    // Nothing is left drained on the nodes themselves.
+    let st = status(&farm).await;
+    assert!((0..4).all(|i| st["nodes"][i]["drained"] == false));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_that_never_completes_fails_the_node_and_returns_it() {
+    let farm = farm(SandboxSpec {
+        drain_timeout: Duration::from_secs(1),
+        ..spec()
+    })
+    .await;
+    // A long request straight to web01: HAProxy has no session on it, the
+    // node itself has one in flight, so the drain is not complete.
+    let port = farm.sandbox.nodes[0].http_port;
+    let long = tokio::spawn(async move {
+        farmctl::probe::get(
+            "127.0.0.1",
+            port,
+            Some("shop.example.com"),
+            "/slow?ms=30000",
+            Duration::from_secs(60),
+        )
+        .await
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while status(&farm).await["nodes"][0]["in_flight"] != 1 {
+        assert!(Instant::now() < deadline, "the long request never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let out = farmctl(&[
+        "recycle",
+        "-i",
+        &inventory(&farm),
+        "--yes",
+        "--output",
+        "json",
+    ])
+    .await;
+    long.abort();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let report = json(&out);
+    assert_eq!(report["nodes"][0]["outcome"], "failed");
+    assert_eq!(report["nodes"][0]["failed_step"], "quiesce");
+    assert_eq!(report["nodes"][0]["in_rotation"], true);
+    assert_eq!(report["nodes"][1]["outcome"], "skipped");
+    assert!(
+        events(&farm).iter().all(|e| e.event != "recycle"),
+        "something was recycled"
+    );
+    let h = farm.sandbox.haproxy.as_ref().unwrap();
+    let web01 = Haproxy::new(h.admin.clone(), h.backend.clone())
+        .server("web01")
+        .await
+        .unwrap();
+    assert_eq!(web01.status, "UP");
+}
