@@ -30,6 +30,10 @@ pub enum Command {
     Recycle(RecycleArgs),
     /// Rolling full IIS reset (stop, force if needed, start, verify).
     Reset(RolloutArgs),
+    /// Take one node out of rotation and wait until it is idle.
+    Drain(DrainArgs),
+    /// Put one node back into rotation and wait until the LB sees it up.
+    Undrain(DrainArgs),
     /// Start a simulated 4-node farm and run a rolling recycle under traffic.
     Demo(DemoArgs),
 }
@@ -62,6 +66,17 @@ pub struct RolloutArgs {
     /// Do not ask for confirmation (needed when stdin is not a terminal).
     #[arg(short, long)]
     pub yes: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct DrainArgs {
+    #[command(flatten)]
+    pub inv: InventoryArgs,
+    /// The node, by its inventory name.
+    pub node: String,
+    /// Skip the safety check (min_healthy for drain, health for undrain).
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Args, Debug)]

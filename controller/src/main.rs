@@ -26,6 +26,8 @@ fn main() {
             Command::Status(a) => commands::status::run(a, &settings).await,
             Command::Recycle(a) => commands::rollout::recycle(a, &settings).await,
             Command::Reset(a) => commands::rollout::reset(a, &settings).await,
+            Command::Drain(a) => commands::drain::run(a, true, &settings).await,
+            Command::Undrain(a) => commands::drain::run(a, false, &settings).await,
             Command::Demo(a) => commands::demo::run(a, &settings).await,
         }
     });

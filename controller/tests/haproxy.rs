@@ -235,3 +235,38 @@ async fn a_drain_that_never_completes_fails_the_node_and_returns_it() {
         .unwrap();
     assert_eq!(web01.status, "UP");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_call_drain_and_undrain_respect_min_healthy() {
+    let farm = farm(spec()).await;
+    let inv = inventory(&farm);
+    let h = farm.sandbox.haproxy.as_ref().unwrap();
+    let api = Haproxy::new(h.admin.clone(), h.backend.clone());
+
+    for node in ["web02", "web03"] {
+        let out = farmctl(&["drain", "-i", &inv, node, "--output", "json"]).await;
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        assert_eq!(json(&out)["quiesced"], true);
+        assert_eq!(api.server(node).await.unwrap().status, "DRAIN");
+    }
+    let st = status(&farm).await;
+    assert_eq!(st["nodes"][1]["lb_state"], "DRAIN");
+    assert_eq!(st["nodes"][1]["drained"], true);
+    // min_healthy is 50% of 4: a third node may not go.
+    let out = farmctl(&["drain", "-i", &inv, "web04"]).await;
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("min_healthy"), "{}", stderr(&out));
+    assert_eq!(api.server("web04").await.unwrap().status, "UP");
+    // A rolling run refuses while the LB has nodes out that it would take.
+    let out = farmctl(&["recycle", "-i", &inv, "--yes"]).await;
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+
+    for node in ["web02", "web03"] {
+        let out = farmctl(&["undrain", "-i", &inv, node]).await;
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        assert_eq!(api.server(node).await.unwrap().status, "UP");
+    }
+    let out = farmctl(&["drain", "-i", &inv, "web09"]).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(events(&farm).iter().all(|e| e.event != "recycle"));
+}

@@ -1,5 +1,6 @@
 //! One file per subcommand, each with `run(args, &Settings)`.
 pub mod demo;
+pub mod drain;
 pub mod rollout;
 pub mod status;
 pub mod validate;

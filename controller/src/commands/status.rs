@@ -18,6 +18,9 @@ pub struct NodeStatus {
     pub agent: String,
     pub reachable: bool,
     pub drained: Option<bool>,
+    /// The load balancer's status for the node (`UP`, `DRAIN`, `MAINT`,
+    /// `DOWN`, ...), when the driver can see it.
+    pub lb_state: Option<String>,
     pub healthy: bool,
     pub in_flight: Option<u64>,
     pub services: BTreeMap<String, String>,
@@ -34,9 +37,16 @@ struct StatusReport {
 pub async fn run(args: &InventoryArgs, _settings: &Settings) -> CommandResult {
     let inv = load_inventory(&args.inventory)?;
     let agents = connect_agents(&inv)?;
+    let lb = crate::lb::from_inventory(&inv)
+        .map_err(|e| crate::exit::CommandError::bad_input(e.to_string()))?;
+    let (members, lb_error) = match lb.members(&inv.nodes).await {
+        Ok(m) => (m, None),
+        Err(e) => (Vec::new(), Some(e.to_string())),
+    };
     let nodes = join_all(inv.nodes.iter().map(|n| {
         let agent = agents[&n.name].clone();
         let sites = &inv.sites;
+        let member = members.iter().find(|m| m.node == n.name).cloned();
         async move {
             let (view, health) = tokio::join!(agent.status(), probe::probe_node_once(n, sites));
             let mut s = NodeStatus {
@@ -44,6 +54,9 @@ pub async fn run(args: &InventoryArgs, _settings: &Settings) -> CommandResult {
                 agent: n.agent.clone(),
                 reachable: view.is_ok(),
                 drained: None,
+                lb_state: member
+                    .as_ref()
+                    .map(|m| m.state.clone().unwrap_or_else(|| "MISSING".into())),
                 healthy: health.is_ok(),
                 in_flight: None,
                 services: BTreeMap::new(),
@@ -52,7 +65,8 @@ pub async fn run(args: &InventoryArgs, _settings: &Settings) -> CommandResult {
             };
             match view {
                 Ok(v) => {
-                    s.drained = Some(v.drained);
+                    let lb_out = member.as_ref().is_some_and(|m| !m.serving());
+                    s.drained = Some(v.drained || lb_out);
                     s.in_flight = v.in_flight;
                     s.services = v.services;
                     s.pools = v.pools;
@@ -64,7 +78,10 @@ pub async fn run(args: &InventoryArgs, _settings: &Settings) -> CommandResult {
         }
     }))
     .await;
-    let all_well = nodes.iter().all(|n| n.reachable && n.healthy);
+    if let Some(e) = &lb_error {
+        eprintln!("farmctl: load balancer: {e}");
+    }
+    let all_well = lb_error.is_none() && nodes.iter().all(|n| n.reachable && n.healthy);
     match args.output {
         Output::Json => print_json(&StatusReport {
             farm: inv.farm.clone(),
@@ -81,8 +98,8 @@ pub async fn run(args: &InventoryArgs, _settings: &Settings) -> CommandResult {
 
 fn table(nodes: &[NodeStatus]) -> String {
     let mut out = format!(
-        "{:<12} {:<9} {:<8} {:<8} {:<8} {:<9} {}\n",
-        "NODE", "REACHABLE", "DRAINED", "W3SVC", "WAS", "IN-FLIGHT", "POOLS / HEALTH"
+        "{:<12} {:<9} {:<8} {:<8} {:<8} {:<8} {:<9} {}\n",
+        "NODE", "REACHABLE", "DRAINED", "LB", "W3SVC", "WAS", "IN-FLIGHT", "POOLS / HEALTH"
     );
     for n in nodes {
         let pools = n
@@ -96,10 +113,11 @@ fn table(nodes: &[NodeStatus]) -> String {
             .join("; ");
         let svc = |name: &str| n.services.get(name).cloned().unwrap_or_else(|| "-".into());
         out.push_str(&format!(
-            "{:<12} {:<9} {:<8} {:<8} {:<8} {:<9} {}{}\n",
+            "{:<12} {:<9} {:<8} {:<8} {:<8} {:<8} {:<9} {}{}\n",
             n.name,
             if n.reachable { "yes" } else { "NO" },
             n.drained.map_or("-", |d| if d { "YES" } else { "no" }),
+            n.lb_state.as_deref().unwrap_or("-"),
             svc("W3SVC"),
             svc("WAS"),
             n.in_flight.map_or("?".to_string(), |v| v.to_string()),
