@@ -149,6 +149,8 @@ impl Sandbox {
                     "127.0.0.1:0",
                     "--start-retry-delay",
                     "200ms",
+                    "--poll-interval",
+                    "10ms",
                     "-v",
                     "--sim",
                 ])

@@ -24,6 +24,9 @@ struct Args {
     /// How long new workers and services may take to come up.
     #[arg(long, default_value = "90s", value_parser = humantime::parse_duration)]
     verify_timeout: Duration,
+    /// How often IIS is looked at while verifying an operation.
+    #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
+    poll_interval: Duration,
     /// More logging (-v, -vv).
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -82,6 +85,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let cfg = OpsConfig {
         verify_timeout: args.verify_timeout,
         start_retry_delay: args.start_retry_delay,
+        poll_interval: args.poll_interval,
         ..OpsConfig::default()
     };
     let node = sim.node().to_string();

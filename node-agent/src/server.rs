@@ -6,6 +6,7 @@ use std::sync::Arc;
 use farm_proto::NodeAgentServer;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
+use tokio_stream::StreamExt;
 
 use crate::iis::Iis;
 use crate::ops::OpsConfig;
@@ -23,9 +24,16 @@ pub async fn run(
 ) -> Result<(), tonic::transport::Error> {
     let svc = NodeAgentServer::new(AgentService::new(node, iis, cfg))
         .max_decoding_message_size(MAX_REQUEST_BYTES);
+    // tonic sets TCP_NODELAY only on listeners it binds itself; without it
+    // small streamed replies wait ~40 ms for delayed ACKs (Nagle).
+    let incoming = TcpListenerStream::new(listener).map(|conn| {
+        conn.inspect(|s| {
+            let _ = s.set_nodelay(true);
+        })
+    });
     tonic::transport::Server::builder()
         .timeout(std::time::Duration::from_secs(600))
         .add_service(svc)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(incoming, shutdown)
         .await
 }

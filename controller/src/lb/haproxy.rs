@@ -14,7 +14,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use super::{LbError, LoadBalancer, Member, Target};
 
 /// How often HAProxy's stats are read while waiting on a condition.
-const POLL: Duration = Duration::from_millis(50);
+const POLL: Duration = Duration::from_millis(20);
 /// Largest runtime API answer read (a big farm's `show stat` is far less).
 const MAX_REPLY: u64 = 8 * 1024 * 1024;
 

@@ -240,12 +240,16 @@ impl Run<'_> {
             // Quiesced means both sides agree: the LB has no session left on
             // the node and the node itself has no request in flight.
             Action::Quiesce { deadline } => {
+                let t = Instant::now();
                 match self.lb.wait_sessions_gone(node, left(deadline)).await {
                     Ok(true) => {}
                     Ok(false) => return Event::DrainTimedOut,
                     Err(e) => return Event::LoadUnknown(e.to_string()),
                 }
-                match agent.wait_idle(left(deadline)).await {
+                tracing::debug!(node = %node.name, lb_ms = t.elapsed().as_secs_f64() * 1000.0, "LB has no session left");
+                let idle = agent.wait_idle(left(deadline)).await;
+                tracing::debug!(node = %node.name, total_ms = t.elapsed().as_secs_f64() * 1000.0, "node answered in-flight");
+                match idle {
                     Ok(true) => Event::Idle,
                     Ok(false) => Event::DrainTimedOut,
                     Err(e) => Event::LoadUnknown(e.to_string()),
