@@ -286,6 +286,99 @@ shop,BACKEND,0,0,2,10,200,120,UP,3,,\n";
         assert_eq!(shop[3].name, "BACKEND");
     }
 
+    /// A runtime API that answers every command with `reply`, recording
+    /// what it was sent.
+    async fn fake_api(reply: &'static str) -> (String, tokio::task::JoinHandle<Vec<String>>) {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        let task = tokio::spawn(async move {
+            let mut got = Vec::new();
+            while let Ok(Ok((mut s, _))) =
+                tokio::time::timeout(Duration::from_millis(500), l.accept()).await
+            {
+                let mut buf = vec![0u8; 256];
+                let n = s.read(&mut buf).await.unwrap_or(0);
+                got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+                let _ = s.write_all(reply.as_bytes()).await;
+            }
+            got
+        });
+        (addr, task)
+    }
+
+    #[tokio::test]
+    async fn set_state_sends_the_exact_command() {
+        let (addr, task) = fake_api("\n").await;
+        Haproxy::new(addr, "shop")
+            .set_state("web01", "drain")
+            .await
+            .unwrap();
+        assert_eq!(task.await.unwrap(), ["set server shop/web01 state drain\n"]);
+    }
+
+    #[tokio::test]
+    async fn a_low_permission_level_is_named() {
+        let (addr, _task) = fake_api("Permission denied\n").await;
+        let e = Haproxy::new(addr, "shop")
+            .set_state("web01", "drain")
+            .await
+            .unwrap_err();
+        assert!(e.0.contains("level admin"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn an_unknown_server_is_named() {
+        let (addr, _task) = fake_api("No such server.\n").await;
+        let e = Haproxy::new(addr, "shop")
+            .set_state("web09", "drain")
+            .await
+            .unwrap_err();
+        assert!(
+            e.0.contains("No such server") && e.0.contains("shop/web09"),
+            "{e}"
+        );
+        let (addr, _task) = fake_api(STAT).await;
+        let e = Haproxy::new(addr, "shop")
+            .server("web09")
+            .await
+            .unwrap_err();
+        assert!(e.0.contains("no server `web09`"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_named() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let e = Haproxy::new(format!("127.0.0.1:{port}"), "shop")
+            .servers()
+            .await
+            .unwrap_err();
+        assert!(e.0.contains("unreachable"), "{e}");
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn the_unix_socket_transport_works() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("admin.sock");
+        let l = tokio::net::UnixListener::bind(&path).unwrap();
+        tokio::spawn(async move {
+            if let Ok((mut s, _)) = l.accept().await {
+                let mut buf = vec![0u8; 64];
+                let _ = s.read(&mut buf).await;
+                let _ = s.write_all(STAT.as_bytes()).await;
+            }
+        });
+        let servers = Haproxy::new(format!("unix:{}", path.display()), "shop")
+            .servers()
+            .await
+            .unwrap();
+        assert_eq!(servers.len(), 3);
+    }
+
     #[test]
     fn a_reply_without_header_is_an_error() {
         assert!(parse_stat("Unknown command.\n").is_err());
