@@ -12,6 +12,7 @@
 
 pub mod convert;
 pub mod iis;
+pub mod iiscmd;
 pub mod operations;
 pub mod ops;
 pub mod server;

@@ -1,0 +1,90 @@
+//! The agent configuration file for a Windows server
+//! (`farm-agent --config agent.yaml`). A documented contract.
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// Name the node reports; default the host name.
+    #[serde(default)]
+    pub node: Option<String>,
+    /// gRPC address, e.g. `0.0.0.0:7443`.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// Health-check files the load balancer monitors: drain renames each
+    /// to `<file>.drained`, undrain renames it back.
+    #[serde(default)]
+    pub health_files: Vec<PathBuf>,
+    #[serde(default)]
+    pub tools: Tools,
+    #[serde(default)]
+    pub timeouts: Timeouts,
+}
+
+fn default_listen() -> String {
+    "0.0.0.0:7443".into()
+}
+
+/// Paths of the IIS tools; defaults under `%windir%\system32`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Tools {
+    pub appcmd: String,
+    pub iisreset: String,
+    pub sc: String,
+    pub taskkill: String,
+    pub typeperf: String,
+}
+
+impl Default for Tools {
+    fn default() -> Self {
+        let windir = std::env::var("windir")
+            .or_else(|_| std::env::var("SystemRoot"))
+            .unwrap_or_else(|_| r"C:\Windows".into());
+        let sys = Path::new(&windir).join("system32");
+        let path = |p: PathBuf| p.to_string_lossy().into_owned();
+        Self {
+            appcmd: path(sys.join("inetsrv").join("appcmd.exe")),
+            iisreset: path(sys.join("iisreset.exe")),
+            sc: path(sys.join("sc.exe")),
+            taskkill: path(sys.join("taskkill.exe")),
+            typeperf: path(sys.join("typeperf.exe")),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Timeouts {
+    /// Any single tool call (appcmd, sc, taskkill, typeperf).
+    #[serde(with = "humantime_serde")]
+    pub command: Duration,
+    /// Graceful stop of `iisreset /stop /timeout:N` when the request does
+    /// not say.
+    #[serde(with = "humantime_serde")]
+    pub stop: Duration,
+    /// `iisreset /start`.
+    #[serde(with = "humantime_serde")]
+    pub start: Duration,
+    /// How long new workers and services may take to show up.
+    #[serde(with = "humantime_serde")]
+    pub verify: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            command: Duration::from_secs(60),
+            stop: Duration::from_secs(60),
+            start: Duration::from_secs(120),
+            verify: Duration::from_secs(90),
+        }
+    }
+}
+
+pub fn parse(text: &str) -> Result<AgentConfig, String> {
+    serde_yaml::from_str(text).map_err(|e| e.to_string())
+}

@@ -1,0 +1,325 @@
+//! A [`CommandRunner`] that plays one IIS server: it keeps pools, worker
+//! PIDs and service states, answers appcmd, iisreset, sc and taskkill in
+//! their verbatim formats, and records every argv it was given. Used by the
+//! command backend's tests and by the behaviour suite shared with the
+//! simulator.
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use super::runner::{CommandRunner, Output, RunError};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Svc {
+    Stopped = 1,
+    StopPending = 3,
+    Running = 4,
+}
+
+#[derive(Debug, Clone)]
+struct Pool {
+    name: String,
+    started: bool,
+    pids: Vec<u32>,
+}
+
+/// Faults the fake IIS can show.
+#[derive(Debug, Clone, Default)]
+pub struct FakeFaults {
+    /// `iisreset /stop` fails (and leaves the services stop-pending).
+    pub stop_hangs: bool,
+    /// The next N `iisreset /start` fail.
+    pub start_fails: u32,
+    /// Not an administrator: iisreset and taskkill are denied.
+    pub access_denied: bool,
+    /// `appcmd list requests` without the Request Monitor feature.
+    pub no_request_monitor: bool,
+}
+
+struct State {
+    services: Svc,
+    pools: Vec<Pool>,
+    next_pid: u32,
+    faults: FakeFaults,
+    log: Vec<String>,
+}
+
+pub struct FakeIis {
+    state: Mutex<State>,
+}
+
+impl FakeIis {
+    /// A running server with these pools started, one worker each.
+    pub fn new(pools: &[&str], faults: FakeFaults) -> Self {
+        let mut next_pid = 3000;
+        let pools = pools
+            .iter()
+            .map(|p| {
+                next_pid += 4;
+                Pool {
+                    name: p.to_string(),
+                    started: true,
+                    pids: vec![next_pid],
+                }
+            })
+            .collect();
+        Self {
+            state: Mutex::new(State {
+                services: Svc::Running,
+                pools,
+                next_pid,
+                faults,
+                log: Vec::new(),
+            }),
+        }
+    }
+
+    /// Adds a pool with no worker process (on-demand, not requested yet).
+    pub fn with_idle_pool(self, name: &str, started: bool) -> Self {
+        self.lock().pools.push(Pool {
+            name: name.into(),
+            started,
+            pids: Vec::new(),
+        });
+        self
+    }
+
+    /// Every command run so far, as `tool arg arg...`.
+    pub fn log(&self) -> Vec<String> {
+        self.lock().log.clone()
+    }
+
+    pub fn clear_log(&self) {
+        self.lock().log.clear();
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn tool(program: &str) -> String {
+    let base = program
+        .rsplit(['\\', '/'])
+        .next()
+        .unwrap_or(program)
+        .to_ascii_lowercase();
+    base.strip_suffix(".exe").unwrap_or(&base).to_string()
+}
+
+impl State {
+    fn pid(&mut self) -> u32 {
+        self.next_pid += 4;
+        self.next_pid
+    }
+
+    fn pool_mut(&mut self, name: &str) -> Option<&mut Pool> {
+        self.pools
+            .iter_mut()
+            .find(|p| p.name.eq_ignore_ascii_case(name))
+    }
+
+    fn appcmd(&mut self, args: &[String]) -> Output {
+        let a: Vec<&str> = args.iter().map(String::as_str).collect();
+        if self.services != Svc::Running && a.first() != Some(&"list") {
+            return Output::exit(
+                1062,
+                "ERROR ( hresult:80070426, message:Command execution failed.\r\nThe service has not been started.\r\n )\r\n",
+            );
+        }
+        match a.as_slice() {
+            ["list", "apppool"] => Output::ok(
+                self.pools
+                    .iter()
+                    .map(|p| {
+                        format!(
+                            "APPPOOL \"{}\" (MgdVersion:v4.0,MgdMode:Integrated,state:{})\r\n",
+                            p.name,
+                            if p.started { "Started" } else { "Stopped" }
+                        )
+                    })
+                    .collect::<String>(),
+            ),
+            ["list", "wp"] => Output::ok(
+                self.pools
+                    .iter()
+                    .flat_map(|p| p.pids.iter().map(move |pid| format!("WP \"{pid}\" (applicationPool:{})\r\r\n", p.name)))
+                    .collect::<String>(),
+            ),
+            ["list", "site"] => Output::ok(
+                self.pools
+                    .iter()
+                    .enumerate()
+                    .map(|(i, p)| {
+                        format!(
+                            "SITE \"{}Site\" (id:{},bindings:http/*:80:,https/*:443:,state:Started)\r\n",
+                            p.name,
+                            i + 1
+                        )
+                    })
+                    .collect::<String>(),
+            ),
+            ["list", "app"] => Output::ok(
+                self.pools
+                    .iter()
+                    .map(|p| format!("APP \"{}Site/\" (applicationPool:{})\r\n", p.name, p.name))
+                    .collect::<String>(),
+            ),
+            ["list", "requests"] if self.faults.no_request_monitor => Output::exit(
+                1,
+                "ERROR ( hresult:80004001, message:Command execution failed.\r\nNot implemented\r\n )\r\n",
+            ),
+            ["list", "requests"] => Output::ok(""),
+            [verb @ ("recycle" | "start" | "stop"), "apppool", arg] => {
+                let Some(name) = arg.strip_prefix("/apppool.name:") else {
+                    return Output::exit(1, "ERROR ( message:Unknown attribute. )\r\n");
+                };
+                let verb = *verb;
+                let new_pid = self.pid();
+                let Some(p) = self.pool_mut(name) else {
+                    return Output::exit(
+                        1168,
+                        format!("ERROR ( message:Cannot find APPPOOL object with identifier \"{name}\". )\r\n"),
+                    );
+                };
+                match verb {
+                    "recycle" if !p.started => Output::exit(
+                        1062,
+                        "ERROR ( hresult:80070426, message:Command execution failed.\r\nThe service has not been started.\r\n )\r\n",
+                    ),
+                    "recycle" => {
+                        if !p.pids.is_empty() {
+                            p.pids = vec![new_pid];
+                        }
+                        Output::ok(format!("\"{}\" successfully recycled\r\n", p.name))
+                    }
+                    "start" => {
+                        p.started = true;
+                        p.pids = vec![new_pid];
+                        Output::ok(format!("\"{}\" successfully started\r\n", p.name))
+                    }
+                    _ => {
+                        p.started = false;
+                        p.pids.clear();
+                        Output::ok(format!("\"{}\" successfully stopped\r\n", p.name))
+                    }
+                }
+            }
+            _ => Output::exit(1, "ERROR ( message:Unknown command. )\r\n"),
+        }
+    }
+
+    fn stop_all(&mut self) {
+        self.services = Svc::Stopped;
+        for p in &mut self.pools {
+            p.pids.clear();
+        }
+    }
+
+    fn iisreset(&mut self, args: &[String]) -> Output {
+        const DENIED: &str = "Access denied, you must be an administrator of the remote computer to use this\r\ncommand. Either have your account added to the administrator local group of\r\nthe remote computer or to the domain administrator global group.\r\n";
+        match args.first().map(String::as_str) {
+            Some("/stop") => {
+                if self.faults.access_denied {
+                    return Output::exit(
+                        1,
+                        format!("Attempting stop...\r\nStop attempt failed.\r\n{DENIED}"),
+                    );
+                }
+                if self.faults.stop_hangs {
+                    self.services = Svc::StopPending;
+                    return Output::exit(
+                        1,
+                        "\r\nAttempting stop...\r\nStop attempt failed.\r\nThe service cannot accept control messages at this time. (2147943461, 80070425)\r\n",
+                    );
+                }
+                self.stop_all();
+                Output::ok("\r\nAttempting stop...\r\nInternet services successfully stopped\r\n")
+            }
+            Some("/start") => {
+                if self.faults.access_denied {
+                    return Output::exit(
+                        1,
+                        format!("Attempting start...\r\nStart attempt failed.\r\n{DENIED}"),
+                    );
+                }
+                if self.services == Svc::StopPending || self.faults.start_fails > 0 {
+                    self.faults.start_fails = self.faults.start_fails.saturating_sub(1);
+                    return Output::exit(
+                        1,
+                        "\r\nAttempting start...\r\nRestart attempt failed.\r\nThe service cannot accept control messages at this time. (2147943461, 80070425)\r\n",
+                    );
+                }
+                self.services = Svc::Running;
+                let started: Vec<usize> = (0..self.pools.len())
+                    .filter(|&i| self.pools[i].started)
+                    .collect();
+                for i in started {
+                    let pid = self.pid();
+                    self.pools[i].pids = vec![pid];
+                }
+                Output::ok("\r\nAttempting start...\r\nInternet services successfully started\r\n")
+            }
+            _ => Output::exit(1, "Invalid argument.\r\n"),
+        }
+    }
+
+    fn sc(&mut self, args: &[String]) -> Output {
+        match args {
+            [q, name] if q == "query" && (name == "W3SVC" || name == "WAS") => {
+                let s = self.services;
+                let word = match s {
+                    Svc::Stopped => "STOPPED",
+                    Svc::StopPending => "STOP_PENDING",
+                    Svc::Running => "RUNNING",
+                };
+                Output::ok(format!(
+                    "\r\nSERVICE_NAME: {name}\r\n        TYPE               : 20  WIN32_SHARE_PROCESS\r\n        STATE              : {}  {word}\r\n        WIN32_EXIT_CODE    : 0  (0x0)\r\n",
+                    s as u8
+                ))
+            }
+            _ => Output::exit(1060, "[SC] EnumQueryServicesStatus:OpenService FAILED 1060:\r\n\r\nThe specified service does not exist as an installed service.\r\n"),
+        }
+    }
+
+    fn taskkill(&mut self, args: &[String]) -> Output {
+        if args != ["/F", "/FI", "SERVICES eq was"] {
+            return Output::exit(1, "ERROR: Invalid argument/option.\r\n");
+        }
+        if self.faults.access_denied {
+            return Output::exit(1, "ERROR: The process with PID 1288 could not be terminated.\r\nReason: Access is denied.\r\n");
+        }
+        self.stop_all();
+        Output::ok("SUCCESS: The process with PID 1288 has been terminated.\r\n")
+    }
+}
+
+#[async_trait]
+impl CommandRunner for FakeIis {
+    async fn run(
+        &self,
+        program: &str,
+        args: &[String],
+        _timeout: Duration,
+    ) -> Result<Output, RunError> {
+        let mut st = self.lock();
+        let name = tool(program);
+        st.log.push(format!("{name} {}", args.join(" ")));
+        Ok(match name.as_str() {
+            "appcmd" => st.appcmd(args),
+            "iisreset" => st.iisreset(args),
+            "sc" => st.sc(args),
+            "taskkill" => st.taskkill(args),
+            "typeperf" => Output::ok(
+                "\r\n\"(PDH-CSV 4.0)\",\"\\\\WEB01\\W3SVC_W3WP(_Total)\\Active Requests\"\r\n\"11/21/2026 10:00:00.123\",\"2.000000\"\r\n\r\nThe command completed successfully.\r\n",
+            ),
+            _ => {
+                return Err(RunError::Spawn {
+                    program: program.into(),
+                    detail: "not found".into(),
+                })
+            }
+        })
+    }
+}

@@ -1,0 +1,324 @@
+//! The real Windows backend: IIS driven through its own tools (appcmd,
+//! iisreset, sc, taskkill, typeperf) via a [`CommandRunner`], argv only.
+//! Tested on Linux against verbatim outputs and a runner that plays IIS.
+pub mod config;
+pub mod fake;
+pub mod parse;
+pub mod runner;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use farm_proto::names::check_pool_name;
+
+use crate::iis::*;
+use config::{Timeouts, Tools};
+use runner::{CommandRunner, Output, RunError};
+
+/// The counter read when the Request Monitor feature is not installed.
+pub const ACTIVE_REQUESTS_COUNTER: &str = r"\W3SVC_W3WP(_Total)\Active Requests";
+
+pub struct CommandBackend {
+    runner: Arc<dyn CommandRunner>,
+    tools: Tools,
+    timeouts: Timeouts,
+    health_files: Vec<PathBuf>,
+}
+
+fn drained_path(p: &std::path::Path) -> PathBuf {
+    let mut s = p.as_os_str().to_owned();
+    s.push(".drained");
+    PathBuf::from(s)
+}
+
+impl CommandBackend {
+    pub fn new(
+        runner: Arc<dyn CommandRunner>,
+        tools: Tools,
+        timeouts: Timeouts,
+        health_files: Vec<PathBuf>,
+    ) -> Self {
+        Self {
+            runner,
+            tools,
+            timeouts,
+            health_files,
+        }
+    }
+
+    async fn run(
+        &self,
+        program: &str,
+        args: &[&str],
+        timeout: Duration,
+    ) -> Result<Output, IisError> {
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let command = format!("{} {}", tool_name(program), args.join(" "));
+        self.runner
+            .run(program, &args, timeout)
+            .await
+            .map_err(|e| match e {
+                RunError::Timeout { after, .. } => IisError::Timeout { command, after },
+                RunError::Spawn { detail, .. } => IisError::Command {
+                    command,
+                    code: -1,
+                    message: detail,
+                },
+            })
+    }
+
+    /// Runs appcmd; its errors come on stdout as `ERROR ( ... )` with the
+    /// Win32 code as exit code.
+    async fn appcmd(&self, args: &[&str]) -> Result<String, IisError> {
+        let out = self
+            .run(&self.tools.appcmd, args, self.timeouts.command)
+            .await?;
+        let error = parse::appcmd_error(&out.stdout);
+        if out.code == Some(0) && error.is_none() {
+            return Ok(out.stdout);
+        }
+        let message = error
+            .map(|e| e.message)
+            .unwrap_or_else(|| out.text().trim().to_string());
+        if message.contains("Cannot find APPPOOL object") {
+            if let Some(name) = args.iter().find_map(|a| a.strip_prefix("/apppool.name:")) {
+                return Err(IisError::NoSuchPool(name.to_string()));
+            }
+        }
+        Err(IisError::Command {
+            command: format!("appcmd {}", args.join(" ")),
+            code: out.code.unwrap_or(-1),
+            message,
+        })
+    }
+
+    async fn service(&self, name: &str) -> Result<ServiceState, IisError> {
+        let out = self
+            .run(&self.tools.sc, &["query", name], self.timeouts.command)
+            .await?;
+        parse::sc_state(&out.text()).ok_or_else(|| IisError::Parse {
+            command: format!("sc query {name}"),
+            detail: out.text().trim().to_string(),
+        })
+    }
+
+    fn check(pool: &str) -> Result<(), IisError> {
+        check_pool_name(pool).map_err(|reason| IisError::InvalidName {
+            name: pool.to_string(),
+            reason,
+        })
+    }
+}
+
+fn tool_name(program: &str) -> &str {
+    let base = program.rsplit(['\\', '/']).next().unwrap_or(program);
+    base.strip_suffix(".exe").unwrap_or(base)
+}
+
+#[async_trait]
+impl Iis for CommandBackend {
+    fn backend(&self) -> &'static str {
+        "iis"
+    }
+
+    async fn status(&self) -> Result<IisStatus, IisError> {
+        let w3svc = self.service("W3SVC").await?;
+        let was = self.service("WAS").await?;
+        let mut status = IisStatus {
+            services: vec![
+                ServiceStatus {
+                    name: "W3SVC".into(),
+                    state: w3svc,
+                },
+                ServiceStatus {
+                    name: "WAS".into(),
+                    state: was,
+                },
+            ],
+            ..Default::default()
+        };
+        // Pools and workers live in WAS; without it appcmd can only fail.
+        if was != ServiceState::Running {
+            return Ok(status);
+        }
+        let pools = self.appcmd(&["list", "apppool"]).await?;
+        let wps = self.appcmd(&["list", "wp"]).await?;
+        let sites = self.appcmd(&["list", "site"]).await?;
+        let apps = self.appcmd(&["list", "app"]).await?;
+        let mut workers: HashMap<String, Vec<WorkerInfo>> = HashMap::new();
+        for wp in parse::objects(&wps, "WP") {
+            let pool = wp
+                .attr("apppool")
+                .or_else(|| wp.attr("applicationPool"))
+                .unwrap_or("");
+            if let Ok(pid) = wp.id.parse() {
+                workers
+                    .entry(pool.to_ascii_lowercase())
+                    .or_default()
+                    .push(WorkerInfo {
+                        pid,
+                        started_unix_ms: 0,
+                    });
+            }
+        }
+        status.pools = parse::objects(&pools, "APPPOOL")
+            .map(|p| PoolStatus {
+                state: parse::pool_state(p.attr("state").unwrap_or("")),
+                workers: workers
+                    .remove(&p.id.to_ascii_lowercase())
+                    .unwrap_or_default(),
+                name: p.id,
+            })
+            .collect();
+        let root_pools: HashMap<String, String> = parse::objects(&apps, "APP")
+            .filter_map(|a| {
+                let site = a.id.strip_suffix('/')?.to_string();
+                (!site.contains('/'))
+                    .then(|| (site, a.attr("applicationPool").unwrap_or("").to_string()))
+            })
+            .collect();
+        status.sites = parse::objects(&sites, "SITE")
+            .map(|s| SiteStatus {
+                bindings: s
+                    .attr("bindings")
+                    .unwrap_or("")
+                    .split(',')
+                    .filter(|b| !b.is_empty())
+                    .map(str::to_string)
+                    .collect(),
+                state: s.attr("state").unwrap_or("Unknown").to_string(),
+                pool: root_pools.get(&s.id).cloned().unwrap_or_default(),
+                name: s.id,
+            })
+            .collect();
+        Ok(status)
+    }
+
+    async fn in_flight(&self) -> Result<Option<u64>, IisError> {
+        match self.appcmd(&["list", "requests"]).await {
+            Ok(text) => return Ok(Some(parse::objects(&text, "REQUEST").count() as u64)),
+            Err(e) => tracing::debug!(
+                "appcmd list requests failed ({e}); reading the Active Requests counter"
+            ),
+        }
+        // Without the Request Monitor feature: the perf counter; unknown
+        // (not 0) when that fails too.
+        let out = self
+            .run(
+                &self.tools.typeperf,
+                &[ACTIVE_REQUESTS_COUNTER, "-sc", "1"],
+                self.timeouts.command,
+            )
+            .await;
+        Ok(match out {
+            Ok(o) if o.code == Some(0) => {
+                parse::typeperf_value(&o.stdout).map(|v| v.max(0.0).round() as u64)
+            }
+            _ => None,
+        })
+    }
+
+    async fn recycle_pool(&self, pool: &str) -> Result<(), IisError> {
+        Self::check(pool)?;
+        let arg = format!("/apppool.name:{pool}");
+        self.appcmd(&["recycle", "apppool", &arg]).await.map(|_| ())
+    }
+
+    async fn start_pool(&self, pool: &str) -> Result<(), IisError> {
+        Self::check(pool)?;
+        let arg = format!("/apppool.name:{pool}");
+        match self.appcmd(&["start", "apppool", &arg]).await {
+            Ok(_) => Ok(()),
+            // 1056: already running.
+            Err(IisError::Command { code: 1056, .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn stop_iis(&self, timeout: Duration) -> Result<StopOutcome, IisError> {
+        let secs = timeout.as_secs().max(1);
+        let arg = format!("/timeout:{secs}");
+        // iisreset enforces its own timeout; ours only guards a hung tool.
+        let guard = Duration::from_secs(secs) + Duration::from_secs(30);
+        match self
+            .run(&self.tools.iisreset, &["/stop", &arg], guard)
+            .await
+        {
+            Ok(out) if out.code == Some(0) && !parse::iisreset_failed(&out.stdout) => {
+                Ok(StopOutcome::Stopped)
+            }
+            Ok(out) => Ok(StopOutcome::Failed(out.text())),
+            Err(IisError::Timeout { after, .. }) => Ok(StopOutcome::Failed(format!(
+                "iisreset /stop hung for {after:?}"
+            ))),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn force_stop_iis(&self) -> Result<(), IisError> {
+        let out = self
+            .run(
+                &self.tools.taskkill,
+                &["/F", "/FI", "SERVICES eq was"],
+                self.timeouts.command,
+            )
+            .await?;
+        if out.code == Some(0) {
+            Ok(())
+        } else {
+            Err(IisError::Command {
+                command: "taskkill /F /FI \"SERVICES eq was\"".into(),
+                code: out.code.unwrap_or(-1),
+                message: out.text().trim().to_string(),
+            })
+        }
+    }
+
+    async fn start_iis(&self) -> Result<(), IisError> {
+        let out = self
+            .run(&self.tools.iisreset, &["/start"], self.timeouts.start)
+            .await?;
+        if out.code == Some(0) && !parse::iisreset_failed(&out.stdout) {
+            Ok(())
+        } else {
+            Err(IisError::Command {
+                command: "iisreset /start".into(),
+                code: out.code.unwrap_or(-1),
+                message: parse::lines(&out.text()).collect::<Vec<_>>().join(" "),
+            })
+        }
+    }
+
+    async fn health_file_present(&self) -> Result<bool, IisError> {
+        if self.health_files.is_empty() {
+            return Err(IisError::Other(
+                "no health_files are configured on this agent".into(),
+            ));
+        }
+        Ok(self.health_files.iter().all(|p| p.exists()))
+    }
+
+    async fn set_health_file(&self, present: bool) -> Result<(), IisError> {
+        for p in &self.health_files {
+            let (from, to) = if present {
+                (drained_path(p), p.clone())
+            } else {
+                (p.clone(), drained_path(p))
+            };
+            if to.exists() && !from.exists() {
+                continue; // already in the wanted state
+            }
+            std::fs::rename(&from, &to).map_err(|e| {
+                IisError::Other(format!(
+                    "could not rename {} to {}: {e}",
+                    from.display(),
+                    to.display()
+                ))
+            })?;
+        }
+        Ok(())
+    }
+}

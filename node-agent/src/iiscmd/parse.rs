@@ -1,0 +1,186 @@
+//! Parsers for the output of appcmd, iisreset, sc and typeperf, tolerant
+//! of CRLF and `\r\r\n` line ends, blank lines, both `WP` forms, commas in
+//! values (multi-binding sites, URLs) and `ERROR ( ... )` printed on stdout.
+use crate::iis::{PoolState, ServiceState};
+
+/// Lines without their `\r`s, blank ones dropped.
+pub fn lines(text: &str) -> impl Iterator<Item = &str> {
+    text.split('\n')
+        .map(|l| l.trim_end_matches('\r').trim_end())
+        .filter(|l| !l.trim().is_empty())
+}
+
+/// One object of an appcmd listing: `TYPE "id" (key:value,key:value)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppcmdObject {
+    pub kind: String,
+    pub id: String,
+    pub attrs: Vec<(String, String)>,
+}
+
+impl AppcmdObject {
+    /// An attribute by name, case-insensitively.
+    pub fn attr(&self, key: &str) -> Option<&str> {
+        self.attrs
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(key))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// An attribute key: letters, digits and dots, starting with a letter.
+fn is_key(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '.')
+}
+
+/// Parses one listing line; `None` for anything else.
+pub fn object(line: &str) -> Option<AppcmdObject> {
+    let line = line.trim();
+    let (kind, rest) = line.split_once(' ')?;
+    if kind.is_empty() || !kind.chars().all(|c| c.is_ascii_uppercase()) {
+        return None;
+    }
+    let rest = rest.trim_start().strip_prefix('"')?;
+    let (id, rest) = rest.split_once('"')?;
+    let inner = rest
+        .trim()
+        .strip_prefix('(')
+        .and_then(|r| r.strip_suffix(')'))
+        .unwrap_or("");
+    // Split on commas, then glue back pieces that do not start with
+    // `key:` — they belong to the previous value (bindings, URLs).
+    let mut attrs: Vec<(String, String)> = Vec::new();
+    for piece in inner.split(',') {
+        match piece.split_once(':') {
+            Some((k, v)) if is_key(k) => attrs.push((k.to_string(), v.to_string())),
+            _ => match attrs.last_mut() {
+                Some((_, v)) => {
+                    v.push(',');
+                    v.push_str(piece);
+                }
+                None if piece.is_empty() => {}
+                None => attrs.push((String::new(), piece.to_string())),
+            },
+        }
+    }
+    Some(AppcmdObject {
+        kind: kind.to_string(),
+        id: id.to_string(),
+        attrs,
+    })
+}
+
+/// Every object of `kind` in a listing.
+pub fn objects<'a>(text: &'a str, kind: &'a str) -> impl Iterator<Item = AppcmdObject> + 'a {
+    lines(text)
+        .filter_map(object)
+        .filter(move |o| o.kind == kind)
+}
+
+/// `ERROR ( hresult:800710d8, message:Command execution failed.\n... )`:
+/// the hresult (if any) and the message lines joined.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppcmdError {
+    pub hresult: Option<String>,
+    pub message: String,
+}
+
+pub fn appcmd_error(text: &str) -> Option<AppcmdError> {
+    let start = text.find("ERROR (")?;
+    let body = &text[start + "ERROR (".len()..];
+    let body = body.rfind(')').map_or(body, |end| &body[..end]);
+    let joined: Vec<&str> = lines(body).map(str::trim).collect();
+    let joined = joined.join(" ");
+    let mut hresult = None;
+    let mut message = joined.as_str();
+    if let Some(rest) = joined.strip_prefix("hresult:") {
+        let (h, m) = rest.split_once(',').unwrap_or((rest, ""));
+        hresult = Some(h.trim().to_string());
+        message = m.trim();
+    }
+    let message = message.strip_prefix("message:").unwrap_or(message).trim();
+    Some(AppcmdError {
+        hresult,
+        message: message.to_string(),
+    })
+}
+
+pub fn pool_state(s: &str) -> PoolState {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "started" => PoolState::Started,
+        "starting" => PoolState::Starting,
+        "stopped" => PoolState::Stopped,
+        "stopping" => PoolState::Stopping,
+        _ => PoolState::Unknown,
+    }
+}
+
+/// `sc query NAME`: the numeric STATE (the text is localized), or
+/// `NotInstalled` for `OpenService FAILED 1060`.
+pub fn sc_state(text: &str) -> Option<ServiceState> {
+    if text.contains("FAILED 1060") {
+        return Some(ServiceState::NotInstalled);
+    }
+    let numeric = |line: &str| -> Option<(String, u8)> {
+        let (key, value) = line.split_once(':')?;
+        let mut words = value.split_whitespace();
+        let n: u8 = words.next()?.parse().ok()?;
+        words.next()?; // the (localized) name follows the number
+        Some((key.trim().to_ascii_uppercase(), n))
+    };
+    let candidates: Vec<(String, u8)> = lines(text).filter_map(numeric).collect();
+    let pick = candidates
+        .iter()
+        .find(|(k, _)| k == "STATE")
+        .or_else(|| candidates.iter().find(|(_, n)| (1..=7).contains(n)))?;
+    Some(match pick.1 {
+        1 => ServiceState::Stopped,
+        2 => ServiceState::StartPending,
+        3 => ServiceState::StopPending,
+        4 => ServiceState::Running,
+        5 => ServiceState::ContinuePending,
+        6 => ServiceState::PausePending,
+        7 => ServiceState::Paused,
+        _ => return None,
+    })
+}
+
+/// Whether iisreset's output reports a failure (its exit code is not
+/// always non-zero when it does).
+pub fn iisreset_failed(text: &str) -> bool {
+    lines(text).any(|l| {
+        let l = l.to_ascii_lowercase();
+        l.contains("attempt failed") || l.starts_with("access denied")
+    })
+}
+
+/// The value of a one-sample `typeperf "<counter>" -sc 1` run.
+pub fn typeperf_value(text: &str) -> Option<f64> {
+    lines(text)
+        .filter(|l| l.starts_with('"') && !l.contains("PDH-CSV"))
+        .filter_map(|l| l.rsplit(',').next())
+        .filter_map(|v| v.trim().trim_matches('"').parse::<f64>().ok())
+        .next()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attributes_with_commas_stay_whole() {
+        let o =
+            object(r#"SITE "Shop" (id:2,bindings:http/*:80:,https/*:443:,state:Started)"#).unwrap();
+        assert_eq!(o.attr("bindings"), Some("http/*:80:,https/*:443:"));
+        assert_eq!(o.attr("state"), Some("Started"));
+        assert_eq!(o.attr("ID"), Some("2"));
+    }
+
+    #[test]
+    fn not_a_listing_line() {
+        assert_eq!(object("\"X\" successfully recycled"), None);
+        assert_eq!(object("Attempting stop..."), None);
+    }
+}

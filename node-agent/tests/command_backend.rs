@@ -1,0 +1,417 @@
+//! The Windows command backend against a runner that plays IIS: the exact
+//! command sequence and the reported outcome of every procedure.
+use std::sync::Arc;
+use std::time::Duration;
+
+use farm_agent::iis::{Iis, IisError, PoolState, ServiceState};
+use farm_agent::iiscmd::config::{Timeouts, Tools};
+use farm_agent::iiscmd::fake::{FakeFaults, FakeIis};
+use farm_agent::iiscmd::CommandBackend;
+use farm_agent::ops::{self, OpsConfig, ProgressSink};
+
+fn tools() -> Tools {
+    Tools {
+        appcmd: r"C:\Windows\system32\inetsrv\appcmd.exe".into(),
+        iisreset: r"C:\Windows\system32\iisreset.exe".into(),
+        sc: r"C:\Windows\system32\sc.exe".into(),
+        taskkill: r"C:\Windows\system32\taskkill.exe".into(),
+        typeperf: r"C:\Windows\system32\typeperf.exe".into(),
+    }
+}
+
+fn backend(fake: &Arc<FakeIis>) -> CommandBackend {
+    CommandBackend::new(fake.clone(), tools(), Timeouts::default(), Vec::new())
+}
+
+fn cfg() -> OpsConfig {
+    OpsConfig {
+        verify_timeout: Duration::from_millis(200),
+        start_attempts: 3,
+        start_retry_delay: Duration::from_millis(1),
+        poll_interval: Duration::from_millis(1),
+    }
+}
+
+const STATUS: [&str; 6] = [
+    "sc query W3SVC",
+    "sc query WAS",
+    "appcmd list apppool",
+    "appcmd list wp",
+    "appcmd list site",
+    "appcmd list app",
+];
+const STATUS_IIS_DOWN: [&str; 2] = ["sc query W3SVC", "sc query WAS"];
+
+/// Builds an expected sequence from pieces.
+fn seq(parts: &[&[&str]]) -> Vec<String> {
+    parts
+        .iter()
+        .flat_map(|p| p.iter().map(|s| s.to_string()))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_normal_recycle() {
+    let fake = Arc::new(FakeIis::new(&["Shop", "Api"], FakeFaults::default()));
+    let r = ops::recycle(
+        &backend(&fake),
+        &["Shop".into()],
+        false,
+        &cfg(),
+        &ProgressSink::discard(),
+    )
+    .await;
+    assert!(r.success, "{r:?}");
+    assert_eq!(
+        fake.log(),
+        seq(&[
+            &STATUS,
+            &["appcmd recycle apppool /apppool.name:Shop"],
+            &STATUS
+        ])
+    );
+    assert_eq!(r.pools.len(), 1);
+    assert_ne!(r.pools[0].pids_before, r.pools[0].pids_after);
+    assert_eq!(r.pools[0].state_after, PoolState::Started);
+}
+
+#[tokio::test]
+async fn recycling_every_pool_serving_a_site_by_default() {
+    let fake = Arc::new(FakeIis::new(&["Shop", "Api"], FakeFaults::default()));
+    let r = ops::recycle(
+        &backend(&fake),
+        &[],
+        false,
+        &cfg(),
+        &ProgressSink::discard(),
+    )
+    .await;
+    assert!(r.success, "{r:?}");
+    let recycled: Vec<String> = fake
+        .log()
+        .into_iter()
+        .filter(|c| c.contains("recycle"))
+        .collect();
+    assert_eq!(
+        recycled,
+        [
+            "appcmd recycle apppool /apppool.name:Shop",
+            "appcmd recycle apppool /apppool.name:Api"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_pool_with_no_worker_is_reported_not_failed() {
+    let fake =
+        Arc::new(FakeIis::new(&["Shop"], FakeFaults::default()).with_idle_pool("Idle", true));
+    let r = ops::recycle(
+        &backend(&fake),
+        &["Idle".into()],
+        false,
+        &cfg(),
+        &ProgressSink::discard(),
+    )
+    .await;
+    assert!(r.success, "{r:?}");
+    assert!(r.pools[0].had_no_worker);
+    assert!(r.pools[0].pids_after.is_empty());
+}
+
+#[tokio::test]
+async fn a_stopped_pool_fails_before_anything_is_touched() {
+    let fake =
+        Arc::new(FakeIis::new(&["Shop"], FakeFaults::default()).with_idle_pool("Off", false));
+    let r = ops::recycle(
+        &backend(&fake),
+        &["Shop".into(), "Off".into()],
+        false,
+        &cfg(),
+        &ProgressSink::discard(),
+    )
+    .await;
+    assert!(!r.success);
+    assert_eq!(r.failed_step, Some("recycle"));
+    assert!(
+        r.error.as_deref().unwrap().contains("Off are stopped"),
+        "{r:?}"
+    );
+    assert_eq!(
+        fake.log(),
+        seq(&[&STATUS]),
+        "something was run after the check"
+    );
+
+    // Asked to, it starts the pool instead.
+    fake.clear_log();
+    let r = ops::recycle(
+        &backend(&fake),
+        &["Off".into()],
+        true,
+        &cfg(),
+        &ProgressSink::discard(),
+    )
+    .await;
+    assert!(r.success, "{r:?}");
+    assert_eq!(
+        fake.log(),
+        seq(&[
+            &STATUS,
+            &["appcmd start apppool /apppool.name:Off"],
+            &STATUS
+        ])
+    );
+}
+
+#[tokio::test]
+async fn a_normal_reset() {
+    let fake = Arc::new(FakeIis::new(&["Shop"], FakeFaults::default()));
+    let r = ops::reset(
+        &backend(&fake),
+        Duration::from_secs(60),
+        &cfg(),
+        &ProgressSink::discard(),
+    )
+    .await;
+    assert!(r.success, "{r:?}");
+    assert_eq!(
+        fake.log(),
+        seq(&[
+            &STATUS,
+            &["iisreset /stop /timeout:60", "iisreset /start"],
+            &STATUS,
+            &STATUS
+        ])
+    );
+    assert!(r.services.iter().all(|s| s.state == ServiceState::Running));
+    assert_ne!(r.pools[0].pids_before, r.pools[0].pids_after);
+}
+
+#[tokio::test]
+async fn a_reset_whose_stop_times_out_is_forced() {
+    let fake = Arc::new(FakeIis::new(
+        &["Shop"],
+        FakeFaults {
+            stop_hangs: true,
+            ..Default::default()
+        },
+    ));
+    let r = ops::reset(
+        &backend(&fake),
+        Duration::from_secs(30),
+        &cfg(),
+        &ProgressSink::discard(),
+    )
+    .await;
+    assert!(r.success, "{r:?}");
+    assert_eq!(
+        fake.log(),
+        seq(&[
+            &STATUS,
+            &[
+                "iisreset /stop /timeout:30",
+                "taskkill /F /FI SERVICES eq was"
+            ],
+            &STATUS_IIS_DOWN,
+            &["iisreset /start"],
+            &STATUS,
+            &STATUS,
+        ])
+    );
+}
+
+#[tokio::test]
+async fn a_reset_whose_start_fails_twice_then_succeeds() {
+    let fake = Arc::new(FakeIis::new(
+        &["Shop"],
+        FakeFaults {
+            start_fails: 2,
+            ..Default::default()
+        },
+    ));
+    let r = ops::reset(
+        &backend(&fake),
+        Duration::from_secs(60),
+        &cfg(),
+        &ProgressSink::discard(),
+    )
+    .await;
+    assert!(r.success, "{r:?}");
+    assert_eq!(
+        fake.log(),
+        seq(&[
+            &STATUS,
+            &[
+                "iisreset /stop /timeout:60",
+                "iisreset /start",
+                "iisreset /start",
+                "iisreset /start"
+            ],
+            &STATUS,
+            &STATUS,
+        ])
+    );
+}
+
+#[tokio::test]
+async fn a_reset_whose_start_never_succeeds_names_the_step_and_the_exit_code() {
+    let fake = Arc::new(FakeIis::new(
+        &["Shop"],
+        FakeFaults {
+            start_fails: 99,
+            ..Default::default()
+        },
+    ));
+    let r = ops::reset(
+        &backend(&fake),
+        Duration::from_secs(60),
+        &cfg(),
+        &ProgressSink::discard(),
+    )
+    .await;
+    assert!(!r.success);
+    assert_eq!(r.failed_step, Some("start"));
+    let err = r.error.unwrap();
+    assert!(
+        err.contains("STOPPED")
+            && err.contains("exit code 1")
+            && err.contains("Restart attempt failed"),
+        "{err}"
+    );
+    assert!(
+        r.services.iter().all(|s| s.state == ServiceState::Stopped),
+        "{:?}",
+        r.services
+    );
+    assert_eq!(
+        fake.log(),
+        seq(&[
+            &STATUS,
+            &[
+                "iisreset /stop /timeout:60",
+                "iisreset /start",
+                "iisreset /start",
+                "iisreset /start"
+            ],
+            &STATUS_IIS_DOWN,
+        ])
+    );
+}
+
+#[tokio::test]
+async fn access_denied_fails_at_the_forced_stop() {
+    let fake = Arc::new(FakeIis::new(
+        &["Shop"],
+        FakeFaults {
+            access_denied: true,
+            ..Default::default()
+        },
+    ));
+    let r = ops::reset(
+        &backend(&fake),
+        Duration::from_secs(60),
+        &cfg(),
+        &ProgressSink::discard(),
+    )
+    .await;
+    assert!(!r.success);
+    assert_eq!(r.failed_step, Some("force-stop"));
+    assert!(
+        r.error.as_deref().unwrap().contains("Access is denied"),
+        "{r:?}"
+    );
+    assert_eq!(
+        fake.log(),
+        seq(&[
+            &STATUS,
+            &[
+                "iisreset /stop /timeout:60",
+                "taskkill /F /FI SERVICES eq was"
+            ],
+            &STATUS
+        ])
+    );
+}
+
+#[tokio::test]
+async fn an_invalid_pool_name_is_rejected_before_any_command_runs() {
+    let fake = Arc::new(FakeIis::new(&["Shop"], FakeFaults::default()));
+    let b = backend(&fake);
+    for bad in ["a\"b", "x & del", "a|b", "a\nb", "..\\x", ""] {
+        assert!(
+            matches!(b.recycle_pool(bad).await, Err(IisError::InvalidName { .. })),
+            "{bad:?}"
+        );
+        assert!(
+            matches!(b.start_pool(bad).await, Err(IisError::InvalidName { .. })),
+            "{bad:?}"
+        );
+    }
+    assert!(fake.log().is_empty(), "{:?}", fake.log());
+}
+
+#[tokio::test]
+async fn an_unknown_pool_is_named() {
+    let fake = Arc::new(FakeIis::new(&["Shop"], FakeFaults::default()));
+    assert_eq!(
+        backend(&fake).recycle_pool("Nope").await,
+        Err(IisError::NoSuchPool("Nope".into()))
+    );
+}
+
+#[tokio::test]
+async fn in_flight_falls_back_to_the_counter_then_to_unknown() {
+    let fake = Arc::new(FakeIis::new(&["Shop"], FakeFaults::default()));
+    assert_eq!(backend(&fake).in_flight().await.unwrap(), Some(0));
+    let fake = Arc::new(FakeIis::new(
+        &["Shop"],
+        FakeFaults {
+            no_request_monitor: true,
+            ..Default::default()
+        },
+    ));
+    assert_eq!(backend(&fake).in_flight().await.unwrap(), Some(2));
+    assert_eq!(
+        fake.log(),
+        [
+            "appcmd list requests",
+            r"typeperf \W3SVC_W3WP(_Total)\Active Requests -sc 1"
+        ]
+    );
+    // Neither works: unknown, not zero.
+    let mut t = tools();
+    t.typeperf = "missing-typeperf".into();
+    let b = CommandBackend::new(fake.clone(), t, Timeouts::default(), Vec::new());
+    assert_eq!(b.in_flight().await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn status_reads_pools_workers_and_sites() {
+    let fake = Arc::new(FakeIis::new(&["Shop", "Api"], FakeFaults::default()));
+    let s = backend(&fake).status().await.unwrap();
+    assert!(s.iis_running());
+    assert_eq!(s.pool("Shop").unwrap().workers.len(), 1);
+    assert_eq!(s.sites[0].bindings, ["http/*:80:", "https/*:443:"]);
+    assert_eq!(s.sites[0].pool, "Shop");
+}
+
+#[tokio::test]
+async fn drain_renames_the_health_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let files: Vec<_> = ["a.htm", "b.htm"]
+        .iter()
+        .map(|f| dir.path().join(f))
+        .collect();
+    for f in &files {
+        std::fs::write(f, "OK").unwrap();
+    }
+    let fake = Arc::new(FakeIis::new(&["Shop"], FakeFaults::default()));
+    let b = CommandBackend::new(fake, tools(), Timeouts::default(), files.clone());
+    assert!(b.health_file_present().await.unwrap());
+    b.set_health_file(false).await.unwrap();
+    assert!(!files[0].exists() && dir.path().join("a.htm.drained").exists());
+    assert!(!b.health_file_present().await.unwrap());
+    b.set_health_file(false).await.unwrap(); // again: no change, no error
+    b.set_health_file(true).await.unwrap();
+    assert!(files.iter().all(|f| f.exists()));
+}
