@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use farm_agent::iis::Iis;
+use farm_agent::iiscmd::{runner::SystemRunner, CommandBackend};
 use farm_agent::ops::OpsConfig;
 use farm_agent::sim::{config, Simulator};
 
@@ -12,12 +14,21 @@ use farm_agent::sim::{config, Simulator};
 #[derive(Parser, Debug)]
 #[command(name = "farm-agent", version)]
 struct Args {
-    /// Address to serve gRPC on (`127.0.0.1:0` picks a free port).
-    #[arg(long, default_value = "127.0.0.1:7443")]
-    listen: String,
+    /// Address to serve gRPC on (`127.0.0.1:0` picks a free port); default
+    /// the config file's `listen`, else 0.0.0.0:7443.
+    #[arg(long)]
+    listen: Option<String>,
+    /// `iis` drives IIS with its own tools (appcmd, iisreset, sc);
+    /// `sim` runs the simulator (needs --sim). Default: sim when --sim is
+    /// given, iis otherwise.
+    #[arg(long, value_parser = ["iis", "sim"])]
+    backend: Option<String>,
     /// Run the IIS simulator described by this sim file instead of real IIS.
     #[arg(long)]
     sim: Option<PathBuf>,
+    /// Agent configuration file (health files, tool paths, timeouts).
+    #[arg(long)]
+    config: Option<PathBuf>,
     /// Delay between `iisreset /start` attempts.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     start_retry_delay: Duration,
@@ -57,48 +68,81 @@ fn init_logging(verbose: u8) {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    let Some(sim_path) = args.sim else {
-        anyhow::bail!(
-            "no IIS backend: pass --sim FILE (the Windows command backend is not built yet)"
-        );
+    let config = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("could not read agent config {}", path.display()))?;
+            farm_agent::iiscmd::config::parse(&text)
+                .map_err(|e| anyhow::anyhow!("agent config {} is not valid: {e}", path.display()))?
+        }
+        None => farm_agent::iiscmd::config::parse("{}").map_err(anyhow::Error::msg)?,
     };
-    let text = std::fs::read_to_string(&sim_path)
-        .with_context(|| format!("could not read sim file {}", sim_path.display()))?;
-    let sim_file = config::parse(&text)
-        .map_err(|e| anyhow::anyhow!("sim file {} is not valid:\n{e}", sim_path.display()))?;
-    let sim = Simulator::start(sim_file)
-        .await
-        .context("could not open the simulated sites' ports")?;
-    let listener = tokio::net::TcpListener::bind(&args.listen)
-        .await
-        .with_context(|| format!("could not listen on {}", args.listen))?;
-    let addr = listener.local_addr()?;
-    // One JSON line on stdout says where everything is; scripts wait for it.
-    let ready = serde_json::json!({
-        "agent": addr.to_string(),
-        "node": sim.node(),
-        "sites": sim.sites().iter().map(|s| serde_json::json!({
-            "name": s.name, "port": s.port, "host": s.host, "app_pool": s.app_pool,
-        })).collect::<Vec<_>>(),
-    });
-    println!("{ready}");
-    let cfg = OpsConfig {
+    let backend = args
+        .backend
+        .clone()
+        .unwrap_or_else(|| if args.sim.is_some() { "sim" } else { "iis" }.into());
+    let listen = args.listen.clone().unwrap_or_else(|| config.listen.clone());
+    let mut cfg = OpsConfig {
         verify_timeout: args.verify_timeout,
         start_retry_delay: args.start_retry_delay,
         poll_interval: args.poll_interval,
         ..OpsConfig::default()
     };
-    let node = sim.node().to_string();
-    farm_agent::server::run(
-        listener,
-        node,
-        Arc::new(sim.clone()),
-        cfg,
-        shutdown_signal(),
-    )
-    .await?;
-    sim.shutdown();
+    let (node, iis, sim, sites): (String, Arc<dyn Iis>, Option<Simulator>, serde_json::Value) =
+        if backend == "sim" {
+            let Some(sim_path) = &args.sim else {
+                anyhow::bail!("--backend sim needs --sim FILE");
+            };
+            let text = std::fs::read_to_string(sim_path)
+                .with_context(|| format!("could not read sim file {}", sim_path.display()))?;
+            let sim_file = config::parse(&text).map_err(|e| {
+                anyhow::anyhow!("sim file {} is not valid:\n{e}", sim_path.display())
+            })?;
+            let sim = Simulator::start(sim_file)
+                .await
+                .context("could not open the simulated sites' ports")?;
+            let sites = sim
+            .sites()
+            .iter()
+            .map(|s| serde_json::json!({"name": s.name, "port": s.port, "host": s.host, "app_pool": s.app_pool}))
+            .collect();
+            (
+                sim.node().to_string(),
+                Arc::new(sim.clone()),
+                Some(sim),
+                sites,
+            )
+        } else {
+            let node = config.node.clone().unwrap_or_else(host_name);
+            cfg.verify_timeout = config.timeouts.verify;
+            let backend = CommandBackend::new(
+                Arc::new(SystemRunner),
+                config.tools.clone(),
+                config.timeouts.clone(),
+                config.health_files.clone(),
+            );
+            (node, Arc::new(backend), None, serde_json::json!([]))
+        };
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .with_context(|| format!("could not listen on {listen}"))?;
+    let addr = listener.local_addr()?;
+    // One JSON line on stdout says where everything is; scripts wait for it.
+    println!(
+        "{}",
+        serde_json::json!({"agent": addr.to_string(), "node": node, "backend": backend, "sites": sites})
+    );
+    farm_agent::server::run(listener, node, iis, cfg, shutdown_signal()).await?;
+    if let Some(sim) = sim {
+        sim.shutdown();
+    }
     Ok(())
+}
+
+fn host_name() -> String {
+    std::env::var("COMPUTERNAME")
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_else(|_| "localhost".into())
 }
 
 async fn shutdown_signal() {

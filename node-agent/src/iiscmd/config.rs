@@ -88,3 +88,20 @@ impl Default for Timeouts {
 pub fn parse(text: &str) -> Result<AgentConfig, String> {
     serde_yaml::from_str(text).map_err(|e| e.to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_shipped_example_parses() {
+        let c = super::parse(include_str!("../../examples/agent.yaml")).unwrap();
+        assert_eq!(c.node.as_deref(), Some("web01"));
+        assert_eq!(c.health_files.len(), 1);
+        assert_eq!(c.timeouts.start.as_secs(), 120);
+        assert!(c.tools.appcmd.ends_with("appcmd.exe"));
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        assert!(super::parse("listen: 1.2.3.4:5\nbogus: 1\n").is_err());
+    }
+}
