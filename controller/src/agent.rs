@@ -161,6 +161,19 @@ impl GrpcAgent {
         r
     }
 
+    async fn set_drained(&self, drained: bool, op_id: &str) -> Result<(), AgentError> {
+        let req = self.request(pb::DrainRequest {
+            operation_id: op_id.into(),
+        });
+        let mut client = self.client.clone();
+        let reply = if drained {
+            client.drain(req).await
+        } else {
+            client.undrain(req).await
+        };
+        reply.map(|_| ()).map_err(|s| self.map_err(s))
+    }
+
     fn map_err(&self, s: tonic::Status) -> AgentError {
         // A connection failure surfaces as Unavailable with a transport error.
         if s.code() == tonic::Code::Unavailable {
@@ -269,25 +282,11 @@ impl AgentApi for GrpcAgent {
     }
 
     async fn drain(&self, op_id: &str) -> Result<(), AgentError> {
-        self.client
-            .clone()
-            .drain(self.request(pb::DrainRequest {
-                operation_id: op_id.into(),
-            }))
-            .await
-            .map_err(|s| self.map_err(s))?;
-        Ok(())
+        self.set_drained(true, op_id).await
     }
 
     async fn undrain(&self, op_id: &str) -> Result<(), AgentError> {
-        self.client
-            .clone()
-            .undrain(self.request(pb::DrainRequest {
-                operation_id: op_id.into(),
-            }))
-            .await
-            .map_err(|s| self.map_err(s))?;
-        Ok(())
+        self.set_drained(false, op_id).await
     }
 
     async fn wait_idle(&self, timeout: Duration) -> Result<bool, AgentError> {

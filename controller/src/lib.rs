@@ -25,3 +25,13 @@ pub mod report;
 pub mod rollout;
 pub mod sandbox;
 pub mod traffic;
+
+/// Logs to stderr at `default_level`; `RUST_LOG` overrides.
+pub fn init_logging(default_level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

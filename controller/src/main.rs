@@ -8,7 +8,12 @@ use farmctl::exit::ExitStatus;
 
 fn main() {
     let cli = Cli::parse();
-    init_logging(cli.verbose, cli.quiet);
+    farmctl::init_logging(match (cli.quiet, cli.verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "info",
+        _ => "debug",
+    });
     let settings = Settings {
         quiet: cli.quiet,
         bars: !cli.quiet && std::io::stderr().is_terminal(),
@@ -42,19 +47,4 @@ fn main() {
     // are done; lingering tasks are cancelled.
     runtime.shutdown_background();
     std::process::exit(code);
-}
-
-fn init_logging(verbose: u8, quiet: bool) {
-    let level = match (quiet, verbose) {
-        (true, _) => "error",
-        (false, 0) => "warn",
-        (false, 1) => "info",
-        _ => "debug",
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
 }

@@ -4,33 +4,14 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use farmctl::sandbox::{SandboxSpec, HEALTH_FILE, SITE_HOST};
-use farmctl::traffic::{Backend, Routing, Traffic, TrafficSpec};
-
-fn traffic_for(farm: &Farm) -> Traffic {
-    let backends = farm
-        .sandbox
-        .nodes
-        .iter()
-        .map(|n| Backend {
-            address: "127.0.0.1".into(),
-            port: n.http_port,
-            host: Some(SITE_HOST.into()),
-        })
-        .collect();
-    Traffic::start(TrafficSpec::new(
-        backends,
-        Routing::HealthChecked {
-            path: HEALTH_FILE.into(),
-            interval: Duration::from_millis(50),
-        },
-    ))
-}
+use farmctl::commands::demo::traffic_spec;
+use farmctl::sandbox::SandboxSpec;
+use farmctl::traffic::Traffic;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rolling_recycle_goes_node_by_node_and_replaces_every_worker() {
     let farm = farm(SandboxSpec::default()).await;
-    let traffic = traffic_for(&farm);
+    let traffic = Traffic::start(traffic_spec(&farm.sandbox));
     let before = status(&farm).await;
 
     let out = farmctl(&[

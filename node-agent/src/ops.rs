@@ -88,6 +88,18 @@ struct Run {
 }
 
 impl Run {
+    /// Starts the clock and reads IIS as it is before anything is done.
+    async fn start(iis: &dyn Iis) -> Result<(Run, IisStatus), OpResult> {
+        let run = Run {
+            started: Instant::now(),
+            pools: Vec::new(),
+        };
+        match iis.status().await {
+            Ok(s) => Ok((run, s)),
+            Err(e) => Err(run.fail("status", format!("could not read IIS state: {e}"), vec![])),
+        }
+    }
+
     fn fail(
         self,
         step: &'static str,
@@ -163,13 +175,9 @@ pub async fn recycle(
     cfg: &OpsConfig,
     progress: &ProgressSink,
 ) -> OpResult {
-    let mut run = Run {
-        started: Instant::now(),
-        pools: Vec::new(),
-    };
-    let before = match iis.status().await {
-        Ok(s) => s,
-        Err(e) => return run.fail("status", format!("could not read IIS state: {e}"), vec![]),
+    let (mut run, before) = match Run::start(iis).await {
+        Ok(x) => x,
+        Err(failed) => return failed,
     };
     let pools = match resolve_pools(&before, requested) {
         Ok(p) => p,
@@ -310,13 +318,9 @@ pub async fn reset(
     cfg: &OpsConfig,
     progress: &ProgressSink,
 ) -> OpResult {
-    let mut run = Run {
-        started: Instant::now(),
-        pools: Vec::new(),
-    };
-    let before = match iis.status().await {
-        Ok(s) => s,
-        Err(e) => return run.fail("status", format!("could not read IIS state: {e}"), vec![]),
+    let (mut run, before) = match Run::start(iis).await {
+        Ok(x) => x,
+        Err(failed) => return failed,
     };
     let started_pools: Vec<String> = before
         .pools

@@ -107,6 +107,21 @@ async fn eventually<F: std::future::Future<Output = bool>>(
     panic!("timed out waiting for: {what}");
 }
 
+async fn wait_in_flight(a: &Agent, n: u64) {
+    eventually(&format!("{n} request(s) in flight"), || {
+        let mut c = a.client.clone();
+        async move {
+            c.status(pb::StatusRequest {})
+                .await
+                .unwrap()
+                .into_inner()
+                .in_flight
+                == Some(n)
+        }
+    })
+    .await;
+}
+
 async fn pids(a: &mut Agent, pool: &str) -> Vec<u32> {
     let st = a
         .client
@@ -238,18 +253,7 @@ async fn overlapped_recycle_lets_the_old_worker_finish_its_requests() {
     let old = pid_of(&get(a.port, "/").await.unwrap().1);
     let port = a.port;
     let slow = tokio::spawn(async move { get(port, "/slow?ms=1500").await });
-    eventually("the slow request is in flight", || {
-        let mut c = a.client.clone();
-        async move {
-            c.status(pb::StatusRequest {})
-                .await
-                .unwrap()
-                .into_inner()
-                .in_flight
-                == Some(1)
-        }
-    })
-    .await;
+    wait_in_flight(&a, 1).await;
     let mut c = a.client.clone();
     let op =
         tokio::spawn(async move { finish(c.recycle(recycle("op-ov", &["Shop"])).await).await });
@@ -397,18 +401,7 @@ async fn drain_renames_the_health_file_and_watch_load_ends_when_idle() {
 
     let port = a.port;
     let slow = tokio::spawn(async move { get(port, "/slow?ms=300").await });
-    eventually("in flight", || {
-        let mut c = a.client.clone();
-        async move {
-            c.status(pb::StatusRequest {})
-                .await
-                .unwrap()
-                .into_inner()
-                .in_flight
-                == Some(1)
-        }
-    })
-    .await;
+    wait_in_flight(&a, 1).await;
     let mut s = a
         .client
         .watch_load(pb::WatchLoadRequest { timeout_ms: 10_000 })
