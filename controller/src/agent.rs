@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use farm_proto::v1 as pb;
 use farm_proto::NodeAgentClient;
 use tokio_stream::StreamExt;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum AgentError {
@@ -123,6 +123,29 @@ pub trait AgentApi: Send + Sync {
     ) -> Result<OperationReport, AgentError>;
 }
 
+/// The controller's side of mutual TLS: the farm CA that agent
+/// certificates must be signed by, and the controller's own certificate.
+#[derive(Clone)]
+pub struct ClientTls {
+    ca: Certificate,
+    identity: Identity,
+}
+
+impl ClientTls {
+    pub fn load(files: &farm_inventory::TlsFiles) -> Result<Self, String> {
+        let read = |p: &std::path::Path, what: &str| {
+            std::fs::read(p).map_err(|e| format!("could not read the {what} {}: {e}", p.display()))
+        };
+        Ok(Self {
+            ca: Certificate::from_pem(read(&files.ca, "CA certificate (agent.tls.ca)")?),
+            identity: Identity::from_pem(
+                read(&files.cert, "controller certificate (agent.tls.cert)")?,
+                read(&files.key, "controller key (agent.tls.key)")?,
+            ),
+        })
+    }
+}
+
 /// The gRPC client for one agent.
 pub struct GrpcAgent {
     addr: String,
@@ -133,8 +156,12 @@ pub struct GrpcAgent {
 impl GrpcAgent {
     /// Prepares a client; the connection is made on first use, so an
     /// unreachable agent shows up as an error of the first call.
+    /// With `tls`, the agent's certificate must be signed by the farm CA
+    /// and name `node`.
     pub fn new(
         addr: &str,
+        node: &str,
+        tls: Option<&ClientTls>,
         connect_timeout: Duration,
         request_timeout: Duration,
     ) -> Result<Self, AgentError> {
@@ -142,8 +169,19 @@ impl GrpcAgent {
             addr: addr.to_string(),
             detail,
         };
-        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|e| unreachable(format!("bad address: {e}")))?
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let mut endpoint = Endpoint::from_shared(format!("{scheme}://{addr}"))
+            .map_err(|e| unreachable(format!("bad address: {e}")))?;
+        if let Some(t) = tls {
+            let cfg = ClientTlsConfig::new()
+                .ca_certificate(t.ca.clone())
+                .identity(t.identity.clone())
+                .domain_name(node);
+            endpoint = endpoint
+                .tls_config(cfg)
+                .map_err(|e| unreachable(format!("TLS set-up: {e}")))?;
+        }
+        let endpoint = endpoint
             .connect_timeout(connect_timeout)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))

@@ -16,6 +16,10 @@ pub struct Cli {
     /// No progress output; only the result.
     #[arg(short, long, global = true)]
     pub quiet: bool,
+    /// Talk plaintext gRPC to the agents (they must run with --insecure
+    /// too); without it the inventory's agent.tls is required.
+    #[arg(long, global = true)]
+    pub insecure: bool,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -34,6 +38,8 @@ pub enum Command {
     Drain(DrainArgs),
     /// Put one node back into rotation and wait until the LB sees it up.
     Undrain(DrainArgs),
+    /// Make the farm's CA and the agents' and controllers' certificates.
+    Certs(CertsArgs),
     /// Start a simulated 4-node farm and run a rolling recycle under traffic.
     Demo(DemoArgs),
 }
@@ -107,4 +113,48 @@ pub struct DemoArgs {
     pub reset: bool,
     #[arg(long, value_enum, default_value = "text")]
     pub output: Output,
+}
+
+#[derive(Args, Debug)]
+pub struct CertsArgs {
+    /// Directory holding the CA and the issued files.
+    #[arg(long, default_value = "certs", global = true)]
+    pub dir: PathBuf,
+    /// Overwrite existing files.
+    #[arg(long, global = true)]
+    pub force: bool,
+    #[command(subcommand)]
+    pub command: CertsCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CertsCommand {
+    /// Create the farm CA (ca.pem, ca-key.pem).
+    Init {
+        /// Farm name, written into the CA's name.
+        #[arg(long, default_value = "farm")]
+        farm: String,
+    },
+    /// Issue a certificate signed by the farm CA.
+    #[command(subcommand)]
+    Issue(IssueCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum IssueCommand {
+    /// A server certificate for the agent on NODE (agent-NODE.pem).
+    Agent {
+        /// The node's inventory name: the controller checks it.
+        node: String,
+        /// More DNS names or IPs the certificate is valid for.
+        #[arg(long)]
+        san: Vec<String>,
+    },
+    /// A client certificate for a controller (controller-NAME.pem).
+    Controller {
+        name: String,
+        /// `operator` (everything) or `viewer` (status only).
+        #[arg(long)]
+        role: String,
+    },
 }

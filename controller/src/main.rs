@@ -16,6 +16,7 @@ fn main() {
     });
     let settings = Settings {
         quiet: cli.quiet,
+        insecure: cli.insecure,
         bars: !cli.quiet && std::io::stderr().is_terminal(),
     };
     let runtime = match tokio::runtime::Runtime::new() {
@@ -33,6 +34,7 @@ fn main() {
             Command::Reset(a) => commands::rollout::reset(a, &settings).await,
             Command::Drain(a) => commands::drain::run(a, true, &settings).await,
             Command::Undrain(a) => commands::drain::run(a, false, &settings).await,
+            Command::Certs(a) => commands::certs::run(a, &settings),
             Command::Demo(a) => commands::demo::run(a, &settings).await,
         }
     });

@@ -51,6 +51,8 @@ impl Default for SandboxSpec {
 }
 
 pub const SITE_HOST: &str = "shop.example.com";
+/// The sandbox controller's certificate name (role operator).
+pub const CONTROLLER: &str = "farmctl-demo";
 pub const POOL: &str = "ShopPool";
 pub const HEALTH_FILE: &str = "/health.htm";
 
@@ -127,6 +129,18 @@ impl Sandbox {
     pub async fn start(spec: &SandboxSpec, dir: &Path) -> Result<Sandbox, SandboxError> {
         let bin = agent_binary()?;
         std::fs::create_dir_all(dir).map_err(io("create dir"))?;
+        // mutual TLS, as in production: a farm CA, a certificate per agent
+        // and an operator certificate for the controller.
+        let certs = dir.join("certs");
+        let tls_err = |e: crate::exit::CommandError| SandboxError::Io(format!("certificates: {e}"));
+        crate::commands::certs::init(&certs, "demo", true).map_err(tls_err)?;
+        crate::commands::certs::issue_controller(
+            &certs,
+            CONTROLLER,
+            farm_proto::pki::Role::Operator,
+            true,
+        )
+        .map_err(tls_err)?;
         let mut nodes = Vec::new();
         for i in 0..spec.nodes {
             let name = format!("web{:02}", i + 1);
@@ -139,6 +153,13 @@ impl Sandbox {
                 pool = spec.pool_yaml,
                 extra = spec.sim_extra.get(&i).map(String::as_str).unwrap_or(""),
             );
+            crate::commands::certs::issue_agent(
+                &certs,
+                &name,
+                &["127.0.0.1".into(), "localhost".into()],
+                true,
+            )
+            .map_err(tls_err)?;
             let sim_path = dir.join(format!("{name}.sim.yaml"));
             std::fs::write(&sim_path, sim).map_err(io("write sim file"))?;
             let log = std::fs::File::create(dir.join(format!("{name}.log")))
@@ -155,6 +176,14 @@ impl Sandbox {
                     "--sim",
                 ])
                 .arg(&sim_path)
+                .arg("--tls-cert")
+                .arg(certs.join(format!("agent-{name}.pem")))
+                .arg("--tls-key")
+                .arg(certs.join(format!("agent-{name}-key.pem")))
+                .arg("--client-ca")
+                .arg(certs.join(crate::commands::certs::CA_CERT))
+                .arg("--audit-log")
+                .arg(dir.join(format!("{name}.audit.jsonl")))
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::from(log))
@@ -323,8 +352,8 @@ fn inventory_yaml(
     nodes: &[SandboxNode],
     haproxy: Option<&SandboxHaproxy>,
 ) -> String {
-    let mut y = String::from(
-        "# Written by farmctl for a simulated farm on loopback.\nfarm: demo\nnodes:\n",
+    let mut y = format!(
+        "# Written by farmctl for a simulated farm on loopback.\nfarm: demo\nagent:\n  tls:\n    ca: certs/ca.pem\n    cert: certs/controller-{CONTROLLER}.pem\n    key: certs/controller-{CONTROLLER}-key.pem\nnodes:\n"
     );
     for n in nodes {
         y.push_str(&format!(

@@ -39,10 +39,19 @@ pub fn load(path: &Path) -> Result<Inventory, LoadError> {
         });
     }
     let text = std::fs::read_to_string(path).map_err(io_err)?;
-    parse(&text).map_err(|errors| LoadError::Invalid {
+    let mut inv = parse(&text).map_err(|errors| LoadError::Invalid {
         path: path.display().to_string(),
         errors,
-    })
+    })?;
+    // TLS files are found next to the inventory unless the path is absolute.
+    if let (Some(tls), Some(dir)) = (inv.agent.tls.as_mut(), path.parent()) {
+        for p in [&mut tls.ca, &mut tls.cert, &mut tls.key] {
+            if p.is_relative() {
+                *p = dir.join(&*p);
+            }
+        }
+    }
+    Ok(inv)
 }
 
 /// Parses and validates inventory text.

@@ -17,8 +17,20 @@ pub struct Inventory {
 #[derive(Debug, Clone, PartialEq)]
 pub struct AgentDefaults {
     pub port: u16,
+    /// mutual TLS with the agents; `None` means plaintext, which the
+    /// controller only accepts with `--insecure`.
+    pub tls: Option<TlsFiles>,
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
+}
+
+/// PEM files for mutual TLS, relative paths resolved against the
+/// inventory file's directory by [`crate::load`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub ca: std::path::PathBuf,
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -23,8 +23,20 @@ pub struct RawInventory {
 #[serde(deny_unknown_fields)]
 pub struct RawAgentDefaults {
     pub port: Option<i64>,
+    /// mutual TLS with the agents.
+    pub tls: Option<RawTls>,
     pub connect_timeout: Option<String>,
     pub request_timeout: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    /// The farm CA the agents' certificates must be signed by.
+    pub ca: String,
+    /// This controller's client certificate and key.
+    pub cert: String,
+    pub key: String,
 }
 
 #[derive(Debug, Deserialize)]

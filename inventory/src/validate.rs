@@ -111,8 +111,21 @@ pub fn validate(raw: RawInventory) -> Result<Inventory, Vec<InventoryError>> {
 
     check_name(&mut errors, "farm", &raw.farm);
 
+    let tls = raw.agent.tls.as_ref().map(|t| {
+        for (field, value) in [("ca", &t.ca), ("cert", &t.cert), ("key", &t.key)] {
+            if value.trim().is_empty() {
+                errors.add(format!("agent.tls.{field}"), "must be a file path");
+            }
+        }
+        TlsFiles {
+            ca: t.ca.clone().into(),
+            cert: t.cert.clone().into(),
+            key: t.key.clone().into(),
+        }
+    });
     let agent = AgentDefaults {
         port: errors.port("agent.port", raw.agent.port, DEFAULT_AGENT_PORT),
+        tls,
         connect_timeout: errors.duration(
             "agent.connect_timeout",
             raw.agent.connect_timeout.as_deref(),

@@ -10,11 +10,13 @@
 //! - [`server`]: `run(listener, ..., shutdown)`.
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod convert;
 pub mod iis;
 pub mod iiscmd;
 pub mod operations;
 pub mod ops;
+pub mod security;
 pub mod server;
 pub mod service;
 pub mod sim;

@@ -5,9 +5,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use farm_agent::audit::Audit;
 use farm_agent::iis::Iis;
 use farm_agent::iiscmd::{runner::SystemRunner, CommandBackend};
 use farm_agent::ops::OpsConfig;
+use farm_agent::security::{self, TlsFiles};
+use farm_agent::server::Security;
 use farm_agent::sim::{config, Simulator};
 
 /// The farmctl agent for one IIS server.
@@ -38,6 +41,22 @@ struct Args {
     /// How often IIS is looked at while verifying an operation.
     #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
     poll_interval: Duration,
+    /// This agent's TLS certificate (PEM).
+    #[arg(long, requires_all = ["tls_key", "client_ca"])]
+    tls_cert: Option<PathBuf>,
+    /// This agent's private key (PEM).
+    #[arg(long, requires_all = ["tls_cert", "client_ca"])]
+    tls_key: Option<PathBuf>,
+    /// The farm CA (PEM): clients must present a certificate it signed.
+    #[arg(long, requires_all = ["tls_cert", "tls_key"])]
+    client_ca: Option<PathBuf>,
+    /// Serve plaintext gRPC without client authentication (prints a
+    /// warning; every caller is an operator).
+    #[arg(long, conflicts_with_all = ["tls_cert", "tls_key", "client_ca"])]
+    insecure: bool,
+    /// Append one JSON line per request to this file.
+    #[arg(long)]
+    audit_log: Option<PathBuf>,
     /// More logging (-v, -vv).
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -123,6 +142,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             );
             (node, Arc::new(backend), None, serde_json::json!([]))
         };
+    let security = security_settings(&args, &config)?;
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
         .with_context(|| format!("could not listen on {listen}"))?;
@@ -132,11 +152,52 @@ async fn run(args: Args) -> anyhow::Result<()> {
         "{}",
         serde_json::json!({"agent": addr.to_string(), "node": node, "backend": backend, "sites": sites})
     );
-    farm_agent::server::run(listener, node, iis, cfg, shutdown_signal()).await?;
+    farm_agent::server::run(listener, node, iis, cfg, security, shutdown_signal()).await?;
     if let Some(sim) = sim {
         sim.shutdown();
     }
     Ok(())
+}
+
+/// mTLS unless --insecure says otherwise, the roles, the audit log.
+fn security_settings(
+    args: &Args,
+    config: &farm_agent::iiscmd::config::AgentConfig,
+) -> anyhow::Result<Security> {
+    let files = match (&args.tls_cert, &args.tls_key, &args.client_ca) {
+        (Some(cert), Some(key), Some(ca)) => Some(TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+            client_ca: ca.clone(),
+        }),
+        _ => config.tls.clone(),
+    };
+    let tls = match (files, args.insecure) {
+        (Some(_), true) => anyhow::bail!("--insecure conflicts with the config file's `tls`: choose one"),
+        (Some(f), false) => Some(security::server_config(&f).map_err(anyhow::Error::msg)?),
+        (None, true) => {
+            eprintln!(
+                "farm-agent: WARNING: --insecure: serving plaintext gRPC without client authentication; \
+                 anyone who can reach this port can recycle or reset IIS"
+            );
+            None
+        }
+        (None, false) => anyhow::bail!(
+            "no TLS configured: give --tls-cert, --tls-key and --client-ca (or `tls:` in the config file; \
+             `farmctl certs` makes them), or --insecure for plaintext"
+        ),
+    };
+    let audit = match args.audit_log.as_ref().or(config.audit_log.as_ref()) {
+        Some(path) => Some(Arc::new(Audit::open(path).with_context(|| {
+            format!("could not open the audit log {}", path.display())
+        })?)),
+        None => None,
+    };
+    Ok(Security {
+        tls,
+        authz: config.authorization.clone(),
+        audit,
+    })
 }
 
 fn host_name() -> String {

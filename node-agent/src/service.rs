@@ -11,10 +11,12 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
+use crate::audit::{self, Audit, Entry};
 use crate::convert::{self, AgentError};
 use crate::iis::Iis;
 use crate::operations::{wait, Begin, Operations, Stored};
 use crate::ops::{self, OpsConfig, ProgressSink};
+use crate::security::{Authorization, Call, Identity};
 
 /// At most this many pools in one recycle request.
 const MAX_POOLS: usize = 64;
@@ -30,6 +32,58 @@ pub struct AgentService {
     ops: Operations,
     /// One IIS-changing operation (recycle, reset) at a time.
     busy: Arc<tokio::sync::Mutex<String>>,
+    authz: Authorization,
+    audit: Option<Arc<Audit>>,
+}
+
+/// One request on its way through: who asked for what, audited once when
+/// it ends.
+pub struct Ticket {
+    audit: Option<Arc<Audit>>,
+    who: Identity,
+    peer: Option<String>,
+    call: Call,
+    pools: Vec<String>,
+    op_id: Option<String>,
+    started: Instant,
+}
+
+impl Ticket {
+    pub fn close(self, outcome: impl Into<String>) {
+        let outcome = outcome.into();
+        tracing::info!(call = self.call.name(), identity = %self.who.name, %outcome, "request");
+        if let Some(a) = &self.audit {
+            a.record(&Entry {
+                time: audit::now(),
+                identity: self.who.name,
+                role: self.who.role.map(|r| r.as_str().to_string()),
+                peer: self.peer,
+                call: self.call.name().into(),
+                pools: self.pools,
+                operation_id: self.op_id,
+                outcome,
+                duration_ms: audit::ms(self.started),
+            });
+        }
+    }
+
+    /// Closes with the outcome of `result` and passes it on.
+    fn close_with<T>(self, result: Result<T, Status>) -> Result<T, Status> {
+        match &result {
+            Ok(_) => self.close("ok"),
+            Err(s) => self.close(outcome_of(s)),
+        }
+        result
+    }
+}
+
+fn outcome_of(s: &Status) -> String {
+    let kind = match s.code() {
+        tonic::Code::InvalidArgument => "invalid",
+        tonic::Code::PermissionDenied => "denied",
+        _ => "failed",
+    };
+    format!("{kind}: {}", s.message())
 }
 
 impl AgentService {
@@ -40,6 +94,41 @@ impl AgentService {
             cfg,
             ops: Operations::default(),
             busy: Arc::new(tokio::sync::Mutex::new(String::new())),
+            authz: Authorization::default(),
+            audit: None,
+        }
+    }
+
+    pub fn with_security(mut self, authz: Authorization, audit: Option<Arc<Audit>>) -> Self {
+        self.authz = authz;
+        self.audit = audit;
+        self
+    }
+
+    /// Identifies the caller and checks its role; a denial is audited.
+    fn admit<T>(
+        &self,
+        req: &Request<T>,
+        call: Call,
+        pools: &[String],
+        op_id: &str,
+    ) -> Result<Ticket, Status> {
+        let cert = req.peer_certs().and_then(|c| c.first().map(|c| c.to_vec()));
+        let ticket = Ticket {
+            audit: self.audit.clone(),
+            who: self.authz.identify(cert.as_deref()),
+            peer: req.remote_addr().map(|a| a.to_string()),
+            call,
+            pools: pools.iter().take(16).map(|p| audit::clean(p)).collect(),
+            op_id: (!op_id.is_empty()).then(|| audit::clean(op_id)),
+            started: Instant::now(),
+        };
+        match self.authz.check(&ticket.who, call) {
+            Ok(()) => Ok(ticket),
+            Err(why) => {
+                ticket.close(format!("denied: {why}"));
+                Err(Status::permission_denied(why))
+            }
         }
     }
 
@@ -101,6 +190,7 @@ impl AgentService {
     /// Runs `work` as a streamed operation under `id`.
     fn stream_operation<F, Fut>(
         &self,
+        ticket: Ticket,
         id: &str,
         kind: &'static str,
         work: F,
@@ -110,8 +200,13 @@ impl AgentService {
         Fut: std::future::Future<Output = ops::OpResult> + Send + 'static,
     {
         let (tx, rx) = mpsc::channel(64);
-        let sent = match self.ops.begin(id, kind).map_err(AgentError::Invalid)? {
-            Begin::Repeat(feed) => {
+        let begun = self
+            .ops
+            .begin(id, kind)
+            .map_err(|e| Status::from(AgentError::Invalid(e)));
+        let (sent, ticket) = match ticket_check(begun, ticket)? {
+            (Begin::Repeat(feed), ticket) => {
+                ticket.close("replayed");
                 tokio::spawn(async move {
                     let event = match wait(feed).await {
                         Some(Stored::Operation(mut r)) => {
@@ -126,13 +221,13 @@ impl AgentService {
                 });
                 return Ok(Box::pin(ReceiverStream::new(rx)));
             }
-            Begin::New(sent) => sent,
+            (Begin::New(sent), ticket) => (sent, ticket),
         };
         let guard = match self.exclusive(id) {
             Ok(g) => g,
             Err(e) => {
                 self.ops.abandon(id);
-                return Err(e.into());
+                return ticket.close_with(Err(e.into()));
             }
         };
         let (ptx, mut prx) = mpsc::unbounded_channel();
@@ -158,6 +253,11 @@ impl AgentService {
                     ..Default::default()
                 },
             };
+            ticket.close(if result.success {
+                "ok".to_string()
+            } else {
+                format!("failed at {}: {}", result.failed_step, result.error)
+            });
             sent.send_replace(Some(Stored::Operation(result.clone())));
             if let Some(c) = client {
                 let _ = c.send(Ok(convert::result_event(result))).await;
@@ -170,46 +270,77 @@ impl AgentService {
 type OpStream = Pin<Box<dyn Stream<Item = Result<pb::OperationEvent, Status>> + Send>>;
 type LoadStream = Pin<Box<dyn Stream<Item = Result<pb::LoadSample, Status>> + Send>>;
 
+/// Closes `ticket` with the error if `result` is one.
+fn ticket_check<T>(result: Result<T, Status>, ticket: Ticket) -> Result<(T, Ticket), Status> {
+    match result {
+        Ok(v) => Ok((v, ticket)),
+        Err(e) => Err(ticket.close_with::<()>(Err(e)).unwrap_err()),
+    }
+}
+
+fn valid_op_id(id: &str) -> Result<(), Status> {
+    check_operation_id(id).map_err(|e| AgentError::Invalid(e).into())
+}
+
+fn valid_pools(pools: &[String]) -> Result<(), Status> {
+    if pools.len() > MAX_POOLS {
+        return Err(AgentError::Invalid(format!("at most {MAX_POOLS} pools per request")).into());
+    }
+    for p in pools {
+        check_pool_name(p)
+            .map_err(|e| AgentError::Invalid(format!("pool name \"{}\": {e}", audit::clean(p))))?;
+    }
+    Ok(())
+}
+
 #[tonic::async_trait]
 impl NodeAgent for AgentService {
     async fn status(
         &self,
-        _: Request<pb::StatusRequest>,
+        req: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::NodeStatus>, Status> {
-        let s = self.iis.status().await.map_err(AgentError::from)?;
-        let in_flight = self.iis.in_flight().await.ok().flatten();
-        let drained = !self
-            .iis
-            .health_file_present()
-            .await
-            .map_err(AgentError::from)?;
-        Ok(Response::new(convert::status(
-            &self.node,
-            self.iis.backend(),
-            s,
-            in_flight,
-            drained,
-        )))
+        let ticket = self.admit(&req, Call::Status, &[], "")?;
+        let result = async {
+            let s = self.iis.status().await.map_err(AgentError::from)?;
+            let in_flight = self.iis.in_flight().await.ok().flatten();
+            // A node without health files (e.g. HAProxy-only) is not drained.
+            let drained = !self.iis.health_file_present().await.unwrap_or(true);
+            Ok(Response::new(convert::status(
+                &self.node,
+                self.iis.backend(),
+                s,
+                in_flight,
+                drained,
+            )))
+        }
+        .await;
+        ticket.close_with(result)
     }
 
     async fn drain(
         &self,
         req: Request<pb::DrainRequest>,
     ) -> Result<Response<pb::DrainReply>, Status> {
-        let id = req.into_inner().operation_id;
-        self.drain_call(&id, "drain", false)
-            .await
-            .map(Response::new)
+        let id = req.get_ref().operation_id.clone();
+        let ticket = self.admit(&req, Call::Drain, &[], &id)?;
+        ticket.close_with(
+            self.drain_call(&id, "drain", false)
+                .await
+                .map(Response::new),
+        )
     }
 
     async fn undrain(
         &self,
         req: Request<pb::DrainRequest>,
     ) -> Result<Response<pb::DrainReply>, Status> {
-        let id = req.into_inner().operation_id;
-        self.drain_call(&id, "undrain", true)
-            .await
-            .map(Response::new)
+        let id = req.get_ref().operation_id.clone();
+        let ticket = self.admit(&req, Call::Undrain, &[], &id)?;
+        ticket.close_with(
+            self.drain_call(&id, "undrain", true)
+                .await
+                .map(Response::new),
+        )
     }
 
     type WatchLoadStream = LoadStream;
@@ -218,6 +349,7 @@ impl NodeAgent for AgentService {
         &self,
         req: Request<pb::WatchLoadRequest>,
     ) -> Result<Response<LoadStream>, Status> {
+        let ticket = self.admit(&req, Call::WatchLoad, &[], "")?;
         let timeout = Duration::from_millis(req.into_inner().timeout_ms).min(MAX_WATCH);
         let iis = self.iis.clone();
         let (tx, rx) = mpsc::channel(16);
@@ -239,6 +371,7 @@ impl NodeAgent for AgentService {
                         idle,
                     };
                     if tx.send(Ok(sample)).await.is_err() || idle {
+                        ticket.close(if idle { "ok: idle" } else { "ok: client left" });
                         return;
                     }
                     last = now;
@@ -252,6 +385,7 @@ impl NodeAgent for AgentService {
                     }
                 };
                 if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                    ticket.close("ok: deadline");
                     return; // deadline: the stream ends without an idle sample
                 }
             }
@@ -265,64 +399,66 @@ impl NodeAgent for AgentService {
         &self,
         req: Request<pb::RecycleRequest>,
     ) -> Result<Response<OpStream>, Status> {
+        let ticket = self.admit(
+            &req,
+            Call::Recycle,
+            &req.get_ref().pools,
+            &req.get_ref().operation_id,
+        )?;
         let req = req.into_inner();
-        check_operation_id(&req.operation_id).map_err(AgentError::Invalid)?;
-        if req.pools.len() > MAX_POOLS {
-            return Err(
-                AgentError::Invalid(format!("at most {MAX_POOLS} pools per request")).into(),
-            );
-        }
-        for p in &req.pools {
-            check_pool_name(p).map_err(|e| {
-                AgentError::Invalid(format!(
-                    "pool name {:?}: {e}",
-                    p.chars().take(80).collect::<String>()
-                ))
-            })?;
-        }
+        let (_, ticket) = ticket_check(
+            valid_op_id(&req.operation_id).and(valid_pools(&req.pools)),
+            ticket,
+        )?;
         let (iis, cfg) = (self.iis.clone(), self.cfg.clone());
-        let stream =
-            self.stream_operation(&req.operation_id, "recycle", move |progress| async move {
-                ops::recycle(&*iis, &req.pools, req.start_stopped, &cfg, &progress).await
-            })?;
+        let id = req.operation_id.clone();
+        let stream = self.stream_operation(ticket, &id, "recycle", move |progress| async move {
+            ops::recycle(&*iis, &req.pools, req.start_stopped, &cfg, &progress).await
+        })?;
         Ok(Response::new(stream))
     }
 
     type ResetStream = OpStream;
 
     async fn reset(&self, req: Request<pb::ResetRequest>) -> Result<Response<OpStream>, Status> {
+        let ticket = self.admit(&req, Call::Reset, &[], &req.get_ref().operation_id)?;
         let req = req.into_inner();
-        check_operation_id(&req.operation_id).map_err(AgentError::Invalid)?;
+        let (_, ticket) = ticket_check(valid_op_id(&req.operation_id), ticket)?;
         let stop_timeout = match req.stop_timeout_s {
             0 => Duration::from_secs(60),
             s => Duration::from_secs(u64::from(s.min(3600))),
         };
         let (iis, cfg) = (self.iis.clone(), self.cfg.clone());
-        let stream =
-            self.stream_operation(&req.operation_id, "reset", move |progress| async move {
-                ops::reset(&*iis, stop_timeout, &cfg, &progress).await
-            })?;
+        let stream = self.stream_operation(
+            ticket,
+            &req.operation_id,
+            "reset",
+            move |progress| async move { ops::reset(&*iis, stop_timeout, &cfg, &progress).await },
+        )?;
         Ok(Response::new(stream))
     }
 
     async fn acquire_lease(
         &self,
-        _: Request<pb::AcquireLeaseRequest>,
+        req: Request<pb::AcquireLeaseRequest>,
     ) -> Result<Response<pb::Lease>, Status> {
-        Err(AgentError::Unimplemented("leases").into())
+        let ticket = self.admit(&req, Call::Lease, &[], "")?;
+        ticket.close_with(Err(AgentError::Unimplemented("leases").into()))
     }
 
     async fn renew_lease(
         &self,
-        _: Request<pb::RenewLeaseRequest>,
+        req: Request<pb::RenewLeaseRequest>,
     ) -> Result<Response<pb::Lease>, Status> {
-        Err(AgentError::Unimplemented("leases").into())
+        let ticket = self.admit(&req, Call::Lease, &[], "")?;
+        ticket.close_with(Err(AgentError::Unimplemented("leases").into()))
     }
 
     async fn release_lease(
         &self,
-        _: Request<pb::ReleaseLeaseRequest>,
+        req: Request<pb::ReleaseLeaseRequest>,
     ) -> Result<Response<pb::ReleaseLeaseReply>, Status> {
-        Err(AgentError::Unimplemented("leases").into())
+        let ticket = self.admit(&req, Call::Lease, &[], "")?;
+        ticket.close_with(Err(AgentError::Unimplemented("leases").into()))
     }
 }

@@ -52,6 +52,9 @@ async fn agent(pool_extra: &str, extra: &str) -> Agent {
         "t1".into(),
         iis,
         cfg,
+        // The IIS behaviour is what is tested here; tests/security.rs
+        // covers mTLS, roles and the audit log.
+        farm_agent::server::Security::default(),
         async {
             let _ = stopped.await;
         },

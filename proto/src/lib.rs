@@ -11,6 +11,7 @@ pub mod v1 {
 }
 
 pub mod names;
+pub mod pki;
 
 pub use v1::node_agent_client::NodeAgentClient;
 pub use v1::node_agent_server::{NodeAgent, NodeAgentServer};

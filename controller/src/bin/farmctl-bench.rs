@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use farmctl::agent::Operation;
 use farmctl::cli::{InventoryArgs, Output, RolloutArgs};
 use farmctl::commands::rollout::execute;
+use farmctl::commands::Settings;
 use farmctl::report::Silent;
 use farmctl::sandbox::{haproxy_binary, Sandbox, SandboxSpec};
 
@@ -75,12 +76,18 @@ async fn bench(nodes: usize) -> Result<String, String> {
         max_unavailable: None,
         yes: true,
     };
+    let settings = Settings {
+        quiet: true,
+        insecure: false,
+        bars: false,
+    };
     let started = Instant::now();
     let report = execute(
         &inv,
         &args,
         Operation::Recycle,
         inv.app_pools.clone(),
+        &settings,
         &Silent,
     )
     .await

@@ -111,7 +111,7 @@ async fn demo(args: &DemoArgs, settings: &Settings, sandbox: &Sandbox) -> Comman
     } else {
         inv.app_pools.clone()
     };
-    let outcome = execute(&inv, &rollout, op, pools, &*reporter).await;
+    let outcome = execute(&inv, &rollout, op, pools, settings, &*reporter).await;
     let traffic = traffic.stop().await;
     let mut report = outcome?;
     report.traffic = Some(traffic);

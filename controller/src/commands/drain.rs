@@ -48,7 +48,7 @@ pub async fn run(args: &DrainArgs, drain: bool, settings: &Settings) -> CommandR
             "the inventory's load balancer is `none`: there is nothing to drain",
         ));
     }
-    let agents = connect_agents(&inv)?;
+    let agents = connect_agents(&inv, settings)?;
     let agent = agents[&node.name].clone();
     let op_id = format!(
         "{}.{idx}.{}",

@@ -1,4 +1,5 @@
 //! One file per subcommand, each with `run(args, &Settings)`.
+pub mod certs;
 pub mod demo;
 pub mod drain;
 pub mod rollout;
@@ -11,13 +12,15 @@ use std::sync::Arc;
 
 use farm_inventory::Inventory;
 
-use crate::agent::{AgentApi, GrpcAgent};
+use crate::agent::{AgentApi, ClientTls, GrpcAgent};
 use crate::exit::CommandError;
 use crate::report::Reporter;
 
 /// Resolved global settings.
 pub struct Settings {
     pub quiet: bool,
+    /// Talk plaintext to agents (`--insecure`).
+    pub insecure: bool,
     /// Progress bars (stderr is a terminal and not quiet).
     pub bars: bool,
 }
@@ -40,12 +43,39 @@ pub fn load_inventory(path: &Path) -> Result<Inventory, CommandError> {
 }
 
 /// A gRPC client per node, by node name.
-pub fn connect_agents(inv: &Inventory) -> Result<HashMap<String, Arc<dyn AgentApi>>, CommandError> {
+/// A gRPC client per node, by node name: mutual TLS from the inventory's
+/// `agent.tls`, or plaintext only with `--insecure`.
+pub fn connect_agents(
+    inv: &Inventory,
+    settings: &Settings,
+) -> Result<HashMap<String, Arc<dyn AgentApi>>, CommandError> {
+    let tls = match (&inv.agent.tls, settings.insecure) {
+        (Some(files), false) => Some(ClientTls::load(files).map_err(CommandError::bad_input)?),
+        (Some(_), true) => {
+            return Err(CommandError::bad_input(
+                "--insecure conflicts with the inventory's agent.tls: choose one",
+            ))
+        }
+        (None, true) => {
+            if !settings.quiet {
+                eprintln!("farmctl: WARNING: --insecure: talking plaintext gRPC to the agents, without authentication");
+            }
+            None
+        }
+        (None, false) => {
+            return Err(CommandError::bad_input(
+                "agent.tls is not set in the inventory: farmctl talks mutual TLS to the agents \
+                 (make the files with `farmctl certs`), or pass --insecure for plaintext",
+            ))
+        }
+    };
     inv.nodes
         .iter()
         .map(|n| {
             GrpcAgent::new(
                 &n.agent,
+                &n.name,
+                tls.as_ref(),
                 inv.agent.connect_timeout,
                 inv.agent.request_timeout,
             )

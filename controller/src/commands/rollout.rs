@@ -24,14 +24,30 @@ pub async fn recycle(args: &RecycleArgs, settings: &Settings) -> CommandResult {
         args.pools.clone()
     };
     let reporter = settings.reporter();
-    let report = execute(&inv, &args.rollout, Operation::Recycle, pools, &*reporter).await?;
+    let report = execute(
+        &inv,
+        &args.rollout,
+        Operation::Recycle,
+        pools,
+        settings,
+        &*reporter,
+    )
+    .await?;
     finish(&report, args.rollout.inv.output)
 }
 
 pub async fn reset(args: &RolloutArgs, settings: &Settings) -> CommandResult {
     let inv = load_inventory(&args.inv.inventory)?;
     let reporter = settings.reporter();
-    let report = execute(&inv, args, Operation::Reset, Vec::new(), &*reporter).await?;
+    let report = execute(
+        &inv,
+        args,
+        Operation::Reset,
+        Vec::new(),
+        settings,
+        &*reporter,
+    )
+    .await?;
     finish(&report, args.inv.output)
 }
 
@@ -83,6 +99,7 @@ pub async fn execute(
     args: &RolloutArgs,
     op: Operation,
     pools: Vec<String>,
+    settings: &Settings,
     reporter: &dyn Reporter,
 ) -> Result<RunReport, CommandError> {
     let total = inv.nodes.len();
@@ -98,7 +115,7 @@ pub async fn execute(
     };
     let selected = select_nodes(inv, &args.nodes)?;
     let lb = lb::from_inventory(inv).map_err(|e| CommandError::bad_input(e.to_string()))?;
-    let agents = connect_agents(inv)?;
+    let agents = connect_agents(inv, settings)?;
 
     reporter.note(&format!("preflight: checking {} node(s)", total));
     let members = lb.members(&inv.nodes).await.map_err(|e| {

@@ -34,9 +34,9 @@ struct StatusReport {
     nodes: Vec<NodeStatus>,
 }
 
-pub async fn run(args: &InventoryArgs, _settings: &Settings) -> CommandResult {
+pub async fn run(args: &InventoryArgs, settings: &Settings) -> CommandResult {
     let inv = load_inventory(&args.inventory)?;
-    let agents = connect_agents(&inv)?;
+    let agents = connect_agents(&inv, settings)?;
     let lb = crate::lb::from_inventory(&inv)
         .map_err(|e| crate::exit::CommandError::bad_input(e.to_string()))?;
     let (members, lb_error) = match lb.members(&inv.nodes).await {

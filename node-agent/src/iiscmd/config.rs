@@ -18,6 +18,16 @@ pub struct AgentConfig {
     /// to `<file>.drained`, undrain renames it back.
     #[serde(default)]
     pub health_files: Vec<PathBuf>,
+    /// mutual TLS: the agent's certificate and key, and the farm CA that
+    /// client certificates must be signed by.
+    #[serde(default)]
+    pub tls: Option<crate::security::TlsFiles>,
+    /// Roles per client identity; whether Reset is allowed here.
+    #[serde(default)]
+    pub authorization: crate::security::Authorization,
+    /// One JSON line per request is appended here.
+    #[serde(default)]
+    pub audit_log: Option<PathBuf>,
     #[serde(default)]
     pub tools: Tools,
     #[serde(default)]
@@ -86,7 +96,9 @@ impl Default for Timeouts {
 }
 
 pub fn parse(text: &str) -> Result<AgentConfig, String> {
-    serde_yaml::from_str(text).map_err(|e| e.to_string())
+    let c: AgentConfig = serde_yaml::from_str(text).map_err(|e| e.to_string())?;
+    c.authorization.validate()?;
+    Ok(c)
 }
 
 #[cfg(test)]
