@@ -1,0 +1,401 @@
+//! mTLS, roles, the audit log and hostile input, against a real agent
+//! served over TLS on 127.0.0.1:0. IIS is the command backend over a runner
+//! that plays IIS, so "no command ran" is read off the runner's log.
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use farm_agent::audit::Audit;
+use farm_agent::iiscmd::config::{Timeouts, Tools};
+use farm_agent::iiscmd::fake::{FakeFaults, FakeIis};
+use farm_agent::iiscmd::CommandBackend;
+use farm_agent::ops::OpsConfig;
+use farm_agent::security::{server_config, Authorization, TlsFiles};
+use farm_agent::server::Security;
+use farm_proto::pki::{self, Pair, Role, Validity};
+use farm_proto::v1 as pb;
+use farm_proto::NodeAgentClient;
+use tokio::io::AsyncWriteExt;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic::Code;
+
+struct Farm {
+    dir: tempfile::TempDir,
+    ca: Pair,
+    addr: String,
+    fake: Arc<FakeIis>,
+    audit: PathBuf,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+fn write(dir: &std::path::Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+async fn farm(authz: Authorization) -> Farm {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = pki::new_ca("t", Validity::CA).unwrap();
+    let agent = pki::issue_agent(&ca, "web01", &["127.0.0.1".into()], Validity::LEAF).unwrap();
+    let files = TlsFiles {
+        cert: write(dir.path(), "agent.pem", &agent.cert_pem),
+        key: write(dir.path(), "agent-key.pem", &agent.key_pem),
+        client_ca: write(dir.path(), "ca.pem", &ca.cert_pem),
+    };
+    let audit = dir.path().join("audit.jsonl");
+    let fake = Arc::new(FakeIis::new(&["Shop"], FakeFaults::default()));
+    let tools = Tools {
+        appcmd: "appcmd".into(),
+        iisreset: "iisreset".into(),
+        sc: "sc".into(),
+        taskkill: "taskkill".into(),
+        typeperf: "typeperf".into(),
+    };
+    let health = write(dir.path(), "health.htm", "OK");
+    let iis = Arc::new(CommandBackend::new(
+        fake.clone(),
+        tools,
+        Timeouts::default(),
+        vec![health],
+    ));
+    let security = Security {
+        tls: Some(server_config(&files).unwrap()),
+        authz,
+        audit: Some(Arc::new(Audit::open(&audit).unwrap())),
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let cfg = OpsConfig {
+        verify_timeout: Duration::from_secs(2),
+        poll_interval: Duration::from_millis(1),
+        start_retry_delay: Duration::from_millis(1),
+        ..OpsConfig::default()
+    };
+    tokio::spawn(farm_agent::server::run(
+        listener,
+        "web01".into(),
+        iis,
+        cfg,
+        security,
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    Farm {
+        dir,
+        ca,
+        addr,
+        fake,
+        audit,
+        _stop: stop,
+    }
+}
+
+impl Farm {
+    /// A client presenting `cert` (none: no client certificate), checking
+    /// the agent's certificate for `server_name`.
+    async fn client(
+        &self,
+        cert: Option<&Pair>,
+        server_name: &str,
+    ) -> Result<NodeAgentClient<Channel>, String> {
+        let mut tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(&self.ca.cert_pem))
+            .domain_name(server_name);
+        if let Some(c) = cert {
+            tls = tls.identity(Identity::from_pem(&c.cert_pem, &c.key_pem));
+        }
+        let channel = Endpoint::from_shared(format!("https://{}", self.addr))
+            .unwrap()
+            .tls_config(tls)
+            .map_err(|e| e.to_string())?
+            .connect_timeout(Duration::from_secs(5))
+            .connect()
+            .await
+            .map_err(|e| format!("{e:?}"))?;
+        Ok(NodeAgentClient::new(channel))
+    }
+
+    fn controller(&self, name: &str, role: Role) -> Pair {
+        pki::issue_controller(&self.ca, name, role, Validity::LEAF).unwrap()
+    }
+
+    fn audit_lines(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&self.audit)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+/// Whether a Status call with this client gets through.
+async fn status(client: Result<NodeAgentClient<Channel>, String>) -> Result<(), String> {
+    let mut c = client?;
+    c.status(pb::StatusRequest {})
+        .await
+        .map(|_| ())
+        .map_err(|s| s.to_string())
+}
+
+fn recycle(id: &str, pools: &[&str]) -> pb::RecycleRequest {
+    pb::RecycleRequest {
+        operation_id: id.into(),
+        pools: pools.iter().map(|p| p.to_string()).collect(),
+        start_stopped: false,
+    }
+}
+
+async fn code<T>(r: Result<T, tonic::Status>) -> Code {
+    match r {
+        Ok(_) => Code::Ok,
+        Err(s) => s.code(),
+    }
+}
+
+#[tokio::test]
+async fn clients_without_a_good_certificate_are_rejected_and_audited() {
+    let f = farm(Authorization::default()).await;
+    let other_ca = pki::new_ca("other", Validity::CA).unwrap();
+    let foreign =
+        pki::issue_controller(&other_ca, "mallory", Role::Operator, Validity::LEAF).unwrap();
+    let expired = pki::issue_controller(
+        &f.ca,
+        "old",
+        Role::Operator,
+        Validity {
+            from_days: -30,
+            to_days: -1,
+        },
+    )
+    .unwrap();
+
+    assert!(
+        status(f.client(None, "web01").await).await.is_err(),
+        "no certificate got in"
+    );
+    assert!(
+        status(f.client(Some(&foreign), "web01").await)
+            .await
+            .is_err(),
+        "a foreign CA got in"
+    );
+    assert!(
+        status(f.client(Some(&expired), "web01").await)
+            .await
+            .is_err(),
+        "an expired certificate got in"
+    );
+    assert!(
+        f.fake.log().is_empty(),
+        "a rejected client ran {:?}",
+        f.fake.log()
+    );
+
+    let good = f.controller("ops", Role::Operator);
+    status(f.client(Some(&good), "web01").await).await.unwrap();
+
+    let rejected: Vec<_> = f
+        .audit_lines()
+        .into_iter()
+        .filter(|l| {
+            l["call"] == "tls-handshake" && l["outcome"].as_str().unwrap().starts_with("rejected")
+        })
+        .collect();
+    assert!(rejected.len() >= 3, "{:#?}", f.audit_lines());
+    let ok: Vec<_> = f
+        .audit_lines()
+        .into_iter()
+        .filter(|l| l["call"] == "Status")
+        .collect();
+    assert_eq!(ok.len(), 1);
+    assert_eq!(ok[0]["identity"], "ops");
+    assert_eq!(ok[0]["role"], "operator");
+    assert_eq!(ok[0]["outcome"], "ok");
+}
+
+#[tokio::test]
+async fn the_controller_checks_the_agents_name() {
+    let f = farm(Authorization::default()).await;
+    let good = f.controller("ops", Role::Operator);
+    // The agent's certificate is for web01, not web02.
+    assert!(status(f.client(Some(&good), "web02").await).await.is_err());
+    status(f.client(Some(&good), "web01").await).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_viewer_may_look_but_not_act_and_every_call_is_audited() {
+    let f = farm(Authorization::default()).await;
+    let viewer = f.controller("dash", Role::Viewer);
+    let mut c = f.client(Some(&viewer), "web01").await.unwrap();
+    assert_eq!(code(c.status(pb::StatusRequest {}).await).await, Code::Ok);
+    let before = f.fake.log().len();
+    assert_eq!(
+        code(c.recycle(recycle("v1", &["Shop"])).await).await,
+        Code::PermissionDenied
+    );
+    let reset = pb::ResetRequest {
+        operation_id: "v2".into(),
+        stop_timeout_s: 1,
+    };
+    assert_eq!(code(c.reset(reset).await).await, Code::PermissionDenied);
+    let drain = pb::DrainRequest {
+        operation_id: "v3".into(),
+    };
+    assert_eq!(code(c.drain(drain).await).await, Code::PermissionDenied);
+    assert_eq!(f.fake.log().len(), before, "a denied call ran a command");
+    let calls: Vec<(String, String)> = f
+        .audit_lines()
+        .iter()
+        .map(|l| {
+            (
+                l["call"].as_str().unwrap().to_string(),
+                l["outcome"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(calls[0], ("Status".into(), "ok".into()));
+    for (i, call) in ["Recycle", "Reset", "Drain"].iter().enumerate() {
+        assert_eq!(calls[i + 1].0, *call);
+        assert!(calls[i + 1].1.starts_with("denied"), "{calls:?}");
+    }
+    assert_eq!(f.audit_lines()[1]["identity"], "dash");
+    assert_eq!(f.audit_lines()[1]["pools"][0], "Shop");
+    assert_eq!(f.audit_lines()[1]["operation_id"], "v1");
+}
+
+#[tokio::test]
+async fn an_operator_may_do_everything() {
+    let f = farm(Authorization::default()).await;
+    let op = f.controller("ops", Role::Operator);
+    let mut c = f.client(Some(&op), "web01").await.unwrap();
+    let id = |s: &str| pb::DrainRequest {
+        operation_id: s.into(),
+    };
+    assert_eq!(code(c.drain(id("o1")).await).await, Code::Ok);
+    assert_eq!(code(c.undrain(id("o2")).await).await, Code::Ok);
+    let mut s = c
+        .recycle(recycle("o3", &["Shop"]))
+        .await
+        .unwrap()
+        .into_inner();
+    while let Some(ev) = s.message().await.unwrap() {
+        if let Some(pb::operation_event::Event::Result(r)) = ev.event {
+            assert!(r.success, "{r:?}");
+        }
+    }
+    assert!(f
+        .fake
+        .log()
+        .iter()
+        .any(|c| c == "appcmd recycle apppool /apppool.name:Shop"));
+    let outcomes: Vec<String> = f
+        .audit_lines()
+        .iter()
+        .map(|l| l["outcome"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(outcomes, ["ok", "ok", "ok"]);
+    assert!(f.dir.path().join("health.htm").exists());
+}
+
+#[tokio::test]
+async fn reset_can_be_forbidden_on_a_node() {
+    let f = farm(Authorization {
+        allow_reset: false,
+        ..Authorization::default()
+    })
+    .await;
+    let op = f.controller("ops", Role::Operator);
+    let mut c = f.client(Some(&op), "web01").await.unwrap();
+    let reset = pb::ResetRequest {
+        operation_id: "r1".into(),
+        stop_timeout_s: 1,
+    };
+    let err = c.reset(reset).await.map(|_| ()).unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    assert!(err.message().contains("allow_reset"), "{}", err.message());
+    assert!(!f.fake.log().iter().any(|c| c.starts_with("iisreset")));
+}
+
+#[tokio::test]
+async fn the_config_can_map_an_identity_to_a_role() {
+    let mut authz = Authorization::default();
+    authz.roles.insert("dash".into(), "operator".into());
+    let f = farm(authz).await;
+    // Issued as viewer, promoted by the agent's own config.
+    let dash = f.controller("dash", Role::Viewer);
+    let mut c = f.client(Some(&dash), "web01").await.unwrap();
+    let drain = pb::DrainRequest {
+        operation_id: "m1".into(),
+    };
+    assert_eq!(code(c.drain(drain).await).await, Code::Ok);
+}
+
+#[tokio::test]
+async fn hostile_names_are_rejected_before_any_command_runs() {
+    let f = farm(Authorization::default()).await;
+    let op = f.controller("ops", Role::Operator);
+    let mut c = f.client(Some(&op), "web01").await.unwrap();
+    let long = "x".repeat(10_000);
+    let before = f.fake.log().len();
+    for (i, bad) in ["a\"b", "a&b", "a|b", "a\nb", "..\\..\\x", long.as_str(), ""]
+        .iter()
+        .enumerate()
+    {
+        let r = c.recycle(recycle(&format!("h{i}"), &[bad])).await;
+        assert_eq!(code(r).await, Code::InvalidArgument, "{bad:?}");
+    }
+    for bad_id in ["", "a b", "id;rm -rf", long.as_str()] {
+        assert_eq!(
+            code(c.recycle(recycle(bad_id, &["Shop"])).await).await,
+            Code::InvalidArgument
+        );
+    }
+    // Far more than any real request: refused by size.
+    let huge: Vec<String> = (0..2000).map(|i| format!("pool-{i:0>60}")).collect();
+    let huge = pb::RecycleRequest {
+        operation_id: "big".into(),
+        pools: huge,
+        start_stopped: false,
+    };
+    assert_ne!(code(c.recycle(huge).await).await, Code::Ok);
+    assert_eq!(
+        f.fake.log().len(),
+        before,
+        "a hostile call ran {:?}",
+        &f.fake.log()[before..]
+    );
+    // ...and the agent still answers.
+    assert_eq!(code(c.status(pb::StatusRequest {}).await).await, Code::Ok);
+    let invalid = f
+        .audit_lines()
+        .iter()
+        .filter(|l| l["outcome"].as_str().unwrap().starts_with("invalid"))
+        .count();
+    assert_eq!(invalid, 11);
+}
+
+#[tokio::test]
+async fn a_stalled_client_does_not_hold_up_the_others() {
+    let f = farm(Authorization::default()).await;
+    // Connections that never finish a TLS handshake, or speak garbage.
+    let mut stalled = Vec::new();
+    for _ in 0..20 {
+        stalled.push(tokio::net::TcpStream::connect(&f.addr).await.unwrap());
+    }
+    let mut garbage = tokio::net::TcpStream::connect(&f.addr).await.unwrap();
+    garbage
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let op = f.controller("ops", Role::Operator);
+    let ok = tokio::time::timeout(
+        Duration::from_secs(5),
+        status(f.client(Some(&op), "web01").await),
+    )
+    .await;
+    assert!(matches!(ok, Ok(Ok(()))), "{ok:?}");
+    drop(stalled);
+}
