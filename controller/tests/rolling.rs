@@ -240,6 +240,27 @@ async fn bad_input_exits_2_names_the_place_and_touches_nothing() {
         stderr(&out)
     );
 
+    // No TLS in the inventory: refused unless --insecure is explicit.
+    let start = good.find("agent:\n").unwrap();
+    let end = good.find("nodes:\n").unwrap();
+    let plain = farm.sandbox.dir.join("plain.yaml");
+    std::fs::write(&plain, format!("{}{}", &good[..start], &good[end..])).unwrap();
+    let out = farmctl(&["status", "-i", &plain.display().to_string()]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("agent.tls is not set"),
+        "{}",
+        stderr(&out)
+    );
+    // ...and plaintext does not get through to a TLS agent.
+    let out = farmctl(&["--insecure", "status", "-i", &plain.display().to_string()]).await;
+    assert!(
+        stderr(&out).contains("WARNING: --insecure"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+
     // Without --yes and without a terminal nothing happens either.
     let out = farmctl(&["recycle", "-i", &inv]).await;
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));

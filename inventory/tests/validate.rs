@@ -167,3 +167,24 @@ fn hostile_documents_do_not_panic() {
         let _ = parse(text);
     }
 }
+
+#[test]
+fn tls_paths_are_relative_to_the_inventory_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = GOOD.replace(
+        "nodes:\n",
+        "agent:\n  tls: {ca: certs/ca.pem, cert: /abs/c.pem, key: k.pem}\nnodes:\n",
+    );
+    let path = dir.path().join("farm.yaml");
+    std::fs::write(&path, text).unwrap();
+    let inv = farm_inventory::load(&path).unwrap();
+    let tls = inv.agent.tls.unwrap();
+    assert_eq!(tls.ca, dir.path().join("certs/ca.pem"));
+    assert_eq!(tls.cert, std::path::PathBuf::from("/abs/c.pem"));
+    assert_eq!(tls.key, dir.path().join("k.pem"));
+    let e = errors(&GOOD.replace(
+        "nodes:\n",
+        "agent:\n  tls: {ca: \"\", cert: c, key: k}\nnodes:\n",
+    ));
+    assert!(has(&e, "agent.tls.ca", "file path"), "{e:?}");
+}
