@@ -42,6 +42,14 @@ pub struct PoolView {
     pub pids: Vec<u32>,
 }
 
+/// A run's lease on a node.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct LeaseView {
+    pub holder: String,
+    pub run_id: String,
+    pub reason: String,
+}
+
 /// A node as its agent reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeView {
@@ -51,6 +59,9 @@ pub struct NodeView {
     pub pools: Vec<PoolView>,
     pub in_flight: Option<u64>,
     pub drained: bool,
+    pub lease: Option<LeaseView>,
+    /// What the agent did on its own, e.g. after a lease expired.
+    pub notice: Option<String>,
 }
 
 impl NodeView {
@@ -121,6 +132,15 @@ pub trait AgentApi: Send + Sync {
         timeout: Duration,
         progress: ProgressFn<'_>,
     ) -> Result<OperationReport, AgentError>;
+    /// Takes (or, for the same run, renews) the node's lease.
+    async fn acquire_lease(
+        &self,
+        holder: &str,
+        run_id: &str,
+        reason: &str,
+        ttl: Duration,
+    ) -> Result<(), AgentError>;
+    async fn release_lease(&self, run_id: &str) -> Result<(), AgentError>;
 }
 
 /// The controller's side of mutual TLS: the farm CA that agent
@@ -280,6 +300,12 @@ impl From<pb::NodeStatus> for NodeView {
                 .collect(),
             in_flight: s.in_flight,
             drained: s.drained,
+            lease: s.lease.map(|l| LeaseView {
+                holder: l.holder,
+                run_id: l.run_id,
+                reason: l.reason,
+            }),
+            notice: (!s.notice.is_empty()).then_some(s.notice),
         }
     }
 }
@@ -309,6 +335,39 @@ impl From<pb::OperationResult> for OperationReport {
 
 #[async_trait]
 impl AgentApi for GrpcAgent {
+    async fn acquire_lease(
+        &self,
+        holder: &str,
+        run_id: &str,
+        reason: &str,
+        ttl: Duration,
+    ) -> Result<(), AgentError> {
+        let req = self.request(pb::AcquireLeaseRequest {
+            holder: holder.into(),
+            run_id: run_id.into(),
+            reason: reason.into(),
+            ttl_ms: ttl.as_millis() as u64,
+        });
+        self.client
+            .clone()
+            .acquire_lease(req)
+            .await
+            .map(|_| ())
+            .map_err(|s| self.map_err(s))
+    }
+
+    async fn release_lease(&self, run_id: &str) -> Result<(), AgentError> {
+        let req = self.request(pb::ReleaseLeaseRequest {
+            run_id: run_id.into(),
+        });
+        self.client
+            .clone()
+            .release_lease(req)
+            .await
+            .map(|_| ())
+            .map_err(|s| self.map_err(s))
+    }
+
     async fn status(&self) -> Result<NodeView, AgentError> {
         let r = self
             .client

@@ -18,6 +18,7 @@ pub mod cli;
 pub mod commands;
 pub mod exit;
 pub mod lb;
+pub mod lease;
 pub mod preflight;
 pub mod probe;
 pub mod progress;

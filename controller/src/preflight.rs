@@ -17,6 +17,8 @@ pub struct Preflight {
     /// Nodes (indices) not selected that are out of rotation, unreachable
     /// or unhealthy: they count against capacity.
     pub already_out: Vec<usize>,
+    /// Nodes whose agent did not answer (never selected ones: those refuse).
+    pub unreachable: Vec<usize>,
     pub problems: Vec<String>,
     pub notes: Vec<String>,
 }
@@ -35,14 +37,16 @@ pub async fn check(
             let is_selected = selected.contains(&i);
             let mut problems = Vec::new();
             let mut out = false;
+            let mut unreachable = false;
             let Some(agent) = agent else {
-                return (i, vec![format!("{}: no agent client", node.name)], true);
+                return (i, vec![format!("{}: no agent client", node.name)], true, true);
             };
             let (view, health) = tokio::join!(agent.status(), probe::probe_node_once(node, &inv.sites));
             match view {
                 Err(e) => {
                     problems.push(format!("{}: {e}", node.name));
                     out = true;
+                    unreachable = true;
                 }
                 Ok(v) => {
                     if v.drained && drains {
@@ -101,13 +105,16 @@ pub async fn check(
             if !is_selected {
                 problems.retain(|p| p.contains("not in the load balancer"));
             }
-            (i, problems, out)
+            (i, problems, out, unreachable)
         }
     }))
     .await;
     let mut pf = Preflight::default();
-    for (i, problems, out) in checks {
+    for (i, problems, out, unreachable) in checks {
         pf.problems.extend(problems);
+        if unreachable {
+            pf.unreachable.push(i);
+        }
         if out && !selected.contains(&i) {
             pf.notes.push(format!(
                 "{} is out of rotation or unhealthy; it counts against capacity",

@@ -159,6 +159,9 @@ pub struct Rollout {
     /// Upper bound for the recycle or reset on one node.
     pub operation_timeout: Duration,
     pub max_failures: u32,
+    /// How long an agent keeps a run's lease without renewal; if the
+    /// controller dies, the agents take over after this.
+    pub lease_ttl: Duration,
 }
 
 impl Rollout {

@@ -103,4 +103,5 @@ pub struct RawRollout {
     pub healthy_timeout: Option<String>,
     pub operation_timeout: Option<String>,
     pub max_failures: Option<i64>,
+    pub lease_ttl: Option<String>,
 }

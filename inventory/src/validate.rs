@@ -435,6 +435,11 @@ fn rollout(errors: &mut Errors, r: &RawRollout, node_count: usize) -> Rollout {
             Duration::from_secs(300),
         ),
         max_failures,
+        lease_ttl: errors.duration(
+            "rollout.lease_ttl",
+            r.lease_ttl.as_deref(),
+            Duration::from_secs(60),
+        ),
     }
 }
 

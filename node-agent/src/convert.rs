@@ -78,6 +78,8 @@ pub fn status(
         in_flight,
         drained,
         lease_holder: String::new(),
+        lease: None,
+        notice: String::new(),
     }
 }
 
@@ -129,6 +131,8 @@ pub enum AgentError {
     Iis(#[from] IisError),
     #[error("not implemented yet: {0}")]
     Unimplemented(&'static str),
+    #[error("{0}")]
+    Leased(String),
 }
 
 impl From<AgentError> for tonic::Status {
@@ -141,6 +145,7 @@ impl From<AgentError> for tonic::Status {
             AgentError::Iis(IisError::InvalidName { .. }) => tonic::Status::invalid_argument(msg),
             AgentError::Iis(_) => tonic::Status::internal(msg),
             AgentError::Unimplemented(_) => tonic::Status::unimplemented(msg),
+            AgentError::Leased(_) => tonic::Status::failed_precondition(msg),
         }
     }
 }

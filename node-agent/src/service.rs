@@ -14,6 +14,7 @@ use tonic::{Request, Response, Status};
 use crate::audit::{self, Audit, Entry};
 use crate::convert::{self, AgentError};
 use crate::iis::Iis;
+use crate::lease::{LeaseError, Leases};
 use crate::operations::{wait, Begin, Operations, Stored};
 use crate::ops::{self, OpsConfig, ProgressSink};
 use crate::security::{Authorization, Call, Identity};
@@ -34,6 +35,14 @@ pub struct AgentService {
     busy: Arc<tokio::sync::Mutex<String>>,
     authz: Authorization,
     audit: Option<Arc<Audit>>,
+    leases: Leases,
+}
+
+fn lease_status(e: LeaseError) -> Status {
+    match e {
+        LeaseError::Held(m) => AgentError::Leased(m).into(),
+        LeaseError::Invalid(m) => AgentError::Invalid(m).into(),
+    }
 }
 
 /// One request on its way through: who asked for what, audited once when
@@ -96,6 +105,7 @@ impl AgentService {
             busy: Arc::new(tokio::sync::Mutex::new(String::new())),
             authz: Authorization::default(),
             audit: None,
+            leases: Leases::default(),
         }
     }
 
@@ -144,6 +154,11 @@ impl AgentService {
         }
     }
 
+    /// A mutating call may act only under no lease or its own run's.
+    fn leased_check(&self, op_id: &str) -> Result<(), Status> {
+        self.leases.check_op(op_id).map_err(lease_status)
+    }
+
     async fn drain_call(
         &self,
         id: &str,
@@ -151,6 +166,7 @@ impl AgentService {
         present: bool,
     ) -> Result<pb::DrainReply, Status> {
         check_operation_id(id).map_err(AgentError::Invalid)?;
+        self.leased_check(id)?;
         let tx = match self.ops.begin(id, kind).map_err(AgentError::Invalid)? {
             Begin::Repeat(feed) => {
                 return match wait(feed).await {
@@ -173,6 +189,7 @@ impl AgentService {
         };
         match result {
             Ok(unchanged) => {
+                self.leases.note_drain((!present).then_some(id));
                 let reply = pb::DrainReply {
                     drained: !present,
                     unchanged,
@@ -305,13 +322,15 @@ impl NodeAgent for AgentService {
             let in_flight = self.iis.in_flight().await.ok().flatten();
             // A node without health files (e.g. HAProxy-only) is not drained.
             let drained = !self.iis.health_file_present().await.unwrap_or(true);
-            Ok(Response::new(convert::status(
-                &self.node,
-                self.iis.backend(),
-                s,
-                in_flight,
-                drained,
-            )))
+            let mut status = convert::status(&self.node, self.iis.backend(), s, in_flight, drained);
+            status.lease = self.leases.current();
+            status.lease_holder = status
+                .lease
+                .as_ref()
+                .map(|l| l.holder.clone())
+                .unwrap_or_default();
+            status.notice = self.leases.notice();
+            Ok(Response::new(status))
         }
         .await;
         ticket.close_with(result)
@@ -406,10 +425,10 @@ impl NodeAgent for AgentService {
             &req.get_ref().operation_id,
         )?;
         let req = req.into_inner();
-        let (_, ticket) = ticket_check(
-            valid_op_id(&req.operation_id).and(valid_pools(&req.pools)),
-            ticket,
-        )?;
+        let valid = valid_op_id(&req.operation_id)
+            .and(valid_pools(&req.pools))
+            .and(self.leased_check(&req.operation_id));
+        let (_, ticket) = ticket_check(valid, ticket)?;
         let (iis, cfg) = (self.iis.clone(), self.cfg.clone());
         let id = req.operation_id.clone();
         let stream = self.stream_operation(ticket, &id, "recycle", move |progress| async move {
@@ -423,7 +442,8 @@ impl NodeAgent for AgentService {
     async fn reset(&self, req: Request<pb::ResetRequest>) -> Result<Response<OpStream>, Status> {
         let ticket = self.admit(&req, Call::Reset, &[], &req.get_ref().operation_id)?;
         let req = req.into_inner();
-        let (_, ticket) = ticket_check(valid_op_id(&req.operation_id), ticket)?;
+        let valid = valid_op_id(&req.operation_id).and(self.leased_check(&req.operation_id));
+        let (_, ticket) = ticket_check(valid, ticket)?;
         let stop_timeout = match req.stop_timeout_s {
             0 => Duration::from_secs(60),
             s => Duration::from_secs(u64::from(s.min(3600))),
@@ -442,23 +462,51 @@ impl NodeAgent for AgentService {
         &self,
         req: Request<pb::AcquireLeaseRequest>,
     ) -> Result<Response<pb::Lease>, Status> {
-        let ticket = self.admit(&req, Call::Lease, &[], "")?;
-        ticket.close_with(Err(AgentError::Unimplemented("leases").into()))
+        let ticket = self.admit(&req, Call::Lease, &[], &req.get_ref().run_id)?;
+        let r = req.into_inner();
+        let result = self
+            .leases
+            .acquire(
+                &r.holder,
+                &r.run_id,
+                &r.reason,
+                Duration::from_millis(r.ttl_ms),
+            )
+            .map(|(lease, generation)| {
+                self.leases.arm(generation, self.iis.clone());
+                Response::new(lease)
+            })
+            .map_err(lease_status);
+        ticket.close_with(result)
     }
 
     async fn renew_lease(
         &self,
         req: Request<pb::RenewLeaseRequest>,
     ) -> Result<Response<pb::Lease>, Status> {
-        let ticket = self.admit(&req, Call::Lease, &[], "")?;
-        ticket.close_with(Err(AgentError::Unimplemented("leases").into()))
+        let ticket = self.admit(&req, Call::Lease, &[], &req.get_ref().run_id)?;
+        let r = req.into_inner();
+        let result = self
+            .leases
+            .renew(&r.run_id, Duration::from_millis(r.ttl_ms))
+            .map(|(lease, generation)| {
+                self.leases.arm(generation, self.iis.clone());
+                Response::new(lease)
+            })
+            .map_err(lease_status);
+        ticket.close_with(result)
     }
 
     async fn release_lease(
         &self,
         req: Request<pb::ReleaseLeaseRequest>,
     ) -> Result<Response<pb::ReleaseLeaseReply>, Status> {
-        let ticket = self.admit(&req, Call::Lease, &[], "")?;
-        ticket.close_with(Err(AgentError::Unimplemented("leases").into()))
+        let ticket = self.admit(&req, Call::Lease, &[], &req.get_ref().run_id)?;
+        let result = self
+            .leases
+            .release(&req.get_ref().run_id)
+            .map(|()| Response::new(pb::ReleaseLeaseReply {}))
+            .map_err(lease_status);
+        ticket.close_with(result)
     }
 }

@@ -10,6 +10,7 @@ pub mod v1 {
     tonic::include_proto!("farm.agent.v1");
 }
 
+pub mod http;
 pub mod names;
 pub mod pki;
 

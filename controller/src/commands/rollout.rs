@@ -64,6 +64,18 @@ pub fn finish(report: &RunReport, output: Output) -> CommandResult {
     })
 }
 
+/// `--max-unavailable`, checked, or the inventory's.
+fn max_unavailable(inv: &Inventory, args: &RolloutArgs) -> Result<Capacity, CommandError> {
+    let Some(text) = &args.max_unavailable else {
+        return Ok(inv.rollout.max_unavailable);
+    };
+    let c = Capacity::parse(text)
+        .map_err(|e| CommandError::bad_input(format!("--max-unavailable: {e}")))?;
+    check_max_unavailable(c, inv.nodes.len())
+        .map_err(|e| CommandError::bad_input(format!("--max-unavailable: {e}")))?;
+    Ok(c)
+}
+
 /// Node indices named by `--nodes`, in inventory order (all when empty).
 pub fn select_nodes(inv: &Inventory, names: &[String]) -> Result<Vec<usize>, CommandError> {
     if names.is_empty() {
@@ -102,21 +114,58 @@ pub async fn execute(
     settings: &Settings,
     reporter: &dyn Reporter,
 ) -> Result<RunReport, CommandError> {
-    let total = inv.nodes.len();
-    let max_unavailable = match &args.max_unavailable {
-        None => inv.rollout.max_unavailable,
-        Some(text) => {
-            let c = Capacity::parse(text)
-                .map_err(|e| CommandError::bad_input(format!("--max-unavailable: {e}")))?;
-            check_max_unavailable(c, total)
-                .map_err(|e| CommandError::bad_input(format!("--max-unavailable: {e}")))?;
-            c
-        }
-    };
+    max_unavailable(inv, args)?;
     let selected = select_nodes(inv, &args.nodes)?;
     let lb = lb::from_inventory(inv).map_err(|e| CommandError::bad_input(e.to_string()))?;
     let agents = connect_agents(inv, settings)?;
 
+    // The farm is ours before we look at it: a second controller is told
+    // who holds it, rather than finding nodes drained by someone else.
+    let run_id = new_run_id();
+    let reason = format!("farmctl {} of {} node(s)", op.as_str(), selected.len());
+    let leases = crate::lease::acquire(inv, &agents, &run_id, &reason).await?;
+    match prepare(inv, args, op, &pools, &agents, &*lb, &selected, reporter).await {
+        Ok((already_out, batch_size, min_healthy)) => {
+            let run = Run {
+                run_id,
+                inventory: inv,
+                agents,
+                policy: engine::policy(inv, op, lb.drains()),
+                lb,
+                reporter,
+                pools,
+                selected,
+                already_out,
+                max_unavailable: batch_size,
+                min_healthy,
+                max_failures: inv.rollout.max_failures,
+            };
+            let report = run.execute().await;
+            leases.release().await;
+            Ok(report)
+        }
+        Err(e) => {
+            leases.release().await;
+            Err(e)
+        }
+    }
+}
+
+/// Preflight, capacity and confirmation; returns the nodes already out,
+/// the batch size and min_healthy.
+#[allow(clippy::too_many_arguments)]
+async fn prepare(
+    inv: &Inventory,
+    args: &RolloutArgs,
+    op: Operation,
+    pools: &[String],
+    agents: &std::collections::HashMap<String, std::sync::Arc<dyn crate::agent::AgentApi>>,
+    lb: &dyn crate::lb::LoadBalancer,
+    selected: &[usize],
+    reporter: &dyn Reporter,
+) -> Result<(Vec<usize>, usize, usize), CommandError> {
+    let total = inv.nodes.len();
+    let max_unavailable = max_unavailable(inv, args)?;
     reporter.note(&format!("preflight: checking {} node(s)", total));
     let members = lb.members(&inv.nodes).await.map_err(|e| {
         CommandError::refused(format!(
@@ -124,7 +173,7 @@ pub async fn execute(
             op.as_str()
         ))
     })?;
-    let pf = preflight::check(inv, &agents, &selected, &pools, lb.drains(), &members).await;
+    let pf = preflight::check(inv, agents, selected, pools, lb.drains(), &members).await;
     for n in &pf.notes {
         reporter.note(n);
     }
@@ -142,7 +191,7 @@ pub async fn execute(
     let batch_size = max_unavailable.of(total).max(1);
     let min_healthy = inv.rollout.min_healthy.of(total);
     let batches = crate::rollout::plan::batches(
-        &selected,
+        selected,
         total,
         pf.already_out.len(),
         batch_size,
@@ -153,23 +202,9 @@ pub async fn execute(
     })?;
 
     if !args.yes {
-        confirm(inv, op, &selected, batches.len())?;
+        confirm(inv, op, selected, batches.len())?;
     }
-    let run = Run {
-        run_id: new_run_id(),
-        inventory: inv,
-        agents,
-        policy: engine::policy(inv, op, lb.drains()),
-        lb,
-        reporter,
-        pools,
-        selected,
-        already_out: pf.already_out,
-        max_unavailable: batch_size,
-        min_healthy,
-        max_failures: inv.rollout.max_failures,
-    };
-    Ok(run.execute().await)
+    Ok((pf.already_out, batch_size, min_healthy))
 }
 
 fn confirm(

@@ -26,6 +26,10 @@ pub struct NodeStatus {
     pub services: BTreeMap<String, String>,
     pub pools: Vec<PoolView>,
     pub error: Option<String>,
+    /// `holder`, `run_id`, `reason`, when a run holds the node.
+    pub lease: Option<crate::agent::LeaseView>,
+    /// What the agent did on its own (expired lease).
+    pub notice: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -62,6 +66,8 @@ pub async fn run(args: &InventoryArgs, settings: &Settings) -> CommandResult {
                 services: BTreeMap::new(),
                 pools: Vec::new(),
                 error: None,
+                lease: None,
+                notice: None,
             };
             match view {
                 Ok(v) => {
@@ -70,6 +76,8 @@ pub async fn run(args: &InventoryArgs, settings: &Settings) -> CommandResult {
                     s.in_flight = v.in_flight;
                     s.services = v.services;
                     s.pools = v.pools;
+                    s.lease = v.lease;
+                    s.notice = v.notice;
                     s.error = health.err();
                 }
                 Err(e) => s.error = Some(e.to_string()),

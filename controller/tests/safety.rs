@@ -1,0 +1,149 @@
+//! Safe at every moment: leases between controllers, and the agents'
+//! dead-man switch when a controller goes away.
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use farmctl::agent::{AgentApi, ClientTls, GrpcAgent, Operation};
+use farmctl::sandbox::SandboxSpec;
+
+/// A client for node `i` of the sandbox, as the controller builds it.
+fn agent(farm: &Farm, i: usize) -> Arc<dyn AgentApi> {
+    let inv = farm_inventory::load(&farm.sandbox.inventory).unwrap();
+    let tls = ClientTls::load(inv.agent.tls.as_ref().unwrap()).unwrap();
+    let n = &inv.nodes[i];
+    Arc::new(
+        GrpcAgent::new(
+            &n.agent,
+            &n.name,
+            Some(&tls),
+            Duration::from_secs(5),
+            Duration::from_secs(30),
+        )
+        .unwrap(),
+    )
+}
+
+/// Waits (bounded) until `cond` holds on the status JSON.
+async fn until_status(
+    farm: &Farm,
+    what: &str,
+    cond: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let st = status(farm).await;
+        if cond(&st) {
+            return st;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}: {st:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn of_two_controllers_started_together_exactly_one_acts() {
+    let farm = farm(SandboxSpec::default()).await;
+    let inv = inventory(&farm);
+    let args = ["recycle", "-i", &inv, "--yes", "-q"];
+    let (a, b) = tokio::join!(farmctl(&args), farmctl(&args));
+    let mut codes = [a.status.code(), b.status.code()];
+    codes.sort();
+    assert_eq!(
+        codes,
+        [Some(0), Some(3)],
+        "a: {}\nb: {}",
+        stderr(&a),
+        stderr(&b)
+    );
+    let loser = if a.status.code() == Some(3) { &a } else { &b };
+    let err = stderr(loser);
+    assert!(
+        err.contains("leased to") && err.contains("for run") && err.contains("ago"),
+        "{err}"
+    );
+    assert!(err.contains('@'), "the holder is not named: {err}");
+    // Every node recycled once: by the winner only.
+    for n in ["web01", "web02", "web03", "web04"] {
+        let recycles = events(&farm)
+            .iter()
+            .filter(|e| e.node == n && e.event == "recycle")
+            .count();
+        assert_eq!(recycles, 1, "{n}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_lease_returns_a_healthy_node_and_keeps_an_unhealthy_one_out() {
+    let mut spec = SandboxSpec {
+        lb_kind: "health-file".into(),
+        ..SandboxSpec::default()
+    };
+    spec.sim_extra
+        .insert(1, "faults:\n  never_healthy: true\n".into());
+    let farm = farm(spec).await;
+    let ttl = Duration::from_millis(800);
+
+    // A controller takes web01 and web02, drains them, recycles web02
+    // (which never gets healthy again) and dies.
+    let (web01, web02) = (agent(&farm, 0), agent(&farm, 1));
+    web01
+        .acquire_lease("test@host", "r1", "test", ttl)
+        .await
+        .unwrap();
+    web02
+        .acquire_lease("test@host", "r1", "test", ttl)
+        .await
+        .unwrap();
+    web01.drain("r1.0.drain").await.unwrap();
+    web02.drain("r1.1.drain").await.unwrap();
+    let noop = |_: &str, _: &str| {};
+    let r = web02
+        .operate(
+            Operation::Recycle,
+            "r1.1.recycle",
+            &[],
+            Duration::from_secs(30),
+            &noop,
+        )
+        .await
+        .unwrap();
+    assert!(r.success);
+
+    // While the lease lives, another run cannot act on the node.
+    let e = web01.undrain("r9.0.undrain").await.unwrap_err();
+    assert!(
+        e.to_string().contains("leased to test@host for run r1"),
+        "{e}"
+    );
+
+    let st = until_status(&farm, "the agents to act on the expired leases", |st| {
+        st["nodes"][0]["drained"] == false
+            && st["nodes"][1]["notice"]
+                .as_str()
+                .is_some_and(|n| !n.is_empty())
+    })
+    .await;
+    assert!(
+        st["nodes"][0]["notice"]
+            .as_str()
+            .unwrap()
+            .contains("returned to rotation"),
+        "{st:#}"
+    );
+    assert_eq!(st["nodes"][1]["drained"], true);
+    assert!(
+        st["nodes"][1]["notice"]
+            .as_str()
+            .unwrap()
+            .contains("left drained"),
+        "{st:#}"
+    );
+    // A node that was not drained by the run is left as it is.
+    assert_eq!(st["nodes"][2]["drained"], false);
+}

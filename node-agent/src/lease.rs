@@ -1,0 +1,255 @@
+//! Leases: one controller run at a time per node, and the dead-man switch.
+//!
+//! While a lease is held, a mutating call must carry an operation id of
+//! that run (`<run_id>.…`): another controller, or a hand-run `farmctl
+//! drain`, cannot act on a node in the middle of someone's run. If the
+//! controller dies, its lease expires; if the node was drained by that run,
+//! the agent checks its own sites and returns itself to rotation when they
+//! are healthy, or stays drained and says why.
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use farm_proto::v1 as pb;
+use tokio::time::Instant;
+
+use crate::iis::Iis;
+
+pub const MIN_TTL: Duration = Duration::from_millis(500);
+pub const MAX_TTL: Duration = Duration::from_secs(3600);
+
+#[derive(Debug, Clone)]
+struct Held {
+    holder: String,
+    run_id: String,
+    reason: String,
+    acquired: SystemTime,
+    expires: Instant,
+    expires_at: SystemTime,
+    /// Bumped on every acquire/renew, so a stale expiry timer does nothing.
+    generation: u64,
+}
+
+#[derive(Default)]
+struct State {
+    held: Option<Held>,
+    generation: u64,
+    /// The run whose operation drained the node, if any.
+    drained_by: Option<String>,
+    notice: String,
+}
+
+#[derive(Clone, Default)]
+pub struct Leases {
+    state: Arc<Mutex<State>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LeaseError {
+    #[error("{0}")]
+    Held(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64
+}
+
+fn run_of(op_id: &str) -> &str {
+    op_id.split('.').next().unwrap_or(op_id)
+}
+
+impl Held {
+    fn wire(&self) -> pb::Lease {
+        pb::Lease {
+            holder: self.holder.clone(),
+            run_id: self.run_id.clone(),
+            expires_unix_ms: unix_ms(self.expires_at),
+            reason: self.reason.clone(),
+            acquired_unix_ms: unix_ms(self.acquired),
+        }
+    }
+
+    fn describe(&self) -> String {
+        let age = SystemTime::now()
+            .duration_since(self.acquired)
+            .unwrap_or_default();
+        format!(
+            "node is leased to {} for run {} ({}), acquired {} ago",
+            self.holder,
+            self.run_id,
+            if self.reason.is_empty() {
+                "no reason given"
+            } else {
+                &self.reason
+            },
+            humantime::format_duration(Duration::from_secs(age.as_secs()))
+        )
+    }
+}
+
+impl Leases {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The live lease (an expired one is not returned).
+    fn live(st: &State) -> Option<&Held> {
+        st.held.as_ref().filter(|h| h.expires > Instant::now())
+    }
+
+    pub fn current(&self) -> Option<pb::Lease> {
+        Self::live(&self.lock()).map(Held::wire)
+    }
+
+    pub fn notice(&self) -> String {
+        self.lock().notice.clone()
+    }
+
+    /// Takes (or renews, for the same run) the lease. Returns the lease and
+    /// the generation its expiry timer must carry.
+    pub fn acquire(
+        &self,
+        holder: &str,
+        run_id: &str,
+        reason: &str,
+        ttl: Duration,
+    ) -> Result<(pb::Lease, u64), LeaseError> {
+        farm_proto::names::check_operation_id(run_id)
+            .map_err(|e| LeaseError::Invalid(format!("run id: {e}")))?;
+        if holder.is_empty() || holder.len() > 128 || holder.chars().any(char::is_control) {
+            return Err(LeaseError::Invalid(
+                "holder must be 1-128 printable characters".into(),
+            ));
+        }
+        if reason.len() > 256 || reason.chars().any(char::is_control) {
+            return Err(LeaseError::Invalid(
+                "reason must be at most 256 printable characters".into(),
+            ));
+        }
+        let ttl = ttl.clamp(MIN_TTL, MAX_TTL);
+        let mut st = self.lock();
+        let acquired = match Self::live(&st) {
+            Some(h) if h.run_id != run_id => return Err(LeaseError::Held(h.describe())),
+            Some(h) => h.acquired,
+            None => SystemTime::now(),
+        };
+        st.generation += 1;
+        let held = Held {
+            holder: holder.into(),
+            run_id: run_id.into(),
+            reason: reason.into(),
+            acquired,
+            expires: Instant::now() + ttl,
+            expires_at: SystemTime::now() + ttl,
+            generation: st.generation,
+        };
+        let wire = held.wire();
+        st.held = Some(held);
+        Ok((wire, st.generation))
+    }
+
+    pub fn renew(&self, run_id: &str, ttl: Duration) -> Result<(pb::Lease, u64), LeaseError> {
+        let st = self.lock();
+        let (holder, reason) = match Self::live(&st) {
+            Some(h) if h.run_id == run_id => (h.holder.clone(), h.reason.clone()),
+            Some(h) => return Err(LeaseError::Held(h.describe())),
+            None => {
+                return Err(LeaseError::Held(format!(
+                    "run {run_id} holds no lease here (it expired or was never taken)"
+                )))
+            }
+        };
+        drop(st);
+        self.acquire(&holder, run_id, &reason, ttl)
+    }
+
+    pub fn release(&self, run_id: &str) -> Result<(), LeaseError> {
+        let mut st = self.lock();
+        match Self::live(&st) {
+            Some(h) if h.run_id != run_id => Err(LeaseError::Held(h.describe())),
+            _ => {
+                st.held = None;
+                st.generation += 1;
+                Ok(())
+            }
+        }
+    }
+
+    /// A mutating call with `op_id` may go ahead: no live lease, or the
+    /// lease of the run the id belongs to.
+    pub fn check_op(&self, op_id: &str) -> Result<(), LeaseError> {
+        match Self::live(&self.lock()) {
+            Some(h) if h.run_id != run_of(op_id) => Err(LeaseError::Held(format!(
+                "{}; operation {op_id} is not part of that run",
+                h.describe()
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// Records who drained (`Some(op_id)`) or undrained (`None`) the node.
+    pub fn note_drain(&self, op_id: Option<&str>) {
+        self.lock().drained_by = op_id.map(|id| run_of(id).to_string());
+    }
+
+    /// Arms the dead-man switch for lease `generation`.
+    pub fn arm(&self, generation: u64, iis: Arc<dyn Iis>) {
+        let leases = self.clone();
+        tokio::spawn(async move {
+            let Some(deadline) = leases
+                .lock()
+                .held
+                .as_ref()
+                .filter(|h| h.generation == generation)
+                .map(|h| h.expires)
+            else {
+                return;
+            };
+            tokio::time::sleep_until(deadline).await;
+            let expired = {
+                let mut st = leases.lock();
+                match &st.held {
+                    Some(h) if h.generation == generation => st.held.take(),
+                    _ => None, // renewed or released meanwhile
+                }
+            };
+            if let Some(h) = expired {
+                leases.expired(h, &*iis).await;
+            }
+        });
+    }
+
+    async fn expired(&self, h: Held, iis: &dyn Iis) {
+        let drained_by_run = self.lock().drained_by.as_deref() == Some(h.run_id.as_str());
+        let drained = !iis.health_file_present().await.unwrap_or(true);
+        let notice = if !(drained && drained_by_run) {
+            format!(
+                "lease of run {} ({}) expired; the node was not drained by it",
+                h.run_id, h.holder
+            )
+        } else {
+            match crate::selfprobe::sites_healthy(iis).await {
+                Ok(()) => match iis.set_health_file(true).await {
+                    Ok(()) => {
+                        self.note_drain(None);
+                        format!(
+                            "lease of run {} ({}) expired while it had the node drained; the sites are healthy: returned to rotation",
+                            h.run_id, h.holder
+                        )
+                    }
+                    Err(e) => format!(
+                        "lease of run {} ({}) expired while it had the node drained; could not return it: {e}",
+                        h.run_id, h.holder
+                    ),
+                },
+                Err(why) => format!(
+                    "lease of run {} ({}) expired while it had the node drained; left drained: {why}",
+                    h.run_id, h.holder
+                ),
+            }
+        };
+        tracing::warn!("{notice}");
+        self.lock().notice = notice;
+    }
+}
