@@ -20,6 +20,10 @@ pub struct Cli {
     /// too); without it the inventory's agent.tls is required.
     #[arg(long, global = true)]
     pub insecure: bool,
+    /// Where run journals are kept (default: $FARMCTL_STATE_DIR, else the
+    /// user's state directory, e.g. ~/.local/state/farmctl).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -38,6 +42,10 @@ pub enum Command {
     Drain(DrainArgs),
     /// Put one node back into rotation and wait until the LB sees it up.
     Undrain(DrainArgs),
+    /// List the runs in the journal directory, with their outcome.
+    Runs(RunsArgs),
+    /// Continue a run whose controller stopped (crash, kill, second Ctrl-C).
+    Resume(ResumeArgs),
     /// Make the farm's CA and the agents' and controllers' certificates.
     Certs(CertsArgs),
     /// Start a simulated 4-node farm and run a rolling recycle under traffic.
@@ -72,6 +80,23 @@ pub struct RolloutArgs {
     /// Do not ask for confirmation (needed when stdin is not a terminal).
     #[arg(short, long)]
     pub yes: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct RunsArgs {
+    #[arg(long, value_enum, default_value = "text")]
+    pub output: Output,
+}
+
+#[derive(Args, Debug)]
+pub struct ResumeArgs {
+    /// The run to continue; default the newest unfinished one.
+    pub run_id: Option<String>,
+    /// Inventory to use instead of the one the run started with.
+    #[arg(short, long, value_name = "FILE")]
+    pub inventory: Option<PathBuf>,
+    #[arg(long, value_enum, default_value = "text")]
+    pub output: Output,
 }
 
 #[derive(Args, Debug)]

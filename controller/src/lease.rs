@@ -22,6 +22,7 @@ pub struct LeaseSet {
 /// `user@host` of whoever runs farmctl.
 pub fn holder() -> String {
     let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
         .or_else(|_| std::env::var("USERNAME"))
         .unwrap_or_else(|_| "unknown".into());
     let host = std::env::var("HOSTNAME")

@@ -17,6 +17,7 @@ pub mod agent;
 pub mod cli;
 pub mod commands;
 pub mod exit;
+pub mod journal;
 pub mod lb;
 pub mod lease;
 pub mod preflight;

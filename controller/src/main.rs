@@ -17,6 +17,7 @@ fn main() {
     let settings = Settings {
         quiet: cli.quiet,
         insecure: cli.insecure,
+        state_dir: cli.state_dir.clone(),
         bars: !cli.quiet && std::io::stderr().is_terminal(),
     };
     let runtime = match tokio::runtime::Runtime::new() {
@@ -34,6 +35,8 @@ fn main() {
             Command::Reset(a) => commands::rollout::reset(a, &settings).await,
             Command::Drain(a) => commands::drain::run(a, true, &settings).await,
             Command::Undrain(a) => commands::drain::run(a, false, &settings).await,
+            Command::Runs(a) => commands::runs::run(a, &settings),
+            Command::Resume(a) => commands::resume::run(a, &settings).await,
             Command::Certs(a) => commands::certs::run(a, &settings),
             Command::Demo(a) => commands::demo::run(a, &settings).await,
         }

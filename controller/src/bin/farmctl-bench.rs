@@ -79,6 +79,7 @@ async fn bench(nodes: usize) -> Result<String, String> {
     let settings = Settings {
         quiet: true,
         insecure: false,
+        state_dir: Some(dir.path().join("state")),
         bars: false,
     };
     let started = Instant::now();

@@ -111,7 +111,16 @@ async fn demo(args: &DemoArgs, settings: &Settings, sandbox: &Sandbox) -> Comman
     } else {
         inv.app_pools.clone()
     };
-    let outcome = execute(&inv, &rollout, op, pools, settings, &*reporter).await;
+    let demo_settings = Settings {
+        quiet: settings.quiet,
+        insecure: settings.insecure,
+        bars: settings.bars,
+        state_dir: settings
+            .state_dir
+            .clone()
+            .or_else(|| Some(sandbox.dir.join("state"))),
+    };
+    let outcome = execute(&inv, &rollout, op, pools, &demo_settings, &*reporter).await;
     let traffic = traffic.stop().await;
     let mut report = outcome?;
     report.traffic = Some(traffic);

@@ -2,7 +2,9 @@
 pub mod certs;
 pub mod demo;
 pub mod drain;
+pub mod resume;
 pub mod rollout;
+pub mod runs;
 pub mod status;
 pub mod validate;
 
@@ -21,6 +23,8 @@ pub struct Settings {
     pub quiet: bool,
     /// Talk plaintext to agents (`--insecure`).
     pub insecure: bool,
+    /// Where run journals live (`--state-dir`).
+    pub state_dir: Option<std::path::PathBuf>,
     /// Progress bars (stderr is a terminal and not quiet).
     pub bars: bool,
 }

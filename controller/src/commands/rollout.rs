@@ -1,6 +1,7 @@
 //! `farmctl recycle` and `farmctl reset`: preflight, confirmation, then the
 //! rolling run.
 use std::io::IsTerminal;
+use std::sync::Arc;
 
 use farm_inventory::{validate::check_max_unavailable, Capacity, Inventory};
 
@@ -8,6 +9,7 @@ use crate::agent::Operation;
 use crate::cli::{Output, RecycleArgs, RolloutArgs};
 use crate::commands::{connect_agents, load_inventory, print_json, Settings};
 use crate::exit::{CommandError, CommandResult, ExitStatus};
+use crate::journal::{Journal, Record};
 use crate::report::{summary, Reporter, RunReport};
 use crate::rollout::engine::{self, Run};
 use crate::{lb, preflight};
@@ -124,31 +126,78 @@ pub async fn execute(
     let run_id = new_run_id();
     let reason = format!("farmctl {} of {} node(s)", op.as_str(), selected.len());
     let leases = crate::lease::acquire(inv, &agents, &run_id, &reason).await?;
-    match prepare(inv, args, op, &pools, &agents, &*lb, &selected, reporter).await {
+    let result = match prepare(inv, args, op, &pools, &agents, &*lb, &selected, reporter).await {
         Ok((already_out, batch_size, min_healthy)) => {
-            let run = Run {
-                run_id,
-                inventory: inv,
-                agents,
-                policy: engine::policy(inv, op, lb.drains()),
-                lb,
-                reporter,
-                pools,
-                selected,
-                already_out,
-                max_unavailable: batch_size,
-                min_healthy,
-                max_failures: inv.rollout.max_failures,
+            let header = Record::Run {
+                run_id: run_id.clone(),
+                action: op.as_str().into(),
+                inventory: std::path::absolute(&args.inv.inventory)
+                    .unwrap_or_else(|_| args.inv.inventory.clone()),
+                pools: pools.clone(),
+                nodes: selected
+                    .iter()
+                    .map(|&i| inv.nodes[i].name.clone())
+                    .collect(),
+                max_unavailable: args.max_unavailable.clone(),
+                started_at: crate::journal::now(),
+                holder: crate::lease::holder(),
             };
-            let report = run.execute().await;
-            leases.release().await;
-            Ok(report)
+            let state = crate::journal::state_dir(settings.state_dir.as_deref());
+            match Journal::create(&state, &header) {
+                Ok(journal) => {
+                    reporter.note(&format!("journal: {}", journal.path().display()));
+                    let run = Run {
+                        run_id,
+                        inventory: inv,
+                        agents,
+                        policy: engine::policy(inv, op, lb.drains()),
+                        lb,
+                        reporter,
+                        pools,
+                        selected,
+                        already_out,
+                        max_unavailable: batch_size,
+                        min_healthy,
+                        max_failures: inv.rollout.max_failures,
+                        journal: Some(Arc::new(journal)),
+                        resume: Default::default(),
+                        stop: None,
+                    };
+                    Ok(drive(run).await)
+                }
+                Err(e) => Err(CommandError::failed(format!(
+                    "could not start the run journal in {}: {e} (nothing was touched)",
+                    state.display()
+                ))),
+            }
         }
-        Err(e) => {
-            leases.release().await;
-            Err(e)
+        Err(e) => Err(e),
+    };
+    leases.release().await;
+    result
+}
+
+/// Runs `run`, listening for Ctrl-C: the first finishes the nodes at work
+/// and stops with every other node untouched; the second stops at once,
+/// leaving the journal for `farmctl resume`.
+pub async fn drive(mut run: Run<'_>) -> RunReport {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    run.stop = Some(stop_rx);
+    let run_id = run.run_id.clone();
+    let signals = tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_err() {
+            return;
         }
-    }
+        eprintln!("farmctl: stopping after the nodes at work are done (Ctrl-C again to stop now)");
+        stop_tx.send_replace(true);
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("farmctl: stopped at once; the journal is kept: `farmctl resume {run_id}` continues the run");
+            std::process::exit(ExitStatus::Failed.code());
+        }
+    });
+    let report = run.execute().await;
+    signals.abort();
+    report
 }
 
 /// Preflight, capacity and confirmation; returns the nodes already out,

@@ -10,7 +10,9 @@ use futures::future::join_all;
 
 use super::machine::{self, Action, Event, NodeState, Phase, Policy};
 use super::plan;
+use super::resume::{self, ResumePoint};
 use crate::agent::{AgentApi, Operation};
+use crate::journal::{Journal, Record};
 use crate::lb::{LoadBalancer, Target};
 use crate::probe;
 use crate::report::{NodeReport, Reporter, RunReport};
@@ -32,6 +34,18 @@ pub struct Run<'a> {
     pub max_unavailable: usize,
     pub min_healthy: usize,
     pub max_failures: u32,
+    /// Every transition is written here before it is acted on.
+    pub journal: Option<Arc<Journal>>,
+    /// Where each node stood when an earlier controller stopped (resume).
+    pub resume: HashMap<usize, ResumePoint>,
+    /// Set when the operator asked to stop: no new batch is started.
+    pub stop: Option<tokio::sync::watch::Receiver<bool>>,
+}
+
+/// What the node's loop does next: feed an event, or act.
+enum Step {
+    Event(Event),
+    Act(Action),
 }
 
 impl Run<'_> {
@@ -49,11 +63,42 @@ impl Run<'_> {
 
         let total = self.inventory.nodes.len();
         let mut reports: HashMap<usize, NodeReport> = HashMap::new();
-        let mut queue: std::collections::VecDeque<usize> = self.selected.iter().copied().collect();
         let mut failures = 0u32;
         let mut left_out = 0usize; // failed nodes we could not return
         let mut halted = None;
-        while !queue.is_empty() {
+        // Resuming: nodes that had finished stay as they were; nodes caught
+        // mid-way go first, together (they were out together before).
+        let mut queue = std::collections::VecDeque::new();
+        let mut mid_way = Vec::new();
+        for &i in &self.selected {
+            match self.resume.get(&i).map(|p| p.phase.as_str()) {
+                None | Some("pending") => queue.push_back(i),
+                Some("done") => {
+                    reports.insert(i, self.finished_before(i, "succeeded"));
+                }
+                Some("failed") => {
+                    failures += 1;
+                    reports.insert(i, self.finished_before(i, "failed"));
+                }
+                Some(_) => mid_way.push(i),
+            }
+        }
+        if !mid_way.is_empty() {
+            let done = join_all(mid_way.iter().map(|&i| self.run_node(i))).await;
+            for (i, r) in mid_way.into_iter().zip(done) {
+                if r.outcome == "failed" {
+                    failures += 1;
+                    left_out += usize::from(!r.in_rotation);
+                }
+                self.reporter.node_finished(&r);
+                reports.insert(i, r);
+            }
+        }
+        while !queue.is_empty() && failures <= self.max_failures {
+            if self.stop.as_ref().is_some_and(|s| *s.borrow()) {
+                halted = Some("stopped by the operator; later nodes were not touched".into());
+                break;
+            }
             let size = plan::next_batch_size(
                 total,
                 self.already_out.len() + left_out,
@@ -79,13 +124,12 @@ impl Run<'_> {
                 self.reporter.node_finished(&r);
                 reports.insert(i, r);
             }
-            if failures > self.max_failures {
-                halted = Some(format!(
-                    "{failures} node(s) failed (max_failures={}); later nodes were not touched",
-                    self.max_failures
-                ));
-                break;
-            }
+        }
+        if halted.is_none() && failures > self.max_failures {
+            halted = Some(format!(
+                "{failures} node(s) failed (max_failures={}); later nodes were not touched",
+                self.max_failures
+            ));
         }
         let nodes = self
             .selected
@@ -111,8 +155,55 @@ impl Run<'_> {
             nodes,
             traffic: None,
         };
+        if let Some(j) = &self.journal {
+            let end = Record::End {
+                t: crate::journal::now(),
+                outcome: report.outcome.clone(),
+                halted: report.halted.clone(),
+            };
+            if let Err(e) = j.append(&end) {
+                tracing::error!("could not write the end of the run to the journal: {e}");
+            }
+        }
         self.reporter.run_finished(&report);
         report
+    }
+
+    /// A node the journal says had finished before this (resumed) run.
+    fn finished_before(&self, i: usize, outcome: &str) -> NodeReport {
+        let detail = self.resume.get(&i).and_then(|p| p.detail.clone());
+        NodeReport {
+            name: self.node(i).name.clone(),
+            outcome: outcome.into(),
+            in_rotation: outcome == "succeeded",
+            error: detail,
+            ..Default::default()
+        }
+    }
+
+    /// Where the node's loop starts: a fresh node begins; a resumed one
+    /// repeats the action of its phase, unless the live node shows that an
+    /// interrupted operation already happened.
+    async fn start(&self, i: usize, agent: &dyn AgentApi) -> (NodeState, Step) {
+        let now = Instant::now();
+        let Some(point) = self.resume.get(&i) else {
+            return (NodeState::new(now), Step::Event(Event::Begin));
+        };
+        let Some((state, action)) = machine::resume_at(&point.phase, &self.policy, now) else {
+            return (NodeState::new(now), Step::Event(Event::Begin));
+        };
+        if let (Action::Operate { .. }, Some(before)) = (&action, &point.pids) {
+            if let Ok(view) = agent.status().await {
+                if let Some(report) = resume::evidence(self.policy.operation, before, &view) {
+                    self.reporter.detail(
+                        &self.node(i).name,
+                        "the interrupted operation had already happened (new worker PIDs)",
+                    );
+                    return (state, Step::Event(Event::Operated(report)));
+                }
+            }
+        }
+        (state, Step::Act(action))
     }
 
     fn node(&self, i: usize) -> &Node {
@@ -135,9 +226,15 @@ impl Run<'_> {
             report.error = Some(format!("no agent client for {}", node.name));
             return report;
         };
-        let mut state = NodeState::new(Instant::now());
-        let mut event = Event::Begin;
+        let (mut state, mut step) = self.start(i, &*agent).await;
+        if state.phase != Phase::Pending {
+            report.in_rotation = false;
+        }
         loop {
+            let event = match step {
+                Step::Event(e) => e,
+                Step::Act(a) => self.perform(i, &*agent, a, &mut report).await,
+            };
             let now = Instant::now();
             let (next, action) = machine::next(&self.policy, &state, event, now);
             if state.phase != Phase::Pending {
@@ -152,9 +249,22 @@ impl Run<'_> {
             if next.phase == Phase::Draining {
                 report.in_rotation = false;
             }
+            if let Err(e) = self.journal_phase(i, &*agent, &next).await {
+                // Without the journal a crash could not be recovered: stop
+                // before acting.
+                state = NodeState {
+                    phase: Phase::Failed {
+                        step: "journal",
+                        reason: format!("could not write the run journal: {e}"),
+                        restore: next.phase == Phase::Draining,
+                    },
+                    since: now,
+                };
+                break;
+            }
             state = next;
             let Some(action) = action else { break };
-            event = self.perform(i, &*agent, action, &mut report).await;
+            step = Step::Act(action);
         }
         match state.phase {
             Phase::Done => {
@@ -178,6 +288,39 @@ impl Run<'_> {
             _ => {}
         }
         report
+    }
+
+    /// Journals a node's new phase; entering `operating`, with the worker
+    /// PIDs of the moment, so resume can tell whether the operation ran.
+    async fn journal_phase(
+        &self,
+        i: usize,
+        agent: &dyn AgentApi,
+        next: &NodeState,
+    ) -> std::io::Result<()> {
+        let Some(j) = &self.journal else {
+            return Ok(());
+        };
+        let pids = if next.phase == Phase::Operating {
+            agent.status().await.ok().map(|v| {
+                v.pools
+                    .iter()
+                    .filter(|p| {
+                        self.pools.is_empty()
+                            || self.pools.iter().any(|q| q.eq_ignore_ascii_case(&p.name))
+                    })
+                    .filter(|p| !p.pids.is_empty())
+                    .map(|p| (p.name.clone(), p.pids.clone()))
+                    .collect()
+            })
+        } else {
+            None
+        };
+        let detail = match &next.phase {
+            Phase::Failed { step, reason, .. } => Some(format!("{step}: {reason}")),
+            _ => None,
+        };
+        j.phase(&self.node(i).name, next.phase.name(), pids, detail)
     }
 
     /// Puts back a node whose operation never ran, if it is healthy.

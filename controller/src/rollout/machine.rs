@@ -219,6 +219,43 @@ pub fn next(
     }
 }
 
+/// Where a resumed node picks up: the phase it was in when the controller
+/// stopped, and the action of that phase, done again. Every action is safe
+/// to repeat: drain and return are idempotent, the operation carries the
+/// same operation id (the agent answers with its first result), probes
+/// only look. `None` for a node that had not started or had finished.
+pub fn resume_at(phase: &str, policy: &Policy, now: Instant) -> Option<(NodeState, Action)> {
+    let (phase, action) = match phase {
+        "draining" => (Phase::Draining, Action::Drain),
+        "quiescing" => (
+            Phase::Quiescing,
+            Action::Quiesce {
+                deadline: now + policy.drain_timeout,
+            },
+        ),
+        "operating" => (
+            Phase::Operating,
+            Action::Operate {
+                deadline: now + policy.operation_timeout,
+            },
+        ),
+        "verifying" => (
+            Phase::Verifying,
+            Action::Probe {
+                deadline: now + policy.healthy_timeout,
+            },
+        ),
+        "returning" => (
+            Phase::Returning,
+            Action::Return {
+                deadline: now + policy.return_timeout,
+            },
+        ),
+        _ => return None,
+    };
+    Some((NodeState { phase, since: now }, action))
+}
+
 /// Proof that the operation happened, from the agent's own report: new
 /// worker PIDs for every pool that had one, or IIS services running.
 pub fn verify(op: Operation, r: &OperationReport) -> Result<(), (&'static str, String)> {
@@ -480,6 +517,33 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn resume_repeats_the_action_of_the_phase_it_stopped_in() {
+        let p = policy(true);
+        let now = Instant::now();
+        let (s, a) = resume_at("operating", &p, now).unwrap();
+        assert_eq!(s.phase, Phase::Operating);
+        assert_eq!(
+            a,
+            Action::Operate {
+                deadline: now + p.operation_timeout
+            }
+        );
+        assert_eq!(
+            resume_at("returning", &p, now).unwrap().1,
+            Action::Return {
+                deadline: now + p.return_timeout
+            }
+        );
+        assert_eq!(resume_at("draining", &p, now).unwrap().1, Action::Drain);
+        for not_mid_run in ["pending", "done", "failed", "nonsense"] {
+            assert!(resume_at(not_mid_run, &p, now).is_none());
+        }
+        // A resumed node then goes on as usual.
+        let (s, _) = resume_at("verifying", &p, now).unwrap();
+        assert_eq!(next(&p, &s, Event::Healthy, now).0.phase, Phase::Returning);
     }
 
     #[test]

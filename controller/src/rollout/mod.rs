@@ -3,3 +3,4 @@
 pub mod engine;
 pub mod machine;
 pub mod plan;
+pub mod resume;

@@ -1,0 +1,131 @@
+//! The controller killed with SIGKILL at many points of a rolling run, then
+//! `farmctl resume`: the farm ends whole and nothing is done twice.
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use farmctl::sandbox::SandboxSpec;
+
+fn journal_lines(state: &std::path::Path) -> usize {
+    let Ok(dir) = std::fs::read_dir(state.join("runs")) else {
+        return 0;
+    };
+    dir.filter_map(|e| e.ok())
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+        .map(|t| t.lines().count())
+        .sum()
+}
+
+fn count(farm: &Farm, event: &str) -> Vec<usize> {
+    let all = events(farm);
+    ["web01", "web02", "web03", "web04"]
+        .iter()
+        .map(|n| {
+            all.iter()
+                .filter(|e| e.node == *n && e.event == event)
+                .count()
+        })
+        .collect()
+}
+
+/// Starts `action`, kills the controller once its journal has `k` phase
+/// lines, resumes, and checks the farm.
+async fn kill_at(farm: &Farm, state: &std::path::Path, action: &str, k: usize, marker: &str) {
+    let before = count(farm, marker);
+    let inv = inventory(farm);
+    let state_arg = state.display().to_string();
+    let lines_before = journal_lines(state);
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_farmctl"))
+        .args(["--state-dir", &state_arg, action, "-i", &inv, "--yes", "-q"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    // +1: the run header.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while journal_lines(state) < lines_before + 1 + k {
+        assert!(
+            Instant::now() < deadline,
+            "{action}: the journal never reached {k} lines"
+        );
+        if let Ok(Some(s)) = child.try_wait() {
+            panic!("{action} finished ({s}) before it was killed at {k}");
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    child.start_kill().unwrap(); // SIGKILL
+    let _ = child.wait().await;
+
+    let out = farmctl(&["--state-dir", &state_arg, "resume", "--output", "json"]).await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{action} killed at {k}: {}",
+        stderr(&out)
+    );
+    assert_eq!(json(&out)["outcome"], "succeeded");
+
+    let st = status(farm).await;
+    for i in 0..4 {
+        let n = &st["nodes"][i];
+        assert_eq!(n["drained"], false, "{action} killed at {k}: {n:#}");
+        assert_eq!(n["lb_state"], "UP", "{action} killed at {k}: {n:#}");
+        assert_eq!(
+            n["services"]["W3SVC"], "RUNNING",
+            "{action} killed at {k}: {n:#}"
+        );
+        assert_eq!(
+            n["services"]["WAS"], "RUNNING",
+            "{action} killed at {k}: {n:#}"
+        );
+        assert_eq!(n["healthy"], true, "{action} killed at {k}: {n:#}");
+    }
+    let after = count(farm, marker);
+    let done: Vec<usize> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
+    assert_eq!(
+        done,
+        [1, 1, 1, 1],
+        "{action} killed at {k}: `{marker}` per node"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_controller_anywhere_then_resuming_leaves_the_farm_whole() {
+    let farm = farm(SandboxSpec {
+        lb_kind: "haproxy".into(),
+        ..SandboxSpec::default()
+    })
+    .await;
+    let state = farm.sandbox.dir.join("state");
+    // One node goes through draining, quiescing, operating, verifying,
+    // returning, done: 6 lines; kill in each of them and later on.
+    for k in [1, 2, 3, 4, 5, 6, 9, 16] {
+        kill_at(&farm, &state, "recycle", k, "recycle").await;
+    }
+    // A reset killed while operating (the agent finishes it on its own)
+    // and while returning.
+    for k in [3, 11] {
+        kill_at(&farm, &state, "reset", k, "iis_start").await;
+    }
+    let runs = farmctl(&[
+        "--state-dir",
+        &state.display().to_string(),
+        "runs",
+        "--output",
+        "json",
+    ])
+    .await;
+    let runs = json(&runs);
+    assert_eq!(runs["runs"].as_array().unwrap().len(), 10);
+    assert!(
+        runs["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["outcome"] == "succeeded"),
+        "{runs:#}"
+    );
+}
