@@ -80,6 +80,9 @@ pub struct RolloutArgs {
     /// Do not ask for confirmation (needed when stdin is not a terminal).
     #[arg(short, long)]
     pub yes: bool,
+    /// Do one node first, then ask whether to go on (needs a terminal).
+    #[arg(long)]
+    pub canary: bool,
 }
 
 #[derive(Args, Debug)]

@@ -126,7 +126,12 @@ impl Reporter for Bars {
     fn note(&self, message: &str) {
         let _ = self.multi.println(message);
     }
-    fn run_finished(&self, _: &crate::report::RunReport) {
-        self.overall.finish();
+    fn run_finished(&self, report: &crate::report::RunReport) {
+        // A halted run keeps its bar where it stopped.
+        if report.succeeded() {
+            self.overall.finish();
+        } else {
+            self.overall.abandon();
+        }
     }
 }

@@ -21,6 +21,8 @@ pub struct SandboxSpec {
     /// The LB's detection time (health-file).
     pub detection: Duration,
     pub max_unavailable: String,
+    /// Extra `rollout:` lines for the inventory (e.g. `  max_failures: 1\n`).
+    pub rollout_extra: String,
     pub min_healthy: String,
     pub drain_timeout: Duration,
     pub healthy_timeout: Duration,
@@ -39,6 +41,7 @@ impl Default for SandboxSpec {
             haproxy: false,
             detection: Duration::from_millis(300),
             max_unavailable: "1".into(),
+            rollout_extra: String::new(),
             min_healthy: "50%".into(),
             drain_timeout: Duration::from_secs(30),
             healthy_timeout: Duration::from_secs(20),
@@ -372,11 +375,12 @@ fn inventory_yaml(
         ));
     }
     y.push_str(&format!(
-        "sites:\n  - name: shop\n    host: {SITE_HOST}\n    probe:\n      path: /\n      expect_status: 200\n      expect_body: \"pool={POOL}\"\n      timeout: 2s\n      interval: 100ms\n      successes: 3\napp_pools: [{POOL}]\nrollout:\n  max_unavailable: {}\n  min_healthy: \"{}\"\n  drain_timeout: {}\n  healthy_timeout: {}\n  operation_timeout: 60s\n",
+        "sites:\n  - name: shop\n    host: {SITE_HOST}\n    probe:\n      path: /\n      expect_status: 200\n      expect_body: \"pool={POOL}\"\n      timeout: 2s\n      interval: 100ms\n      successes: 3\napp_pools: [{POOL}]\nrollout:\n  max_unavailable: {}\n  min_healthy: \"{}\"\n  drain_timeout: {}\n  healthy_timeout: {}\n  operation_timeout: 60s\n{}",
         spec.max_unavailable,
         spec.min_healthy,
         humantime::format_duration(spec.drain_timeout),
         humantime::format_duration(spec.healthy_timeout),
+        spec.rollout_extra,
     ));
     y
 }

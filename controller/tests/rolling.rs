@@ -290,3 +290,40 @@ async fn an_unreachable_agent_is_refused_before_anything_is_touched() {
     assert_eq!(st["nodes"][1]["reachable"], false);
     assert_eq!(st["nodes"][0]["reachable"], true);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn within_the_failure_budget_the_run_goes_on_around_the_failed_node() {
+    let mut spec = SandboxSpec {
+        healthy_timeout: Duration::from_secs(2),
+        max_unavailable: "2".into(),
+        rollout_extra: "  max_failures: 1\n".into(),
+        ..SandboxSpec::default()
+    };
+    spec.sim_extra
+        .insert(1, "faults:\n  never_healthy: true\n".into());
+    let farm = farm(spec).await;
+    let out = farmctl(&[
+        "recycle",
+        "-i",
+        &inventory(&farm),
+        "--yes",
+        "--output",
+        "json",
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let report = json(&out);
+    let outcomes: Vec<&str> = (0..4)
+        .map(|i| report["nodes"][i]["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(outcomes, ["succeeded", "failed", "succeeded", "succeeded"]);
+    assert!(report["halted"].is_null(), "{report:#}");
+    assert_eq!(report["nodes"][1]["in_rotation"], false);
+    // web02 stayed out, so only one more node could go at a time.
+    assert_eq!(max_drained_at_once(&events(&farm)), 2);
+    let st = status(&farm).await;
+    let drained: Vec<bool> = (0..4)
+        .map(|i| st["nodes"][i]["drained"].as_bool().unwrap())
+        .collect();
+    assert_eq!(drained, [false, true, false, false]);
+}

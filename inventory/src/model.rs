@@ -139,6 +139,53 @@ impl std::fmt::Display for Capacity {
     }
 }
 
+/// Nodes out of rotation at once, per batch: one value for every batch,
+/// or a ramp (`[1, 2, "25%"]`: the first batch takes 1 node, the second 2,
+/// every later one 25% of the farm).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ramp(pub Vec<Capacity>);
+
+impl Ramp {
+    pub fn single(c: Capacity) -> Ramp {
+        Ramp(vec![c])
+    }
+
+    /// The node counts per step for a farm of `nodes`: percentages round
+    /// down but never below one.
+    pub fn resolve(&self, nodes: usize) -> Vec<usize> {
+        self.0.iter().map(|c| c.of(nodes).max(1)).collect()
+    }
+
+    /// `2`, `25%` or `1,2,25%`.
+    pub fn parse(text: &str) -> Result<Ramp, String> {
+        let steps = text
+            .split(',')
+            .map(Capacity::parse)
+            .collect::<Result<Vec<_>, _>>()?;
+        if steps.is_empty() {
+            return Err("empty".into());
+        }
+        Ok(Ramp(steps))
+    }
+}
+
+impl std::fmt::Display for Ramp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let parts: Vec<String> = self.0.iter().map(Capacity::to_string).collect();
+        f.write_str(&parts.join(","))
+    }
+}
+
+/// What happens when failures exceed `max_failures`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnFailure {
+    /// Stop: later nodes are not touched.
+    Halt,
+    /// Go on with the other nodes (failed ones stay out; capacity is still
+    /// kept); the run is reported failed.
+    Continue,
+}
+
 /// What to do when a node still has work in flight at `drain_timeout`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OnDrainTimeout {
@@ -150,7 +197,7 @@ pub enum OnDrainTimeout {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Rollout {
-    pub max_unavailable: Capacity,
+    pub max_unavailable: Ramp,
     pub min_healthy: Capacity,
     pub drain_timeout: Duration,
     pub on_drain_timeout: OnDrainTimeout,
@@ -159,15 +206,18 @@ pub struct Rollout {
     /// Upper bound for the recycle or reset on one node.
     pub operation_timeout: Duration,
     pub max_failures: u32,
+    pub on_failure: OnFailure,
+    /// Wait between batches (to watch the farm), if any.
+    pub pause: Option<Duration>,
     /// How long an agent keeps a run's lease without renewal; if the
     /// controller dies, the agents take over after this.
     pub lease_ttl: Duration,
 }
 
 impl Rollout {
-    /// Nodes that may be out of rotation at once, for a farm of `nodes`:
-    /// percentages round down but never below one.
+    /// Nodes that may be out of rotation in the first batch, for a farm of
+    /// `nodes`: percentages round down but never below one.
     pub fn batch_size(&self, nodes: usize) -> usize {
-        self.max_unavailable.of(nodes).max(1)
+        self.max_unavailable.resolve(nodes)[0]
     }
 }

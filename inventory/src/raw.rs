@@ -94,7 +94,8 @@ pub struct RawProbe {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRollout {
-    /// A count (`1`) or a percentage of the nodes (`"25%"`).
+    /// A count (`1`), a percentage of the nodes (`"25%"`), or a ramp of
+    /// them per batch (`[1, 2, "25%"]`).
     pub max_unavailable: Option<serde_yaml::Value>,
     /// A count or a percentage; nodes that must stay in rotation.
     pub min_healthy: Option<serde_yaml::Value>,
@@ -103,5 +104,7 @@ pub struct RawRollout {
     pub healthy_timeout: Option<String>,
     pub operation_timeout: Option<String>,
     pub max_failures: Option<i64>,
+    pub on_failure: Option<String>,
+    pub pause: Option<String>,
     pub lease_ttl: Option<String>,
 }

@@ -381,12 +381,35 @@ fn probe(errors: &mut Errors, at: &str, p: &RawProbe) -> Probe {
 }
 
 fn rollout(errors: &mut Errors, r: &RawRollout, node_count: usize) -> Rollout {
-    let max_unavailable = errors
-        .capacity("rollout.max_unavailable", r.max_unavailable.as_ref())
-        .unwrap_or(Capacity::Count(1));
-    if let Err(m) = check_max_unavailable(max_unavailable, node_count) {
-        errors.add("rollout.max_unavailable", m);
-    }
+    let max_unavailable = match r.max_unavailable.as_ref() {
+        Some(serde_yaml::Value::Sequence(steps)) if steps.is_empty() => {
+            errors.add("rollout.max_unavailable", "a ramp needs at least one step");
+            Ramp::single(Capacity::Count(1))
+        }
+        Some(serde_yaml::Value::Sequence(steps)) => Ramp(
+            steps
+                .iter()
+                .enumerate()
+                .map(|(i, v)| {
+                    let at = format!("rollout.max_unavailable[{i}]");
+                    let c = errors.capacity(&at, Some(v)).unwrap_or(Capacity::Count(1));
+                    if let Err(m) = check_max_unavailable(c, node_count) {
+                        errors.add(at, m);
+                    }
+                    c
+                })
+                .collect(),
+        ),
+        other => {
+            let c = errors
+                .capacity("rollout.max_unavailable", other)
+                .unwrap_or(Capacity::Count(1));
+            if let Err(m) = check_max_unavailable(c, node_count) {
+                errors.add("rollout.max_unavailable", m);
+            }
+            Ramp::single(c)
+        }
+    };
     let min_healthy = errors
         .capacity("rollout.min_healthy", r.min_healthy.as_ref())
         .unwrap_or(Capacity::Count(if node_count > 1 { 1 } else { 0 }));
@@ -407,6 +430,21 @@ fn rollout(errors: &mut Errors, r: &RawRollout, node_count: usize) -> Rollout {
             OnDrainTimeout::Fail
         }
     };
+    let on_failure = match r.on_failure.as_deref() {
+        None | Some("halt") => OnFailure::Halt,
+        Some("continue") => OnFailure::Continue,
+        Some(other) => {
+            errors.add(
+                "rollout.on_failure",
+                format!("`{other}` is not `halt` or `continue`"),
+            );
+            OnFailure::Halt
+        }
+    };
+    let pause = r
+        .pause
+        .as_deref()
+        .map(|p| errors.duration("rollout.pause", Some(p), Duration::ZERO));
     let max_failures = match r.max_failures {
         None => 0,
         Some(n) if n >= 0 && n <= u32::MAX as i64 => n as u32,
@@ -435,6 +473,8 @@ fn rollout(errors: &mut Errors, r: &RawRollout, node_count: usize) -> Rollout {
             Duration::from_secs(300),
         ),
         max_failures,
+        on_failure,
+        pause,
         lease_ttl: errors.duration(
             "rollout.lease_ttl",
             r.lease_ttl.as_deref(),

@@ -1,5 +1,5 @@
 //! Inventory validation: every error reported, each with its place.
-use farm_inventory::{parse, Capacity, InventoryError, LoadBalancer};
+use farm_inventory::{parse, Capacity, InventoryError, LoadBalancer, OnFailure, Ramp};
 
 const GOOD: &str = r#"
 farm: shop
@@ -36,7 +36,10 @@ fn good_inventory_with_defaults() {
     assert_eq!(inv.nodes[1].agent, "10.0.0.2:9000");
     assert_eq!(inv.nodes[0].lb_server, "web01");
     assert_eq!(inv.nodes[1].http_port, 8080);
-    assert_eq!(inv.rollout.max_unavailable, Capacity::Percent(50));
+    assert_eq!(
+        inv.rollout.max_unavailable,
+        Ramp::single(Capacity::Percent(50))
+    );
     assert_eq!(inv.rollout.batch_size(2), 1);
     assert_eq!(inv.rollout.drain_timeout.as_secs(), 90);
     assert_eq!(inv.sites[0].probe.timeout.as_millis(), 1500);
@@ -120,8 +123,8 @@ fn max_unavailable_above_node_count() {
     );
     let e = errors(&GOOD.replace("\"50%\"", "\"150%\""));
     assert!(has(&e, "rollout.max_unavailable", "100%"), "{e:?}");
-    let e = errors(&GOOD.replace("\"50%\"", "[1]"));
-    assert!(has(&e, "rollout.max_unavailable", "a list"), "{e:?}");
+    let e = errors(&GOOD.replace("\"50%\"", "{a: 1}"));
+    assert!(has(&e, "rollout.max_unavailable", "a mapping"), "{e:?}");
 }
 
 #[test]
@@ -187,4 +190,35 @@ fn tls_paths_are_relative_to_the_inventory_file() {
         "agent:\n  tls: {ca: \"\", cert: c, key: k}\nnodes:\n",
     ));
     assert!(has(&e, "agent.tls.ca", "file path"), "{e:?}");
+}
+
+#[test]
+fn ramps_failure_policy_and_pause() {
+    let text = GOOD.replace("\"50%\"", "[1, \"100%\"]").replace(
+        "  drain_timeout: 1m30s\n",
+        "  drain_timeout: 1m30s\n  on_failure: continue\n  max_failures: 1\n  pause: 10s\n",
+    );
+    let inv = parse(&text).unwrap();
+    assert_eq!(
+        inv.rollout.max_unavailable,
+        Ramp(vec![Capacity::Count(1), Capacity::Percent(100)])
+    );
+    assert_eq!(inv.rollout.max_unavailable.resolve(2), [1, 2]);
+    assert_eq!(inv.rollout.on_failure, OnFailure::Continue);
+    assert_eq!(inv.rollout.pause, Some(std::time::Duration::from_secs(10)));
+    let e = errors(&GOOD.replace("\"50%\"", "[1, 0, 5]"));
+    assert!(has(&e, "rollout.max_unavailable[1]", "at least 1"), "{e:?}");
+    assert!(
+        has(&e, "rollout.max_unavailable[2]", "more than the farm's 2"),
+        "{e:?}"
+    );
+    let e = errors(&GOOD.replace("\"50%\"", "[]"));
+    assert!(
+        has(&e, "rollout.max_unavailable", "at least one step"),
+        "{e:?}"
+    );
+    let e = errors(&GOOD.replace("  drain_timeout: 1m30s\n", "  on_failure: retry\n"));
+    assert!(has(&e, "rollout.on_failure", "`retry`"), "{e:?}");
+    assert_eq!(Ramp::parse("1,2,25%").unwrap().resolve(8), [1, 2, 2]);
+    assert!(Ramp::parse("1,,2").is_err());
 }

@@ -74,6 +74,7 @@ async fn bench(nodes: usize) -> Result<String, String> {
         },
         nodes: Vec::new(),
         max_unavailable: None,
+        canary: false,
         yes: true,
     };
     let settings = Settings {

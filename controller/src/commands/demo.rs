@@ -99,6 +99,7 @@ async fn demo(args: &DemoArgs, settings: &Settings, sandbox: &Sandbox) -> Comman
         },
         nodes: Vec::new(),
         max_unavailable: None,
+        canary: false,
         yes: true,
     };
     let op = if args.reset {

@@ -3,14 +3,14 @@
 use std::io::IsTerminal;
 use std::sync::Arc;
 
-use farm_inventory::{validate::check_max_unavailable, Capacity, Inventory};
+use farm_inventory::{validate::check_max_unavailable, Inventory, Ramp};
 
 use crate::agent::Operation;
 use crate::cli::{Output, RecycleArgs, RolloutArgs};
 use crate::commands::{connect_agents, load_inventory, print_json, Settings};
 use crate::exit::{CommandError, CommandResult, ExitStatus};
 use crate::journal::{Journal, Record};
-use crate::report::{summary, Reporter, RunReport};
+use crate::report::{summary, NodeReport, Reporter, RunReport};
 use crate::rollout::engine::{self, Run};
 use crate::{lb, preflight};
 
@@ -67,15 +67,16 @@ pub fn finish(report: &RunReport, output: Output) -> CommandResult {
 }
 
 /// `--max-unavailable`, checked, or the inventory's.
-fn max_unavailable(inv: &Inventory, args: &RolloutArgs) -> Result<Capacity, CommandError> {
+fn max_unavailable(inv: &Inventory, args: &RolloutArgs) -> Result<Ramp, CommandError> {
     let Some(text) = &args.max_unavailable else {
-        return Ok(inv.rollout.max_unavailable);
+        return Ok(inv.rollout.max_unavailable.clone());
     };
-    let c = Capacity::parse(text)
-        .map_err(|e| CommandError::bad_input(format!("--max-unavailable: {e}")))?;
-    check_max_unavailable(c, inv.nodes.len())
-        .map_err(|e| CommandError::bad_input(format!("--max-unavailable: {e}")))?;
-    Ok(c)
+    let bad = |e: String| CommandError::bad_input(format!("--max-unavailable {text}: {e}"));
+    let ramp = Ramp::parse(text).map_err(bad)?;
+    for c in &ramp.0 {
+        check_max_unavailable(*c, inv.nodes.len()).map_err(bad)?;
+    }
+    Ok(ramp)
 }
 
 /// Node indices named by `--nodes`, in inventory order (all when empty).
@@ -117,6 +118,11 @@ pub async fn execute(
     reporter: &dyn Reporter,
 ) -> Result<RunReport, CommandError> {
     max_unavailable(inv, args)?;
+    if args.canary && !std::io::stdin().is_terminal() {
+        return Err(CommandError::bad_input(
+            "--canary asks for confirmation after the first node: it needs a terminal",
+        ));
+    }
     let selected = select_nodes(inv, &args.nodes)?;
     let lb = lb::from_inventory(inv).map_err(|e| CommandError::bad_input(e.to_string()))?;
     let agents = connect_agents(inv, settings)?;
@@ -127,7 +133,7 @@ pub async fn execute(
     let reason = format!("farmctl {} of {} node(s)", op.as_str(), selected.len());
     let leases = crate::lease::acquire(inv, &agents, &run_id, &reason).await?;
     let result = match prepare(inv, args, op, &pools, &agents, &*lb, &selected, reporter).await {
-        Ok((already_out, batch_size, min_healthy)) => {
+        Ok((already_out, steps, min_healthy)) => {
             let header = Record::Run {
                 run_id: run_id.clone(),
                 action: op.as_str().into(),
@@ -156,9 +162,15 @@ pub async fn execute(
                         pools,
                         selected,
                         already_out,
-                        max_unavailable: batch_size,
+                        max_unavailable: steps,
                         min_healthy,
                         max_failures: inv.rollout.max_failures,
+                        on_failure: inv.rollout.on_failure,
+                        pause: inv.rollout.pause,
+                        canary: args.canary.then(|| {
+                            Box::new(confirm_canary)
+                                as Box<dyn Fn(&NodeReport) -> bool + Send + Sync>
+                        }),
                         journal: Some(Arc::new(journal)),
                         resume: Default::default(),
                         stop: None,
@@ -212,7 +224,7 @@ async fn prepare(
     lb: &dyn crate::lb::LoadBalancer,
     selected: &[usize],
     reporter: &dyn Reporter,
-) -> Result<(Vec<usize>, usize, usize), CommandError> {
+) -> Result<(Vec<usize>, Vec<usize>, usize), CommandError> {
     let total = inv.nodes.len();
     let max_unavailable = max_unavailable(inv, args)?;
     reporter.note(&format!("preflight: checking {} node(s)", total));
@@ -237,23 +249,34 @@ async fn prepare(
                 .join("\n")
         )));
     }
-    let batch_size = max_unavailable.of(total).max(1);
+    let steps = max_unavailable.resolve(total);
     let min_healthy = inv.rollout.min_healthy.of(total);
-    let batches = crate::rollout::plan::batches(
-        selected,
-        total,
-        pf.already_out.len(),
-        batch_size,
-        min_healthy,
-    )
-    .map_err(|e| {
-        CommandError::refused(format!("capacity check refused the {}: {e}", op.as_str()))
-    })?;
+    let batches =
+        crate::rollout::plan::batches(selected, total, pf.already_out.len(), &steps, min_healthy)
+            .map_err(|e| {
+            CommandError::refused(format!("capacity check refused the {}: {e}", op.as_str()))
+        })?;
 
     if !args.yes {
         confirm(inv, op, selected, batches.len())?;
     }
-    Ok((pf.already_out, batch_size, min_healthy))
+    Ok((pf.already_out, steps, min_healthy))
+}
+
+/// After the canary node: go on with the rest?
+fn confirm_canary(canary: &NodeReport) -> bool {
+    let pids: Vec<String> = canary
+        .pids_after
+        .iter()
+        .map(|(pool, p)| format!("{pool} {p:?}"))
+        .collect();
+    eprint!(
+        "canary {} is back in rotation ({}). Go on with the other nodes? [y/N] ",
+        canary.name,
+        pids.join(", ")
+    );
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer).is_ok() && matches!(answer.trim(), "y" | "Y" | "yes")
 }
 
 fn confirm(

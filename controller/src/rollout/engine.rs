@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use farm_inventory::{Inventory, Node};
+use farm_inventory::{Inventory, Node, OnFailure};
 use futures::future::join_all;
 
 use super::machine::{self, Action, Event, NodeState, Phase, Policy};
@@ -31,9 +31,16 @@ pub struct Run<'a> {
     pub selected: Vec<usize>,
     /// Nodes out of rotation before the run (skipped, but counted).
     pub already_out: Vec<usize>,
-    pub max_unavailable: usize,
+    /// Nodes out at once per batch (a ramp; the last step repeats).
+    pub max_unavailable: Vec<usize>,
     pub min_healthy: usize,
     pub max_failures: u32,
+    pub on_failure: OnFailure,
+    /// Wait between batches.
+    pub pause: Option<Duration>,
+    /// Canary: the first batch is one node, then this is asked whether to
+    /// go on (the command asks the operator).
+    pub canary: Option<Box<dyn Fn(&NodeReport) -> bool + Send + Sync + 'a>>,
     /// Every transition is written here before it is acted on.
     pub journal: Option<Arc<Journal>>,
     /// Where each node stood when an earlier controller stopped (resume).
@@ -94,18 +101,33 @@ impl Run<'_> {
                 reports.insert(i, r);
             }
         }
-        while !queue.is_empty() && failures <= self.max_failures {
+        let mut batch_no = 0;
+        while !queue.is_empty()
+            && (failures <= self.max_failures || self.on_failure == OnFailure::Continue)
+        {
+            if batch_no > 0 {
+                if let Some(pause) = self.pause {
+                    self.reporter.note(&format!(
+                        "pausing {} before the next batch",
+                        humantime::format_duration(pause)
+                    ));
+                    self.wait_or_stop(pause).await;
+                }
+            }
             if self.stop.as_ref().is_some_and(|s| *s.borrow()) {
                 halted = Some("stopped by the operator; later nodes were not touched".into());
                 break;
             }
-            let size = plan::next_batch_size(
+            let mut size = plan::next_batch_size(
                 total,
                 self.already_out.len() + left_out,
-                self.max_unavailable,
+                plan::step(&self.max_unavailable, batch_no),
                 self.min_healthy,
                 queue.len(),
             );
+            if batch_no == 0 && self.canary.is_some() {
+                size = size.min(1);
+            }
             if size == 0 {
                 halted = Some(format!(
                     "{left_out} failed node(s) are out of rotation; going on would break max_unavailable/min_healthy"
@@ -124,6 +146,17 @@ impl Run<'_> {
                 self.reporter.node_finished(&r);
                 reports.insert(i, r);
             }
+            if let (0, Some(confirm)) = (batch_no, &self.canary) {
+                let canary = reports.values().next().cloned().unwrap_or_default();
+                if canary.outcome == "succeeded" && !queue.is_empty() && !confirm(&canary) {
+                    halted = Some(format!(
+                        "stopped after the canary {} (not confirmed)",
+                        canary.name
+                    ));
+                    break;
+                }
+            }
+            batch_no += 1;
         }
         if halted.is_none() && failures > self.max_failures {
             halted = Some(format!(
@@ -167,6 +200,17 @@ impl Run<'_> {
         }
         self.reporter.run_finished(&report);
         report
+    }
+
+    /// Waits `d`, or less if the operator asks to stop.
+    async fn wait_or_stop(&self, d: Duration) {
+        match &self.stop {
+            Some(stop) => {
+                let mut stop = stop.clone();
+                let _ = tokio::time::timeout(d, stop.wait_for(|s| *s)).await;
+            }
+            None => tokio::time::sleep(d).await,
+        }
     }
 
     /// A node the journal says had finished before this (resumed) run.
