@@ -167,10 +167,9 @@ pub async fn execute(
                         max_failures: inv.rollout.max_failures,
                         on_failure: inv.rollout.on_failure,
                         pause: inv.rollout.pause,
-                        canary: args.canary.then(|| {
-                            Box::new(confirm_canary)
-                                as Box<dyn Fn(&NodeReport) -> bool + Send + Sync>
-                        }),
+                        canary: args
+                            .canary
+                            .then(|| Box::new(confirm_canary) as engine::CanaryConfirm),
                         journal: Some(Arc::new(journal)),
                         resume: Default::default(),
                         stop: None,

@@ -17,6 +17,9 @@ use crate::lb::{LoadBalancer, Target};
 use crate::probe;
 use crate::report::{NodeReport, Reporter, RunReport};
 
+/// Asked after the canary node: go on with the others?
+pub type CanaryConfirm<'a> = Box<dyn Fn(&NodeReport) -> bool + Send + Sync + 'a>;
+
 /// Everything a run needs, resolved before it starts.
 pub struct Run<'a> {
     pub run_id: String,
@@ -40,7 +43,7 @@ pub struct Run<'a> {
     pub pause: Option<Duration>,
     /// Canary: the first batch is one node, then this is asked whether to
     /// go on (the command asks the operator).
-    pub canary: Option<Box<dyn Fn(&NodeReport) -> bool + Send + Sync + 'a>>,
+    pub canary: Option<CanaryConfirm<'a>>,
     /// Every transition is written here before it is acted on.
     pub journal: Option<Arc<Journal>>,
     /// Where each node stood when an earlier controller stopped (resume).
