@@ -83,6 +83,11 @@ pub struct RolloutArgs {
     /// Do one node first, then ask whether to go on (needs a terminal).
     #[arg(long)]
     pub canary: bool,
+    /// Maintenance window, `02:00-05:00` or `02:00-05:00 Europe/Berlin`
+    /// (overrides rollout.window): refused outside it, and no node is
+    /// started that would not finish in it.
+    #[arg(long, value_name = "HH:MM-HH:MM [ZONE]")]
+    pub window: Option<String>,
 }
 
 #[derive(Args, Debug)]

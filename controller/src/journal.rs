@@ -225,6 +225,27 @@ pub fn list(state: &Path) -> Vec<LoadedRun> {
     paths.iter().filter_map(|p| load(p).ok()).collect()
 }
 
+/// Used when no past run tells how long a node takes.
+pub const DEFAULT_NODE_ESTIMATE: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// How long one node of `action` takes, from the finished nodes of past
+/// runs (the mean), and where the figure comes from.
+pub fn estimate_per_node(state: &Path, action: &str) -> (std::time::Duration, String) {
+    let samples: Vec<f64> = list(state)
+        .iter()
+        .filter(|r| matches!(&r.header, Record::Run { action: a, .. } if a == action))
+        .flat_map(|r| r.node_seconds.iter().copied())
+        .collect();
+    if samples.is_empty() {
+        return (DEFAULT_NODE_ESTIMATE, "no past runs: default".into());
+    }
+    let mean = samples.iter().sum::<f64>() / samples.len() as f64;
+    (
+        std::time::Duration::from_secs_f64(mean),
+        format!("mean of {} node(s) in past {action} runs", samples.len()),
+    )
+}
+
 /// The journal of `run_id`, or the newest unfinished run.
 pub fn find(state: &Path, run_id: Option<&str>) -> Result<LoadedRun, String> {
     match run_id {

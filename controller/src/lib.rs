@@ -27,6 +27,7 @@ pub mod report;
 pub mod rollout;
 pub mod sandbox;
 pub mod traffic;
+pub mod window;
 
 /// Logs to stderr at `default_level`; `RUST_LOG` overrides.
 pub fn init_logging(default_level: &str) {

@@ -18,6 +18,7 @@ fn main() {
         quiet: cli.quiet,
         insecure: cli.insecure,
         state_dir: cli.state_dir.clone(),
+        clock: farmctl::window::system_clock(),
         bars: !cli.quiet && std::io::stderr().is_terminal(),
     };
     let runtime = match tokio::runtime::Runtime::new() {

@@ -16,6 +16,9 @@ pub mod error;
 pub mod model;
 pub mod raw;
 pub mod validate;
+pub mod window;
+
+pub use window::Window;
 
 pub use error::{InventoryError, LoadError};
 pub use model::*;

@@ -209,6 +209,8 @@ pub struct Rollout {
     pub on_failure: OnFailure,
     /// Wait between batches (to watch the farm), if any.
     pub pause: Option<Duration>,
+    /// The maintenance window runs must keep to, if any.
+    pub window: Option<crate::Window>,
     /// How long an agent keeps a run's lease without renewal; if the
     /// controller dies, the agents take over after this.
     pub lease_ttl: Duration,

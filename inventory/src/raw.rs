@@ -105,6 +105,8 @@ pub struct RawRollout {
     pub operation_timeout: Option<String>,
     pub max_failures: Option<i64>,
     pub on_failure: Option<String>,
+    /// `02:00-05:00` or `02:00-05:00 Europe/Berlin`.
+    pub window: Option<String>,
     pub pause: Option<String>,
     pub lease_ttl: Option<String>,
 }

@@ -475,6 +475,11 @@ fn rollout(errors: &mut Errors, r: &RawRollout, node_count: usize) -> Rollout {
         max_failures,
         on_failure,
         pause,
+        window: r.window.as_deref().and_then(|w| {
+            crate::Window::parse(w)
+                .map_err(|e| errors.add("rollout.window", e))
+                .ok()
+        }),
         lease_ttl: errors.duration(
             "rollout.lease_ttl",
             r.lease_ttl.as_deref(),

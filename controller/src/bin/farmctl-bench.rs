@@ -75,12 +75,14 @@ async fn bench(nodes: usize) -> Result<String, String> {
         nodes: Vec::new(),
         max_unavailable: None,
         canary: false,
+        window: None,
         yes: true,
     };
     let settings = Settings {
         quiet: true,
         insecure: false,
         state_dir: Some(dir.path().join("state")),
+        clock: farmctl::window::system_clock(),
         bars: false,
     };
     let started = Instant::now();

@@ -100,6 +100,7 @@ async fn demo(args: &DemoArgs, settings: &Settings, sandbox: &Sandbox) -> Comman
         nodes: Vec::new(),
         max_unavailable: None,
         canary: false,
+        window: None,
         yes: true,
     };
     let op = if args.reset {
@@ -120,6 +121,7 @@ async fn demo(args: &DemoArgs, settings: &Settings, sandbox: &Sandbox) -> Comman
             .state_dir
             .clone()
             .or_else(|| Some(sandbox.dir.join("state"))),
+        clock: settings.clock.clone(),
     };
     let outcome = execute(&inv, &rollout, op, pools, &demo_settings, &*reporter).await;
     let traffic = traffic.stop().await;

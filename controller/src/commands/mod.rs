@@ -25,6 +25,8 @@ pub struct Settings {
     pub insecure: bool,
     /// Where run journals live (`--state-dir`).
     pub state_dir: Option<std::path::PathBuf>,
+    /// Where "now" comes from (maintenance windows).
+    pub clock: std::sync::Arc<dyn crate::window::Clock>,
     /// Progress bars (stderr is a terminal and not quiet).
     pub bars: bool,
 }

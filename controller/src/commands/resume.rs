@@ -112,6 +112,7 @@ pub async fn run(args: &ResumeArgs, settings: &Settings) -> CommandResult {
         on_failure: inv.rollout.on_failure,
         pause: inv.rollout.pause,
         canary: None,
+        window: None,
         journal: Some(journal),
         resume: points,
         stop: None,

@@ -66,6 +66,32 @@ pub fn finish(report: &RunReport, output: Output) -> CommandResult {
     })
 }
 
+/// The run's maintenance window (`--window`, else the inventory's) with
+/// the clock and the per-node estimate from past runs.
+pub fn window_guard(
+    inv: &Inventory,
+    args: &RolloutArgs,
+    op: Operation,
+    settings: &Settings,
+) -> Result<Option<crate::window::WindowGuard>, CommandError> {
+    let window = match &args.window {
+        Some(text) => Some(
+            farm_inventory::Window::parse(text)
+                .map_err(|e| CommandError::bad_input(format!("--window: {e}")))?,
+        ),
+        None => inv.rollout.window.clone(),
+    };
+    Ok(window.map(|window| {
+        let state = crate::journal::state_dir(settings.state_dir.as_deref());
+        let (per_node, _) = crate::journal::estimate_per_node(&state, op.as_str());
+        crate::window::WindowGuard {
+            window,
+            clock: settings.clock.clone(),
+            per_node,
+        }
+    }))
+}
+
 /// `--max-unavailable`, checked, or the inventory's.
 fn max_unavailable(inv: &Inventory, args: &RolloutArgs) -> Result<Ramp, CommandError> {
     let Some(text) = &args.max_unavailable else {
@@ -124,6 +150,10 @@ pub async fn execute(
         ));
     }
     let selected = select_nodes(inv, &args.nodes)?;
+    let window = window_guard(inv, args, op, settings)?;
+    if let Some(why) = window.as_ref().and_then(|w| w.refuse()) {
+        return Err(CommandError::refused(format!("{why}; nothing was touched")));
+    }
     let lb = lb::from_inventory(inv).map_err(|e| CommandError::bad_input(e.to_string()))?;
     let agents = connect_agents(inv, settings)?;
 
@@ -167,6 +197,7 @@ pub async fn execute(
                         max_failures: inv.rollout.max_failures,
                         on_failure: inv.rollout.on_failure,
                         pause: inv.rollout.pause,
+                        window,
                         canary: args
                             .canary
                             .then(|| Box::new(confirm_canary) as engine::CanaryConfirm),

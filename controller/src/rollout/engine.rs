@@ -44,6 +44,8 @@ pub struct Run<'a> {
     /// Canary: the first batch is one node, then this is asked whether to
     /// go on (the command asks the operator).
     pub canary: Option<CanaryConfirm<'a>>,
+    /// The maintenance window: no batch starts that would not fit.
+    pub window: Option<crate::window::WindowGuard>,
     /// Every transition is written here before it is acted on.
     pub journal: Option<Arc<Journal>>,
     /// Where each node stood when an earlier controller stopped (resume).
@@ -119,6 +121,10 @@ impl Run<'_> {
             }
             if self.stop.as_ref().is_some_and(|s| *s.borrow()) {
                 halted = Some("stopped by the operator; later nodes were not touched".into());
+                break;
+            }
+            if let Some(why) = self.window.as_ref().and_then(|w| w.refuse()) {
+                halted = Some(format!("{why}: the remaining nodes were not started"));
                 break;
             }
             let mut size = plan::next_batch_size(

@@ -1,0 +1,165 @@
+//! Maintenance windows: `02:00-05:00` in a time zone (`02:00-05:00
+//! Europe/Berlin`; the controller's own zone when none is named). A window
+//! may cross midnight.
+use std::time::Duration;
+
+use jiff::civil::Time;
+use jiff::tz::TimeZone;
+use jiff::Timestamp;
+
+#[derive(Debug, Clone)]
+pub struct Window {
+    start: Time,
+    end: Time,
+    tz: TimeZone,
+    text: String,
+}
+
+/// Two windows are the same when they were written the same.
+impl PartialEq for Window {
+    fn eq(&self, other: &Self) -> bool {
+        self.text == other.text
+    }
+}
+
+impl std::fmt::Display for Window {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl Window {
+    /// `HH:MM-HH:MM` with an optional IANA time zone after a space. A
+    /// window may cross midnight (`22:00-02:00`).
+    pub fn parse(text: &str) -> Result<Window, String> {
+        let text = text.trim();
+        let (range, zone) = match text.split_once(char::is_whitespace) {
+            Some((r, z)) => (r, Some(z.trim())),
+            None => (text, None),
+        };
+        let (a, b) = range.split_once('-').ok_or_else(|| {
+            format!("`{text}` is not a window like `02:00-05:00` or `02:00-05:00 Europe/Berlin`")
+        })?;
+        let time = |s: &str| -> Result<Time, String> {
+            let (h, m) = s
+                .trim()
+                .split_once(':')
+                .ok_or_else(|| format!("`{s}` is not a time like `02:00`"))?;
+            let h: i8 = h
+                .parse()
+                .map_err(|_| format!("`{s}` is not a time like `02:00`"))?;
+            let m: i8 = m
+                .parse()
+                .map_err(|_| format!("`{s}` is not a time like `02:00`"))?;
+            Time::new(h, m, 0, 0).map_err(|e| format!("`{s}`: {e}"))
+        };
+        let (start, end) = (time(a)?, time(b)?);
+        if start == end {
+            return Err(format!("`{text}`: the window starts when it ends"));
+        }
+        let tz = match zone {
+            Some(z) => TimeZone::get(z).map_err(|e| format!("unknown time zone `{z}`: {e}"))?,
+            None => TimeZone::system(),
+        };
+        Ok(Window {
+            start,
+            end,
+            tz,
+            text: text.to_string(),
+        })
+    }
+
+    /// How long the window stays open at `now`; `None` when it is closed.
+    pub fn remaining(&self, now: Timestamp) -> Option<Duration> {
+        let z = now.to_zoned(self.tz.clone());
+        let (t, today) = (z.time(), z.date());
+        let end_date = if self.start < self.end {
+            if t < self.start || t >= self.end {
+                return None;
+            }
+            today
+        } else if t >= self.start {
+            today.tomorrow().ok()? // 22:00-02:00, now 23:00: ends tomorrow
+        } else if t < self.end {
+            today
+        } else {
+            return None;
+        };
+        let end = end_date
+            .to_datetime(self.end)
+            .to_zoned(self.tz.clone())
+            .ok()?;
+        Duration::try_from(end.timestamp().duration_since(now)).ok()
+    }
+
+    /// The local time of `now` in the window's zone, for messages.
+    pub fn local(&self, now: Timestamp) -> String {
+        now.to_zoned(self.tz.clone())
+            .strftime("%H:%M %Z")
+            .to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn a_window_within_a_day() {
+        let w = Window::parse("02:00-05:00 UTC").unwrap();
+        assert_eq!(w.remaining(at("2026-11-21T01:59:59Z")), None);
+        assert_eq!(
+            w.remaining(at("2026-11-21T02:00:00Z")),
+            Some(Duration::from_secs(3 * 3600))
+        );
+        assert_eq!(
+            w.remaining(at("2026-11-21T04:30:00Z")),
+            Some(Duration::from_secs(1800))
+        );
+        assert_eq!(w.remaining(at("2026-11-21T05:00:00Z")), None);
+    }
+
+    #[test]
+    fn a_window_across_midnight() {
+        let w = Window::parse("22:00-02:00 UTC").unwrap();
+        assert_eq!(
+            w.remaining(at("2026-11-21T23:00:00Z")),
+            Some(Duration::from_secs(3 * 3600))
+        );
+        assert_eq!(
+            w.remaining(at("2026-11-22T01:00:00Z")),
+            Some(Duration::from_secs(3600))
+        );
+        assert_eq!(w.remaining(at("2026-11-21T12:00:00Z")), None);
+    }
+
+    #[test]
+    fn time_zones_are_honoured() {
+        // 02:00-05:00 in Berlin (UTC+1 in November) is 01:00-04:00 UTC.
+        let w = Window::parse("02:00-05:00 Europe/Berlin").unwrap();
+        assert_eq!(w.remaining(at("2026-11-21T00:30:00Z")), None);
+        assert_eq!(
+            w.remaining(at("2026-11-21T03:00:00Z")),
+            Some(Duration::from_secs(3600))
+        );
+        assert_eq!(w.local(at("2026-11-21T03:00:00Z")), "04:00 CET");
+    }
+
+    #[test]
+    fn bad_windows_are_named() {
+        for bad in [
+            "",
+            "2-5",
+            "02:00",
+            "25:00-03:00",
+            "02:00-02:00",
+            "02:00-05:00 Mars/Olympus",
+        ] {
+            assert!(Window::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+}
