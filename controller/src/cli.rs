@@ -42,6 +42,8 @@ pub enum Command {
     Drain(DrainArgs),
     /// Put one node back into rotation and wait until the LB sees it up.
     Undrain(DrainArgs),
+    /// Show the batches, the capacity timeline and an estimate, without acting.
+    Plan(PlanArgs),
     /// List the runs in the journal directory, with their outcome.
     Runs(RunsArgs),
     /// Continue a run whose controller stopped (crash, kill, second Ctrl-C).
@@ -88,6 +90,24 @@ pub struct RolloutArgs {
     /// started that would not finish in it.
     #[arg(long, value_name = "HH:MM-HH:MM [ZONE]")]
     pub window: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum PlanAction {
+    Recycle,
+    Reset,
+}
+
+#[derive(Args, Debug)]
+pub struct PlanArgs {
+    /// What would be run.
+    #[arg(value_enum)]
+    pub action: PlanAction,
+    #[command(flatten)]
+    pub rollout: RolloutArgs,
+    /// Application pool (recycle), as for `farmctl recycle`.
+    #[arg(long = "pool", value_name = "NAME")]
+    pub pools: Vec<String>,
 }
 
 #[derive(Args, Debug)]

@@ -36,6 +36,7 @@ fn main() {
             Command::Reset(a) => commands::rollout::reset(a, &settings).await,
             Command::Drain(a) => commands::drain::run(a, true, &settings).await,
             Command::Undrain(a) => commands::drain::run(a, false, &settings).await,
+            Command::Plan(a) => commands::plan::run(a, &settings).await,
             Command::Runs(a) => commands::runs::run(a, &settings),
             Command::Resume(a) => commands::resume::run(a, &settings).await,
             Command::Certs(a) => commands::certs::run(a, &settings),

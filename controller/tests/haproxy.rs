@@ -243,6 +243,35 @@ async fn on_call_drain_and_undrain_respect_min_healthy() {
     let h = farm.sandbox.haproxy.as_ref().unwrap();
     let api = Haproxy::new(h.admin.clone(), h.backend.clone());
 
+    // The plan of a recycle: one node a time, 3 of 4 serving throughout.
+    let out = farmctl(&["plan", "recycle", "-i", &inv, "--output", "json"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let plan = json(&out);
+    assert_eq!(plan["steps"].as_array().unwrap().len(), 4);
+    assert!(plan["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|s| s["in_rotation"] == 3));
+    let out = farmctl(&[
+        "plan",
+        "reset",
+        "-i",
+        &inv,
+        "--max-unavailable",
+        "1,2",
+        "--output",
+        "json",
+    ])
+    .await;
+    let sizes: Vec<usize> = json(&out)["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["batch"].as_array().unwrap().len())
+        .collect();
+    assert_eq!(sizes, [1, 2, 1]);
+
     for node in ["web02", "web03"] {
         let out = farmctl(&["drain", "-i", &inv, node, "--output", "json"]).await;
         assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
@@ -260,6 +289,14 @@ async fn on_call_drain_and_undrain_respect_min_healthy() {
     // A rolling run refuses while the LB has nodes out that it would take.
     let out = farmctl(&["recycle", "-i", &inv, "--yes"]).await;
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    // ...and so does the plan of the others: two are out, two must serve.
+    let out = farmctl(&["plan", "recycle", "-i", &inv, "--nodes", "web01,web04"]).await;
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("already out of rotation"),
+        "{}",
+        stderr(&out)
+    );
 
     for node in ["web02", "web03"] {
         let out = farmctl(&["undrain", "-i", &inv, node]).await;

@@ -65,8 +65,8 @@ async fn outside_the_window_nothing_is_touched() {
     let s = settings(&farm, &["2026-11-21T06:00:00Z"]);
     let e = execute(&inv, &args(&farm), Operation::Recycle, vec![], &s, &Silent)
         .await
-        .err()
-        .expect("refused");
+        .map(|_| ())
+        .expect_err("refused");
     assert_eq!(e.status, ExitStatus::Refused);
     assert!(
         e.message

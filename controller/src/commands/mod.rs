@@ -2,6 +2,7 @@
 pub mod certs;
 pub mod demo;
 pub mod drain;
+pub mod plan;
 pub mod resume;
 pub mod rollout;
 pub mod runs;

@@ -93,7 +93,7 @@ pub fn window_guard(
 }
 
 /// `--max-unavailable`, checked, or the inventory's.
-fn max_unavailable(inv: &Inventory, args: &RolloutArgs) -> Result<Ramp, CommandError> {
+pub fn max_unavailable(inv: &Inventory, args: &RolloutArgs) -> Result<Ramp, CommandError> {
     let Some(text) = &args.max_unavailable else {
         return Ok(inv.rollout.max_unavailable.clone());
     };

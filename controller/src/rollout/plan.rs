@@ -38,10 +38,17 @@ pub fn batches(
         let max = step(steps, out.len());
         let size = next_batch_size(total, already_out, max, min_healthy, rest.len());
         if size == 0 {
-            return Err(format!(
-                "taking any node out would leave fewer than min_healthy={min_healthy} of {total} nodes serving \
-                 ({already_out} already out of rotation, max_unavailable={max})"
-            ));
+            return Err(if already_out >= max {
+                format!(
+                    "{already_out} node(s) are already out of rotation and max_unavailable is {max}: \
+                     no other node may be taken out"
+                )
+            } else {
+                format!(
+                    "taking any node out would leave fewer than min_healthy={min_healthy} of {total} nodes serving \
+                     ({already_out} already out of rotation)"
+                )
+            });
         }
         out.push(rest[..size].to_vec());
         rest = &rest[size..];
