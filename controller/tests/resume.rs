@@ -129,3 +129,75 @@ async fn killing_the_controller_anywhere_then_resuming_leaves_the_farm_whole() {
         "{runs:#}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_ctrl_c_finishes_the_node_at_work_and_stops_with_all_in_rotation() {
+    let farm = farm(SandboxSpec::default()).await;
+    let state = farm.sandbox.dir.join("state");
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_farmctl"))
+        .args([
+            "--state-dir",
+            &state.display().to_string(),
+            "recycle",
+            "-i",
+            &inventory(&farm),
+            "--yes",
+            "--output",
+            "json",
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    // Ctrl-C while web01 is being worked on (its drain is journaled).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while journal_lines(&state) < 2 {
+        assert!(Instant::now() < deadline, "the run never started");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let pid = child.id().unwrap().to_string();
+    let sent = std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        report["halted"]
+            .as_str()
+            .unwrap()
+            .contains("stopped by the operator"),
+        "{report:#}"
+    );
+    assert_eq!(
+        report["nodes"][0]["outcome"], "succeeded",
+        "the node at work was finished"
+    );
+    assert_eq!(report["nodes"][3]["outcome"], "skipped");
+    let st = status(&farm).await;
+    assert!((0..4).all(|i| st["nodes"][i]["drained"] == false), "{st:#}");
+    // The run ended (not resumable): its journal says so.
+    let runs = json(
+        &farmctl(&[
+            "--state-dir",
+            &state.display().to_string(),
+            "runs",
+            "--output",
+            "json",
+        ])
+        .await,
+    );
+    assert_eq!(runs["runs"][0]["outcome"], "failed");
+}
