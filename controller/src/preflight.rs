@@ -23,6 +23,16 @@ pub struct Preflight {
     pub notes: Vec<String>,
 }
 
+impl Preflight {
+    /// The refusal, if preflight found problems: `heading` and the list.
+    pub fn refusal(&self, heading: &str) -> Option<crate::exit::CommandError> {
+        (!self.problems.is_empty()).then(|| {
+            let list: Vec<String> = self.problems.iter().map(|p| format!("  - {p}")).collect();
+            crate::exit::CommandError::refused(format!("{heading}:\n{}", list.join("\n")))
+        })
+    }
+}
+
 pub async fn check(
     inv: &Inventory,
     agents: &HashMap<String, Arc<dyn AgentApi>>,

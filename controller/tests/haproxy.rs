@@ -208,15 +208,7 @@ async fn a_drain_that_never_completes_fails_the_node_and_returns_it() {
         assert!(Instant::now() < deadline, "the long request never started");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let out = farmctl(&[
-        "recycle",
-        "-i",
-        &inventory(&farm),
-        "--yes",
-        "--output",
-        "json",
-    ])
-    .await;
+    let out = recycle_json(&farm).await;
     long.abort();
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let report = json(&out);

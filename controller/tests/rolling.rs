@@ -14,15 +14,7 @@ async fn rolling_recycle_goes_node_by_node_and_replaces_every_worker() {
     let traffic = Traffic::start(traffic_spec(&farm.sandbox));
     let before = status(&farm).await;
 
-    let out = farmctl(&[
-        "recycle",
-        "-i",
-        &inventory(&farm),
-        "--yes",
-        "--output",
-        "json",
-    ])
-    .await;
+    let out = recycle_json(&farm).await;
     let traffic = traffic.stop().await;
     assert_eq!(out.status.code(), Some(0), "stderr:\n{}", stderr(&out));
     let report = json(&out);
@@ -101,15 +93,7 @@ async fn a_node_that_never_gets_healthy_halts_the_run_there() {
         .insert(2, "faults:\n  never_healthy: true\n".into());
     let farm = farm(spec).await;
 
-    let out = farmctl(&[
-        "recycle",
-        "-i",
-        &inventory(&farm),
-        "--yes",
-        "--output",
-        "json",
-    ])
-    .await;
+    let out = recycle_json(&farm).await;
     assert_eq!(out.status.code(), Some(1), "stderr:\n{}", stderr(&out));
     let report = json(&out);
     assert_eq!(report["outcome"], "failed");
@@ -302,15 +286,7 @@ async fn within_the_failure_budget_the_run_goes_on_around_the_failed_node() {
     spec.sim_extra
         .insert(1, "faults:\n  never_healthy: true\n".into());
     let farm = farm(spec).await;
-    let out = farmctl(&[
-        "recycle",
-        "-i",
-        &inventory(&farm),
-        "--yes",
-        "--output",
-        "json",
-    ])
-    .await;
+    let out = recycle_json(&farm).await;
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let report = json(&out);
     let outcomes: Vec<&str> = (0..4)

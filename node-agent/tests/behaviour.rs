@@ -46,13 +46,7 @@ fn commands(s: Situation) -> Box<dyn Iis> {
     } else {
         fake.with_idle_pool("Off", true)
     });
-    let tools = Tools {
-        appcmd: "appcmd".into(),
-        iisreset: "iisreset".into(),
-        sc: "sc".into(),
-        taskkill: "taskkill".into(),
-        typeperf: "typeperf".into(),
-    };
+    let tools = Tools::on_path();
     Box::new(CommandBackend::new(
         fake,
         tools,

@@ -45,13 +45,7 @@ async fn farm(authz: Authorization) -> Farm {
     };
     let audit = dir.path().join("audit.jsonl");
     let fake = Arc::new(FakeIis::new(&["Shop"], FakeFaults::default()));
-    let tools = Tools {
-        appcmd: "appcmd".into(),
-        iisreset: "iisreset".into(),
-        sc: "sc".into(),
-        taskkill: "taskkill".into(),
-        typeperf: "typeperf".into(),
-    };
+    let tools = Tools::on_path();
     let health = write(dir.path(), "health.htm", "OK");
     let iis = Arc::new(CommandBackend::new(
         fake.clone(),

@@ -60,16 +60,8 @@ pub async fn run(args: &PlanArgs, settings: &Settings) -> CommandResult {
         .await
         .map_err(|e| CommandError::refused(format!("load balancer: {e}")))?;
     let pf = preflight::check(&inv, &agents, &selected, &pools, lb.drains(), &members).await;
-    if !pf.problems.is_empty() {
-        return Err(CommandError::refused(format!(
-            "a {} now would be refused:\n{}",
-            op.as_str(),
-            pf.problems
-                .iter()
-                .map(|p| format!("  - {p}"))
-                .collect::<Vec<_>>()
-                .join("\n")
-        )));
+    if let Some(refused) = pf.refusal(&format!("a {} now would be refused", op.as_str())) {
+        return Err(refused);
     }
     let total = inv.nodes.len();
     let steps_max = ramp.resolve(total);

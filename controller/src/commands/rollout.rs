@@ -268,16 +268,11 @@ async fn prepare(
     for n in &pf.notes {
         reporter.note(n);
     }
-    if !pf.problems.is_empty() {
-        return Err(CommandError::refused(format!(
-            "preflight refused the {} (nothing was touched):\n{}",
-            op.as_str(),
-            pf.problems
-                .iter()
-                .map(|p| format!("  - {p}"))
-                .collect::<Vec<_>>()
-                .join("\n")
-        )));
+    if let Some(refused) = pf.refusal(&format!(
+        "preflight refused the {} (nothing was touched)",
+        op.as_str()
+    )) {
+        return Err(refused);
     }
     let steps = max_unavailable.resolve(total);
     let min_healthy = inv.rollout.min_healthy.of(total);

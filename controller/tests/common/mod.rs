@@ -97,6 +97,19 @@ pub fn inventory(farm: &Farm) -> String {
     farm.sandbox.inventory.display().to_string()
 }
 
+/// `farmctl recycle -i <farm> --yes --output json`.
+pub async fn recycle_json(farm: &Farm) -> Output {
+    farmctl(&[
+        "recycle",
+        "-i",
+        &inventory(farm),
+        "--yes",
+        "--output",
+        "json",
+    ])
+    .await
+}
+
 /// `farmctl status --output json`, as JSON.
 pub async fn status(farm: &Farm) -> Value {
     json(&farmctl(&["status", "-i", &inventory(farm), "--output", "json"]).await)

@@ -49,6 +49,19 @@ pub struct Tools {
     pub typeperf: String,
 }
 
+impl Tools {
+    /// The tools by bare name, found through PATH.
+    pub fn on_path() -> Self {
+        Self {
+            appcmd: "appcmd".into(),
+            iisreset: "iisreset".into(),
+            sc: "sc".into(),
+            taskkill: "taskkill".into(),
+            typeperf: "typeperf".into(),
+        }
+    }
+}
+
 impl Default for Tools {
     fn default() -> Self {
         let windir = std::env::var("windir")
