@@ -23,6 +23,10 @@ pub enum Record {
         max_unavailable: Option<String>,
         started_at: String,
         holder: String,
+        /// The controller's process id, so resume can tell whether it is
+        /// still running (same host).
+        #[serde(default)]
+        pid: Option<u32>,
     },
     /// A node entered `phase`. `pids` (per pool) are recorded when the
     /// operation is about to start, so resume can tell whether it ran.
@@ -225,6 +229,24 @@ pub fn list(state: &Path) -> Vec<LoadedRun> {
     paths.iter().filter_map(|p| load(p).ok()).collect()
 }
 
+/// Whether the controller that wrote a journal still runs: only known for
+/// a run started on this host by this user (Linux `/proc`).
+pub fn still_running(run: &LoadedRun) -> Option<u32> {
+    let Record::Run {
+        holder,
+        pid: Some(pid),
+        ..
+    } = &run.header
+    else {
+        return None;
+    };
+    if *holder != crate::lease::holder() {
+        return None;
+    }
+    let alive = cfg!(target_os = "linux") && Path::new(&format!("/proc/{pid}")).exists();
+    alive.then_some(*pid)
+}
+
 /// Used when no past run tells how long a node takes.
 pub const DEFAULT_NODE_ESTIMATE: std::time::Duration = std::time::Duration::from_secs(120);
 
@@ -279,6 +301,7 @@ mod tests {
             max_unavailable: None,
             started_at: now(),
             holder: "me@here".into(),
+            pid: None,
         };
         let j = Journal::create(dir.path(), &header).unwrap();
         j.phase("web01", "draining", None, None).unwrap();

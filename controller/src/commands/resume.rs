@@ -22,6 +22,13 @@ use crate::rollout::resume;
 pub async fn run(args: &ResumeArgs, settings: &Settings) -> CommandResult {
     let state = journal::state_dir(settings.state_dir.as_deref());
     let loaded = journal::find(&state, args.run_id.as_deref()).map_err(CommandError::bad_input)?;
+    if let Some(pid) = journal::still_running(&loaded) {
+        return Err(CommandError::refused(format!(
+            "run {} is still running here (farmctl process {pid}); stop it first (Ctrl-C) — \
+             two controllers must not drive one run",
+            loaded.run_id()
+        )));
+    }
     if loaded.end.is_some() {
         return Err(CommandError::bad_input(format!(
             "run {} already ended ({}); nothing to resume",

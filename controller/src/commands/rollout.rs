@@ -177,6 +177,7 @@ pub async fn execute(
                 max_unavailable: args.max_unavailable.clone(),
                 started_at: crate::journal::now(),
                 holder: crate::lease::holder(),
+                pid: Some(std::process::id()),
             };
             let state = crate::journal::state_dir(settings.state_dir.as_deref());
             match Journal::create(&state, &header) {
