@@ -10,7 +10,7 @@ use futures::future::join_all;
 
 use super::machine::{self, Action, Event, NodeState, Phase, Policy};
 use super::plan;
-use super::resume::{self, ResumePoint};
+use super::resume::ResumePoint;
 use crate::agent::{AgentApi, Operation};
 use crate::journal::{Journal, Record};
 use crate::lb::{LoadBalancer, Target};
@@ -55,7 +55,7 @@ pub struct Run<'a> {
 }
 
 /// What the node's loop does next: feed an event, or act.
-enum Step {
+pub(super) enum Step {
     Event(Event),
     Act(Action),
 }
@@ -222,44 +222,7 @@ impl Run<'_> {
         }
     }
 
-    /// A node the journal says had finished before this (resumed) run.
-    fn finished_before(&self, i: usize, outcome: &str) -> NodeReport {
-        let detail = self.resume.get(&i).and_then(|p| p.detail.clone());
-        NodeReport {
-            name: self.node(i).name.clone(),
-            outcome: outcome.into(),
-            in_rotation: outcome == "succeeded",
-            error: detail,
-            ..Default::default()
-        }
-    }
-
-    /// Where the node's loop starts: a fresh node begins; a resumed one
-    /// repeats the action of its phase, unless the live node shows that an
-    /// interrupted operation already happened.
-    async fn start(&self, i: usize, agent: &dyn AgentApi) -> (NodeState, Step) {
-        let now = Instant::now();
-        let Some(point) = self.resume.get(&i) else {
-            return (NodeState::new(now), Step::Event(Event::Begin));
-        };
-        let Some((state, action)) = machine::resume_at(&point.phase, &self.policy, now) else {
-            return (NodeState::new(now), Step::Event(Event::Begin));
-        };
-        if let (Action::Operate { .. }, Some(before)) = (&action, &point.pids) {
-            if let Ok(view) = agent.status().await {
-                if let Some(report) = resume::evidence(self.policy.operation, before, &view) {
-                    self.reporter.detail(
-                        &self.node(i).name,
-                        "the interrupted operation had already happened (new worker PIDs)",
-                    );
-                    return (state, Step::Event(Event::Operated(report)));
-                }
-            }
-        }
-        (state, Step::Act(action))
-    }
-
-    fn node(&self, i: usize) -> &Node {
+    pub(super) fn node(&self, i: usize) -> &Node {
         &self.inventory.nodes[i]
     }
 
@@ -341,39 +304,6 @@ impl Run<'_> {
             _ => {}
         }
         report
-    }
-
-    /// Journals a node's new phase; entering `operating`, with the worker
-    /// PIDs of the moment, so resume can tell whether the operation ran.
-    async fn journal_phase(
-        &self,
-        i: usize,
-        agent: &dyn AgentApi,
-        next: &NodeState,
-    ) -> std::io::Result<()> {
-        let Some(j) = &self.journal else {
-            return Ok(());
-        };
-        let pids = if next.phase == Phase::Operating {
-            agent.status().await.ok().map(|v| {
-                v.pools
-                    .iter()
-                    .filter(|p| {
-                        self.pools.is_empty()
-                            || self.pools.iter().any(|q| q.eq_ignore_ascii_case(&p.name))
-                    })
-                    .filter(|p| !p.pids.is_empty())
-                    .map(|p| (p.name.clone(), p.pids.clone()))
-                    .collect()
-            })
-        } else {
-            None
-        };
-        let detail = match &next.phase {
-            Phase::Failed { step, reason, .. } => Some(format!("{step}: {reason}")),
-            _ => None,
-        };
-        j.phase(&self.node(i).name, next.phase.name(), pids, detail)
     }
 
     /// Puts back a node whose operation never ran, if it is healthy.

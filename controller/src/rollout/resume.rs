@@ -4,8 +4,13 @@ use std::collections::{BTreeMap, HashMap};
 
 use farm_inventory::Inventory;
 
-use crate::agent::{NodeView, Operation, OperationReport, PoolChange};
+use std::time::Instant;
+
+use super::engine::{Run, Step};
+use super::machine::{self, Action, Event, NodeState, Phase};
+use crate::agent::{AgentApi, NodeView, Operation, OperationReport, PoolChange};
 use crate::journal::{LoadedRun, Record};
+use crate::report::NodeReport;
 
 /// Where a node was when the run stopped.
 #[derive(Debug, Clone, PartialEq)]
@@ -79,6 +84,78 @@ pub fn evidence(
         services: now.services.clone(),
         ..Default::default()
     })
+}
+
+impl Run<'_> {
+    /// A node the journal says had finished before this (resumed) run.
+    pub(super) fn finished_before(&self, i: usize, outcome: &str) -> NodeReport {
+        let detail = self.resume.get(&i).and_then(|p| p.detail.clone());
+        NodeReport {
+            name: self.node(i).name.clone(),
+            outcome: outcome.into(),
+            in_rotation: outcome == "succeeded",
+            error: detail,
+            ..Default::default()
+        }
+    }
+
+    /// Where the node's loop starts: a fresh node begins; a resumed one
+    /// repeats the action of its phase, unless the live node shows that an
+    /// interrupted operation already happened.
+    pub(super) async fn start(&self, i: usize, agent: &dyn AgentApi) -> (NodeState, Step) {
+        let now = Instant::now();
+        let Some(point) = self.resume.get(&i) else {
+            return (NodeState::new(now), Step::Event(Event::Begin));
+        };
+        let Some((state, action)) = machine::resume_at(&point.phase, &self.policy, now) else {
+            return (NodeState::new(now), Step::Event(Event::Begin));
+        };
+        if let (Action::Operate { .. }, Some(before)) = (&action, &point.pids) {
+            if let Ok(view) = agent.status().await {
+                if let Some(report) = evidence(self.policy.operation, before, &view) {
+                    self.reporter.detail(
+                        &self.node(i).name,
+                        "the interrupted operation had already happened (new worker PIDs)",
+                    );
+                    return (state, Step::Event(Event::Operated(report)));
+                }
+            }
+        }
+        (state, Step::Act(action))
+    }
+
+    /// Journals a node's new phase; entering `operating`, with the worker
+    /// PIDs of the moment, so resume can tell whether the operation ran.
+    pub(super) async fn journal_phase(
+        &self,
+        i: usize,
+        agent: &dyn AgentApi,
+        next: &NodeState,
+    ) -> std::io::Result<()> {
+        let Some(j) = &self.journal else {
+            return Ok(());
+        };
+        let pids = if next.phase == Phase::Operating {
+            agent.status().await.ok().map(|v| {
+                v.pools
+                    .iter()
+                    .filter(|p| {
+                        self.pools.is_empty()
+                            || self.pools.iter().any(|q| q.eq_ignore_ascii_case(&p.name))
+                    })
+                    .filter(|p| !p.pids.is_empty())
+                    .map(|p| (p.name.clone(), p.pids.clone()))
+                    .collect()
+            })
+        } else {
+            None
+        };
+        let detail = match &next.phase {
+            Phase::Failed { step, reason, .. } => Some(format!("{step}: {reason}")),
+            _ => None,
+        };
+        j.phase(&self.node(i).name, next.phase.name(), pids, detail)
+    }
 }
 
 #[cfg(test)]

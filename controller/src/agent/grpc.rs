@@ -1,5 +1,5 @@
-//! Talking to a node's farm-agent: one trait, so the engine can be driven
-//! by a fake in tests, and the tonic client behind it.
+//! The tonic client for one agent, with mutual TLS, and the conversions
+//! from the wire types.
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -9,17 +9,7 @@ use farm_proto::NodeAgentClient;
 use tokio_stream::StreamExt;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum AgentError {
-    #[error("agent {addr} is unreachable: {detail}")]
-    Unreachable { addr: String, detail: String },
-    #[error("agent refused the call: {0}")]
-    Refused(String),
-    #[error("agent call failed: {0}")]
-    Call(String),
-    #[error("agent did not answer within {0:?}")]
-    Timeout(Duration),
-}
+use super::*;
 
 impl From<tonic::Status> for AgentError {
     fn from(s: tonic::Status) -> Self {
@@ -32,115 +22,6 @@ impl From<tonic::Status> for AgentError {
             _ => AgentError::Call(s.message().to_string()),
         }
     }
-}
-
-/// A pool as the agent reports it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct PoolView {
-    pub name: String,
-    pub state: String,
-    pub pids: Vec<u32>,
-}
-
-/// A run's lease on a node.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct LeaseView {
-    pub holder: String,
-    pub run_id: String,
-    pub reason: String,
-}
-
-/// A node as its agent reports it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NodeView {
-    pub node: String,
-    pub backend: String,
-    pub services: BTreeMap<String, String>,
-    pub pools: Vec<PoolView>,
-    pub in_flight: Option<u64>,
-    pub drained: bool,
-    pub lease: Option<LeaseView>,
-    /// What the agent did on its own, e.g. after a lease expired.
-    pub notice: Option<String>,
-}
-
-impl NodeView {
-    pub fn iis_running(&self) -> bool {
-        ["W3SVC", "WAS"]
-            .iter()
-            .all(|s| self.services.get(*s).map(String::as_str) == Some("RUNNING"))
-    }
-
-    pub fn pool(&self, name: &str) -> Option<&PoolView> {
-        self.pools
-            .iter()
-            .find(|p| p.name.eq_ignore_ascii_case(name))
-    }
-}
-
-/// What the agent reported at the end of a recycle or reset.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct OperationReport {
-    pub success: bool,
-    pub error: String,
-    pub failed_step: String,
-    pub pools: Vec<PoolChange>,
-    pub services: BTreeMap<String, String>,
-    pub replayed: bool,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PoolChange {
-    pub name: String,
-    pub pids_before: Vec<u32>,
-    pub pids_after: Vec<u32>,
-    pub state_after: String,
-    pub had_no_worker: bool,
-}
-
-/// A progress line from the agent while it works.
-pub type ProgressFn<'a> = &'a (dyn Fn(&str, &str) + Send + Sync);
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Operation {
-    Recycle,
-    Reset,
-}
-
-impl Operation {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Operation::Recycle => "recycle",
-            Operation::Reset => "reset",
-        }
-    }
-}
-
-#[async_trait]
-pub trait AgentApi: Send + Sync {
-    async fn status(&self) -> Result<NodeView, AgentError>;
-    async fn drain(&self, op_id: &str) -> Result<(), AgentError>;
-    async fn undrain(&self, op_id: &str) -> Result<(), AgentError>;
-    /// Resolves `true` once the node has no request in flight, `false` if
-    /// `timeout` passes first.
-    async fn wait_idle(&self, timeout: Duration) -> Result<bool, AgentError>;
-    async fn operate(
-        &self,
-        op: Operation,
-        op_id: &str,
-        pools: &[String],
-        timeout: Duration,
-        progress: ProgressFn<'_>,
-    ) -> Result<OperationReport, AgentError>;
-    /// Takes (or, for the same run, renews) the node's lease.
-    async fn acquire_lease(
-        &self,
-        holder: &str,
-        run_id: &str,
-        reason: &str,
-        ttl: Duration,
-    ) -> Result<(), AgentError>;
-    async fn release_lease(&self, run_id: &str) -> Result<(), AgentError>;
 }
 
 /// The controller's side of mutual TLS: the farm CA that agent
@@ -453,20 +334,4 @@ impl AgentApi for GrpcAgent {
             .await
             .map_err(|_| AgentError::Timeout(timeout))?
     }
-}
-
-/// `before 1,2 -> after 3` for messages.
-pub fn ops_summary(p: &PoolChange) -> String {
-    let list = |v: &[u32]| {
-        if v.is_empty() {
-            "none".to_string()
-        } else {
-            v.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
-        }
-    };
-    format!(
-        "before {} -> after {}",
-        list(&p.pids_before),
-        list(&p.pids_after)
-    )
 }

@@ -1,0 +1,185 @@
+//! The verified recycle: every pool that had a worker runs new ones.
+use std::time::Instant;
+
+use super::{pid_list, OpResult, OpsConfig, PoolOutcome, ProgressSink, Run};
+use crate::iis::{Iis, IisStatus, PoolState};
+
+/// Pools named in the request, or every pool that serves a site.
+pub fn resolve_pools(status: &IisStatus, requested: &[String]) -> Result<Vec<String>, String> {
+    if requested.is_empty() {
+        let mut pools: Vec<String> = Vec::new();
+        for s in &status.sites {
+            if !s.pool.is_empty() && !pools.iter().any(|p| p.eq_ignore_ascii_case(&s.pool)) {
+                pools.push(s.pool.clone());
+            }
+        }
+        if pools.is_empty() {
+            pools = status.pools.iter().map(|p| p.name.clone()).collect();
+        }
+        return Ok(pools);
+    }
+    let missing: Vec<&str> = requested
+        .iter()
+        .filter(|r| status.pool(r).is_none())
+        .map(String::as_str)
+        .collect();
+    if missing.is_empty() {
+        Ok(requested
+            .iter()
+            .map(|r| {
+                status
+                    .pool(r)
+                    .map(|p| p.name.clone())
+                    .unwrap_or_else(|| r.clone())
+            })
+            .collect())
+    } else {
+        Err(format!(
+            "no such application pool(s): {}",
+            missing.join(", ")
+        ))
+    }
+}
+
+/// Recycles `pools` and verifies that every pool that had a worker now runs
+/// new worker processes. A stopped pool fails the operation before anything
+/// is touched, unless `start_stopped` is set.
+pub async fn recycle(
+    iis: &dyn Iis,
+    requested: &[String],
+    start_stopped: bool,
+    cfg: &OpsConfig,
+    progress: &ProgressSink,
+) -> OpResult {
+    let (mut run, before) = match Run::start(iis).await {
+        Ok(x) => x,
+        Err(failed) => return failed,
+    };
+    let pools = match resolve_pools(&before, requested) {
+        Ok(p) => p,
+        Err(e) => return run.fail("resolve", e, before.services),
+    };
+    if !before.iis_running() {
+        return run.fail("recycle", "IIS (W3SVC/WAS) is not running", before.services);
+    }
+    let stopped: Vec<&str> = pools
+        .iter()
+        .filter(|p| {
+            before
+                .pool(p)
+                .is_some_and(|s| matches!(s.state, PoolState::Stopped | PoolState::Stopping))
+        })
+        .map(String::as_str)
+        .collect();
+    if !stopped.is_empty() && !start_stopped {
+        return run.fail(
+            "recycle",
+            format!(
+                "application pool(s) {} are stopped; a recycle would not start them (ask to start stopped pools)",
+                stopped.join(", ")
+            ),
+            before.services,
+        );
+    }
+    for name in &pools {
+        let pool = before.pool(name).cloned();
+        let pids_before = pool.as_ref().map(|p| p.pids()).unwrap_or_default();
+        if stopped.contains(&name.as_str()) {
+            progress.send("start", format!("starting stopped pool {name}"));
+            if let Err(e) = iis.start_pool(name).await {
+                return run.fail(
+                    "start",
+                    format!("could not start pool {name}: {e}"),
+                    before.services,
+                );
+            }
+        } else {
+            progress.send(
+                "recycle",
+                format!("recycling {name} (workers {})", pid_list(&pids_before)),
+            );
+            if let Err(e) = iis.recycle_pool(name).await {
+                return run.fail(
+                    "recycle",
+                    format!("could not recycle pool {name}: {e}"),
+                    before.services,
+                );
+            }
+        }
+        run.pools.push(PoolOutcome {
+            name: name.clone(),
+            had_no_worker: pids_before.is_empty(),
+            pids_before,
+            pids_after: Vec::new(),
+            state_after: PoolState::Unknown,
+        });
+    }
+
+    progress.send("verify", "waiting for new worker processes");
+    let deadline = Instant::now() + cfg.verify_timeout;
+    loop {
+        let now = match iis.status().await {
+            Ok(s) => s,
+            Err(e) => {
+                return run.fail(
+                    "verify",
+                    format!("could not read IIS state: {e}"),
+                    before.services,
+                )
+            }
+        };
+        let mut pending = Vec::new();
+        for out in &mut run.pools {
+            let p = now.pool(&out.name);
+            out.state_after = p.map(|p| p.state).unwrap_or(PoolState::Unknown);
+            out.pids_after = p.map(|p| p.pids()).unwrap_or_default();
+            let replaced = out.had_no_worker
+                || (!out.pids_after.is_empty()
+                    && out
+                        .pids_after
+                        .iter()
+                        .all(|pid| !out.pids_before.contains(pid)));
+            if out.state_after != PoolState::Started || !replaced {
+                pending.push(format!(
+                    "{} is {:?} with workers {}",
+                    out.name,
+                    out.state_after,
+                    pid_list(&out.pids_after)
+                ));
+            }
+        }
+        if pending.is_empty() {
+            for out in &run.pools {
+                if out.had_no_worker {
+                    progress.send(
+                        "verify",
+                        format!("{} had no worker running; nothing to replace", out.name),
+                    );
+                } else {
+                    progress.send(
+                        "verify",
+                        format!(
+                            "{} workers {} -> {}",
+                            out.name,
+                            pid_list(&out.pids_before),
+                            pid_list(&out.pids_after)
+                        ),
+                    );
+                }
+            }
+            return run.succeed(now.services);
+        }
+        if Instant::now() >= deadline {
+            return run.fail(
+                "verify",
+                format!(
+                    "recycle not confirmed after {:?}: {}",
+                    cfg.verify_timeout,
+                    pending.join("; ")
+                ),
+                now.services,
+            );
+        }
+        tokio::time::sleep(cfg.poll_interval).await;
+    }
+}
