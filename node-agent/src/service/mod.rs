@@ -3,7 +3,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use farm_proto::names::{check_operation_id, check_pool_name};
+use farm_proto::names::check_operation_id;
 use farm_proto::v1 as pb;
 use farm_proto::NodeAgent;
 use tokio::sync::{mpsc, OwnedMutexGuard};
@@ -11,16 +11,19 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
-use crate::audit::{self, Audit, Entry};
+use crate::audit::Audit;
 use crate::convert::{self, AgentError};
 use crate::iis::Iis;
-use crate::lease::{LeaseError, Leases};
+use crate::lease::Leases;
 use crate::operations::{wait, Begin, Operations, Stored};
 use crate::ops::{self, OpsConfig, ProgressSink};
-use crate::security::{Authorization, Call, Identity};
+use crate::security::{Authorization, Call};
+
+mod gate;
+use gate::{lease_status, ticket_check, valid_op_id, valid_pools, Ticket};
 
 /// At most this many pools in one recycle request.
-const MAX_POOLS: usize = 64;
+pub(super) const MAX_POOLS: usize = 64;
 /// Longest WatchLoad stream.
 const MAX_WATCH: Duration = Duration::from_secs(3600);
 /// How often in-flight is polled when the backend has no live feed.
@@ -36,63 +39,6 @@ pub struct AgentService {
     authz: Authorization,
     audit: Option<Arc<Audit>>,
     leases: Leases,
-}
-
-fn lease_status(e: LeaseError) -> Status {
-    match e {
-        LeaseError::Held(m) => AgentError::Leased(m).into(),
-        LeaseError::Invalid(m) => AgentError::Invalid(m).into(),
-    }
-}
-
-/// One request on its way through: who asked for what, audited once when
-/// it ends.
-pub struct Ticket {
-    audit: Option<Arc<Audit>>,
-    who: Identity,
-    peer: Option<String>,
-    call: Call,
-    pools: Vec<String>,
-    op_id: Option<String>,
-    started: Instant,
-}
-
-impl Ticket {
-    pub fn close(self, outcome: impl Into<String>) {
-        let outcome = outcome.into();
-        tracing::info!(call = self.call.name(), identity = %self.who.name, %outcome, "request");
-        if let Some(a) = &self.audit {
-            a.record(&Entry {
-                time: audit::now(),
-                identity: self.who.name,
-                role: self.who.role.map(|r| r.as_str().to_string()),
-                peer: self.peer,
-                call: self.call.name().into(),
-                pools: self.pools,
-                operation_id: self.op_id,
-                outcome,
-                duration_ms: audit::ms(self.started),
-            });
-        }
-    }
-
-    /// Closes with the outcome of `result` and passes it on.
-    fn close_with<T>(self, result: Result<T, Status>) -> Result<T, Status> {
-        match &result {
-            Ok(_) => self.close("ok"),
-            Err(s) => self.close(outcome_of(s)),
-        }
-        result
-    }
-}
-
-fn outcome_of(s: &Status) -> String {
-    let kind = match s.code() {
-        tonic::Code::InvalidArgument => "invalid",
-        tonic::Code::PermissionDenied => "denied",
-        _ => "failed",
-    };
-    format!("{kind}: {}", s.message())
 }
 
 impl AgentService {
@@ -113,33 +59,6 @@ impl AgentService {
         self.authz = authz;
         self.audit = audit;
         self
-    }
-
-    /// Identifies the caller and checks its role; a denial is audited.
-    fn admit<T>(
-        &self,
-        req: &Request<T>,
-        call: Call,
-        pools: &[String],
-        op_id: &str,
-    ) -> Result<Ticket, Status> {
-        let cert = req.peer_certs().and_then(|c| c.first().map(|c| c.to_vec()));
-        let ticket = Ticket {
-            audit: self.audit.clone(),
-            who: self.authz.identify(cert.as_deref()),
-            peer: req.remote_addr().map(|a| a.to_string()),
-            call,
-            pools: pools.iter().take(16).map(|p| audit::clean(p)).collect(),
-            op_id: (!op_id.is_empty()).then(|| audit::clean(op_id)),
-            started: Instant::now(),
-        };
-        match self.authz.check(&ticket.who, call) {
-            Ok(()) => Ok(ticket),
-            Err(why) => {
-                ticket.close(format!("denied: {why}"));
-                Err(Status::permission_denied(why))
-            }
-        }
     }
 
     fn exclusive(&self, id: &str) -> Result<OwnedMutexGuard<String>, AgentError> {
@@ -286,29 +205,6 @@ impl AgentService {
 
 type OpStream = Pin<Box<dyn Stream<Item = Result<pb::OperationEvent, Status>> + Send>>;
 type LoadStream = Pin<Box<dyn Stream<Item = Result<pb::LoadSample, Status>> + Send>>;
-
-/// Closes `ticket` with the error if `result` is one.
-fn ticket_check<T>(result: Result<T, Status>, ticket: Ticket) -> Result<(T, Ticket), Status> {
-    match result {
-        Ok(v) => Ok((v, ticket)),
-        Err(e) => Err(ticket.close_with::<()>(Err(e)).unwrap_err()),
-    }
-}
-
-fn valid_op_id(id: &str) -> Result<(), Status> {
-    check_operation_id(id).map_err(|e| AgentError::Invalid(e).into())
-}
-
-fn valid_pools(pools: &[String]) -> Result<(), Status> {
-    if pools.len() > MAX_POOLS {
-        return Err(AgentError::Invalid(format!("at most {MAX_POOLS} pools per request")).into());
-    }
-    for p in pools {
-        check_pool_name(p)
-            .map_err(|e| AgentError::Invalid(format!("pool name \"{}\": {e}", audit::clean(p))))?;
-    }
-    Ok(())
-}
 
 #[tonic::async_trait]
 impl NodeAgent for AgentService {

@@ -1,0 +1,126 @@
+//! Every call passes through here: who the caller is, whether its role
+//! allows the call, whether its names are acceptable, and one audit line
+//! when it ends.
+use std::time::Instant;
+
+use farm_proto::names::{check_operation_id, check_pool_name};
+use tonic::{Request, Status};
+
+use super::{AgentService, MAX_POOLS};
+use crate::audit::{self, Audit, Entry};
+use crate::convert::AgentError;
+use crate::lease::LeaseError;
+use crate::security::{Call, Identity};
+use std::sync::Arc;
+
+pub(super) fn lease_status(e: LeaseError) -> Status {
+    match e {
+        LeaseError::Held(m) => AgentError::Leased(m).into(),
+        LeaseError::Invalid(m) => AgentError::Invalid(m).into(),
+    }
+}
+
+/// One request on its way through: who asked for what, audited once when
+/// it ends.
+pub struct Ticket {
+    audit: Option<Arc<Audit>>,
+    who: Identity,
+    peer: Option<String>,
+    call: Call,
+    pools: Vec<String>,
+    op_id: Option<String>,
+    started: Instant,
+}
+
+impl Ticket {
+    pub fn close(self, outcome: impl Into<String>) {
+        let outcome = outcome.into();
+        tracing::info!(call = self.call.name(), identity = %self.who.name, %outcome, "request");
+        if let Some(a) = &self.audit {
+            a.record(&Entry {
+                time: audit::now(),
+                identity: self.who.name,
+                role: self.who.role.map(|r| r.as_str().to_string()),
+                peer: self.peer,
+                call: self.call.name().into(),
+                pools: self.pools,
+                operation_id: self.op_id,
+                outcome,
+                duration_ms: audit::ms(self.started),
+            });
+        }
+    }
+
+    /// Closes with the outcome of `result` and passes it on.
+    pub(super) fn close_with<T>(self, result: Result<T, Status>) -> Result<T, Status> {
+        match &result {
+            Ok(_) => self.close("ok"),
+            Err(s) => self.close(outcome_of(s)),
+        }
+        result
+    }
+}
+
+fn outcome_of(s: &Status) -> String {
+    let kind = match s.code() {
+        tonic::Code::InvalidArgument => "invalid",
+        tonic::Code::PermissionDenied => "denied",
+        _ => "failed",
+    };
+    format!("{kind}: {}", s.message())
+}
+
+impl AgentService {
+    /// Identifies the caller and checks its role; a denial is audited.
+    pub(super) fn admit<T>(
+        &self,
+        req: &Request<T>,
+        call: Call,
+        pools: &[String],
+        op_id: &str,
+    ) -> Result<Ticket, Status> {
+        let cert = req.peer_certs().and_then(|c| c.first().map(|c| c.to_vec()));
+        let ticket = Ticket {
+            audit: self.audit.clone(),
+            who: self.authz.identify(cert.as_deref()),
+            peer: req.remote_addr().map(|a| a.to_string()),
+            call,
+            pools: pools.iter().take(16).map(|p| audit::clean(p)).collect(),
+            op_id: (!op_id.is_empty()).then(|| audit::clean(op_id)),
+            started: Instant::now(),
+        };
+        match self.authz.check(&ticket.who, call) {
+            Ok(()) => Ok(ticket),
+            Err(why) => {
+                ticket.close(format!("denied: {why}"));
+                Err(Status::permission_denied(why))
+            }
+        }
+    }
+}
+
+/// Closes `ticket` with the error if `result` is one.
+pub(super) fn ticket_check<T>(
+    result: Result<T, Status>,
+    ticket: Ticket,
+) -> Result<(T, Ticket), Status> {
+    match result {
+        Ok(v) => Ok((v, ticket)),
+        Err(e) => Err(ticket.close_with::<()>(Err(e)).unwrap_err()),
+    }
+}
+
+pub(super) fn valid_op_id(id: &str) -> Result<(), Status> {
+    check_operation_id(id).map_err(|e| AgentError::Invalid(e).into())
+}
+
+pub(super) fn valid_pools(pools: &[String]) -> Result<(), Status> {
+    if pools.len() > MAX_POOLS {
+        return Err(AgentError::Invalid(format!("at most {MAX_POOLS} pools per request")).into());
+    }
+    for p in pools {
+        check_pool_name(p)
+            .map_err(|e| AgentError::Invalid(format!("pool name \"{}\": {e}", audit::clean(p))))?;
+    }
+    Ok(())
+}
