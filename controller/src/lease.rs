@@ -65,7 +65,9 @@ pub async fn acquire(
                     other => other.to_string(),
                 };
                 return Err(CommandError::refused(format!(
-                    "{}: {why} — refusing to start; nothing was touched",
+                    "{}: {why} — refusing to start; nothing was touched. If that run's controller \
+                     is gone, `farmctl resume` continues it (on its host), or the lease expires \
+                     within rollout.lease_ttl",
                     node.name
                 )));
             }

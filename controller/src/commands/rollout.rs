@@ -284,7 +284,7 @@ async fn prepare(
         })?;
 
     if !args.yes {
-        confirm(inv, op, selected, batches.len())?;
+        confirm(inv, op, selected, batches.len()).await?;
     }
     Ok((pf.already_out, steps, min_healthy))
 }
@@ -305,7 +305,9 @@ fn confirm_canary(canary: &NodeReport) -> bool {
     std::io::stdin().read_line(&mut answer).is_ok() && matches!(answer.trim(), "y" | "Y" | "yes")
 }
 
-fn confirm(
+/// Asks on the terminal. Ctrl-C at the prompt is a "no": the command
+/// returns normally, so the leases already taken are given back.
+async fn confirm(
     inv: &Inventory,
     op: Operation,
     selected: &[usize],
@@ -322,10 +324,14 @@ fn confirm(
         selected.len(),
         inv.farm
     );
-    let mut answer = String::new();
-    std::io::stdin()
-        .read_line(&mut answer)
-        .map_err(|e| CommandError::refused(format!("not confirmed: {e}")))?;
+    let read = tokio::task::spawn_blocking(|| {
+        let mut answer = String::new();
+        std::io::stdin().read_line(&mut answer).map(|_| answer)
+    });
+    let answer = tokio::select! {
+        a = read => a.ok().and_then(Result::ok).unwrap_or_default(),
+        _ = tokio::signal::ctrl_c() => String::new(),
+    };
     if matches!(answer.trim(), "y" | "Y" | "yes") {
         Ok(())
     } else {
