@@ -62,8 +62,13 @@ pub async fn check(
                     if v.drained && drains {
                         out = true;
                         if is_selected {
+                            let by = v
+                                .lease
+                                .as_ref()
+                                .map(|l| format!(" by run {} of {}", l.run_id, l.holder))
+                                .unwrap_or_default();
                             problems.push(format!(
-                                "{}: already drained (out of rotation); undrain it first or leave it out with --nodes",
+                                "{}: already drained{by} (out of rotation); undrain it first or leave it out with --nodes",
                                 node.name
                             ));
                         }
