@@ -61,6 +61,7 @@ fn cfg() -> OpsConfig {
         start_attempts: 3,
         start_retry_delay: Duration::from_millis(5),
         poll_interval: Duration::from_millis(5),
+        autostart_grace: Duration::from_millis(50),
     }
 }
 

@@ -29,6 +29,7 @@ fn cfg() -> OpsConfig {
         start_attempts: 3,
         start_retry_delay: Duration::from_millis(1),
         poll_interval: Duration::from_millis(1),
+        autostart_grace: Duration::from_millis(5),
     }
 }
 
@@ -414,4 +415,31 @@ async fn drain_renames_the_health_files() {
     b.set_health_file(false).await.unwrap(); // again: no change, no error
     b.set_health_file(true).await.unwrap();
     assert!(files.iter().all(|f| f.exists()));
+}
+
+#[tokio::test]
+async fn a_pool_that_was_does_not_bring_back_is_started_by_the_agent() {
+    let fake = Arc::new(FakeIis::new(
+        &["Shop"],
+        FakeFaults {
+            autostart_off: true,
+            ..Default::default()
+        },
+    ));
+    let r = ops::reset(
+        &backend(&fake),
+        Duration::from_secs(60),
+        &cfg(),
+        &ProgressSink::discard(),
+    )
+    .await;
+    assert!(r.success, "{r:?}");
+    let log = fake.log();
+    let start = log
+        .iter()
+        .position(|c| c == "appcmd start apppool /apppool.name:Shop")
+        .expect("started by the agent");
+    assert!(log[..start].iter().any(|c| c == "iisreset /start"));
+    assert_eq!(&log[start + 1..], &STATUS, "verified after starting it");
+    assert_eq!(r.pools[0].state_after, PoolState::Started);
 }

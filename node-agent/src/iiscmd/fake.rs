@@ -35,6 +35,8 @@ pub struct FakeFaults {
     pub access_denied: bool,
     /// `appcmd list requests` without the Request Monitor feature.
     pub no_request_monitor: bool,
+    /// Pools have autoStart off: after `iisreset /start` they stay stopped.
+    pub autostart_off: bool,
 }
 
 struct State {
@@ -252,6 +254,11 @@ impl State {
                     );
                 }
                 self.services = Svc::Running;
+                if self.faults.autostart_off {
+                    for p in &mut self.pools {
+                        p.started = false;
+                    }
+                }
                 let started: Vec<usize> = (0..self.pools.len())
                     .filter(|&i| self.pools[i].started)
                     .collect();

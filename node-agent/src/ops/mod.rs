@@ -75,6 +75,9 @@ pub struct OpsConfig {
     pub start_retry_delay: Duration,
     /// How often to look at IIS while verifying.
     pub poll_interval: Duration,
+    /// After a reset, how long WAS gets to bring back the pools it starts
+    /// itself before the agent starts the ones it did not (autoStart off).
+    pub autostart_grace: Duration,
 }
 
 impl Default for OpsConfig {
@@ -84,6 +87,7 @@ impl Default for OpsConfig {
             start_attempts: 3,
             start_retry_delay: Duration::from_secs(2),
             poll_interval: Duration::from_millis(100),
+            autostart_grace: Duration::from_secs(15),
         }
     }
 }
@@ -139,9 +143,10 @@ impl Run {
 async fn wait_for(
     iis: &dyn Iis,
     cfg: &OpsConfig,
+    within: Duration,
     cond: impl Fn(&IisStatus) -> bool,
 ) -> Result<IisStatus, IisStatus> {
-    let deadline = Instant::now() + cfg.verify_timeout;
+    let deadline = Instant::now() + within;
     let mut last = IisStatus::default();
     loop {
         if let Ok(s) = iis.status().await {

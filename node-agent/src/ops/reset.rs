@@ -4,7 +4,7 @@ use std::time::Duration;
 use super::{
     one_line, services_line, wait_for, OpResult, OpsConfig, PoolOutcome, ProgressSink, Run,
 };
-use crate::iis::{Iis, PoolState, StopOutcome};
+use crate::iis::{Iis, IisStatus, PoolState, StopOutcome};
 
 /// The safe IIS reset: stop with a timeout, force-terminate WAS if the stop
 /// did not complete, start (retried), then verify that W3SVC and WAS run and
@@ -65,7 +65,7 @@ pub async fn reset(
                 services,
             );
         }
-        match wait_for(iis, cfg, |s| s.iis_stopped()).await {
+        match wait_for(iis, cfg, cfg.verify_timeout, |s| s.iis_stopped()).await {
             Ok(_) => progress.send("force-stop", "W3SVC and WAS are stopped"),
             Err(s) => {
                 return run.fail(
@@ -110,7 +110,7 @@ pub async fn reset(
     }
 
     progress.send("verify", "waiting for W3SVC and WAS to run");
-    if let Err(s) = wait_for(iis, cfg, |s| s.iis_running()).await {
+    if let Err(s) = wait_for(iis, cfg, cfg.verify_timeout, |s| s.iis_running()).await {
         return run.fail(
             "verify",
             format!(
@@ -120,12 +120,17 @@ pub async fn reset(
             s.services,
         );
     }
-    let mut started_again = Vec::new();
-    let last = match wait_for(iis, cfg, |s| {
+    let all_started = |s: &IisStatus| {
         started_pools
             .iter()
             .all(|p| s.pool(p).is_some_and(|p| p.state == PoolState::Started))
-    })
+    };
+    let last = match wait_for(
+        iis,
+        cfg,
+        cfg.autostart_grace.min(cfg.verify_timeout),
+        all_started,
+    )
     .await
     {
         Ok(s) => s,
@@ -139,18 +144,15 @@ pub async fn reset(
                         format!("starting pool {p}, which was started before the reset"),
                     );
                     if let Err(e) = iis.start_pool(p).await {
-                        return run.fail("verify", format!("pool {p} was started before the reset and could not be started again: {e}"), s.services);
+                        return run.fail(
+                            "verify",
+                            format!("pool {p} was started before the reset and could not be started again: {e}"),
+                            s.services,
+                        );
                     }
-                    started_again.push(p.clone());
                 }
             }
-            match wait_for(iis, cfg, |s| {
-                started_pools
-                    .iter()
-                    .all(|p| s.pool(p).is_some_and(|p| p.state == PoolState::Started))
-            })
-            .await
-            {
+            match wait_for(iis, cfg, cfg.verify_timeout, all_started).await {
                 Ok(s) => s,
                 Err(s) => {
                     let down: Vec<&str> = started_pools
