@@ -403,7 +403,13 @@ impl Run<'_> {
                         }
                         Event::Operated(r)
                     }
-                    Err(e) => Event::OperationFailed(e.to_string()),
+                    // No result: the node may be half-way through it (after
+                    // a lost reset, IIS may be stopped). Say so.
+                    Err(e) => Event::OperationFailed(format!(
+                        "{e}; no result came back, so the {} may be unfinished on the node \
+                         (check `farmctl status`; `farmctl resume` finishes the run)",
+                        op.as_str()
+                    )),
                 }
             }
             Action::Probe { deadline } => {
