@@ -118,7 +118,30 @@ impl NodeState {
     }
 }
 
-fn to(phase: Phase, now: Instant, action: Option<Action>) -> (NodeState, Option<Action>) {
+/// The action a node performs on entering `phase`, with its deadline;
+/// `None` for phases that do nothing (pending, done, failed).
+fn action_of(phase: &Phase, policy: &Policy, now: Instant) -> Option<Action> {
+    Some(match phase {
+        Phase::Draining => Action::Drain,
+        Phase::Quiescing => Action::Quiesce {
+            deadline: now + policy.drain_timeout,
+        },
+        Phase::Operating => Action::Operate {
+            deadline: now + policy.operation_timeout,
+        },
+        Phase::Verifying => Action::Probe {
+            deadline: now + policy.healthy_timeout,
+        },
+        Phase::Returning => Action::Return {
+            deadline: now + policy.return_timeout,
+        },
+        Phase::Pending | Phase::Done | Phase::Failed { .. } => return None,
+    })
+}
+
+/// Enters `phase` now, with its action.
+fn enter(phase: Phase, policy: &Policy, now: Instant) -> (NodeState, Option<Action>) {
+    let action = action_of(&phase, policy, now);
     (NodeState { phase, since: now }, action)
 }
 
@@ -128,13 +151,15 @@ fn fail(
     restore: bool,
     now: Instant,
 ) -> (NodeState, Option<Action>) {
-    to(
-        Phase::Failed {
-            step,
-            reason: reason.into(),
-            restore,
+    (
+        NodeState {
+            phase: Phase::Failed {
+                step,
+                reason: reason.into(),
+                restore,
+            },
+            since: now,
         },
-        now,
         None,
     )
 }
@@ -148,26 +173,18 @@ pub fn next(
 ) -> (NodeState, Option<Action>) {
     use Event as E;
     use Phase as P;
-    let operate = || Action::Operate {
-        deadline: now + policy.operation_timeout,
-    };
+    let enter = |phase| enter(phase, policy, now);
     match (&state.phase, event) {
-        (P::Pending, E::Begin) if policy.drains => to(P::Draining, now, Some(Action::Drain)),
-        (P::Pending, E::Begin) => to(P::Operating, now, Some(operate())),
+        (P::Pending, E::Begin) if policy.drains => enter(P::Draining),
+        (P::Pending, E::Begin) => enter(P::Operating),
 
-        (P::Draining, E::Drained) => to(
-            P::Quiescing,
-            now,
-            Some(Action::Quiesce {
-                deadline: now + policy.drain_timeout,
-            }),
-        ),
+        (P::Draining, E::Drained) => enter(P::Quiescing),
         // The drain may have half-happened: try to put the node back.
         (P::Draining, E::DrainFailed(e)) => fail("drain", e, true, now),
 
-        (P::Quiescing, E::Idle) => to(P::Operating, now, Some(operate())),
+        (P::Quiescing, E::Idle) => enter(P::Operating),
         (P::Quiescing, E::DrainTimedOut) => match policy.on_drain_timeout {
-            OnDrainTimeout::Proceed => to(P::Operating, now, Some(operate())),
+            OnDrainTimeout::Proceed => enter(P::Operating),
             OnDrainTimeout::Fail => fail(
                 "quiesce",
                 format!(
@@ -186,28 +203,16 @@ pub fn next(
         ),
 
         (P::Operating, E::Operated(report)) => match verify(policy.operation, &report) {
-            Ok(()) => to(
-                P::Verifying,
-                now,
-                Some(Action::Probe {
-                    deadline: now + policy.healthy_timeout,
-                }),
-            ),
+            Ok(()) => enter(P::Verifying),
             Err((step, reason)) => fail(step, reason, false, now),
         },
         (P::Operating, E::OperationFailed(e)) => fail("operate", e, false, now),
 
-        (P::Verifying, E::Healthy) if policy.drains => to(
-            P::Returning,
-            now,
-            Some(Action::Return {
-                deadline: now + policy.return_timeout,
-            }),
-        ),
-        (P::Verifying, E::Healthy) => to(P::Done, now, None),
+        (P::Verifying, E::Healthy) if policy.drains => enter(P::Returning),
+        (P::Verifying, E::Healthy) => enter(P::Done),
         (P::Verifying, E::Unhealthy(e)) => fail("verify", e, false, now),
 
-        (P::Returning, E::Returned) => to(P::Done, now, None),
+        (P::Returning, E::Returned) => enter(P::Done),
         (P::Returning, E::ReturnFailed(e)) => fail("return", e, false, now),
 
         (phase, event) => fail(
@@ -225,35 +230,16 @@ pub fn next(
 /// same operation id (the agent answers with its first result), probes
 /// only look. `None` for a node that had not started or had finished.
 pub fn resume_at(phase: &str, policy: &Policy, now: Instant) -> Option<(NodeState, Action)> {
-    let (phase, action) = match phase {
-        "draining" => (Phase::Draining, Action::Drain),
-        "quiescing" => (
-            Phase::Quiescing,
-            Action::Quiesce {
-                deadline: now + policy.drain_timeout,
-            },
-        ),
-        "operating" => (
-            Phase::Operating,
-            Action::Operate {
-                deadline: now + policy.operation_timeout,
-            },
-        ),
-        "verifying" => (
-            Phase::Verifying,
-            Action::Probe {
-                deadline: now + policy.healthy_timeout,
-            },
-        ),
-        "returning" => (
-            Phase::Returning,
-            Action::Return {
-                deadline: now + policy.return_timeout,
-            },
-        ),
+    let phase = match phase {
+        "draining" => Phase::Draining,
+        "quiescing" => Phase::Quiescing,
+        "operating" => Phase::Operating,
+        "verifying" => Phase::Verifying,
+        "returning" => Phase::Returning,
         _ => return None,
     };
-    Some((NodeState { phase, since: now }, action))
+    let (state, action) = enter(phase, policy, now);
+    Some((state, action?))
 }
 
 /// Proof that the operation happened, from the agent's own report: new
