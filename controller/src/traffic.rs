@@ -183,10 +183,6 @@ impl Traffic {
         }
     }
 
-    pub fn sent(&self) -> u64 {
-        self.counters.sent.load(Ordering::Relaxed)
-    }
-
     /// Stops the generator, waiting for requests in flight.
     pub async fn stop(self) -> TrafficReport {
         self.stop.send_replace(true);

@@ -129,8 +129,6 @@ pub enum AgentError {
     Busy(String),
     #[error(transparent)]
     Iis(#[from] IisError),
-    #[error("not implemented yet: {0}")]
-    Unimplemented(&'static str),
     #[error("{0}")]
     Leased(String),
 }
@@ -144,7 +142,6 @@ impl From<AgentError> for tonic::Status {
             AgentError::Iis(IisError::NoSuchPool(_)) => tonic::Status::not_found(msg),
             AgentError::Iis(IisError::InvalidName { .. }) => tonic::Status::invalid_argument(msg),
             AgentError::Iis(_) => tonic::Status::internal(msg),
-            AgentError::Unimplemented(_) => tonic::Status::unimplemented(msg),
             AgentError::Leased(_) => tonic::Status::failed_precondition(msg),
         }
     }

@@ -113,15 +113,13 @@ async fn demo(args: &DemoArgs, settings: &Settings, sandbox: &Sandbox) -> Comman
     } else {
         inv.app_pools.clone()
     };
+    // The demo keeps its journals with its farm unless told otherwise.
     let demo_settings = Settings {
-        quiet: settings.quiet,
-        insecure: settings.insecure,
-        bars: settings.bars,
         state_dir: settings
             .state_dir
             .clone()
             .or_else(|| Some(sandbox.dir.join("state"))),
-        clock: settings.clock.clone(),
+        ..settings.clone()
     };
     let outcome = execute(&inv, &rollout, op, pools, &demo_settings, &*reporter).await;
     let traffic = traffic.stop().await;

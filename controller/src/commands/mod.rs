@@ -20,6 +20,7 @@ use crate::exit::CommandError;
 use crate::report::Reporter;
 
 /// Resolved global settings.
+#[derive(Clone)]
 pub struct Settings {
     pub quiet: bool,
     /// Talk plaintext to agents (`--insecure`).

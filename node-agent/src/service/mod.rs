@@ -73,6 +73,12 @@ impl AgentService {
         }
     }
 
+    /// A lease just taken or renewed: its dead-man timer is (re)armed.
+    fn armed(&self, (lease, generation): (pb::Lease, u64)) -> Response<pb::Lease> {
+        self.leases.arm(generation, self.iis.clone());
+        Response::new(lease)
+    }
+
     /// A mutating call may act only under no lease or its own run's.
     fn leased_check(&self, op_id: &str) -> Result<(), Status> {
         self.leases.check_op(op_id).map_err(lease_status)
@@ -368,10 +374,7 @@ impl NodeAgent for AgentService {
                 &r.reason,
                 Duration::from_millis(r.ttl_ms),
             )
-            .map(|(lease, generation)| {
-                self.leases.arm(generation, self.iis.clone());
-                Response::new(lease)
-            })
+            .map(|held| self.armed(held))
             .map_err(lease_status);
         ticket.close_with(result)
     }
@@ -385,10 +388,7 @@ impl NodeAgent for AgentService {
         let result = self
             .leases
             .renew(&r.run_id, Duration::from_millis(r.ttl_ms))
-            .map(|(lease, generation)| {
-                self.leases.arm(generation, self.iis.clone());
-                Response::new(lease)
-            })
+            .map(|held| self.armed(held))
             .map_err(lease_status);
         ticket.close_with(result)
     }
