@@ -178,9 +178,9 @@ async fn bad_input_exits_2_names_the_place_and_touches_nothing() {
         ),
         ("not-a-map", "- just\n- a list\n".into(), "invalid type"),
         (
-            "binary",
+            "control-chars",
             String::from_utf8_lossy(&[0xff, 0xfe, 0, 1, 2, 3]).into_owned(),
-            "inventory",
+            "control characters are not allowed",
         ),
     ];
     assert!(first_node > 0);
@@ -201,6 +201,13 @@ async fn bad_input_exits_2_names_the_place_and_touches_nothing() {
             assert!(!err.contains("panicked"), "{name}: {err}");
         }
     }
+    // Not UTF-8 at all.
+    let raw = farm.sandbox.dir.join("raw.yaml");
+    std::fs::write(&raw, [0xff, 0xfe, 0x00, 0x01]).unwrap();
+    let out = farmctl(&["recycle", "-i", &raw.display().to_string(), "--yes"]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("valid UTF-8"), "{}", stderr(&out));
+
     let inv = inventory(&farm);
     for args in [
         vec!["recycle", "-i", &inv, "--yes", "--max-unavailable", "0"],

@@ -111,27 +111,24 @@ async fn eventually<F: std::future::Future<Output = bool>>(
 }
 
 async fn wait_in_flight(a: &Agent, n: u64) {
-    eventually(&format!("{n} request(s) in flight"), || {
-        let mut c = a.client.clone();
-        async move {
-            c.status(pb::StatusRequest {})
-                .await
-                .unwrap()
-                .into_inner()
-                .in_flight
-                == Some(n)
-        }
+    eventually(&format!("{n} request(s) in flight"), || async move {
+        status(a).await.in_flight == Some(n)
     })
     .await;
 }
 
-async fn pids(a: &mut Agent, pool: &str) -> Vec<u32> {
-    let st = a
-        .client
+/// The agent's Status.
+async fn status(a: &Agent) -> pb::NodeStatus {
+    a.client
+        .clone()
         .status(pb::StatusRequest {})
         .await
         .unwrap()
-        .into_inner();
+        .into_inner()
+}
+
+async fn pids(a: &mut Agent, pool: &str) -> Vec<u32> {
+    let st = status(a).await;
     st.pools
         .iter()
         .find(|p| p.name == pool)
@@ -370,12 +367,7 @@ async fn a_pool_that_crashes_after_recycle_ends_up_stopped() {
         matches!(get(port, "/").await, Ok((503, _)))
     })
     .await;
-    let st = a
-        .client
-        .status(pb::StatusRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let st = status(&a).await;
     assert_eq!(st.pools[0].state, pb::PoolState::Stopped as i32);
 }
 
@@ -393,14 +385,7 @@ async fn drain_renames_the_health_file_and_watch_load_ends_when_idle() {
         .into_inner();
     assert!(r.drained && !r.unchanged);
     assert_eq!(get(a.port, "/health.htm").await.unwrap().0, 404);
-    assert!(
-        a.client
-            .status(pb::StatusRequest {})
-            .await
-            .unwrap()
-            .into_inner()
-            .drained
-    );
+    assert!(status(&a).await.drained);
 
     let port = a.port;
     let slow = tokio::spawn(async move { get(port, "/slow?ms=300").await });

@@ -7,7 +7,7 @@ use farm_agent::iis::{Iis, IisError, PoolState, ServiceState};
 use farm_agent::iiscmd::config::{Timeouts, Tools};
 use farm_agent::iiscmd::fake::{FakeFaults, FakeIis};
 use farm_agent::iiscmd::CommandBackend;
-use farm_agent::ops::{self, OpsConfig, ProgressSink};
+use farm_agent::ops::{self, OpResult, OpsConfig, ProgressSink};
 
 fn tools() -> Tools {
     Tools {
@@ -31,6 +31,22 @@ fn cfg() -> OpsConfig {
         poll_interval: Duration::from_millis(1),
         autostart_grace: Duration::from_millis(5),
     }
+}
+
+/// A fake IIS with a `Shop` pool and these faults.
+fn fake_iis(faults: FakeFaults) -> Arc<FakeIis> {
+    Arc::new(FakeIis::new(&["Shop"], faults))
+}
+
+/// The safe reset on `fake`, with `iisreset /stop /timeout:<stop_s>`.
+async fn reset_on(fake: &Arc<FakeIis>, stop_s: u64) -> OpResult {
+    ops::reset(
+        &backend(fake),
+        Duration::from_secs(stop_s),
+        &cfg(),
+        &ProgressSink::discard(),
+    )
+    .await
 }
 
 const STATUS: [&str; 6] = [
@@ -166,14 +182,8 @@ async fn a_stopped_pool_fails_before_anything_is_touched() {
 
 #[tokio::test]
 async fn a_normal_reset() {
-    let fake = Arc::new(FakeIis::new(&["Shop"], FakeFaults::default()));
-    let r = ops::reset(
-        &backend(&fake),
-        Duration::from_secs(60),
-        &cfg(),
-        &ProgressSink::discard(),
-    )
-    .await;
+    let fake = fake_iis(FakeFaults::default());
+    let r = reset_on(&fake, 60).await;
     assert!(r.success, "{r:?}");
     assert_eq!(
         fake.log(),
@@ -190,20 +200,11 @@ async fn a_normal_reset() {
 
 #[tokio::test]
 async fn a_reset_whose_stop_times_out_is_forced() {
-    let fake = Arc::new(FakeIis::new(
-        &["Shop"],
-        FakeFaults {
-            stop_hangs: true,
-            ..Default::default()
-        },
-    ));
-    let r = ops::reset(
-        &backend(&fake),
-        Duration::from_secs(30),
-        &cfg(),
-        &ProgressSink::discard(),
-    )
-    .await;
+    let fake = fake_iis(FakeFaults {
+        stop_hangs: true,
+        ..Default::default()
+    });
+    let r = reset_on(&fake, 30).await;
     assert!(r.success, "{r:?}");
     assert_eq!(
         fake.log(),
@@ -223,20 +224,11 @@ async fn a_reset_whose_stop_times_out_is_forced() {
 
 #[tokio::test]
 async fn a_reset_whose_start_fails_twice_then_succeeds() {
-    let fake = Arc::new(FakeIis::new(
-        &["Shop"],
-        FakeFaults {
-            start_fails: 2,
-            ..Default::default()
-        },
-    ));
-    let r = ops::reset(
-        &backend(&fake),
-        Duration::from_secs(60),
-        &cfg(),
-        &ProgressSink::discard(),
-    )
-    .await;
+    let fake = fake_iis(FakeFaults {
+        start_fails: 2,
+        ..Default::default()
+    });
+    let r = reset_on(&fake, 60).await;
     assert!(r.success, "{r:?}");
     assert_eq!(
         fake.log(),
@@ -256,20 +248,11 @@ async fn a_reset_whose_start_fails_twice_then_succeeds() {
 
 #[tokio::test]
 async fn a_reset_whose_start_never_succeeds_names_the_step_and_the_exit_code() {
-    let fake = Arc::new(FakeIis::new(
-        &["Shop"],
-        FakeFaults {
-            start_fails: 99,
-            ..Default::default()
-        },
-    ));
-    let r = ops::reset(
-        &backend(&fake),
-        Duration::from_secs(60),
-        &cfg(),
-        &ProgressSink::discard(),
-    )
-    .await;
+    let fake = fake_iis(FakeFaults {
+        start_fails: 99,
+        ..Default::default()
+    });
+    let r = reset_on(&fake, 60).await;
     assert!(!r.success);
     assert_eq!(r.failed_step, Some("start"));
     let err = r.error.unwrap();
@@ -301,20 +284,11 @@ async fn a_reset_whose_start_never_succeeds_names_the_step_and_the_exit_code() {
 
 #[tokio::test]
 async fn access_denied_fails_at_the_forced_stop() {
-    let fake = Arc::new(FakeIis::new(
-        &["Shop"],
-        FakeFaults {
-            access_denied: true,
-            ..Default::default()
-        },
-    ));
-    let r = ops::reset(
-        &backend(&fake),
-        Duration::from_secs(60),
-        &cfg(),
-        &ProgressSink::discard(),
-    )
-    .await;
+    let fake = fake_iis(FakeFaults {
+        access_denied: true,
+        ..Default::default()
+    });
+    let r = reset_on(&fake, 60).await;
     assert!(!r.success);
     assert_eq!(r.failed_step, Some("force-stop"));
     assert!(
@@ -336,7 +310,7 @@ async fn access_denied_fails_at_the_forced_stop() {
 
 #[tokio::test]
 async fn an_invalid_pool_name_is_rejected_before_any_command_runs() {
-    let fake = Arc::new(FakeIis::new(&["Shop"], FakeFaults::default()));
+    let fake = fake_iis(FakeFaults::default());
     let b = backend(&fake);
     for bad in ["a\"b", "x & del", "a|b", "a\nb", "..\\x", ""] {
         assert!(
@@ -353,7 +327,7 @@ async fn an_invalid_pool_name_is_rejected_before_any_command_runs() {
 
 #[tokio::test]
 async fn an_unknown_pool_is_named() {
-    let fake = Arc::new(FakeIis::new(&["Shop"], FakeFaults::default()));
+    let fake = fake_iis(FakeFaults::default());
     assert_eq!(
         backend(&fake).recycle_pool("Nope").await,
         Err(IisError::NoSuchPool("Nope".into()))
@@ -362,15 +336,12 @@ async fn an_unknown_pool_is_named() {
 
 #[tokio::test]
 async fn in_flight_falls_back_to_the_counter_then_to_unknown() {
-    let fake = Arc::new(FakeIis::new(&["Shop"], FakeFaults::default()));
+    let fake = fake_iis(FakeFaults::default());
     assert_eq!(backend(&fake).in_flight().await.unwrap(), Some(0));
-    let fake = Arc::new(FakeIis::new(
-        &["Shop"],
-        FakeFaults {
-            no_request_monitor: true,
-            ..Default::default()
-        },
-    ));
+    let fake = fake_iis(FakeFaults {
+        no_request_monitor: true,
+        ..Default::default()
+    });
     assert_eq!(backend(&fake).in_flight().await.unwrap(), Some(2));
     assert_eq!(
         fake.log(),
@@ -406,7 +377,7 @@ async fn drain_renames_the_health_files() {
     for f in &files {
         std::fs::write(f, "OK").unwrap();
     }
-    let fake = Arc::new(FakeIis::new(&["Shop"], FakeFaults::default()));
+    let fake = fake_iis(FakeFaults::default());
     let b = CommandBackend::new(fake, tools(), Timeouts::default(), files.clone());
     assert!(b.health_file_present().await.unwrap());
     b.set_health_file(false).await.unwrap();
@@ -419,20 +390,11 @@ async fn drain_renames_the_health_files() {
 
 #[tokio::test]
 async fn a_pool_that_was_does_not_bring_back_is_started_by_the_agent() {
-    let fake = Arc::new(FakeIis::new(
-        &["Shop"],
-        FakeFaults {
-            autostart_off: true,
-            ..Default::default()
-        },
-    ));
-    let r = ops::reset(
-        &backend(&fake),
-        Duration::from_secs(60),
-        &cfg(),
-        &ProgressSink::discard(),
-    )
-    .await;
+    let fake = fake_iis(FakeFaults {
+        autostart_off: true,
+        ..Default::default()
+    });
+    let r = reset_on(&fake, 60).await;
     assert!(r.success, "{r:?}");
     let log = fake.log();
     let start = log
