@@ -1,7 +1,6 @@
 //! The verified recycle: every pool that had a worker runs new ones.
-use std::time::Instant;
 
-use super::{pid_list, OpResult, OpsConfig, PoolOutcome, ProgressSink, Run};
+use super::{pid_list, wait_for, OpResult, OpsConfig, PoolOutcome, ProgressSink, Run};
 use crate::iis::{Iis, IisStatus, PoolState};
 
 /// Pools named in the request, or every pool that serves a site.
@@ -116,70 +115,63 @@ pub async fn recycle(
     }
 
     progress.send("verify", "waiting for new worker processes");
-    let deadline = Instant::now() + cfg.verify_timeout;
-    loop {
-        let now = match iis.status().await {
-            Ok(s) => s,
-            Err(e) => {
-                return run.fail(
-                    "verify",
-                    format!("could not read IIS state: {e}"),
-                    before.services,
-                )
-            }
-        };
-        let mut pending = Vec::new();
-        for out in &mut run.pools {
-            let p = now.pool(&out.name);
-            out.state_after = p.map(|p| p.state).unwrap_or(PoolState::Unknown);
-            out.pids_after = p.map(|p| p.pids()).unwrap_or_default();
-            let replaced = out.had_no_worker
-                || (!out.pids_after.is_empty()
-                    && out
-                        .pids_after
-                        .iter()
-                        .all(|pid| !out.pids_before.contains(pid)));
-            if out.state_after != PoolState::Started || !replaced {
-                pending.push(format!(
-                    "{} is {:?} with workers {}",
-                    out.name,
-                    out.state_after,
-                    pid_list(&out.pids_after)
-                ));
-            }
-        }
-        if pending.is_empty() {
-            for out in &run.pools {
-                if out.had_no_worker {
-                    progress.send(
-                        "verify",
-                        format!("{} had no worker running; nothing to replace", out.name),
-                    );
-                } else {
-                    progress.send(
-                        "verify",
-                        format!(
-                            "{} workers {} -> {}",
-                            out.name,
-                            pid_list(&out.pids_before),
-                            pid_list(&out.pids_after)
-                        ),
-                    );
-                }
-            }
-            return run.succeed(now.services);
-        }
-        if Instant::now() >= deadline {
-            return run.fail(
+    let verified = wait_for(iis, cfg, cfg.verify_timeout, |s| {
+        not_replaced(&run.pools, s).is_empty()
+    })
+    .await;
+    let (Ok(last) | Err(last)) = &verified;
+    let pending = not_replaced(&run.pools, last);
+    for out in &mut run.pools {
+        let p = last.pool(&out.name);
+        out.state_after = p.map(|p| p.state).unwrap_or(PoolState::Unknown);
+        out.pids_after = p.map(|p| p.pids()).unwrap_or_default();
+    }
+    let services = last.services.clone();
+    if verified.is_err() {
+        return run.fail(
+            "verify",
+            format!(
+                "recycle not confirmed after {:?}: {}",
+                cfg.verify_timeout,
+                pending.join("; ")
+            ),
+            services,
+        );
+    }
+    for out in &run.pools {
+        if out.had_no_worker {
+            progress.send(
+                "verify",
+                format!("{} had no worker running; nothing to replace", out.name),
+            );
+        } else {
+            progress.send(
                 "verify",
                 format!(
-                    "recycle not confirmed after {:?}: {}",
-                    cfg.verify_timeout,
-                    pending.join("; ")
+                    "{} workers {} -> {}",
+                    out.name,
+                    pid_list(&out.pids_before),
+                    pid_list(&out.pids_after)
                 ),
-                now.services,
             );
         }
-        tokio::time::sleep(cfg.poll_interval).await;
     }
+    run.succeed(services)
+}
+
+/// The pools of `pools` that `now` does not show Started with only new
+/// workers (a pool that had none only has to be Started), described.
+fn not_replaced(pools: &[PoolOutcome], now: &IisStatus) -> Vec<String> {
+    pools
+        .iter()
+        .filter_map(|out| {
+            let p = now.pool(&out.name);
+            let state = p.map(|p| p.state).unwrap_or(PoolState::Unknown);
+            let pids = p.map(|p| p.pids()).unwrap_or_default();
+            let replaced = out.had_no_worker
+                || (!pids.is_empty() && pids.iter().all(|pid| !out.pids_before.contains(pid)));
+            (state != PoolState::Started || !replaced)
+                .then(|| format!("{} is {state:?} with workers {}", out.name, pid_list(&pids)))
+        })
+        .collect()
 }
