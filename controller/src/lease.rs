@@ -1,16 +1,20 @@
 //! The controller's leases on the farm: taken on every reachable agent
-//! before a run acts, one node at a time in inventory order (so two
-//! controllers starting together cannot each win part of the farm),
-//! renewed while the run goes on, released at its end. An agent whose
-//! lease expires (the controller died) handles its node itself.
-use std::collections::HashMap;
+//! before a run acts, renewed while it goes on, released at its end. An
+//! agent whose lease expires (the controller died) handles its node itself.
+//!
+//! The first reachable node, in inventory order, is taken alone: it is the
+//! gate, so of two controllers starting together only one gets past it.
+//! The others are then taken all at once (a farm of a thousand nodes does
+//! not wait for a thousand round trips).
 use std::sync::Arc;
+use std::time::Duration;
 
-use farm_inventory::Inventory;
+use futures::future::join_all;
 use tokio::sync::watch;
 
 use crate::agent::{AgentApi, AgentError};
 use crate::exit::CommandError;
+use crate::farm::Farm;
 
 pub struct LeaseSet {
     run_id: String,
@@ -38,67 +42,141 @@ pub fn holder() -> String {
     format!("{user}@{host}")
 }
 
-/// Takes the lease on every node, in inventory order. An agent that does
-/// not answer is left out (preflight reports it). Any node already leased
-/// to another run refuses the whole run: the leases taken so far are given
-/// back and nothing is touched.
-pub async fn acquire(
-    inv: &Inventory,
-    agents: &HashMap<String, Arc<dyn AgentApi>>,
+/// What one acquire did.
+enum Taken {
+    Yes,
+    /// The agent did not answer: left out (preflight reports it).
+    Unreachable,
+    Refused(String),
+}
+
+async fn take(
+    agent: &dyn AgentApi,
+    holder: &str,
     run_id: &str,
     reason: &str,
+    ttl: Duration,
+) -> Taken {
+    match agent.acquire_lease(holder, run_id, reason, ttl).await {
+        Ok(()) => Taken::Yes,
+        Err(AgentError::Unreachable { .. } | AgentError::Timeout(_)) => Taken::Unreachable,
+        Err(AgentError::Refused(m)) => Taken::Refused(m),
+        Err(other) => Taken::Refused(other.to_string()),
+    }
+}
+
+/// Takes the lease on every node. Any node already leased to another run
+/// refuses the whole run: the leases taken so far are given back and
+/// nothing is touched.
+pub async fn acquire(
+    farm: &Farm,
+    run_id: &str,
+    reason: &str,
+    ttl: Duration,
 ) -> Result<LeaseSet, CommandError> {
-    let ttl = inv.rollout.lease_ttl;
     let holder = holder();
-    let mut taken: Vec<(String, Arc<dyn AgentApi>)> = Vec::new();
-    for node in &inv.nodes {
-        let agent = agents[&node.name].clone();
-        match agent.acquire_lease(&holder, run_id, reason, ttl).await {
-            Ok(()) => taken.push((node.name.clone(), agent)),
-            Err(AgentError::Unreachable { .. } | AgentError::Timeout(_)) => {}
-            Err(e) => {
-                for (_, a) in &taken {
-                    let _ = a.release_lease(run_id).await;
-                }
-                let why = match e {
-                    AgentError::Refused(m) => m,
-                    other => other.to_string(),
-                };
-                return Err(CommandError::refused(format!(
-                    "{}: {why} — refusing to start; nothing was touched. If that run's controller \
-                     is gone, `farmctl resume` continues it (on its host), or the lease expires \
-                     within rollout.lease_ttl",
-                    node.name
-                )));
+    let nodes = &farm.inventory.nodes;
+    let mut taken: Vec<usize> = Vec::new();
+    let mut refused: Option<(usize, String)> = None;
+    let mut rest = 0..nodes.len();
+    // The gate: in order, until one agent answers.
+    for i in rest.by_ref() {
+        match take(farm.agent(i), &holder, run_id, reason, ttl).await {
+            Taken::Yes => {
+                taken.push(i);
+                break;
+            }
+            Taken::Unreachable => {}
+            Taken::Refused(m) => {
+                refused = Some((i, m));
+                break;
             }
         }
     }
-    let (stop, mut stopped) = watch::channel(false);
-    let (agents_for_renew, run, h, r) = (
-        taken.clone(),
-        run_id.to_string(),
-        holder,
-        reason.to_string(),
-    );
-    let renewer = tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep(ttl / 3) => {}
-                _ = stopped.changed() => return,
-            }
-            for (name, a) in &agents_for_renew {
-                if let Err(e) = a.acquire_lease(&h, &run, &r, ttl).await {
-                    tracing::warn!(node = %name, run_id = %run, "could not renew the lease: {e}");
+    if refused.is_none() {
+        let rest: Vec<usize> = rest.collect();
+        let results = join_all(
+            rest.iter()
+                .map(|&i| take(farm.agent(i), &holder, run_id, reason, ttl)),
+        )
+        .await;
+        for (i, r) in rest.into_iter().zip(results) {
+            match r {
+                Taken::Yes => taken.push(i),
+                Taken::Unreachable => {}
+                Taken::Refused(m) => {
+                    refused.get_or_insert((i, m));
                 }
             }
         }
-    });
+    }
+    let agents: Vec<(String, Arc<dyn AgentApi>)> = taken
+        .iter()
+        .map(|&i| (nodes[i].name.clone(), farm.agents[i].clone()))
+        .collect();
+    if let Some((i, why)) = refused {
+        join_all(agents.iter().map(|(_, a)| a.release_lease(run_id))).await;
+        return Err(CommandError::refused(format!(
+            "{}: {why} — refusing to start; nothing was touched. If that run's controller \
+             is gone, `farmctl resume` continues it (on its host), or the lease expires \
+             within rollout.lease_ttl",
+            nodes[i].name
+        )));
+    }
+    let (stop, stopped) = watch::channel(false);
+    let renewer = tokio::spawn(renew(
+        agents.clone(),
+        run_id.to_string(),
+        holder,
+        reason.to_string(),
+        ttl,
+        stopped,
+    ));
     Ok(LeaseSet {
         run_id: run_id.to_string(),
-        agents: taken,
+        agents,
         stop,
         renewer,
     })
+}
+
+/// Renews every lease each ttl/3, all at once, each call bounded by ttl/3
+/// so one slow agent does not delay the others' renewals. A lease that
+/// expired meanwhile is taken again.
+async fn renew(
+    agents: Vec<(String, Arc<dyn AgentApi>)>,
+    run_id: String,
+    holder: String,
+    reason: String,
+    ttl: Duration,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let every = ttl / 3;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stopped.changed() => return,
+        }
+        let (run_id, holder, reason) = (&run_id, &holder, &reason);
+        join_all(agents.iter().map(|(name, a)| async move {
+            let renewed = tokio::time::timeout(every, async {
+                match a.renew_lease(run_id, ttl).await {
+                    Err(AgentError::Refused(why)) => {
+                        tracing::warn!(node = %name, run_id = %run_id, "lease not renewed ({why}); taking it again");
+                        a.acquire_lease(holder, run_id, reason, ttl).await
+                    }
+                    other => other,
+                }
+            })
+            .await;
+            match renewed {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(node = %name, run_id = %run_id, "could not renew the lease: {e}"),
+                Err(_) => tracing::warn!(node = %name, run_id = %run_id, "lease renewal did not answer within {every:?}"),
+            }
+        }))
+        .await;
+    }
 }
 
 impl LeaseSet {
@@ -106,10 +184,12 @@ impl LeaseSet {
     pub async fn release(self) {
         self.stop.send_replace(true);
         let _ = self.renewer.await;
-        for (name, a) in &self.agents {
-            if let Err(e) = a.release_lease(&self.run_id).await {
+        let run_id = &self.run_id;
+        join_all(self.agents.iter().map(|(name, a)| async move {
+            if let Err(e) = a.release_lease(run_id).await {
                 tracing::warn!(node = %name, "could not release the lease: {e}");
             }
-        }
+        }))
+        .await;
     }
 }

@@ -1,31 +1,47 @@
 //! `farmctl`: rolling app-pool recycles and IIS resets across an IIS farm.
 //!
 //! # Layout
-//! - [`cli`]: argument structs; [`commands`]: one file per subcommand.
-//! - [`rollout`]: the pure per-node state machine, batch planning and the
-//!   engine that drives them.
-//! - [`agent`]: the agent client trait and its gRPC implementation.
-//! - [`lb`]: load balancer drivers; [`probe`]: HTTP health probes.
-//! - [`preflight`]: checks before anything is touched.
-//! - [`report`]: run reports and the `Reporter` trait; [`progress`]: its
-//!   line and progress-bar implementations.
-//! - [`sandbox`]: a simulated farm of real agent processes (demo, tests);
-//!   [`traffic`]: an HTTP load generator.
+//! - [`cli`]: argument structs; [`commands`]: one file per subcommand,
+//!   thin: flags → settings → the library.
+//! - [`run`]: the run contract ([`run::RunSettings`]), starting a run and
+//!   resuming one.
+//! - [`rollout`]: the pure per-node state machine, the capacity check, the
+//!   scheduler and the per-node driver.
+//! - [`farm`]: the inventory with its agents and load balancer;
+//!   [`observe`]: what every node looks like, and the one definition of
+//!   "serving"; [`preflight`]; [`quiesce`]: the two-sided drain check.
+//! - [`agent`]: the agent client trait and its gRPC implementation;
+//!   [`lb`]: load balancer drivers; [`probe`]: HTTP health probes.
+//! - [`journal`]: the crash-safe run journal; [`lease`]: the farm's leases;
+//!   [`window`]: maintenance windows; [`operator`]: confirmations.
+//! - [`report`]: run reports and the `Reporter` trait.
+//! - [`sandbox`]: a simulated farm of real agent processes (demo, tests,
+//!   benchmarks); [`traffic`]: an HTTP load generator; [`certfiles`]: the
+//!   farm's certificate files.
+//! - `testing` (tests and the `test-util` feature): fakes of the agent,
+//!   the load balancer and the clock.
 #![forbid(unsafe_code)]
 
 pub mod agent;
+pub mod certfiles;
 pub mod cli;
 pub mod commands;
 pub mod exit;
+pub mod farm;
 pub mod journal;
 pub mod lb;
 pub mod lease;
+pub mod observe;
+pub mod operator;
 pub mod preflight;
 pub mod probe;
-pub mod progress;
+pub mod quiesce;
 pub mod report;
 pub mod rollout;
+pub mod run;
 pub mod sandbox;
+#[cfg(any(test, feature = "test-util"))]
+pub mod testing;
 pub mod traffic;
 pub mod window;
 
@@ -33,8 +49,10 @@ pub mod window;
 pub fn init_logging(default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    // Colour only for a terminal: logs redirected to a file stay plain.
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
 }

@@ -1,10 +1,15 @@
-//! `farmctl`: parses arguments, builds the settings and calls the library.
+//! `farmctl`: parses arguments, resolves the settings and calls the
+//! library. The progress bars live here ([`bars`]), not in the library.
 use std::io::IsTerminal;
+use std::sync::Arc;
 
 use clap::Parser;
 use farmctl::cli::{Cli, Command};
 use farmctl::commands::{self, Settings};
 use farmctl::exit::ExitStatus;
+use farmctl::report::{Lines, Reporter, Silent};
+
+mod bars;
 
 fn main() {
     let cli = Cli::parse();
@@ -14,12 +19,19 @@ fn main() {
         (false, 1) => "info",
         _ => "debug",
     });
+    let reporter: Arc<dyn Reporter> = if cli.quiet {
+        Arc::new(Silent)
+    } else if std::io::stderr().is_terminal() {
+        Arc::new(bars::Bars::new())
+    } else {
+        Arc::new(Lines::new())
+    };
     let settings = Settings {
         quiet: cli.quiet,
         insecure: cli.insecure,
         state_dir: cli.state_dir.clone(),
         clock: farmctl::window::system_clock(),
-        bars: !cli.quiet && std::io::stderr().is_terminal(),
+        reporter,
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,

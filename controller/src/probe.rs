@@ -1,11 +1,47 @@
 //! HTTP health probes from the controller, with the site's Host header:
-//! the node as a load balancer or a user sees it.
+//! the node as a load balancer or a user sees it. Behind the [`Prober`]
+//! trait, so the engine is tested with a fake.
 use std::time::Duration;
 
+use async_trait::async_trait;
 use farm_inventory::{Node, Site};
 use futures::future::join_all;
 
 pub use farm_proto::http::get;
+
+/// Probing a node's sites.
+#[async_trait]
+pub trait Prober: Send + Sync {
+    /// Every site once: Ok when all answer as expected.
+    async fn once(&self, node: &Node, sites: &[Site]) -> Result<(), String>;
+    /// Until every site answered well `successes` times in a row, or
+    /// `timeout` passes.
+    async fn until_healthy(
+        &self,
+        node: &Node,
+        sites: &[Site],
+        timeout: Duration,
+    ) -> Result<(), String>;
+}
+
+/// Real HTTP probes.
+pub struct HttpProber;
+
+#[async_trait]
+impl Prober for HttpProber {
+    async fn once(&self, node: &Node, sites: &[Site]) -> Result<(), String> {
+        probe_node_once(node, sites).await
+    }
+
+    async fn until_healthy(
+        &self,
+        node: &Node,
+        sites: &[Site],
+        timeout: Duration,
+    ) -> Result<(), String> {
+        wait_healthy(node, sites, timeout).await
+    }
+}
 
 /// One probe of `site` on `node`: Ok when status and body are as expected.
 pub async fn probe_site(node: &Node, site: &Site) -> Result<(), String> {

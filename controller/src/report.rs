@@ -1,16 +1,45 @@
-//! Run reports (the JSON keys are a documented contract) and the
-//! `Reporter` trait the engine talks to.
+//! Run reports (the JSON keys are a documented contract), the `Reporter`
+//! trait the engine talks to, and its plain-line implementation (the
+//! binary adds progress bars on a terminal).
 use std::collections::BTreeMap;
+use std::time::Instant;
 
-use serde::Serialize;
+use farm_proto::domain::{NodeOutcome, OperationKind, Phase};
+use serde::{Deserialize, Serialize};
+
+use crate::rollout::machine::FailedStep;
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunOutcome {
+    Succeeded,
+    /// Failed or halted part-way.
+    Failed,
+}
+
+impl RunOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunOutcome::Succeeded => "succeeded",
+            RunOutcome::Failed => "failed",
+        }
+    }
+}
+
+impl std::fmt::Display for RunOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct RunReport {
     pub run_id: String,
-    pub action: String,
+    pub action: OperationKind,
     pub farm: String,
     /// `succeeded` or `failed` (a halted run failed).
-    pub outcome: String,
+    pub outcome: RunOutcome,
     pub started_at: String,
     pub duration_ms: u64,
     /// Why the run stopped before the end, if it did.
@@ -20,20 +49,36 @@ pub struct RunReport {
     pub traffic: Option<TrafficReport>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq, Default)]
+#[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct NodeReport {
     pub name: String,
     /// `succeeded`, `failed` or `skipped`.
-    pub outcome: String,
+    pub outcome: NodeOutcome,
     /// Milliseconds spent in each phase.
     pub phase_ms: BTreeMap<String, u64>,
     /// Worker PIDs per pool before and after the operation.
     pub pids_before: BTreeMap<String, Vec<u32>>,
     pub pids_after: BTreeMap<String, Vec<u32>>,
     pub error: Option<String>,
-    pub failed_step: Option<String>,
+    pub failed_step: Option<FailedStep>,
     /// Whether the node serves traffic at the end of the run.
     pub in_rotation: bool,
+}
+
+impl NodeReport {
+    /// A node not (yet) acted on: skipped, in rotation.
+    pub fn new(name: &str) -> Self {
+        NodeReport {
+            name: name.to_string(),
+            outcome: NodeOutcome::Skipped,
+            phase_ms: BTreeMap::new(),
+            pids_before: BTreeMap::new(),
+            pids_after: BTreeMap::new(),
+            error: None,
+            failed_step: None,
+            in_rotation: true,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Default)]
@@ -46,15 +91,15 @@ pub struct TrafficReport {
 
 impl RunReport {
     pub fn succeeded(&self) -> bool {
-        self.outcome == "succeeded"
+        self.outcome == RunOutcome::Succeeded
     }
 }
 
 /// Told about a run while it goes. Implementations: plain lines, progress
 /// bars, JSON at the end, or nothing (tests).
 pub trait Reporter: Send + Sync {
-    fn run_started(&self, _run_id: &str, _action: &str, _nodes: &[String]) {}
-    fn phase(&self, _node: &str, _phase: &str) {}
+    fn run_started(&self, _run_id: &str, _action: OperationKind, _nodes: &[String]) {}
+    fn phase(&self, _node: &str, _phase: Phase) {}
     fn detail(&self, _node: &str, _message: &str) {}
     fn node_finished(&self, _node: &NodeReport) {}
     fn note(&self, _message: &str) {}
@@ -92,7 +137,7 @@ pub fn summary(r: &RunReport) -> String {
         out.push_str(&format!(
             "  {:<12} {:<9} {:<14} {}{}\n",
             n.name,
-            n.outcome,
+            n.outcome.as_str(),
             if n.in_rotation {
                 "in rotation"
             } else {
@@ -118,4 +163,53 @@ pub fn summary(r: &RunReport) -> String {
         ));
     }
     out
+}
+
+/// One line per event on stderr, with the time since the run started.
+pub struct Lines {
+    start: Instant,
+}
+
+impl Lines {
+    pub fn new() -> Self {
+        Self {
+            start: Instant::now(),
+        }
+    }
+
+    fn line(&self, text: &str) {
+        eprintln!("{:>8.2}s {text}", self.start.elapsed().as_secs_f64());
+    }
+}
+
+impl Default for Lines {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Reporter for Lines {
+    fn run_started(&self, run_id: &str, action: OperationKind, nodes: &[String]) {
+        self.line(&format!(
+            "run {run_id}: rolling {action} of {}",
+            nodes.join(", ")
+        ));
+    }
+    fn phase(&self, node: &str, phase: Phase) {
+        self.line(&format!("[{node}] {phase}"));
+    }
+    fn detail(&self, node: &str, message: &str) {
+        self.line(&format!("[{node}]   {message}"));
+    }
+    fn node_finished(&self, n: &NodeReport) {
+        let extra = n
+            .error
+            .as_deref()
+            .map(|e| format!(": {e}"))
+            .unwrap_or_default();
+        self.line(&format!("[{}] {}{extra}", n.name, n.outcome));
+    }
+    fn note(&self, message: &str) {
+        self.line(message);
+    }
 }

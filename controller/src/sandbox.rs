@@ -9,6 +9,8 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, ChildStdout, Command};
 
+use crate::traffic::{Backend, Routing, TrafficSpec};
+
 /// How a sandbox farm is built.
 #[derive(Debug, Clone)]
 pub struct SandboxSpec {
@@ -136,8 +138,8 @@ impl Sandbox {
         // and an operator certificate for the controller.
         let certs = dir.join("certs");
         let tls_err = |e: crate::exit::CommandError| SandboxError::Io(format!("certificates: {e}"));
-        crate::commands::certs::init(&certs, "demo", true).map_err(tls_err)?;
-        crate::commands::certs::issue_controller(
+        crate::certfiles::init(&certs, "demo", true).map_err(tls_err)?;
+        crate::certfiles::issue_controller(
             &certs,
             CONTROLLER,
             farm_proto::pki::Role::Operator,
@@ -156,7 +158,7 @@ impl Sandbox {
                 pool = spec.pool_yaml,
                 extra = spec.sim_extra.get(&i).map(String::as_str).unwrap_or(""),
             );
-            crate::commands::certs::issue_agent(
+            crate::certfiles::issue_agent(
                 &certs,
                 &name,
                 &["127.0.0.1".into(), "localhost".into()],
@@ -184,7 +186,7 @@ impl Sandbox {
                 .arg("--tls-key")
                 .arg(certs.join(format!("agent-{name}-key.pem")))
                 .arg("--client-ca")
-                .arg(certs.join(crate::commands::certs::CA_CERT))
+                .arg(certs.join(crate::certfiles::CA_CERT))
                 .arg("--audit-log")
                 .arg(dir.join(format!("{name}.audit.jsonl")))
                 .stdin(Stdio::null())
@@ -264,6 +266,26 @@ impl Sandbox {
             let _ = n.child.kill().await;
         }
     }
+
+    /// Traffic through the sandbox's HAProxy, or through the built-in
+    /// health-checking balancer when there is none.
+    pub fn traffic_spec(&self) -> TrafficSpec {
+        let backend = |port| Backend {
+            address: "127.0.0.1".into(),
+            port,
+            host: Some(SITE_HOST.into()),
+        };
+        match &self.haproxy {
+            Some(h) => TrafficSpec::new(vec![backend(h.frontend)], Routing::Direct),
+            None => TrafficSpec::new(
+                self.nodes.iter().map(|n| backend(n.http_port)).collect(),
+                Routing::HealthChecked {
+                    path: HEALTH_FILE.into(),
+                    interval: Duration::from_millis(100),
+                },
+            ),
+        }
+    }
 }
 
 /// `haproxy` on PATH or in the sbin directories Debian installs it to.
@@ -288,17 +310,37 @@ async fn start_haproxy(dir: &Path, nodes: &[SandboxNode]) -> Result<SandboxHapro
     let bin = haproxy_binary().ok_or(SandboxError::NoHaproxy)?;
     let (frontend, admin_port) = (free_port()?, free_port()?);
     let admin = format!("127.0.0.1:{admin_port}");
-    // HAProxy retries a refused connection (once a `timeout connect`, at
-    // most 1 s apart); the retry window is kept shorter than the simulated
-    // reset, as a real reset (tens of seconds) is longer than the default.
+    // What a careful operator writes: a refused or failed connection is
+    // retried on another server (redispatch) rather than answered 503;
+    // the connect and check timeouts leave room for a loaded machine; a
+    // server is marked down after three failed checks, not one slow one,
+    // and up after two good ones. Checks are fast (100 ms) to keep the
+    // simulated farm quick.
     let mut cfg = format!(
-        "# Written by farmctl for a simulated farm on loopback.\n\
-global\n    stats socket ipv4@{admin} level admin\n    stats timeout 30s\n\
-defaults\n    mode http\n    retries 2\n    timeout connect 200ms\n    timeout client 60s\n    timeout server 60s\n\
-frontend fe\n    bind 127.0.0.1:{frontend}\n    default_backend shop\n\
-backend shop\n    balance roundrobin\n    option httpchk\n\
-    http-check send meth GET uri {HEALTH_FILE} ver HTTP/1.1 hdr Host {SITE_HOST}\n\
-    default-server inter 100ms fall 1 rise 1\n"
+        "# Written by farmctl for a simulated farm on loopback.
+global
+    stats socket ipv4@{admin} level admin
+    stats timeout 30s
+
+defaults
+    mode http
+    option redispatch 1
+    retries 3
+    timeout connect 1s
+    timeout client 60s
+    timeout server 60s
+    timeout check 1s
+
+frontend fe
+    bind 127.0.0.1:{frontend}
+    default_backend shop
+
+backend shop
+    balance roundrobin
+    option httpchk
+    http-check send meth GET uri {HEALTH_FILE} ver HTTP/1.1 hdr Host {SITE_HOST}
+    default-server inter 100ms fall 3 rise 2
+"
     );
     for n in nodes {
         cfg.push_str(&format!(

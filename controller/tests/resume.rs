@@ -206,16 +206,16 @@ async fn the_first_ctrl_c_finishes_the_node_at_work_and_stops_with_all_in_rotati
 async fn a_run_whose_controller_still_runs_is_not_resumed() {
     let state = tempfile::tempdir().unwrap();
     // A journal written by a live process on this host: this test.
-    let header = farmctl::journal::Record::Run {
+    let header = farmctl::journal::Header {
         run_id: "20261121T000000-abcdef".into(),
-        action: "recycle".into(),
+        action: farm_proto::domain::OperationKind::Recycle,
         inventory: "/nonexistent/inventory.yaml".into(),
         pools: vec![],
         nodes: vec!["web01".into()],
-        max_unavailable: None,
         started_at: farmctl::journal::now(),
         holder: farmctl::lease::holder(),
         pid: Some(std::process::id()),
+        settings: None,
     };
     farmctl::journal::Journal::create(state.path(), &header).unwrap();
     let out = farmctl(&["--state-dir", &state.path().display().to_string(), "resume"]).await;

@@ -4,14 +4,13 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use farmctl::commands::demo::traffic_spec;
 use farmctl::sandbox::SandboxSpec;
 use farmctl::traffic::Traffic;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rolling_recycle_goes_node_by_node_and_replaces_every_worker() {
     let farm = farm(SandboxSpec::default()).await;
-    let traffic = Traffic::start(traffic_spec(&farm.sandbox));
+    let traffic = Traffic::start(farm.sandbox.traffic_spec());
     let before = status(&farm).await;
 
     let out = recycle_json(&farm).await;

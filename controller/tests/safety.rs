@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use farmctl::agent::{AgentApi, ClientTls, GrpcAgent, Operation};
+use farm_proto::domain::OperationKind;
+use farmctl::agent::{AgentApi, ClientTls, GrpcAgent, OperationRequest};
 use farmctl::sandbox::SandboxSpec;
 
 /// A client for node `i` of the sandbox, as the controller builds it.
@@ -100,14 +101,17 @@ async fn an_expired_lease_returns_a_healthy_node_and_keeps_an_unhealthy_one_out(
         .acquire_lease("test@host", "r1", "test", ttl)
         .await
         .unwrap();
-    web01.drain("r1.0.drain").await.unwrap();
-    web02.drain("r1.1.drain").await.unwrap();
+    web01.drain("r1.web01.drain").await.unwrap();
+    web02.drain("r1.web02.drain").await.unwrap();
     let noop = |_: &str, _: &str| {};
     let r = web02
         .operate(
-            Operation::Recycle,
-            "r1.1.recycle",
-            &[],
+            "r1.web02.recycle",
+            &OperationRequest {
+                kind: OperationKind::Recycle,
+                pools: vec![],
+                stop_timeout: Duration::from_secs(60),
+            },
             Duration::from_secs(30),
             &noop,
         )
@@ -116,7 +120,7 @@ async fn an_expired_lease_returns_a_healthy_node_and_keeps_an_unhealthy_one_out(
     assert!(r.success);
 
     // While the lease lives, another run cannot act on the node.
-    let e = web01.undrain("r9.0.undrain").await.unwrap_err();
+    let e = web01.undrain("r9.web01.undrain").await.unwrap_err();
     assert!(
         e.to_string().contains("leased to test@host for run r1"),
         "{e}"

@@ -1,19 +1,20 @@
 //! The maintenance window with an injected clock: the run is refused
 //! outside it, and a node whose estimated time does not fit in what is
 //! left is not started. The clock is read once before the run and once
-//! before each batch.
+//! before each node is started.
 mod common;
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
 use common::*;
-use farmctl::agent::Operation;
-use farmctl::cli::{InventoryArgs, Output, RolloutArgs};
-use farmctl::commands::rollout::execute;
+use farm_proto::domain::{NodeOutcome, OperationKind};
 use farmctl::commands::Settings;
-use farmctl::exit::ExitStatus;
-use farmctl::report::Silent;
+use farmctl::exit::{CommandError, ExitStatus};
+use farmctl::farm::{Farm, Transport};
+use farmctl::operator::AssumeYes;
+use farmctl::report::{RunReport, Silent};
+use farmctl::run::{self, RunRequest, RunSettings};
 use farmctl::sandbox::SandboxSpec;
 use farmctl::window::Clock;
 use jiff::Timestamp;
@@ -32,11 +33,11 @@ impl Clock for Scripted {
     }
 }
 
-fn settings(farm: &Farm, times: &[&str]) -> Settings {
+fn settings(farm: &common::Farm, times: &[&str]) -> Settings {
     Settings {
         quiet: true,
         insecure: false,
-        bars: false,
+        reporter: Arc::new(Silent),
         state_dir: Some(farm.sandbox.dir.join("state")),
         clock: Arc::new(Scripted(Mutex::new(
             times.iter().map(|t| t.parse().unwrap()).collect(),
@@ -44,26 +45,26 @@ fn settings(farm: &Farm, times: &[&str]) -> Settings {
     }
 }
 
-fn args(farm: &Farm) -> RolloutArgs {
-    RolloutArgs {
-        inv: InventoryArgs {
-            inventory: farm.sandbox.inventory.clone(),
-            output: Output::Json,
-        },
-        nodes: Vec::new(),
-        max_unavailable: None,
-        yes: true,
-        canary: false,
-        window: Some("02:00-05:00 UTC".into()),
-    }
+/// A recycle of the sandbox farm in the window 02:00-05:00 UTC, with the
+/// clock handing out `times`.
+async fn recycle(farm: &common::Farm, times: &[&str]) -> Result<RunReport, CommandError> {
+    let f = Farm::connect(
+        farm_inventory::load(&farm.sandbox.inventory).unwrap(),
+        Transport::Tls,
+    )
+    .unwrap();
+    let mut req = RunRequest::new(OperationKind::Recycle);
+    req.window = Some("02:00-05:00 UTC".into());
+    let run_settings = RunSettings::resolve(&f.inventory, &req).unwrap();
+    let s = settings(farm, times);
+    let env = s.run_env(&AssumeYes, None);
+    run::start(&f, &farm.sandbox.inventory, run_settings, &env).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outside_the_window_nothing_is_touched() {
     let farm = farm(SandboxSpec::default()).await;
-    let inv = farm_inventory::load(&farm.sandbox.inventory).unwrap();
-    let s = settings(&farm, &["2026-11-21T06:00:00Z"]);
-    let e = execute(&inv, &args(&farm), Operation::Recycle, vec![], &s, &Silent)
+    let e = recycle(&farm, &["2026-11-21T06:00:00Z"])
         .await
         .map(|_| ())
         .expect_err("refused");
@@ -80,10 +81,9 @@ async fn outside_the_window_nothing_is_touched() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_node_is_started_that_would_not_finish_in_the_window() {
     let farm = farm(SandboxSpec::default()).await;
-    let inv = farm_inventory::load(&farm.sandbox.inventory).unwrap();
-    // Before the run, then before each of the four one-node batches. A
-    // node is estimated at 2 minutes (no past runs).
-    let s = settings(
+    // Before the run, then before each of the four nodes. A node is
+    // estimated at 2 minutes (no past runs).
+    let report = recycle(
         &farm,
         &[
             "2026-11-21T04:50:00Z",
@@ -91,12 +91,12 @@ async fn no_node_is_started_that_would_not_finish_in_the_window() {
             "2026-11-21T04:53:00Z",
             "2026-11-21T04:59:00Z",
         ],
-    );
-    let report = execute(&inv, &args(&farm), Operation::Recycle, vec![], &s, &Silent)
-        .await
-        .unwrap();
-    let outcomes: Vec<&str> = report.nodes.iter().map(|n| n.outcome.as_str()).collect();
-    assert_eq!(outcomes, ["succeeded", "succeeded", "skipped", "skipped"]);
+    )
+    .await
+    .unwrap();
+    let outcomes: Vec<NodeOutcome> = report.nodes.iter().map(|n| n.outcome).collect();
+    use NodeOutcome::*;
+    assert_eq!(outcomes, [Succeeded, Succeeded, Skipped, Skipped]);
     let halted = report.halted.unwrap();
     assert!(
         halted.contains("closes in 1m") && halted.contains("not started"),

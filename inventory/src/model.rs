@@ -177,7 +177,8 @@ impl std::fmt::Display for Ramp {
 }
 
 /// What happens when failures exceed `max_failures`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum OnFailure {
     /// Stop: later nodes are not touched.
     Halt,
@@ -187,12 +188,34 @@ pub enum OnFailure {
 }
 
 /// What to do when a node still has work in flight at `drain_timeout`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum OnDrainTimeout {
     /// Fail the node (return it to rotation if healthy) and halt the run.
     Fail,
     /// Go ahead with the operation; in-flight requests may be cut.
     Proceed,
+}
+
+/// How nodes are scheduled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    /// A sliding window: a node starts as soon as a slot frees, so one
+    /// slow node does not hold up the others.
+    Window,
+    /// Batches with a barrier: the next batch starts when the whole
+    /// previous one is back.
+    Batch,
+}
+
+impl Strategy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Strategy::Window => "window",
+            Strategy::Batch => "batch",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -214,6 +237,10 @@ pub struct Rollout {
     /// How long an agent keeps a run's lease without renewal; if the
     /// controller dies, the agents take over after this.
     pub lease_ttl: Duration,
+    pub strategy: Strategy,
+    /// `iisreset /stop /timeout:N` of a reset: how long in-flight requests
+    /// get before the stop is forced.
+    pub stop_timeout: Duration,
 }
 
 impl Rollout {

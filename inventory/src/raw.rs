@@ -109,4 +109,8 @@ pub struct RawRollout {
     pub window: Option<String>,
     pub pause: Option<String>,
     pub lease_ttl: Option<String>,
+    /// `window` (default) or `batch`.
+    pub strategy: Option<String>,
+    /// A reset's graceful stop timeout (`iisreset /stop /timeout:N`).
+    pub stop_timeout: Option<String>,
 }

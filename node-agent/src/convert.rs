@@ -6,26 +6,11 @@ use crate::iis::{IisError, IisStatus, PoolState, ServiceState, ServiceStatus};
 use crate::ops::{OpResult, PoolOutcome, Progress};
 
 pub fn service_state(s: ServiceState) -> pb::ServiceState {
-    match s {
-        ServiceState::Stopped => pb::ServiceState::Stopped,
-        ServiceState::StartPending => pb::ServiceState::StartPending,
-        ServiceState::StopPending => pb::ServiceState::StopPending,
-        ServiceState::Running => pb::ServiceState::Running,
-        ServiceState::ContinuePending => pb::ServiceState::ContinuePending,
-        ServiceState::PausePending => pb::ServiceState::PausePending,
-        ServiceState::Paused => pb::ServiceState::Paused,
-        ServiceState::NotInstalled => pb::ServiceState::NotInstalled,
-    }
+    s.into()
 }
 
 pub fn pool_state(s: PoolState) -> pb::PoolState {
-    match s {
-        PoolState::Starting => pb::PoolState::Starting,
-        PoolState::Started => pb::PoolState::Started,
-        PoolState::Stopping => pb::PoolState::Stopping,
-        PoolState::Stopped => pb::PoolState::Stopped,
-        PoolState::Unknown => pb::PoolState::Unknown,
-    }
+    s.into()
 }
 
 pub fn services(s: &[ServiceStatus]) -> Vec<pb::Service> {

@@ -10,35 +10,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::sync::watch;
 
-/// Windows service states, by their numeric `sc query` STATE (the text is
-/// localized; the number is not).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ServiceState {
-    Stopped = 1,
-    StartPending = 2,
-    StopPending = 3,
-    Running = 4,
-    ContinuePending = 5,
-    PausePending = 6,
-    Paused = 7,
-    /// `OpenService FAILED 1060`.
-    NotInstalled = 8,
-}
+pub use farm_proto::domain::{PoolState, ServiceState};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceStatus {
     pub name: String,
     pub state: ServiceState,
-}
-
-/// Application pool states as appcmd reports them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PoolState {
-    Starting,
-    Started,
-    Stopping,
-    Stopped,
-    Unknown,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -56,7 +56,7 @@ fn unix_ms(t: SystemTime) -> u64 {
 }
 
 fn run_of(op_id: &str) -> &str {
-    op_id.split('.').next().unwrap_or(op_id)
+    farm_proto::domain::OperationId::run_of(op_id)
 }
 
 impl Held {
@@ -193,8 +193,10 @@ impl Leases {
         self.lock().drained_by = op_id.map(|id| run_of(id).to_string());
     }
 
-    /// Arms the dead-man switch for lease `generation`.
-    pub fn arm(&self, generation: u64, iis: Arc<dyn Iis>) {
+    /// Arms the dead-man switch for lease `generation`. `busy` is held
+    /// while a recycle or reset runs: the switch waits for it, so a node is
+    /// never returned to rotation half-way through an operation.
+    pub fn arm(&self, generation: u64, iis: Arc<dyn Iis>, busy: Arc<tokio::sync::Mutex<String>>) {
         let leases = self.clone();
         tokio::spawn(async move {
             let Some(deadline) = leases
@@ -215,7 +217,13 @@ impl Leases {
                 }
             };
             if let Some(h) = expired {
-                leases.expired(h, &*iis).await;
+                let operation = busy.lock().await;
+                // A controller that took the node over while the operation
+                // finished (resume) decides from here on.
+                if Self::live(&leases.lock()).is_none() {
+                    leases.expired(h, &*iis).await;
+                }
+                drop(operation);
             }
         });
     }

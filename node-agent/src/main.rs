@@ -35,9 +35,10 @@ struct Args {
     /// Delay between `iisreset /start` attempts.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     start_retry_delay: Duration,
-    /// How long new workers and services may take to come up.
-    #[arg(long, default_value = "90s", value_parser = humantime::parse_duration)]
-    verify_timeout: Duration,
+    /// How long new workers and services may take to come up (default:
+    /// the config file's timeouts.verify, else 90s).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    verify_timeout: Option<Duration>,
     /// How often IIS is looked at while verifying an operation.
     #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
     poll_interval: Duration,
@@ -80,8 +81,10 @@ fn init_logging(verbose: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    // Colour only for a terminal: logs redirected to a file stay plain.
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
 }
@@ -101,8 +104,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| if args.sim.is_some() { "sim" } else { "iis" }.into());
     let listen = args.listen.clone().unwrap_or_else(|| config.listen.clone());
-    let mut cfg = OpsConfig {
-        verify_timeout: args.verify_timeout,
+    // A flag wins over the config file, which wins over the default.
+    let cfg = OpsConfig {
+        verify_timeout: args.verify_timeout.unwrap_or(config.timeouts.verify),
+        stop_timeout: config.timeouts.stop,
         start_retry_delay: args.start_retry_delay,
         poll_interval: args.poll_interval,
         ..OpsConfig::default()
@@ -133,7 +138,6 @@ async fn run(args: Args) -> anyhow::Result<()> {
             )
         } else {
             let node = config.node.clone().unwrap_or_else(host_name);
-            cfg.verify_timeout = config.timeouts.verify;
             let backend = CommandBackend::new(
                 Arc::new(SystemRunner),
                 config.tools.clone(),

@@ -62,6 +62,7 @@ fn cfg() -> OpsConfig {
         start_retry_delay: Duration::from_millis(5),
         poll_interval: Duration::from_millis(5),
         autostart_grace: Duration::from_millis(50),
+        stop_timeout: Duration::from_secs(60),
     }
 }
 

@@ -30,6 +30,7 @@ fn cfg() -> OpsConfig {
         start_retry_delay: Duration::from_millis(1),
         poll_interval: Duration::from_millis(1),
         autostart_grace: Duration::from_millis(5),
+        stop_timeout: Duration::from_secs(60),
     }
 }
 

@@ -10,9 +10,11 @@ pub mod v1 {
     tonic::include_proto!("farm.agent.v1");
 }
 
+pub mod domain;
 pub mod http;
 pub mod names;
 pub mod pki;
+pub mod poll;
 
 pub use v1::node_agent_client::NodeAgentClient;
 pub use v1::node_agent_server::{NodeAgent, NodeAgentServer};

@@ -2,8 +2,11 @@
 //! the server. Both sides check them with the same rules; the agent checks
 //! again before any command runs.
 
-/// Longest operation id, pool or site name accepted.
+/// Longest pool or site name accepted.
 pub const MAX_NAME_LEN: usize = 64;
+/// Longest operation id: `{run}.{node}.{step}` with a node name of up to
+/// 128 characters.
+pub const MAX_OPERATION_ID_LEN: usize = 200;
 
 /// IIS application pool names: not empty, at most 64 characters, no
 /// quotes, control characters, path separators or shell/appcmd
@@ -30,14 +33,14 @@ pub fn check_pool_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Operation ids: 1-64 characters of `[A-Za-z0-9._:-]`.
+/// Operation ids: 1-200 characters of `[A-Za-z0-9._:-]`.
 pub fn check_operation_id(id: &str) -> Result<(), String> {
     if id.is_empty() {
         return Err("an operation id is required".into());
     }
-    if id.len() > MAX_NAME_LEN {
+    if id.len() > MAX_OPERATION_ID_LEN {
         return Err(format!(
-            "operation id is longer than {MAX_NAME_LEN} characters"
+            "operation id is longer than {MAX_OPERATION_ID_LEN} characters"
         ));
     }
     if !id

@@ -128,39 +128,9 @@ impl GrpcAgent {
     }
 }
 
-fn service_name(state: i32) -> String {
-    pb::ServiceState::try_from(state)
-        .map(|s| match s {
-            pb::ServiceState::Stopped => "STOPPED",
-            pb::ServiceState::StartPending => "START_PENDING",
-            pb::ServiceState::StopPending => "STOP_PENDING",
-            pb::ServiceState::Running => "RUNNING",
-            pb::ServiceState::ContinuePending => "CONTINUE_PENDING",
-            pb::ServiceState::PausePending => "PAUSE_PENDING",
-            pb::ServiceState::Paused => "PAUSED",
-            pb::ServiceState::NotInstalled => "NOT_INSTALLED",
-            pb::ServiceState::Unspecified => "UNKNOWN",
-        })
-        .unwrap_or("UNKNOWN")
-        .to_string()
-}
-
-fn pool_state_name(state: i32) -> String {
-    pb::PoolState::try_from(state)
-        .map(|s| match s {
-            pb::PoolState::Starting => "Starting",
-            pb::PoolState::Started => "Started",
-            pb::PoolState::Stopping => "Stopping",
-            pb::PoolState::Stopped => "Stopped",
-            pb::PoolState::Unknown => "Unknown",
-        })
-        .unwrap_or("Unknown")
-        .to_string()
-}
-
-fn services_map(s: &[pb::Service]) -> BTreeMap<String, String> {
+fn services_map(s: &[pb::Service]) -> BTreeMap<String, ServiceState> {
     s.iter()
-        .map(|s| (s.name.clone(), service_name(s.state)))
+        .map(|s| (s.name.clone(), ServiceState::from_wire(s.state)))
         .collect()
 }
 
@@ -175,7 +145,7 @@ impl From<pb::NodeStatus> for NodeView {
                 .into_iter()
                 .map(|p| PoolView {
                     name: p.name,
-                    state: pool_state_name(p.state),
+                    state: PoolState::from_wire(p.state),
                     pids: p.workers.iter().map(|w| w.pid).collect(),
                 })
                 .collect(),
@@ -205,7 +175,7 @@ impl From<pb::OperationResult> for OperationReport {
                     name: p.name,
                     pids_before: p.pids_before,
                     pids_after: p.pids_after,
-                    state_after: pool_state_name(p.state_after),
+                    state_after: PoolState::from_wire(p.state_after),
                     had_no_worker: p.had_no_worker,
                 })
                 .collect(),
@@ -232,6 +202,19 @@ impl AgentApi for GrpcAgent {
         self.client
             .clone()
             .acquire_lease(req)
+            .await
+            .map(|_| ())
+            .map_err(|s| self.map_err(s))
+    }
+
+    async fn renew_lease(&self, run_id: &str, ttl: Duration) -> Result<(), AgentError> {
+        let req = self.request(pb::RenewLeaseRequest {
+            run_id: run_id.into(),
+            ttl_ms: ttl.as_millis() as u64,
+        });
+        self.client
+            .clone()
+            .renew_lease(req)
             .await
             .map(|_| ())
             .map_err(|s| self.map_err(s))
@@ -290,27 +273,27 @@ impl AgentApi for GrpcAgent {
 
     async fn operate(
         &self,
-        op: Operation,
         op_id: &str,
-        pools: &[String],
+        request: &OperationRequest,
         timeout: Duration,
         progress: ProgressFn<'_>,
     ) -> Result<OperationReport, AgentError> {
         let mut client = self.client.clone();
+        let op = request.kind;
         let stream = match op {
-            Operation::Recycle => {
+            OperationKind::Recycle => {
                 let mut req = tonic::Request::new(pb::RecycleRequest {
                     operation_id: op_id.into(),
-                    pools: pools.to_vec(),
+                    pools: request.pools.clone(),
                     start_stopped: false,
                 });
                 req.set_timeout(timeout);
                 client.recycle(req).await
             }
-            Operation::Reset => {
+            OperationKind::Reset => {
                 let mut req = tonic::Request::new(pb::ResetRequest {
                     operation_id: op_id.into(),
-                    stop_timeout_s: 60,
+                    stop_timeout_s: request.stop_timeout.as_secs().clamp(1, 3600) as u32,
                 });
                 req.set_timeout(timeout);
                 client.reset(req).await

@@ -1,5 +1,6 @@
-//! Talking to a node's farm-agent: one trait, so the engine can be driven
-//! by a fake in tests, and the tonic client behind it ([`grpc`]).
+//! Talking to a node's farm-agent: one trait, so the engine is driven by a
+//! fake in tests ([`crate::testing`]) and by the tonic client ([`grpc`]) in
+//! production.
 mod grpc;
 
 pub use grpc::{ClientTls, GrpcAgent};
@@ -7,6 +8,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
+pub use farm_proto::domain::{OperationKind, PoolState, ServiceState};
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum AgentError {
@@ -24,7 +26,7 @@ pub enum AgentError {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct PoolView {
     pub name: String,
-    pub state: String,
+    pub state: PoolState,
     pub pids: Vec<u32>,
 }
 
@@ -41,9 +43,10 @@ pub struct LeaseView {
 pub struct NodeView {
     pub node: String,
     pub backend: String,
-    pub services: BTreeMap<String, String>,
+    pub services: BTreeMap<String, ServiceState>,
     pub pools: Vec<PoolView>,
     pub in_flight: Option<u64>,
+    /// The agent's health-check file is renamed away.
     pub drained: bool,
     pub lease: Option<LeaseView>,
     /// What the agent did on its own, e.g. after a lease expired.
@@ -51,16 +54,28 @@ pub struct NodeView {
 }
 
 impl NodeView {
+    /// W3SVC and WAS both running.
     pub fn iis_running(&self) -> bool {
         ["W3SVC", "WAS"]
             .iter()
-            .all(|s| self.services.get(*s).map(String::as_str) == Some("RUNNING"))
+            .all(|s| self.services.get(*s) == Some(&ServiceState::Running))
     }
 
     pub fn pool(&self, name: &str) -> Option<&PoolView> {
         self.pools
             .iter()
             .find(|p| p.name.eq_ignore_ascii_case(name))
+    }
+
+    /// Worker PIDs per pool of `pools` (every pool when empty) that has
+    /// workers.
+    pub fn pids_of(&self, pools: &[String]) -> BTreeMap<String, Vec<u32>> {
+        self.pools
+            .iter()
+            .filter(|p| pools.is_empty() || pools.iter().any(|q| q.eq_ignore_ascii_case(&p.name)))
+            .filter(|p| !p.pids.is_empty())
+            .map(|p| (p.name.clone(), p.pids.clone()))
+            .collect()
     }
 }
 
@@ -71,7 +86,7 @@ pub struct OperationReport {
     pub error: String,
     pub failed_step: String,
     pub pools: Vec<PoolChange>,
-    pub services: BTreeMap<String, String>,
+    pub services: BTreeMap<String, ServiceState>,
     pub replayed: bool,
 }
 
@@ -80,26 +95,49 @@ pub struct PoolChange {
     pub name: String,
     pub pids_before: Vec<u32>,
     pub pids_after: Vec<u32>,
-    pub state_after: String,
+    pub state_after: PoolState,
     pub had_no_worker: bool,
+}
+
+impl PoolChange {
+    /// Every worker is new (a pool that had none only has to be Started).
+    pub fn replaced(&self) -> bool {
+        self.had_no_worker
+            || (!self.pids_after.is_empty()
+                && self
+                    .pids_after
+                    .iter()
+                    .all(|p| !self.pids_before.contains(p)))
+    }
+
+    /// `before 1,2 -> after 3`, for messages.
+    pub fn summary(&self) -> String {
+        let list = |v: &[u32]| {
+            if v.is_empty() {
+                "none".to_string()
+            } else {
+                v.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
+            }
+        };
+        format!(
+            "before {} -> after {}",
+            list(&self.pids_before),
+            list(&self.pids_after)
+        )
+    }
 }
 
 /// A progress line from the agent while it works.
 pub type ProgressFn<'a> = &'a (dyn Fn(&str, &str) + Send + Sync);
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Operation {
-    Recycle,
-    Reset,
-}
-
-impl Operation {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Operation::Recycle => "recycle",
-            Operation::Reset => "reset",
-        }
-    }
+/// What the controller asks an agent to do to IIS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OperationRequest {
+    pub kind: OperationKind,
+    /// Pools to recycle (every pool serving a site when empty).
+    pub pools: Vec<String>,
+    /// A reset's graceful stop timeout.
+    pub stop_timeout: Duration,
 }
 
 #[async_trait]
@@ -112,9 +150,8 @@ pub trait AgentApi: Send + Sync {
     async fn wait_idle(&self, timeout: Duration) -> Result<bool, AgentError>;
     async fn operate(
         &self,
-        op: Operation,
         op_id: &str,
-        pools: &[String],
+        request: &OperationRequest,
         timeout: Duration,
         progress: ProgressFn<'_>,
     ) -> Result<OperationReport, AgentError>;
@@ -126,21 +163,7 @@ pub trait AgentApi: Send + Sync {
         reason: &str,
         ttl: Duration,
     ) -> Result<(), AgentError>;
+    /// Extends a lease the run holds; refused when it expired meanwhile.
+    async fn renew_lease(&self, run_id: &str, ttl: Duration) -> Result<(), AgentError>;
     async fn release_lease(&self, run_id: &str) -> Result<(), AgentError>;
-}
-
-/// `before 1,2 -> after 3` for messages.
-pub fn ops_summary(p: &PoolChange) -> String {
-    let list = |v: &[u32]| {
-        if v.is_empty() {
-            "none".to_string()
-        } else {
-            v.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
-        }
-    };
-    format!(
-        "before {} -> after {}",
-        list(&p.pids_before),
-        list(&p.pids_after)
-    )
 }

@@ -1,15 +1,17 @@
 //! `farmctl demo`: a simulated 4-node farm of real agent processes, a
 //! rolling recycle (or reset) under HTTP traffic, and the report.
 //! `farmctl demo --serve --dir DIR` keeps the farm up for hand use.
-use std::time::Duration;
+use farm_proto::domain::OperationKind;
 
-use crate::agent::Operation;
-use crate::cli::{DemoArgs, InventoryArgs, Output, RolloutArgs};
-use crate::commands::rollout::{execute, finish};
+use crate::cli::{DemoArgs, Output};
+use crate::commands::rollout::finish;
 use crate::commands::{load_inventory, Settings};
 use crate::exit::{CommandError, CommandResult, ExitStatus};
-use crate::sandbox::{Sandbox, SandboxSpec, HEALTH_FILE, SITE_HOST};
-use crate::traffic::{Backend, Routing, Traffic, TrafficSpec};
+use crate::farm::{Farm, Transport};
+use crate::operator::AssumeYes;
+use crate::run::{self, RunRequest, RunSettings};
+use crate::sandbox::{Sandbox, SandboxSpec, SITE_HOST};
+use crate::traffic::Traffic;
 
 pub async fn run(args: &DemoArgs, settings: &Settings) -> CommandResult {
     let temp;
@@ -82,46 +84,28 @@ async fn demo(args: &DemoArgs, settings: &Settings, sandbox: &Sandbox) -> Comman
         shutdown_signal().await;
         return Ok(ExitStatus::Done);
     }
-    let inv = load_inventory(&inventory)?;
-    let traffic = Traffic::start(traffic_spec(sandbox));
-    let reporter = settings.reporter();
-    reporter.note(&match &sandbox.haproxy {
+    let farm = Farm::connect(load_inventory(&inventory)?, Transport::Tls)?;
+    let op = if args.reset {
+        OperationKind::Reset
+    } else {
+        OperationKind::Recycle
+    };
+    let run_settings = RunSettings::resolve(&farm.inventory, &RunRequest::new(op))?;
+    // The demo keeps its journals with its farm unless told otherwise.
+    let mut settings = settings.clone();
+    if settings.state_dir.is_none() && std::env::var_os("FARMCTL_STATE_DIR").is_none() {
+        settings.state_dir = Some(sandbox.dir.join("state"));
+    }
+    let traffic = Traffic::start(sandbox.traffic_spec());
+    settings.reporter.note(&match &sandbox.haproxy {
         Some(h) => format!(
             "sending HTTP traffic through haproxy at 127.0.0.1:{}",
             h.frontend
         ),
         None => "sending HTTP traffic through a built-in health-checking balancer".into(),
     });
-    let rollout = RolloutArgs {
-        inv: InventoryArgs {
-            inventory: inventory.clone(),
-            output: args.output,
-        },
-        nodes: Vec::new(),
-        max_unavailable: None,
-        canary: false,
-        window: None,
-        yes: true,
-    };
-    let op = if args.reset {
-        Operation::Reset
-    } else {
-        Operation::Recycle
-    };
-    let pools = if args.reset {
-        Vec::new()
-    } else {
-        inv.app_pools.clone()
-    };
-    // The demo keeps its journals with its farm unless told otherwise.
-    let demo_settings = Settings {
-        state_dir: settings
-            .state_dir
-            .clone()
-            .or_else(|| Some(sandbox.dir.join("state"))),
-        ..settings.clone()
-    };
-    let outcome = execute(&inv, &rollout, op, pools, &demo_settings, &*reporter).await;
+    let env = settings.run_env(&AssumeYes, None);
+    let outcome = run::start(&farm, &inventory, run_settings, &env).await;
     let traffic = traffic.stop().await;
     let mut report = outcome?;
     report.traffic = Some(traffic);
@@ -146,24 +130,4 @@ pub async fn shutdown_signal() {
         }
     }
     let _ = tokio::signal::ctrl_c().await;
-}
-
-/// Traffic through the sandbox's HAProxy, or through the built-in
-/// health-checking balancer when there is none.
-pub fn traffic_spec(sandbox: &Sandbox) -> TrafficSpec {
-    let backend = |port| Backend {
-        address: "127.0.0.1".into(),
-        port,
-        host: Some(SITE_HOST.into()),
-    };
-    match &sandbox.haproxy {
-        Some(h) => TrafficSpec::new(vec![backend(h.frontend)], Routing::Direct),
-        None => TrafficSpec::new(
-            sandbox.nodes.iter().map(|n| backend(n.http_port)).collect(),
-            Routing::HealthChecked {
-                path: HEALTH_FILE.into(),
-                interval: Duration::from_millis(100),
-            },
-        ),
-    }
 }

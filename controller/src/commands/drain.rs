@@ -5,17 +5,17 @@
 //! serving, unless `--force`; it waits until the node is quiesced (LB
 //! sessions and in-flight requests gone) or drain_timeout. Undrain refuses
 //! an unhealthy node unless `--force`, and waits until the LB sees it up.
-use std::time::Instant;
-
-use futures::future::join_all;
+use farm_proto::domain::{OpStep, OperationId};
 use serde::Serialize;
 
 use crate::cli::{DrainArgs, Output};
-use crate::commands::rollout::new_run_id;
-use crate::commands::{connect_agents, load_inventory, print_json, Settings};
+use crate::commands::{print_json, Settings};
 use crate::exit::{CommandError, CommandResult, ExitStatus};
-use crate::lb::{self, Target};
-use crate::probe;
+use crate::farm::Farm;
+use crate::lb::Target;
+use crate::observe;
+use crate::quiesce::{quiesce, Quiesced};
+use crate::rollout::capacity::{Capacity, Out};
 
 #[derive(Debug, Serialize)]
 struct DrainReport {
@@ -30,34 +30,30 @@ struct DrainReport {
 }
 
 pub async fn run(args: &DrainArgs, drain: bool, settings: &Settings) -> CommandResult {
-    let inv = load_inventory(&args.inv.inventory)?;
-    let Some(idx) = inv
-        .nodes
-        .iter()
-        .position(|n| n.name.eq_ignore_ascii_case(&args.node))
-    else {
+    let farm = settings.farm(&args.inv.inventory)?;
+    let Some(idx) = farm.index_of(&args.node) else {
         return Err(CommandError::bad_input(format!(
             "node `{}` is not in the inventory",
             args.node
         )));
     };
-    let node = &inv.nodes[idx];
-    let lb = lb::from_inventory(&inv).map_err(|e| CommandError::bad_input(e.to_string()))?;
+    let lb = &*farm.lb;
     if !lb.drains() {
         return Err(CommandError::bad_input(
             "the inventory's load balancer is `none`: there is nothing to drain",
         ));
     }
-    let agents = connect_agents(&inv, settings)?;
-    let agent = agents[&node.name].clone();
-    let op_id = format!(
-        "{}.{idx}.{}",
-        new_run_id(),
-        if drain { "drain" } else { "undrain" }
-    );
+    let node = farm.node(idx);
+    let agent = farm.agent(idx);
+    let step = if drain {
+        OpStep::Drain
+    } else {
+        OpStep::Undrain
+    };
+    let op_id = OperationId::new(&crate::run::new_run_id(), &node.name, step).to_string();
     let target = Target {
         node,
-        agent: &*agent,
+        agent,
         op_id: &op_id,
     };
     let say = |m: &str| {
@@ -65,25 +61,20 @@ pub async fn run(args: &DrainArgs, drain: bool, settings: &Settings) -> CommandR
             eprintln!("{m}");
         }
     };
+    let timeout = farm.inventory.rollout.drain_timeout;
 
     let report = if drain {
         if !args.force {
-            check_capacity(&inv, idx, &agents, &*lb).await?;
+            check_capacity(&farm, idx).await?;
         }
-        say(&format!("draining {} ({})", node.name, lb.kind()));
+        say(&format!("draining {} ({})", node.name, lb.name()));
         lb.drain(&target)
             .await
-            .map_err(|e| CommandError::failed(e.to_string()))?;
-        let deadline = Instant::now() + inv.rollout.drain_timeout;
-        let lb_quiet = lb
-            .wait_sessions_gone(node, inv.rollout.drain_timeout)
+            .map_err(|e| CommandError::failed(format!("could not drain {}: {e}", node.name)))?;
+        let quiesced = quiesce(lb, agent, node, timeout)
             .await
-            .map_err(|e| CommandError::failed(e.to_string()))?;
-        let quiesced = lb_quiet
-            && agent
-                .wait_idle(deadline.saturating_duration_since(Instant::now()))
-                .await
-                .map_err(|e| CommandError::failed(format!("{}: {e}", node.name)))?;
+            .map_err(|e| CommandError::failed(format!("{}: {e}", node.name)))?
+            == Quiesced::Idle;
         say(&if quiesced {
             format!("{} is out of rotation and idle", node.name)
         } else {
@@ -101,20 +92,18 @@ pub async fn run(args: &DrainArgs, drain: bool, settings: &Settings) -> CommandR
         }
     } else {
         if !args.force {
-            probe::probe_node_once(node, &inv.sites)
-                .await
-                .map_err(|e| {
-                    CommandError::refused(format!(
+            farm.probe_once(idx).await.map_err(|e| {
+                CommandError::refused(format!(
                     "{} is not healthy ({e}); not returning it (use --force to return it anyway)",
                     node.name
                 ))
-                })?;
+            })?;
         }
-        say(&format!("returning {} ({})", node.name, lb.kind()));
+        say(&format!("returning {} ({})", node.name, lb.name()));
         let took = lb
-            .undrain(&target, inv.rollout.healthy_timeout)
+            .undrain(&target, farm.inventory.rollout.healthy_timeout)
             .await
-            .map_err(|e| CommandError::failed(e.to_string()))?;
+            .map_err(|e| CommandError::failed(format!("could not return {}: {e}", node.name)))?;
         say(&format!(
             "{} is back in rotation ({} ms until the LB saw it up)",
             node.name,
@@ -138,41 +127,32 @@ pub async fn run(args: &DrainArgs, drain: bool, settings: &Settings) -> CommandR
 }
 
 /// Refuses a drain that would leave fewer than min_healthy nodes serving,
-/// counting nodes already out (drained, unhealthy, unreachable, LB not UP).
-async fn check_capacity(
-    inv: &farm_inventory::Inventory,
-    idx: usize,
-    agents: &std::collections::HashMap<String, std::sync::Arc<dyn crate::agent::AgentApi>>,
-    lb: &dyn lb::LoadBalancer,
-) -> Result<(), CommandError> {
-    let members = lb
-        .members(&inv.nodes)
+/// counting every other node that does not serve now.
+async fn check_capacity(farm: &Farm, idx: usize) -> Result<(), CommandError> {
+    let members = observe::members(farm)
         .await
         .map_err(|e| CommandError::refused(format!("load balancer: {e}")))?;
-    let serving = join_all(inv.nodes.iter().enumerate().filter(|(i, _)| *i != idx).map(
-        |(_, n)| {
-            let agent = agents[&n.name].clone();
-            let lb_ok = members
-                .iter()
-                .find(|m| m.node == n.name)
-                .is_none_or(|m| m.serving());
-            async move {
-                let (view, health) =
-                    tokio::join!(agent.status(), probe::probe_node_once(n, &inv.sites));
-                lb_ok && health.is_ok() && view.is_ok_and(|v| !v.drained)
-            }
-        },
-    ))
-    .await
-    .into_iter()
-    .filter(|ok| *ok)
-    .count();
-    let min = inv.rollout.min_healthy.of(inv.nodes.len());
-    if serving < min {
-        return Err(CommandError::refused(format!(
-            "draining {} would leave {serving} node(s) serving, fewer than min_healthy={min} (use --force to drain anyway)",
-            inv.nodes[idx].name
-        )));
-    }
-    Ok(())
+    let drains = farm.lb.drains();
+    let out = observe::observe(farm, &members)
+        .await
+        .iter()
+        .filter(|o| o.node != idx && !o.serving(drains))
+        .count();
+    let total = farm.inventory.nodes.len();
+    let capacity = Capacity {
+        total,
+        min_healthy: farm.inventory.rollout.min_healthy.of(total),
+        // On-call drains answer to min_healthy only.
+        steps: vec![total],
+    };
+    let out = Out {
+        before: out,
+        ..Out::default()
+    };
+    capacity.may_start(out, total).map_err(|blocked| {
+        CommandError::refused(format!(
+            "not draining {}: {blocked} (use --force to drain anyway)",
+            farm.node(idx).name
+        ))
+    })
 }

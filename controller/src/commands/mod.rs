@@ -1,4 +1,5 @@
-//! One file per subcommand, each with `run(args, &Settings)`.
+//! One file per subcommand, each with `run(args, &Settings)`: resolve the
+//! flags into settings, call the library, print the result.
 pub mod certs;
 pub mod demo;
 pub mod drain;
@@ -9,39 +10,64 @@ pub mod runs;
 pub mod status;
 pub mod validate;
 
-use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use farm_inventory::Inventory;
+use tokio::sync::watch;
 
-use crate::agent::{AgentApi, ClientTls, GrpcAgent};
-use crate::exit::CommandError;
+use crate::exit::{CommandError, ExitStatus};
+use crate::farm::{Farm, Transport};
+use crate::operator::Operator;
 use crate::report::Reporter;
+use crate::run::RunEnv;
 
-/// Resolved global settings.
+/// Global settings, resolved once from the flags and the environment.
 #[derive(Clone)]
 pub struct Settings {
     pub quiet: bool,
     /// Talk plaintext to agents (`--insecure`).
     pub insecure: bool,
-    /// Where run journals live (`--state-dir`).
-    pub state_dir: Option<std::path::PathBuf>,
+    /// `--state-dir`, if given; see [`Settings::state_dir`].
+    pub state_dir: Option<PathBuf>,
     /// Where "now" comes from (maintenance windows).
-    pub clock: std::sync::Arc<dyn crate::window::Clock>,
-    /// Progress bars (stderr is a terminal and not quiet).
-    pub bars: bool,
+    pub clock: Arc<dyn crate::window::Clock>,
+    /// Where a run's progress goes (the binary picks bars or lines).
+    pub reporter: Arc<dyn Reporter>,
 }
 
 impl Settings {
-    /// The reporter for a run's progress.
-    pub fn reporter(&self) -> Box<dyn Reporter> {
-        if self.quiet {
-            Box::new(crate::report::Silent)
-        } else if self.bars {
-            Box::new(crate::progress::Bars::new())
+    pub fn transport(&self) -> Transport {
+        if self.insecure {
+            Transport::Insecure { quiet: self.quiet }
         } else {
-            Box::new(crate::progress::Lines::new())
+            Transport::Tls
+        }
+    }
+
+    /// Where run journals live: `--state-dir`, else `$FARMCTL_STATE_DIR`,
+    /// else the user's state directory.
+    pub fn state_dir(&self) -> PathBuf {
+        crate::journal::state_dir(self.state_dir.as_deref())
+    }
+
+    /// Loads the inventory and connects to its farm.
+    pub fn farm(&self, inventory: &Path) -> Result<Farm, CommandError> {
+        Farm::connect(load_inventory(inventory)?, self.transport())
+    }
+
+    /// What a run needs from here.
+    pub fn run_env<'a>(
+        &'a self,
+        operator: &'a dyn Operator,
+        stop: Option<watch::Receiver<bool>>,
+    ) -> RunEnv<'a> {
+        RunEnv {
+            state_dir: self.state_dir(),
+            clock: self.clock.clone(),
+            reporter: &*self.reporter,
+            operator,
+            stop,
         }
     }
 }
@@ -50,52 +76,35 @@ pub fn load_inventory(path: &Path) -> Result<Inventory, CommandError> {
     Ok(farm_inventory::load(path)?)
 }
 
-/// A gRPC client per node, by node name.
-/// A gRPC client per node, by node name: mutual TLS from the inventory's
-/// `agent.tls`, or plaintext only with `--insecure`.
-pub fn connect_agents(
-    inv: &Inventory,
-    settings: &Settings,
-) -> Result<HashMap<String, Arc<dyn AgentApi>>, CommandError> {
-    let tls = match (&inv.agent.tls, settings.insecure) {
-        (Some(files), false) => Some(ClientTls::load(files).map_err(CommandError::bad_input)?),
-        (Some(_), true) => {
-            return Err(CommandError::bad_input(
-                "--insecure conflicts with the inventory's agent.tls: choose one",
-            ))
-        }
-        (None, true) => {
-            if !settings.quiet {
-                eprintln!("farmctl: WARNING: --insecure: talking plaintext gRPC to the agents, without authentication");
-            }
-            None
-        }
-        (None, false) => {
-            return Err(CommandError::bad_input(
-                "agent.tls is not set in the inventory: farmctl talks mutual TLS to the agents \
-                 (make the files with `farmctl certs`), or pass --insecure for plaintext",
-            ))
-        }
-    };
-    inv.nodes
-        .iter()
-        .map(|n| {
-            GrpcAgent::new(
-                &n.agent,
-                &n.name,
-                tls.as_ref(),
-                inv.agent.connect_timeout,
-                inv.agent.request_timeout,
-            )
-            .map(|a| (n.name.clone(), Arc::new(a) as Arc<dyn AgentApi>))
-            .map_err(|e| CommandError::bad_input(format!("node {}: {e}", n.name)))
-        })
-        .collect()
-}
-
 pub fn print_json(value: &impl serde::Serialize) {
     match serde_json::to_string_pretty(value) {
         Ok(s) => println!("{s}"),
         Err(e) => eprintln!("farmctl: could not write JSON: {e}"),
     }
+}
+
+/// Runs `run` with Ctrl-C handled: the first finishes the nodes at work
+/// and starts no other; the second exits at once, leaving the journal for
+/// `farmctl resume`.
+pub async fn with_ctrl_c<T, F>(run: impl FnOnce(watch::Receiver<bool>) -> F) -> T
+where
+    F: std::future::Future<Output = T>,
+{
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let signals = tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_err() {
+            return;
+        }
+        eprintln!("farmctl: stopping after the nodes at work are done (Ctrl-C again to stop now)");
+        stop_tx.send_replace(true);
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!(
+                "farmctl: stopped at once; the journal is kept: `farmctl resume` continues the run"
+            );
+            std::process::exit(ExitStatus::Failed.code());
+        }
+    });
+    let result = run(stop_rx).await;
+    signals.abort();
+    result
 }

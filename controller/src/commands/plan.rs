@@ -1,23 +1,24 @@
 //! `farmctl plan recycle|reset -i FILE`: what a run would do, without
-//! doing it: the batches, the capacity timeline (nodes in rotation at each
+//! doing it: the waves, the capacity timeline (nodes in rotation at each
 //! step, for the load balancer's backend), and an estimated duration from
 //! past runs. It reaches the same verdict a run would: a plan that would
 //! break min_healthy, or that preflight would refuse, exits 3.
+use farm_proto::domain::OperationKind;
 use serde::Serialize;
 
-use crate::agent::Operation;
 use crate::cli::{Output, PlanAction, PlanArgs};
-use crate::commands::rollout::{max_unavailable, select_nodes, window_guard};
-use crate::commands::{connect_agents, load_inventory, print_json, Settings};
+use crate::commands::rollout::request;
+use crate::commands::{print_json, Settings};
 use crate::exit::{CommandError, CommandResult, ExitStatus};
-use crate::{journal, lb, preflight};
+use crate::run::RunSettings;
+use crate::{journal, observe, preflight};
 
 #[derive(Debug, Serialize)]
 struct Step {
     step: usize,
-    /// The nodes this batch takes out.
+    /// The nodes this step takes out.
     batch: Vec<String>,
-    /// Every node out of rotation during the batch (with those already out).
+    /// Every node out of rotation during the step (with those already out).
     out: Vec<String>,
     in_rotation: usize,
     min_healthy: usize,
@@ -25,12 +26,13 @@ struct Step {
 
 #[derive(Debug, Serialize)]
 struct Plan {
-    action: String,
+    action: OperationKind,
     farm: String,
     backend: String,
     nodes: usize,
     already_out: Vec<String>,
     max_unavailable: String,
+    strategy: &'static str,
     steps: Vec<Step>,
     estimate_s: u64,
     estimate_basis: String,
@@ -40,43 +42,37 @@ struct Plan {
 
 pub async fn run(args: &PlanArgs, settings: &Settings) -> CommandResult {
     let op = match args.action {
-        PlanAction::Recycle => Operation::Recycle,
-        PlanAction::Reset => Operation::Reset,
+        PlanAction::Recycle => OperationKind::Recycle,
+        PlanAction::Reset => OperationKind::Reset,
     };
     let r = &args.rollout;
-    let inv = load_inventory(&r.inv.inventory)?;
-    let ramp = max_unavailable(&inv, r)?;
-    let selected = select_nodes(&inv, &r.nodes)?;
-    let window = window_guard(&inv, r, op, settings)?;
-    let pools = match (op, args.pools.is_empty()) {
-        (Operation::Recycle, true) => inv.app_pools.clone(),
-        (Operation::Recycle, false) => args.pools.clone(),
-        (Operation::Reset, _) => Vec::new(),
-    };
-    let lb = lb::from_inventory(&inv).map_err(|e| CommandError::bad_input(e.to_string()))?;
-    let agents = connect_agents(&inv, settings)?;
-    let members = lb
-        .members(&inv.nodes)
+    let mut req = request(r, op);
+    req.pools = args.pools.clone();
+    let farm = settings.farm(&r.inv.inventory)?;
+    let run = RunSettings::resolve(&farm.inventory, &req)?;
+    let env = settings.run_env(&crate::operator::AssumeYes, None);
+    let window = env.window_guard(&run)?;
+    let members = observe::members(&farm)
         .await
         .map_err(|e| CommandError::refused(format!("load balancer: {e}")))?;
-    let pf = preflight::check(&inv, &agents, &selected, &pools, lb.drains(), &members).await;
-    if let Some(refused) = pf.refusal(&format!("a {} now would be refused", op.as_str())) {
+    let observed = observe::observe(&farm, &members).await;
+    let selected: Vec<usize> = run.nodes.iter().filter_map(|n| farm.index_of(n)).collect();
+    let pf = preflight::check(&farm, &observed, &selected, &[], &run.pools);
+    if let Some(refused) = pf.refusal(&format!("a {op} now would be refused")) {
         return Err(refused);
     }
-    let total = inv.nodes.len();
-    let steps_max = ramp.resolve(total);
-    let min_healthy = inv.rollout.min_healthy.of(total);
-    let batches = crate::rollout::plan::batches(
+    let waves = crate::rollout::plan::waves(
         &selected,
-        total,
+        &run.capacity(),
         pf.already_out.len(),
-        &steps_max,
-        min_healthy,
+        run.strategy,
+        run.canary,
     )
     .map_err(|e| CommandError::refused(format!("the plan breaks the capacity policy: {e}")))?;
-    let name = |i: &usize| inv.nodes[*i].name.clone();
+    let total = farm.inventory.nodes.len();
+    let name = |i: &usize| farm.node(*i).name.clone();
     let already_out: Vec<String> = pf.already_out.iter().map(name).collect();
-    let steps: Vec<Step> = batches
+    let steps: Vec<Step> = waves
         .iter()
         .enumerate()
         .map(|(k, b)| {
@@ -90,38 +86,38 @@ pub async fn run(args: &PlanArgs, settings: &Settings) -> CommandResult {
                 batch: b.iter().map(name).collect(),
                 in_rotation: total - out.len(),
                 out,
-                min_healthy,
+                min_healthy: run.min_healthy,
             }
         })
         .collect();
-    let state = journal::state_dir(settings.state_dir.as_deref());
-    let (per_node, basis) = journal::estimate_per_node(&state, op.as_str());
-    let pauses = inv.rollout.pause.unwrap_or_default() * batches.len().saturating_sub(1) as u32;
-    let estimate = per_node * batches.len() as u32 + pauses;
+    let (per_node, basis) = journal::estimate_per_node(&settings.state_dir(), op);
+    let pauses = run.pause.unwrap_or_default() * waves.len().saturating_sub(1) as u32;
+    let estimate = per_node * waves.len() as u32 + pauses;
     let fits = window.as_ref().map(|w| {
         w.window
             .remaining(w.clock.now())
             .is_some_and(|left| left >= estimate)
     });
     let plan = Plan {
-        action: op.as_str().into(),
-        farm: inv.farm.clone(),
-        backend: match &inv.load_balancer {
+        action: op,
+        farm: farm.inventory.farm.clone(),
+        backend: match &farm.inventory.load_balancer {
             farm_inventory::LoadBalancer::Haproxy { backend, .. } => backend.clone(),
             other => other.kind().to_string(),
         },
         nodes: total,
         already_out,
-        max_unavailable: ramp.to_string(),
+        max_unavailable: run.max_unavailable.clone(),
+        strategy: run.strategy.as_str(),
         steps,
         estimate_s: estimate.as_secs(),
         estimate_basis: format!(
-            "{} per batch ({basis})",
+            "{} per step ({basis})",
             humantime::format_duration(std::time::Duration::from_millis(
                 per_node.as_millis() as u64
             ))
         ),
-        window: window.as_ref().map(|w| w.window.to_string()),
+        window: run.window.clone(),
         fits_window: fits,
     };
     match r.inv.output {
@@ -137,8 +133,8 @@ pub async fn run(args: &PlanArgs, settings: &Settings) -> CommandResult {
 
 fn text(p: &Plan) -> String {
     let mut s = format!(
-        "{} of farm {} ({} nodes, backend {}), max_unavailable {}:\n",
-        p.action, p.farm, p.nodes, p.backend, p.max_unavailable
+        "{} of farm {} ({} nodes, backend {}), max_unavailable {}, strategy {}:\n",
+        p.action, p.farm, p.nodes, p.backend, p.max_unavailable, p.strategy
     );
     if !p.already_out.is_empty() {
         s.push_str(&format!(

@@ -6,7 +6,7 @@ use serde::Serialize;
 use crate::cli::{Output, RunsArgs};
 use crate::commands::{print_json, Settings};
 use crate::exit::{CommandResult, ExitStatus};
-use crate::journal::{self, Record};
+use crate::journal;
 
 #[derive(Debug, Serialize)]
 struct RunLine {
@@ -21,40 +21,22 @@ struct RunLine {
 }
 
 pub fn run(args: &RunsArgs, settings: &Settings) -> CommandResult {
-    let state = journal::state_dir(settings.state_dir.as_deref());
-    let runs: Vec<RunLine> = journal::list(&state)
+    let state = &settings.state_dir();
+    let runs: Vec<RunLine> = journal::list(state)
         .into_iter()
-        .map(|r| {
-            let (action, started_at, holder, nodes) = match &r.header {
-                Record::Run {
-                    action,
-                    started_at,
-                    holder,
-                    nodes,
-                    ..
-                } => (
-                    action.clone(),
-                    started_at.clone(),
-                    holder.clone(),
-                    nodes.len(),
-                ),
-                _ => Default::default(),
-            };
-            let nodes_done = r
+        .map(|r| RunLine {
+            run_id: r.run_id().to_string(),
+            outcome: r.outcome(),
+            journal: r.path.display().to_string(),
+            action: r.header.action.to_string(),
+            started_at: r.header.started_at.clone(),
+            holder: r.header.holder.clone(),
+            nodes_done: r
                 .last
                 .values()
-                .filter(|p| matches!(p, Record::Phase { phase, .. } if phase == "done"))
-                .count();
-            RunLine {
-                run_id: r.run_id().to_string(),
-                outcome: r.outcome(),
-                journal: r.path.display().to_string(),
-                action,
-                started_at,
-                holder,
-                nodes_done,
-                nodes,
-            }
+                .filter(|p| p.phase == farm_proto::domain::Phase::Done)
+                .count(),
+            nodes: r.header.nodes.len(),
         })
         .collect();
     match args.output {

@@ -1,15 +1,16 @@
 //! `farmctl status -i FILE`: every agent queried concurrently, every node
-//! probed. Exit 0 when every node is reachable and healthy, 1 otherwise.
+//! probed, the load balancer read. Exit 0 when every node is reachable and
+//! healthy, 1 otherwise.
 use std::collections::BTreeMap;
 
-use futures::future::join_all;
+use farm_proto::domain::ServiceState;
 use serde::Serialize;
 
-use crate::agent::PoolView;
+use crate::agent::{LeaseView, PoolView};
 use crate::cli::{InventoryArgs, Output};
-use crate::commands::{connect_agents, load_inventory, print_json, Settings};
+use crate::commands::{print_json, Settings};
 use crate::exit::{CommandResult, ExitStatus};
-use crate::probe;
+use crate::observe::{self, Observation};
 
 /// One node in `status --output json` (keys are a documented contract).
 #[derive(Debug, Serialize)]
@@ -17,17 +18,18 @@ pub struct NodeStatus {
     pub name: String,
     pub agent: String,
     pub reachable: bool,
+    /// Taken out of rotation on the node (health file) or by the LB.
     pub drained: Option<bool>,
     /// The load balancer's status for the node (`UP`, `DRAIN`, `MAINT`,
     /// `DOWN`, ...), when the driver can see it.
     pub lb_state: Option<String>,
     pub healthy: bool,
     pub in_flight: Option<u64>,
-    pub services: BTreeMap<String, String>,
+    pub services: BTreeMap<String, ServiceState>,
     pub pools: Vec<PoolView>,
     pub error: Option<String>,
     /// `holder`, `run_id`, `reason`, when a run holds the node.
-    pub lease: Option<crate::agent::LeaseView>,
+    pub lease: Option<LeaseView>,
     /// What the agent did on its own (expired lease).
     pub notice: Option<String>,
 }
@@ -38,61 +40,63 @@ struct StatusReport {
     nodes: Vec<NodeStatus>,
 }
 
+fn node_status(o: &Observation, name: &str, agent: &str, drains: bool) -> NodeStatus {
+    let lb_state = o.member.as_ref().map(|m| {
+        m.state
+            .as_ref()
+            .map_or_else(|| "MISSING".to_string(), |s| s.raw.clone())
+    });
+    let mut s = NodeStatus {
+        name: name.to_string(),
+        agent: agent.to_string(),
+        reachable: o.view.is_ok(),
+        drained: None,
+        lb_state,
+        healthy: o.health.is_ok(),
+        in_flight: None,
+        services: BTreeMap::new(),
+        pools: Vec::new(),
+        error: None,
+        lease: None,
+        notice: None,
+    };
+    match &o.view {
+        Ok(v) => {
+            s.drained = Some(o.drained(drains));
+            s.in_flight = v.in_flight;
+            s.services = v.services.clone();
+            s.pools = v.pools.clone();
+            s.lease = v.lease.clone();
+            s.notice = v.notice.clone();
+            s.error = o.health.clone().err();
+        }
+        Err(e) => s.error = Some(e.to_string()),
+    }
+    s
+}
+
 pub async fn run(args: &InventoryArgs, settings: &Settings) -> CommandResult {
-    let inv = load_inventory(&args.inventory)?;
-    let agents = connect_agents(&inv, settings)?;
-    let lb = crate::lb::from_inventory(&inv)
-        .map_err(|e| crate::exit::CommandError::bad_input(e.to_string()))?;
-    let (members, lb_error) = match lb.members(&inv.nodes).await {
+    let farm = settings.farm(&args.inventory)?;
+    let (members, lb_error) = match observe::members(&farm).await {
         Ok(m) => (m, None),
         Err(e) => (Vec::new(), Some(e.to_string())),
     };
-    let nodes = join_all(inv.nodes.iter().map(|n| {
-        let agent = agents[&n.name].clone();
-        let sites = &inv.sites;
-        let member = members.iter().find(|m| m.node == n.name).cloned();
-        async move {
-            let (view, health) = tokio::join!(agent.status(), probe::probe_node_once(n, sites));
-            let mut s = NodeStatus {
-                name: n.name.clone(),
-                agent: n.agent.clone(),
-                reachable: view.is_ok(),
-                drained: None,
-                lb_state: member
-                    .as_ref()
-                    .map(|m| m.state.clone().unwrap_or_else(|| "MISSING".into())),
-                healthy: health.is_ok(),
-                in_flight: None,
-                services: BTreeMap::new(),
-                pools: Vec::new(),
-                error: None,
-                lease: None,
-                notice: None,
-            };
-            match view {
-                Ok(v) => {
-                    let lb_out = member.as_ref().is_some_and(|m| !m.serving());
-                    s.drained = Some(v.drained || lb_out);
-                    s.in_flight = v.in_flight;
-                    s.services = v.services;
-                    s.pools = v.pools;
-                    s.lease = v.lease;
-                    s.notice = v.notice;
-                    s.error = health.err();
-                }
-                Err(e) => s.error = Some(e.to_string()),
-            }
-            s
-        }
-    }))
-    .await;
+    let observed = observe::observe(&farm, &members).await;
+    let drains = farm.lb.drains();
+    let nodes: Vec<NodeStatus> = observed
+        .iter()
+        .map(|o| {
+            let n = farm.node(o.node);
+            node_status(o, &n.name, &n.agent, drains)
+        })
+        .collect();
     if let Some(e) = &lb_error {
         eprintln!("farmctl: load balancer: {e}");
     }
     let all_well = lb_error.is_none() && nodes.iter().all(|n| n.reachable && n.healthy);
     match args.output {
         Output::Json => print_json(&StatusReport {
-            farm: inv.farm.clone(),
+            farm: farm.inventory.farm.clone(),
             nodes,
         }),
         Output::Text => print!("{}", table(&nodes)),
@@ -119,7 +123,11 @@ fn table(nodes: &[NodeStatus]) -> String {
             })
             .collect::<Vec<_>>()
             .join("; ");
-        let svc = |name: &str| n.services.get(name).cloned().unwrap_or_else(|| "-".into());
+        let svc = |name: &str| {
+            n.services
+                .get(name)
+                .map_or_else(|| "-".to_string(), ToString::to_string)
+        };
         out.push_str(&format!(
             "{:<12} {:<9} {:<8} {:<8} {:<8} {:<8} {:<9} {}{}\n",
             n.name,

@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use farm_inventory::Node;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use super::{LbError, LoadBalancer, Member, Target};
+use super::{LbError, LbState, LoadBalancer, Member, MemberState, Target};
 
 /// How often HAProxy's stats are read while waiting on a condition.
 const POLL: Duration = Duration::from_millis(20);
@@ -61,25 +61,24 @@ impl Haproxy {
             let s = tokio::net::TcpStream::connect(&self.admin).await?;
             exchange(s, cmd).await
         };
+        let api = || format!("HAProxy runtime API {}", self.admin);
         let reply = tokio::time::timeout(self.timeout, run)
             .await
-            .map_err(|_| {
-                LbError(format!(
-                    "HAProxy runtime API {} did not answer within {:?}",
-                    self.admin, self.timeout
-                ))
+            .map_err(|_| LbError::Unreachable {
+                lb: api(),
+                detail: format!("no answer within {:?}", self.timeout),
             })?
-            .map_err(|e| {
-                LbError(format!(
-                    "HAProxy runtime API {} is unreachable: {e}",
-                    self.admin
-                ))
+            .map_err(|e| LbError::Unreachable {
+                lb: api(),
+                detail: e.to_string(),
             })?;
         if reply.trim_start().starts_with("Permission denied") {
-            return Err(LbError(format!(
-                "HAProxy runtime API {} refused `{cmd}`: permission denied (the stats socket needs `level admin`)",
-                self.admin
-            )));
+            return Err(LbError::Api {
+                lb: api(),
+                message: format!(
+                    "refused `{cmd}`: permission denied (the stats socket needs `level admin`)"
+                ),
+            });
         }
         Ok(reply)
     }
@@ -87,8 +86,10 @@ impl Haproxy {
     /// The backend's servers from `show stat`, columns read by header name.
     pub async fn servers(&self) -> Result<Vec<ServerStat>, LbError> {
         let text = self.command("show stat").await?;
-        let stats = parse_stat(&text)
-            .map_err(|e| LbError(format!("could not read HAProxy `show stat`: {e}")))?;
+        let stats = parse_stat(&text).map_err(|e| LbError::Api {
+            lb: self.name(),
+            message: format!("could not read `show stat`: {e}"),
+        })?;
         let mut found_backend = false;
         let servers: Vec<ServerStat> = stats
             .into_iter()
@@ -99,24 +100,24 @@ impl Haproxy {
             })
             .collect();
         if !found_backend {
-            return Err(LbError(format!(
-                "HAProxy has no backend `{}`",
-                self.backend
-            )));
+            return Err(LbError::Api {
+                lb: format!("HAProxy {}", self.admin),
+                message: format!("no backend `{}`", self.backend),
+            });
         }
         Ok(servers)
     }
 
-    pub async fn server(&self, name: &str) -> Result<ServerStat, LbError> {
+    /// The server of `node` (its `lb_server`).
+    pub async fn server(&self, node: &str, name: &str) -> Result<ServerStat, LbError> {
         self.servers()
             .await?
             .into_iter()
             .find(|s| s.name == name)
-            .ok_or_else(|| {
-                LbError(format!(
-                    "HAProxy backend `{}` has no server `{name}`",
-                    self.backend
-                ))
+            .ok_or_else(|| LbError::NoMember {
+                lb: self.name(),
+                node: node.to_string(),
+                member: format!("server `{name}`"),
             })
     }
 
@@ -126,10 +127,10 @@ impl Haproxy {
         if reply.trim().is_empty() {
             Ok(())
         } else {
-            Err(LbError(format!(
-                "HAProxy refused `{cmd}`: {}",
-                reply.trim()
-            )))
+            Err(LbError::Api {
+                lb: self.name(),
+                message: format!("refused `{cmd}`: {}", reply.trim()),
+            })
         }
     }
 }
@@ -178,8 +179,25 @@ pub fn parse_stat(text: &str) -> Result<Vec<(String, ServerStat)>, String> {
     Ok(out)
 }
 
+/// HAProxy's `status` column in the words of every driver.
+pub fn lb_state(status: &str) -> LbState {
+    let word = status.split_whitespace().next().unwrap_or("");
+    match word {
+        // `UP 1/2` is still up (going down); `no check` serves unchecked.
+        "UP" | "no" => LbState::Up,
+        "DRAIN" | "NOLB" => LbState::Draining,
+        "MAINT" => LbState::Maintenance,
+        "DOWN" => LbState::Down,
+        _ => LbState::Unknown,
+    }
+}
+
 #[async_trait]
 impl LoadBalancer for Haproxy {
+    fn name(&self) -> String {
+        format!("haproxy backend `{}`", self.backend)
+    }
+
     fn kind(&self) -> &'static str {
         "haproxy"
     }
@@ -197,57 +215,52 @@ impl LoadBalancer for Haproxy {
                 state: servers
                     .iter()
                     .find(|s| s.name == n.lb_server)
-                    .map(|s| s.status.clone()),
+                    .map(|s| MemberState {
+                        state: lb_state(&s.status),
+                        raw: s.status.clone(),
+                    }),
             })
             .collect())
     }
 
     async fn drain(&self, t: &Target<'_>) -> Result<(), LbError> {
-        self.set_state(&t.node.lb_server, "drain")
-            .await
-            .map_err(|e| {
-                LbError(format!(
-                    "could not drain {} from haproxy backend `{}`: {e}",
-                    t.node.name, self.backend
-                ))
-            })
+        self.set_state(&t.node.lb_server, "drain").await
     }
 
     async fn wait_sessions_gone(&self, node: &Node, timeout: Duration) -> Result<bool, LbError> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if self.server(&node.lb_server).await?.scur == 0 {
-                return Ok(true);
+        let gone = farm_proto::poll::until(timeout, POLL, || async {
+            match self.server(&node.name, &node.lb_server).await {
+                Ok(s) => (s.scur == 0).then_some(Ok(())),
+                Err(e) => Some(Err(e)),
             }
-            if Instant::now() + POLL > deadline {
-                return Ok(false);
-            }
-            tokio::time::sleep(POLL).await;
+        })
+        .await;
+        match gone {
+            Ok(result) => result.map(|()| true),
+            Err(()) => Ok(false),
         }
     }
 
     async fn undrain(&self, t: &Target<'_>, timeout: Duration) -> Result<Duration, LbError> {
         let start = Instant::now();
-        self.set_state(&t.node.lb_server, "ready")
-            .await
-            .map_err(|e| {
-                LbError(format!(
-                    "could not return {} to haproxy backend `{}`: {e}",
-                    t.node.name, self.backend
-                ))
-            })?;
-        loop {
-            let s = self.server(&t.node.lb_server).await?;
-            if s.status == "UP" {
-                return Ok(start.elapsed());
+        let server = || self.server(&t.node.name, &t.node.lb_server);
+        self.set_state(&t.node.lb_server, "ready").await?;
+        let up = farm_proto::poll::until(timeout, POLL, || async {
+            match server().await {
+                Ok(s) => (s.status == "UP").then_some(Ok(())),
+                Err(e) => Some(Err(e)),
             }
-            if start.elapsed() + POLL > timeout {
-                return Err(LbError(format!(
-                    "haproxy does not report {} UP after {:?} (status {})",
-                    t.node.name, timeout, s.status
-                )));
-            }
-            tokio::time::sleep(POLL).await;
+        })
+        .await;
+        match up {
+            Ok(result) => result.map(|()| start.elapsed()),
+            Err(()) => Err(LbError::NotYet {
+                lb: self.name(),
+                node: t.node.name.clone(),
+                wanted: "UP",
+                after: timeout,
+                state: server().await?.status,
+            }),
         }
     }
 }
@@ -323,7 +336,7 @@ shop,BACKEND,0,0,2,10,200,120,UP,3,,\n";
             .set_state("web01", "drain")
             .await
             .unwrap_err();
-        assert!(e.0.contains("level admin"), "{e}");
+        assert!(e.to_string().contains("level admin"), "{e}");
     }
 
     #[tokio::test]
@@ -333,16 +346,17 @@ shop,BACKEND,0,0,2,10,200,120,UP,3,,\n";
             .set_state("web09", "drain")
             .await
             .unwrap_err();
+        let text = e.to_string();
         assert!(
-            e.0.contains("No such server") && e.0.contains("shop/web09"),
+            text.contains("No such server") && text.contains("shop/web09"),
             "{e}"
         );
         let (addr, _task) = fake_api(STAT).await;
         let e = Haproxy::new(addr, "shop")
-            .server("web09")
+            .server("web09", "web09")
             .await
             .unwrap_err();
-        assert!(e.0.contains("no server `web09`"), "{e}");
+        assert!(e.to_string().contains("no server `web09`"), "{e}");
     }
 
     #[tokio::test]
@@ -356,7 +370,7 @@ shop,BACKEND,0,0,2,10,200,120,UP,3,,\n";
             .servers()
             .await
             .unwrap_err();
-        assert!(e.0.contains("unreachable"), "{e}");
+        assert!(e.to_string().contains("unreachable"), "{e}");
     }
 
     #[cfg(unix)]
@@ -377,6 +391,17 @@ shop,BACKEND,0,0,2,10,200,120,UP,3,,\n";
             .await
             .unwrap();
         assert_eq!(servers.len(), 3);
+    }
+
+    #[test]
+    fn statuses_map_to_the_shared_states() {
+        assert_eq!(lb_state("UP"), LbState::Up);
+        assert_eq!(lb_state("UP 1/2"), LbState::Up);
+        assert_eq!(lb_state("no check"), LbState::Up);
+        assert_eq!(lb_state("DRAIN"), LbState::Draining);
+        assert_eq!(lb_state("MAINT (via shop/web01)"), LbState::Maintenance);
+        assert_eq!(lb_state("DOWN 1/2"), LbState::Down);
+        assert_eq!(lb_state("?"), LbState::Unknown);
     }
 
     #[test]

@@ -9,6 +9,9 @@ use async_trait::async_trait;
 use super::{LbError, LoadBalancer, Target};
 use crate::probe;
 
+/// How often the health file is requested while waiting for it to answer.
+const POLL: Duration = Duration::from_millis(100);
+
 pub struct HealthFile {
     path: String,
     detection: Duration,
@@ -23,10 +26,23 @@ impl HealthFile {
             host,
         }
     }
+
+    fn agent_error(&self, t: &Target<'_>, what: &'static str, e: impl ToString) -> LbError {
+        LbError::Agent {
+            lb: self.name(),
+            node: t.node.name.clone(),
+            what,
+            detail: e.to_string(),
+        }
+    }
 }
 
 #[async_trait]
 impl LoadBalancer for HealthFile {
+    fn name(&self) -> String {
+        format!("health file {}", self.path)
+    }
+
     fn kind(&self) -> &'static str {
         "health-file"
     }
@@ -36,12 +52,10 @@ impl LoadBalancer for HealthFile {
     }
 
     async fn drain(&self, t: &Target<'_>) -> Result<(), LbError> {
-        t.agent.drain(t.op_id).await.map_err(|e| {
-            LbError(format!(
-                "could not rename the health file on {}: {e}",
-                t.node.name
-            ))
-        })?;
+        t.agent
+            .drain(t.op_id)
+            .await
+            .map_err(|e| self.agent_error(t, "rename the health file", e))?;
         // The monitor keeps sending until it has seen the check fail.
         tokio::time::sleep(self.detection).await;
         Ok(())
@@ -49,34 +63,37 @@ impl LoadBalancer for HealthFile {
 
     async fn undrain(&self, t: &Target<'_>, timeout: Duration) -> Result<Duration, LbError> {
         let start = Instant::now();
-        t.agent.undrain(t.op_id).await.map_err(|e| {
-            LbError(format!(
-                "could not restore the health file on {}: {e}",
-                t.node.name
-            ))
-        })?;
+        t.agent
+            .undrain(t.op_id)
+            .await
+            .map_err(|e| self.agent_error(t, "restore the health file", e))?;
         // Confirm the file answers as the monitor will see it, then give the
         // monitor its rise time.
-        let deadline = start + timeout;
-        loop {
-            let got = probe::get(
+        let get = || {
+            probe::get(
                 &t.node.address,
                 t.node.http_port,
                 self.host.as_deref(),
                 &self.path,
                 Duration::from_secs(5),
             )
-            .await;
-            match got {
-                Ok((200, _)) => break,
-                other if Instant::now() >= deadline => {
-                    return Err(LbError(format!(
-                        "{} health file {} does not answer 200 after undrain: {other:?}",
-                        t.node.name, self.path
-                    )))
-                }
-                _ => tokio::time::sleep(Duration::from_millis(100)).await,
-            }
+        };
+        let answered = farm_proto::poll::until(timeout, POLL, || async {
+            matches!(get().await, Ok((200, _))).then_some(())
+        })
+        .await;
+        if answered.is_err() {
+            let last = match get().await {
+                Ok((status, _)) => format!("HTTP {status}"),
+                Err(e) => e,
+            };
+            return Err(LbError::NotYet {
+                lb: self.name(),
+                node: t.node.name.clone(),
+                wanted: "answering 200",
+                after: timeout,
+                state: last,
+            });
         }
         tokio::time::sleep(self.detection).await;
         Ok(start.elapsed())

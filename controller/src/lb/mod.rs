@@ -1,5 +1,7 @@
 //! Load balancer drivers behind one trait. The engine never knows which
-//! load balancer it is talking to.
+//! load balancer it is talking to: every driver answers the same four
+//! questions — drain, drained (no session left), return, seen up — and
+//! lists its members for the drift check.
 mod haproxy;
 mod health_file;
 
@@ -14,27 +16,82 @@ use crate::agent::AgentApi;
 pub use haproxy::{Haproxy, ServerStat};
 pub use health_file::HealthFile;
 
+/// A member's state as the load balancer reports it, in the words every
+/// driver maps its own vocabulary to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LbState {
+    /// Takes new traffic.
+    Up,
+    /// Taken out gracefully: no new traffic, current work finishes.
+    Draining,
+    /// Administratively out (maintenance, forced offline, disabled).
+    Maintenance,
+    /// The LB's own health check says down.
+    Down,
+    /// The LB says something this driver cannot place.
+    Unknown,
+}
+
+/// One member as the load balancer reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberState {
+    pub state: LbState,
+    /// The LB's own word for it (`UP`, `DRAIN`, `user-disabled`, ...),
+    /// shown to operators as is.
+    pub raw: String,
+}
+
 /// A node as the load balancer sees it, for drift checks.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Member {
     pub node: String,
-    /// The LB's status for the node's server (`UP`, `DRAIN`, `MAINT`, ...);
-    /// `None` when the LB does not have it.
-    pub state: Option<String>,
+    /// `None` when the LB does not have the node's member at all.
+    pub state: Option<MemberState>,
 }
 
 impl Member {
     /// Serving traffic as far as the LB is concerned.
     pub fn serving(&self) -> bool {
-        self.state
-            .as_deref()
-            .is_some_and(|s| s == "UP" || s == "no check" || s.starts_with("UP "))
+        self.state.as_ref().is_some_and(|s| s.state == LbState::Up)
     }
 }
 
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{0}")]
-pub struct LbError(pub String);
+/// A load balancer could not do what was asked. Every variant names the
+/// load balancer; node-level ones name the node.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LbError {
+    /// Its API could not be reached or did not answer in time.
+    #[error("{lb} is unreachable: {detail}")]
+    Unreachable { lb: String, detail: String },
+    /// It answered with an error (its own message).
+    #[error("{lb}: {message}")]
+    Api { lb: String, message: String },
+    /// It does not have the node's member (or the pool/backend is wrong).
+    #[error("{lb} has no {member} (node {node})")]
+    NoMember {
+        lb: String,
+        node: String,
+        member: String,
+    },
+    /// The node did not reach the wanted state in time.
+    #[error("{lb} does not report {node} {wanted} after {after:?} (it says {state})")]
+    NotYet {
+        lb: String,
+        node: String,
+        wanted: &'static str,
+        after: Duration,
+        state: String,
+    },
+    /// The drain or return went through the node's agent and it failed.
+    #[error("{lb}: the agent on {node} could not {what}: {detail}")]
+    Agent {
+        lb: String,
+        node: String,
+        what: &'static str,
+        detail: String,
+    },
+}
 
 /// One node as the load balancer driver needs it.
 pub struct Target<'a> {
@@ -45,6 +102,9 @@ pub struct Target<'a> {
 
 #[async_trait]
 pub trait LoadBalancer: Send + Sync {
+    /// What to call it in messages (`haproxy backend `shop``).
+    fn name(&self) -> String;
+
     fn kind(&self) -> &'static str;
 
     /// Whether this driver takes nodes out of rotation at all; with `none`
@@ -78,6 +138,9 @@ pub struct NoLoadBalancer;
 
 #[async_trait]
 impl LoadBalancer for NoLoadBalancer {
+    fn name(&self) -> String {
+        "no load balancer".into()
+    }
     fn kind(&self) -> &'static str {
         "none"
     }

@@ -1,209 +1,361 @@
-//! Drives the per-node machine with real I/O: agents, load balancer,
-//! probes. Nodes go in batches; the run halts when failures exceed the
-//! budget, leaving every node it did not fail in rotation.
-use std::collections::HashMap;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+//! The scheduler of a run: which node starts when. With the `window`
+//! strategy a node starts as soon as a slot frees (one slow node does not
+//! hold up the others); with `batch` the next batch waits for the whole
+//! previous one. Either way [`Capacity::may_start`] is asked before every
+//! start, and the run halts when failures exceed the budget, the operator
+//! stops it, or the maintenance window would be overrun — finishing the
+//! nodes at work, never abandoning one half-way.
+//!
+//! The per-node work is in [`super::node`].
+use std::collections::{HashMap, VecDeque};
+use std::pin::Pin;
 
-use farm_inventory::{Inventory, Node, OnFailure};
-use futures::future::join_all;
+use farm_inventory::{OnFailure, Strategy};
+use farm_proto::domain::{NodeOutcome, Phase};
+use futures::stream::{FuturesUnordered, StreamExt};
+use futures::Future;
+use tokio::sync::watch;
+use tokio::time::Instant;
 
-use super::machine::{self, Action, Event, NodeState, Phase, Policy};
-use super::plan;
-use super::resume::ResumePoint;
-use crate::agent::{AgentApi, Operation};
-use crate::journal::{Journal, Record};
-use crate::lb::{LoadBalancer, Target};
-use crate::probe;
-use crate::report::{NodeReport, Reporter, RunReport};
+use super::capacity::{Capacity, Out};
+use super::machine::Policy;
+use super::reconcile::ResumePoint;
+use crate::farm::Farm;
+use crate::journal::{EndRecord, Journal, Record};
+use crate::operator::Operator;
+use crate::report::{NodeReport, Reporter, RunOutcome, RunReport};
+use crate::run::RunSettings;
+use crate::window::WindowGuard;
 
-/// Asked after the canary node: go on with the others?
-pub type CanaryConfirm<'a> = Box<dyn Fn(&NodeReport) -> bool + Send + Sync + 'a>;
-
-/// Everything a run needs, resolved before it starts.
+/// One run over a farm: the contract it keeps, what it talks to, and where
+/// it starts from. Built the same way for a new run and a resumed one.
 pub struct Run<'a> {
-    pub run_id: String,
-    pub inventory: &'a Inventory,
-    /// Agents by node name.
-    pub agents: HashMap<String, Arc<dyn AgentApi>>,
-    pub lb: Arc<dyn LoadBalancer>,
-    pub reporter: &'a dyn Reporter,
-    pub policy: Policy,
-    pub pools: Vec<String>,
-    /// Nodes to act on, in order (indices into the inventory).
-    pub selected: Vec<usize>,
-    /// Nodes out of rotation before the run (skipped, but counted).
-    pub already_out: Vec<usize>,
-    /// Nodes out at once per batch (a ramp; the last step repeats).
-    pub max_unavailable: Vec<usize>,
-    pub min_healthy: usize,
-    pub max_failures: u32,
-    pub on_failure: OnFailure,
-    /// Wait between batches.
-    pub pause: Option<Duration>,
-    /// Canary: the first batch is one node, then this is asked whether to
-    /// go on (the command asks the operator).
-    pub canary: Option<CanaryConfirm<'a>>,
-    /// The maintenance window: no batch starts that would not fit.
-    pub window: Option<crate::window::WindowGuard>,
+    pub(super) id: String,
+    pub(super) farm: &'a Farm,
+    pub(super) settings: &'a RunSettings,
+    /// Inventory indices of the run's nodes, in order.
+    pub(super) nodes: Vec<usize>,
+    pub(super) policy: Policy,
+    capacity: Capacity,
+    pub(super) reporter: &'a dyn Reporter,
+    operator: &'a dyn Operator,
+    pub(super) journal: Option<&'a Journal>,
+    window: Option<WindowGuard>,
+    stop: Option<watch::Receiver<bool>>,
+    /// Nodes outside the run (or finished earlier) that are out of rotation.
+    out_before: usize,
+    /// Failed nodes of an earlier part of the run still out of rotation.
+    failed_out_before: usize,
+    /// Where each node stood when an earlier controller stopped.
+    pub(super) resume: HashMap<usize, ResumePoint>,
+}
+
+type NodeFuture<'r> = Pin<Box<dyn Future<Output = (usize, NodeReport)> + Send + 'r>>;
+
+/// The scheduler's bookkeeping.
+struct Progress {
+    queue: VecDeque<usize>,
+    reports: HashMap<usize, NodeReport>,
+    out: Out,
+    succeeded: usize,
+    failures: u32,
+    /// Batches started (batch strategy).
+    batch: usize,
+    /// The canary has not been confirmed yet: one node at a time.
+    canary_pending: bool,
+    /// Pausing (`rollout.pause`): nothing starts before this.
+    not_before: Option<Instant>,
+    halted: Option<String>,
+}
+
+impl<'a> Run<'a> {
+    /// A run of `settings` over `farm`. Fails when a node of the contract
+    /// is not in the farm (a resume checks this first).
+    pub fn new(
+        id: &str,
+        farm: &'a Farm,
+        settings: &'a RunSettings,
+        reporter: &'a dyn Reporter,
+        operator: &'a dyn Operator,
+    ) -> Result<Self, String> {
+        let nodes = settings
+            .nodes
+            .iter()
+            .map(|n| {
+                farm.index_of(n)
+                    .ok_or_else(|| format!("node {n} of the run is not in the inventory"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Run {
+            id: id.to_string(),
+            farm,
+            settings,
+            nodes,
+            policy: settings.policy(farm.lb.drains()),
+            capacity: settings.capacity(),
+            reporter,
+            operator,
+            journal: None,
+            window: None,
+            stop: None,
+            out_before: 0,
+            failed_out_before: 0,
+            resume: HashMap::new(),
+        })
+    }
+
     /// Every transition is written here before it is acted on.
-    pub journal: Option<Arc<Journal>>,
-    /// Where each node stood when an earlier controller stopped (resume).
-    pub resume: HashMap<usize, ResumePoint>,
-    /// Set when the operator asked to stop: no new batch is started.
-    pub stop: Option<tokio::sync::watch::Receiver<bool>>,
-}
+    pub fn journal(mut self, journal: &'a Journal) -> Self {
+        self.journal = Some(journal);
+        self
+    }
 
-/// What the node's loop does next: feed an event, or act.
-pub(super) enum Step {
-    Event(Event),
-    Act(Action),
-}
+    /// No node starts that would not finish in the window.
+    pub fn window(mut self, window: Option<WindowGuard>) -> Self {
+        self.window = window;
+        self
+    }
 
-impl Run<'_> {
+    /// Set to `true` when the operator asks to stop: no new node starts.
+    pub fn stop(mut self, stop: watch::Receiver<bool>) -> Self {
+        self.stop = Some(stop);
+        self
+    }
+
+    /// Nodes out of rotation that are not this run's doing.
+    pub fn out_before(mut self, count: usize) -> Self {
+        self.out_before = count;
+        self
+    }
+
+    /// Continue from where an earlier controller stopped: each node's
+    /// journaled phase, and how many of its failed nodes are still out.
+    pub fn resuming(mut self, points: HashMap<usize, ResumePoint>, failed_out: usize) -> Self {
+        self.resume = points;
+        self.failed_out_before = failed_out;
+        self
+    }
+
+    fn stop_requested(&self) -> bool {
+        self.stop.as_ref().is_some_and(|s| *s.borrow())
+    }
+
     pub async fn execute(&self) -> RunReport {
-        let started = Instant::now();
+        let started = std::time::Instant::now();
         let started_at =
             humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
         let names: Vec<String> = self
-            .selected
+            .nodes
             .iter()
-            .map(|&i| self.node(i).name.clone())
+            .map(|&i| self.name(i).to_string())
             .collect();
         self.reporter
-            .run_started(&self.run_id, self.policy.operation.as_str(), &names);
+            .run_started(&self.id, self.settings.operation, &names);
 
-        let total = self.inventory.nodes.len();
-        let mut reports: HashMap<usize, NodeReport> = HashMap::new();
-        let mut failures = 0u32;
-        let mut left_out = 0usize; // failed nodes we could not return
-        let mut halted = None;
-        // Resuming: nodes that had finished stay as they were; nodes caught
-        // mid-way go first, together (they were out together before).
-        let mut queue = std::collections::VecDeque::new();
-        let mut mid_way = Vec::new();
-        for &i in &self.selected {
-            match self.resume.get(&i).map(|p| p.phase.as_str()) {
-                None | Some("pending") => queue.push_back(i),
-                Some("done") => {
-                    reports.insert(i, self.finished_before(i, "succeeded"));
+        let mut p = Progress {
+            queue: VecDeque::new(),
+            reports: HashMap::new(),
+            out: Out {
+                before: self.out_before,
+                failed: self.failed_out_before,
+                at_work: 0,
+            },
+            succeeded: 0,
+            failures: 0,
+            batch: 0,
+            canary_pending: false,
+            not_before: None,
+            halted: None,
+        };
+        let mut at_work: FuturesUnordered<NodeFuture<'_>> = FuturesUnordered::new();
+        // Resuming: finished nodes stay as they were; nodes caught mid-way
+        // are out of rotation already and are finished first.
+        for &i in &self.nodes {
+            match self.resume.get(&i).map(|r| r.phase) {
+                None | Some(Phase::Pending) => p.queue.push_back(i),
+                Some(Phase::Done) => {
+                    p.succeeded += 1;
+                    p.reports
+                        .insert(i, self.finished_before(i, NodeOutcome::Succeeded));
                 }
-                Some("failed") => {
-                    failures += 1;
-                    reports.insert(i, self.finished_before(i, "failed"));
+                Some(Phase::Failed) => {
+                    p.failures += 1;
+                    p.reports
+                        .insert(i, self.finished_before(i, NodeOutcome::Failed));
                 }
-                Some(_) => mid_way.push(i),
+                Some(_) => {
+                    p.out.at_work += 1;
+                    at_work.push(Box::pin(self.run_node(i)));
+                }
             }
         }
-        if !mid_way.is_empty() {
-            let done = join_all(mid_way.iter().map(|&i| self.run_node(i))).await;
-            for (i, r) in mid_way.into_iter().zip(done) {
-                if r.outcome == "failed" {
-                    failures += 1;
-                    left_out += usize::from(!r.in_rotation);
+        p.canary_pending =
+            self.settings.canary && p.succeeded == 0 && p.failures == 0 && at_work.is_empty();
+
+        let mut stop = self.stop.clone();
+        loop {
+            if p.halted.is_none() {
+                self.fill(&mut p, &mut at_work);
+            }
+            if at_work.is_empty() && (p.halted.is_some() || p.queue.is_empty()) {
+                break;
+            }
+            let pause = p.not_before;
+            tokio::select! {
+                finished = at_work.next(), if !at_work.is_empty() => {
+                    if let Some((i, report)) = finished {
+                        self.finished(&mut p, i, report, at_work.is_empty()).await;
+                    }
                 }
-                self.reporter.node_finished(&r);
-                reports.insert(i, r);
+                _ = tokio::time::sleep_until(pause.unwrap_or_else(Instant::now)), if pause.is_some() => {
+                    p.not_before = None;
+                }
+                _ = async { if let Some(s) = &mut stop { let _ = s.wait_for(|s| *s).await; } },
+                    if stop.as_ref().is_some_and(|s| !*s.borrow()) => {
+                    // Wakes the loop so a pause ends early; fill() halts.
+                    p.not_before = None;
+                }
             }
         }
-        let mut batch_no = 0;
-        while !queue.is_empty()
-            && (failures <= self.max_failures || self.on_failure == OnFailure::Continue)
-        {
-            if batch_no > 0 {
-                if let Some(pause) = self.pause {
-                    self.reporter.note(&format!(
-                        "pausing {} before the next batch",
-                        humantime::format_duration(pause)
-                    ));
-                    self.wait_or_stop(pause).await;
-                }
+        if p.halted.is_none() && p.failures > self.settings.max_failures {
+            p.halted = Some(format!(
+                "{} node(s) failed (max_failures={}); later nodes were not touched",
+                p.failures, self.settings.max_failures
+            ));
+        }
+        self.report(p, started, started_at).await
+    }
+
+    /// Starts every node that may start now.
+    fn fill<'r>(&'r self, p: &mut Progress, at_work: &mut FuturesUnordered<NodeFuture<'r>>) {
+        if p.not_before.is_some_and(|t| Instant::now() < t) {
+            return;
+        }
+        let batch = self.settings.strategy == Strategy::Batch;
+        if batch && !at_work.is_empty() {
+            return; // the barrier: the whole batch is back first
+        }
+        let mut started = 0;
+        while !p.queue.is_empty() {
+            if p.failures > self.settings.max_failures
+                && self.settings.on_failure == OnFailure::Halt
+            {
+                // Reported at the end, once the nodes at work are back.
+                p.queue.clear();
+                break;
             }
-            if self.stop.as_ref().is_some_and(|s| *s.borrow()) {
-                halted = Some("stopped by the operator; later nodes were not touched".into());
+            if self.stop_requested() {
+                p.halted = Some("stopped by the operator; later nodes were not touched".into());
+                break;
+            }
+            if p.canary_pending && p.out.at_work > 0 {
+                break; // the canary goes alone
+            }
+            let mut limit = if batch {
+                self.capacity.step(p.batch)
+            } else {
+                self.capacity.window(p.succeeded)
+            };
+            if p.canary_pending {
+                limit = limit.min(1);
+            }
+            if let Err(blocked) = self.capacity.may_start(p.out, limit) {
+                if at_work.is_empty() {
+                    p.halted = Some(format!("{blocked}; the remaining nodes were not started"));
+                }
                 break;
             }
             if let Some(why) = self.window.as_ref().and_then(|w| w.refuse()) {
-                halted = Some(format!("{why}: the remaining nodes were not started"));
+                p.halted = Some(format!("{why}: the remaining nodes were not started"));
                 break;
             }
-            let mut size = plan::next_batch_size(
-                total,
-                self.already_out.len() + left_out,
-                plan::step(&self.max_unavailable, batch_no),
-                self.min_healthy,
-                queue.len(),
-            );
-            if batch_no == 0 && self.canary.is_some() {
-                size = size.min(1);
+            let Some(i) = p.queue.pop_front() else { break };
+            p.out.at_work += 1;
+            started += 1;
+            at_work.push(Box::pin(self.run_node(i)));
+        }
+        if batch && started > 0 {
+            p.batch += 1;
+        }
+    }
+
+    /// Books a node that finished; asks after the canary; starts a pause.
+    async fn finished(&self, p: &mut Progress, i: usize, report: NodeReport, idle: bool) {
+        p.out.at_work -= 1;
+        match report.outcome {
+            NodeOutcome::Succeeded => p.succeeded += 1,
+            NodeOutcome::Failed => {
+                p.failures += 1;
+                if !report.in_rotation {
+                    p.out.failed += 1;
+                }
             }
-            if size == 0 {
-                halted = Some(format!(
-                    "{left_out} failed node(s) are out of rotation; going on would break max_unavailable/min_healthy"
+            NodeOutcome::Skipped => {}
+        }
+        self.reporter.node_finished(&report);
+        if p.canary_pending {
+            p.canary_pending = false;
+            if report.outcome == NodeOutcome::Succeeded
+                && !p.queue.is_empty()
+                && !self.operator.confirm_canary(&report).await
+            {
+                p.halted = Some(format!(
+                    "stopped after the canary {} (not confirmed)",
+                    report.name
                 ));
-                break;
             }
-            let batch: Vec<usize> = queue.drain(..size).collect();
-            let done = join_all(batch.iter().map(|&i| self.run_node(i))).await;
-            for (i, r) in batch.into_iter().zip(done) {
-                if r.outcome == "failed" {
-                    failures += 1;
-                    if !r.in_rotation {
-                        left_out += 1;
-                    }
-                }
-                self.reporter.node_finished(&r);
-                reports.insert(i, r);
-            }
-            if let (0, Some(confirm)) = (batch_no, &self.canary) {
-                let canary = reports.values().next().cloned().unwrap_or_default();
-                if canary.outcome == "succeeded" && !queue.is_empty() && !confirm(&canary) {
-                    halted = Some(format!(
-                        "stopped after the canary {} (not confirmed)",
-                        canary.name
-                    ));
-                    break;
-                }
-            }
-            batch_no += 1;
         }
-        if halted.is_none() && failures > self.max_failures {
-            halted = Some(format!(
-                "{failures} node(s) failed (max_failures={}); later nodes were not touched",
-                self.max_failures
-            ));
+        p.reports.insert(i, report);
+        let between_batches = self.settings.strategy == Strategy::Window || idle;
+        if let (Some(pause), true) = (self.settings.pause, between_batches) {
+            if !p.queue.is_empty() && p.halted.is_none() {
+                self.reporter.note(&format!(
+                    "pausing {} before the next node",
+                    humantime::format_duration(pause)
+                ));
+                p.not_before = Some(Instant::now() + pause);
+            }
         }
-        let nodes = self
-            .selected
+    }
+
+    async fn report(
+        &self,
+        mut p: Progress,
+        started: std::time::Instant,
+        started_at: String,
+    ) -> RunReport {
+        let nodes: Vec<NodeReport> = self
+            .nodes
             .iter()
             .map(|&i| {
-                reports.remove(&i).unwrap_or_else(|| NodeReport {
-                    name: self.node(i).name.clone(),
-                    outcome: "skipped".into(),
-                    in_rotation: true,
-                    ..Default::default()
-                })
+                p.reports
+                    .remove(&i)
+                    .unwrap_or_else(|| NodeReport::new(self.name(i)))
             })
-            .collect::<Vec<_>>();
-        let ok = halted.is_none() && nodes.iter().all(|n| n.outcome == "succeeded");
+            .collect();
+        let ok = p.halted.is_none() && nodes.iter().all(|n| n.outcome == NodeOutcome::Succeeded);
         let report = RunReport {
-            run_id: self.run_id.clone(),
-            action: self.policy.operation.as_str().into(),
-            farm: self.inventory.farm.clone(),
-            outcome: if ok { "succeeded" } else { "failed" }.into(),
+            run_id: self.id.clone(),
+            action: self.settings.operation,
+            farm: self.farm.inventory.farm.clone(),
+            outcome: if ok {
+                RunOutcome::Succeeded
+            } else {
+                RunOutcome::Failed
+            },
             started_at,
             duration_ms: started.elapsed().as_millis() as u64,
-            halted,
+            halted: p.halted,
             nodes,
             traffic: None,
         };
-        if let Some(j) = &self.journal {
-            let end = Record::End {
+        if let Some(j) = self.journal {
+            let end = Record::End(EndRecord {
                 t: crate::journal::now(),
-                outcome: report.outcome.clone(),
+                outcome: report.outcome,
                 halted: report.halted.clone(),
-            };
-            if let Err(e) = j.append(&end) {
+            });
+            if let Err(e) = j.append(&end).await {
                 tracing::error!("could not write the end of the run to the journal: {e}");
             }
         }
@@ -211,249 +363,16 @@ impl Run<'_> {
         report
     }
 
-    /// Waits `d`, or less if the operator asks to stop.
-    async fn wait_or_stop(&self, d: Duration) {
-        match &self.stop {
-            Some(stop) => {
-                let mut stop = stop.clone();
-                let _ = tokio::time::timeout(d, stop.wait_for(|s| *s)).await;
-            }
-            None => tokio::time::sleep(d).await,
-        }
+    pub(super) fn name(&self, i: usize) -> &str {
+        &self.farm.node(i).name
     }
 
-    pub(super) fn node(&self, i: usize) -> &Node {
-        &self.inventory.nodes[i]
-    }
-
-    fn op_id(&self, i: usize, what: &str) -> String {
-        format!("{}.{i}.{what}", self.run_id)
-    }
-
-    async fn run_node(&self, i: usize) -> NodeReport {
-        let node = self.node(i);
-        let mut report = NodeReport {
-            name: node.name.clone(),
-            in_rotation: true,
-            ..Default::default()
-        };
-        let Some(agent) = self.agents.get(&node.name).cloned() else {
-            report.outcome = "failed".into();
-            report.error = Some(format!("no agent client for {}", node.name));
-            return report;
-        };
-        let (mut state, mut step) = self.start(i, &*agent).await;
-        if state.phase != Phase::Pending {
-            report.in_rotation = false;
-        }
-        loop {
-            let event = match step {
-                Step::Event(e) => e,
-                Step::Act(a) => self.perform(i, &*agent, a, &mut report).await,
-            };
-            let now = Instant::now();
-            let (next, action) = machine::next(&self.policy, &state, event, now);
-            if state.phase != Phase::Pending {
-                *report
-                    .phase_ms
-                    .entry(state.phase.name().into())
-                    .or_default() += now.duration_since(state.since).as_millis() as u64;
-            }
-            tracing::info!(node = %node.name, run_id = %self.run_id, phase = next.phase.name(), "transition");
-            self.reporter.phase(&node.name, next.phase.name());
-            // Out of rotation from the moment the drain is asked for.
-            if next.phase == Phase::Draining {
-                report.in_rotation = false;
-            }
-            if let Err(e) = self.journal_phase(i, &*agent, &next).await {
-                // Without the journal a crash could not be recovered: stop
-                // before acting.
-                state = NodeState {
-                    phase: Phase::Failed {
-                        step: "journal",
-                        reason: format!("could not write the run journal: {e}"),
-                        restore: next.phase == Phase::Draining,
-                    },
-                    since: now,
-                };
-                break;
-            }
-            state = next;
-            let Some(action) = action else { break };
-            step = Step::Act(action);
-        }
-        match state.phase {
-            Phase::Done => {
-                report.outcome = "succeeded".into();
-                report.in_rotation = true;
-            }
-            Phase::Failed {
-                step,
-                reason,
-                restore,
-            } => {
-                report.outcome = "failed".into();
-                report.failed_step = Some(step.into());
-                report.error = Some(format!("{} at {step}: {reason}", node.name));
-                if !self.lb.drains() {
-                    report.in_rotation = true;
-                } else if restore && !report.in_rotation {
-                    report.in_rotation = self.restore(i, &*agent).await;
-                }
-            }
-            _ => {}
-        }
-        report
-    }
-
-    /// Puts back a node whose operation never ran, if it is healthy.
-    async fn restore(&self, i: usize, agent: &dyn AgentApi) -> bool {
-        let node = self.node(i);
-        if let Err(e) = probe::probe_node_once(node, &self.inventory.sites).await {
-            self.reporter.detail(
-                &node.name,
-                &format!("left out of rotation: not healthy ({e})"),
-            );
-            return false;
-        }
-        let op_id = self.op_id(i, "restore");
-        let target = Target {
-            node,
-            agent,
-            op_id: &op_id,
-        };
-        match self.lb.undrain(&target, self.policy.return_timeout).await {
-            Ok(_) => {
-                self.reporter
-                    .detail(&node.name, "returned to rotation (operation not performed)");
-                true
-            }
-            Err(e) => {
-                self.reporter.detail(
-                    &node.name,
-                    &format!("could not be returned to rotation: {e}"),
-                );
-                false
-            }
-        }
-    }
-
-    async fn perform(
-        &self,
-        i: usize,
-        agent: &dyn AgentApi,
-        action: Action,
-        report: &mut NodeReport,
-    ) -> Event {
-        let node = self.node(i);
-        let left = |deadline: Instant| deadline.saturating_duration_since(Instant::now());
-        match action {
-            Action::Drain => {
-                let op_id = self.op_id(i, "drain");
-                match self
-                    .lb
-                    .drain(&Target {
-                        node,
-                        agent,
-                        op_id: &op_id,
-                    })
-                    .await
-                {
-                    Ok(()) => Event::Drained,
-                    Err(e) => Event::DrainFailed(e.to_string()),
-                }
-            }
-            // Quiesced means both sides agree: the LB has no session left on
-            // the node and the node itself has no request in flight.
-            Action::Quiesce { deadline } => {
-                let t = Instant::now();
-                match self.lb.wait_sessions_gone(node, left(deadline)).await {
-                    Ok(true) => {}
-                    Ok(false) => return Event::DrainTimedOut,
-                    Err(e) => return Event::LoadUnknown(e.to_string()),
-                }
-                tracing::debug!(node = %node.name, lb_ms = t.elapsed().as_secs_f64() * 1000.0, "LB has no session left");
-                let idle = agent.wait_idle(left(deadline)).await;
-                tracing::debug!(node = %node.name, total_ms = t.elapsed().as_secs_f64() * 1000.0, "node answered in-flight");
-                match idle {
-                    Ok(true) => Event::Idle,
-                    Ok(false) => Event::DrainTimedOut,
-                    Err(e) => Event::LoadUnknown(e.to_string()),
-                }
-            }
-            Action::Operate { deadline } => {
-                let op = self.policy.operation;
-                let op_id = self.op_id(i, op.as_str());
-                let reporter = self.reporter;
-                let name = node.name.clone();
-                let progress =
-                    move |step: &str, msg: &str| reporter.detail(&name, &format!("{step}: {msg}"));
-                match agent
-                    .operate(op, &op_id, &self.pools, left(deadline), &progress)
-                    .await
-                {
-                    Ok(r) => {
-                        for p in &r.pools {
-                            report
-                                .pids_before
-                                .insert(p.name.clone(), p.pids_before.clone());
-                            report
-                                .pids_after
-                                .insert(p.name.clone(), p.pids_after.clone());
-                        }
-                        Event::Operated(r)
-                    }
-                    // No result: the node may be half-way through it (after
-                    // a lost reset, IIS may be stopped). Say so.
-                    Err(e) => Event::OperationFailed(format!(
-                        "{e}; no result came back, so the {} may be unfinished on the node \
-                         (check `farmctl status`; `farmctl resume` finishes the run)",
-                        op.as_str()
-                    )),
-                }
-            }
-            Action::Probe { deadline } => {
-                match probe::wait_healthy(node, &self.inventory.sites, left(deadline)).await {
-                    Ok(()) => Event::Healthy,
-                    Err(e) => Event::Unhealthy(e),
-                }
-            }
-            Action::Return { deadline } => {
-                let op_id = self.op_id(i, "undrain");
-                match self
-                    .lb
-                    .undrain(
-                        &Target {
-                            node,
-                            agent,
-                            op_id: &op_id,
-                        },
-                        left(deadline),
-                    )
-                    .await
-                {
-                    Ok(took) => {
-                        report
-                            .phase_ms
-                            .insert("lb_detect_up".into(), took.as_millis() as u64);
-                        Event::Returned
-                    }
-                    Err(e) => Event::ReturnFailed(e.to_string()),
-                }
-            }
-        }
-    }
-}
-
-/// The machine's policy for an inventory and operation.
-pub fn policy(inv: &Inventory, op: Operation, drains: bool) -> Policy {
-    Policy {
-        operation: op,
-        drains,
-        drain_timeout: inv.rollout.drain_timeout,
-        on_drain_timeout: inv.rollout.on_drain_timeout,
-        operation_timeout: inv.rollout.operation_timeout,
-        healthy_timeout: inv.rollout.healthy_timeout,
-        return_timeout: inv.rollout.healthy_timeout.max(Duration::from_secs(30)),
+    /// A node the journal says had finished before this (resumed) run.
+    fn finished_before(&self, i: usize, outcome: NodeOutcome) -> NodeReport {
+        let mut r = NodeReport::new(self.name(i));
+        r.outcome = outcome;
+        r.in_rotation = outcome == NodeOutcome::Succeeded;
+        r.error = self.resume.get(&i).and_then(|p| p.detail.clone());
+        r
     }
 }

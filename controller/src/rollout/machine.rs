@@ -8,16 +8,64 @@
 //! ```
 //! Without a draining load balancer (`kind: none`) Draining, Quiescing and
 //! Returning are skipped.
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use farm_inventory::OnDrainTimeout;
+pub use farm_proto::domain::Phase;
+use farm_proto::domain::{OperationKind, PoolState, ServiceState};
+use serde::Serialize;
+use tokio::time::Instant;
 
-use crate::agent::ops_summary;
-use crate::agent::{Operation, OperationReport};
+use crate::agent::OperationReport;
 
-/// Where a node is in the run.
+/// Where a node failed (`failed_step` in reports).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailedStep {
+    Drain,
+    Quiesce,
+    Operate,
+    Verify,
+    Return,
+    /// The run journal could not be written: stopped before acting.
+    Journal,
+    /// An event the machine does not expect in that phase.
+    Engine,
+}
+
+impl FailedStep {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailedStep::Drain => "drain",
+            FailedStep::Quiesce => "quiesce",
+            FailedStep::Operate => "operate",
+            FailedStep::Verify => "verify",
+            FailedStep::Return => "return",
+            FailedStep::Journal => "journal",
+            FailedStep::Engine => "engine",
+        }
+    }
+}
+
+impl std::fmt::Display for FailedStep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a node stopped.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Phase {
+pub struct Failure {
+    pub step: FailedStep,
+    pub reason: String,
+    /// The node is unchanged (the operation never ran): it may be returned
+    /// to rotation if healthy.
+    pub restore: bool,
+}
+
+/// A node's place in the machine, with what a failure carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum State {
     /// Not started yet.
     Pending,
     /// Being taken out of the load balancer.
@@ -33,31 +81,23 @@ pub enum Phase {
     Returning,
     /// Back in rotation with the operation done.
     Done,
-    /// Stopped at `step`. `restore` says the node is unchanged (the
-    /// operation never ran) and may be returned to rotation if healthy.
-    Failed {
-        step: &'static str,
-        reason: String,
-        restore: bool,
-    },
+    /// Stopped; see the failure.
+    Failed(Failure),
 }
 
-impl Phase {
-    pub fn name(&self) -> &'static str {
+impl State {
+    /// The phase the journal records.
+    pub fn phase(&self) -> Phase {
         match self {
-            Phase::Pending => "pending",
-            Phase::Draining => "draining",
-            Phase::Quiescing => "quiescing",
-            Phase::Operating => "operating",
-            Phase::Verifying => "verifying",
-            Phase::Returning => "returning",
-            Phase::Done => "done",
-            Phase::Failed { .. } => "failed",
+            State::Pending => Phase::Pending,
+            State::Draining => Phase::Draining,
+            State::Quiescing => Phase::Quiescing,
+            State::Operating => Phase::Operating,
+            State::Verifying => Phase::Verifying,
+            State::Returning => Phase::Returning,
+            State::Done => Phase::Done,
+            State::Failed(_) => Phase::Failed,
         }
-    }
-
-    pub fn is_terminal(&self) -> bool {
-        matches!(self, Phase::Done | Phase::Failed { .. })
     }
 }
 
@@ -93,7 +133,7 @@ pub enum Action {
 /// The knobs the machine decides with.
 #[derive(Debug, Clone)]
 pub struct Policy {
-    pub operation: Operation,
+    pub operation: OperationKind,
     pub drains: bool,
     pub drain_timeout: Duration,
     pub on_drain_timeout: OnDrainTimeout,
@@ -102,62 +142,66 @@ pub struct Policy {
     pub return_timeout: Duration,
 }
 
-/// A node's machine state: its phase and when it entered it.
+/// A node's machine state and when it entered it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeState {
-    pub phase: Phase,
+    pub state: State,
     pub since: Instant,
 }
 
 impl NodeState {
     pub fn new(now: Instant) -> Self {
         Self {
-            phase: Phase::Pending,
+            state: State::Pending,
             since: now,
         }
     }
+
+    pub fn phase(&self) -> Phase {
+        self.state.phase()
+    }
 }
 
-/// The action a node performs on entering `phase`, with its deadline;
-/// `None` for phases that do nothing (pending, done, failed).
-fn action_of(phase: &Phase, policy: &Policy, now: Instant) -> Option<Action> {
-    Some(match phase {
-        Phase::Draining => Action::Drain,
-        Phase::Quiescing => Action::Quiesce {
+/// The action a node performs on entering `state`, with its deadline;
+/// `None` for states that do nothing (pending, done, failed).
+fn action_of(state: &State, policy: &Policy, now: Instant) -> Option<Action> {
+    Some(match state {
+        State::Draining => Action::Drain,
+        State::Quiescing => Action::Quiesce {
             deadline: now + policy.drain_timeout,
         },
-        Phase::Operating => Action::Operate {
+        State::Operating => Action::Operate {
             deadline: now + policy.operation_timeout,
         },
-        Phase::Verifying => Action::Probe {
+        State::Verifying => Action::Probe {
             deadline: now + policy.healthy_timeout,
         },
-        Phase::Returning => Action::Return {
+        State::Returning => Action::Return {
             deadline: now + policy.return_timeout,
         },
-        Phase::Pending | Phase::Done | Phase::Failed { .. } => return None,
+        State::Pending | State::Done | State::Failed(_) => return None,
     })
 }
 
-/// Enters `phase` now, with its action.
-fn enter(phase: Phase, policy: &Policy, now: Instant) -> (NodeState, Option<Action>) {
-    let action = action_of(&phase, policy, now);
-    (NodeState { phase, since: now }, action)
+/// Enters `state` now, with its action.
+fn enter(state: State, policy: &Policy, now: Instant) -> (NodeState, Option<Action>) {
+    let action = action_of(&state, policy, now);
+    (NodeState { state, since: now }, action)
 }
 
 fn fail(
-    step: &'static str,
+    step: FailedStep,
     reason: impl Into<String>,
     restore: bool,
     now: Instant,
 ) -> (NodeState, Option<Action>) {
     (
         NodeState {
-            phase: Phase::Failed {
+            state: State::Failed(Failure {
                 step,
                 reason: reason.into(),
                 restore,
-            },
+            }),
             since: now,
         },
         None,
@@ -167,26 +211,27 @@ fn fail(
 /// The transition function.
 pub fn next(
     policy: &Policy,
-    state: &NodeState,
+    node: &NodeState,
     event: Event,
     now: Instant,
 ) -> (NodeState, Option<Action>) {
     use Event as E;
-    use Phase as P;
-    let enter = |phase| enter(phase, policy, now);
-    match (&state.phase, event) {
-        (P::Pending, E::Begin) if policy.drains => enter(P::Draining),
-        (P::Pending, E::Begin) => enter(P::Operating),
+    use FailedStep as F;
+    use State as S;
+    let enter = |state| enter(state, policy, now);
+    match (&node.state, event) {
+        (S::Pending, E::Begin) if policy.drains => enter(S::Draining),
+        (S::Pending, E::Begin) => enter(S::Operating),
 
-        (P::Draining, E::Drained) => enter(P::Quiescing),
+        (S::Draining, E::Drained) => enter(S::Quiescing),
         // The drain may have half-happened: try to put the node back.
-        (P::Draining, E::DrainFailed(e)) => fail("drain", e, true, now),
+        (S::Draining, E::DrainFailed(e)) => fail(F::Drain, e, true, now),
 
-        (P::Quiescing, E::Idle) => enter(P::Operating),
-        (P::Quiescing, E::DrainTimedOut) => match policy.on_drain_timeout {
-            OnDrainTimeout::Proceed => enter(P::Operating),
+        (S::Quiescing, E::Idle) => enter(S::Operating),
+        (S::Quiescing, E::DrainTimedOut) => match policy.on_drain_timeout {
+            OnDrainTimeout::Proceed => enter(S::Operating),
             OnDrainTimeout::Fail => fail(
-                "quiesce",
+                F::Quiesce,
                 format!(
                     "requests still in flight after drain_timeout ({})",
                     humantime::format_duration(policy.drain_timeout)
@@ -195,29 +240,24 @@ pub fn next(
                 now,
             ),
         },
-        (P::Quiescing, E::LoadUnknown(e)) => fail(
-            "quiesce",
-            format!("could not read in-flight requests: {e}"),
-            true,
-            now,
-        ),
+        (S::Quiescing, E::LoadUnknown(e)) => fail(F::Quiesce, e, true, now),
 
-        (P::Operating, E::Operated(report)) => match verify(policy.operation, &report) {
-            Ok(()) => enter(P::Verifying),
+        (S::Operating, E::Operated(report)) => match verify(policy.operation, &report) {
+            Ok(()) => enter(S::Verifying),
             Err((step, reason)) => fail(step, reason, false, now),
         },
-        (P::Operating, E::OperationFailed(e)) => fail("operate", e, false, now),
+        (S::Operating, E::OperationFailed(e)) => fail(F::Operate, e, false, now),
 
-        (P::Verifying, E::Healthy) if policy.drains => enter(P::Returning),
-        (P::Verifying, E::Healthy) => enter(P::Done),
-        (P::Verifying, E::Unhealthy(e)) => fail("verify", e, false, now),
+        (S::Verifying, E::Healthy) if policy.drains => enter(S::Returning),
+        (S::Verifying, E::Healthy) => enter(S::Done),
+        (S::Verifying, E::Unhealthy(e)) => fail(F::Verify, e, false, now),
 
-        (P::Returning, E::Returned) => enter(P::Done),
-        (P::Returning, E::ReturnFailed(e)) => fail("return", e, false, now),
+        (S::Returning, E::Returned) => enter(S::Done),
+        (S::Returning, E::ReturnFailed(e)) => fail(F::Return, e, false, now),
 
-        (phase, event) => fail(
-            "engine",
-            format!("unexpected event {event:?} in phase {}", phase.name()),
+        (state, event) => fail(
+            F::Engine,
+            format!("unexpected event {event:?} in phase {}", state.phase()),
             false,
             now,
         ),
@@ -229,22 +269,22 @@ pub fn next(
 /// to repeat: drain and return are idempotent, the operation carries the
 /// same operation id (the agent answers with its first result), probes
 /// only look. `None` for a node that had not started or had finished.
-pub fn resume_at(phase: &str, policy: &Policy, now: Instant) -> Option<(NodeState, Action)> {
-    let phase = match phase {
-        "draining" => Phase::Draining,
-        "quiescing" => Phase::Quiescing,
-        "operating" => Phase::Operating,
-        "verifying" => Phase::Verifying,
-        "returning" => Phase::Returning,
-        _ => return None,
+pub fn resume_at(phase: Phase, policy: &Policy, now: Instant) -> Option<(NodeState, Action)> {
+    let state = match phase {
+        Phase::Draining => State::Draining,
+        Phase::Quiescing => State::Quiescing,
+        Phase::Operating => State::Operating,
+        Phase::Verifying => State::Verifying,
+        Phase::Returning => State::Returning,
+        Phase::Pending | Phase::Done | Phase::Failed => return None,
     };
-    let (state, action) = enter(phase, policy, now);
-    Some((state, action?))
+    let (node, action) = enter(state, policy, now);
+    Some((node, action?))
 }
 
 /// Proof that the operation happened, from the agent's own report: new
 /// worker PIDs for every pool that had one, or IIS services running.
-pub fn verify(op: Operation, r: &OperationReport) -> Result<(), (&'static str, String)> {
+pub fn verify(op: OperationKind, r: &OperationReport) -> Result<(), (FailedStep, String)> {
     if !r.success {
         let step = if r.failed_step.is_empty() {
             "?"
@@ -252,38 +292,40 @@ pub fn verify(op: Operation, r: &OperationReport) -> Result<(), (&'static str, S
             r.failed_step.as_str()
         };
         return Err((
-            "operate",
-            format!("{} failed at step `{step}`: {}", op.as_str(), r.error),
+            FailedStep::Operate,
+            format!("{op} failed at step `{step}`: {}", r.error),
         ));
     }
     for p in &r.pools {
-        if p.state_after != "Started" {
+        if p.state_after != PoolState::Started {
             return Err((
-                "verify",
-                format!(
-                    "pool {} is {} after the {}",
-                    p.name,
-                    p.state_after,
-                    op.as_str()
-                ),
+                FailedStep::Verify,
+                format!("pool {} is {} after the {op}", p.name, p.state_after),
             ));
         }
-        if op == Operation::Recycle && !p.had_no_worker {
-            let replaced = !p.pids_after.is_empty()
-                && p.pids_after.iter().all(|pid| !p.pids_before.contains(pid));
-            if !replaced {
-                return Err((
-                    "verify",
-                    format!("pool {}: workers not replaced ({})", p.name, ops_summary(p)),
-                ));
-            }
+        if op == OperationKind::Recycle && !p.replaced() {
+            return Err((
+                FailedStep::Verify,
+                format!("pool {}: workers not replaced ({})", p.name, p.summary()),
+            ));
         }
     }
-    if op == Operation::Reset {
+    if op == OperationKind::Reset {
         for svc in ["W3SVC", "WAS"] {
-            let state = r.services.get(svc).map(String::as_str).unwrap_or("missing");
-            if state != "RUNNING" {
-                return Err(("verify", format!("{svc} is {state} after the reset")));
+            match r.services.get(svc) {
+                Some(ServiceState::Running) => {}
+                Some(other) => {
+                    return Err((
+                        FailedStep::Verify,
+                        format!("{svc} is {other} after the reset"),
+                    ))
+                }
+                None => {
+                    return Err((
+                        FailedStep::Verify,
+                        format!("{svc} is missing after the reset"),
+                    ))
+                }
             }
         }
     }
@@ -294,10 +336,11 @@ pub fn verify(op: Operation, r: &OperationReport) -> Result<(), (&'static str, S
 mod tests {
     use super::*;
     use crate::agent::PoolChange;
+    use farm_proto::domain::{PoolState, ServiceState};
 
     fn policy(drains: bool) -> Policy {
         Policy {
-            operation: Operation::Recycle,
+            operation: OperationKind::Recycle,
             drains,
             drain_timeout: Duration::from_secs(60),
             on_drain_timeout: OnDrainTimeout::Fail,
@@ -314,7 +357,7 @@ mod tests {
                 name: "Shop".into(),
                 pids_before: before.to_vec(),
                 pids_after: after.to_vec(),
-                state_after: "Started".into(),
+                state_after: PoolState::Started,
                 had_no_worker: before.is_empty(),
             }],
             ..Default::default()
@@ -322,16 +365,13 @@ mod tests {
     }
 
     /// Runs events through the machine, returning the phases and actions.
-    fn drive(
-        p: &Policy,
-        events: Vec<Event>,
-    ) -> (Vec<&'static str>, Vec<Option<Action>>, NodeState) {
+    fn drive(p: &Policy, events: Vec<Event>) -> (Vec<Phase>, Vec<Option<Action>>, NodeState) {
         let t0 = Instant::now();
         let mut s = NodeState::new(t0);
         let (mut phases, mut actions) = (vec![], vec![]);
         for (i, e) in events.into_iter().enumerate() {
             let (n, a) = next(p, &s, e, t0 + Duration::from_secs(i as u64));
-            phases.push(n.phase.name());
+            phases.push(n.phase());
             actions.push(a);
             s = n;
         }
@@ -354,12 +394,12 @@ mod tests {
         assert_eq!(
             phases,
             [
-                "draining",
-                "quiescing",
-                "operating",
-                "verifying",
-                "returning",
-                "done"
+                Phase::Draining,
+                Phase::Quiescing,
+                Phase::Operating,
+                Phase::Verifying,
+                Phase::Returning,
+                Phase::Done
             ]
         );
         assert_eq!(actions[0], Some(Action::Drain));
@@ -377,7 +417,7 @@ mod tests {
         let p = policy(true);
         let t0 = Instant::now();
         let s = NodeState {
-            phase: Phase::Draining,
+            state: State::Draining,
             since: t0,
         };
         let now = t0 + Duration::from_secs(7);
@@ -397,7 +437,7 @@ mod tests {
             &policy(false),
             vec![E::Begin, E::Operated(report(&[1], &[2])), E::Healthy],
         );
-        assert_eq!(phases, ["operating", "verifying", "done"]);
+        assert_eq!(phases, [Phase::Operating, Phase::Verifying, Phase::Done]);
     }
 
     #[test]
@@ -411,13 +451,13 @@ mod tests {
                 E::Operated(report(&[1, 2], &[2, 3])),
             ],
         );
-        match s.phase {
-            Phase::Failed {
+        match s.state {
+            State::Failed(Failure {
                 step,
                 reason,
                 restore,
-            } => {
-                assert_eq!(step, "verify");
+            }) => {
+                assert_eq!(step, FailedStep::Verify);
                 assert!(reason.contains("not replaced"), "{reason}");
                 assert!(!restore);
             }
@@ -431,7 +471,7 @@ mod tests {
             &policy(false),
             vec![E::Begin, E::Operated(report(&[], &[])), E::Healthy],
         );
-        assert_eq!(phases.last(), Some(&"done"));
+        assert_eq!(phases.last(), Some(&Phase::Done));
     }
 
     #[test]
@@ -444,34 +484,40 @@ mod tests {
         };
         let (_, _, s) = drive(&policy(false), vec![E::Begin, E::Operated(r)]);
         assert!(
-            matches!(s.phase, Phase::Failed { step: "operate", ref reason, .. } if reason.contains("`start`"))
+            matches!(s.state, State::Failed(Failure { step: FailedStep::Operate, ref reason, .. }) if reason.contains("`start`"))
         );
     }
 
     #[test]
     fn reset_needs_services_running() {
         let mut p = policy(false);
-        p.operation = Operation::Reset;
+        p.operation = OperationKind::Reset;
         let mut r = report(&[1], &[]);
-        r.services.insert("W3SVC".into(), "RUNNING".into());
-        r.services.insert("WAS".into(), "STOPPED".into());
+        r.services.insert("W3SVC".into(), ServiceState::Running);
+        r.services.insert("WAS".into(), ServiceState::Stopped);
         let (_, _, s) = drive(&p, vec![E::Begin, E::Operated(r.clone())]);
-        assert!(matches!(s.phase, Phase::Failed { step: "verify", .. }));
-        r.services.insert("WAS".into(), "RUNNING".into());
+        assert!(matches!(
+            s.state,
+            State::Failed(Failure {
+                step: FailedStep::Verify,
+                ..
+            })
+        ));
+        r.services.insert("WAS".into(), ServiceState::Running);
         let (phases, _, _) = drive(&p, vec![E::Begin, E::Operated(r)]);
-        assert_eq!(phases.last(), Some(&"verifying"));
+        assert_eq!(phases.last(), Some(&Phase::Verifying));
     }
 
     #[test]
     fn drain_timeout_fails_by_default_and_restores_the_node() {
         let (_, _, s) = drive(&policy(true), vec![E::Begin, E::Drained, E::DrainTimedOut]);
         assert!(matches!(
-            s.phase,
-            Phase::Failed {
-                step: "quiesce",
+            s.state,
+            State::Failed(Failure {
+                step: FailedStep::Quiesce,
                 restore: true,
                 ..
-            }
+            })
         ));
     }
 
@@ -480,7 +526,7 @@ mod tests {
         let mut p = policy(true);
         p.on_drain_timeout = OnDrainTimeout::Proceed;
         let (phases, _, _) = drive(&p, vec![E::Begin, E::Drained, E::DrainTimedOut]);
-        assert_eq!(phases.last(), Some(&"operating"));
+        assert_eq!(phases.last(), Some(&Phase::Operating));
     }
 
     #[test]
@@ -496,12 +542,12 @@ mod tests {
             ],
         );
         assert!(matches!(
-            s.phase,
-            Phase::Failed {
-                step: "verify",
+            s.state,
+            State::Failed(Failure {
+                step: FailedStep::Verify,
                 restore: false,
                 ..
-            }
+            })
         ));
     }
 
@@ -509,8 +555,8 @@ mod tests {
     fn resume_repeats_the_action_of_the_phase_it_stopped_in() {
         let p = policy(true);
         let now = Instant::now();
-        let (s, a) = resume_at("operating", &p, now).unwrap();
-        assert_eq!(s.phase, Phase::Operating);
+        let (s, a) = resume_at(Phase::Operating, &p, now).unwrap();
+        assert_eq!(s.state, State::Operating);
         assert_eq!(
             a,
             Action::Operate {
@@ -518,23 +564,32 @@ mod tests {
             }
         );
         assert_eq!(
-            resume_at("returning", &p, now).unwrap().1,
+            resume_at(Phase::Returning, &p, now).unwrap().1,
             Action::Return {
                 deadline: now + p.return_timeout
             }
         );
-        assert_eq!(resume_at("draining", &p, now).unwrap().1, Action::Drain);
-        for not_mid_run in ["pending", "done", "failed", "nonsense"] {
+        assert_eq!(
+            resume_at(Phase::Draining, &p, now).unwrap().1,
+            Action::Drain
+        );
+        for not_mid_run in [Phase::Pending, Phase::Done, Phase::Failed] {
             assert!(resume_at(not_mid_run, &p, now).is_none());
         }
         // A resumed node then goes on as usual.
-        let (s, _) = resume_at("verifying", &p, now).unwrap();
-        assert_eq!(next(&p, &s, Event::Healthy, now).0.phase, Phase::Returning);
+        let (s, _) = resume_at(Phase::Verifying, &p, now).unwrap();
+        assert_eq!(next(&p, &s, Event::Healthy, now).0.state, State::Returning);
     }
 
     #[test]
     fn unexpected_events_fail_instead_of_guessing() {
         let (_, _, s) = drive(&policy(true), vec![E::Begin, E::Healthy]);
-        assert!(matches!(s.phase, Phase::Failed { step: "engine", .. }));
+        assert!(matches!(
+            s.state,
+            State::Failed(Failure {
+                step: FailedStep::Engine,
+                ..
+            })
+        ));
     }
 }

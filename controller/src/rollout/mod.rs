@@ -1,6 +1,12 @@
-//! The rolling operation: the pure per-node [`machine`], batch planning in
-//! [`plan`], and the [`engine`] that does the I/O.
+//! The rolling operation: the pure per-node [`machine`], the one
+//! [`capacity`] check, the scheduler ([`engine`]) and the per-node driver
+//! (`node`), what an interrupted node needs to resume ([`reconcile`]), and
+//! the static [`plan`] of a run.
+pub mod capacity;
 pub mod engine;
 pub mod machine;
+mod node;
 pub mod plan;
-pub mod resume;
+pub mod reconcile;
+#[cfg(test)]
+mod tests;

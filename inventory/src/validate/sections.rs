@@ -180,6 +180,17 @@ pub(super) fn rollout(errors: &mut Errors, r: &RawRollout, node_count: usize) ->
             OnFailure::Halt
         }
     };
+    let strategy = match r.strategy.as_deref() {
+        None | Some("window") => Strategy::Window,
+        Some("batch") => Strategy::Batch,
+        Some(other) => {
+            errors.add(
+                "rollout.strategy",
+                format!("`{other}` is not `window` or `batch`"),
+            );
+            Strategy::Window
+        }
+    };
     let pause = r
         .pause
         .as_deref()
@@ -222,6 +233,12 @@ pub(super) fn rollout(errors: &mut Errors, r: &RawRollout, node_count: usize) ->
         lease_ttl: errors.duration(
             "rollout.lease_ttl",
             r.lease_ttl.as_deref(),
+            Duration::from_secs(60),
+        ),
+        strategy,
+        stop_timeout: errors.duration(
+            "rollout.stop_timeout",
+            r.stop_timeout.as_deref(),
             Duration::from_secs(60),
         ),
     }

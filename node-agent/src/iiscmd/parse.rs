@@ -108,13 +108,7 @@ pub fn appcmd_error(text: &str) -> Option<AppcmdError> {
 }
 
 pub fn pool_state(s: &str) -> PoolState {
-    match s.trim().to_ascii_lowercase().as_str() {
-        "started" => PoolState::Started,
-        "starting" => PoolState::Starting,
-        "stopped" => PoolState::Stopped,
-        "stopping" => PoolState::Stopping,
-        _ => PoolState::Unknown,
-    }
+    PoolState::parse(s)
 }
 
 /// `sc query NAME`: the numeric STATE (the text is localized), or
@@ -135,16 +129,7 @@ pub fn sc_state(text: &str) -> Option<ServiceState> {
         .iter()
         .find(|(k, _)| k == "STATE")
         .or_else(|| candidates.iter().find(|(_, n)| (1..=7).contains(n)))?;
-    Some(match pick.1 {
-        1 => ServiceState::Stopped,
-        2 => ServiceState::StartPending,
-        3 => ServiceState::StopPending,
-        4 => ServiceState::Running,
-        5 => ServiceState::ContinuePending,
-        6 => ServiceState::PausePending,
-        7 => ServiceState::Paused,
-        _ => return None,
-    })
+    ServiceState::from_sc_code(pick.1)
 }
 
 /// Whether iisreset's output reports a failure (its exit code is not

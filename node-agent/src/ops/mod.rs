@@ -78,6 +78,9 @@ pub struct OpsConfig {
     /// After a reset, how long WAS gets to bring back the pools it starts
     /// itself before the agent starts the ones it did not (autoStart off).
     pub autostart_grace: Duration,
+    /// `iisreset /stop /timeout:N` when the request does not say (the
+    /// agent config's `timeouts.stop`).
+    pub stop_timeout: Duration,
 }
 
 impl Default for OpsConfig {
@@ -88,6 +91,7 @@ impl Default for OpsConfig {
             start_retry_delay: Duration::from_secs(2),
             poll_interval: Duration::from_millis(100),
             autostart_grace: Duration::from_secs(15),
+            stop_timeout: Duration::from_secs(60),
         }
     }
 }

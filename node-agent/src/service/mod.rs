@@ -75,7 +75,8 @@ impl AgentService {
 
     /// A lease just taken or renewed: its dead-man timer is (re)armed.
     fn armed(&self, (lease, generation): (pb::Lease, u64)) -> Response<pb::Lease> {
-        self.leases.arm(generation, self.iis.clone());
+        self.leases
+            .arm(generation, self.iis.clone(), self.busy.clone());
         Response::new(lease)
     }
 
@@ -347,7 +348,7 @@ impl NodeAgent for AgentService {
         let valid = valid_op_id(&req.operation_id).and(self.leased_check(&req.operation_id));
         let (_, ticket) = ticket_check(valid, ticket)?;
         let stop_timeout = match req.stop_timeout_s {
-            0 => Duration::from_secs(60),
+            0 => self.cfg.stop_timeout,
             s => Duration::from_secs(u64::from(s.min(3600))),
         };
         let (iis, cfg) = (self.iis.clone(), self.cfg.clone());

@@ -1,60 +1,13 @@
-//! Progress output: plain lines (not a terminal) or indicatif bars.
+//! Progress bars on a terminal (indicatif): an overall bar and a spinner
+//! per node at work. Only the binary draws them; the library reports
+//! through the `Reporter` trait.
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use farm_proto::domain::{OperationKind, Phase};
+use farmctl::report::{NodeReport, Reporter, RunReport};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
-
-use crate::report::{NodeReport, Reporter};
-
-/// One line per event on stderr, with the time since the run started.
-pub struct Lines {
-    start: Instant,
-}
-
-impl Lines {
-    pub fn new() -> Self {
-        Self {
-            start: Instant::now(),
-        }
-    }
-
-    fn line(&self, text: &str) {
-        eprintln!("{:>8.2}s {text}", self.start.elapsed().as_secs_f64());
-    }
-}
-
-impl Default for Lines {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Reporter for Lines {
-    fn run_started(&self, run_id: &str, action: &str, nodes: &[String]) {
-        self.line(&format!(
-            "run {run_id}: rolling {action} of {}",
-            nodes.join(", ")
-        ));
-    }
-    fn phase(&self, node: &str, phase: &str) {
-        self.line(&format!("[{node}] {phase}"));
-    }
-    fn detail(&self, node: &str, message: &str) {
-        self.line(&format!("[{node}]   {message}"));
-    }
-    fn node_finished(&self, n: &NodeReport) {
-        let extra = n
-            .error
-            .as_deref()
-            .map(|e| format!(": {e}"))
-            .unwrap_or_default();
-        self.line(&format!("[{}] {}{extra}", n.name, n.outcome));
-    }
-    fn note(&self, message: &str) {
-        self.line(message);
-    }
-}
 
 /// An overall bar plus a spinner per node at work.
 pub struct Bars {
@@ -105,11 +58,11 @@ impl Default for Bars {
 }
 
 impl Reporter for Bars {
-    fn run_started(&self, run_id: &str, action: &str, nodes: &[String]) {
+    fn run_started(&self, run_id: &str, action: OperationKind, nodes: &[String]) {
         self.overall.set_length(nodes.len() as u64);
         self.overall.set_prefix(format!("{action} {run_id}"));
     }
-    fn phase(&self, node: &str, phase: &str) {
+    fn phase(&self, node: &str, phase: Phase) {
         self.bar(node).set_message(phase.to_string());
     }
     fn detail(&self, node: &str, message: &str) {
@@ -118,7 +71,7 @@ impl Reporter for Bars {
     fn node_finished(&self, n: &NodeReport) {
         let msg = match &n.error {
             Some(e) => format!("{}: {e}", n.outcome),
-            None => n.outcome.clone(),
+            None => n.outcome.to_string(),
         };
         self.bar(&n.name).finish_with_message(msg);
         self.overall.inc(1);
@@ -126,7 +79,7 @@ impl Reporter for Bars {
     fn note(&self, message: &str) {
         let _ = self.multi.println(message);
     }
-    fn run_finished(&self, report: &crate::report::RunReport) {
+    fn run_finished(&self, report: &RunReport) {
         // A halted run keeps its bar where it stopped.
         if report.succeeded() {
             self.overall.finish();

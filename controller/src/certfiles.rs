@@ -1,0 +1,119 @@
+//! The farm's certificate files on disk (rcgen, through
+//! [`farm_proto::pki`]): the CA, agent and controller pairs. Private keys
+//! are written readable by their owner only; nothing is overwritten
+//! without `force`. Used by `farmctl certs` and the sandbox farm.
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use farm_proto::pki::{self, Pair, Role, Validity};
+
+use crate::exit::CommandError;
+
+pub const CA_CERT: &str = "ca.pem";
+pub const CA_KEY: &str = "ca-key.pem";
+
+/// Creates the farm CA in `dir`.
+pub fn init(dir: &Path, farm: &str, force: bool) -> Result<Vec<PathBuf>, CommandError> {
+    let pair = pki::new_ca(farm, Validity::CA).map_err(|e| CommandError::failed(e.to_string()))?;
+    write_pair(dir, CA_CERT, CA_KEY, &pair, force)
+}
+
+fn load_ca(dir: &Path) -> Result<Pair, CommandError> {
+    let read = |name: &str| {
+        std::fs::read_to_string(dir.join(name)).map_err(|e| {
+            CommandError::bad_input(format!(
+                "could not read {} ({e}); run `farmctl certs init --dir {}` first",
+                dir.join(name).display(),
+                dir.display()
+            ))
+        })
+    };
+    Ok(Pair {
+        cert_pem: read(CA_CERT)?,
+        key_pem: read(CA_KEY)?,
+    })
+}
+
+/// An agent certificate for `node` (and extra names/IPs) signed by the CA in `dir`.
+pub fn issue_agent(
+    dir: &Path,
+    node: &str,
+    san: &[String],
+    force: bool,
+) -> Result<Vec<PathBuf>, CommandError> {
+    let ca = load_ca(dir)?;
+    let pair = pki::issue_agent(&ca, node, san, Validity::LEAF)
+        .map_err(|e| CommandError::bad_input(e.to_string()))?;
+    write_pair(
+        dir,
+        &format!("agent-{node}.pem"),
+        &format!("agent-{node}-key.pem"),
+        &pair,
+        force,
+    )
+}
+
+/// A controller certificate with `role`, signed by the CA in `dir`.
+pub fn issue_controller(
+    dir: &Path,
+    name: &str,
+    role: Role,
+    force: bool,
+) -> Result<Vec<PathBuf>, CommandError> {
+    let ca = load_ca(dir)?;
+    let pair = pki::issue_controller(&ca, name, role, Validity::LEAF)
+        .map_err(|e| CommandError::bad_input(e.to_string()))?;
+    write_pair(
+        dir,
+        &format!("controller-{name}.pem"),
+        &format!("controller-{name}-key.pem"),
+        &pair,
+        force,
+    )
+}
+
+fn write_pair(
+    dir: &Path,
+    cert: &str,
+    key: &str,
+    pair: &Pair,
+    force: bool,
+) -> Result<Vec<PathBuf>, CommandError> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| CommandError::failed(format!("could not create {}: {e}", dir.display())))?;
+    let (cert, key) = (dir.join(cert), dir.join(key));
+    for p in [&cert, &key] {
+        if p.exists() && !force {
+            return Err(CommandError::bad_input(format!(
+                "{} exists; not overwriting it without --force",
+                p.display()
+            )));
+        }
+    }
+    write_file(&key, &pair.key_pem, true)?;
+    write_file(&cert, &pair.cert_pem, false)?;
+    Ok(vec![cert, key])
+}
+
+/// Writes `text`; a private key is created readable by its owner only.
+fn write_file(path: &Path, text: &str, private: bool) -> Result<(), CommandError> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(if private { 0o600 } else { 0o644 });
+    }
+    let fail = |e: std::io::Error| {
+        CommandError::failed(format!("could not write {}: {e}", path.display()))
+    };
+    let mut f = opts.open(path).map_err(fail)?;
+    // An existing file keeps its mode on open; make sure a key is 0600.
+    #[cfg(unix)]
+    if private {
+        use std::os::unix::fs::PermissionsExt;
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(fail)?;
+    }
+    f.write_all(text.as_bytes()).map_err(fail)
+}

@@ -1,0 +1,212 @@
+//! The run journal: one JSON line per record under the state directory
+//! (`<state>/runs/<run_id>.jsonl`), each on disk before the engine acts on
+//! it, so `farmctl resume` can pick a run up after the controller died at
+//! any point.
+//!
+//! Appends go through one writer thread that commits in groups: records
+//! that arrive while a flush is under way are written and flushed together,
+//! so a hundred nodes at work do not queue a hundred fsyncs behind each
+//! other. [`read`] loads journals back.
+use std::collections::BTreeMap;
+use std::io::{Read, Seek, Write};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+
+use farm_proto::domain::{OperationKind, Phase};
+use serde::{Deserialize, Serialize};
+
+use crate::report::RunOutcome;
+use crate::run::RunSettings;
+
+pub mod read;
+
+pub use read::{estimate_per_node, find, list, load, still_running, JournalError, LoadedRun};
+
+/// The first line: what the run is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Header {
+    pub run_id: String,
+    pub action: OperationKind,
+    /// The inventory file the run started from.
+    pub inventory: PathBuf,
+    pub pools: Vec<String>,
+    pub nodes: Vec<String>,
+    pub started_at: String,
+    pub holder: String,
+    /// The controller's process id, so resume can tell whether it is
+    /// still running (same host).
+    #[serde(default)]
+    pub pid: Option<u32>,
+    /// The run contract, replayed by `resume`. Absent in journals of older
+    /// versions, which cannot be resumed.
+    #[serde(default)]
+    pub settings: Option<RunSettings>,
+}
+
+/// A node entered `phase`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PhaseRecord {
+    pub t: String,
+    pub node: String,
+    pub phase: Phase,
+    /// Worker PIDs per pool, recorded when the operation is about to start,
+    /// so resume can tell whether it ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pids: Option<BTreeMap<String, Vec<u32>>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// The run ended (absent when the controller died).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EndRecord {
+    pub t: String,
+    pub outcome: RunOutcome,
+    pub halted: Option<String>,
+}
+
+/// One line of a journal.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Record {
+    Run(Box<Header>),
+    Phase(PhaseRecord),
+    End(EndRecord),
+}
+
+pub fn now() -> String {
+    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
+}
+
+/// `--state-dir`, else `$FARMCTL_STATE_DIR`, else the user's state
+/// directory (`~/.local/state/farmctl` on Linux).
+pub fn state_dir(flag: Option<&Path>) -> PathBuf {
+    if let Some(p) = flag {
+        return p.to_path_buf();
+    }
+    if let Some(p) = std::env::var_os("FARMCTL_STATE_DIR") {
+        return PathBuf::from(p);
+    }
+    dirs::state_dir()
+        .or_else(dirs::data_local_dir)
+        .unwrap_or_else(std::env::temp_dir)
+        .join("farmctl")
+}
+
+fn runs_dir(state: &Path) -> PathBuf {
+    state.join("runs")
+}
+
+/// A line waiting to be written, and who to tell when it is on disk.
+struct Pending {
+    line: String,
+    done: tokio::sync::oneshot::Sender<std::io::Result<()>>,
+}
+
+pub struct Journal {
+    path: PathBuf,
+    tx: mpsc::Sender<Pending>,
+}
+
+impl Journal {
+    /// Starts the journal of a new run with its header.
+    pub fn create(state: &Path, header: &Header) -> std::io::Result<Journal> {
+        let dir = runs_dir(state);
+        std::fs::create_dir_all(&dir)?;
+        let path = dir.join(format!("{}.jsonl", header.run_id));
+        let mut file = std::fs::OpenOptions::new()
+            .create_new(true)
+            .append(true)
+            .open(&path)?;
+        let line = serde_json::to_string(&Record::Run(Box::new(header.clone())))
+            .map_err(std::io::Error::other)?;
+        writeln!(file, "{line}")?;
+        file.sync_all()?;
+        Ok(Journal::start(path, file))
+    }
+
+    /// Continues an existing journal (resume). A last line torn by a crash
+    /// is ended first, so the next record starts a line of its own.
+    pub fn reopen(path: &Path) -> std::io::Result<Journal> {
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .append(true)
+            .open(path)?;
+        let len = file.metadata()?.len();
+        if len > 0 {
+            file.seek(std::io::SeekFrom::Start(len - 1))?;
+            let mut last = [0u8; 1];
+            file.read_exact(&mut last)?;
+            if last[0] != b'\n' {
+                file.write_all(b"\n")?;
+                file.sync_data()?;
+            }
+        }
+        Ok(Journal::start(path.to_path_buf(), file))
+    }
+
+    fn start(path: PathBuf, file: std::fs::File) -> Journal {
+        let (tx, rx) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("farmctl-journal".into())
+            .spawn(move || write_groups(file, rx))
+            .map(|_| ())
+            .unwrap_or_else(|e| tracing::error!("could not start the journal writer: {e}"));
+        Journal { path, tx }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Appends one record; resolves once it is on disk.
+    pub async fn append(&self, r: &Record) -> std::io::Result<()> {
+        let line = serde_json::to_string(r).map_err(std::io::Error::other)?;
+        let (done, on_disk) = tokio::sync::oneshot::channel();
+        self.tx
+            .send(Pending { line, done })
+            .map_err(|_| std::io::Error::other("the journal writer stopped"))?;
+        on_disk
+            .await
+            .map_err(|_| std::io::Error::other("the journal writer stopped"))?
+    }
+
+    pub async fn phase(
+        &self,
+        node: &str,
+        phase: Phase,
+        pids: Option<BTreeMap<String, Vec<u32>>>,
+        detail: Option<String>,
+    ) -> std::io::Result<()> {
+        self.append(&Record::Phase(PhaseRecord {
+            t: now(),
+            node: node.into(),
+            phase,
+            pids,
+            detail,
+        }))
+        .await
+    }
+}
+
+/// The writer thread: takes every line waiting, writes them, flushes once.
+fn write_groups(mut file: std::fs::File, rx: mpsc::Receiver<Pending>) {
+    while let Ok(first) = rx.recv() {
+        let mut group = vec![first];
+        group.extend(rx.try_iter());
+        let mut text = String::new();
+        for p in &group {
+            text.push_str(&p.line);
+            text.push('\n');
+        }
+        let result = file
+            .write_all(text.as_bytes())
+            .and_then(|()| file.sync_data());
+        for p in group {
+            let _ = p.done.send(match &result {
+                Ok(()) => Ok(()),
+                Err(e) => Err(std::io::Error::new(e.kind(), e.to_string())),
+            });
+        }
+    }
+}

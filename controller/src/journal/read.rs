@@ -1,0 +1,291 @@
+//! Reading journals back: one run, every run in a state directory, and
+//! estimates from past runs. A line torn by a crash is passed over; a line
+//! that is whole JSON but says something this version does not know (an
+//! unknown phase, say) is an error naming the file and the line — a run is
+//! never resumed from a guess.
+use std::collections::BTreeMap;
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+
+use farm_proto::domain::{OperationKind, Phase};
+
+use super::{runs_dir, EndRecord, Header, PhaseRecord, Record};
+
+/// A journal that cannot be read, with where.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}{}: {message}", path.display(), line.map(|l| format!(":{l}")).unwrap_or_default())]
+pub struct JournalError {
+    pub path: PathBuf,
+    /// 1-based line number, when the problem is one line.
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+/// A journal read back.
+#[derive(Debug, Clone)]
+pub struct LoadedRun {
+    pub path: PathBuf,
+    pub header: Header,
+    /// Each node's last phase record.
+    pub last: BTreeMap<String, PhaseRecord>,
+    /// The last `pids` recorded per node (entering `operating`).
+    pub pids: BTreeMap<String, BTreeMap<String, Vec<u32>>>,
+    pub end: Option<EndRecord>,
+    /// Seconds from a node's first phase to its `done`, per finished node.
+    pub node_seconds: Vec<f64>,
+    /// Lines torn by a crash, passed over.
+    pub torn_lines: usize,
+}
+
+impl LoadedRun {
+    pub fn run_id(&self) -> &str {
+        &self.header.run_id
+    }
+
+    /// `succeeded`, `failed`, or `unfinished` (no end line: the controller
+    /// died or is still running).
+    pub fn outcome(&self) -> String {
+        match &self.end {
+            Some(e) => e.outcome.as_str().into(),
+            None => "unfinished".into(),
+        }
+    }
+
+    /// Where `node` was when the journal ends.
+    pub fn phase_of(&self, node: &str) -> Phase {
+        self.last.get(node).map_or(Phase::Pending, |r| r.phase)
+    }
+}
+
+/// Reads a journal.
+pub fn load(path: &Path) -> Result<LoadedRun, JournalError> {
+    let err = |line: Option<usize>, message: String| JournalError {
+        path: path.to_path_buf(),
+        line,
+        message,
+    };
+    let f = std::fs::File::open(path).map_err(|e| err(None, e.to_string()))?;
+    let mut header: Option<Header> = None;
+    let mut last = BTreeMap::new();
+    let mut pids = BTreeMap::new();
+    let mut first_seen: BTreeMap<String, std::time::SystemTime> = BTreeMap::new();
+    let mut node_seconds = Vec::new();
+    let mut end = None;
+    let mut torn_lines = 0;
+    for (n, line) in std::io::BufReader::new(f).lines().enumerate() {
+        let line = line.map_err(|e| err(Some(n + 1), e.to_string()))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let rec = match serde_json::from_str::<Record>(&line) {
+            Ok(r) => r,
+            // Cut off mid-write by a crash: incomplete JSON.
+            Err(e) if e.is_eof() || e.is_syntax() => {
+                torn_lines += 1;
+                continue;
+            }
+            Err(e) => {
+                return Err(err(
+                    Some(n + 1),
+                    format!("a record this farmctl does not understand: {e}"),
+                ))
+            }
+        };
+        match rec {
+            Record::Run(h) => header = Some(*h),
+            Record::Phase(p) => {
+                if let Some(x) = &p.pids {
+                    pids.insert(p.node.clone(), x.clone());
+                }
+                if let Ok(at) = humantime::parse_rfc3339(&p.t) {
+                    let first = *first_seen.entry(p.node.clone()).or_insert(at);
+                    if p.phase == Phase::Done {
+                        node_seconds
+                            .push(at.duration_since(first).unwrap_or_default().as_secs_f64());
+                    }
+                }
+                last.insert(p.node.clone(), p);
+            }
+            Record::End(e) => end = Some(e),
+        }
+    }
+    let header = header.ok_or_else(|| err(None, "no run header".into()))?;
+    Ok(LoadedRun {
+        path: path.to_path_buf(),
+        header,
+        last,
+        pids,
+        end,
+        node_seconds,
+        torn_lines,
+    })
+}
+
+/// Every run in the state directory, oldest first (run ids sort by time).
+/// Journals that cannot be read are left out with a warning.
+pub fn list(state: &Path) -> Vec<LoadedRun> {
+    let Ok(entries) = std::fs::read_dir(runs_dir(state)) else {
+        return Vec::new();
+    };
+    let mut paths: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+        .collect();
+    paths.sort();
+    paths
+        .iter()
+        .filter_map(|p| {
+            load(p)
+                .map_err(|e| tracing::warn!("skipping journal {e}"))
+                .ok()
+        })
+        .collect()
+}
+
+/// Whether the controller that wrote a journal still runs: only known for
+/// a run started on this host by this user (Linux `/proc`).
+pub fn still_running(run: &LoadedRun) -> Option<u32> {
+    let pid = run.header.pid?;
+    if run.header.holder != crate::lease::holder() {
+        return None;
+    }
+    let alive = cfg!(target_os = "linux") && Path::new(&format!("/proc/{pid}")).exists();
+    alive.then_some(pid)
+}
+
+/// Used when no past run tells how long a node takes.
+pub const DEFAULT_NODE_ESTIMATE: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// How long one node of `action` takes, from the finished nodes of past
+/// runs (the mean), and where the figure comes from.
+pub fn estimate_per_node(state: &Path, action: OperationKind) -> (std::time::Duration, String) {
+    let samples: Vec<f64> = list(state)
+        .iter()
+        .filter(|r| r.header.action == action)
+        .flat_map(|r| r.node_seconds.iter().copied())
+        .collect();
+    if samples.is_empty() {
+        return (DEFAULT_NODE_ESTIMATE, "no past runs: default".into());
+    }
+    let mean = samples.iter().sum::<f64>() / samples.len() as f64;
+    (
+        std::time::Duration::from_secs_f64(mean),
+        format!("mean of {} node(s) in past {action} runs", samples.len()),
+    )
+}
+
+/// The journal of `run_id`, or the newest unfinished run.
+pub fn find(state: &Path, run_id: Option<&str>) -> Result<LoadedRun, String> {
+    match run_id {
+        Some(id) => {
+            if farm_proto::names::check_operation_id(id).is_err() || id.contains('.') {
+                return Err(format!("`{id}` is not a run id"));
+            }
+            load(&runs_dir(state).join(format!("{id}.jsonl"))).map_err(|e| e.to_string())
+        }
+        None => list(state)
+            .into_iter()
+            .rev()
+            .find(|r| r.end.is_none())
+            .ok_or_else(|| format!("no unfinished run in {}", runs_dir(state).display())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::super::{now, Journal};
+    use super::*;
+
+    fn header() -> Header {
+        Header {
+            run_id: "r1".into(),
+            action: OperationKind::Recycle,
+            inventory: "/x.yaml".into(),
+            pools: vec![],
+            nodes: vec!["web01".into()],
+            started_at: now(),
+            holder: "me@here".into(),
+            pid: None,
+            settings: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_torn_line_is_passed_over_and_the_next_record_starts_its_own_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::create(dir.path(), &header()).unwrap();
+        j.phase("web01", Phase::Draining, None, None).await.unwrap();
+        let pids = BTreeMap::from([("Shop".to_string(), vec![7])]);
+        j.phase("web01", Phase::Operating, Some(pids.clone()), None)
+            .await
+            .unwrap();
+        let path = j.path().to_path_buf();
+        drop(j);
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(b"{\"type\":\"phase\",\"t\":\"2026")
+            .unwrap();
+        let run = find(dir.path(), None).unwrap();
+        assert_eq!(run.run_id(), "r1");
+        assert_eq!(run.outcome(), "unfinished");
+        assert_eq!(run.phase_of("web01"), Phase::Operating);
+        assert_eq!(run.pids["web01"], pids);
+        assert_eq!(run.torn_lines, 1);
+        // Resumed: the torn line is ended, the new record is read.
+        let j = Journal::reopen(&path).unwrap();
+        j.phase("web01", Phase::Verifying, None, None)
+            .await
+            .unwrap();
+        let run = load(&path).unwrap();
+        assert_eq!(run.phase_of("web01"), Phase::Verifying);
+        assert!(find(dir.path(), Some("../etc/passwd")).is_err());
+    }
+
+    #[tokio::test]
+    async fn an_unknown_phase_is_an_error_naming_the_file_and_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::create(dir.path(), &header()).unwrap();
+        j.phase("web01", Phase::Draining, None, None).await.unwrap();
+        let path = j.path().to_path_buf();
+        drop(j);
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(
+                b"{\"type\":\"phase\",\"t\":\"x\",\"node\":\"web01\",\"phase\":\"exploding\"}\n",
+            )
+            .unwrap();
+        let e = load(&path).unwrap_err();
+        assert_eq!(e.line, Some(3));
+        let text = e.to_string();
+        assert!(
+            text.contains("r1.jsonl:3") && text.contains("exploding"),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn appends_from_many_tasks_are_all_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = std::sync::Arc::new(Journal::create(dir.path(), &header()).unwrap());
+        let tasks: Vec<_> = (0..200)
+            .map(|i| {
+                let j = j.clone();
+                tokio::spawn(async move {
+                    j.phase(&format!("n{i}"), Phase::Draining, None, None)
+                        .await
+                        .unwrap()
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert_eq!(load(j.path()).unwrap().last.len(), 200);
+    }
+}

@@ -1,0 +1,180 @@
+//! Continuing a run whose controller stopped (crash, SIGKILL, second
+//! Ctrl-C). The run contract comes from the journal header, never from the
+//! inventory, so a resumed run keeps the limits of the run it continues.
+//! The live farm decides the rest: nodes outside the run that are out of
+//! rotation count against capacity, failed nodes still out stay counted,
+//! nodes caught mid-way are finished first, and no node starts outside the
+//! run's window.
+use std::collections::HashMap;
+use std::path::Path;
+
+use farm_proto::domain::Phase;
+
+use crate::exit::CommandError;
+use crate::farm::{Farm, Transport};
+use crate::journal::{self, Journal, LoadedRun};
+use crate::observe;
+use crate::preflight;
+use crate::report::RunReport;
+use crate::rollout::engine::Run;
+use crate::rollout::reconcile::ResumePoint;
+
+use super::{RunEnv, RunSettings};
+
+/// Resumes `loaded`, with `inventory` instead of the one the run started
+/// from if given (it may change addresses and TLS only).
+pub async fn resume(
+    loaded: LoadedRun,
+    inventory: Option<&Path>,
+    transport: Transport,
+    env: &RunEnv<'_>,
+) -> Result<RunReport, CommandError> {
+    let run_id = loaded.run_id().to_string();
+    if let Some(pid) = journal::still_running(&loaded) {
+        return Err(CommandError::refused(format!(
+            "run {run_id} is still running here (farmctl process {pid}); stop it first (Ctrl-C) — \
+             two controllers must not drive one run"
+        )));
+    }
+    if loaded.end.is_some() {
+        return Err(CommandError::bad_input(format!(
+            "run {run_id} already ended ({}); nothing to resume",
+            loaded.outcome()
+        )));
+    }
+    let Some(settings) = loaded.header.settings.clone() else {
+        return Err(CommandError::bad_input(format!(
+            "{}: written by an older farmctl that did not record the run's limits, so it cannot \
+             be resumed safely; look at the farm with `farmctl status` and start a new run",
+            loaded.path.display()
+        )));
+    };
+    let inv_path = inventory.unwrap_or(&loaded.header.inventory);
+    let inv = farm_inventory::load(inv_path)?;
+    settings.check_same_farm(&inv).map_err(|e| {
+        CommandError::bad_input(format!(
+            "cannot resume run {run_id} with inventory {}: {e}",
+            inv_path.display()
+        ))
+    })?;
+    let farm = Farm::connect(inv, transport)?;
+    resume_on(&farm, &loaded, &settings, env).await
+}
+
+/// Resumes `loaded` on a connected farm, with the run contract `settings`
+/// from its header.
+pub async fn resume_on(
+    farm: &Farm,
+    loaded: &LoadedRun,
+    settings: &RunSettings,
+    env: &RunEnv<'_>,
+) -> Result<RunReport, CommandError> {
+    let run_id = loaded.run_id().to_string();
+    let op = settings.operation;
+    env.reporter.note(&format!(
+        "resuming run {run_id} ({op}) from {} with its recorded limits (max_unavailable {}, min_healthy {})",
+        loaded.path.display(),
+        settings.max_unavailable,
+        settings.min_healthy
+    ));
+
+    let members = observe::members(farm).await.map_err(|e| {
+        CommandError::refused(format!(
+            "cannot resume: load balancer: {e} (nothing was touched)"
+        ))
+    })?;
+    let observed = observe::observe(farm, &members).await;
+    let mut points = HashMap::new();
+    let (mut pending, mut handled) = (Vec::new(), Vec::new());
+    let mut unreachable = Vec::new();
+    for name in &settings.nodes {
+        let i = farm.index_of(name).ok_or_else(|| {
+            CommandError::bad_input(format!("node {name} of the run is not in the inventory"))
+        })?;
+        let phase = loaded.phase_of(name);
+        if let Err(e) = &observed[i].view {
+            unreachable.push(format!("{name}: {e}"));
+        }
+        if phase == Phase::Pending {
+            pending.push(i);
+        } else {
+            handled.push(i);
+        }
+        points.insert(
+            i,
+            ResumePoint {
+                phase,
+                pids: loaded.pids.get(name).cloned(),
+                detail: loaded.last.get(name).and_then(|r| r.detail.clone()),
+            },
+        );
+    }
+    if !unreachable.is_empty() {
+        return Err(CommandError::refused(format!(
+            "cannot resume: {} (nothing was touched)",
+            unreachable.join("; ")
+        )));
+    }
+    let leases = crate::lease::acquire(
+        farm,
+        &run_id,
+        &format!("farmctl resume of {op}"),
+        settings.timeouts.lease_ttl,
+    )
+    .await?;
+    let result = async {
+        // A fresh preflight: the nodes still to do must be fit, and every
+        // node out of rotation that is not this run's doing counts.
+        let pf = preflight::check(farm, &observed, &pending, &handled, &settings.pools);
+        if let Some(refused) = pf.refusal("cannot resume (nothing was touched)") {
+            return Err(refused);
+        }
+        let drains = farm.lb.drains();
+        let mut out_before = pf.already_out.len();
+        let mut failed_out = 0;
+        for &i in &handled {
+            if observed[i].serving(drains) {
+                continue;
+            }
+            match points[&i].phase {
+                Phase::Done => {
+                    env.reporter.note(&format!(
+                        "{} was done but is out of rotation now; it counts against capacity",
+                        farm.node(i).name
+                    ));
+                    out_before += 1;
+                }
+                Phase::Failed => failed_out += 1,
+                _ => {} // mid-way: finished first, counted as at work
+            }
+        }
+        for n in &pf.notes {
+            env.reporter.note(n);
+        }
+        let window = env.window_guard(settings)?;
+        if let Some(why) = window.as_ref().and_then(|w| w.refuse()) {
+            env.reporter.note(&format!(
+                "{why}: the nodes caught mid-way are finished, no other node is started"
+            ));
+        }
+        let journal = Journal::reopen(&loaded.path).map_err(|e| {
+            CommandError::failed(format!(
+                "could not reopen the journal {}: {e}",
+                loaded.path.display()
+            ))
+        })?;
+        let mut run = Run::new(&run_id, farm, settings, env.reporter, env.operator)
+            .map_err(CommandError::bad_input)?
+            .journal(&journal)
+            .window(window)
+            .out_before(out_before)
+            .resuming(points, failed_out);
+        if let Some(stop) = env.stop.clone() {
+            run = run.stop(stop);
+        }
+        Ok(run.execute().await)
+    }
+    .await;
+    leases.release().await;
+    result
+}

@@ -1,0 +1,329 @@
+//! The run contract: everything that decides how a run treats the farm,
+//! resolved once from the operator's request and the inventory before the
+//! run, written in the journal header, and replayed as is by `resume` — a
+//! resumed run keeps the limits of the run it continues.
+use std::time::Duration;
+
+use farm_inventory::{
+    validate::check_max_unavailable, Inventory, LoadBalancer, OnDrainTimeout, OnFailure, Ramp,
+    Strategy, Window,
+};
+use farm_proto::domain::OperationKind;
+use serde::{Deserialize, Serialize};
+
+use crate::exit::CommandError;
+use crate::rollout::capacity::Capacity;
+use crate::rollout::machine::Policy;
+
+/// What the operator asked for on the command line, before the inventory
+/// fills in the rest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunRequest {
+    pub operation: OperationKind,
+    /// Only these nodes (all when empty), in inventory order.
+    pub nodes: Vec<String>,
+    /// Pools to recycle; the inventory's `app_pools` when empty.
+    pub pools: Vec<String>,
+    /// Overrides `rollout.max_unavailable`: `2`, `25%` or `1,2,25%`.
+    pub max_unavailable: Option<String>,
+    /// Overrides `rollout.window`.
+    pub window: Option<String>,
+    pub canary: bool,
+}
+
+impl RunRequest {
+    pub fn new(operation: OperationKind) -> Self {
+        Self {
+            operation,
+            nodes: Vec::new(),
+            pools: Vec::new(),
+            max_unavailable: None,
+            window: None,
+            canary: false,
+        }
+    }
+}
+
+/// A node of the farm as the run saw it at the start.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FarmNode {
+    pub name: String,
+    pub lb_server: String,
+}
+
+/// How long each step may take.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunTimeouts {
+    #[serde(with = "humantime_serde")]
+    pub drain: Duration,
+    pub on_drain_timeout: OnDrainTimeout,
+    #[serde(with = "humantime_serde")]
+    pub operation: Duration,
+    #[serde(with = "humantime_serde")]
+    pub healthy: Duration,
+    /// Until the load balancer reports a returned node up.
+    #[serde(rename = "return", with = "humantime_serde")]
+    pub return_: Duration,
+    /// A reset's graceful stop (`iisreset /stop /timeout:N`).
+    #[serde(with = "humantime_serde")]
+    pub stop: Duration,
+    #[serde(with = "humantime_serde")]
+    pub lease_ttl: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunSettings {
+    pub operation: OperationKind,
+    pub farm: String,
+    /// Every node of the farm at the start: a resume must find the same.
+    pub farm_nodes: Vec<FarmNode>,
+    /// The load balancer at the start (`haproxy backend `shop``).
+    pub load_balancer: String,
+    /// The nodes of the run, in order.
+    pub nodes: Vec<String>,
+    pub pools: Vec<String>,
+    /// As written (`1`, `25%`, `1,2,25%`)...
+    pub max_unavailable: String,
+    /// ...and resolved for the farm's size, per ramp stage.
+    pub max_unavailable_steps: Vec<usize>,
+    /// Nodes that must keep serving, counting nodes already out.
+    pub min_healthy: usize,
+    pub max_failures: u32,
+    pub on_failure: OnFailure,
+    #[serde(default, with = "humantime_serde")]
+    pub pause: Option<Duration>,
+    /// The maintenance window, as written (`02:00-05:00 Europe/Berlin`).
+    pub window: Option<String>,
+    pub canary: bool,
+    pub strategy: Strategy,
+    pub timeouts: RunTimeouts,
+}
+
+fn lb_name(inv: &Inventory) -> String {
+    match &inv.load_balancer {
+        LoadBalancer::Haproxy { backend, .. } => format!("haproxy backend {backend}"),
+        other => other.kind().to_string(),
+    }
+}
+
+impl RunSettings {
+    /// Resolves the request against the inventory. Bad flags are bad
+    /// input (exit 2), named.
+    pub fn resolve(inv: &Inventory, req: &RunRequest) -> Result<RunSettings, CommandError> {
+        for p in &req.pools {
+            farm_proto::names::check_pool_name(p)
+                .map_err(|e| CommandError::bad_input(format!("--pool {p:?}: {e}")))?;
+        }
+        let total = inv.nodes.len();
+        let ramp = match &req.max_unavailable {
+            None => inv.rollout.max_unavailable.clone(),
+            Some(text) => {
+                let bad =
+                    |e: String| CommandError::bad_input(format!("--max-unavailable {text}: {e}"));
+                let ramp = Ramp::parse(text).map_err(bad)?;
+                for c in &ramp.0 {
+                    check_max_unavailable(*c, total).map_err(bad)?;
+                }
+                ramp
+            }
+        };
+        let window = match &req.window {
+            Some(text) => {
+                Window::parse(text)
+                    .map_err(|e| CommandError::bad_input(format!("--window: {e}")))?;
+                Some(text.trim().to_string())
+            }
+            None => inv.rollout.window.as_ref().map(ToString::to_string),
+        };
+        let pools = match req.operation {
+            OperationKind::Recycle if req.pools.is_empty() => inv.app_pools.clone(),
+            OperationKind::Recycle => req.pools.clone(),
+            OperationKind::Reset => Vec::new(),
+        };
+        let r = &inv.rollout;
+        Ok(RunSettings {
+            operation: req.operation,
+            farm: inv.farm.clone(),
+            farm_nodes: inv
+                .nodes
+                .iter()
+                .map(|n| FarmNode {
+                    name: n.name.clone(),
+                    lb_server: n.lb_server.clone(),
+                })
+                .collect(),
+            load_balancer: lb_name(inv),
+            nodes: select_nodes(inv, &req.nodes)?,
+            pools,
+            max_unavailable: ramp.to_string(),
+            max_unavailable_steps: ramp.resolve(total),
+            min_healthy: r.min_healthy.of(total),
+            max_failures: r.max_failures,
+            on_failure: r.on_failure,
+            pause: r.pause,
+            window,
+            canary: req.canary,
+            strategy: r.strategy,
+            timeouts: RunTimeouts {
+                drain: r.drain_timeout,
+                on_drain_timeout: r.on_drain_timeout,
+                operation: r.operation_timeout,
+                healthy: r.healthy_timeout,
+                return_: r.healthy_timeout.max(Duration::from_secs(30)),
+                stop: r.stop_timeout,
+                lease_ttl: r.lease_ttl,
+            },
+        })
+    }
+
+    pub fn capacity(&self) -> Capacity {
+        Capacity {
+            total: self.farm_nodes.len(),
+            min_healthy: self.min_healthy,
+            steps: self.max_unavailable_steps.clone(),
+        }
+    }
+
+    /// The machine's policy; `drains`: the load balancer takes nodes out.
+    pub fn policy(&self, drains: bool) -> Policy {
+        Policy {
+            operation: self.operation,
+            drains,
+            drain_timeout: self.timeouts.drain,
+            on_drain_timeout: self.timeouts.on_drain_timeout,
+            operation_timeout: self.timeouts.operation,
+            healthy_timeout: self.timeouts.healthy,
+            return_timeout: self.timeouts.return_,
+        }
+    }
+
+    pub fn window(&self) -> Result<Option<Window>, String> {
+        self.window
+            .as_deref()
+            .map(|w| Window::parse(w).map_err(|e| format!("the run's window `{w}`: {e}")))
+            .transpose()
+    }
+
+    /// An inventory given to `resume` may change how nodes are reached
+    /// (addresses, ports, TLS), not which farm or nodes the run is about.
+    pub fn check_same_farm(&self, inv: &Inventory) -> Result<(), String> {
+        if inv.farm != self.farm {
+            return Err(format!(
+                "it describes farm `{}`, the run is on farm `{}`",
+                inv.farm, self.farm
+            ));
+        }
+        let now: Vec<FarmNode> = inv
+            .nodes
+            .iter()
+            .map(|n| FarmNode {
+                name: n.name.clone(),
+                lb_server: n.lb_server.clone(),
+            })
+            .collect();
+        if now != self.farm_nodes {
+            let names = |v: &[FarmNode]| {
+                v.iter()
+                    .map(|n| format!("{} ({})", n.name, n.lb_server))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            return Err(format!(
+                "its nodes differ from the run's: the run has {}; the inventory has {}",
+                names(&self.farm_nodes),
+                names(&now)
+            ));
+        }
+        if lb_name(inv) != self.load_balancer {
+            return Err(format!(
+                "its load balancer is {}, the run's is {}",
+                lb_name(inv),
+                self.load_balancer
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Node names named by `--nodes`, in inventory order (all when empty).
+fn select_nodes(inv: &Inventory, names: &[String]) -> Result<Vec<String>, CommandError> {
+    let unknown: Vec<&str> = names
+        .iter()
+        .filter(|n| {
+            !inv.nodes
+                .iter()
+                .any(|node| node.name.eq_ignore_ascii_case(n))
+        })
+        .map(String::as_str)
+        .collect();
+    if !unknown.is_empty() {
+        return Err(CommandError::bad_input(format!(
+            "--nodes: not in the inventory: {}",
+            unknown.join(", ")
+        )));
+    }
+    Ok(inv
+        .nodes
+        .iter()
+        .filter(|node| names.is_empty() || names.iter().any(|n| node.name.eq_ignore_ascii_case(n)))
+        .map(|node| node.name.clone())
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const INV: &str = "farm: shop\nnodes:\n  - {name: web01, address: a}\n  - {name: web02, address: b}\n  - {name: web03, address: c}\n  - {name: web04, address: d}\nsites: [{name: shop}]\nrollout:\n  max_unavailable: \"50%\"\n  min_healthy: 2\n  window: \"02:00-05:00 UTC\"\n";
+
+    #[test]
+    fn flags_override_the_inventory_and_the_result_round_trips() {
+        let inv = farm_inventory::parse(INV).unwrap();
+        let mut req = RunRequest::new(OperationKind::Recycle);
+        req.max_unavailable = Some("1".into());
+        req.nodes = vec!["WEB02".into(), "web01".into()];
+        let s = RunSettings::resolve(&inv, &req).unwrap();
+        assert_eq!(s.max_unavailable_steps, [1]);
+        assert_eq!(s.nodes, ["web01", "web02"], "inventory order");
+        assert_eq!(s.window.as_deref(), Some("02:00-05:00 UTC"));
+        assert_eq!(s.min_healthy, 2);
+        let json = serde_json::to_string(&s).unwrap();
+        assert!(json.contains("\"drain\":\"2m\""), "{json}");
+        assert_eq!(serde_json::from_str::<RunSettings>(&json).unwrap(), s);
+    }
+
+    #[test]
+    fn bad_flags_are_bad_input() {
+        let inv = farm_inventory::parse(INV).unwrap();
+        for (max, nodes, window) in [
+            (Some("0"), vec![], None),
+            (Some("5"), vec![], None),
+            (None, vec!["web09".to_string()], None),
+            (None, vec![], Some("25:00-26:00")),
+        ] {
+            let mut req = RunRequest::new(OperationKind::Reset);
+            req.max_unavailable = max.map(String::from);
+            req.nodes = nodes;
+            req.window = window.map(String::from);
+            let e = RunSettings::resolve(&inv, &req).unwrap_err();
+            assert_eq!(e.status, crate::exit::ExitStatus::BadInput, "{e}");
+        }
+    }
+
+    #[test]
+    fn resume_accepts_new_addresses_but_not_another_farm() {
+        let inv = farm_inventory::parse(INV).unwrap();
+        let s = RunSettings::resolve(&inv, &RunRequest::new(OperationKind::Recycle)).unwrap();
+        let moved = farm_inventory::parse(&INV.replace("address: a", "address: 10.0.0.9")).unwrap();
+        assert!(s.check_same_farm(&moved).is_ok());
+        let fewer =
+            farm_inventory::parse(&INV.replace("  - {name: web04, address: d}\n", "")).unwrap();
+        let e = s.check_same_farm(&fewer).unwrap_err();
+        assert!(e.contains("nodes differ"), "{e}");
+        let other = farm_inventory::parse(&INV.replace("farm: shop", "farm: blog")).unwrap();
+        assert!(s
+            .check_same_farm(&other)
+            .unwrap_err()
+            .contains("farm `blog`"));
+    }
+}

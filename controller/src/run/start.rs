@@ -1,0 +1,122 @@
+//! Starting a run: refused outside its window, then the farm's leases,
+//! preflight and the capacity verdict, the operator's yes, the journal
+//! header with the run contract — and only then the first node.
+use std::path::Path;
+
+use crate::exit::CommandError;
+use crate::farm::Farm;
+use crate::journal::{Header, Journal};
+use crate::observe;
+use crate::preflight;
+use crate::report::RunReport;
+use crate::rollout::engine::Run;
+use crate::rollout::plan;
+
+use super::{new_run_id, RunEnv, RunSettings};
+
+/// Runs `settings` over `farm`. Nothing is touched unless every check
+/// passes; the leases are given back at the end either way.
+pub async fn start(
+    farm: &Farm,
+    inventory: &Path,
+    settings: RunSettings,
+    env: &RunEnv<'_>,
+) -> Result<RunReport, CommandError> {
+    let op = settings.operation;
+    let window = env.window_guard(&settings)?;
+    if let Some(why) = window.as_ref().and_then(|w| w.refuse()) {
+        return Err(CommandError::refused(format!("{why}; nothing was touched")));
+    }
+    // The farm is ours before we look at it: a second controller is told
+    // who holds it, rather than finding nodes drained by someone else.
+    let run_id = new_run_id();
+    let reason = format!("farmctl {op} of {} node(s)", settings.nodes.len());
+    let leases = crate::lease::acquire(farm, &run_id, &reason, settings.timeouts.lease_ttl).await?;
+    let result = async {
+        let out_before = prepare(farm, &settings, env).await?;
+        let header = Header {
+            run_id: run_id.clone(),
+            action: op,
+            inventory: std::path::absolute(inventory).unwrap_or_else(|_| inventory.to_path_buf()),
+            pools: settings.pools.clone(),
+            nodes: settings.nodes.clone(),
+            started_at: crate::journal::now(),
+            holder: crate::lease::holder(),
+            pid: Some(std::process::id()),
+            settings: Some(settings.clone()),
+        };
+        let journal = Journal::create(&env.state_dir, &header).map_err(|e| {
+            CommandError::failed(format!(
+                "could not start the run journal in {}: {e} (nothing was touched)",
+                env.state_dir.display()
+            ))
+        })?;
+        env.reporter
+            .note(&format!("journal: {}", journal.path().display()));
+        let mut run = Run::new(&run_id, farm, &settings, env.reporter, env.operator)
+            .map_err(CommandError::bad_input)?
+            .journal(&journal)
+            .window(window)
+            .out_before(out_before);
+        if let Some(stop) = env.stop.clone() {
+            run = run.stop(stop);
+        }
+        Ok(run.execute().await)
+    }
+    .await;
+    leases.release().await;
+    result
+}
+
+/// Preflight, the capacity verdict and the operator's yes; returns how
+/// many nodes outside the run are out of rotation.
+async fn prepare(
+    farm: &Farm,
+    settings: &RunSettings,
+    env: &RunEnv<'_>,
+) -> Result<usize, CommandError> {
+    let op = settings.operation;
+    env.reporter.note(&format!(
+        "preflight: checking {} node(s)",
+        farm.inventory.nodes.len()
+    ));
+    let members = observe::members(farm).await.map_err(|e| {
+        CommandError::refused(format!(
+            "preflight refused the {op}: load balancer: {e} (nothing was touched)"
+        ))
+    })?;
+    let observed = observe::observe(farm, &members).await;
+    let selected: Vec<usize> = settings
+        .nodes
+        .iter()
+        .filter_map(|n| farm.index_of(n))
+        .collect();
+    let pf = preflight::check(farm, &observed, &selected, &[], &settings.pools);
+    for n in &pf.notes {
+        env.reporter.note(n);
+    }
+    if let Some(refused) = pf.refusal(&format!("preflight refused the {op} (nothing was touched)"))
+    {
+        return Err(refused);
+    }
+    let waves = plan::waves(
+        &selected,
+        &settings.capacity(),
+        pf.already_out.len(),
+        settings.strategy,
+        settings.canary,
+    )
+    .map_err(|e| CommandError::refused(format!("capacity check refused the {op}: {e}")))?;
+    let question = format!(
+        "{op} {} node(s) of farm {} in {} step(s)?",
+        selected.len(),
+        farm.inventory.farm,
+        waves.len()
+    );
+    if !env.operator.confirm_run(&question).await {
+        return Err(CommandError::refused(
+            "not confirmed; nothing was touched (without a terminal, pass --yes to run without asking)",
+        ));
+    }
+    Ok(pf.already_out.len())
+}
