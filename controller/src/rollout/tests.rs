@@ -1,1 +1,490 @@
-//! Engine tests with fakes (below).
+//! The engine driven by fakes ([`crate::testing`]) on tokio's paused clock:
+//! the capacity invariant under random durations and failures, the
+//! sliding window, canary, failure budget, Ctrl-C, the maintenance window
+//! and resuming from every phase. Each runs in milliseconds.
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use farm_inventory::{OnFailure, Strategy as Scheduling};
+use farm_proto::domain::{NodeOutcome, OperationKind, Phase};
+use proptest::prelude::*;
+use tokio::time::Instant;
+
+use super::engine::Run;
+use super::reconcile::ResumePoint;
+use crate::operator::{AssumeYes, Operator};
+use crate::report::{NodeReport, RunReport, Silent};
+use crate::run::{RunRequest, RunSettings};
+use crate::testing::{fake_farm, Behaviour, FakeClock, FakeFarm, What};
+use crate::window::WindowGuard;
+
+fn settings(ff: &FakeFarm) -> RunSettings {
+    RunSettings::resolve(&ff.farm.inventory, &RunRequest::new(OperationKind::Recycle))
+        .expect("settings")
+}
+
+fn nodes(n: usize) -> Vec<Behaviour> {
+    (0..n).map(|_| Behaviour::default()).collect()
+}
+
+async fn run(ff: &FakeFarm, s: &RunSettings) -> RunReport {
+    Run::new("r1", &ff.farm, s, &Silent, &AssumeYes)
+        .unwrap()
+        .execute()
+        .await
+}
+
+fn outcomes(r: &RunReport) -> Vec<NodeOutcome> {
+    r.nodes.iter().map(|n| n.outcome).collect()
+}
+
+use NodeOutcome::{Failed, Skipped, Succeeded};
+
+/// Answers the canary question with `go_on`, counting the questions.
+struct Canary {
+    go_on: bool,
+    asked: AtomicU32,
+}
+
+#[async_trait]
+impl Operator for Canary {
+    async fn confirm_run(&self, _: &str) -> bool {
+        true
+    }
+    async fn confirm_canary(&self, _: &NodeReport) -> bool {
+        self.asked.fetch_add(1, Ordering::SeqCst);
+        self.go_on
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_node_is_drained_operated_returned_in_order() {
+    let ff = fake_farm(nodes(3), "");
+    let report = run(&ff, &settings(&ff)).await;
+    assert!(report.succeeded(), "{report:#?}");
+    for n in &ff.nodes {
+        assert_eq!(
+            ff.log.of(&n.name),
+            [
+                What::Drained,
+                What::OperateStart,
+                What::OperateEnd,
+                What::Returned
+            ]
+        );
+    }
+    // One at a time: web02 drained after web01 returned.
+    let all = ff.log.all();
+    let back = all
+        .iter()
+        .position(|h| h.node == "web01" && h.what == What::Returned);
+    let next = all
+        .iter()
+        .position(|h| h.node == "web02" && h.what == What::Drained);
+    assert!(back < next, "{all:#?}");
+    assert_eq!(ff.log.max_out(0), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_node_does_not_hold_up_the_window_but_holds_up_a_batch() {
+    // 6 nodes, 2 at a time; web01 takes 10 s, the others 1 s.
+    let build = || {
+        let mut b = nodes(6);
+        b[0].operate_time = Duration::from_secs(10);
+        for x in &mut b[1..] {
+            x.operate_time = Duration::from_secs(1);
+        }
+        fake_farm(b, "rollout: {max_unavailable: 2}\n")
+    };
+    let ff = build();
+    let t = Instant::now();
+    let report = run(&ff, &settings(&ff)).await;
+    let window = t.elapsed();
+    assert!(report.succeeded());
+    // web02..web06 went through the other slot while web01 worked.
+    assert!(window < Duration::from_secs(11), "window: {window:?}");
+    assert_eq!(ff.log.max_out(0), 2);
+
+    let ff = build();
+    let mut s = settings(&ff);
+    s.strategy = Scheduling::Batch;
+    let t = Instant::now();
+    run(&ff, &s).await;
+    let batch = t.elapsed();
+    assert!(batch > Duration::from_secs(12), "batch: {batch:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_ramp_grows_after_successes() {
+    let ff = fake_farm(nodes(8), "rollout: {max_unavailable: [1, 2, 4]}\n");
+    let report = run(&ff, &settings(&ff)).await;
+    assert!(report.succeeded());
+    // The first node alone: nothing else drained before it was back.
+    let all = ff.log.all();
+    let first_back = all.iter().position(|h| h.what == What::Returned).unwrap();
+    assert_eq!(
+        all[..first_back]
+            .iter()
+            .filter(|h| h.what == What::Drained)
+            .count(),
+        1
+    );
+    assert_eq!(ff.log.max_out(0), 4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_canary_goes_alone_and_a_no_stops_the_run() {
+    let ff = fake_farm(nodes(4), "rollout: {max_unavailable: 2}\n");
+    let mut s = settings(&ff);
+    s.canary = true;
+    let no = Canary {
+        go_on: false,
+        asked: AtomicU32::new(0),
+    };
+    let report = Run::new("r1", &ff.farm, &s, &Silent, &no)
+        .unwrap()
+        .execute()
+        .await;
+    assert_eq!(no.asked.load(Ordering::SeqCst), 1);
+    assert_eq!(outcomes(&report), [Succeeded, Skipped, Skipped, Skipped]);
+    assert!(report.halted.unwrap().contains("canary web01"));
+
+    let ff = fake_farm(nodes(4), "rollout: {max_unavailable: 2}\n");
+    let yes = Canary {
+        go_on: true,
+        asked: AtomicU32::new(0),
+    };
+    let report = Run::new("r1", &ff.farm, &s, &Silent, &yes)
+        .unwrap()
+        .execute()
+        .await;
+    assert!(report.succeeded());
+    assert_eq!(yes.asked.load(Ordering::SeqCst), 1);
+    // Alone until confirmed, then two at a time.
+    let all = ff.log.all();
+    let first_back = all.iter().position(|h| h.what == What::Returned).unwrap();
+    assert_eq!(
+        all[..first_back]
+            .iter()
+            .filter(|h| h.what == What::Drained)
+            .count(),
+        1
+    );
+    assert_eq!(ff.log.max_out(0), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn beyond_the_failure_budget_the_run_halts_and_leaves_the_failed_node_out() {
+    let mut b = nodes(5);
+    b[1].never_healthy = true;
+    let ff = fake_farm(b, "");
+    let report = run(&ff, &settings(&ff)).await;
+    assert_eq!(
+        outcomes(&report),
+        [Succeeded, Failed, Skipped, Skipped, Skipped]
+    );
+    assert!(!report.nodes[1].in_rotation);
+    assert!(report.halted.unwrap().contains("max_failures=0"));
+    assert!(ff.log.of("web03").is_empty(), "web03 was touched");
+}
+
+#[tokio::test(start_paused = true)]
+async fn within_the_budget_or_with_continue_the_run_goes_around_the_failed_node() {
+    for (budget, on_failure) in [(1, OnFailure::Halt), (0, OnFailure::Continue)] {
+        // web02's recycle fails while web01 is still at work.
+        let mut b = nodes(5);
+        b[1].operate_fails = true;
+        let ff = fake_farm(b, "rollout: {max_unavailable: 2}\n");
+        let mut s = settings(&ff);
+        s.max_failures = budget;
+        s.on_failure = on_failure;
+        let report = run(&ff, &s).await;
+        assert_eq!(
+            outcomes(&report),
+            [Succeeded, Failed, Succeeded, Succeeded, Succeeded],
+            "{on_failure:?}"
+        );
+        assert_eq!(report.succeeded(), false);
+        // web02 stayed out, so only one more node at a time after it.
+        assert_eq!(ff.log.max_out(0), 2, "{on_failure:?}");
+        let all = ff.log.all();
+        let failed_at = all
+            .iter()
+            .position(|h| h.node == "web02" && h.what == What::OperateEnd)
+            .unwrap();
+        // From then on one slot is taken by the failed node.
+        let mut out = 1;
+        for h in &all[failed_at..] {
+            match h.what {
+                What::Drained => out += 1,
+                What::Returned => out -= 1,
+                _ => {}
+            }
+            assert!(out <= 2, "{on_failure:?}: {all:#?}");
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_first_stop_finishes_the_nodes_at_work_and_starts_no_other() {
+    let ff = fake_farm(nodes(6), "rollout: {max_unavailable: 2}\n");
+    let s = settings(&ff);
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let run = Run::new("r1", &ff.farm, &s, &Silent, &AssumeYes)
+        .unwrap()
+        .stop(rx);
+    let stopper = async {
+        // Stop while the first two are being operated on.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        tx.send_replace(true);
+    };
+    let (report, ()) = tokio::join!(run.execute(), stopper);
+    assert_eq!(
+        outcomes(&report),
+        [Succeeded, Succeeded, Skipped, Skipped, Skipped, Skipped]
+    );
+    assert!(report.halted.unwrap().contains("stopped by the operator"));
+    assert!(report.nodes.iter().all(|n| n.in_rotation));
+    assert_eq!(ff.log.max_out(0), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_node_starts_that_would_not_finish_before_the_window_closes() {
+    // Each node takes ~1 s of operation; estimate 20 s per node; the
+    // window closes 50 s after the start: two nodes fit.
+    let mut b = nodes(4);
+    for x in &mut b {
+        x.operate_time = Duration::from_secs(20);
+    }
+    let ff = fake_farm(b, "");
+    let s = settings(&ff);
+    let guard = WindowGuard {
+        window: farm_inventory::Window::parse("02:00-03:00 UTC").unwrap(),
+        clock: FakeClock::starting("2026-11-21T02:59:10Z"),
+        per_node: Duration::from_secs(20),
+    };
+    let report = Run::new("r1", &ff.farm, &s, &Silent, &AssumeYes)
+        .unwrap()
+        .window(Some(guard))
+        .execute()
+        .await;
+    assert_eq!(outcomes(&report), [Succeeded, Succeeded, Skipped, Skipped]);
+    let halted = report.halted.unwrap();
+    assert!(
+        halted.contains("closes in") && halted.contains("not started"),
+        "{halted}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn nodes_out_before_the_run_count_against_capacity() {
+    // 5 nodes, web05 down before the run and not part of it; min_healthy
+    // 3 and max_unavailable 3: only one of ours may go at a time.
+    let mut b = nodes(5);
+    b[4].out_from_start = true;
+    let ff = fake_farm(b, "rollout: {max_unavailable: 3, min_healthy: 3}\n");
+    let mut s = settings(&ff);
+    s.nodes.retain(|n| n != "web05");
+    let report = Run::new("r1", &ff.farm, &s, &Silent, &AssumeYes)
+        .unwrap()
+        .out_before(1)
+        .execute()
+        .await;
+    assert!(report.succeeded());
+    assert_eq!(ff.log.max_out(1), 2, "1 down + 1 of ours");
+    // Two down: nothing may start, and the report says why.
+    let ff = fake_farm(nodes(5), "rollout: {max_unavailable: 3, min_healthy: 3}\n");
+    let report = Run::new("r1", &ff.farm, &settings(&ff), &Silent, &AssumeYes)
+        .unwrap()
+        .out_before(2)
+        .execute()
+        .await;
+    assert!(outcomes(&report).iter().all(|o| *o == Skipped));
+    assert!(report.halted.unwrap().contains("min_healthy=3"));
+    assert!(ff.log.all().is_empty());
+}
+
+/// Resumes a one-node run whose node was in `phase`, with the PIDs the
+/// journal recorded entering `operating`.
+async fn resume_from(ff: &FakeFarm, phase: Phase, pids: Option<Vec<u32>>) -> RunReport {
+    let mut s = settings(ff);
+    s.nodes = vec!["web01".into()];
+    let point = ResumePoint {
+        phase,
+        pids: pids.map(|p| BTreeMap::from([("Shop".to_string(), p)])),
+        detail: None,
+    };
+    if phase.is_mid_way() {
+        ff.nodes[0].set_lb(crate::lb::LbState::Draining);
+    }
+    Run::new("r1", &ff.farm, &s, &Silent, &AssumeYes)
+        .unwrap()
+        .resuming(HashMap::from([(0, point)]), 0)
+        .execute()
+        .await
+}
+
+#[tokio::test(start_paused = true)]
+async fn resume_repeats_only_the_phase_it_stopped_in() {
+    use What::*;
+    let before = || fake_farm(nodes(1), "").nodes[0].pids();
+    let cases: Vec<(Phase, Option<Vec<u32>>, Vec<What>)> = vec![
+        (
+            Phase::Draining,
+            None,
+            vec![OperateStart, OperateEnd, Returned],
+        ),
+        (
+            Phase::Quiescing,
+            None,
+            vec![OperateStart, OperateEnd, Returned],
+        ),
+        // Operating, and the PIDs show it had not happened: asked again.
+        (
+            Phase::Operating,
+            Some(before()),
+            vec![OperateStart, OperateEnd, Returned],
+        ),
+        (Phase::Verifying, None, vec![Returned]),
+        (Phase::Returning, None, vec![Returned]),
+        (Phase::Done, None, vec![]),
+        (Phase::Failed, None, vec![]),
+        (
+            Phase::Pending,
+            None,
+            vec![Drained, OperateStart, OperateEnd, Returned],
+        ),
+    ];
+    for (phase, pids, expected) in cases {
+        let ff = fake_farm(nodes(1), "");
+        let report = resume_from(&ff, phase, pids).await;
+        assert_eq!(ff.log.of("web01"), expected, "resumed at {phase}");
+        let want = if phase == Phase::Failed {
+            Failed
+        } else {
+            Succeeded
+        };
+        assert_eq!(outcomes(&report), [want], "resumed at {phase}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_operation_that_already_happened_is_not_asked_for_again() {
+    let ff = fake_farm(nodes(1), "");
+    // The journal recorded PIDs that the node no longer runs.
+    let report = resume_from(&ff, Phase::Operating, Some(vec![1])).await;
+    assert!(report.succeeded());
+    assert_eq!(ff.log.of("web01"), [What::Returned]);
+    assert_eq!(ff.log.count(What::OperateStart), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_operation_asked_again_under_its_id_is_answered_not_repeated() {
+    let ff = fake_farm(nodes(1), "");
+    let mut s = settings(&ff);
+    s.nodes = vec!["web01".into()];
+    // The first controller's run got as far as the operation.
+    run(&ff, &s).await;
+    // The journal says operating but holds no PIDs (the agent did not
+    // answer Status then): nothing tells whether it ran, so it is asked
+    // for again under the same operation id.
+    let report = resume_from(&ff, Phase::Operating, None).await;
+    assert!(report.succeeded());
+    assert_eq!(ff.log.count(What::OperateStart), 1, "operated once in all");
+    assert_eq!(ff.log.count(What::Replayed), 1);
+}
+
+/// One random node of the property test.
+fn behaviour() -> impl Strategy<Value = Behaviour> {
+    (
+        0u64..200,
+        0u64..200,
+        1u64..800,
+        0u64..300,
+        prop::bool::weighted(0.2),
+        prop::bool::weighted(0.2),
+        prop::bool::weighted(0.15),
+    )
+        .prop_map(
+            |(sessions, quiesce, operate, warm, fails, never, out)| Behaviour {
+                sessions_time: Duration::from_millis(sessions),
+                quiesce_time: Duration::from_millis(quiesce),
+                operate_time: Duration::from_millis(operate),
+                warm_time: Duration::from_millis(warm),
+                operate_fails: fails,
+                never_healthy: never,
+                unreachable: false,
+                out_from_start: out,
+            },
+        )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    /// Whatever the durations and failures, the run never has more nodes
+    /// out of rotation than max_unavailable nor fewer serving than
+    /// min_healthy — counting nodes out from the start and failed nodes
+    /// left out — never operates a node twice, and leaves every node it
+    /// did not fail in rotation.
+    #[test]
+    fn capacity_is_never_exceeded(
+        behaviours in prop::collection::vec(behaviour(), 3..12),
+        ramp in prop::collection::vec(1usize..4, 1..3),
+        min_frac in 0usize..=100,
+        max_failures in 0u32..3,
+        go_on in any::<bool>(),
+        batch in any::<bool>(),
+    ) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let n = behaviours.len();
+            let out_from_start = behaviours.iter().filter(|b| b.out_from_start).count();
+            let ff = fake_farm(behaviours.clone(), "");
+            let mut s = settings(&ff);
+            s.timeouts.healthy = Duration::from_secs(1);
+            s.max_unavailable_steps = ramp.iter().map(|&x| x.min(n)).collect();
+            s.min_healthy = n * min_frac / 100;
+            s.max_failures = max_failures;
+            s.on_failure = if go_on { OnFailure::Continue } else { OnFailure::Halt };
+            s.strategy = if batch { Scheduling::Batch } else { Scheduling::Window };
+            s.nodes = ff.nodes.iter().zip(&behaviours)
+                .filter(|(_, b)| !b.out_from_start)
+                .map(|(f, _)| f.name.clone())
+                .collect();
+            let report = Run::new("r1", &ff.farm, &s, &Silent, &AssumeYes)
+                .unwrap()
+                .out_before(out_from_start)
+                .execute()
+                .await;
+            let limit = *s.max_unavailable_steps.iter().max().unwrap();
+            let mut out = out_from_start;
+            for h in ff.log.all() {
+                match h.what {
+                    What::Drained => out += 1,
+                    What::Returned => out -= 1,
+                    _ => {}
+                }
+                if h.what == What::Drained {
+                    prop_assert!(out <= limit, "{out} out, limit {limit}: {:#?}", ff.log.all());
+                    prop_assert!(n - out >= s.min_healthy, "{out} out of {n}, min {}", s.min_healthy);
+                }
+            }
+            for node in &ff.nodes {
+                prop_assert!(ff.log.of(&node.name).iter().filter(|w| **w == What::OperateStart).count() <= 1);
+            }
+            for r in &report.nodes {
+                if r.outcome != Failed {
+                    prop_assert!(r.in_rotation, "{r:?}");
+                }
+            }
+            Ok(())
+        })?;
+    }
+}
