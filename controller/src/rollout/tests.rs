@@ -206,7 +206,7 @@ async fn within_the_budget_or_with_continue_the_run_goes_around_the_failed_node(
             [Succeeded, Failed, Succeeded, Succeeded, Succeeded],
             "{on_failure:?}"
         );
-        assert_eq!(report.succeeded(), false);
+        assert!(!report.succeeded());
         // web02 stayed out, so only one more node at a time after it.
         assert_eq!(ff.log.max_out(0), 2, "{on_failure:?}");
         let all = ff.log.all();
