@@ -226,3 +226,108 @@ async fn a_run_whose_controller_still_runs_is_not_resumed() {
         stderr(&out)
     );
 }
+
+/// A journal in `state` for a run of `inventory` (written by hand).
+fn journal_for(state: &std::path::Path, inventory: &std::path::Path) -> std::path::PathBuf {
+    let inv = farm_inventory::load(inventory).unwrap();
+    let req = farmctl::run::RunRequest::new(farm_proto::domain::OperationKind::Recycle);
+    let settings = farmctl::run::RunSettings::resolve(&inv, &req).unwrap();
+    let header = farmctl::journal::Header {
+        run_id: "20261121T000000-abcdef".into(),
+        action: farm_proto::domain::OperationKind::Recycle,
+        inventory: inventory.to_path_buf(),
+        pools: vec![],
+        nodes: settings.nodes.clone(),
+        started_at: farmctl::journal::now(),
+        holder: "someone@elsewhere".into(),
+        pid: None,
+        settings: Some(settings),
+    };
+    let j = farmctl::journal::Journal::create(state, &header).unwrap();
+    j.path().to_path_buf()
+}
+
+const FARM: &str = "farm: shop\nagent: {tls: {ca: ca.pem, cert: c.pem, key: k.pem}}\nnodes:\n  - {name: web01, address: 127.0.0.1}\n  - {name: web02, address: 127.0.0.2}\nsites: [{name: shop}]\n";
+
+#[tokio::test]
+async fn a_journal_phase_this_farmctl_does_not_know_refuses_the_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let inv = dir.path().join("farm.yaml");
+    std::fs::write(&inv, FARM).unwrap();
+    let path = journal_for(dir.path(), &inv);
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text.push_str("{\"type\":\"phase\",\"t\":\"2026-11-21T00:00:01Z\",\"node\":\"web01\",\"phase\":\"draining\"}\n");
+    text.push_str("{\"type\":\"phase\",\"t\":\"2026-11-21T00:00:02Z\",\"node\":\"web01\",\"phase\":\"defragmenting\"}\n");
+    std::fs::write(&path, text).unwrap();
+    let out = farmctl(&[
+        "--state-dir",
+        &dir.path().display().to_string(),
+        "resume",
+        "20261121T000000-abcdef",
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("20261121T000000-abcdef.jsonl:3") && err.contains("defragmenting"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn an_inventory_of_another_farm_is_refused_by_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let inv = dir.path().join("farm.yaml");
+    std::fs::write(&inv, FARM).unwrap();
+    journal_for(dir.path(), &inv);
+    let state = dir.path().display().to_string();
+    let other = dir.path().join("other.yaml");
+    std::fs::write(
+        &other,
+        FARM.replace("  - {name: web02, address: 127.0.0.2}\n", ""),
+    )
+    .unwrap();
+    let out = farmctl(&[
+        "--state-dir",
+        &state,
+        "resume",
+        "-i",
+        &other.display().to_string(),
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("nodes differ"), "{}", stderr(&out));
+    // New addresses are fine as far as the contract goes (the agents are
+    // not there, so it stops at the next step: reaching them).
+    let moved = dir.path().join("moved.yaml");
+    std::fs::write(&moved, FARM.replace("127.0.0.2", "10.9.9.9")).unwrap();
+    let out = farmctl(&[
+        "--state-dir",
+        &state,
+        "resume",
+        "-i",
+        &moved.display().to_string(),
+    ])
+    .await;
+    assert!(!stderr(&out).contains("nodes differ"), "{}", stderr(&out));
+}
+
+#[tokio::test]
+async fn a_journal_without_a_recorded_contract_is_not_resumed() {
+    let dir = tempfile::tempdir().unwrap();
+    // What an older farmctl wrote: no `settings` in the header.
+    let runs = dir.path().join("runs");
+    std::fs::create_dir_all(&runs).unwrap();
+    std::fs::write(
+        runs.join("20261121T000000-abcdef.jsonl"),
+        "{\"type\":\"run\",\"run_id\":\"20261121T000000-abcdef\",\"action\":\"recycle\",\"inventory\":\"/x.yaml\",\"pools\":[],\"nodes\":[\"web01\"],\"max_unavailable\":\"1\",\"started_at\":\"2026-11-21T00:00:00Z\",\"holder\":\"a@b\"}\n",
+    )
+    .unwrap();
+    let out = farmctl(&["--state-dir", &dir.path().display().to_string(), "resume"]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("did not record the run's limits"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -26,19 +26,39 @@ where
     }
 }
 
+/// The deadline of a wait that starts now (for the macros).
+#[doc(hidden)]
+pub fn __deadline(timeout: Duration) -> tokio::time::Instant {
+    tokio::time::Instant::now() + timeout
+}
+
+/// Sleeps one polling interval; `false` once `deadline` has passed (for
+/// the macros).
+#[doc(hidden)]
+pub async fn __tick(deadline: tokio::time::Instant) -> bool {
+    if tokio::time::Instant::now() >= deadline {
+        return false;
+    }
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    true
+}
+
 /// Waits (bounded) until an async condition holds, else panics with the
 /// message: `assert_eventually!(Duration::from_secs(20), async { .. }, "what {}", x)`.
-/// The condition expression is evaluated afresh on every try.
+/// The condition expression is evaluated afresh on every try, and may
+/// borrow what is around it mutably.
 #[macro_export]
 macro_rules! assert_eventually {
     ($timeout:expr, $cond:expr, $($msg:tt)+) => {{
         let timeout: ::std::time::Duration = $timeout;
-        let ok = $crate::poll::until(timeout, ::std::time::Duration::from_millis(20), || async {
-            if $cond.await { Some(()) } else { None }
-        })
-        .await;
-        if ok.is_err() {
-            panic!("not within {:?}: {}", timeout, format!($($msg)+));
+        let deadline = $crate::poll::__deadline(timeout);
+        loop {
+            if $cond.await {
+                break;
+            }
+            if !$crate::poll::__tick(deadline).await {
+                panic!("not within {:?}: {}", timeout, format!($($msg)+));
+            }
         }
     }};
 }
@@ -49,9 +69,14 @@ macro_rules! assert_eventually {
 macro_rules! eventually {
     ($timeout:expr, $check:expr, $($msg:tt)+) => {{
         let timeout: ::std::time::Duration = $timeout;
-        match $crate::poll::until(timeout, ::std::time::Duration::from_millis(20), || $check).await {
-            Ok(v) => v,
-            Err(()) => panic!("not within {:?}: {}", timeout, format!($($msg)+)),
+        let deadline = $crate::poll::__deadline(timeout);
+        loop {
+            if let Some(v) = $check.await {
+                break v;
+            }
+            if !$crate::poll::__tick(deadline).await {
+                panic!("not within {:?}: {}", timeout, format!($($msg)+));
+            }
         }
     }};
 }
