@@ -3,8 +3,6 @@
 //! and the agents' own event logs as the witness.
 mod common;
 
-use std::path::Path;
-use std::process::Stdio;
 use std::time::Duration;
 
 use common::*;
@@ -26,44 +24,6 @@ fn eight(min_healthy: &str) -> SandboxSpec {
         pool_yaml: "    startup: 100ms\n    warmup: 100ms\n    shutdown_time_limit: 30s\n".into(),
         ..SandboxSpec::default()
     }
-}
-
-fn phase_lines(state: &Path) -> usize {
-    std::fs::read_dir(state.join("runs"))
-        .map(|d| {
-            d.filter_map(|e| e.ok())
-                .filter_map(|e| std::fs::read_to_string(e.path()).ok())
-                .map(|t| t.lines().filter(|l| l.contains("\"phase\"")).count())
-                .sum()
-        })
-        .unwrap_or(0)
-}
-
-/// Runs `farmctl <args>` and SIGKILLs it once its journal has `k` phase
-/// lines.
-async fn kill_after(state: &Path, args: &[&str], k: usize) {
-    let state_arg = state.display().to_string();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_farmctl"))
-        .args(["--state-dir", &state_arg, "-q"])
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    farm_proto::assert_eventually!(
-        Duration::from_secs(60),
-        async {
-            if let Ok(Some(s)) = child.try_wait() {
-                panic!("{args:?} finished ({s}) before it was killed");
-            }
-            phase_lines(state) >= k
-        },
-        "the journal to reach {k} phase lines"
-    );
-    child.start_kill().unwrap(); // SIGKILL
-    let _ = child.wait().await;
 }
 
 fn recycles(farm: &Farm, node: &str) -> usize {

@@ -182,14 +182,15 @@ async fn losing_the_runtime_api_mid_run_halts_and_reports_the_node() {
     });
     // Kill HAProxy while web02 is being recycled.
     let web02_log = farm.sandbox.nodes[1].event_log.clone();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !std::fs::read_to_string(&web02_log)
-        .unwrap_or_default()
-        .contains("\"recycle\"")
-    {
-        assert!(Instant::now() < deadline, "web02 was never recycled");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    farm_proto::assert_eventually!(
+        Duration::from_secs(60),
+        async {
+            std::fs::read_to_string(&web02_log)
+                .unwrap_or_default()
+                .contains("\"recycle\"")
+        },
+        "web02 to be recycled"
+    );
     farm.sandbox.kill_haproxy().await;
     let out = run.await.unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
@@ -228,11 +229,11 @@ async fn a_drain_that_never_completes_fails_the_node_and_returns_it() {
         )
         .await
     });
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while status(&farm).await["nodes"][0]["in_flight"] != 1 {
-        assert!(Instant::now() < deadline, "the long request never started");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    farm_proto::assert_eventually!(
+        Duration::from_secs(20),
+        async { status(&farm).await["nodes"][0]["in_flight"] == 1 },
+        "the long request to start"
+    );
     let out = recycle_json(&farm).await;
     long.abort();
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));

@@ -7,16 +7,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use farmctl::sandbox::SandboxSpec;
 
-fn journal_lines(state: &std::path::Path) -> usize {
-    let Ok(dir) = std::fs::read_dir(state.join("runs")) else {
-        return 0;
-    };
-    dir.filter_map(|e| e.ok())
-        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
-        .map(|t| t.lines().count())
-        .sum()
-}
-
 fn count(farm: &Farm, event: &str) -> Vec<usize> {
     let all = events(farm);
     ["web01", "web02", "web03", "web04"]
@@ -35,29 +25,7 @@ async fn kill_at(farm: &Farm, state: &std::path::Path, action: &str, k: usize, m
     let before = count(farm, marker);
     let inv = inventory(farm);
     let state_arg = state.display().to_string();
-    let lines_before = journal_lines(state);
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_farmctl"))
-        .args(["--state-dir", &state_arg, action, "-i", &inv, "--yes", "-q"])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    // +1: the run header.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while journal_lines(state) < lines_before + 1 + k {
-        assert!(
-            Instant::now() < deadline,
-            "{action}: the journal never reached {k} lines"
-        );
-        if let Ok(Some(s)) = child.try_wait() {
-            panic!("{action} finished ({s}) before it was killed at {k}");
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    child.start_kill().unwrap(); // SIGKILL
-    let _ = child.wait().await;
+    kill_after(state, &[action, "-i", &inv, "--yes"], k).await;
 
     let out = farmctl(&["--state-dir", &state_arg, "resume", "--output", "json"]).await;
     assert_eq!(
@@ -152,11 +120,11 @@ async fn the_first_ctrl_c_finishes_the_node_at_work_and_stops_with_all_in_rotati
         .spawn()
         .unwrap();
     // Ctrl-C while web01 is being worked on (its drain is journaled).
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while journal_lines(&state) < 2 {
-        assert!(Instant::now() < deadline, "the run never started");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    farm_proto::assert_eventually!(
+        Duration::from_secs(30),
+        async { phase_lines(&state) >= 1 },
+        "the run to start"
+    );
     let pid = child.id().unwrap().to_string();
     let sent = std::process::Command::new("kill")
         .args(["-INT", &pid])

@@ -33,18 +33,14 @@ async fn until_status(
     what: &str,
     cond: impl Fn(&serde_json::Value) -> bool,
 ) -> serde_json::Value {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let st = status(farm).await;
-        if cond(&st) {
-            return st;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}: {st:#}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    farm_proto::eventually!(
+        Duration::from_secs(20),
+        async {
+            let st = status(farm).await;
+            cond(&st).then_some(st)
+        },
+        "{what}"
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

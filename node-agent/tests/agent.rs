@@ -27,6 +27,9 @@ impl Drop for Agent {
     }
 }
 
+/// The longest a test waits for a condition.
+const WAIT: Duration = Duration::from_secs(10);
+
 const POOL: &str = "    startup: 100ms\n    warmup: 50ms\n    shutdown_time_limit: 5s\n";
 
 async fn agent(pool_extra: &str, extra: &str) -> Agent {
@@ -96,25 +99,12 @@ fn pid_of(body: &str) -> u32 {
         .unwrap_or(0)
 }
 
-/// Waits (bounded) until `cond` holds.
-async fn eventually<F: std::future::Future<Output = bool>>(
-    what: &str,
-    mut cond: impl FnMut() -> F,
-) {
-    for _ in 0..500 {
-        if cond().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("timed out waiting for: {what}");
-}
-
 async fn wait_in_flight(a: &Agent, n: u64) {
-    eventually(&format!("{n} request(s) in flight"), || async move {
-        status(a).await.in_flight == Some(n)
-    })
-    .await;
+    farm_proto::assert_eventually!(
+        WAIT,
+        async { status(a).await.in_flight == Some(n) },
+        "{n} request(s) in flight"
+    );
 }
 
 /// The agent's Status.
@@ -258,10 +248,11 @@ async fn overlapped_recycle_lets_the_old_worker_finish_its_requests() {
     let op =
         tokio::spawn(async move { finish(c.recycle(recycle("op-ov", &["Shop"])).await).await });
     // New requests reach the new worker while the old one is still busy.
-    eventually("a new worker answers", || async move {
-        matches!(get(port, "/").await, Ok((200, b)) if pid_of(&b) != old)
-    })
-    .await;
+    farm_proto::assert_eventually!(
+        WAIT,
+        async { matches!(get(port, "/").await, Ok((200, b)) if pid_of(&b) != old) },
+        "a new worker answers"
+    );
     let (code, body) = slow.await.unwrap().expect("the slow request was not cut");
     assert_eq!(code, 200);
     assert_eq!(pid_of(&body), old);
@@ -279,10 +270,11 @@ async fn non_overlapped_rotation_answers_503_while_it_restarts() {
     let op =
         tokio::spawn(async move { finish(c.recycle(recycle("op-no2", &["Shop"])).await).await });
     let port = a.port;
-    eventually("503 during rotation", || async move {
-        matches!(get(port, "/").await, Ok((503, _)))
-    })
-    .await;
+    farm_proto::assert_eventually!(
+        WAIT,
+        async { matches!(get(port, "/").await, Ok((503, _))) },
+        "503 during rotation"
+    );
     let (_, r) = op.await.unwrap();
     assert!(r.success, "{r:?}");
     assert_eq!(get(a.port, "/").await.unwrap().0, 200);
@@ -295,10 +287,11 @@ async fn reset_closes_the_listeners_then_everything_comes_back() {
     let mut c = a.client.clone();
     let op = tokio::spawn(async move { finish(c.reset(reset("op-r", 5)).await).await });
     let port = a.port;
-    eventually("connection refused during the reset", || async move {
-        matches!(get(port, "/").await, Err(e) if e.contains("refused"))
-    })
-    .await;
+    farm_proto::assert_eventually!(
+        WAIT,
+        async { matches!(get(port, "/").await, Err(e) if e.contains("refused")) },
+        "connection refused during the reset"
+    );
     let (steps, r) = op.await.unwrap();
     assert!(r.success, "{r:?} {steps:?}");
     assert!(
@@ -363,10 +356,11 @@ async fn a_pool_that_crashes_after_recycle_ends_up_stopped() {
     let (_, r) = finish(a.client.recycle(recycle("op-crash", &["Shop"])).await).await;
     assert!(r.success, "the recycle itself worked: {r:?}");
     let port = a.port;
-    eventually("503 from the stopped pool", || async move {
-        matches!(get(port, "/").await, Ok((503, _)))
-    })
-    .await;
+    farm_proto::assert_eventually!(
+        WAIT,
+        async { matches!(get(port, "/").await, Ok((503, _))) },
+        "503 from the stopped pool"
+    );
     let st = status(&a).await;
     assert_eq!(st.pools[0].state, pb::PoolState::Stopped as i32);
 }

@@ -2,7 +2,8 @@
 //! `farmctl` binary, and the agents' event logs.
 #![allow(dead_code)]
 
-use std::process::Output;
+use std::path::Path;
+use std::process::{Output, Stdio};
 use std::time::Duration;
 
 use farmctl::sandbox::{Sandbox, SandboxSpec};
@@ -113,4 +114,48 @@ pub async fn recycle_json(farm: &Farm) -> Output {
 /// `farmctl status --output json`, as JSON.
 pub async fn status(farm: &Farm) -> Value {
     json(&farmctl(&["status", "-i", &inventory(farm), "--output", "json"]).await)
+}
+
+/// Phase records in every journal of `state`.
+pub fn phase_lines(state: &Path) -> usize {
+    std::fs::read_dir(state.join("runs"))
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+                .map(|t| {
+                    t.lines()
+                        .filter(|l| l.contains("\"type\":\"phase\""))
+                        .count()
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// Runs `farmctl --state-dir STATE -q <args>` and SIGKILLs it once its
+/// journal has `k` more phase records than before.
+pub async fn kill_after(state: &Path, args: &[&str], k: usize) {
+    let before = phase_lines(state);
+    let state_arg = state.display().to_string();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_farmctl"))
+        .args(["--state-dir", &state_arg, "-q"])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start farmctl");
+    farm_proto::assert_eventually!(
+        Duration::from_secs(60),
+        async {
+            if let Ok(Some(s)) = child.try_wait() {
+                panic!("{args:?} finished ({s}) before it was killed at {k}");
+            }
+            phase_lines(state) >= before + k
+        },
+        "{args:?}: the journal to reach {k} phase records"
+    );
+    child.start_kill().expect("SIGKILL");
+    let _ = child.wait().await;
 }
