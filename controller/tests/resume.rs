@@ -2,7 +2,7 @@
 //! `farmctl resume`: the farm ends whole and nothing is done twice.
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use farmctl::sandbox::SandboxSpec;
