@@ -1,0 +1,134 @@
+//! Starting the sandbox's agents: real `farm-agent` processes running the
+//! IIS simulator, each with its own certificate, sim file, log, audit log
+//! and event log in the farm's directory.
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, ChildStdout, Command};
+
+use super::{io, SandboxError, SandboxSpec, HEALTH_FILE, POOL, SITE_HOST};
+
+/// One running agent.
+pub struct SandboxNode {
+    pub name: String,
+    pub agent: String,
+    pub http_port: u16,
+    pub event_log: PathBuf,
+    pub(super) child: Child,
+    _stdout: BufReader<ChildStdout>,
+}
+
+/// An agent process that has not said it is ready yet.
+pub(super) struct Spawned {
+    name: String,
+    event_log: PathBuf,
+    child: Child,
+    stdout: BufReader<ChildStdout>,
+}
+
+/// Writes node `i`'s files and starts its agent.
+pub(super) fn spawn(
+    bin: &Path,
+    spec: &SandboxSpec,
+    dir: &Path,
+    certs: &Path,
+    i: usize,
+) -> Result<Spawned, SandboxError> {
+    let name = format!("web{:02}", i + 1);
+    let event_log = dir.join(format!("{name}.events.jsonl"));
+    let _ = std::fs::remove_file(&event_log);
+    let sim = format!(
+        "node: {name}\nhealth_file: {HEALTH_FILE}\nevent_log: {log}\ntimings:\n{timings}sites:\n  - name: shop\n    host: {SITE_HOST}\n    app_pool: {POOL}\napp_pools:\n  - name: {POOL}\n{pool}{extra}\n",
+        log = event_log.display(),
+        timings = spec.timings_yaml,
+        pool = spec.pool_yaml,
+        extra = spec.sim_extra.get(&i).map(String::as_str).unwrap_or(""),
+    );
+    crate::certfiles::issue_agent(
+        certs,
+        &name,
+        &["127.0.0.1".into(), "localhost".into()],
+        true,
+    )
+    .map_err(|e| SandboxError::Io(format!("certificates: {e}")))?;
+    let sim_path = dir.join(format!("{name}.sim.yaml"));
+    std::fs::write(&sim_path, sim).map_err(io("write sim file"))?;
+    let log =
+        std::fs::File::create(dir.join(format!("{name}.log"))).map_err(io("create agent log"))?;
+    let mut child = Command::new(bin)
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--start-retry-delay",
+            "200ms",
+            "--poll-interval",
+            "10ms",
+            "-v",
+            "--sim",
+        ])
+        .arg(&sim_path)
+        .arg("--tls-cert")
+        .arg(certs.join(format!("agent-{name}.pem")))
+        .arg("--tls-key")
+        .arg(certs.join(format!("agent-{name}-key.pem")))
+        .arg("--client-ca")
+        .arg(certs.join(crate::certfiles::CA_CERT))
+        .arg("--audit-log")
+        .arg(dir.join(format!("{name}.audit.jsonl")))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(log))
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| SandboxError::AgentStart {
+            node: name.clone(),
+            detail: format!("{}: {e}", bin.display()),
+        })?;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| SandboxError::Io("no stdout".into()))?;
+    Ok(Spawned {
+        name,
+        event_log,
+        child,
+        stdout: BufReader::new(stdout),
+    })
+}
+
+impl Spawned {
+    /// Waits for the agent's ready line (where it listens), up to `within`.
+    pub(super) async fn ready(
+        mut self,
+        dir: &Path,
+        within: Duration,
+    ) -> Result<SandboxNode, SandboxError> {
+        let name = self.name.clone();
+        let fail = |detail: String| SandboxError::AgentStart {
+            node: name.clone(),
+            detail: format!(
+                "{detail} (see {})",
+                dir.join(format!("{name}.log")).display()
+            ),
+        };
+        let mut line = String::new();
+        match tokio::time::timeout(within, self.stdout.read_line(&mut line)).await {
+            Ok(Ok(n)) if n > 0 => {}
+            Ok(Ok(_)) => return Err(fail("exited before it was ready".into())),
+            Ok(Err(e)) => return Err(fail(e.to_string())),
+            Err(_) => return Err(fail(format!("not ready within {within:?}"))),
+        }
+        let ready: serde_json::Value = serde_json::from_str(&line)
+            .map_err(|e| fail(format!("bad ready line {line:?}: {e}")))?;
+        Ok(SandboxNode {
+            agent: ready["agent"].as_str().unwrap_or_default().to_string(),
+            http_port: ready["sites"][0]["port"].as_u64().unwrap_or(0) as u16,
+            name: self.name,
+            event_log: self.event_log,
+            child: self.child,
+            _stdout: self.stdout,
+        })
+    }
+}

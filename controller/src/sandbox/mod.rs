@@ -1,0 +1,231 @@
+//! A simulated farm: real `farm-agent` processes on loopback, each running
+//! the IIS simulator, plus the inventory that describes them. Used by
+//! `farmctl demo`, the integration tests and the benchmarks.
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::traffic::{Backend, Routing, TrafficSpec};
+
+/// How a sandbox farm is built.
+#[derive(Debug, Clone)]
+pub struct SandboxSpec {
+    pub nodes: usize,
+    /// `haproxy`, `health-file` or `none` (what the inventory says).
+    pub lb_kind: String,
+    /// Start a real HAProxy in front of the nodes even when the inventory
+    /// does not drive it (the no-drain baseline).
+    pub haproxy: bool,
+    /// The LB's detection time (health-file).
+    pub detection: Duration,
+    pub max_unavailable: String,
+    /// Extra `rollout:` lines for the inventory (e.g. `  max_failures: 1\n`).
+    pub rollout_extra: String,
+    pub min_healthy: String,
+    pub drain_timeout: Duration,
+    pub healthy_timeout: Duration,
+    /// Extra top-level YAML for a node's sim file, by node index (faults).
+    pub sim_extra: HashMap<usize, String>,
+    /// The pool's `app_pools[0]` settings as YAML lines.
+    pub pool_yaml: String,
+    pub timings_yaml: String,
+}
+
+impl Default for SandboxSpec {
+    fn default() -> Self {
+        Self {
+            nodes: 4,
+            lb_kind: "health-file".into(),
+            haproxy: false,
+            detection: Duration::from_millis(300),
+            max_unavailable: "1".into(),
+            rollout_extra: String::new(),
+            min_healthy: "50%".into(),
+            drain_timeout: Duration::from_secs(30),
+            healthy_timeout: Duration::from_secs(20),
+            sim_extra: HashMap::new(),
+            pool_yaml: "    startup: 300ms\n    warmup: 400ms\n    shutdown_time_limit: 30s\n"
+                .into(),
+            timings_yaml: "  iis_stop: 300ms\n  iis_start: 500ms\n".into(),
+        }
+    }
+}
+
+pub const SITE_HOST: &str = "shop.example.com";
+/// The sandbox controller's certificate name (role operator).
+pub const CONTROLLER: &str = "farmctl-demo";
+pub const POOL: &str = "ShopPool";
+pub const HEALTH_FILE: &str = "/health.htm";
+
+pub use agents::SandboxNode;
+pub use haproxy::{haproxy_binary, SandboxHaproxy};
+
+pub struct Sandbox {
+    pub dir: PathBuf,
+    pub nodes: Vec<SandboxNode>,
+    pub inventory: PathBuf,
+    pub haproxy: Option<SandboxHaproxy>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error("could not find the farm-agent binary (build it with `cargo build --workspace`, or set FARM_AGENT_BIN)")]
+    NoAgentBinary,
+    #[error("sandbox: {0}")]
+    Io(String),
+    #[error("agent {node} did not start: {detail}")]
+    AgentStart { node: String, detail: String },
+    #[error("haproxy is not installed (apt-get install -y haproxy)")]
+    NoHaproxy,
+    #[error("haproxy did not start: {0}")]
+    HaproxyStart(String),
+}
+
+mod agents;
+mod haproxy;
+
+use haproxy::start_haproxy;
+
+fn io(context: &str) -> impl Fn(std::io::Error) -> SandboxError + '_ {
+    move |e| SandboxError::Io(format!("{context}: {e}"))
+}
+
+/// `farm-agent` next to this executable (or one level up, for test
+/// binaries in `target/*/deps`), else `$FARM_AGENT_BIN`, else on PATH.
+pub fn agent_binary() -> Result<PathBuf, SandboxError> {
+    if let Some(p) = std::env::var_os("FARM_AGENT_BIN") {
+        return Ok(PathBuf::from(p));
+    }
+    let name = format!("farm-agent{}", std::env::consts::EXE_SUFFIX);
+    if let Ok(exe) = std::env::current_exe() {
+        for dir in exe.ancestors().skip(1).take(2) {
+            let candidate = dir.join(&name);
+            if candidate.is_file() {
+                return Ok(candidate);
+            }
+        }
+    }
+    std::env::var_os("PATH")
+        .and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|d| d.join(&name))
+                .find(|p| p.is_file())
+        })
+        .ok_or(SandboxError::NoAgentBinary)
+}
+
+impl Sandbox {
+    pub async fn start(spec: &SandboxSpec, dir: &Path) -> Result<Sandbox, SandboxError> {
+        let bin = agent_binary()?;
+        std::fs::create_dir_all(dir).map_err(io("create dir"))?;
+        // mutual TLS, as in production: a farm CA, a certificate per agent
+        // and an operator certificate for the controller.
+        let certs = dir.join("certs");
+        let tls_err = |e: crate::exit::CommandError| SandboxError::Io(format!("certificates: {e}"));
+        crate::certfiles::init(&certs, "demo", true).map_err(tls_err)?;
+        crate::certfiles::issue_controller(
+            &certs,
+            CONTROLLER,
+            farm_proto::pki::Role::Operator,
+            true,
+        )
+        .map_err(tls_err)?;
+        // Every agent is started before any is waited for: a farm of a
+        // thousand comes up in seconds, not minutes.
+        let spawned = (0..spec.nodes)
+            .map(|i| agents::spawn(&bin, spec, dir, &certs, i))
+            .collect::<Result<Vec<_>, _>>()?;
+        let within = Duration::from_secs(20).max(Duration::from_millis(50) * spec.nodes as u32);
+        let nodes =
+            futures::future::try_join_all(spawned.into_iter().map(|s| s.ready(dir, within)))
+                .await?;
+        let haproxy = if spec.haproxy || spec.lb_kind == "haproxy" {
+            Some(start_haproxy(dir, &nodes).await?)
+        } else {
+            None
+        };
+        let inventory = dir.join("inventory.yaml");
+        std::fs::write(&inventory, inventory_yaml(spec, &nodes, haproxy.as_ref()))
+            .map_err(io("write inventory"))?;
+        Ok(Sandbox {
+            dir: dir.to_path_buf(),
+            nodes,
+            inventory,
+            haproxy,
+        })
+    }
+
+    /// Kills the load balancer (its runtime API goes away with it).
+    pub async fn kill_haproxy(&mut self) {
+        if let Some(h) = &mut self.haproxy {
+            let _ = h.child.kill().await;
+        }
+    }
+
+    /// Kills one agent process (the node's IIS "server" goes with it).
+    pub async fn kill_node(&mut self, i: usize) {
+        let _ = self.nodes[i].child.kill().await;
+    }
+
+    pub async fn stop(mut self) {
+        self.kill_haproxy().await;
+        for n in &mut self.nodes {
+            let _ = n.child.kill().await;
+        }
+    }
+
+    /// Traffic through the sandbox's HAProxy, or through the built-in
+    /// health-checking balancer when there is none.
+    pub fn traffic_spec(&self) -> TrafficSpec {
+        let backend = |port| Backend {
+            address: "127.0.0.1".into(),
+            port,
+            host: Some(SITE_HOST.into()),
+        };
+        match &self.haproxy {
+            Some(h) => TrafficSpec::new(vec![backend(h.frontend)], Routing::Direct),
+            None => TrafficSpec::new(
+                self.nodes.iter().map(|n| backend(n.http_port)).collect(),
+                Routing::HealthChecked {
+                    path: HEALTH_FILE.into(),
+                    interval: Duration::from_millis(100),
+                },
+            ),
+        }
+    }
+}
+
+fn inventory_yaml(
+    spec: &SandboxSpec,
+    nodes: &[SandboxNode],
+    haproxy: Option<&SandboxHaproxy>,
+) -> String {
+    let mut y = format!(
+        "# Written by farmctl for a simulated farm on loopback.\nfarm: demo\nagent:\n  tls:\n    ca: certs/ca.pem\n    cert: certs/controller-{CONTROLLER}.pem\n    key: certs/controller-{CONTROLLER}-key.pem\nnodes:\n"
+    );
+    for n in nodes {
+        y.push_str(&format!(
+            "  - name: {}\n    address: 127.0.0.1\n    agent: {}\n    http_port: {}\n",
+            n.name, n.agent, n.http_port
+        ));
+    }
+    y.push_str(&format!("load_balancer:\n  kind: {}\n", spec.lb_kind));
+    if let (Some(h), "haproxy") = (haproxy, spec.lb_kind.as_str()) {
+        y.push_str(&format!("  admin: {}\n  backend: {}\n", h.admin, h.backend));
+    }
+    if spec.lb_kind == "health-file" {
+        y.push_str(&format!(
+            "  path: {HEALTH_FILE}\n  detection: {}\n",
+            humantime::format_duration(spec.detection)
+        ));
+    }
+    y.push_str(&format!(
+        "sites:\n  - name: shop\n    host: {SITE_HOST}\n    probe:\n      path: /\n      expect_status: 200\n      expect_body: \"pool={POOL}\"\n      timeout: 2s\n      interval: 100ms\n      successes: 3\napp_pools: [{POOL}]\nrollout:\n  max_unavailable: {}\n  min_healthy: \"{}\"\n  drain_timeout: {}\n  healthy_timeout: {}\n  operation_timeout: 60s\n{}",
+        spec.max_unavailable,
+        spec.min_healthy,
+        humantime::format_duration(spec.drain_timeout),
+        humantime::format_duration(spec.healthy_timeout),
+        spec.rollout_extra,
+    ));
+    y
+}
