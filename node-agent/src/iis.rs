@@ -128,6 +128,13 @@ pub trait Iis: Send + Sync + 'static {
     fn in_flight_feed(&self) -> Option<watch::Receiver<u64>> {
         None
     }
+    /// Ticks whenever the state [`Iis::status`] reports may have changed,
+    /// where the backend knows (the simulator); the procedures then wait
+    /// on it instead of polling. The command backend has none: appcmd
+    /// tells nothing until asked.
+    fn state_feed(&self) -> Option<watch::Receiver<u64>> {
+        None
+    }
     /// `appcmd recycle apppool /apppool.name:X`.
     async fn recycle_pool(&self, pool: &str) -> Result<(), IisError>;
     /// `appcmd start apppool /apppool.name:X`.

@@ -142,8 +142,9 @@ impl Run {
     }
 }
 
-/// Polls IIS until `cond` holds or the verify timeout passes; returns the
-/// last state seen either way.
+/// Looks at IIS until `cond` holds or `within` passes; returns the last
+/// state seen either way. Looks again when the backend says its state
+/// changed, and at least every poll interval.
 async fn wait_for(
     iis: &dyn Iis,
     cfg: &OpsConfig,
@@ -152,7 +153,11 @@ async fn wait_for(
 ) -> Result<IisStatus, IisStatus> {
     let deadline = Instant::now() + within;
     let mut last = IisStatus::default();
+    let mut feed = iis.state_feed();
     loop {
+        if let Some(f) = &mut feed {
+            f.mark_unchanged();
+        }
         if let Ok(s) = iis.status().await {
             if cond(&s) {
                 return Ok(s);
@@ -162,7 +167,12 @@ async fn wait_for(
         if Instant::now() >= deadline {
             return Err(last);
         }
-        tokio::time::sleep(cfg.poll_interval).await;
+        match &mut feed {
+            Some(f) => {
+                let _ = tokio::time::timeout(cfg.poll_interval, f.changed()).await;
+            }
+            None => tokio::time::sleep(cfg.poll_interval).await,
+        }
     }
 }
 

@@ -81,6 +81,10 @@ impl Iis for Simulator {
         Some(self.inner.in_flight.subscribe())
     }
 
+    fn state_feed(&self) -> Option<watch::Receiver<u64>> {
+        Some(self.inner.changed.subscribe())
+    }
+
     async fn recycle_pool(&self, pool: &str) -> Result<(), IisError> {
         let mut st = self.lock();
         let idx = st
@@ -130,6 +134,7 @@ impl Iis for Simulator {
                     drop(st);
                     sim.retire(pool_name, old, cfg.shutdown_time_limit);
                 }
+                sim.state_changed();
             });
         } else {
             // Non-overlapped: the old worker stops first; requests get 503
@@ -154,10 +159,13 @@ impl Iis for Simulator {
                     p.active = Some(new_w);
                     p.rotating = false;
                 }
+                drop(st);
+                sim.state_changed();
             });
         }
         let crash = self.cfg().faults.crash_after_recycle;
         drop(st);
+        self.state_changed();
         self.event("recycle", &name);
         if crash {
             self.crash_later(name, new);
@@ -191,6 +199,7 @@ impl Iis for Simulator {
         }
         let name = st.pools[idx].cfg.name.clone();
         drop(st);
+        self.state_changed();
         self.event("start_pool", &name);
         Ok(())
     }
@@ -204,6 +213,7 @@ impl Iis for Simulator {
             st.w3svc = ServiceState::StopPending;
             st.was = ServiceState::StopPending;
         }
+        self.state_changed();
         // Listeners close at once: new connections are refused.
         self.inner.listening.send_replace(false);
         self.event("iis_stop", "");
@@ -282,6 +292,7 @@ impl Iis for Simulator {
         }
         self.fire_never_healthy(&mut st);
         drop(st);
+        self.state_changed();
         self.inner.listening.send_replace(true);
         self.event("iis_start", "");
         Ok(())

@@ -35,6 +35,8 @@ struct Inner {
     state: Mutex<State>,
     /// Requests in flight on the whole node.
     in_flight: watch::Sender<u64>,
+    /// Ticks on every change of what `status` reports.
+    changed: watch::Sender<u64>,
     /// Whether the sites' listeners are open (IIS running).
     listening: watch::Sender<bool>,
     /// Bumped when IIS stops: every open connection is closed.
@@ -138,6 +140,7 @@ impl Simulator {
                 }),
                 cfg,
                 in_flight: watch::channel(0).0,
+                changed: watch::channel(0).0,
                 listening: watch::channel(true).0,
                 conn_epoch: watch::channel(0).0,
                 shutdown: watch::channel(false).0,
@@ -231,6 +234,7 @@ impl Simulator {
         let (startup, warmup) = (p.cfg.startup, p.cfg.warmup);
         let w = self.new_worker(&mut st, Instant::now() + startup, warmup);
         st.pools[idx].active = Some(w.clone());
+        self.state_changed();
         Ok(w)
     }
 
@@ -263,6 +267,7 @@ impl Simulator {
             if let Some(p) = st.pools.iter_mut().find(|p| p.cfg.name == pool) {
                 p.retiring.retain(|w| !Arc::ptr_eq(w, &worker));
             }
+            sim.state_changed();
         });
     }
 
@@ -277,6 +282,7 @@ impl Simulator {
                     p.kill_all();
                     p.state = PoolState::Stopped;
                     drop(st);
+                    sim.state_changed();
                     sim.event("pool_crashed", &pool);
                 }
             }
@@ -291,6 +297,13 @@ impl Simulator {
         st.was = ServiceState::Stopped;
         self.inner.listening.send_replace(false);
         self.inner.conn_epoch.send_modify(|e| *e += 1);
+        self.state_changed();
+    }
+
+    /// What `status` reports may have changed (the agent's procedures
+    /// wait on this instead of polling).
+    fn state_changed(&self) {
+        self.inner.changed.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     fn fire_never_healthy(&self, st: &mut State) {
