@@ -82,26 +82,34 @@ pub async fn probe_node_once(node: &Node, sites: &[Site]) -> Result<(), String> 
 }
 
 /// Probes every site until each answered well `successes` times in a row,
-/// or `timeout` passes (then the last problem seen).
+/// or `timeout` passes (then the last problem seen). A streak keeps its
+/// rhythm from its first success — the k-th success is due (k-1) ×
+/// interval after it — so the time the probes themselves take does not
+/// add up.
 pub async fn wait_healthy(node: &Node, sites: &[Site], timeout: Duration) -> Result<(), String> {
     let deadline = tokio::time::Instant::now() + timeout;
     let per_site = sites.iter().map(|site| async move {
+        let interval = site.probe.interval;
         let mut streak = 0;
+        let mut first_success = None;
         let mut last_err = String::from("not probed yet");
         loop {
-            match probe_site(node, site).await {
+            let next = match probe_site(node, site).await {
                 Ok(()) => {
                     streak += 1;
                     if streak >= site.probe.successes {
                         return Ok(());
                     }
+                    let first = *first_success.get_or_insert_with(tokio::time::Instant::now);
+                    first + interval * streak
                 }
                 Err(e) => {
                     streak = 0;
+                    first_success = None;
                     last_err = e;
+                    tokio::time::Instant::now() + interval
                 }
-            }
-            let next = tokio::time::Instant::now() + site.probe.interval;
+            };
             if next >= deadline {
                 return Err(format!(
                     "not healthy within {}: {last_err}",
