@@ -6,7 +6,8 @@
 //! Appends go through one writer thread that commits in groups: records
 //! that arrive while a flush is under way are written and flushed together,
 //! so a hundred nodes at work do not queue a hundred fsyncs behind each
-//! other. [`read`] loads journals back.
+//! other. Records are written in the order they were submitted. [`read`]
+//! loads journals back.
 use std::collections::BTreeMap;
 use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
@@ -159,33 +160,49 @@ impl Journal {
         &self.path
     }
 
-    /// Appends one record; resolves once it is on disk.
-    pub async fn append(&self, r: &Record) -> std::io::Result<()> {
-        let line = serde_json::to_string(r).map_err(std::io::Error::other)?;
+    /// Hands one record to the writer now (it is written after every
+    /// record submitted before it); the returned future resolves once it
+    /// is on disk.
+    pub fn submit(
+        &self,
+        r: &Record,
+    ) -> impl std::future::Future<Output = std::io::Result<()>> + use<> {
         let (done, on_disk) = tokio::sync::oneshot::channel();
-        self.tx
-            .send(Pending { line, done })
-            .map_err(|_| std::io::Error::other("the journal writer stopped"))?;
-        on_disk
-            .await
-            .map_err(|_| std::io::Error::other("the journal writer stopped"))?
+        let sent = serde_json::to_string(r)
+            .map_err(std::io::Error::other)
+            .and_then(|line| {
+                self.tx
+                    .send(Pending { line, done })
+                    .map_err(|_| std::io::Error::other("the journal writer stopped"))
+            });
+        async move {
+            sent?;
+            on_disk
+                .await
+                .map_err(|_| std::io::Error::other("the journal writer stopped"))?
+        }
     }
 
-    pub async fn phase(
+    /// Appends one record; resolves once it is on disk.
+    pub async fn append(&self, r: &Record) -> std::io::Result<()> {
+        self.submit(r).await
+    }
+
+    /// A node entered `phase`.
+    pub fn phase(
         &self,
         node: &str,
         phase: Phase,
         pids: Option<BTreeMap<String, Vec<u32>>>,
         detail: Option<String>,
-    ) -> std::io::Result<()> {
-        self.append(&Record::Phase(PhaseRecord {
+    ) -> impl std::future::Future<Output = std::io::Result<()>> + use<> {
+        self.submit(&Record::Phase(PhaseRecord {
             t: now(),
             node: node.into(),
             phase,
             pids,
             detail,
         }))
-        .await
     }
 }
 

@@ -33,10 +33,12 @@ impl Run<'_> {
             report.in_rotation = false;
         }
         loop {
+            let acted = Instant::now();
             let event = match step {
                 Step::Event(e) => e,
                 Step::Act(a) => self.perform(i, agent, a, &mut report).await,
             };
+            let act_ms = acted.elapsed().as_secs_f64() * 1000.0;
             let now = Instant::now();
             let (next, action) = machine::next(&self.policy, &node, event, now);
             if node.state != State::Pending {
@@ -51,7 +53,16 @@ impl Run<'_> {
             if next.state == State::Draining {
                 report.in_rotation = false;
             }
-            if let Err(e) = self.journal_phase(i, agent, &next).await {
+            let journaled = Instant::now();
+            let written = self.journal_phase(i, agent, &next).await;
+            tracing::debug!(
+                node = %self.name(i),
+                phase = %next.phase(),
+                act_ms,
+                journal_ms = journaled.elapsed().as_secs_f64() * 1000.0,
+                "timing"
+            );
+            if let Err(e) = written {
                 // Without the journal a crash could not be recovered: stop
                 // before acting.
                 node = NodeState {
@@ -115,6 +126,14 @@ impl Run<'_> {
 
     /// Journals a node's new phase; entering `operating`, with the worker
     /// PIDs of the moment, so resume can tell whether the operation ran.
+    ///
+    /// A phase whose action changes the farm (drain, the operation, the
+    /// return, and a failure that may put the node back) waits until its
+    /// record is on disk. The others (quiescing, verifying: waits and
+    /// probes; done) are handed to the writer without waiting: a crash in
+    /// them resumes from the record before, whose action is safe to repeat,
+    /// and the writer keeps the order, so they are on disk before anything
+    /// submitted after them.
     async fn journal_phase(
         &self,
         i: usize,
@@ -137,7 +156,11 @@ impl Run<'_> {
             State::Failed(f) => Some(format!("{}: {}", f.step, f.reason)),
             _ => None,
         };
-        j.phase(self.name(i), next.phase(), pids, detail).await
+        let written = j.phase(self.name(i), next.phase(), pids, detail);
+        match next.phase() {
+            Phase::Quiescing | Phase::Verifying | Phase::Done => Ok(()),
+            _ => written.await,
+        }
     }
 
     /// Puts back a node whose operation never ran, if it is healthy.

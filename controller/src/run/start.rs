@@ -31,9 +31,12 @@ pub async fn start(
     // who holds it, rather than finding nodes drained by someone else.
     let run_id = new_run_id();
     let reason = format!("farmctl {op} of {} node(s)", settings.nodes.len());
+    let t = std::time::Instant::now();
     let leases = crate::lease::acquire(farm, &run_id, &reason, settings.timeouts.lease_ttl).await?;
+    tracing::debug!(run_id = %run_id, ms = t.elapsed().as_millis() as u64, "leases taken");
     let result = async {
         let out_before = prepare(farm, &settings, env).await?;
+        tracing::debug!(run_id = %run_id, ms = t.elapsed().as_millis() as u64, "preflight done");
         let header = Header {
             run_id: run_id.clone(),
             action: op,
@@ -53,6 +56,7 @@ pub async fn start(
         })?;
         env.reporter
             .note(&format!("journal: {}", journal.path().display()));
+        tracing::debug!(run_id = %run_id, ms = t.elapsed().as_millis() as u64, "journal started");
         let mut run = Run::new(&run_id, farm, &settings, env.reporter, env.operator)
             .map_err(CommandError::bad_input)?
             .journal(&journal)
@@ -64,7 +68,9 @@ pub async fn start(
         Ok(run.execute().await)
     }
     .await;
+    let t = std::time::Instant::now();
     leases.release().await;
+    tracing::debug!(ms = t.elapsed().as_millis() as u64, "leases released");
     result
 }
 
