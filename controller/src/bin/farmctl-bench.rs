@@ -19,6 +19,7 @@
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use farm_inventory::Strategy;
 use farm_proto::domain::OperationKind;
 use farmctl::commands::Settings;
 use farmctl::farm::{Farm, Transport};
@@ -46,6 +47,10 @@ struct Args {
     /// than the run does).
     #[arg(long)]
     lb: Option<String>,
+    /// Scheduling: `window` (the default), `batch`, or `both` (one farm,
+    /// one run of each, for a ratio of the two measured together).
+    #[arg(long, default_value = "window")]
+    strategy: String,
     /// Farm sizes, as in older versions (`farmctl-bench 4 16`).
     sizes: Vec<usize>,
 }
@@ -68,8 +73,17 @@ async fn main() {
             eprintln!("farmctl-bench: haproxy is not installed (apt-get install -y haproxy)");
             std::process::exit(2);
         }
-        match bench(n, &args.max_unavailable, &lb).await {
-            Ok(line) => lines.push(line),
+        let strategies: Vec<Strategy> = match args.strategy.as_str() {
+            "window" => vec![Strategy::Window],
+            "batch" => vec![Strategy::Batch],
+            "both" => vec![Strategy::Window, Strategy::Batch],
+            other => {
+                eprintln!("farmctl-bench: --strategy {other}: use window, batch or both");
+                std::process::exit(2);
+            }
+        };
+        match bench(n, &args.max_unavailable, &lb, &strategies).await {
+            Ok(l) => lines.extend(l),
             Err(e) => {
                 eprintln!("farmctl-bench: {n} nodes: {e}");
                 std::process::exit(1);
@@ -81,7 +95,12 @@ async fn main() {
     }
 }
 
-async fn bench(nodes: usize, max_unavailable: &str, lb: &str) -> Result<String, String> {
+async fn bench(
+    nodes: usize,
+    max_unavailable: &str,
+    lb: &str,
+    strategies: &[Strategy],
+) -> Result<Vec<String>, String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let spec = SandboxSpec {
         nodes,
@@ -108,42 +127,82 @@ async fn bench(nodes: usize, max_unavailable: &str, lb: &str) -> Result<String, 
         Transport::Tls,
     )
     .map_err(|e| e.message)?;
-    let mut req = RunRequest::new(OperationKind::Recycle);
-    req.max_unavailable = Some(max_unavailable.into());
-    let run_settings = RunSettings::resolve(&farm.inventory, &req).map_err(|e| e.message)?;
-    let window = run_settings.max_unavailable_steps[0];
-    let settings = Settings {
-        quiet: true,
-        insecure: false,
-        state_dir: Some(dir.path().join("state")),
-        clock: farmctl::window::system_clock(),
-        reporter: std::sync::Arc::new(Silent),
-    };
-    let env = settings.run_env(&AssumeYes, None);
-    let started = Instant::now();
-    let report = run::start(&farm, &sandbox.inventory, run_settings, &env)
-        .await
-        .map_err(|e| e.message)?;
-    let total = started.elapsed();
-    sandbox.stop().await;
-    if !report.succeeded() {
-        return Err(format!("the run failed: {:?}", report.halted));
+    let mut lines = Vec::new();
+    for &strategy in strategies {
+        let mut req = RunRequest::new(OperationKind::Recycle);
+        req.max_unavailable = Some(max_unavailable.into());
+        let mut run_settings =
+            RunSettings::resolve(&farm.inventory, &req).map_err(|e| e.message)?;
+        run_settings.strategy = strategy;
+        let settings = Settings {
+            quiet: true,
+            insecure: false,
+            state_dir: Some(dir.path().join("state")),
+            clock: farmctl::window::system_clock(),
+            reporter: std::sync::Arc::new(Silent),
+        };
+        let env = settings.run_env(&AssumeYes, None);
+        let started = Instant::now();
+        let report = run::start(&farm, &sandbox.inventory, run_settings, &env)
+            .await
+            .map_err(|e| e.message)?;
+        let total = started.elapsed();
+        if !report.succeeded() {
+            return Err(format!("the run failed: {:?}", report.halted));
+        }
+        lines.push(print(
+            &farm,
+            &report,
+            total,
+            nodes,
+            max_unavailable,
+            lb,
+            strategy,
+        ));
     }
+    sandbox.stop().await;
+    Ok(lines)
+}
+
+/// Prints one run's figures; returns its line for scripts.
+fn print(
+    farm: &Farm,
+    report: &RunReport,
+    total: Duration,
+    nodes: usize,
+    max_unavailable: &str,
+    lb: &str,
+    strategy: Strategy,
+) -> String {
+    let window = report_window(farm, max_unavailable);
     let probe = &farm.inventory.sites[0].probe;
     let probe_window = probe.interval * (probe.successes - 1);
     let lb_detect = match lb {
-        "haproxy" => mean_ms(&report, "lb_detect_up"),
+        "haproxy" => mean_ms(report, "lb_detect_up"),
         "health-file" => DETECTION * 2,
         _ => Duration::ZERO,
     };
     let per_node = STARTUP + WARMUP + probe_window + lb_detect;
     let waves = nodes.div_ceil(window);
     let ideal = per_node * waves as u32;
+    // The run's own duration: from the first node started to the last
+    // back; the rest is leases, preflight and the journal's start.
+    let rolling = Duration::from_millis(report.duration_ms);
+    let setup = total.saturating_sub(rolling);
     let overhead = total.saturating_sub(ideal);
     let overhead_per_node = overhead.as_secs_f64() * 1000.0 / nodes as f64;
     let ratio = total.as_secs_f64() / ideal.as_secs_f64();
-    println!("rolling recycle, {nodes} nodes ({lb}), max_unavailable {max_unavailable} ({window} at once)");
-    println!("  total                {:>8.0} ms", ms(total));
+    let rolling_ratio = rolling.as_secs_f64() / ideal.as_secs_f64();
+    println!(
+        "rolling recycle, {nodes} nodes ({lb}), max_unavailable {max_unavailable} ({window} at once), strategy {}",
+        strategy.as_str()
+    );
+    println!(
+        "  total                {:>8.0} ms  (setup: leases, preflight, journal {:.0} ms; rolling {:.0} ms)",
+        ms(total),
+        ms(setup),
+        ms(rolling)
+    );
     println!(
         "  ideal                {:>8.0} ms  ({waves} wave(s) × {:.0} ms: startup {} + warmup {} + probe window {} + lb detect {:.0})",
         ms(ideal),
@@ -164,15 +223,24 @@ async fn bench(nodes: usize, max_unavailable: &str, lb: &str) -> Result<String, 
         "  per node, mean ms    {}",
         phases
             .iter()
-            .map(|p| format!("{p} {:.1}", ms(mean_ms(&report, p))))
+            .map(|p| format!("{p} {:.1}", ms(mean_ms(report, p))))
             .collect::<Vec<_>>()
             .join(", ")
     );
     println!("  overhead per node    {overhead_per_node:>8.1} ms");
     println!("  ratio total/ideal    {ratio:>8.3}");
-    Ok(format!(
-        "nodes={nodes} max_unavailable={window} ratio={ratio:.3} overhead_ms_per_node={overhead_per_node:.1}"
-    ))
+    println!("  ratio rolling/ideal  {rolling_ratio:>8.3}");
+    format!(
+        "nodes={nodes} max_unavailable={window} strategy={} ratio={ratio:.3} rolling_ratio={rolling_ratio:.3} overhead_ms_per_node={overhead_per_node:.1}",
+        strategy.as_str()
+    )
+}
+
+/// Nodes out at once in the run's first stage.
+fn report_window(farm: &Farm, max_unavailable: &str) -> usize {
+    farm_inventory::Ramp::parse(max_unavailable)
+        .map(|r| r.resolve(farm.inventory.nodes.len())[0])
+        .unwrap_or(1)
 }
 
 fn ms(d: Duration) -> f64 {
