@@ -41,16 +41,9 @@ pub fn issue_agent(
     san: &[String],
     force: bool,
 ) -> Result<Vec<PathBuf>, CommandError> {
-    let ca = load_ca(dir)?;
-    let pair = pki::issue_agent(&ca, node, san, Validity::LEAF)
-        .map_err(|e| CommandError::bad_input(e.to_string()))?;
-    write_pair(
-        dir,
-        &format!("agent-{node}.pem"),
-        &format!("agent-{node}-key.pem"),
-        &pair,
-        force,
-    )
+    issue(dir, &format!("agent-{node}"), force, |ca| {
+        pki::issue_agent(ca, node, san, Validity::LEAF)
+    })
 }
 
 /// A controller certificate with `role`, signed by the CA in `dir`.
@@ -60,13 +53,25 @@ pub fn issue_controller(
     role: Role,
     force: bool,
 ) -> Result<Vec<PathBuf>, CommandError> {
+    issue(dir, &format!("controller-{name}"), force, |ca| {
+        pki::issue_controller(ca, name, role, Validity::LEAF)
+    })
+}
+
+/// A pair made by `make` from the CA in `dir`, written as `STEM.pem` and
+/// `STEM-key.pem`.
+fn issue(
+    dir: &Path,
+    stem: &str,
+    force: bool,
+    make: impl FnOnce(&Pair) -> Result<Pair, pki::PkiError>,
+) -> Result<Vec<PathBuf>, CommandError> {
     let ca = load_ca(dir)?;
-    let pair = pki::issue_controller(&ca, name, role, Validity::LEAF)
-        .map_err(|e| CommandError::bad_input(e.to_string()))?;
+    let pair = make(&ca).map_err(|e| CommandError::bad_input(e.to_string()))?;
     write_pair(
         dir,
-        &format!("controller-{name}.pem"),
-        &format!("controller-{name}-key.pem"),
+        &format!("{stem}.pem"),
+        &format!("{stem}-key.pem"),
         &pair,
         force,
     )

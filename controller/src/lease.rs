@@ -12,7 +12,7 @@ use std::time::Duration;
 use futures::future::join_all;
 use tokio::sync::watch;
 
-use crate::agent::{AgentApi, AgentError};
+use crate::agent::{AgentApi, AgentError, LeaseClaim};
 use crate::exit::CommandError;
 use crate::farm::Farm;
 
@@ -50,14 +50,8 @@ enum Taken {
     Refused(String),
 }
 
-async fn take(
-    agent: &dyn AgentApi,
-    holder: &str,
-    run_id: &str,
-    reason: &str,
-    ttl: Duration,
-) -> Taken {
-    match agent.acquire_lease(holder, run_id, reason, ttl).await {
+async fn take(agent: &dyn AgentApi, claim: &LeaseClaim<'_>) -> Taken {
+    match agent.acquire_lease(claim).await {
         Ok(()) => Taken::Yes,
         Err(AgentError::Unreachable { .. } | AgentError::Timeout(_)) => Taken::Unreachable,
         Err(AgentError::Refused(m)) => Taken::Refused(m),
@@ -75,13 +69,19 @@ pub async fn acquire(
     ttl: Duration,
 ) -> Result<LeaseSet, CommandError> {
     let holder = holder();
+    let claim = LeaseClaim {
+        holder: &holder,
+        run_id,
+        reason,
+        ttl,
+    };
     let nodes = &farm.inventory.nodes;
     let mut taken: Vec<usize> = Vec::new();
     let mut refused: Option<(usize, String)> = None;
     let mut rest = 0..nodes.len();
     // The gate: in order, until one agent answers.
     for i in rest.by_ref() {
-        match take(farm.agent(i), &holder, run_id, reason, ttl).await {
+        match take(farm.agent(i), &claim).await {
             Taken::Yes => {
                 taken.push(i);
                 break;
@@ -95,11 +95,7 @@ pub async fn acquire(
     }
     if refused.is_none() {
         let rest: Vec<usize> = rest.collect();
-        let results = join_all(
-            rest.iter()
-                .map(|&i| take(farm.agent(i), &holder, run_id, reason, ttl)),
-        )
-        .await;
+        let results = join_all(rest.iter().map(|&i| take(farm.agent(i), &claim))).await;
         for (i, r) in rest.into_iter().zip(results) {
             match r {
                 Taken::Yes => taken.push(i),
@@ -127,7 +123,7 @@ pub async fn acquire(
     let renewer = tokio::spawn(renew(
         agents.clone(),
         run_id.to_string(),
-        holder,
+        holder.clone(),
         reason.to_string(),
         ttl,
         stopped,
@@ -163,7 +159,13 @@ async fn renew(
                 match a.renew_lease(run_id, ttl).await {
                     Err(AgentError::Refused(why)) => {
                         tracing::warn!(node = %name, run_id = %run_id, "lease not renewed ({why}); taking it again");
-                        a.acquire_lease(holder, run_id, reason, ttl).await
+                        let claim = LeaseClaim {
+                            holder,
+                            run_id,
+                            reason,
+                            ttl,
+                        };
+                        a.acquire_lease(&claim).await
                     }
                     other => other,
                 }

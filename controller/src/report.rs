@@ -5,31 +5,16 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use farm_proto::domain::{NodeOutcome, OperationKind, Phase};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::rollout::machine::FailedStep;
 
-/// How a run ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RunOutcome {
-    Succeeded,
-    /// Failed or halted part-way.
-    Failed,
-}
-
-impl RunOutcome {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RunOutcome::Succeeded => "succeeded",
-            RunOutcome::Failed => "failed",
-        }
-    }
-}
-
-impl std::fmt::Display for RunOutcome {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+farm_proto::named_enum! {
+    /// How a run ended.
+    RunOutcome {
+        Succeeded = "succeeded",
+        /// Failed or halted part-way.
+        Failed = "failed",
     }
 }
 

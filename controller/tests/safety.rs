@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::*;
 use farm_proto::domain::OperationKind;
-use farmctl::agent::{AgentApi, ClientTls, GrpcAgent, OperationRequest};
+use farmctl::agent::{AgentApi, ClientTls, GrpcAgent, LeaseClaim, OperationRequest};
 use farmctl::sandbox::SandboxSpec;
 
 /// A client for node `i` of the sandbox, as the controller builds it.
@@ -89,14 +89,14 @@ async fn an_expired_lease_returns_a_healthy_node_and_keeps_an_unhealthy_one_out(
     // A controller takes web01 and web02, drains them, recycles web02
     // (which never gets healthy again) and dies.
     let (web01, web02) = (agent(&farm, 0), agent(&farm, 1));
-    web01
-        .acquire_lease("test@host", "r1", "test", ttl)
-        .await
-        .unwrap();
-    web02
-        .acquire_lease("test@host", "r1", "test", ttl)
-        .await
-        .unwrap();
+    let claim = LeaseClaim {
+        holder: "test@host",
+        run_id: "r1",
+        reason: "test",
+        ttl,
+    };
+    web01.acquire_lease(&claim).await.unwrap();
+    web02.acquire_lease(&claim).await.unwrap();
     web01.drain("r1.web01.drain").await.unwrap();
     web02.drain("r1.web02.drain").await.unwrap();
     let noop = |_: &str, _: &str| {};

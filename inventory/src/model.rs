@@ -176,45 +176,36 @@ impl std::fmt::Display for Ramp {
     }
 }
 
-/// What happens when failures exceed `max_failures`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum OnFailure {
-    /// Stop: later nodes are not touched.
-    Halt,
-    /// Go on with the other nodes (failed ones stay out; capacity is still
-    /// kept); the run is reported failed.
-    Continue,
+farm_proto::named_enum! {
+    /// What happens when failures exceed `max_failures`.
+    OnFailure {
+        /// Stop: later nodes are not touched.
+        Halt = "halt",
+        /// Go on with the other nodes (failed ones stay out; capacity is
+        /// still kept); the run is reported failed.
+        Continue = "continue",
+    }
 }
 
-/// What to do when a node still has work in flight at `drain_timeout`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum OnDrainTimeout {
-    /// Fail the node (return it to rotation if healthy) and halt the run.
-    Fail,
-    /// Go ahead with the operation; in-flight requests may be cut.
-    Proceed,
+farm_proto::named_enum! {
+    /// What to do when a node still has work in flight at `drain_timeout`.
+    OnDrainTimeout {
+        /// Fail the node (return it to rotation if healthy) and halt the run.
+        Fail = "fail",
+        /// Go ahead with the operation; in-flight requests may be cut.
+        Proceed = "proceed",
+    }
 }
 
-/// How nodes are scheduled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Strategy {
-    /// A sliding window: a node starts as soon as a slot frees, so one
-    /// slow node does not hold up the others.
-    Window,
-    /// Batches with a barrier: the next batch starts when the whole
-    /// previous one is back.
-    Batch,
-}
-
-impl Strategy {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Strategy::Window => "window",
-            Strategy::Batch => "batch",
-        }
+farm_proto::named_enum! {
+    /// How nodes are scheduled.
+    Strategy {
+        /// A sliding window: a node starts as soon as a slot frees, so one
+        /// slow node does not hold up the others.
+        Window = "window",
+        /// Batches with a barrier: the next batch starts when the whole
+        /// previous one is back.
+        Batch = "batch",
     }
 }
 

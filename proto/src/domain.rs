@@ -169,12 +169,14 @@ impl From<PoolState> for pb::PoolState {
     }
 }
 
-/// Defines a plain enum with its lower-case name, `Display`, `FromStr`
-/// and serde, all from one list.
+/// Defines a plain enum whose variants have one name each (their serde
+/// name, `Display` and `FromStr`), from one list:
+/// `named_enum! { /// doc  Name { /// doc  Variant = "variant", ... } }`.
+#[macro_export]
 macro_rules! named_enum {
     ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
         $(#[$m])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, ::serde::Serialize, ::serde::Deserialize)]
         pub enum $name {
             $($(#[$vm])* #[serde(rename = $text)] $variant),+
         }
@@ -187,21 +189,20 @@ macro_rules! named_enum {
             }
         }
 
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        impl ::std::fmt::Display for $name {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
                 f.write_str(self.as_str())
             }
         }
 
-        impl FromStr for $name {
+        impl ::std::str::FromStr for $name {
             type Err = String;
             fn from_str(s: &str) -> Result<Self, String> {
                 match s {
                     $($text => Ok($name::$variant),)+
                     other => Err(format!(
-                        "unknown {} `{other}` (expected one of: {})",
-                        stringify!($name),
-                        [$($text),+].join(", ")
+                        "`{other}` is not one of {}",
+                        [$(concat!("`", $text, "`")),+].join(", ")
                     )),
                 }
             }

@@ -100,17 +100,19 @@ impl GrpcAgent {
         r
     }
 
-    async fn set_drained(&self, drained: bool, op_id: &str) -> Result<(), AgentError> {
-        let req = self.request(pb::DrainRequest {
-            operation_id: op_id.into(),
-        });
-        let mut client = self.client.clone();
-        let reply = if drained {
-            client.drain(req).await
-        } else {
-            client.undrain(req).await
-        };
-        reply.map(|_| ()).map_err(|s| self.map_err(s))
+    /// One unary call with the request timeout; its reply.
+    async fn unary<Req, Resp, Fut>(
+        &self,
+        msg: Req,
+        call: impl FnOnce(NodeAgentClient<Channel>, tonic::Request<Req>) -> Fut,
+    ) -> Result<Resp, AgentError>
+    where
+        Fut: std::future::Future<Output = Result<tonic::Response<Resp>, tonic::Status>>,
+    {
+        call(self.client.clone(), self.request(msg))
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|s| self.map_err(s))
     }
 
     fn map_err(&self, s: tonic::Status) -> AgentError {
@@ -186,68 +188,62 @@ impl From<pb::OperationResult> for OperationReport {
 
 #[async_trait]
 impl AgentApi for GrpcAgent {
-    async fn acquire_lease(
-        &self,
-        holder: &str,
-        run_id: &str,
-        reason: &str,
-        ttl: Duration,
-    ) -> Result<(), AgentError> {
-        let req = self.request(pb::AcquireLeaseRequest {
-            holder: holder.into(),
-            run_id: run_id.into(),
-            reason: reason.into(),
-            ttl_ms: ttl.as_millis() as u64,
-        });
-        self.client
-            .clone()
-            .acquire_lease(req)
+    async fn acquire_lease(&self, claim: &LeaseClaim<'_>) -> Result<(), AgentError> {
+        let msg = pb::AcquireLeaseRequest {
+            holder: claim.holder.into(),
+            run_id: claim.run_id.into(),
+            reason: claim.reason.into(),
+            ttl_ms: claim.ttl.as_millis() as u64,
+        };
+        self.unary(msg, |mut c, r| async move { c.acquire_lease(r).await })
             .await
             .map(|_| ())
-            .map_err(|s| self.map_err(s))
     }
 
     async fn renew_lease(&self, run_id: &str, ttl: Duration) -> Result<(), AgentError> {
-        let req = self.request(pb::RenewLeaseRequest {
+        let msg = pb::RenewLeaseRequest {
             run_id: run_id.into(),
             ttl_ms: ttl.as_millis() as u64,
-        });
-        self.client
-            .clone()
-            .renew_lease(req)
+        };
+        self.unary(msg, |mut c, r| async move { c.renew_lease(r).await })
             .await
             .map(|_| ())
-            .map_err(|s| self.map_err(s))
     }
 
     async fn release_lease(&self, run_id: &str) -> Result<(), AgentError> {
-        let req = self.request(pb::ReleaseLeaseRequest {
+        let msg = pb::ReleaseLeaseRequest {
             run_id: run_id.into(),
-        });
-        self.client
-            .clone()
-            .release_lease(req)
+        };
+        self.unary(msg, |mut c, r| async move { c.release_lease(r).await })
             .await
             .map(|_| ())
-            .map_err(|s| self.map_err(s))
     }
 
     async fn status(&self) -> Result<NodeView, AgentError> {
-        let r = self
-            .client
-            .clone()
-            .status(self.request(pb::StatusRequest {}))
-            .await
-            .map_err(|s| self.map_err(s))?;
-        Ok(r.into_inner().into())
+        self.unary(
+            pb::StatusRequest {},
+            |mut c, r| async move { c.status(r).await },
+        )
+        .await
+        .map(Into::into)
     }
 
     async fn drain(&self, op_id: &str) -> Result<(), AgentError> {
-        self.set_drained(true, op_id).await
+        let msg = pb::DrainRequest {
+            operation_id: op_id.into(),
+        };
+        self.unary(msg, |mut c, r| async move { c.drain(r).await })
+            .await
+            .map(|_| ())
     }
 
     async fn undrain(&self, op_id: &str) -> Result<(), AgentError> {
-        self.set_drained(false, op_id).await
+        let msg = pb::DrainRequest {
+            operation_id: op_id.into(),
+        };
+        self.unary(msg, |mut c, r| async move { c.undrain(r).await })
+            .await
+            .map(|_| ())
     }
 
     async fn wait_idle(&self, timeout: Duration) -> Result<bool, AgentError> {

@@ -127,6 +127,16 @@ impl PoolChange {
     }
 }
 
+/// A run's claim on a node: who, for which run, why, for how long
+/// without renewal.
+#[derive(Debug, Clone, Copy)]
+pub struct LeaseClaim<'a> {
+    pub holder: &'a str,
+    pub run_id: &'a str,
+    pub reason: &'a str,
+    pub ttl: Duration,
+}
+
 /// A progress line from the agent while it works.
 pub type ProgressFn<'a> = &'a (dyn Fn(&str, &str) + Send + Sync);
 
@@ -156,13 +166,7 @@ pub trait AgentApi: Send + Sync {
         progress: ProgressFn<'_>,
     ) -> Result<OperationReport, AgentError>;
     /// Takes (or, for the same run, renews) the node's lease.
-    async fn acquire_lease(
-        &self,
-        holder: &str,
-        run_id: &str,
-        reason: &str,
-        ttl: Duration,
-    ) -> Result<(), AgentError>;
+    async fn acquire_lease(&self, claim: &LeaseClaim<'_>) -> Result<(), AgentError>;
     /// Extends a lease the run holds; refused when it expired meanwhile.
     async fn renew_lease(&self, run_id: &str, ttl: Duration) -> Result<(), AgentError>;
     async fn release_lease(&self, run_id: &str) -> Result<(), AgentError>;

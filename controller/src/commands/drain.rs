@@ -139,12 +139,12 @@ async fn check_capacity(farm: &Farm, idx: usize) -> Result<(), CommandError> {
         .filter(|o| o.node != idx && !o.serving(drains))
         .count();
     let total = farm.inventory.nodes.len();
-    let capacity = Capacity {
+    // On-call drains answer to min_healthy only.
+    let capacity = Capacity::new(
         total,
-        min_healthy: farm.inventory.rollout.min_healthy.of(total),
-        // On-call drains answer to min_healthy only.
-        steps: vec![total],
-    };
+        farm.inventory.rollout.min_healthy.of(total),
+        &[total],
+    );
     let out = Out {
         before: out,
         ..Out::default()

@@ -9,9 +9,9 @@ use serde::Serialize;
 use crate::cli::{Output, PlanAction, PlanArgs};
 use crate::commands::rollout::request;
 use crate::commands::{print_json, Settings};
-use crate::exit::{CommandError, CommandResult, ExitStatus};
-use crate::run::RunSettings;
-use crate::{journal, observe, preflight};
+use crate::exit::{CommandResult, ExitStatus};
+use crate::journal;
+use crate::run::{self, RunSettings};
 
 #[derive(Debug, Serialize)]
 struct Step {
@@ -52,26 +52,11 @@ pub async fn run(args: &PlanArgs, settings: &Settings) -> CommandResult {
     let run = RunSettings::resolve(&farm.inventory, &req)?;
     let env = settings.run_env(&crate::operator::AssumeYes, None);
     let window = env.window_guard(&run)?;
-    let members = observe::members(&farm)
-        .await
-        .map_err(|e| CommandError::refused(format!("load balancer: {e}")))?;
-    let observed = observe::observe(&farm, &members).await;
-    let selected: Vec<usize> = run.nodes.iter().filter_map(|n| farm.index_of(n)).collect();
-    let pf = preflight::check(&farm, &observed, &selected, &[], &run.pools);
-    if let Some(refused) = pf.refusal(&format!("a {op} now would be refused")) {
-        return Err(refused);
-    }
-    let waves = crate::rollout::plan::waves(
-        &selected,
-        &run.capacity(),
-        pf.already_out.len(),
-        run.strategy,
-        run.canary,
-    )
-    .map_err(|e| CommandError::refused(format!("the plan breaks the capacity policy: {e}")))?;
+    let checked = run::check(&farm, &run).await?;
+    let waves = checked.waves;
     let total = farm.inventory.nodes.len();
     let name = |i: &usize| farm.node(*i).name.clone();
-    let already_out: Vec<String> = pf.already_out.iter().map(name).collect();
+    let already_out: Vec<String> = checked.already_out.iter().map(name).collect();
     let steps: Vec<Step> = waves
         .iter()
         .enumerate()

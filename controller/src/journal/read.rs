@@ -212,6 +212,16 @@ mod tests {
         }
     }
 
+    /// Appends bytes as another writer (or a crash mid-write) would.
+    fn append_raw(path: &Path, bytes: &[u8]) {
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(path)
+            .unwrap()
+            .write_all(bytes)
+            .unwrap();
+    }
+
     #[tokio::test]
     async fn a_torn_line_is_passed_over_and_the_next_record_starts_its_own_line() {
         let dir = tempfile::tempdir().unwrap();
@@ -223,12 +233,7 @@ mod tests {
             .unwrap();
         let path = j.path().to_path_buf();
         drop(j);
-        std::fs::OpenOptions::new()
-            .append(true)
-            .open(&path)
-            .unwrap()
-            .write_all(b"{\"type\":\"phase\",\"t\":\"2026")
-            .unwrap();
+        append_raw(&path, b"{\"type\":\"phase\",\"t\":\"2026");
         let run = find(dir.path(), None).unwrap();
         assert_eq!(run.run_id(), "r1");
         assert_eq!(run.outcome(), "unfinished");
@@ -252,14 +257,10 @@ mod tests {
         j.phase("web01", Phase::Draining, None, None).await.unwrap();
         let path = j.path().to_path_buf();
         drop(j);
-        std::fs::OpenOptions::new()
-            .append(true)
-            .open(&path)
-            .unwrap()
-            .write_all(
-                b"{\"type\":\"phase\",\"t\":\"x\",\"node\":\"web01\",\"phase\":\"exploding\"}\n",
-            )
-            .unwrap();
+        append_raw(
+            &path,
+            b"{\"type\":\"phase\",\"t\":\"x\",\"node\":\"web01\",\"phase\":\"exploding\"}\n",
+        );
         let e = load(&path).unwrap_err();
         assert_eq!(e.line, Some(3));
         let text = e.to_string();

@@ -329,23 +329,24 @@ shop,BACKEND,0,0,2,10,200,120,UP,3,,\n";
         assert_eq!(task.await.unwrap(), ["set server shop/web01 state drain\n"]);
     }
 
+    /// The error of draining `server` when the API answers `reply`.
+    async fn drain_error(reply: &'static str, server: &str) -> LbError {
+        let (addr, _task) = fake_api(reply).await;
+        Haproxy::new(addr, "shop")
+            .set_state(server, "drain")
+            .await
+            .unwrap_err()
+    }
+
     #[tokio::test]
     async fn a_low_permission_level_is_named() {
-        let (addr, _task) = fake_api("Permission denied\n").await;
-        let e = Haproxy::new(addr, "shop")
-            .set_state("web01", "drain")
-            .await
-            .unwrap_err();
+        let e = drain_error("Permission denied\n", "web01").await;
         assert!(e.to_string().contains("level admin"), "{e}");
     }
 
     #[tokio::test]
     async fn an_unknown_server_is_named() {
-        let (addr, _task) = fake_api("No such server.\n").await;
-        let e = Haproxy::new(addr, "shop")
-            .set_state("web09", "drain")
-            .await
-            .unwrap_err();
+        let e = drain_error("No such server.\n", "web09").await;
         let text = e.to_string();
         assert!(
             text.contains("No such server") && text.contains("shop/web09"),

@@ -74,6 +74,14 @@ pub struct Capacity {
 }
 
 impl Capacity {
+    pub fn new(total: usize, min_healthy: usize, steps: &[usize]) -> Self {
+        Capacity {
+            total,
+            min_healthy,
+            steps: steps.to_vec(),
+        }
+    }
+
     /// The limit of ramp stage `k` (batch `k` of a batch run).
     pub fn step(&self, k: usize) -> usize {
         self.steps
@@ -121,13 +129,7 @@ impl Capacity {
 mod tests {
     use super::*;
 
-    fn cap(total: usize, min: usize, steps: &[usize]) -> Capacity {
-        Capacity {
-            total,
-            min_healthy: min,
-            steps: steps.to_vec(),
-        }
-    }
+    use Capacity as C;
 
     fn out(before: usize, failed: usize, at_work: usize) -> Out {
         Out {
@@ -139,7 +141,7 @@ mod tests {
 
     #[test]
     fn max_unavailable_counts_every_node_out() {
-        let c = cap(4, 1, &[2]);
+        let c = C::new(4, 1, &[2]);
         assert!(c.may_start(out(0, 0, 1), 2).is_ok());
         assert!(c.may_start(out(0, 0, 2), 2).is_err());
         assert!(c.may_start(out(1, 0, 1), 2).is_err(), "already out counts");
@@ -152,7 +154,7 @@ mod tests {
     #[test]
     fn min_healthy_counts_nodes_already_down() {
         // 8 nodes, one drained by hand, min 6: one more at most.
-        let c = cap(8, 6, &[4]);
+        let c = C::new(8, 6, &[4]);
         assert!(c.may_start(out(1, 0, 0), 4).is_ok());
         let e = c.may_start(out(1, 0, 1), 4).unwrap_err();
         assert!(matches!(e, Blocked::MinHealthy { .. }));
@@ -166,16 +168,16 @@ mod tests {
     #[test]
     fn the_ramp_grows_with_successes() {
         // [1, 2, 5] of 10: 1 alone, then 2 until 3 done, then 5.
-        let c = cap(10, 1, &[1, 2, 5]);
+        let c = C::new(10, 1, &[1, 2, 5]);
         let w: Vec<usize> = (0..8).map(|s| c.window(s)).collect();
         assert_eq!(w, [1, 2, 2, 5, 5, 5, 5, 5]);
-        assert_eq!(cap(4, 1, &[1]).window(3), 1);
+        assert_eq!(C::new(4, 1, &[1]).window(3), 1);
         assert_eq!(c.step(7), 5);
     }
 
     #[test]
     fn single_node_farm_with_min_zero() {
-        assert!(cap(1, 0, &[1]).may_start(Out::default(), 1).is_ok());
-        assert!(cap(1, 1, &[1]).may_start(Out::default(), 1).is_err());
+        assert!(C::new(1, 0, &[1]).may_start(Out::default(), 1).is_ok());
+        assert!(C::new(1, 1, &[1]).may_start(Out::default(), 1).is_err());
     }
 }

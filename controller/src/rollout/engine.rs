@@ -19,6 +19,7 @@ use tokio::time::Instant;
 
 use super::capacity::{Capacity, Out};
 use super::machine::Policy;
+use super::node::NodeRun;
 use super::reconcile::ResumePoint;
 use crate::farm::Farm;
 use crate::journal::{EndRecord, Journal, Record};
@@ -30,16 +31,16 @@ use crate::window::WindowGuard;
 /// One run over a farm: the contract it keeps, what it talks to, and where
 /// it starts from. Built the same way for a new run and a resumed one.
 pub struct Run<'a> {
-    pub(super) id: String,
-    pub(super) farm: &'a Farm,
-    pub(super) settings: &'a RunSettings,
+    id: String,
+    farm: &'a Farm,
+    settings: &'a RunSettings,
     /// Inventory indices of the run's nodes, in order.
-    pub(super) nodes: Vec<usize>,
-    pub(super) policy: Policy,
+    nodes: Vec<usize>,
+    policy: Policy,
     capacity: Capacity,
-    pub(super) reporter: &'a dyn Reporter,
+    reporter: &'a dyn Reporter,
     operator: &'a dyn Operator,
-    pub(super) journal: Option<&'a Journal>,
+    journal: Option<&'a Journal>,
     window: Option<WindowGuard>,
     stop: Option<watch::Receiver<bool>>,
     /// Nodes outside the run (or finished earlier) that are out of rotation.
@@ -47,7 +48,7 @@ pub struct Run<'a> {
     /// Failed nodes of an earlier part of the run still out of rotation.
     failed_out_before: usize,
     /// Where each node stood when an earlier controller stopped.
-    pub(super) resume: HashMap<usize, ResumePoint>,
+    resume: HashMap<usize, ResumePoint>,
 }
 
 type NodeFuture<'r> = Pin<Box<dyn Future<Output = (usize, NodeReport)> + Send + 'r>>;
@@ -363,8 +364,23 @@ impl<'a> Run<'a> {
         report
     }
 
-    pub(super) fn name(&self, i: usize) -> &str {
+    fn name(&self, i: usize) -> &str {
         &self.farm.node(i).name
+    }
+
+    /// Drives node `i` through its phases.
+    async fn run_node(&self, i: usize) -> (usize, NodeReport) {
+        let node = NodeRun {
+            run_id: &self.id,
+            farm: self.farm,
+            settings: self.settings,
+            policy: &self.policy,
+            reporter: self.reporter,
+            journal: self.journal,
+            node: i,
+            resume: self.resume.get(&i),
+        };
+        (i, node.drive().await)
     }
 
     /// A node the journal says had finished before this (resumed) run.

@@ -13,43 +13,22 @@ use std::time::Duration;
 use farm_inventory::OnDrainTimeout;
 pub use farm_proto::domain::Phase;
 use farm_proto::domain::{OperationKind, PoolState, ServiceState};
-use serde::Serialize;
 use tokio::time::Instant;
 
 use crate::agent::OperationReport;
 
-/// Where a node failed (`failed_step` in reports).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FailedStep {
-    Drain,
-    Quiesce,
-    Operate,
-    Verify,
-    Return,
-    /// The run journal could not be written: stopped before acting.
-    Journal,
-    /// An event the machine does not expect in that phase.
-    Engine,
-}
-
-impl FailedStep {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FailedStep::Drain => "drain",
-            FailedStep::Quiesce => "quiesce",
-            FailedStep::Operate => "operate",
-            FailedStep::Verify => "verify",
-            FailedStep::Return => "return",
-            FailedStep::Journal => "journal",
-            FailedStep::Engine => "engine",
-        }
-    }
-}
-
-impl std::fmt::Display for FailedStep {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+farm_proto::named_enum! {
+    /// Where a node failed (`failed_step` in reports).
+    FailedStep {
+        Drain = "drain",
+        Quiesce = "quiesce",
+        Operate = "operate",
+        Verify = "verify",
+        Return = "return",
+        /// The run journal could not be written: stopped before acting.
+        Journal = "journal",
+        /// An event the machine does not expect in that phase.
+        Engine = "engine",
     }
 }
 
@@ -364,6 +343,16 @@ mod tests {
         }
     }
 
+    /// A drained node's events up to a good recycle.
+    fn up_to_operated() -> Vec<Event> {
+        vec![
+            Event::Begin,
+            Event::Drained,
+            Event::Idle,
+            Event::Operated(report(&[1], &[2])),
+        ]
+    }
+
     /// Runs events through the machine, returning the phases and actions.
     fn drive(p: &Policy, events: Vec<Event>) -> (Vec<Phase>, Vec<Option<Action>>, NodeState) {
         let t0 = Instant::now();
@@ -380,17 +369,9 @@ mod tests {
 
     #[test]
     fn happy_path_goes_through_every_phase_in_order() {
-        let (phases, actions, _) = drive(
-            &policy(true),
-            vec![
-                E::Begin,
-                E::Drained,
-                E::Idle,
-                E::Operated(report(&[1], &[2])),
-                E::Healthy,
-                E::Returned,
-            ],
-        );
+        let mut events = up_to_operated();
+        events.extend([E::Healthy, E::Returned]);
+        let (phases, actions, _) = drive(&policy(true), events);
         assert_eq!(
             phases,
             [
@@ -531,16 +512,9 @@ mod tests {
 
     #[test]
     fn never_healthy_fails_at_verify_and_stays_out() {
-        let (_, _, s) = drive(
-            &policy(true),
-            vec![
-                E::Begin,
-                E::Drained,
-                E::Idle,
-                E::Operated(report(&[1], &[2])),
-                E::Unhealthy("500".into()),
-            ],
-        );
+        let mut events = up_to_operated();
+        events.push(E::Unhealthy("500".into()));
+        let (_, _, s) = drive(&policy(true), events);
         assert!(matches!(
             s.state,
             State::Failed(Failure {

@@ -6,13 +6,29 @@
 use farm_proto::domain::{NodeOutcome, OpStep, OperationId, Phase};
 use tokio::time::Instant;
 
-use super::engine::Run;
-use super::machine::{self, Action, Event, FailedStep, Failure, NodeState, State};
-use super::reconcile::evidence;
+use super::machine::{self, Action, Event, FailedStep, Failure, NodeState, Policy, State};
+use super::reconcile::{evidence, ResumePoint};
 use crate::agent::{AgentApi, OperationRequest};
+use crate::farm::Farm;
+use crate::journal::Journal;
 use crate::lb::Target;
 use crate::quiesce::{quiesce, Quiesced};
-use crate::report::NodeReport;
+use crate::report::{NodeReport, Reporter};
+use crate::run::RunSettings;
+
+/// What driving one node needs from its run.
+pub(super) struct NodeRun<'r> {
+    pub run_id: &'r str,
+    pub farm: &'r Farm,
+    pub settings: &'r RunSettings,
+    pub policy: &'r Policy,
+    pub reporter: &'r dyn Reporter,
+    pub journal: Option<&'r Journal>,
+    /// Inventory index of the node.
+    pub node: usize,
+    /// Where an earlier controller left the node, when resuming.
+    pub resume: Option<&'r ResumePoint>,
+}
 
 /// What the node's loop does next: feed an event, or act.
 enum Step {
@@ -20,15 +36,21 @@ enum Step {
     Act(Action),
 }
 
-impl Run<'_> {
-    fn op_id(&self, i: usize, step: OpStep) -> String {
-        OperationId::new(&self.id, self.name(i), step).to_string()
+impl NodeRun<'_> {
+    fn name(&self) -> &str {
+        &self.farm.node(self.node).name
     }
 
-    pub(super) async fn run_node(&self, i: usize) -> (usize, NodeReport) {
+    fn op_id(&self, step: OpStep) -> String {
+        OperationId::new(self.run_id, self.name(), step).to_string()
+    }
+
+    /// Drives the node to done or failed; its report.
+    pub(super) async fn drive(&self) -> NodeReport {
+        let i = self.node;
         let agent = self.farm.agent(i);
-        let mut report = NodeReport::new(self.name(i));
-        let (mut node, mut step) = self.start(i, agent).await;
+        let mut report = NodeReport::new(self.name());
+        let (mut node, mut step) = self.start(agent).await;
         if node.state != State::Pending {
             report.in_rotation = false;
         }
@@ -36,27 +58,27 @@ impl Run<'_> {
             let acted = Instant::now();
             let event = match step {
                 Step::Event(e) => e,
-                Step::Act(a) => self.perform(i, agent, a, &mut report).await,
+                Step::Act(a) => self.perform(agent, a, &mut report).await,
             };
             let act_ms = acted.elapsed().as_secs_f64() * 1000.0;
             let now = Instant::now();
-            let (next, action) = machine::next(&self.policy, &node, event, now);
+            let (next, action) = machine::next(self.policy, &node, event, now);
             if node.state != State::Pending {
                 *report
                     .phase_ms
                     .entry(node.phase().as_str().into())
                     .or_default() += now.duration_since(node.since).as_millis() as u64;
             }
-            tracing::info!(node = %self.name(i), run_id = %self.id, phase = %next.phase(), "transition");
-            self.reporter.phase(self.name(i), next.phase());
+            tracing::info!(node = %self.name(), run_id = %self.run_id, phase = %next.phase(), "transition");
+            self.reporter.phase(self.name(), next.phase());
             // Out of rotation from the moment the drain is asked for.
             if next.state == State::Draining {
                 report.in_rotation = false;
             }
             let journaled = Instant::now();
-            let written = self.journal_phase(i, agent, &next).await;
+            let written = self.journal_phase(agent, &next).await;
             tracing::debug!(
-                node = %self.name(i),
+                node = %self.name(),
                 phase = %next.phase(),
                 act_ms,
                 journal_ms = journaled.elapsed().as_secs_f64() * 1000.0,
@@ -87,34 +109,34 @@ impl Run<'_> {
             State::Failed(f) => {
                 report.outcome = NodeOutcome::Failed;
                 report.failed_step = Some(f.step);
-                report.error = Some(format!("{} at {}: {}", self.name(i), f.step, f.reason));
+                report.error = Some(format!("{} at {}: {}", self.name(), f.step, f.reason));
                 if !self.farm.lb.drains() {
                     report.in_rotation = true;
                 } else if f.restore && !report.in_rotation {
-                    report.in_rotation = self.restore(i, agent).await;
+                    report.in_rotation = self.restore(agent).await;
                 }
             }
             _ => {}
         }
-        (i, report)
+        report
     }
 
     /// Where the node's loop starts: a fresh node begins; a resumed one
     /// repeats the action of its phase, unless the live node shows that an
     /// interrupted operation already happened.
-    async fn start(&self, i: usize, agent: &dyn AgentApi) -> (NodeState, Step) {
+    async fn start(&self, agent: &dyn AgentApi) -> (NodeState, Step) {
         let now = Instant::now();
-        let Some(point) = self.resume.get(&i) else {
+        let Some(point) = self.resume else {
             return (NodeState::new(now), Step::Event(Event::Begin));
         };
-        let Some((node, action)) = machine::resume_at(point.phase, &self.policy, now) else {
+        let Some((node, action)) = machine::resume_at(point.phase, self.policy, now) else {
             return (NodeState::new(now), Step::Event(Event::Begin));
         };
         if let (Action::Operate { .. }, Some(before)) = (&action, &point.pids) {
             if let Ok(view) = agent.status().await {
                 if let Some(report) = evidence(self.settings.operation, before, &view) {
                     self.reporter.detail(
-                        self.name(i),
+                        self.name(),
                         "the interrupted operation had already happened (new worker PIDs)",
                     );
                     return (node, Step::Event(Event::Operated(report)));
@@ -134,12 +156,7 @@ impl Run<'_> {
     /// them resumes from the record before, whose action is safe to repeat,
     /// and the writer keeps the order, so they are on disk before anything
     /// submitted after them.
-    async fn journal_phase(
-        &self,
-        i: usize,
-        agent: &dyn AgentApi,
-        next: &NodeState,
-    ) -> std::io::Result<()> {
+    async fn journal_phase(&self, agent: &dyn AgentApi, next: &NodeState) -> std::io::Result<()> {
         let Some(j) = self.journal else {
             return Ok(());
         };
@@ -156,7 +173,7 @@ impl Run<'_> {
             State::Failed(f) => Some(format!("{}: {}", f.step, f.reason)),
             _ => None,
         };
-        let written = j.phase(self.name(i), next.phase(), pids, detail);
+        let written = j.phase(self.name(), next.phase(), pids, detail);
         match next.phase() {
             Phase::Quiescing | Phase::Verifying | Phase::Done => Ok(()),
             _ => written.await,
@@ -164,16 +181,16 @@ impl Run<'_> {
     }
 
     /// Puts back a node whose operation never ran, if it is healthy.
-    async fn restore(&self, i: usize, agent: &dyn AgentApi) -> bool {
-        let node = self.farm.node(i);
-        if let Err(e) = self.farm.probe_once(i).await {
+    async fn restore(&self, agent: &dyn AgentApi) -> bool {
+        let node = self.farm.node(self.node);
+        if let Err(e) = self.farm.probe_once(self.node).await {
             self.reporter.detail(
                 &node.name,
                 &format!("left out of rotation: not healthy ({e})"),
             );
             return false;
         }
-        let op_id = self.op_id(i, OpStep::Restore);
+        let op_id = self.op_id(OpStep::Restore);
         let target = Target {
             node,
             agent,
@@ -202,17 +219,16 @@ impl Run<'_> {
 
     async fn perform(
         &self,
-        i: usize,
         agent: &dyn AgentApi,
         action: Action,
         report: &mut NodeReport,
     ) -> Event {
-        let node = self.farm.node(i);
+        let node = self.farm.node(self.node);
         let lb = &*self.farm.lb;
         let left = |deadline: Instant| deadline.saturating_duration_since(Instant::now());
         match action {
             Action::Drain => {
-                let op_id = self.op_id(i, OpStep::Drain);
+                let op_id = self.op_id(OpStep::Drain);
                 let target = Target {
                     node,
                     agent,
@@ -234,7 +250,7 @@ impl Run<'_> {
             },
             Action::Operate { deadline } => {
                 let op = self.settings.operation;
-                let op_id = self.op_id(i, op.into());
+                let op_id = self.op_id(op.into());
                 let request = OperationRequest {
                     kind: op,
                     pools: self.settings.pools.clone(),
@@ -280,7 +296,7 @@ impl Run<'_> {
                 }
             }
             Action::Return { deadline } => {
-                let op_id = self.op_id(i, OpStep::Undrain);
+                let op_id = self.op_id(OpStep::Undrain);
                 let target = Target {
                     node,
                     agent,

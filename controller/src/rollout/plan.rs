@@ -50,13 +50,7 @@ pub fn waves(
 mod tests {
     use super::*;
 
-    fn cap(total: usize, min: usize, steps: &[usize]) -> Capacity {
-        Capacity {
-            total,
-            min_healthy: min,
-            steps: steps.to_vec(),
-        }
-    }
+    use Capacity as C;
 
     fn sizes(w: &[Vec<usize>]) -> Vec<usize> {
         w.iter().map(Vec::len).collect()
@@ -64,7 +58,14 @@ mod tests {
 
     #[test]
     fn one_at_a_time() {
-        let w = waves(&[0, 1, 2, 3], &cap(4, 1, &[1]), 0, Strategy::Window, false).unwrap();
+        let w = waves(
+            &[0, 1, 2, 3],
+            &C::new(4, 1, &[1]),
+            0,
+            Strategy::Window,
+            false,
+        )
+        .unwrap();
         assert_eq!(w, vec![vec![0], vec![1], vec![2], vec![3]]);
     }
 
@@ -72,7 +73,7 @@ mod tests {
     fn pairs_with_a_short_last_wave() {
         let w = waves(
             &[0, 1, 2, 3, 4],
-            &cap(5, 1, &[2]),
+            &C::new(5, 1, &[2]),
             0,
             Strategy::Batch,
             false,
@@ -84,18 +85,25 @@ mod tests {
     #[test]
     fn min_healthy_shrinks_waves() {
         // 4 nodes, 2 may go, but 3 must serve: only 1 at a time.
-        let w = waves(&[0, 1, 2, 3], &cap(4, 3, &[2]), 0, Strategy::Window, false).unwrap();
+        let w = waves(
+            &[0, 1, 2, 3],
+            &C::new(4, 3, &[2]),
+            0,
+            Strategy::Window,
+            false,
+        )
+        .unwrap();
         assert_eq!(w.len(), 4);
     }
 
     #[test]
     fn nodes_already_out_count_against_capacity() {
         // One node already down of 3, min 2 serving: nothing may go.
-        let e = waves(&[0, 1], &cap(3, 2, &[1]), 1, Strategy::Window, false).unwrap_err();
+        let e = waves(&[0, 1], &C::new(3, 2, &[1]), 1, Strategy::Window, false).unwrap_err();
         assert!(matches!(e, Blocked::MaxUnavailable { .. }), "{e}");
-        assert!(waves(&[0, 1], &cap(3, 2, &[2]), 1, Strategy::Window, false).is_err());
+        assert!(waves(&[0, 1], &C::new(3, 2, &[2]), 1, Strategy::Window, false).is_err());
         // ...and against max_unavailable.
-        let w = waves(&[0, 1, 2], &cap(4, 1, &[2]), 1, Strategy::Batch, false).unwrap();
+        let w = waves(&[0, 1, 2], &C::new(4, 1, &[2]), 1, Strategy::Batch, false).unwrap();
         assert_eq!(sizes(&w), [1, 1, 1]);
     }
 
@@ -105,7 +113,7 @@ mod tests {
         let ramp = farm_inventory::Ramp::parse("1,2,50%").unwrap().resolve(10);
         let all: Vec<usize> = (0..10).collect();
         for s in [Strategy::Batch, Strategy::Window] {
-            let w = waves(&all, &cap(10, 1, &ramp), 0, s, false).unwrap();
+            let w = waves(&all, &C::new(10, 1, &ramp), 0, s, false).unwrap();
             assert_eq!(sizes(&w), [1, 2, 5, 2], "{s:?}");
         }
     }
@@ -113,7 +121,7 @@ mod tests {
     #[test]
     fn a_canary_goes_alone() {
         let all: Vec<usize> = (0..6).collect();
-        let w = waves(&all, &cap(6, 1, &[2]), 0, Strategy::Window, true).unwrap();
+        let w = waves(&all, &C::new(6, 1, &[2]), 0, Strategy::Window, true).unwrap();
         assert_eq!(sizes(&w), [1, 2, 2, 1]);
     }
 
@@ -122,7 +130,14 @@ mod tests {
         // 25% of 3 nodes is 0.75: rounds down to 0, raised to 1.
         let steps = farm_inventory::Ramp::parse("25%").unwrap().resolve(3);
         assert_eq!(steps, [1]);
-        let w = waves(&[0, 1, 2], &cap(3, 1, &steps), 0, Strategy::Window, false).unwrap();
+        let w = waves(
+            &[0, 1, 2],
+            &C::new(3, 1, &steps),
+            0,
+            Strategy::Window,
+            false,
+        )
+        .unwrap();
         assert_eq!(w.len(), 3);
         assert_eq!(farm_inventory::Ramp::parse("50%").unwrap().resolve(5), [2]);
     }
@@ -133,7 +148,7 @@ mod tests {
         let min = farm_inventory::Capacity::Percent(70).of(10);
         let w = waves(
             &[0, 1, 2, 3],
-            &cap(10, min, &[3]),
+            &C::new(10, min, &[3]),
             2,
             Strategy::Window,
             false,
@@ -141,6 +156,6 @@ mod tests {
         .unwrap();
         assert!(w.iter().all(|x| x.len() == 1), "{w:?}");
         // 3 down: none may go.
-        assert!(waves(&[0], &cap(10, min, &[3]), 3, Strategy::Window, false).is_err());
+        assert!(waves(&[0], &C::new(10, min, &[3]), 3, Strategy::Window, false).is_err());
     }
 }

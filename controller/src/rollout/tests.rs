@@ -122,56 +122,40 @@ async fn a_ramp_grows_after_successes() {
     let report = run(&ff, &settings(&ff)).await;
     assert!(report.succeeded());
     // The first node alone: nothing else drained before it was back.
-    let all = ff.log.all();
-    let first_back = all.iter().position(|h| h.what == What::Returned).unwrap();
-    assert_eq!(
-        all[..first_back]
-            .iter()
-            .filter(|h| h.what == What::Drained)
-            .count(),
-        1
-    );
+    assert_eq!(ff.log.drained_before_first_return(), 1);
     assert_eq!(ff.log.max_out(0), 4);
+}
+
+/// A canary run over 4 nodes, 2 at a time, with the operator answering
+/// `go_on`; the farm, the report and how often the question came.
+async fn canary_run(go_on: bool) -> (FakeFarm, RunReport, u32) {
+    let ff = fake_farm(nodes(4), "rollout: {max_unavailable: 2}\n");
+    let mut s = settings(&ff);
+    s.canary = true;
+    let operator = Canary {
+        go_on,
+        asked: AtomicU32::new(0),
+    };
+    let report = Run::new("r1", &ff.farm, &s, &Silent, &operator)
+        .unwrap()
+        .execute()
+        .await;
+    let asked = operator.asked.load(Ordering::SeqCst);
+    (ff, report, asked)
 }
 
 #[tokio::test(start_paused = true)]
 async fn the_canary_goes_alone_and_a_no_stops_the_run() {
-    let ff = fake_farm(nodes(4), "rollout: {max_unavailable: 2}\n");
-    let mut s = settings(&ff);
-    s.canary = true;
-    let no = Canary {
-        go_on: false,
-        asked: AtomicU32::new(0),
-    };
-    let report = Run::new("r1", &ff.farm, &s, &Silent, &no)
-        .unwrap()
-        .execute()
-        .await;
-    assert_eq!(no.asked.load(Ordering::SeqCst), 1);
+    let (_, report, asked) = canary_run(false).await;
+    assert_eq!(asked, 1);
     assert_eq!(outcomes(&report), [Succeeded, Skipped, Skipped, Skipped]);
     assert!(report.halted.unwrap().contains("canary web01"));
 
-    let ff = fake_farm(nodes(4), "rollout: {max_unavailable: 2}\n");
-    let yes = Canary {
-        go_on: true,
-        asked: AtomicU32::new(0),
-    };
-    let report = Run::new("r1", &ff.farm, &s, &Silent, &yes)
-        .unwrap()
-        .execute()
-        .await;
+    let (ff, report, asked) = canary_run(true).await;
     assert!(report.succeeded());
-    assert_eq!(yes.asked.load(Ordering::SeqCst), 1);
+    assert_eq!(asked, 1);
     // Alone until confirmed, then two at a time.
-    let all = ff.log.all();
-    let first_back = all.iter().position(|h| h.what == What::Returned).unwrap();
-    assert_eq!(
-        all[..first_back]
-            .iter()
-            .filter(|h| h.what == What::Drained)
-            .count(),
-        1
-    );
+    assert_eq!(ff.log.drained_before_first_return(), 1);
     assert_eq!(ff.log.max_out(0), 2);
 }
 

@@ -18,7 +18,7 @@ mod start;
 
 pub use resume::{resume, resume_on};
 pub use settings::{FarmNode, RunRequest, RunSettings, RunTimeouts};
-pub use start::start;
+pub use start::{check, start, Checked};
 
 /// What a run needs from its surroundings.
 pub struct RunEnv<'a> {

@@ -177,11 +177,11 @@ impl RunSettings {
     }
 
     pub fn capacity(&self) -> Capacity {
-        Capacity {
-            total: self.farm_nodes.len(),
-            min_healthy: self.min_healthy,
-            steps: self.max_unavailable_steps.clone(),
-        }
+        Capacity::new(
+            self.farm_nodes.len(),
+            self.min_healthy,
+            &self.max_unavailable_steps,
+        )
     }
 
     /// The machine's policy; `drains`: the load balancer takes nodes out.

@@ -74,18 +74,22 @@ pub async fn start(
     result
 }
 
-/// Preflight, the capacity verdict and the operator's yes; returns how
-/// many nodes outside the run are out of rotation.
-async fn prepare(
-    farm: &Farm,
-    settings: &RunSettings,
-    env: &RunEnv<'_>,
-) -> Result<usize, CommandError> {
+/// What preflight found, and the waves the run will take if nothing fails.
+pub struct Checked {
+    /// The run's nodes (inventory indices).
+    pub selected: Vec<usize>,
+    /// Nodes outside the run that are out of rotation.
+    pub already_out: Vec<usize>,
+    pub notes: Vec<String>,
+    pub waves: Vec<Vec<usize>>,
+}
+
+/// Observes the farm and judges a run of `settings` on it: refused (exit
+/// 3, nothing touched) when preflight finds a problem or no node could be
+/// taken out without breaking the capacity policy. `farmctl plan` shows
+/// the same verdict a run reaches.
+pub async fn check(farm: &Farm, settings: &RunSettings) -> Result<Checked, CommandError> {
     let op = settings.operation;
-    env.reporter.note(&format!(
-        "preflight: checking {} node(s)",
-        farm.inventory.nodes.len()
-    ));
     let members = observe::members(farm).await.map_err(|e| {
         CommandError::refused(format!(
             "preflight refused the {op}: load balancer: {e} (nothing was touched)"
@@ -98,9 +102,6 @@ async fn prepare(
         .filter_map(|n| farm.index_of(n))
         .collect();
     let pf = preflight::check(farm, &observed, &selected, &[], &settings.pools);
-    for n in &pf.notes {
-        env.reporter.note(n);
-    }
     if let Some(refused) = pf.refusal(&format!("preflight refused the {op} (nothing was touched)"))
     {
         return Err(refused);
@@ -113,16 +114,40 @@ async fn prepare(
         settings.canary,
     )
     .map_err(|e| CommandError::refused(format!("capacity check refused the {op}: {e}")))?;
+    Ok(Checked {
+        selected,
+        already_out: pf.already_out,
+        notes: pf.notes,
+        waves,
+    })
+}
+
+/// Preflight, the capacity verdict and the operator's yes; returns how
+/// many nodes outside the run are out of rotation.
+async fn prepare(
+    farm: &Farm,
+    settings: &RunSettings,
+    env: &RunEnv<'_>,
+) -> Result<usize, CommandError> {
+    env.reporter.note(&format!(
+        "preflight: checking {} node(s)",
+        farm.inventory.nodes.len()
+    ));
+    let checked = check(farm, settings).await?;
+    for n in &checked.notes {
+        env.reporter.note(n);
+    }
     let question = format!(
-        "{op} {} node(s) of farm {} in {} step(s)?",
-        selected.len(),
+        "{} {} node(s) of farm {} in {} step(s)?",
+        settings.operation,
+        checked.selected.len(),
         farm.inventory.farm,
-        waves.len()
+        checked.waves.len()
     );
     if !env.operator.confirm_run(&question).await {
         return Err(CommandError::refused(
             "not confirmed; nothing was touched (without a terminal, pass --yes to run without asking)",
         ));
     }
-    Ok(pf.already_out.len())
+    Ok(checked.already_out.len())
 }

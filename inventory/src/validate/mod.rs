@@ -43,6 +43,23 @@ impl Errors {
         }
     }
 
+    /// One of a fixed set of words (`halt`, `continue`, ...).
+    fn word<T: std::str::FromStr<Err = String>>(
+        &mut self,
+        path: &str,
+        value: Option<&str>,
+        default: T,
+    ) -> T {
+        match value.map(str::parse) {
+            None => default,
+            Some(Ok(v)) => v,
+            Some(Err(e)) => {
+                self.add(path, e);
+                default
+            }
+        }
+    }
+
     fn port(&mut self, path: &str, value: Option<i64>, default: u16) -> u16 {
         match value {
             None => default,

@@ -158,39 +158,17 @@ pub(super) fn rollout(errors: &mut Errors, r: &RawRollout, node_count: usize) ->
             format!("{min_healthy} is more than the farm's {node_count} node(s)"),
         );
     }
-    let on_drain_timeout = match r.on_drain_timeout.as_deref() {
-        None | Some("fail") => OnDrainTimeout::Fail,
-        Some("proceed") => OnDrainTimeout::Proceed,
-        Some(other) => {
-            errors.add(
-                "rollout.on_drain_timeout",
-                format!("`{other}` is not `fail` or `proceed`"),
-            );
-            OnDrainTimeout::Fail
-        }
-    };
-    let on_failure = match r.on_failure.as_deref() {
-        None | Some("halt") => OnFailure::Halt,
-        Some("continue") => OnFailure::Continue,
-        Some(other) => {
-            errors.add(
-                "rollout.on_failure",
-                format!("`{other}` is not `halt` or `continue`"),
-            );
-            OnFailure::Halt
-        }
-    };
-    let strategy = match r.strategy.as_deref() {
-        None | Some("window") => Strategy::Window,
-        Some("batch") => Strategy::Batch,
-        Some(other) => {
-            errors.add(
-                "rollout.strategy",
-                format!("`{other}` is not `window` or `batch`"),
-            );
-            Strategy::Window
-        }
-    };
+    let on_drain_timeout = errors.word(
+        "rollout.on_drain_timeout",
+        r.on_drain_timeout.as_deref(),
+        OnDrainTimeout::Fail,
+    );
+    let on_failure = errors.word(
+        "rollout.on_failure",
+        r.on_failure.as_deref(),
+        OnFailure::Halt,
+    );
+    let strategy = errors.word("rollout.strategy", r.strategy.as_deref(), Strategy::Window);
     let pause = r
         .pause
         .as_deref()

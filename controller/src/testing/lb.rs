@@ -1,0 +1,117 @@
+//! The fake load balancer and prober in front of the fake nodes.
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use farm_inventory::{Node, Site};
+
+use super::node::FakeNode;
+use super::{Log, What};
+use crate::lb::{LbError, LbState, LoadBalancer, Member, MemberState, Target};
+use crate::probe::Prober;
+
+/// A load balancer in front of the fake nodes.
+pub struct FakeLb {
+    pub(super) nodes: Vec<Arc<FakeNode>>,
+    pub(super) log: Log,
+}
+
+impl FakeLb {
+    fn node(&self, name: &str) -> Result<&Arc<FakeNode>, LbError> {
+        self.nodes
+            .iter()
+            .find(|n| n.name == name)
+            .ok_or_else(|| LbError::NoMember {
+                lb: self.name(),
+                node: name.into(),
+                member: format!("member `{name}`"),
+            })
+    }
+}
+
+#[async_trait]
+impl LoadBalancer for FakeLb {
+    fn name(&self) -> String {
+        "fake load balancer".into()
+    }
+    fn kind(&self) -> &'static str {
+        "fake"
+    }
+    fn drains(&self) -> bool {
+        true
+    }
+
+    async fn members(&self, nodes: &[Node]) -> Result<Vec<Member>, LbError> {
+        Ok(nodes
+            .iter()
+            .map(|n| Member {
+                node: n.name.clone(),
+                state: self.node(&n.name).ok().map(|f| {
+                    let state = f.lb_state();
+                    MemberState {
+                        state,
+                        raw: format!("{state:?}").to_uppercase(),
+                    }
+                }),
+            })
+            .collect())
+    }
+
+    async fn wait_sessions_gone(&self, node: &Node, timeout: Duration) -> Result<bool, LbError> {
+        let t = self.node(&node.name)?.behaviour().sessions_time;
+        tokio::time::sleep(t.min(timeout)).await;
+        Ok(t <= timeout)
+    }
+
+    async fn drain(&self, t: &Target<'_>) -> Result<(), LbError> {
+        let n = self.node(&t.node.name)?;
+        if n.lb_state() != LbState::Draining {
+            n.set_lb(LbState::Draining);
+            self.log.push(&n.name, What::Drained);
+        }
+        Ok(())
+    }
+
+    async fn undrain(&self, t: &Target<'_>, _timeout: Duration) -> Result<Duration, LbError> {
+        let n = self.node(&t.node.name)?;
+        if n.lb_state() != LbState::Up {
+            n.set_lb(LbState::Up);
+            self.log.push(&n.name, What::Returned);
+        }
+        Ok(Duration::from_millis(1))
+    }
+}
+
+/// Probes that ask the fake nodes.
+pub struct FakeProber {
+    pub(super) nodes: Vec<Arc<FakeNode>>,
+}
+
+impl FakeProber {
+    fn node(&self, name: &str) -> Option<&Arc<FakeNode>> {
+        self.nodes.iter().find(|n| n.name == name)
+    }
+}
+
+#[async_trait]
+impl Prober for FakeProber {
+    async fn once(&self, node: &Node, _sites: &[Site]) -> Result<(), String> {
+        match self.node(&node.name) {
+            Some(n) if n.healthy() => Ok(()),
+            _ => Err("site shop: GET / answered 500, expected 200".into()),
+        }
+    }
+
+    async fn until_healthy(
+        &self,
+        node: &Node,
+        sites: &[Site],
+        timeout: Duration,
+    ) -> Result<(), String> {
+        let healthy = farm_proto::poll::until(timeout, Duration::from_millis(10), || async {
+            self.once(node, sites).await.ok()
+        })
+        .await;
+        healthy.map_err(|()| format!("not healthy within {timeout:?}"))
+    }
+}

@@ -1,0 +1,251 @@
+//! A fake node: its agent, its load balancer member and its sites, with a
+//! [`Behaviour`] that says how long each step takes and what fails.
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use farm_proto::domain::{PoolState, ServiceState};
+use tokio::time::Instant;
+
+use super::{Log, What};
+use crate::agent::{
+    AgentApi, AgentError, LeaseClaim, NodeView, OperationReport, OperationRequest, PoolChange,
+    PoolView, ProgressFn,
+};
+use crate::lb::LbState;
+
+/// W3SVC and WAS running.
+fn iis_running() -> std::collections::BTreeMap<String, ServiceState> {
+    [
+        ("W3SVC", ServiceState::Running),
+        ("WAS", ServiceState::Running),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), *v))
+    .collect()
+}
+
+/// How a fake node behaves.
+#[derive(Debug, Clone)]
+pub struct Behaviour {
+    /// Until the LB has no session on the node after a drain.
+    pub sessions_time: Duration,
+    /// Until the node has no request in flight.
+    pub quiesce_time: Duration,
+    pub operate_time: Duration,
+    /// After the operation, until the sites answer well.
+    pub warm_time: Duration,
+    /// The operation reports failure.
+    pub operate_fails: bool,
+    /// After the operation the sites never answer well again.
+    pub never_healthy: bool,
+    /// The agent does not answer at all.
+    pub unreachable: bool,
+    /// The LB has the node out (DOWN) from the start.
+    pub out_from_start: bool,
+}
+
+impl Default for Behaviour {
+    fn default() -> Self {
+        Self {
+            sessions_time: Duration::from_millis(10),
+            quiesce_time: Duration::from_millis(10),
+            operate_time: Duration::from_millis(200),
+            warm_time: Duration::from_millis(100),
+            operate_fails: false,
+            never_healthy: false,
+            unreachable: false,
+            out_from_start: false,
+        }
+    }
+}
+
+struct NodeState {
+    lb: LbState,
+    pids: Vec<u32>,
+    next_pid: u32,
+    /// When the sites answer well; `None`: never.
+    healthy_from: Option<Instant>,
+    /// Results by operation id.
+    results: HashMap<String, OperationReport>,
+}
+
+/// One fake node: its agent, its LB member and its sites.
+pub struct FakeNode {
+    pub name: String,
+    behaviour: Mutex<Behaviour>,
+    state: Mutex<NodeState>,
+    log: Log,
+}
+
+impl FakeNode {
+    pub(super) fn new(name: &str, i: usize, behaviour: Behaviour, log: Log) -> Self {
+        let lb = if behaviour.out_from_start {
+            LbState::Down
+        } else {
+            LbState::Up
+        };
+        let pid = 1000 + i as u32 * 100;
+        Self {
+            name: name.into(),
+            behaviour: Mutex::new(behaviour),
+            state: Mutex::new(NodeState {
+                lb,
+                pids: vec![pid],
+                next_pid: pid,
+                healthy_from: Some(Instant::now()),
+                results: HashMap::new(),
+            }),
+            log,
+        }
+    }
+
+    pub(super) fn behaviour(&self) -> Behaviour {
+        self.behaviour
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Changes how the node behaves from now on.
+    pub fn set(&self, f: impl FnOnce(&mut Behaviour)) {
+        f(&mut self.behaviour.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+
+    fn st(&self) -> std::sync::MutexGuard<'_, NodeState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn pids(&self) -> Vec<u32> {
+        self.st().pids.clone()
+    }
+
+    pub fn lb_state(&self) -> LbState {
+        self.st().lb
+    }
+
+    /// Takes the node out of the LB as if by hand.
+    pub fn set_lb(&self, state: LbState) {
+        self.st().lb = state;
+    }
+
+    pub(super) fn healthy(&self) -> bool {
+        self.st().healthy_from.is_some_and(|t| Instant::now() >= t)
+    }
+
+    fn reachable(&self) -> Result<(), AgentError> {
+        if self.behaviour().unreachable {
+            Err(AgentError::Unreachable {
+                addr: format!("{}:7443", self.name),
+                detail: "connection refused".into(),
+            })
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[async_trait]
+impl AgentApi for FakeNode {
+    async fn status(&self) -> Result<NodeView, AgentError> {
+        self.reachable()?;
+        let st = self.st();
+        Ok(NodeView {
+            node: self.name.clone(),
+            backend: "fake".into(),
+            services: iis_running(),
+            pools: vec![PoolView {
+                name: "Shop".into(),
+                state: PoolState::Started,
+                pids: st.pids.clone(),
+            }],
+            in_flight: Some(0),
+            drained: false,
+            lease: None,
+            notice: None,
+        })
+    }
+
+    async fn drain(&self, _op_id: &str) -> Result<(), AgentError> {
+        self.reachable()
+    }
+
+    async fn undrain(&self, _op_id: &str) -> Result<(), AgentError> {
+        self.reachable()
+    }
+
+    async fn wait_idle(&self, timeout: Duration) -> Result<bool, AgentError> {
+        self.reachable()?;
+        let t = self.behaviour().quiesce_time;
+        tokio::time::sleep(t.min(timeout)).await;
+        Ok(t <= timeout)
+    }
+
+    async fn operate(
+        &self,
+        op_id: &str,
+        _request: &OperationRequest,
+        timeout: Duration,
+        _progress: ProgressFn<'_>,
+    ) -> Result<OperationReport, AgentError> {
+        self.reachable()?;
+        if let Some(r) = self.st().results.get(op_id).cloned() {
+            self.log.push(&self.name, What::Replayed);
+            return Ok(OperationReport {
+                replayed: true,
+                ..r
+            });
+        }
+        let b = self.behaviour();
+        self.log.push(&self.name, What::OperateStart);
+        if b.operate_time > timeout {
+            tokio::time::sleep(timeout).await;
+            return Err(AgentError::Timeout(timeout));
+        }
+        tokio::time::sleep(b.operate_time).await;
+        let mut st = self.st();
+        let before = st.pids.clone();
+        st.next_pid += 4;
+        st.pids = vec![st.next_pid];
+        st.healthy_from = (!b.never_healthy).then(|| Instant::now() + b.warm_time);
+        let report = OperationReport {
+            success: !b.operate_fails,
+            error: if b.operate_fails {
+                "the fake was told to fail".into()
+            } else {
+                String::new()
+            },
+            failed_step: if b.operate_fails {
+                "recycle".into()
+            } else {
+                String::new()
+            },
+            pools: vec![PoolChange {
+                name: "Shop".into(),
+                pids_before: before,
+                pids_after: st.pids.clone(),
+                state_after: PoolState::Started,
+                had_no_worker: false,
+            }],
+            services: iis_running(),
+            replayed: false,
+        };
+        st.results.insert(op_id.to_string(), report.clone());
+        drop(st);
+        self.log.push(&self.name, What::OperateEnd);
+        Ok(report)
+    }
+
+    async fn acquire_lease(&self, _: &LeaseClaim<'_>) -> Result<(), AgentError> {
+        self.reachable()
+    }
+
+    async fn renew_lease(&self, _: &str, _: Duration) -> Result<(), AgentError> {
+        self.reachable()
+    }
+
+    async fn release_lease(&self, _: &str) -> Result<(), AgentError> {
+        self.reachable()
+    }
+}
