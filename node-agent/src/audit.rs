@@ -26,6 +26,10 @@ pub struct Entry {
     /// `ok`, `denied: ...`, `invalid: ...`, `failed: ...`, `rejected: ...`.
     pub outcome: String,
     pub duration_ms: u64,
+    /// What a deployment call was about (site, version, hooks and their
+    /// output), when it was one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
 }
 
 impl Audit {

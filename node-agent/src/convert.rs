@@ -58,6 +58,8 @@ pub fn status(
                 bindings: s.bindings,
                 state: s.state,
                 pool: s.pool,
+                physical_path: s.physical_path,
+                release: String::new(),
             })
             .collect(),
         in_flight,
@@ -116,6 +118,8 @@ pub enum AgentError {
     Iis(#[from] IisError),
     #[error("{0}")]
     Leased(String),
+    #[error(transparent)]
+    Deploy(#[from] crate::deploy::DeployError),
 }
 
 impl From<AgentError> for tonic::Status {
@@ -124,10 +128,22 @@ impl From<AgentError> for tonic::Status {
         match e {
             AgentError::Invalid(_) => tonic::Status::invalid_argument(msg),
             AgentError::Busy(_) => tonic::Status::failed_precondition(msg),
-            AgentError::Iis(IisError::NoSuchPool(_)) => tonic::Status::not_found(msg),
+            AgentError::Iis(IisError::NoSuchPool(_) | IisError::NoSuchSite(_)) => {
+                tonic::Status::not_found(msg)
+            }
             AgentError::Iis(IisError::InvalidName { .. }) => tonic::Status::invalid_argument(msg),
             AgentError::Iis(_) => tonic::Status::internal(msg),
             AgentError::Leased(_) => tonic::Status::failed_precondition(msg),
+            AgentError::Deploy(d) => {
+                use crate::deploy::DeployError as D;
+                match d {
+                    D::Invalid(_) => tonic::Status::invalid_argument(msg),
+                    D::Package(_) | D::Conflict(_) => tonic::Status::failed_precondition(msg),
+                    D::NotFound(_) => tonic::Status::not_found(msg),
+                    D::Iis(IisError::NoSuchSite(_)) => tonic::Status::not_found(msg),
+                    D::Iis(_) | D::Io { .. } => tonic::Status::internal(msg),
+                }
+            }
         }
     }
 }

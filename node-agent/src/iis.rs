@@ -43,6 +43,9 @@ pub struct SiteStatus {
     pub bindings: Vec<String>,
     pub state: String,
     pub pool: String,
+    /// The root virtual directory's physical path, variables expanded
+    /// (empty when unknown).
+    pub physical_path: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -89,6 +92,8 @@ impl IisStatus {
 pub enum IisError {
     #[error("application pool `{0}` does not exist")]
     NoSuchPool(String),
+    #[error("site `{0}` does not exist")]
+    NoSuchSite(String),
     #[error("invalid name {name:?}: {reason}")]
     InvalidName { name: String, reason: String },
     #[error("`{command}` failed (exit code {code}): {message}")]
@@ -145,6 +150,12 @@ pub trait Iis: Send + Sync + 'static {
     async fn force_stop_iis(&self) -> Result<(), IisError>;
     /// `iisreset /start`.
     async fn start_iis(&self) -> Result<(), IisError>;
+    /// `appcmd list vdir /app.name:SITE/`: the physical path of the site's
+    /// root virtual directory, variables (`%SystemDrive%`) expanded.
+    async fn site_path(&self, site: &str) -> Result<String, IisError>;
+    /// `appcmd set vdir SITE/ /physicalPath:PATH`: new requests are served
+    /// from `path` (IIS picks the change up; the pool is recycled after).
+    async fn set_site_path(&self, site: &str, path: &str) -> Result<(), IisError>;
     /// Whether the load balancer's health-check file is in place.
     async fn health_file_present(&self) -> Result<bool, IisError>;
     /// Put the health-check file in place (`true`) or rename it away.

@@ -5,6 +5,8 @@
 //! - [`ops`]: the verified recycle and the safe reset, built from those
 //!   primitives and shared by every backend.
 //! - [`sim`]: the simulator backend, a fake IIS serving real HTTP.
+//! - [`deploy`]: releases of a site's content: staging uploads, switching
+//!   the site to one, hooks, pruning.
 //! - [`service`], [`operations`], [`convert`]: the gRPC service, operation-id
 //!   idempotency and the wire conversions.
 //! - [`server`]: `run(listener, ..., shutdown)`.
@@ -12,6 +14,7 @@
 
 pub mod audit;
 pub mod convert;
+pub mod deploy;
 pub mod iis;
 pub mod iiscmd;
 pub mod lease;

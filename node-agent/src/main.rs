@@ -156,7 +156,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
         "{}",
         serde_json::json!({"agent": addr.to_string(), "node": node, "backend": backend, "sites": sites})
     );
-    farm_agent::server::run(listener, node, iis, cfg, security, shutdown_signal()).await?;
+    let deployments = config.deploy.clone().map(|d| {
+        Arc::new(farm_agent::deploy::Deployments::new(
+            d,
+            iis.clone(),
+            Arc::new(SystemRunner),
+        ))
+    });
+    let service =
+        farm_agent::service::AgentService::new(node, iis, cfg).with_deployments(deployments);
+    farm_agent::server::serve(listener, service, security, shutdown_signal()).await?;
     if let Some(sim) = sim {
         sim.shutdown();
     }

@@ -13,6 +13,9 @@ const REMEMBERED: usize = 1024;
 pub enum Stored {
     Drain(pb::DrainReply),
     Operation(pb::OperationResult),
+    Stage(pb::StageReply),
+    Switch(pb::SwitchReply),
+    Prune(pb::PruneReply),
 }
 
 /// The result of an operation, once it is known.

@@ -81,6 +81,10 @@ pub enum Call {
     Recycle,
     Reset,
     Lease,
+    Stage,
+    Switch,
+    Prune,
+    Releases,
 }
 
 impl Call {
@@ -93,11 +97,15 @@ impl Call {
             Call::Recycle => "Recycle",
             Call::Reset => "Reset",
             Call::Lease => "Lease",
+            Call::Stage => "Stage",
+            Call::Switch => "Switch",
+            Call::Prune => "Prune",
+            Call::Releases => "Releases",
         }
     }
 
     fn needs_operator(self) -> bool {
-        !matches!(self, Call::Status | Call::WatchLoad)
+        !matches!(self, Call::Status | Call::WatchLoad | Call::Releases)
     }
 }
 

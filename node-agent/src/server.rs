@@ -46,8 +46,24 @@ pub async fn run(
     security: Security,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
-    let service = AgentService::new(node, iis, cfg)
-        .with_security(security.authz.clone(), security.audit.clone());
+    serve(
+        listener,
+        AgentService::new(node, iis, cfg),
+        security,
+        shutdown,
+    )
+    .await
+}
+
+/// Serves `service` (built with what it needs, e.g. deployments) with
+/// `security`.
+pub async fn serve(
+    listener: TcpListener,
+    service: AgentService,
+    security: Security,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
+    let service = service.with_security(security.authz.clone(), security.audit.clone());
     let svc = NodeAgentServer::new(service).max_decoding_message_size(MAX_REQUEST_BYTES);
     let mut builder = tonic::transport::Server::builder()
         .timeout(Duration::from_secs(600))
@@ -130,6 +146,7 @@ fn tls_incoming(
                         operation_id: None,
                         outcome,
                         duration_ms: 0,
+                        detail: None,
                     });
                 }
             });

@@ -50,13 +50,14 @@ async fn reset_on(fake: &Arc<FakeIis>, stop_s: u64) -> OpResult {
     .await
 }
 
-const STATUS: [&str; 6] = [
+const STATUS: [&str; 7] = [
     "sc query W3SVC",
     "sc query WAS",
     "appcmd list apppool",
     "appcmd list wp",
     "appcmd list site",
     "appcmd list app",
+    "appcmd list vdir",
 ];
 const STATUS_IIS_DOWN: [&str; 2] = ["sc query W3SVC", "sc query WAS"];
 
@@ -405,4 +406,42 @@ async fn a_pool_that_was_does_not_bring_back_is_started_by_the_agent() {
     assert!(log[..start].iter().any(|c| c == "iisreset /start"));
     assert_eq!(&log[start + 1..], &STATUS, "verified after starting it");
     assert_eq!(r.pools[0].state_after, PoolState::Started);
+}
+
+#[tokio::test]
+async fn a_site_is_pointed_at_another_folder_with_the_exact_command() {
+    let fake = Arc::new(FakeIis::new(&["Shop"], FakeFaults::default()));
+    let b = backend(&fake);
+    fake.clear_log();
+    let before = b.site_path("ShopSite").await.unwrap();
+    // %SystemDrive% is expanded from the agent's environment (unknown on
+    // Linux, so it stays as written there).
+    assert!(before.ends_with(r"\inetpub\Shop"), "{before}");
+    b.set_site_path("ShopSite", r"D:\releases\shop\2.0.0")
+        .await
+        .unwrap();
+    assert_eq!(
+        fake.log(),
+        [
+            "appcmd list vdir /app.name:ShopSite/",
+            r"appcmd set vdir ShopSite/ /physicalPath:D:\releases\shop\2.0.0",
+        ]
+    );
+    assert_eq!(
+        b.site_path("ShopSite").await.unwrap(),
+        r"D:\releases\shop\2.0.0"
+    );
+    assert_eq!(
+        b.status().await.unwrap().sites[0].physical_path,
+        r"D:\releases\shop\2.0.0"
+    );
+    // Unknown sites and hostile names.
+    assert!(matches!(
+        b.set_site_path("NoSuchSite", r"D:\x").await,
+        Err(IisError::NoSuchSite(_))
+    ));
+    fake.clear_log();
+    assert!(b.set_site_path("a\"b", r"D:\x").await.is_err());
+    assert!(b.set_site_path("ShopSite", "D:\\x\"&calc").await.is_err());
+    assert!(fake.log().is_empty(), "a hostile name ran a command");
 }

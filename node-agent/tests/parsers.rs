@@ -125,3 +125,21 @@ fn typeperf_counter_value() {
     );
     assert_eq!(typeperf_value("Error: No valid counters.\r\n"), None);
 }
+
+#[test]
+fn a_site_root_virtual_directory_and_its_variables() {
+    let text = fixture("list_vdir.txt");
+    assert_eq!(
+        root_vdir_path(&text, "shop").as_deref(),
+        Some(r"D:\sites\shop\releases\2.4.0"),
+        "the root vdir, not shop/api/"
+    );
+    let dws = root_vdir_path(&text, "default web site").unwrap();
+    assert_eq!(dws, r"%SystemDrive%\inetpub\wwwroot");
+    let env = |n: &str| (n == "SystemDrive").then(|| "C:".to_string());
+    assert_eq!(expand_vars(&dws, env), r"C:\inetpub\wwwroot");
+    assert_eq!(root_vdir_path(&text, "blog"), None);
+    assert!(objects(&fixture("set_vdir_ok.txt"), "VDIR")
+        .next()
+        .is_none());
+}

@@ -239,6 +239,32 @@ async fn a_viewer_may_look_but_not_act_and_every_call_is_audited() {
         operation_id: "v3".into(),
     };
     assert_eq!(code(c.drain(drain).await).await, Code::PermissionDenied);
+    let switch = pb::SwitchRequest {
+        operation_id: "v4".into(),
+        site: "ShopSite".into(),
+        version: "2.0.0".into(),
+        hooks: vec!["warm".into()],
+        back: false,
+    };
+    assert_eq!(code(c.switch(switch).await).await, Code::PermissionDenied);
+    let stage = pb::StageChunk {
+        part: Some(pb::stage_chunk::Part::Header(pb::StageHeader {
+            operation_id: "v5".into(),
+            site: "ShopSite".into(),
+            version: "2.0.0".into(),
+            sha256: "0".repeat(64),
+            size: 1,
+        })),
+    };
+    assert_eq!(
+        code(c.stage(tokio_stream::iter(vec![stage])).await).await,
+        Code::PermissionDenied
+    );
+    let prune = pb::PruneRequest {
+        operation_id: "v6".into(),
+        site: "ShopSite".into(),
+    };
+    assert_eq!(code(c.prune(prune).await).await, Code::PermissionDenied);
     assert_eq!(f.fake.log().len(), before, "a denied call ran a command");
     let calls: Vec<(String, String)> = f
         .audit_lines()
@@ -251,7 +277,10 @@ async fn a_viewer_may_look_but_not_act_and_every_call_is_audited() {
         })
         .collect();
     assert_eq!(calls[0], ("Status".into(), "ok".into()));
-    for (i, call) in ["Recycle", "Reset", "Drain"].iter().enumerate() {
+    for (i, call) in ["Recycle", "Reset", "Drain", "Switch", "Stage", "Prune"]
+        .iter()
+        .enumerate()
+    {
         assert_eq!(calls[i + 1].0, *call);
         assert!(calls[i + 1].1.starts_with("denied"), "{calls:?}");
     }

@@ -217,6 +217,18 @@ named_enum! {
         Recycle = "recycle",
         /// Full IIS reset (stop, force if needed, start, verify).
         Reset = "reset",
+        /// Stage a new release, switch the site to it, recycle its pool,
+        /// prove the new version answers.
+        Deploy = "deploy",
+        /// Switch the site back to a release still kept on the node.
+        Rollback = "rollback",
+    }
+}
+
+impl OperationKind {
+    /// A deploy or a rollback: the site's content changes.
+    pub fn switches_release(self) -> bool {
+        matches!(self, OperationKind::Deploy | OperationKind::Rollback)
     }
 }
 
@@ -236,17 +248,26 @@ named_enum! {
     Phase {
         /// Not started yet.
         Pending = "pending",
+        /// Deploy: the package is being uploaded, the node still serves.
+        Staging = "staging",
+        /// Deploy: the release is on the node, waiting for its turn.
+        Staged = "staged",
         /// Being taken out of the load balancer.
         Draining = "draining",
         /// Out of rotation; waiting for the LB's sessions and the node's
         /// own in-flight requests to be gone.
         Quiescing = "quiescing",
+        /// Deploy: the site is being pointed at the new release.
+        Switching = "switching",
         /// The recycle or reset is running on the node.
         Operating = "operating",
         /// The operation was proven; probing until healthy and warm.
         Verifying = "verifying",
         /// Being put back and confirmed up by the load balancer.
         Returning = "returning",
+        /// Deploy: the new version was not proven; switching the site back
+        /// to the release it served before, and recycling.
+        Reverting = "reverting",
         /// Back in rotation with the operation done.
         Done = "done",
         /// Stopped at a step; see the record's detail.
@@ -263,7 +284,10 @@ impl Phase {
     /// The node may be out of rotation because of the run: between the
     /// drain and the confirmed return.
     pub fn is_mid_way(self) -> bool {
-        !matches!(self, Phase::Pending | Phase::Done | Phase::Failed)
+        !matches!(
+            self,
+            Phase::Pending | Phase::Staging | Phase::Staged | Phase::Done | Phase::Failed
+        )
     }
 }
 
@@ -276,13 +300,24 @@ named_enum! {
         Restore = "restore",
         Recycle = "recycle",
         Reset = "reset",
+        Stage = "stage",
+        Switch = "switch",
+        /// Switching back after a version that was not proven...
+        Revert = "revert",
+        /// ...and recycling the pool after it.
+        RevertRecycle = "revert-recycle",
+        Prune = "prune",
     }
 }
 
 impl From<OperationKind> for OpStep {
+    /// The step of the operation proper: a deploy's or a rollback's is the
+    /// recycle of the site's pool.
     fn from(k: OperationKind) -> Self {
         match k {
-            OperationKind::Recycle => OpStep::Recycle,
+            OperationKind::Recycle | OperationKind::Deploy | OperationKind::Rollback => {
+                OpStep::Recycle
+            }
             OperationKind::Reset => OpStep::Reset,
         }
     }

@@ -13,6 +13,7 @@ pub mod v1 {
 pub mod domain;
 pub mod http;
 pub mod names;
+pub mod package;
 pub mod pki;
 pub mod poll;
 

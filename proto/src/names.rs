@@ -33,6 +33,39 @@ pub fn check_pool_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// IIS site names follow the same rules as pool names (they become appcmd
+/// arguments and folder names under the releases root).
+pub fn check_site_name(name: &str) -> Result<(), String> {
+    check_pool_name(name)
+}
+
+/// Release versions name folders on the node: 1-64 characters of
+/// `[A-Za-z0-9._+-]`, starting with a letter or digit (no `.`, `..`).
+pub fn check_version(version: &str) -> Result<(), String> {
+    if version.is_empty() || version.len() > MAX_NAME_LEN {
+        return Err(format!("a version is 1-{MAX_NAME_LEN} characters"));
+    }
+    if !version.starts_with(|c: char| c.is_ascii_alphanumeric()) {
+        return Err(format!(
+            "version `{}` must start with a letter or digit",
+            version.escape_debug()
+        ));
+    }
+    if let Some(bad) = version
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "._+-".contains(*c)))
+    {
+        return Err(format!(
+            "version `{}` contains {bad:?}; only letters, digits and `._+-` are allowed",
+            version.escape_debug()
+        ));
+    }
+    if version.contains("..") {
+        return Err(format!("version `{version}` must not contain `..`"));
+    }
+    Ok(())
+}
+
 /// Operation ids: 1-200 characters of `[A-Za-z0-9._:-]`.
 pub fn check_operation_id(id: &str) -> Result<(), String> {
     if id.is_empty() {
@@ -55,6 +88,29 @@ pub fn check_operation_id(id: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn versions() {
+        for ok in ["1.0.0", "2.4.1-rc.1", "20261121+build7", "v3"] {
+            assert!(check_version(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            ".",
+            "..",
+            "../x",
+            "..\\x",
+            "a/b",
+            "a\\b",
+            "C:x",
+            ".hidden",
+            "1..2",
+            "x y",
+            &"9".repeat(65),
+        ] {
+            assert!(check_version(bad).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn pool_names() {

@@ -277,7 +277,9 @@ impl AgentApi for GrpcAgent {
         let mut client = self.client.clone();
         let op = request.kind;
         let stream = match op {
-            OperationKind::Recycle => {
+            // A deploy's or rollback's operation is the recycle of the
+            // site's pool.
+            OperationKind::Recycle | OperationKind::Deploy | OperationKind::Rollback => {
                 let mut req = tonic::Request::new(pb::RecycleRequest {
                     operation_id: op_id.into(),
                     pools: request.pools.clone(),

@@ -28,6 +28,10 @@ pub struct AgentConfig {
     /// One JSON line per request is appended here.
     #[serde(default)]
     pub audit_log: Option<PathBuf>,
+    /// Deployments: where releases are kept, hooks, limits. Without it the
+    /// agent refuses Stage and Switch.
+    #[serde(default)]
+    pub deploy: Option<crate::deploy::DeployConfig>,
     #[serde(default)]
     pub tools: Tools,
     #[serde(default)]

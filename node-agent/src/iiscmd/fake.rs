@@ -42,6 +42,8 @@ pub struct FakeFaults {
 struct State {
     services: Svc,
     pools: Vec<Pool>,
+    /// Each site's root virtual directory path, as appcmd prints it.
+    vdirs: Vec<(String, String)>,
     next_pid: u32,
     faults: FakeFaults,
     log: Vec<String>,
@@ -55,7 +57,7 @@ impl FakeIis {
     /// A running server with these pools started, one worker each.
     pub fn new(pools: &[&str], faults: FakeFaults) -> Self {
         let mut next_pid = 3000;
-        let pools = pools
+        let pools: Vec<Pool> = pools
             .iter()
             .map(|p| {
                 next_pid += 4;
@@ -66,10 +68,20 @@ impl FakeIis {
                 }
             })
             .collect();
+        let vdirs = pools
+            .iter()
+            .map(|p: &Pool| {
+                (
+                    format!("{}Site", p.name),
+                    format!(r"%SystemDrive%\inetpub\{}", p.name),
+                )
+            })
+            .collect();
         Self {
             state: Mutex::new(State {
                 services: Svc::Running,
                 pools,
+                vdirs,
                 next_pid,
                 faults,
                 log: Vec::new(),
@@ -168,6 +180,31 @@ impl State {
                     .map(|p| format!("APP \"{}Site/\" (applicationPool:{})\r\n", p.name, p.name))
                     .collect::<String>(),
             ),
+            ["list", "vdir", filter @ ..] => {
+                let only = filter.first().and_then(|f| f.strip_prefix("/app.name:"));
+                Output::ok(
+                    self.vdirs
+                        .iter()
+                        .filter(|(site, _)| only.is_none_or(|o| o.eq_ignore_ascii_case(&format!("{site}/"))))
+                        .map(|(site, path)| format!("VDIR \"{site}/\" (physicalPath:{path})\r\n"))
+                        .collect::<String>(),
+                )
+            }
+            ["set", "vdir", vdir, arg] => {
+                let (Some(site), Some(path)) = (vdir.strip_suffix('/'), arg.strip_prefix("/physicalPath:")) else {
+                    return Output::exit(1, "ERROR ( message:Unknown attribute. )\r\n");
+                };
+                match self.vdirs.iter_mut().find(|(s, _)| s.eq_ignore_ascii_case(site)) {
+                    Some(v) => {
+                        v.1 = path.to_string();
+                        Output::ok(format!("VDIR object \"{vdir}\" changed\r\n"))
+                    }
+                    None => Output::exit(
+                        1168,
+                        format!("ERROR ( message:Cannot find VDIR object with identifier \"{vdir}\". )\r\n"),
+                    ),
+                }
+            }
             ["list", "requests"] if self.faults.no_request_monitor => Output::exit(
                 1,
                 "ERROR ( hresult:80004001, message:Command execution failed.\r\nNot implemented\r\n )\r\n",

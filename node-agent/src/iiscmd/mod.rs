@@ -113,6 +113,12 @@ impl CommandBackend {
     }
 }
 
+/// `%SystemDrive%`-style variables, from this process's environment (the
+/// agent runs as a Windows service with the machine's variables).
+fn expand(path: &str) -> String {
+    parse::expand_vars(path, |name| std::env::var(name).ok())
+}
+
 fn tool_name(program: &str) -> &str {
     let base = program.rsplit(['\\', '/']).next().unwrap_or(program);
     base.strip_suffix(".exe").unwrap_or(base)
@@ -148,6 +154,7 @@ impl Iis for CommandBackend {
         let wps = self.appcmd(&["list", "wp"]).await?;
         let sites = self.appcmd(&["list", "site"]).await?;
         let apps = self.appcmd(&["list", "app"]).await?;
+        let vdirs = self.appcmd(&["list", "vdir"]).await?;
         let mut workers: HashMap<String, Vec<WorkerInfo>> = HashMap::new();
         for wp in parse::objects(&wps, "WP") {
             let pool = wp
@@ -191,6 +198,9 @@ impl Iis for CommandBackend {
                     .collect(),
                 state: s.attr("state").unwrap_or("Unknown").to_string(),
                 pool: root_pools.get(&s.id).cloned().unwrap_or_default(),
+                physical_path: parse::root_vdir_path(&vdirs, &s.id)
+                    .map(|p| expand(&p))
+                    .unwrap_or_default(),
                 name: s.id,
             })
             .collect();
@@ -289,6 +299,35 @@ impl Iis for CommandBackend {
                 code: out.code.unwrap_or(-1),
                 message: parse::lines(&out.text()).collect::<Vec<_>>().join(" "),
             })
+        }
+    }
+
+    async fn site_path(&self, site: &str) -> Result<String, IisError> {
+        Self::check(site)?;
+        let filter = format!("/app.name:{site}/");
+        let listing = self.appcmd(&["list", "vdir", &filter]).await?;
+        parse::root_vdir_path(&listing, site)
+            .map(|p| expand(&p))
+            .ok_or_else(|| IisError::NoSuchSite(site.into()))
+    }
+
+    async fn set_site_path(&self, site: &str, path: &str) -> Result<(), IisError> {
+        Self::check(site)?;
+        if path.is_empty() || path.chars().any(|c| c.is_control() || c == '"') {
+            return Err(IisError::InvalidName {
+                name: path.into(),
+                reason: "not a folder path".into(),
+            });
+        }
+        let vdir = format!("{site}/");
+        let arg = format!("/physicalPath:{path}");
+        match self.appcmd(&["set", "vdir", &vdir, &arg]).await {
+            Err(IisError::Command { message, .. })
+                if message.contains("Cannot find VDIR object") =>
+            {
+                Err(IisError::NoSuchSite(site.into()))
+            }
+            other => other.map(|_| ()),
         }
     }
 

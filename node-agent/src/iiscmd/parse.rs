@@ -107,6 +107,42 @@ pub fn appcmd_error(text: &str) -> Option<AppcmdError> {
     })
 }
 
+/// The root virtual directory of `site` in an `appcmd list vdir` listing
+/// (`VDIR "shop/" (physicalPath:D:\sites\shop)`): its physical path as
+/// written (variables not expanded).
+pub fn root_vdir_path(listing: &str, site: &str) -> Option<String> {
+    let id = format!("{site}/");
+    objects(listing, "VDIR")
+        .find(|v| v.id.eq_ignore_ascii_case(&id))
+        .and_then(|v| v.attr("physicalPath").map(str::to_string))
+}
+
+/// Expands `%NAME%` variables with `lookup`; unknown ones stay as written.
+pub fn expand_vars(path: &str, lookup: impl Fn(&str) -> Option<String>) -> String {
+    let mut out = String::new();
+    let mut rest = path;
+    while let Some(start) = rest.find('%') {
+        let (before, after) = rest.split_at(start);
+        out.push_str(before);
+        match after[1..].find('%') {
+            Some(end) => {
+                let name = &after[1..1 + end];
+                match lookup(name).filter(|_| !name.is_empty()) {
+                    Some(v) => out.push_str(&v),
+                    None => out.push_str(&after[..end + 2]),
+                }
+                rest = &after[end + 2..];
+            }
+            None => {
+                out.push_str(after);
+                rest = "";
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 pub fn pool_state(s: &str) -> PoolState {
     PoolState::parse(s)
 }
@@ -161,6 +197,18 @@ mod tests {
         assert_eq!(o.attr("bindings"), Some("http/*:80:,https/*:443:"));
         assert_eq!(o.attr("state"), Some("Started"));
         assert_eq!(o.attr("ID"), Some("2"));
+    }
+
+    #[test]
+    fn variables_are_expanded_and_unknown_ones_kept() {
+        let env = |n: &str| (n.eq_ignore_ascii_case("SystemDrive")).then(|| "C:".to_string());
+        assert_eq!(
+            expand_vars(r"%SystemDrive%\inetpub\wwwroot", env),
+            r"C:\inetpub\wwwroot"
+        );
+        assert_eq!(expand_vars(r"%NOPE%\x", env), r"%NOPE%\x");
+        assert_eq!(expand_vars("50%", env), "50%");
+        assert_eq!(expand_vars("%%", env), "%%");
     }
 
     #[test]

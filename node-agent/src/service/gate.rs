@@ -30,9 +30,22 @@ pub struct Ticket {
     pools: Vec<String>,
     op_id: Option<String>,
     started: Instant,
+    detail: Option<String>,
 }
 
 impl Ticket {
+    /// What the call is about, for its audit line (names, versions, hook
+    /// output), bounded and escaped.
+    pub fn detail(&mut self, detail: &str) {
+        let t: String = detail.chars().take(4096).collect();
+        self.detail = Some(t.escape_debug().to_string());
+    }
+
+    /// The operation id, once known (a stream's first message carries it).
+    pub fn operation_id(&mut self, id: &str) {
+        self.op_id = (!id.is_empty()).then(|| audit::clean(id));
+    }
+
     pub fn close(self, outcome: impl Into<String>) {
         let outcome = outcome.into();
         tracing::info!(call = self.call.name(), identity = %self.who.name, %outcome, "request");
@@ -47,6 +60,7 @@ impl Ticket {
                 operation_id: self.op_id,
                 outcome,
                 duration_ms: audit::ms(self.started),
+                detail: self.detail,
             });
         }
     }
@@ -88,6 +102,7 @@ impl AgentService {
             pools: pools.iter().take(16).map(|p| audit::clean(p)).collect(),
             op_id: (!op_id.is_empty()).then(|| audit::clean(op_id)),
             started: Instant::now(),
+            detail: None,
         };
         match self.authz.check(&ticket.who, call) {
             Ok(()) => Ok(ticket),

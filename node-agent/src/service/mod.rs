@@ -19,6 +19,7 @@ use crate::operations::{wait, Begin, Operations, Stored};
 use crate::ops::{self, OpsConfig, ProgressSink};
 use crate::security::{Authorization, Call};
 
+mod deploy;
 mod gate;
 use gate::{lease_status, ticket_check, valid_op_id, valid_pools, Ticket};
 
@@ -39,6 +40,8 @@ pub struct AgentService {
     authz: Authorization,
     audit: Option<Arc<Audit>>,
     leases: Leases,
+    /// Releases of the sites (none when `deploy` is not configured).
+    deployments: Option<Arc<crate::deploy::Deployments>>,
 }
 
 impl AgentService {
@@ -52,7 +55,13 @@ impl AgentService {
             authz: Authorization::default(),
             audit: None,
             leases: Leases::default(),
+            deployments: None,
         }
+    }
+
+    pub fn with_deployments(mut self, d: Option<Arc<crate::deploy::Deployments>>) -> Self {
+        self.deployments = d;
+        self
     }
 
     pub fn with_security(mut self, authz: Authorization, audit: Option<Arc<Audit>>) -> Self {
@@ -85,49 +94,63 @@ impl AgentService {
         self.leases.check_op(op_id).map_err(lease_status)
     }
 
+    /// Does `work` once per operation id: a repeated id (checked and
+    /// leased like any mutating call) is answered with the first call's
+    /// result; a call that failed is forgotten, so it may be retried.
+    async fn once<T, Fut>(
+        &self,
+        id: &str,
+        kind: &'static str,
+        stored: impl Fn(T) -> Stored,
+        unstored: impl Fn(Stored) -> Option<T>,
+        work: impl FnOnce() -> Fut,
+    ) -> Result<T, Status>
+    where
+        T: Clone,
+        Fut: std::future::Future<Output = Result<T, AgentError>>,
+    {
+        check_operation_id(id).map_err(AgentError::Invalid)?;
+        self.leased_check(id)?;
+        let tx = match self.ops.begin(id, kind).map_err(AgentError::Invalid)? {
+            Begin::Repeat(feed) => {
+                return wait(feed).await.and_then(unstored).ok_or_else(|| {
+                    Status::aborted("the first call with this operation id did not finish")
+                })
+            }
+            Begin::New(tx) => tx,
+        };
+        match work().await {
+            Ok(reply) => {
+                tx.send_replace(Some(stored(reply.clone())));
+                Ok(reply)
+            }
+            Err(e) => {
+                self.ops.abandon(id);
+                Err(e.into())
+            }
+        }
+    }
+
     async fn drain_call(
         &self,
         id: &str,
         kind: &'static str,
         present: bool,
     ) -> Result<pb::DrainReply, Status> {
-        check_operation_id(id).map_err(AgentError::Invalid)?;
-        self.leased_check(id)?;
-        let tx = match self.ops.begin(id, kind).map_err(AgentError::Invalid)? {
-            Begin::Repeat(feed) => {
-                return match wait(feed).await {
-                    Some(Stored::Drain(r)) => Ok(r),
-                    _ => Err(Status::aborted(
-                        "the first call with this operation id did not finish",
-                    )),
-                }
-            }
-            Begin::New(tx) => tx,
+        let unstored = |s| match s {
+            Stored::Drain(r) => Some(r),
+            _ => None,
         };
-        let before = self.iis.health_file_present().await;
-        let result = match before {
-            Ok(was) => self
-                .iis
-                .set_health_file(present)
-                .await
-                .map(|_| was == present),
-            Err(e) => Err(e),
-        };
-        match result {
-            Ok(unchanged) => {
-                self.leases.note_drain((!present).then_some(id));
-                let reply = pb::DrainReply {
-                    drained: !present,
-                    unchanged,
-                };
-                tx.send_replace(Some(Stored::Drain(reply)));
-                Ok(reply)
-            }
-            Err(e) => {
-                self.ops.abandon(id);
-                Err(AgentError::from(e).into())
-            }
-        }
+        self.once(id, kind, Stored::Drain, unstored, || async {
+            let was = self.iis.health_file_present().await?;
+            self.iis.set_health_file(present).await?;
+            self.leases.note_drain((!present).then_some(id));
+            Ok(pb::DrainReply {
+                drained: !present,
+                unchanged: was == present,
+            })
+        })
+        .await
     }
 
     /// Runs `work` as a streamed operation under `id`.
@@ -226,6 +249,13 @@ impl NodeAgent for AgentService {
             // A node without health files (e.g. HAProxy-only) is not drained.
             let drained = !self.iis.health_file_present().await.unwrap_or(true);
             let mut status = convert::status(&self.node, self.iis.backend(), s, in_flight, drained);
+            if let Some(d) = &self.deployments {
+                for site in &mut status.sites {
+                    site.release = d
+                        .release_of(&site.name, &site.physical_path)
+                        .unwrap_or_default();
+                }
+            }
             status.lease = self.leases.current();
             status.lease_holder = status
                 .lease
@@ -392,6 +422,34 @@ impl NodeAgent for AgentService {
             .map(|held| self.armed(held))
             .map_err(lease_status);
         ticket.close_with(result)
+    }
+
+    async fn stage(
+        &self,
+        req: Request<tonic::Streaming<pb::StageChunk>>,
+    ) -> Result<Response<pb::StageReply>, Status> {
+        self.stage_call(req).await
+    }
+
+    async fn releases(
+        &self,
+        req: Request<pb::ReleasesRequest>,
+    ) -> Result<Response<pb::ReleasesReply>, Status> {
+        self.releases_call(req).await
+    }
+
+    async fn switch(
+        &self,
+        req: Request<pb::SwitchRequest>,
+    ) -> Result<Response<pb::SwitchReply>, Status> {
+        self.switch_call(req).await
+    }
+
+    async fn prune(
+        &self,
+        req: Request<pb::PruneRequest>,
+    ) -> Result<Response<pb::PruneReply>, Status> {
+        self.prune_call(req).await
     }
 
     async fn release_lease(

@@ -68,6 +68,11 @@ impl Iis for Simulator {
                         "Stopped".into()
                     },
                     pool: s.app_pool.clone(),
+                    physical_path: st
+                        .roots
+                        .get(&s.name)
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default(),
                 })
                 .collect(),
         })
@@ -295,6 +300,40 @@ impl Iis for Simulator {
         self.state_changed();
         self.inner.listening.send_replace(true);
         self.event("iis_start", "");
+        Ok(())
+    }
+
+    async fn site_path(&self, site: &str) -> Result<String, IisError> {
+        let st = self.lock();
+        if !self
+            .cfg()
+            .sites
+            .iter()
+            .any(|s| s.name.eq_ignore_ascii_case(site))
+        {
+            return Err(IisError::NoSuchSite(site.into()));
+        }
+        Ok(st
+            .roots
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case(site))
+            .map(|(_, p)| p.display().to_string())
+            .unwrap_or_default())
+    }
+
+    async fn set_site_path(&self, site: &str, path: &str) -> Result<(), IisError> {
+        let Some(name) = self
+            .cfg()
+            .sites
+            .iter()
+            .find(|s| s.name.eq_ignore_ascii_case(site))
+            .map(|s| s.name.clone())
+        else {
+            return Err(IisError::NoSuchSite(site.into()));
+        };
+        self.lock().roots.insert(name.clone(), path.into());
+        self.state_changed();
+        self.event("switch", &format!("{name} {path}"));
         Ok(())
     }
 

@@ -67,6 +67,10 @@ pub struct SimSite {
     #[serde(default)]
     pub host: Option<String>,
     pub app_pool: String,
+    /// The folder the site's files are served from (`/version.txt`,
+    /// `/index.html`, ...); `/` keeps its built-in answer. None: no files.
+    #[serde(default)]
+    pub physical_path: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -172,6 +172,39 @@ fn pick_site<'a>(sites: &'a [BoundSite], req: &Request<Incoming>) -> Option<&'a 
         .or_else(|| sites.iter().find(|s| s.host.is_none()))
 }
 
+/// A file of the site's folder, as IIS's static file handler serves it:
+/// 404 for anything missing or outside the folder.
+fn static_file(root: Option<std::path::PathBuf>, path: &str) -> Response<Full<Bytes>> {
+    let not_found = || text(StatusCode::NOT_FOUND, "HTTP Error 404.0 - Not Found\n");
+    let Some(root) = root else {
+        return not_found();
+    };
+    let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+    if parts
+        .iter()
+        .any(|p| *p == ".." || *p == "." || p.contains('\\') || p.contains(':'))
+    {
+        return not_found();
+    }
+    let file = parts.iter().fold(root, |acc, p| acc.join(p));
+    match std::fs::read(&file) {
+        Ok(bytes) => {
+            let mut r = Response::new(Full::new(Bytes::from(bytes)));
+            let kind = if path.ends_with(".html") || path.ends_with(".htm") {
+                "text/html; charset=utf-8"
+            } else {
+                "text/plain; charset=utf-8"
+            };
+            r.headers_mut().insert(
+                hyper::header::CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static(kind),
+            );
+            r
+        }
+        Err(_) => not_found(),
+    }
+}
+
 /// Counts the request in flight on the node and its worker until dropped.
 struct InFlight<'a> {
     sim: &'a Simulator,
@@ -251,6 +284,9 @@ async fn handle(
     }
     if worker.is_killed() {
         return Err(Cut);
+    }
+    if path != "/" && path != "/slow" {
+        return Ok(static_file(sim.site_root(&site.name), path));
     }
     Ok(text(
         StatusCode::OK,

@@ -56,6 +56,8 @@ struct State {
     /// The never-healthy fault has fired.
     unhealthy: bool,
     sites: Vec<BoundSite>,
+    /// Each site's root folder (by site name), where it has one.
+    roots: std::collections::HashMap<String, std::path::PathBuf>,
 }
 
 struct PoolSim {
@@ -137,6 +139,11 @@ impl Simulator {
                     start_fails_left: cfg.faults.start_fails,
                     unhealthy: false,
                     sites: Vec::new(),
+                    roots: cfg
+                        .sites
+                        .iter()
+                        .filter_map(|s| Some((s.name.clone(), s.physical_path.clone()?)))
+                        .collect(),
                 }),
                 cfg,
                 in_flight: watch::channel(0).0,
@@ -240,6 +247,11 @@ impl Simulator {
 
     pub(crate) fn unhealthy(&self) -> bool {
         self.lock().unhealthy
+    }
+
+    /// The folder `site` serves its files from now.
+    pub(crate) fn site_root(&self, site: &str) -> Option<std::path::PathBuf> {
+        self.lock().roots.get(site).cloned()
     }
 
     pub(crate) fn health_file(&self) -> bool {
