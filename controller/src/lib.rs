@@ -17,7 +17,7 @@
 //! - [`report`]: run reports and the `Reporter` trait.
 //! - [`sandbox`]: a simulated farm of real agent processes (demo, tests,
 //!   benchmarks); [`traffic`]: an HTTP load generator; [`certfiles`]: the
-//!   farm's certificate files.
+//!   farm's certificate files; [`release`]: release packages.
 //! - `testing` (tests and the `test-util` feature): fakes of the agent,
 //!   the load balancer and the clock.
 #![forbid(unsafe_code)]
@@ -36,6 +36,7 @@ pub mod operator;
 pub mod preflight;
 pub mod probe;
 pub mod quiesce;
+pub mod release;
 pub mod report;
 pub mod rollout;
 pub mod run;

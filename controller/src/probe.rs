@@ -22,6 +22,16 @@ pub trait Prober: Send + Sync {
         sites: &[Site],
         timeout: Duration,
     ) -> Result<(), String>;
+    /// Until `GET path` on `site` (its Host header) answers 200 with
+    /// `expect` in its body, or `timeout` passes: the version answering.
+    async fn until_serves(
+        &self,
+        node: &Node,
+        site: &Site,
+        path: &str,
+        expect: &str,
+        timeout: Duration,
+    ) -> Result<(), String>;
 }
 
 /// Real HTTP probes.
@@ -40,6 +50,36 @@ impl Prober for HttpProber {
         timeout: Duration,
     ) -> Result<(), String> {
         wait_healthy(node, sites, timeout).await
+    }
+
+    async fn until_serves(
+        &self,
+        node: &Node,
+        site: &Site,
+        path: &str,
+        expect: &str,
+        timeout: Duration,
+    ) -> Result<(), String> {
+        let ask = || {
+            get(
+                &node.address,
+                site.port_on(node),
+                site.host.as_deref(),
+                path,
+                site.probe.timeout,
+            )
+        };
+        let proven = farm_proto::poll::until(timeout, site.probe.interval, || async {
+            matches!(ask().await, Ok((200, body)) if body.contains(expect)).then_some(())
+        })
+        .await;
+        proven.map_err(|()| {
+            format!(
+                "site {}: GET {path} did not answer 200 with {expect:?} within {}",
+                site.name,
+                humantime::format_duration(timeout)
+            )
+        })
     }
 }
 

@@ -48,6 +48,12 @@ pub struct NodeReport {
     pub failed_step: Option<FailedStep>,
     /// Whether the node serves traffic at the end of the run.
     pub in_rotation: bool,
+    /// Deploy and rollback: the release the node serves at the end.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// Deploy: the hooks the agent ran after the switch.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub hooks: Vec<crate::agent::HookRun>,
 }
 
 impl NodeReport {
@@ -62,6 +68,8 @@ impl NodeReport {
             error: None,
             failed_step: None,
             in_rotation: true,
+            version: None,
+            hooks: Vec::new(),
         }
     }
 }

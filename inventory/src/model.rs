@@ -73,6 +73,25 @@ pub struct Site {
     pub port: Option<u16>,
     pub app_pool: Option<String>,
     pub probe: Probe,
+    pub version_probe: Option<VersionProbe>,
+    /// Hooks run after a deployment's switch (names the agents define).
+    pub hooks: Vec<String>,
+}
+
+/// What proves a node serves a given version: `GET path` with the site's
+/// Host header answers 200 and its body contains `expect` with
+/// `{version}` replaced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VersionProbe {
+    pub path: String,
+    pub expect: String,
+}
+
+impl VersionProbe {
+    /// The text the body must contain for `version`.
+    pub fn expected(&self, version: &str) -> String {
+        self.expect.replace("{version}", version)
+    }
 }
 
 impl Site {

@@ -78,6 +78,21 @@ pub struct RawSite {
     pub app_pool: Option<String>,
     #[serde(default)]
     pub probe: RawProbe,
+    /// Deployments: what proves the node serves the new version.
+    pub version_probe: Option<RawVersionProbe>,
+    /// Deployments: hooks to run after the switch, by the names the
+    /// agents' configs define them under.
+    #[serde(default)]
+    pub hooks: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawVersionProbe {
+    pub path: String,
+    /// Text the body must contain; `{version}` is the version deployed.
+    #[serde(default)]
+    pub expect: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -6,10 +6,14 @@ use std::time::Duration;
 use async_trait::async_trait;
 use farm_proto::v1 as pb;
 use farm_proto::NodeAgentClient;
+
 use tokio_stream::StreamExt;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 use super::*;
+
+/// Bytes per Stage message: under the agent's 64 KiB request limit.
+const STAGE_CHUNK: usize = 48 * 1024;
 
 impl From<tonic::Status> for AgentError {
     fn from(s: tonic::Status) -> Self {
@@ -151,6 +155,16 @@ impl From<pb::NodeStatus> for NodeView {
                     pids: p.workers.iter().map(|w| w.pid).collect(),
                 })
                 .collect(),
+            sites: s
+                .sites
+                .into_iter()
+                .map(|x| SiteView {
+                    name: x.name,
+                    pool: x.pool,
+                    physical_path: x.physical_path,
+                    release: (!x.release.is_empty()).then_some(x.release),
+                })
+                .collect(),
             in_flight: s.in_flight,
             drained: s.drained,
             lease: s.lease.map(|l| LeaseView {
@@ -244,6 +258,122 @@ impl AgentApi for GrpcAgent {
         self.unary(msg, |mut c, r| async move { c.undrain(r).await })
             .await
             .map(|_| ())
+    }
+
+    async fn stage(
+        &self,
+        op_id: &str,
+        site: &str,
+        version: &str,
+        package: &Package,
+        timeout: Duration,
+    ) -> Result<Staged, AgentError> {
+        let file = tokio::fs::File::open(&package.path).await.map_err(|e| {
+            AgentError::Call(format!("could not read {}: {e}", package.path.display()))
+        })?;
+        let header = pb::StageChunk {
+            part: Some(pb::stage_chunk::Part::Header(pb::StageHeader {
+                operation_id: op_id.into(),
+                site: site.into(),
+                version: version.into(),
+                sha256: package.sha256.clone(),
+                size: package.size,
+            })),
+        };
+        // Chunks under the agent's 64 KiB message limit, read as they are
+        // sent. A read error ends the stream early: the agent refuses the
+        // short upload.
+        let (tx, rx) = tokio::sync::mpsc::channel(8);
+        let _ = tx.send(header).await;
+        tokio::spawn(async move {
+            use tokio::io::AsyncReadExt;
+            let mut file = file;
+            loop {
+                let mut buf = vec![0u8; STAGE_CHUNK];
+                match file.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => {
+                        buf.truncate(n);
+                        let chunk = pb::StageChunk {
+                            part: Some(pb::stage_chunk::Part::Data(buf)),
+                        };
+                        if tx.send(chunk).await.is_err() {
+                            return; // the agent answered early, or left
+                        }
+                    }
+                }
+            }
+        });
+        let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
+        let mut req = tonic::Request::new(stream);
+        req.set_timeout(timeout);
+        let reply = self
+            .client
+            .clone()
+            .stage(req)
+            .await
+            .map_err(|s| self.map_err(s))?
+            .into_inner();
+        Ok(Staged {
+            already: reply.already_staged,
+            files: reply.files,
+            bytes: reply.bytes,
+        })
+    }
+
+    async fn releases(&self, site: &str) -> Result<Vec<ReleaseView>, AgentError> {
+        let msg = pb::ReleasesRequest { site: site.into() };
+        let reply = self
+            .unary(msg, |mut c, r| async move { c.releases(r).await })
+            .await?;
+        Ok(reply
+            .releases
+            .into_iter()
+            .map(|r| ReleaseView {
+                version: r.version,
+                sha256: r.sha256,
+                active: r.active,
+                previous: r.previous,
+            })
+            .collect())
+    }
+
+    async fn switch(&self, op_id: &str, to: &SwitchTo) -> Result<Switched, AgentError> {
+        let msg = pb::SwitchRequest {
+            operation_id: op_id.into(),
+            site: to.site.clone(),
+            version: to.version.clone(),
+            hooks: to.hooks.clone(),
+            back: to.back,
+        };
+        let r = self
+            .unary(msg, |mut c, r| async move { c.switch(r).await })
+            .await?;
+        Ok(Switched {
+            previous: r.previous,
+            version: r.version,
+            unchanged: r.unchanged,
+            hooks: r
+                .hooks
+                .into_iter()
+                .map(|h| HookRun {
+                    name: h.name,
+                    exit_code: h.exit_code,
+                    output: h.output,
+                    duration_ms: h.duration_ms,
+                })
+                .collect(),
+        })
+    }
+
+    async fn prune(&self, op_id: &str, site: &str) -> Result<Vec<String>, AgentError> {
+        let msg = pb::PruneRequest {
+            operation_id: op_id.into(),
+            site: site.into(),
+        };
+        self.unary(msg, |mut c, r| async move { c.prune(r).await })
+            .await
+            .map(|r| r.removed)
     }
 
     async fn wait_idle(&self, timeout: Duration) -> Result<bool, AgentError> {

@@ -38,6 +38,16 @@ pub struct LeaseView {
     pub reason: String,
 }
 
+/// A site as the agent reports it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SiteView {
+    pub name: String,
+    pub pool: String,
+    pub physical_path: String,
+    /// The release it serves, when it serves one of the agent's releases.
+    pub release: Option<String>,
+}
+
 /// A node as its agent reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeView {
@@ -45,6 +55,7 @@ pub struct NodeView {
     pub backend: String,
     pub services: BTreeMap<String, ServiceState>,
     pub pools: Vec<PoolView>,
+    pub sites: Vec<SiteView>,
     pub in_flight: Option<u64>,
     /// The agent's health-check file is renamed away.
     pub drained: bool,
@@ -59,6 +70,12 @@ impl NodeView {
         ["W3SVC", "WAS"]
             .iter()
             .all(|s| self.services.get(*s) == Some(&ServiceState::Running))
+    }
+
+    pub fn site(&self, name: &str) -> Option<&SiteView> {
+        self.sites
+            .iter()
+            .find(|s| s.name.eq_ignore_ascii_case(name))
     }
 
     pub fn pool(&self, name: &str) -> Option<&PoolView> {
@@ -127,6 +144,63 @@ impl PoolChange {
     }
 }
 
+/// A release package on this machine, to upload.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Package {
+    pub path: std::path::PathBuf,
+    /// Hex sha256 of the file.
+    pub sha256: String,
+    pub size: u64,
+}
+
+/// What a Stage call did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Staged {
+    /// The same package was there already: nothing was uploaded.
+    pub already: bool,
+    pub files: u64,
+    pub bytes: u64,
+}
+
+/// One release kept on a node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReleaseView {
+    pub version: String,
+    pub sha256: String,
+    pub active: bool,
+    pub previous: bool,
+}
+
+/// What to switch a site to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SwitchTo {
+    pub site: String,
+    /// The release to serve; with `back`, the release to leave.
+    pub version: String,
+    pub hooks: Vec<String>,
+    /// Back to what the site served before the last switch.
+    pub back: bool,
+}
+
+/// One hook's run.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct HookRun {
+    pub name: String,
+    pub exit_code: i32,
+    pub output: String,
+    pub duration_ms: u64,
+}
+
+/// What a switch did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Switched {
+    /// What the site served before (a version, or a path).
+    pub previous: String,
+    pub version: String,
+    pub unchanged: bool,
+    pub hooks: Vec<HookRun>,
+}
+
 /// A run's claim on a node: who, for which run, why, for how long
 /// without renewal.
 #[derive(Debug, Clone, Copy)]
@@ -170,4 +244,20 @@ pub trait AgentApi: Send + Sync {
     /// Extends a lease the run holds; refused when it expired meanwhile.
     async fn renew_lease(&self, run_id: &str, ttl: Duration) -> Result<(), AgentError>;
     async fn release_lease(&self, run_id: &str) -> Result<(), AgentError>;
+    /// Uploads `package` as release `version` of `site` (answered at once
+    /// when the same package is there).
+    async fn stage(
+        &self,
+        op_id: &str,
+        site: &str,
+        version: &str,
+        package: &Package,
+        timeout: Duration,
+    ) -> Result<Staged, AgentError>;
+    /// The releases kept for `site`.
+    async fn releases(&self, site: &str) -> Result<Vec<ReleaseView>, AgentError>;
+    async fn switch(&self, op_id: &str, to: &SwitchTo) -> Result<Switched, AgentError>;
+    /// Removes old releases (the agent keeps its `deploy.keep`); their
+    /// versions.
+    async fn prune(&self, op_id: &str, site: &str) -> Result<Vec<String>, AgentError>;
 }

@@ -30,6 +30,7 @@ pub fn request(args: &RolloutArgs, operation: OperationKind) -> RunRequest {
         max_unavailable: args.max_unavailable.clone(),
         window: args.window.clone(),
         canary: args.canary,
+        deploy: None,
     }
 }
 

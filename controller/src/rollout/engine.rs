@@ -52,6 +52,7 @@ pub struct Run<'a> {
 }
 
 type NodeFuture<'r> = Pin<Box<dyn Future<Output = (usize, NodeReport)> + Send + 'r>>;
+type StageFuture<'r> = Pin<Box<dyn Future<Output = (usize, Result<u64, String>)> + Send + 'r>>;
 
 /// The scheduler's bookkeeping.
 struct Progress {
@@ -67,6 +68,10 @@ struct Progress {
     /// Pausing (`rollout.pause`): nothing starts before this.
     not_before: Option<Instant>,
     halted: Option<String>,
+    /// Deploy: nodes still to stage, in order, and what staging did (ms
+    /// taken, or why it failed).
+    to_stage: VecDeque<usize>,
+    staged: HashMap<usize, Result<u64, String>>,
 }
 
 impl<'a> Run<'a> {
@@ -167,13 +172,17 @@ impl<'a> Run<'a> {
             canary_pending: false,
             not_before: None,
             halted: None,
+            to_stage: VecDeque::new(),
+            staged: HashMap::new(),
         };
         let mut at_work: FuturesUnordered<NodeFuture<'_>> = FuturesUnordered::new();
         // Resuming: finished nodes stay as they were; nodes caught mid-way
         // are out of rotation already and are finished first.
         for &i in &self.nodes {
             match self.resume.get(&i).map(|r| r.phase) {
-                None | Some(Phase::Pending) => p.queue.push_back(i),
+                None | Some(Phase::Pending | Phase::Staging | Phase::Staged) => {
+                    p.queue.push_back(i)
+                }
                 Some(Phase::Done) => {
                     p.succeeded += 1;
                     p.reports
@@ -192,10 +201,15 @@ impl<'a> Run<'a> {
         }
         p.canary_pending =
             self.settings.canary && p.succeeded == 0 && p.failures == 0 && at_work.is_empty();
+        if self.stages() {
+            p.to_stage = p.queue.clone();
+        }
+        let mut stagings: FuturesUnordered<StageFuture<'_>> = FuturesUnordered::new();
 
         let mut stop = self.stop.clone();
         loop {
             if p.halted.is_none() {
+                self.start_staging(&mut p, &mut stagings);
                 self.fill(&mut p, &mut at_work);
             }
             if at_work.is_empty() && (p.halted.is_some() || p.queue.is_empty()) {
@@ -206,6 +220,11 @@ impl<'a> Run<'a> {
                 finished = at_work.next(), if !at_work.is_empty() => {
                     if let Some((i, report)) = finished {
                         self.finished(&mut p, i, report, at_work.is_empty()).await;
+                    }
+                }
+                staged = stagings.next(), if !stagings.is_empty() => {
+                    if let Some((i, result)) = staged {
+                        p.staged.insert(i, result);
                     }
                 }
                 _ = tokio::time::sleep_until(pause.unwrap_or_else(Instant::now)), if pause.is_some() => {
@@ -225,6 +244,44 @@ impl<'a> Run<'a> {
             ));
         }
         self.report(p, started, started_at).await
+    }
+
+    /// A deploy with a package: releases are staged ahead of the rollout.
+    fn stages(&self) -> bool {
+        self.settings
+            .deploy
+            .as_ref()
+            .is_some_and(|d| d.package.is_some())
+    }
+
+    /// Keeps up to `staging_concurrency` uploads going, in queue order.
+    fn start_staging<'r>(
+        &'r self,
+        p: &mut Progress,
+        stagings: &mut FuturesUnordered<StageFuture<'r>>,
+    ) {
+        let limit = self
+            .settings
+            .deploy
+            .as_ref()
+            .map_or(1, |d| d.staging_concurrency.max(1));
+        while stagings.len() < limit {
+            let Some(i) = p.to_stage.pop_front() else {
+                return;
+            };
+            stagings.push(Box::pin(async move { (i, self.node_run(i).stage().await) }));
+        }
+    }
+
+    /// A node whose release could not be staged: failed, never drained.
+    fn stage_failed(&self, p: &mut Progress, i: usize, why: String) {
+        let mut r = NodeReport::new(self.name(i));
+        r.outcome = NodeOutcome::Failed;
+        r.failed_step = Some(super::machine::FailedStep::Stage);
+        r.error = Some(format!("{} at stage: {why}", self.name(i)));
+        p.failures += 1;
+        self.reporter.node_finished(&r);
+        p.reports.insert(i, r);
     }
 
     /// Starts every node that may start now.
@@ -251,6 +308,18 @@ impl<'a> Run<'a> {
             }
             if p.canary_pending && p.out.at_work > 0 {
                 break; // the canary goes alone
+            }
+            if let Some(&front) = p.queue.front().filter(|_| self.stages()) {
+                match p.staged.get(&front) {
+                    None => break, // its release is still on its way
+                    Some(Err(why)) => {
+                        let why = why.clone();
+                        p.queue.pop_front();
+                        self.stage_failed(p, front, why);
+                        continue;
+                    }
+                    Some(Ok(_)) => {}
+                }
             }
             let mut limit = if batch {
                 self.capacity.step(p.batch)
@@ -281,8 +350,11 @@ impl<'a> Run<'a> {
     }
 
     /// Books a node that finished; asks after the canary; starts a pause.
-    async fn finished(&self, p: &mut Progress, i: usize, report: NodeReport, idle: bool) {
+    async fn finished(&self, p: &mut Progress, i: usize, mut report: NodeReport, idle: bool) {
         p.out.at_work -= 1;
+        if let Some(Ok(ms)) = p.staged.get(&i) {
+            report.phase_ms.insert("staging".into(), *ms);
+        }
         match report.outcome {
             NodeOutcome::Succeeded => p.succeeded += 1,
             NodeOutcome::Failed => {
@@ -368,9 +440,8 @@ impl<'a> Run<'a> {
         &self.farm.node(i).name
     }
 
-    /// Drives node `i` through its phases.
-    async fn run_node(&self, i: usize) -> (usize, NodeReport) {
-        let node = NodeRun {
+    fn node_run(&self, i: usize) -> NodeRun<'_> {
+        NodeRun {
             run_id: &self.id,
             farm: self.farm,
             settings: self.settings,
@@ -379,8 +450,12 @@ impl<'a> Run<'a> {
             journal: self.journal,
             node: i,
             resume: self.resume.get(&i),
-        };
-        (i, node.drive().await)
+        }
+    }
+
+    /// Drives node `i` through its phases.
+    async fn run_node(&self, i: usize) -> (usize, NodeReport) {
+        (i, self.node_run(i).drive().await)
     }
 
     /// A node the journal says had finished before this (resumed) run.

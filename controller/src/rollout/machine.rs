@@ -25,6 +25,12 @@ farm_proto::named_enum! {
         Operate = "operate",
         Verify = "verify",
         Return = "return",
+        /// Deploy: uploading the release to the node (still in rotation).
+        Stage = "stage",
+        /// Deploy: pointing the site at the new release (or a hook failed).
+        Switch = "switch",
+        /// Deploy: switching back after a version that was not proven.
+        Revert = "revert",
         /// The run journal could not be written: stopped before acting.
         Journal = "journal",
         /// An event the machine does not expect in that phase.
@@ -51,6 +57,8 @@ pub enum State {
     Draining,
     /// Out of rotation; waiting for its in-flight requests to finish.
     Quiescing,
+    /// Deploy: the site is being pointed at the new release.
+    Switching,
     /// The recycle or reset is running on the node.
     Operating,
     /// The operation was proven (new PIDs, services running); probing until
@@ -58,6 +66,9 @@ pub enum State {
     Verifying,
     /// Being put back and confirmed up by the load balancer.
     Returning,
+    /// Deploy: the new release failed (`why`); the site is being switched
+    /// back and its pool recycled before the node may be returned.
+    Reverting(Box<Failure>),
     /// Back in rotation with the operation done.
     Done,
     /// Stopped; see the failure.
@@ -71,9 +82,11 @@ impl State {
             State::Pending => Phase::Pending,
             State::Draining => Phase::Draining,
             State::Quiescing => Phase::Quiescing,
+            State::Switching => Phase::Switching,
             State::Operating => Phase::Operating,
             State::Verifying => Phase::Verifying,
             State::Returning => Phase::Returning,
+            State::Reverting(_) => Phase::Reverting,
             State::Done => Phase::Done,
             State::Failed(_) => Phase::Failed,
         }
@@ -97,6 +110,10 @@ pub enum Event {
     Unhealthy(String),
     Returned,
     ReturnFailed(String),
+    Switched,
+    SwitchFailed(String),
+    Reverted,
+    RevertFailed(String),
 }
 
 /// What the engine must do next. Deadlines are absolute.
@@ -107,6 +124,8 @@ pub enum Action {
     Operate { deadline: Instant },
     Probe { deadline: Instant },
     Return { deadline: Instant },
+    Switch { deadline: Instant },
+    Revert { deadline: Instant },
 }
 
 /// The knobs the machine decides with.
@@ -119,6 +138,9 @@ pub struct Policy {
     pub operation_timeout: Duration,
     pub healthy_timeout: Duration,
     pub return_timeout: Duration,
+    /// A deploy or rollback: the site is switched to a release before the
+    /// operation, and switched back when the node fails after it.
+    pub deploy: bool,
 }
 
 /// A node's machine state and when it entered it.
@@ -157,6 +179,12 @@ fn action_of(state: &State, policy: &Policy, now: Instant) -> Option<Action> {
         },
         State::Returning => Action::Return {
             deadline: now + policy.return_timeout,
+        },
+        State::Switching => Action::Switch {
+            deadline: now + policy.operation_timeout,
+        },
+        State::Reverting(_) => Action::Revert {
+            deadline: now + policy.operation_timeout,
         },
         State::Pending | State::Done | State::Failed(_) => return None,
     })
@@ -198,17 +226,37 @@ pub fn next(
     use FailedStep as F;
     use State as S;
     let enter = |state| enter(state, policy, now);
+    // Once the node is out of rotation and quiet: switch first in a deploy.
+    let work = || {
+        if policy.deploy {
+            S::Switching
+        } else {
+            S::Operating
+        }
+    };
+    // After the site was switched, a failure switches it back first.
+    let failed_after_switch = |step: FailedStep, reason: String| {
+        if policy.deploy {
+            enter(S::Reverting(Box::new(Failure {
+                step,
+                reason,
+                restore: true,
+            })))
+        } else {
+            fail(step, reason, false, now)
+        }
+    };
     match (&node.state, event) {
         (S::Pending, E::Begin) if policy.drains => enter(S::Draining),
-        (S::Pending, E::Begin) => enter(S::Operating),
+        (S::Pending, E::Begin) => enter(work()),
 
         (S::Draining, E::Drained) => enter(S::Quiescing),
         // The drain may have half-happened: try to put the node back.
         (S::Draining, E::DrainFailed(e)) => fail(F::Drain, e, true, now),
 
-        (S::Quiescing, E::Idle) => enter(S::Operating),
+        (S::Quiescing, E::Idle) => enter(work()),
         (S::Quiescing, E::DrainTimedOut) => match policy.on_drain_timeout {
-            OnDrainTimeout::Proceed => enter(S::Operating),
+            OnDrainTimeout::Proceed => enter(work()),
             OnDrainTimeout::Fail => fail(
                 F::Quiesce,
                 format!(
@@ -221,18 +269,37 @@ pub fn next(
         },
         (S::Quiescing, E::LoadUnknown(e)) => fail(F::Quiesce, e, true, now),
 
+        (S::Switching, E::Switched) => enter(S::Operating),
+        // The agent switches back itself when a hook fails: unchanged.
+        (S::Switching, E::SwitchFailed(e)) => fail(F::Switch, e, true, now),
+
         (S::Operating, E::Operated(report)) => match verify(policy.operation, &report) {
             Ok(()) => enter(S::Verifying),
-            Err((step, reason)) => fail(step, reason, false, now),
+            Err((step, reason)) => failed_after_switch(step, reason),
         },
-        (S::Operating, E::OperationFailed(e)) => fail(F::Operate, e, false, now),
+        (S::Operating, E::OperationFailed(e)) => failed_after_switch(F::Operate, e),
 
         (S::Verifying, E::Healthy) if policy.drains => enter(S::Returning),
         (S::Verifying, E::Healthy) => enter(S::Done),
-        (S::Verifying, E::Unhealthy(e)) => fail(F::Verify, e, false, now),
+        (S::Verifying, E::Unhealthy(e)) => failed_after_switch(F::Verify, e),
 
         (S::Returning, E::Returned) => enter(S::Done),
         (S::Returning, E::ReturnFailed(e)) => fail(F::Return, e, false, now),
+
+        // Switched back and recycled: as it was before, so it may go back
+        // into rotation if healthy; the node still failed.
+        (S::Reverting(why), E::Reverted) => fail(
+            why.step,
+            format!("{}; switched back", why.reason),
+            true,
+            now,
+        ),
+        (S::Reverting(why), E::RevertFailed(e)) => fail(
+            F::Revert,
+            format!("{}; switching back failed: {e}", why.reason),
+            false,
+            now,
+        ),
 
         (state, event) => fail(
             F::Engine,
@@ -248,14 +315,32 @@ pub fn next(
 /// to repeat: drain and return are idempotent, the operation carries the
 /// same operation id (the agent answers with its first result), probes
 /// only look. `None` for a node that had not started or had finished.
-pub fn resume_at(phase: Phase, policy: &Policy, now: Instant) -> Option<(NodeState, Action)> {
+///
+/// A node caught reverting (`detail`: why) reverts again: the switch back
+/// names the release it leaves, so it is a no-op once done.
+pub fn resume_at(
+    phase: Phase,
+    detail: Option<&str>,
+    policy: &Policy,
+    now: Instant,
+) -> Option<(NodeState, Action)> {
     let state = match phase {
         Phase::Draining => State::Draining,
         Phase::Quiescing => State::Quiescing,
+        Phase::Switching => State::Switching,
         Phase::Operating => State::Operating,
         Phase::Verifying => State::Verifying,
         Phase::Returning => State::Returning,
-        Phase::Pending | Phase::Done | Phase::Failed => return None,
+        Phase::Reverting => State::Reverting(Box::new(Failure {
+            step: FailedStep::Verify,
+            reason: detail
+                .unwrap_or("the new release failed before the controller stopped")
+                .to_string(),
+            restore: true,
+        })),
+        Phase::Pending | Phase::Staging | Phase::Staged | Phase::Done | Phase::Failed => {
+            return None
+        }
     };
     let (node, action) = enter(state, policy, now);
     Some((node, action?))
@@ -326,6 +411,7 @@ mod tests {
             operation_timeout: Duration::from_secs(300),
             healthy_timeout: Duration::from_secs(120),
             return_timeout: Duration::from_secs(30),
+            deploy: false,
         }
     }
 
@@ -529,7 +615,7 @@ mod tests {
     fn resume_repeats_the_action_of_the_phase_it_stopped_in() {
         let p = policy(true);
         let now = Instant::now();
-        let (s, a) = resume_at(Phase::Operating, &p, now).unwrap();
+        let (s, a) = resume_at(Phase::Operating, None, &p, now).unwrap();
         assert_eq!(s.state, State::Operating);
         assert_eq!(
             a,
@@ -538,21 +624,95 @@ mod tests {
             }
         );
         assert_eq!(
-            resume_at(Phase::Returning, &p, now).unwrap().1,
+            resume_at(Phase::Returning, None, &p, now).unwrap().1,
             Action::Return {
                 deadline: now + p.return_timeout
             }
         );
         assert_eq!(
-            resume_at(Phase::Draining, &p, now).unwrap().1,
+            resume_at(Phase::Draining, None, &p, now).unwrap().1,
             Action::Drain
         );
         for not_mid_run in [Phase::Pending, Phase::Done, Phase::Failed] {
-            assert!(resume_at(not_mid_run, &p, now).is_none());
+            assert!(resume_at(not_mid_run, None, &p, now).is_none());
         }
         // A resumed node then goes on as usual.
-        let (s, _) = resume_at(Phase::Verifying, &p, now).unwrap();
+        let (s, _) = resume_at(Phase::Verifying, None, &p, now).unwrap();
         assert_eq!(next(&p, &s, Event::Healthy, now).0.state, State::Returning);
+    }
+
+    #[test]
+    fn a_deploy_switches_before_operating_and_reverts_an_unproven_version() {
+        let mut p = policy(true);
+        p.deploy = true;
+        let mut events = up_to_operated();
+        events.insert(3, E::Switched);
+        events.push(E::Healthy);
+        events.push(E::Returned);
+        let (phases, actions, _) = drive(&p, events);
+        assert_eq!(
+            phases,
+            [
+                Phase::Draining,
+                Phase::Quiescing,
+                Phase::Switching,
+                Phase::Operating,
+                Phase::Verifying,
+                Phase::Returning,
+                Phase::Done
+            ]
+        );
+        assert!(matches!(actions[2], Some(Action::Switch { .. })));
+        // The new version is not proven: switched back, then failed and
+        // free to go back into rotation if healthy.
+        let mut events = up_to_operated();
+        events.insert(3, E::Switched);
+        events.push(E::Unhealthy("/version.txt does not say 2.0.0".into()));
+        let (phases, actions, s) = drive(&p, events.clone());
+        assert_eq!(phases.last(), Some(&Phase::Reverting));
+        assert!(matches!(actions.last(), Some(Some(Action::Revert { .. }))));
+        let (s, _) = next(&p, &s, E::Reverted, Instant::now());
+        match s.state {
+            State::Failed(Failure {
+                step: FailedStep::Verify,
+                restore: true,
+                reason,
+            }) => assert!(
+                reason.contains("2.0.0") && reason.contains("switched back"),
+                "{reason}"
+            ),
+            other => panic!("{other:?}"),
+        }
+        // A failed switch leaves the node as it was (the agent switches
+        // back itself when a hook fails).
+        let (_, _, s) = drive(
+            &p,
+            vec![
+                E::Begin,
+                E::Drained,
+                E::Idle,
+                E::SwitchFailed("hook".into()),
+            ],
+        );
+        assert!(matches!(
+            s.state,
+            State::Failed(Failure {
+                step: FailedStep::Switch,
+                restore: true,
+                ..
+            })
+        ));
+        // Switching back that fails keeps the node out.
+        let (_, _, s) = drive(&p, events);
+        let (s, _) = next(&p, &s, E::RevertFailed("agent gone".into()), Instant::now());
+        assert!(matches!(
+            s.state,
+            State::Failed(Failure {
+                step: FailedStep::Revert,
+                restore: false,
+                ..
+            })
+        ));
     }
 
     #[test]

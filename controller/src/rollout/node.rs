@@ -8,13 +8,18 @@ use tokio::time::Instant;
 
 use super::machine::{self, Action, Event, FailedStep, Failure, NodeState, Policy, State};
 use super::reconcile::{evidence, ResumePoint};
-use crate::agent::{AgentApi, OperationRequest};
+use std::time::Duration;
+
+use farm_inventory::Site;
+use farm_proto::domain::OperationKind;
+
+use crate::agent::{AgentApi, OperationRequest, SwitchTo};
 use crate::farm::Farm;
 use crate::journal::Journal;
 use crate::lb::Target;
 use crate::quiesce::{quiesce, Quiesced};
 use crate::report::{NodeReport, Reporter};
-use crate::run::RunSettings;
+use crate::run::{DeploySettings, RunSettings};
 
 /// What driving one node needs from its run.
 pub(super) struct NodeRun<'r> {
@@ -101,6 +106,13 @@ impl NodeRun<'_> {
             let Some(action) = action else { break };
             step = Step::Act(action);
         }
+        if let Some(d) = &self.settings.deploy {
+            report.version = agent
+                .status()
+                .await
+                .ok()
+                .and_then(|v| v.site(&d.site).and_then(|s| s.release.clone()));
+        }
         match node.state {
             State::Done => {
                 report.outcome = NodeOutcome::Succeeded;
@@ -129,7 +141,8 @@ impl NodeRun<'_> {
         let Some(point) = self.resume else {
             return (NodeState::new(now), Step::Event(Event::Begin));
         };
-        let Some((node, action)) = machine::resume_at(point.phase, self.policy, now) else {
+        let detail = point.detail.as_deref();
+        let Some((node, action)) = machine::resume_at(point.phase, detail, self.policy, now) else {
             return (NodeState::new(now), Step::Event(Event::Begin));
         };
         if let (Action::Operate { .. }, Some(before)) = (&action, &point.pids) {
@@ -171,6 +184,7 @@ impl NodeRun<'_> {
         };
         let detail = match &next.state {
             State::Failed(f) => Some(format!("{}: {}", f.step, f.reason)),
+            State::Reverting(f) => Some(f.reason.clone()),
             _ => None,
         };
         let written = j.phase(self.name(), next.phase(), pids, detail);
@@ -180,10 +194,138 @@ impl NodeRun<'_> {
         }
     }
 
-    /// Puts back a node whose operation never ran, if it is healthy.
+    /// Deploy: puts the release on the node while it still serves — the
+    /// upload is not out-of-rotation time. A release already there from the
+    /// same package (a resumed run) is not uploaded again. Returns how long
+    /// it took.
+    pub(super) async fn stage(&self) -> Result<u64, String> {
+        let started = Instant::now();
+        let (Some(d), name) = (&self.settings.deploy, self.name()) else {
+            return Ok(0);
+        };
+        let Some(package) = &d.package else {
+            return Ok(0);
+        };
+        let agent = self.farm.agent(self.node);
+        self.reporter.phase(name, Phase::Staging);
+        if let Some(j) = self.journal {
+            drop(j.phase(name, Phase::Staging, None, None));
+        }
+        let result = async {
+            let kept = agent
+                .releases(&d.site)
+                .await
+                .map_err(|e| format!("could not list the releases of site {}: {e}", d.site))?;
+            match kept.iter().find(|r| r.version == d.version) {
+                Some(r) if r.sha256 == package.sha256 => Ok("already there".to_string()),
+                Some(r) => Err(format!(
+                    "release {} of site {} is already on the node from another package (sha256 {}); \
+                     give this package a new version",
+                    d.version, d.site, r.sha256
+                )),
+                None => {
+                    let op_id = self.op_id(OpStep::Stage);
+                    let timeout = self.settings.timeouts.operation;
+                    agent
+                        .stage(&op_id, &d.site, &d.version, package, timeout)
+                        .await
+                        .map(|s| {
+                            if s.already {
+                                "already there".to_string()
+                            } else {
+                                format!("{} files, {} bytes", s.files, s.bytes)
+                            }
+                        })
+                        .map_err(|e| format!("could not stage release {}: {e}", d.version))
+                }
+            }
+        }
+        .await;
+        let (phase, detail) = match &result {
+            Ok(how) => {
+                self.reporter
+                    .detail(name, &format!("release {} staged ({how})", d.version));
+                (Phase::Staged, None)
+            }
+            Err(e) => (Phase::Failed, Some(format!("stage: {e}"))),
+        };
+        if let Some(j) = self.journal {
+            drop(j.phase(name, phase, None, detail));
+        }
+        result.map(|_| started.elapsed().as_millis() as u64)
+    }
+
+    /// The deploy's settings and its inventory site, in a deploy.
+    fn deploy_site(&self) -> Option<(&DeploySettings, &Site)> {
+        let d = self.settings.deploy.as_ref()?;
+        let site = self
+            .farm
+            .inventory
+            .sites
+            .iter()
+            .find(|s| s.name == d.site)?;
+        Some((d, site))
+    }
+
+    /// The pools to recycle: the run's, or in a deploy without one named,
+    /// the pool the agent says serves the site.
+    async fn pools(&self, agent: &dyn AgentApi) -> Vec<String> {
+        match (&self.settings.deploy, self.settings.pools.is_empty()) {
+            (Some(d), true) => match agent.status().await {
+                Ok(v) => v
+                    .site(&d.site)
+                    .map(|s| s.pool.clone())
+                    .filter(|p| !p.is_empty())
+                    .into_iter()
+                    .collect(),
+                Err(_) => Vec::new(),
+            },
+            _ => self.settings.pools.clone(),
+        }
+    }
+
+    /// Switches the site back from the deploy's version and recycles its
+    /// pool: the node serves what it did before.
+    async fn revert(&self, agent: &dyn AgentApi, within: Duration) -> Result<(), String> {
+        let Some(d) = &self.settings.deploy else {
+            return Err("not a deploy".into());
+        };
+        let back = SwitchTo {
+            site: d.site.clone(),
+            version: d.version.clone(),
+            hooks: Vec::new(),
+            back: true,
+        };
+        let sw = agent
+            .switch(&self.op_id(OpStep::Revert), &back)
+            .await
+            .map_err(|e| e.to_string())?;
+        self.reporter.detail(
+            self.name(),
+            &format!("switched site {} back to {}", d.site, sw.version),
+        );
+        let request = OperationRequest {
+            kind: OperationKind::Recycle,
+            pools: self.pools(agent).await,
+            stop_timeout: self.settings.timeouts.stop,
+        };
+        let noop = |_: &str, _: &str| {};
+        let r = agent
+            .operate(&self.op_id(OpStep::RevertRecycle), &request, within, &noop)
+            .await
+            .map_err(|e| format!("recycling after switching back: {e}"))?;
+        machine::verify(OperationKind::Recycle, &r)
+            .map_err(|(_, e)| format!("recycling after switching back: {e}"))
+    }
+
+    /// Puts back a node that is as it was before the run (its operation
+    /// never ran, or a deploy was switched back), once it is healthy and
+    /// warm, as any node is returned.
     async fn restore(&self, agent: &dyn AgentApi) -> bool {
         let node = self.farm.node(self.node);
-        if let Err(e) = self.farm.probe_once(self.node).await {
+        let sites = &self.farm.inventory.sites;
+        let timeout = self.policy.healthy_timeout;
+        if let Err(e) = self.farm.prober.until_healthy(node, sites, timeout).await {
             self.reporter.detail(
                 &node.name,
                 &format!("left out of rotation: not healthy ({e})"),
@@ -253,7 +395,7 @@ impl NodeRun<'_> {
                 let op_id = self.op_id(op.into());
                 let request = OperationRequest {
                     kind: op,
-                    pools: self.settings.pools.clone(),
+                    pools: self.pools(agent).await,
                     stop_timeout: self.settings.timeouts.stop,
                 };
                 let reporter = self.reporter;
@@ -285,16 +427,51 @@ impl NodeRun<'_> {
             }
             Action::Probe { deadline } => {
                 let sites = &self.farm.inventory.sites;
-                match self
-                    .farm
-                    .prober
-                    .until_healthy(node, sites, left(deadline))
-                    .await
-                {
+                let prober = &self.farm.prober;
+                let healthy = prober.until_healthy(node, sites, left(deadline)).await;
+                let proven = match (healthy, self.deploy_site()) {
+                    (Ok(()), Some((d, site))) => {
+                        let (path, expect) = (&d.version_path, &d.version_expect);
+                        prober
+                            .until_serves(node, site, path, expect, left(deadline))
+                            .await
+                    }
+                    (other, _) => other,
+                };
+                match proven {
                     Ok(()) => Event::Healthy,
                     Err(e) => Event::Unhealthy(e),
                 }
             }
+            Action::Switch { .. } => {
+                let Some(d) = &self.settings.deploy else {
+                    return Event::SwitchFailed("not a deploy".into());
+                };
+                let to = SwitchTo {
+                    site: d.site.clone(),
+                    version: d.version.clone(),
+                    hooks: d.hooks.clone(),
+                    back: false,
+                };
+                match agent.switch(&self.op_id(OpStep::Switch), &to).await {
+                    Ok(sw) => {
+                        self.reporter.detail(
+                            &node.name,
+                            &format!("site {} {} -> {}", d.site, sw.previous, sw.version),
+                        );
+                        report.hooks = sw.hooks;
+                        Event::Switched
+                    }
+                    Err(e) => Event::SwitchFailed(format!(
+                        "could not switch site {} to {}: {e}",
+                        d.site, d.version
+                    )),
+                }
+            }
+            Action::Revert { deadline } => match self.revert(agent, left(deadline)).await {
+                Ok(()) => Event::Reverted,
+                Err(e) => Event::RevertFailed(e),
+            },
             Action::Return { deadline } => {
                 let op_id = self.op_id(OpStep::Undrain);
                 let target = Target {

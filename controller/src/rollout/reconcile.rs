@@ -72,6 +72,7 @@ mod tests {
                 state: PoolState::Started,
                 pids: pids.to_vec(),
             }],
+            sites: vec![],
             in_flight: Some(0),
             drained: true,
             lease: None,

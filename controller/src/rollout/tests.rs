@@ -399,8 +399,8 @@ fn behaviour() -> impl Strategy<Value = Behaviour> {
                 warm_time: Duration::from_millis(warm),
                 operate_fails: fails,
                 never_healthy: never,
-                unreachable: false,
                 out_from_start: out,
+                ..Behaviour::default()
             },
         )
 }
@@ -471,4 +471,194 @@ proptest! {
             Ok(())
         })?;
     }
+}
+
+/// A deploy of 2.0.0 to every node of `ff`.
+fn deploy(ff: &FakeFarm, package: bool) -> RunSettings {
+    let mut s = settings(ff);
+    s.operation = OperationKind::Deploy;
+    s.deploy = Some(crate::run::DeploySettings {
+        site: "shop".into(),
+        version: "2.0.0".into(),
+        package: package.then(|| crate::agent::Package {
+            path: "/nowhere/shop-2.0.0.zip".into(),
+            sha256: "ab".repeat(32),
+            size: 1000,
+        }),
+        hooks: vec![],
+        version_path: "/version.txt".into(),
+        version_expect: "2.0.0".into(),
+        staging_concurrency: 2,
+    });
+    s
+}
+
+fn versions(r: &RunReport) -> Vec<Option<&str>> {
+    r.nodes.iter().map(|n| n.version.as_deref()).collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_deploy_stages_ahead_and_switches_every_node() {
+    let ff = fake_farm(nodes(4), "");
+    let s = deploy(&ff, true);
+    let report = run(&ff, &s).await;
+    assert!(report.succeeded(), "{report:#?}");
+    assert_eq!(versions(&report), [Some("2.0.0"); 4]);
+    for n in &ff.nodes {
+        assert_eq!(
+            ff.log.of(&n.name),
+            [
+                What::Uploaded,
+                What::Drained,
+                What::Switched,
+                What::OperateStart,
+                What::OperateEnd,
+                What::Returned
+            ]
+        );
+    }
+    // Staged while the node before was still out: transfer time is not
+    // out-of-rotation time.
+    let all = ff.log.all();
+    let web02_up = all
+        .iter()
+        .position(|h| h.node == "web02" && h.what == What::Uploaded)
+        .unwrap();
+    let web01_back = all
+        .iter()
+        .position(|h| h.node == "web01" && h.what == What::Returned)
+        .unwrap();
+    assert!(web02_up < web01_back, "{all:#?}");
+    assert!(report
+        .nodes
+        .iter()
+        .all(|n| n.phase_ms.contains_key("staging")));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_node_whose_release_cannot_be_staged_is_never_drained() {
+    let mut b = nodes(4);
+    b[1].stage_fails = true;
+    let ff = fake_farm(b, "");
+    let report = run(&ff, &deploy(&ff, true)).await;
+    assert_eq!(outcomes(&report), [Succeeded, Failed, Skipped, Skipped]);
+    let web02 = &report.nodes[1];
+    assert_eq!(web02.failed_step, Some(super::machine::FailedStep::Stage));
+    assert!(web02.in_rotation);
+    assert!(web02.error.as_deref().unwrap().contains("free disk"));
+    assert!(!ff.log.of("web02").contains(&What::Drained));
+    assert!(!ff.log.of("web03").contains(&What::Drained));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unproven_version_is_switched_back_and_the_node_returned() {
+    let mut b = nodes(3);
+    b[1].bad_version = true;
+    let ff = fake_farm(b, "rollout: {healthy_timeout: 2s}\n");
+    let report = run(&ff, &deploy(&ff, true)).await;
+    assert_eq!(outcomes(&report), [Succeeded, Failed, Skipped]);
+    assert_eq!(versions(&report), [Some("2.0.0"), Some("1.0.0"), None]);
+    let web02 = &report.nodes[1];
+    assert!(web02.in_rotation, "back in rotation on its old release");
+    assert!(
+        web02.error.as_deref().unwrap().contains("switched back"),
+        "{web02:?}"
+    );
+    assert_eq!(
+        ff.log.of("web02"),
+        [
+            What::Uploaded,
+            What::Drained,
+            What::Switched,
+            What::OperateStart,
+            What::OperateEnd,
+            What::Switched,
+            What::OperateStart,
+            What::OperateEnd,
+            What::Returned
+        ]
+    );
+    assert_eq!(ff.nodes[1].serving(), "1.0.0");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rollback_switches_without_uploading() {
+    let ff = fake_farm(nodes(3), "");
+    // Every node on 2.0.0, with 1.0.0 kept.
+    run(&ff, &deploy(&ff, true)).await;
+    let mut s = deploy(&ff, false);
+    s.operation = OperationKind::Rollback;
+    let d = s.deploy.as_mut().unwrap();
+    d.version = "1.0.0".into();
+    d.version_expect = "1.0.0".into();
+    let uploads = ff.log.count(What::Uploaded);
+    let report = run(&ff, &s).await;
+    assert!(report.succeeded(), "{report:#?}");
+    assert_eq!(versions(&report), [Some("1.0.0"); 3]);
+    assert_eq!(ff.log.count(What::Uploaded), uploads, "nothing uploaded");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_deploy_resumed_mid_switch_or_mid_revert_switches_once() {
+    // Killed after the switch was asked for: asked again, the agent
+    // answers it is already there.
+    let ff = fake_farm(nodes(1), "");
+    let mut s = deploy(&ff, true);
+    s.nodes = vec!["web01".into()];
+    run(&ff, &s).await;
+    let switches = ff.log.count(What::Switched);
+    let point = ResumePoint {
+        phase: Phase::Switching,
+        pids: None,
+        detail: None,
+    };
+    let report = Run::new("r1", &ff.farm, &s, &Silent, &AssumeYes)
+        .unwrap()
+        .resuming(HashMap::from([(0, point)]), 0)
+        .execute()
+        .await;
+    assert!(report.succeeded());
+    assert_eq!(
+        ff.log.count(What::Switched),
+        switches,
+        "switched once in all"
+    );
+    assert_eq!(ff.log.count(What::Uploaded), 1, "uploaded once in all");
+    // Killed while reverting after the switch back: reverting again does
+    // not switch forward or back a second time.
+    ff.nodes[0].set(|b| b.bad_version = true);
+    let report = Run::new("r2", &ff.farm, &s, &Silent, &AssumeYes)
+        .unwrap()
+        .resuming(
+            HashMap::from([(
+                0,
+                ResumePoint {
+                    phase: Phase::Reverting,
+                    pids: None,
+                    detail: Some("GET /version.txt did not answer 2.0.0".into()),
+                },
+            )]),
+            0,
+        )
+        .execute()
+        .await;
+    assert_eq!(outcomes(&report), [Failed]);
+    assert_eq!(ff.nodes[0].serving(), "1.0.0");
+    let again = Run::new("r3", &ff.farm, &s, &Silent, &AssumeYes)
+        .unwrap()
+        .resuming(
+            HashMap::from([(
+                0,
+                ResumePoint {
+                    phase: Phase::Reverting,
+                    pids: None,
+                    detail: None,
+                },
+            )]),
+            0,
+        )
+        .execute()
+        .await;
+    assert_eq!(outcomes(&again), [Failed]);
+    assert_eq!(ff.nodes[0].serving(), "1.0.0", "a second revert is a no-op");
 }

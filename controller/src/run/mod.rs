@@ -17,7 +17,7 @@ pub mod settings;
 mod start;
 
 pub use resume::{resume, resume_on};
-pub use settings::{FarmNode, RunRequest, RunSettings, RunTimeouts};
+pub use settings::{DeployRequest, DeploySettings, FarmNode, RunRequest, RunSettings, RunTimeouts};
 pub use start::{check, start, Checked};
 
 /// What a run needs from its surroundings.

@@ -11,6 +11,7 @@ use farm_inventory::{
 use farm_proto::domain::OperationKind;
 use serde::{Deserialize, Serialize};
 
+use crate::agent::Package;
 use crate::exit::CommandError;
 use crate::rollout::capacity::Capacity;
 use crate::rollout::machine::Policy;
@@ -29,6 +30,18 @@ pub struct RunRequest {
     /// Overrides `rollout.window`.
     pub window: Option<String>,
     pub canary: bool,
+    /// A deploy's or rollback's site and version (and package).
+    pub deploy: Option<DeployRequest>,
+}
+
+/// What a deploy or rollback asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeployRequest {
+    /// The inventory's site.
+    pub site: String,
+    pub version: String,
+    /// The zip to stage (deploy); none for a rollback.
+    pub package: Option<std::path::PathBuf>,
 }
 
 impl RunRequest {
@@ -40,9 +53,33 @@ impl RunRequest {
             max_unavailable: None,
             window: None,
             canary: false,
+            deploy: None,
         }
     }
 }
+
+/// What a deploy or rollback puts on each node, recorded in the run
+/// contract (a resume stages and switches exactly this).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeploySettings {
+    /// The inventory's site.
+    pub site: String,
+    pub version: String,
+    /// The package staged ahead of the rollout; none for a rollback.
+    pub package: Option<Package>,
+    /// Hooks the agents run after the switch.
+    pub hooks: Vec<String>,
+    /// `GET path` answers 200 with `expect` in its body: the version is the
+    /// one answering.
+    pub version_path: String,
+    pub version_expect: String,
+    /// Uploads under way at once, ahead of the rollout.
+    pub staging_concurrency: usize,
+}
+
+/// Uploads at once: enough to keep ahead of a rollout, few enough not to
+/// saturate the controller's link.
+pub const STAGING_CONCURRENCY: usize = 4;
 
 /// A node of the farm as the run saw it at the start.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -97,6 +134,9 @@ pub struct RunSettings {
     pub canary: bool,
     pub strategy: Strategy,
     pub timeouts: RunTimeouts,
+    /// Deploy and rollback only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deploy: Option<DeploySettings>,
 }
 
 fn lb_name(inv: &Inventory) -> String {
@@ -135,10 +175,19 @@ impl RunSettings {
             }
             None => inv.rollout.window.as_ref().map(ToString::to_string),
         };
+        let deploy = resolve_deploy(inv, req)?;
         let pools = match req.operation {
             OperationKind::Recycle if req.pools.is_empty() => inv.app_pools.clone(),
             OperationKind::Recycle => req.pools.clone(),
             OperationKind::Reset => Vec::new(),
+            // The site's pool; when the inventory does not name it, each
+            // node's own (from its agent) at the time of the recycle.
+            OperationKind::Deploy | OperationKind::Rollback => deploy
+                .as_ref()
+                .and_then(|d| inv.sites.iter().find(|s| s.name == d.site))
+                .and_then(|s| s.app_pool.clone())
+                .into_iter()
+                .collect(),
         };
         let r = &inv.rollout;
         Ok(RunSettings {
@@ -173,6 +222,7 @@ impl RunSettings {
                 stop: r.stop_timeout,
                 lease_ttl: r.lease_ttl,
             },
+            deploy,
         })
     }
 
@@ -194,6 +244,7 @@ impl RunSettings {
             operation_timeout: self.timeouts.operation,
             healthy_timeout: self.timeouts.healthy,
             return_timeout: self.timeouts.return_,
+            deploy: self.operation.switches_release(),
         }
     }
 
@@ -243,6 +294,67 @@ impl RunSettings {
         }
         Ok(())
     }
+}
+
+/// A deploy's or rollback's settings: the site must be in the inventory
+/// with a version probe, the version a plain name, the package a zip that
+/// passes the package rules.
+fn resolve_deploy(
+    inv: &Inventory,
+    req: &RunRequest,
+) -> Result<Option<DeploySettings>, CommandError> {
+    if !req.operation.switches_release() {
+        return Ok(None);
+    }
+    let d = req
+        .deploy
+        .as_ref()
+        .ok_or_else(|| CommandError::bad_input("a deploy needs --site and --version"))?;
+    let Some(site) = inv
+        .sites
+        .iter()
+        .find(|s| s.name.eq_ignore_ascii_case(&d.site))
+    else {
+        let known: Vec<&str> = inv.sites.iter().map(|s| s.name.as_str()).collect();
+        return Err(CommandError::bad_input(format!(
+            "--site {}: not in the inventory (sites: {})",
+            d.site,
+            known.join(", ")
+        )));
+    };
+    farm_proto::names::check_version(&d.version)
+        .map_err(|e| CommandError::bad_input(format!("--version: {e}")))?;
+    let Some(probe) = &site.version_probe else {
+        let i = inv
+            .sites
+            .iter()
+            .position(|s| s.name == site.name)
+            .unwrap_or(0);
+        return Err(CommandError::bad_input(format!(
+            "sites[{i}].version_probe is needed to {}: it proves the new version is the one answering \
+             (e.g. `version_probe: {{path: /version.txt, expect: \"{{version}}\"}}`)",
+            req.operation
+        )));
+    };
+    let package = match (&d.package, req.operation) {
+        (Some(path), OperationKind::Deploy) => Some(
+            crate::release::read_package(path)
+                .map_err(|e| CommandError::bad_input(format!("--package: {e}")))?,
+        ),
+        (None, OperationKind::Deploy) => {
+            return Err(CommandError::bad_input("a deploy needs --package FILE.zip"))
+        }
+        _ => None,
+    };
+    Ok(Some(DeploySettings {
+        site: site.name.clone(),
+        version: d.version.clone(),
+        package,
+        hooks: site.hooks.clone(),
+        version_path: probe.path.clone(),
+        version_expect: probe.expected(&d.version),
+        staging_concurrency: STAGING_CONCURRENCY,
+    }))
 }
 
 /// Node names named by `--nodes`, in inventory order (all when empty).

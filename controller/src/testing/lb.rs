@@ -114,4 +114,21 @@ impl Prober for FakeProber {
         .await;
         healthy.map_err(|()| format!("not healthy within {timeout:?}"))
     }
+
+    async fn until_serves(
+        &self,
+        node: &Node,
+        _site: &Site,
+        path: &str,
+        expect: &str,
+        timeout: Duration,
+    ) -> Result<(), String> {
+        let serves = farm_proto::poll::until(timeout, Duration::from_millis(10), || async {
+            self.node(&node.name)
+                .is_some_and(|n| n.serves(expect))
+                .then_some(())
+        })
+        .await;
+        serves.map_err(|()| format!("GET {path} did not answer {expect:?} within {timeout:?}"))
+    }
 }

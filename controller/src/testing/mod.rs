@@ -38,6 +38,10 @@ pub enum What {
     OperateEnd,
     /// The agent answered a repeated operation id with its first result.
     Replayed,
+    /// A package was uploaded (not answered as already there).
+    Uploaded,
+    /// The site was pointed at another release.
+    Switched,
 }
 
 /// The shared event log.

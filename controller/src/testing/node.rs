@@ -10,8 +10,8 @@ use tokio::time::Instant;
 
 use super::{Log, What};
 use crate::agent::{
-    AgentApi, AgentError, LeaseClaim, NodeView, OperationReport, OperationRequest, PoolChange,
-    PoolView, ProgressFn,
+    AgentApi, AgentError, LeaseClaim, NodeView, OperationReport, OperationRequest, Package,
+    PoolChange, PoolView, ProgressFn, ReleaseView, Staged, SwitchTo, Switched,
 };
 use crate::lb::LbState;
 
@@ -44,6 +44,12 @@ pub struct Behaviour {
     pub unreachable: bool,
     /// The LB has the node out (DOWN) from the start.
     pub out_from_start: bool,
+    /// Uploading a package takes this long...
+    pub stage_time: Duration,
+    /// ...or fails.
+    pub stage_fails: bool,
+    /// After a switch the site never answers with the new version.
+    pub bad_version: bool,
 }
 
 impl Default for Behaviour {
@@ -57,6 +63,9 @@ impl Default for Behaviour {
             never_healthy: false,
             unreachable: false,
             out_from_start: false,
+            stage_time: Duration::from_millis(100),
+            stage_fails: false,
+            bad_version: false,
         }
     }
 }
@@ -69,6 +78,10 @@ struct NodeState {
     healthy_from: Option<Instant>,
     /// Results by operation id.
     results: HashMap<String, OperationReport>,
+    /// Releases staged (version, sha256), the one served, the one before.
+    releases: Vec<(String, String)>,
+    serving: String,
+    previous: Option<String>,
 }
 
 /// One fake node: its agent, its LB member and its sites.
@@ -96,6 +109,9 @@ impl FakeNode {
                 next_pid: pid,
                 healthy_from: Some(Instant::now()),
                 results: HashMap::new(),
+                releases: vec![("1.0.0".into(), "0".repeat(64))],
+                serving: "1.0.0".into(),
+                previous: None,
             }),
             log,
         }
@@ -130,6 +146,16 @@ impl FakeNode {
         self.st().lb = state;
     }
 
+    /// The release the site serves.
+    pub fn serving(&self) -> String {
+        self.st().serving.clone()
+    }
+
+    /// Whether the site answers with `expect` (a version probe).
+    pub(super) fn serves(&self, expect: &str) -> bool {
+        self.healthy() && !self.behaviour().bad_version && self.st().serving == expect
+    }
+
     pub(super) fn healthy(&self) -> bool {
         self.st().healthy_from.is_some_and(|t| Instant::now() >= t)
     }
@@ -159,6 +185,12 @@ impl AgentApi for FakeNode {
                 name: "Shop".into(),
                 state: PoolState::Started,
                 pids: st.pids.clone(),
+            }],
+            sites: vec![crate::agent::SiteView {
+                name: "shop".into(),
+                pool: "Shop".into(),
+                physical_path: format!("/releases/shop/{}", st.serving),
+                release: Some(st.serving.clone()),
             }],
             in_flight: Some(0),
             drained: false,
@@ -247,5 +279,103 @@ impl AgentApi for FakeNode {
 
     async fn release_lease(&self, _: &str) -> Result<(), AgentError> {
         self.reachable()
+    }
+
+    async fn stage(
+        &self,
+        _op_id: &str,
+        _site: &str,
+        version: &str,
+        package: &Package,
+        _timeout: Duration,
+    ) -> Result<Staged, AgentError> {
+        self.reachable()?;
+        let b = self.behaviour();
+        if let Some((_, sha)) = self.st().releases.iter().find(|(v, _)| v == version) {
+            return if *sha == package.sha256 {
+                Ok(Staged {
+                    already: true,
+                    files: 1,
+                    bytes: 1,
+                })
+            } else {
+                Err(AgentError::Refused(format!(
+                    "release {version} is already staged from another package"
+                )))
+            };
+        }
+        tokio::time::sleep(b.stage_time).await;
+        if b.stage_fails {
+            return Err(AgentError::Refused(
+                "not enough free disk (the fake was told to fail)".into(),
+            ));
+        }
+        self.st()
+            .releases
+            .push((version.into(), package.sha256.clone()));
+        self.log.push(&self.name, What::Uploaded);
+        Ok(Staged {
+            already: false,
+            files: 1,
+            bytes: package.size,
+        })
+    }
+
+    async fn releases(&self, _site: &str) -> Result<Vec<ReleaseView>, AgentError> {
+        self.reachable()?;
+        let st = self.st();
+        Ok(st
+            .releases
+            .iter()
+            .map(|(v, sha)| ReleaseView {
+                version: v.clone(),
+                sha256: sha.clone(),
+                active: *v == st.serving,
+                previous: st.previous.as_deref() == Some(v.as_str()),
+            })
+            .collect())
+    }
+
+    async fn switch(&self, _op_id: &str, to: &SwitchTo) -> Result<Switched, AgentError> {
+        self.reachable()?;
+        let mut st = self.st();
+        let previous = st.serving.clone();
+        let target = if to.back {
+            match (&st.previous, st.serving == to.version) {
+                (Some(p), true) => p.clone(),
+                _ => previous.clone(),
+            }
+        } else {
+            if !st.releases.iter().any(|(v, _)| *v == to.version) {
+                return Err(AgentError::Refused(format!(
+                    "release {} is not staged",
+                    to.version
+                )));
+            }
+            to.version.clone()
+        };
+        if target == previous {
+            return Ok(Switched {
+                previous: previous.clone(),
+                version: previous,
+                unchanged: true,
+                hooks: vec![],
+            });
+        }
+        st.previous = Some(previous.clone());
+        st.serving = target.clone();
+        drop(st);
+        self.log.push(&self.name, What::Switched);
+        Ok(Switched {
+            previous,
+            version: target,
+            unchanged: false,
+            hooks: vec![],
+        })
+    }
+
+    async fn prune(&self, _op_id: &str, _site: &str) -> Result<Vec<String>, AgentError> {
+        self.reachable()?;
+        Ok(Vec::new())
     }
 }

@@ -253,12 +253,34 @@ pub fn validate(raw: RawInventory) -> Result<Inventory, Vec<InventoryError>> {
             }
         }
         let probe = probe(&mut errors, &format!("sites[{i}].probe"), &s.probe);
+        let version_probe = s.version_probe.as_ref().map(|v| {
+            if !v.path.starts_with('/')
+                || v.path.chars().any(|c| c.is_whitespace() || c.is_control())
+            {
+                errors.add(
+                    at("version_probe.path"),
+                    format!(
+                        "`{}` is not a URL path starting with `/`",
+                        v.path.escape_debug()
+                    ),
+                );
+            }
+            VersionProbe {
+                path: v.path.clone(),
+                expect: v.expect.clone().unwrap_or_else(|| "{version}".into()),
+            }
+        });
+        for (k, h) in s.hooks.iter().enumerate() {
+            check_name(&mut errors, &format!("sites[{i}].hooks[{k}]"), h);
+        }
         sites.push(Site {
             name: s.name.clone(),
             host: s.host.clone(),
             port,
             app_pool: s.app_pool.clone(),
             probe,
+            version_probe,
+            hooks: s.hooks.clone(),
         });
     }
 
