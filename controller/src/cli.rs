@@ -38,6 +38,11 @@ pub enum Command {
     Recycle(RecycleArgs),
     /// Rolling full IIS reset (stop, force if needed, start, verify).
     Reset(RolloutArgs),
+    /// Rolling deployment: stage the release on every node ahead, then
+    /// node by node switch the site to it, recycle, prove it answers.
+    Deploy(DeployArgs),
+    /// Rolling switch back to a release still kept on every node.
+    Rollback(RollbackArgs),
     /// Take one node out of rotation and wait until it is idle.
     Drain(DrainArgs),
     /// Put one node back into rotation and wait until the LB sees it up.
@@ -149,6 +154,35 @@ pub struct RecycleArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct DeployArgs {
+    #[command(flatten)]
+    pub rollout: RolloutArgs,
+    /// The inventory's site to deploy.
+    #[arg(long)]
+    pub site: String,
+    /// The release: a zip whose root is the site's content.
+    #[arg(long, value_name = "FILE.zip")]
+    pub package: PathBuf,
+    /// The release's version (its folder on the nodes, what the version
+    /// probe expects).
+    #[arg(long)]
+    pub version: String,
+}
+
+#[derive(Args, Debug)]
+pub struct RollbackArgs {
+    #[command(flatten)]
+    pub rollout: RolloutArgs,
+    /// The inventory's site.
+    #[arg(long)]
+    pub site: String,
+    /// The release to go back to (default: the one every node served
+    /// before its current one).
+    #[arg(long, value_name = "VERSION")]
+    pub to: Option<String>,
+}
+
+#[derive(Args, Debug)]
 pub struct DemoArgs {
     /// Keep the simulated farm running (until Ctrl-C or SIGTERM) instead of
     /// running a recycle, so every other command can be tried on it.
@@ -162,8 +196,11 @@ pub struct DemoArgs {
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(2..=32))]
     pub nodes: u16,
     /// Run a rolling reset instead of a recycle.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "deploy")]
     pub reset: bool,
+    /// Run a rolling deployment of a generated release 2.0.0 instead.
+    #[arg(long)]
+    pub deploy: bool,
     #[arg(long, value_enum, default_value = "text")]
     pub output: Output,
 }

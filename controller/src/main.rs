@@ -46,6 +46,8 @@ fn main() {
             Command::Status(a) => commands::status::run(a, &settings).await,
             Command::Recycle(a) => commands::rollout::recycle(a, &settings).await,
             Command::Reset(a) => commands::rollout::reset(a, &settings).await,
+            Command::Deploy(a) => commands::deploy::run(a, &settings).await,
+            Command::Rollback(a) => commands::rollback::run(a, &settings).await,
             Command::Drain(a) => commands::drain::run(a, true, &settings).await,
             Command::Undrain(a) => commands::drain::run(a, false, &settings).await,
             Command::Plan(a) => commands::plan::run(a, &settings).await,

@@ -2,9 +2,11 @@
 //! flags into settings, call the library, print the result.
 pub mod certs;
 pub mod demo;
+pub mod deploy;
 pub mod drain;
 pub mod plan;
 pub mod resume;
+pub mod rollback;
 pub mod rollout;
 pub mod runs;
 pub mod status;

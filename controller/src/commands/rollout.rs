@@ -34,18 +34,29 @@ pub fn request(args: &RolloutArgs, operation: OperationKind) -> RunRequest {
     }
 }
 
-async fn execute(args: &RolloutArgs, req: RunRequest, settings: &Settings) -> CommandResult {
+/// Resolves `req` against the inventory and runs it, with Ctrl-C handled.
+pub async fn execute(args: &RolloutArgs, req: RunRequest, settings: &Settings) -> CommandResult {
     if args.canary && !std::io::stdin().is_terminal() {
         return Err(CommandError::bad_input(
             "--canary asks for confirmation after the first node: it needs a terminal",
         ));
     }
     let farm = settings.farm(&args.inv.inventory)?;
+    execute_on(&farm, args, req, settings).await
+}
+
+/// [`execute`] on a connected farm.
+pub async fn execute_on(
+    farm: &crate::farm::Farm,
+    args: &RolloutArgs,
+    req: RunRequest,
+    settings: &Settings,
+) -> CommandResult {
     let run_settings = RunSettings::resolve(&farm.inventory, &req)?;
     let operator = Terminal { yes: args.yes };
     let report = with_ctrl_c(|stop| {
         let env = settings.run_env(&operator, Some(stop));
-        async move { run::start(&farm, &args.inv.inventory, run_settings, &env).await }
+        async move { run::start(farm, &args.inv.inventory, run_settings, &env).await }
     })
     .await?;
     finish(&report, args.inv.output)

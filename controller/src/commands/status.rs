@@ -32,12 +32,30 @@ pub struct NodeStatus {
     pub lease: Option<LeaseView>,
     /// What the agent did on its own (expired lease).
     pub notice: Option<String>,
+    /// The release each site serves (sites on one of the agent's releases).
+    pub releases: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Serialize)]
 struct StatusReport {
     farm: String,
     nodes: Vec<NodeStatus>,
+    /// Sites whose nodes serve different releases: the versions seen.
+    mixed_versions: BTreeMap<String, Vec<String>>,
+}
+
+/// Sites served at more than one release across the nodes.
+fn mixed(nodes: &[NodeStatus]) -> BTreeMap<String, Vec<String>> {
+    let mut seen: BTreeMap<String, std::collections::BTreeSet<String>> = BTreeMap::new();
+    for n in nodes {
+        for (site, v) in &n.releases {
+            seen.entry(site.clone()).or_default().insert(v.clone());
+        }
+    }
+    seen.into_iter()
+        .filter(|(_, v)| v.len() > 1)
+        .map(|(s, v)| (s, v.into_iter().collect()))
+        .collect()
 }
 
 fn node_status(o: &Observation, name: &str, agent: &str, drains: bool) -> NodeStatus {
@@ -59,6 +77,7 @@ fn node_status(o: &Observation, name: &str, agent: &str, drains: bool) -> NodeSt
         error: None,
         lease: None,
         notice: None,
+        releases: BTreeMap::new(),
     };
     match &o.view {
         Ok(v) => {
@@ -68,6 +87,11 @@ fn node_status(o: &Observation, name: &str, agent: &str, drains: bool) -> NodeSt
             s.pools = v.pools.clone();
             s.lease = v.lease.clone();
             s.notice = v.notice.clone();
+            s.releases = v
+                .sites
+                .iter()
+                .filter_map(|x| Some((x.name.clone(), x.release.clone()?)))
+                .collect();
             s.error = o.health.clone().err();
         }
         Err(e) => s.error = Some(e.to_string()),
@@ -94,18 +118,50 @@ pub async fn run(args: &InventoryArgs, settings: &Settings) -> CommandResult {
         eprintln!("farmctl: load balancer: {e}");
     }
     let all_well = lb_error.is_none() && nodes.iter().all(|n| n.reachable && n.healthy);
+    let mixed_versions = mixed(&nodes);
     match args.output {
         Output::Json => print_json(&StatusReport {
             farm: farm.inventory.farm.clone(),
             nodes,
+            mixed_versions,
         }),
-        Output::Text => print!("{}", table(&nodes)),
+        Output::Text => print!("{}{}", table(&nodes), releases(&nodes, &mixed_versions)),
     }
     Ok(if all_well {
         ExitStatus::Done
     } else {
         ExitStatus::Failed
     })
+}
+
+/// One line per site with releases: which nodes serve which version.
+fn releases(nodes: &[NodeStatus], mixed: &BTreeMap<String, Vec<String>>) -> String {
+    let mut by_site: BTreeMap<&str, BTreeMap<&str, Vec<&str>>> = BTreeMap::new();
+    for n in nodes {
+        for (site, v) in &n.releases {
+            by_site
+                .entry(site)
+                .or_default()
+                .entry(v)
+                .or_default()
+                .push(&n.name);
+        }
+    }
+    by_site
+        .into_iter()
+        .map(|(site, versions)| {
+            let list: Vec<String> = versions
+                .iter()
+                .map(|(v, nodes)| format!("{v} on {}", nodes.join(", ")))
+                .collect();
+            let flag = if mixed.contains_key(site) {
+                "  <- MIXED VERSIONS"
+            } else {
+                ""
+            };
+            format!("site {site}: {}{flag}\n", list.join("; "))
+        })
+        .collect()
 }
 
 fn table(nodes: &[NodeStatus]) -> String {

@@ -12,6 +12,7 @@ use crate::operator::Operator;
 use crate::report::Reporter;
 use crate::window::{Clock, WindowGuard};
 
+mod deploy;
 mod resume;
 pub mod settings;
 mod start;

@@ -71,6 +71,15 @@ pub async fn resume_on(
 ) -> Result<RunReport, CommandError> {
     let run_id = loaded.run_id().to_string();
     let op = settings.operation;
+    let to_stage = settings.nodes.iter().any(|n| {
+        matches!(
+            loaded.phase_of(n),
+            Phase::Pending | Phase::Staging | Phase::Staged
+        )
+    });
+    if to_stage {
+        super::deploy::package_unchanged(settings)?;
+    }
     env.reporter.note(&format!(
         "resuming run {run_id} ({op}) from {} with its recorded limits (max_unavailable {}, min_healthy {})",
         loaded.path.display(),
@@ -172,7 +181,9 @@ pub async fn resume_on(
         if let Some(stop) = env.stop.clone() {
             run = run.stop(stop);
         }
-        Ok(run.execute().await)
+        let report = run.execute().await;
+        super::deploy::prune(farm, settings, &run_id, &report, env.reporter).await;
+        Ok(report)
     }
     .await;
     leases.release().await;

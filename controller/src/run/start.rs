@@ -65,7 +65,9 @@ pub async fn start(
         if let Some(stop) = env.stop.clone() {
             run = run.stop(stop);
         }
-        Ok(run.execute().await)
+        let report = run.execute().await;
+        super::deploy::prune(farm, &settings, &run_id, &report, env.reporter).await;
+        Ok(report)
     }
     .await;
     let t = std::time::Instant::now();
@@ -101,7 +103,9 @@ pub async fn check(farm: &Farm, settings: &RunSettings) -> Result<Checked, Comma
         .iter()
         .filter_map(|n| farm.index_of(n))
         .collect();
-    let pf = preflight::check(farm, &observed, &selected, &[], &settings.pools);
+    let mut pf = preflight::check(farm, &observed, &selected, &[], &settings.pools);
+    pf.problems
+        .extend(super::deploy::missing_releases(farm, settings, &selected).await);
     if let Some(refused) = pf.refusal(&format!("preflight refused the {op} (nothing was touched)"))
     {
         return Err(refused);

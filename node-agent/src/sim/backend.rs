@@ -69,8 +69,9 @@ impl Iis for Simulator {
                     },
                     pool: s.app_pool.clone(),
                     physical_path: st
-                        .roots
+                        .ignored
                         .get(&s.name)
+                        .or_else(|| st.roots.get(&s.name))
                         .map(|p| p.display().to_string())
                         .unwrap_or_default(),
                 })
@@ -314,8 +315,9 @@ impl Iis for Simulator {
             return Err(IisError::NoSuchSite(site.into()));
         }
         Ok(st
-            .roots
+            .ignored
             .iter()
+            .chain(st.roots.iter())
             .find(|(name, _)| name.eq_ignore_ascii_case(site))
             .map(|(_, p)| p.display().to_string())
             .unwrap_or_default())
@@ -331,7 +333,13 @@ impl Iis for Simulator {
         else {
             return Err(IisError::NoSuchSite(site.into()));
         };
-        self.lock().roots.insert(name.clone(), path.into());
+        if self.cfg().faults.switch_ignored {
+            self.lock().ignored.insert(name.clone(), path.into());
+        } else {
+            let mut st = self.lock();
+            st.ignored.remove(&name);
+            st.roots.insert(name.clone(), path.into());
+        }
         self.state_changed();
         self.event("switch", &format!("{name} {path}"));
         Ok(())

@@ -147,6 +147,10 @@ pub struct Faults {
     /// After the next recycle or reset, every application request answers
     /// 500: the node never becomes healthy again.
     pub never_healthy: bool,
+    /// A site's new physical path is taken (status shows it) but the old
+    /// content keeps being served, as when IIS does not pick the change up:
+    /// a deployed version never answers.
+    pub switch_ignored: bool,
 }
 
 /// Parses a sim file, naming the place of the first error.

@@ -58,6 +58,8 @@ struct State {
     sites: Vec<BoundSite>,
     /// Each site's root folder (by site name), where it has one.
     roots: std::collections::HashMap<String, std::path::PathBuf>,
+    /// Paths set but not served (the `switch_ignored` fault).
+    ignored: std::collections::HashMap<String, std::path::PathBuf>,
 }
 
 struct PoolSim {
@@ -144,6 +146,7 @@ impl Simulator {
                         .iter()
                         .filter_map(|s| Some((s.name.clone(), s.physical_path.clone()?)))
                         .collect(),
+                    ignored: Default::default(),
                 }),
                 cfg,
                 in_flight: watch::channel(0).0,
