@@ -69,17 +69,50 @@ impl Prober for HttpProber {
                 site.probe.timeout,
             )
         };
+        let last = std::sync::Mutex::new(String::from("no answer"));
         let proven = farm_proto::poll::until(timeout, site.probe.interval, || async {
-            matches!(ask().await, Ok((200, body)) if body.contains(expect)).then_some(())
+            let answer = ask().await;
+            let seen = match &answer {
+                Ok((200, body)) if contains_version(body, expect) => return Some(()),
+                Ok((200, body)) => format!("it served {:?}", excerpt(body)),
+                Ok((status, _)) => format!("it answered HTTP {status}"),
+                Err(e) => e.clone(),
+            };
+            *last.lock().unwrap_or_else(|e| e.into_inner()) = seen;
+            None
         })
         .await;
         proven.map_err(|()| {
             format!(
-                "site {}: GET {path} did not answer 200 with {expect:?} within {}",
+                "site {}: GET {path} did not answer 200 with {expect:?} within {}; {}",
                 site.name,
-                humantime::format_duration(timeout)
+                humantime::format_duration(timeout),
+                last.into_inner().unwrap_or_else(|e| e.into_inner())
             )
         })
+    }
+}
+
+/// `expect` occurs in `body` as a whole: not inside a longer version
+/// (`2.0.0` is not proven by `12.0.0` or `2.0.0-rc1`).
+pub fn contains_version(body: &str, expect: &str) -> bool {
+    if expect.is_empty() {
+        return true;
+    }
+    let part = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '+');
+    body.match_indices(expect).any(|(at, _)| {
+        let before = body[..at].chars().next_back();
+        let after = body[at + expect.len()..].chars().next();
+        !before.is_some_and(part) && !after.is_some_and(part)
+    })
+}
+
+/// The start of a body, for an error message.
+fn excerpt(body: &str) -> String {
+    let line = body.trim();
+    match line.char_indices().nth(60) {
+        Some((at, _)) => format!("{}...", &line[..at]),
+        None => line.to_string(),
     }
 }
 
@@ -164,4 +197,23 @@ pub async fn wait_healthy(node: &Node, sites: &[Site], timeout: Duration) -> Res
         .into_iter()
         .collect::<Result<Vec<_>, _>>()
         .map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::contains_version;
+
+    #[test]
+    fn a_version_is_proven_only_as_a_whole() {
+        assert!(contains_version("2.0.0", "2.0.0"));
+        assert!(contains_version("2.0.0\n", "2.0.0"));
+        assert!(contains_version("<p>version 2.0.0</p>", "2.0.0"));
+        assert!(contains_version("build=2.0.0;", "build=2.0.0"));
+        assert!(!contains_version("12.0.0", "2.0.0"));
+        assert!(!contains_version("2.0.0-rc1", "2.0.0"));
+        assert!(!contains_version("2.0.01", "2.0.0"));
+        assert!(!contains_version("1.0.0", "2.0.0"));
+        // a later whole occurrence counts
+        assert!(contains_version("12.0.0 then 2.0.0", "2.0.0"));
+    }
 }

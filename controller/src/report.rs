@@ -128,7 +128,7 @@ pub fn summary(r: &RunReport) -> String {
             .collect::<Vec<_>>()
             .join(" ");
         out.push_str(&format!(
-            "  {:<12} {:<9} {:<14} {}{}\n",
+            "  {:<12} {:<9} {:<14} {}{}{}\n",
             n.name,
             n.outcome.as_str(),
             if n.in_rotation {
@@ -136,6 +136,10 @@ pub fn summary(r: &RunReport) -> String {
             } else {
                 "OUT OF ROTATION"
             },
+            n.version
+                .as_ref()
+                .map(|v| format!("serves {v}  "))
+                .unwrap_or_default(),
             pids,
             n.error
                 .as_ref()

@@ -1,6 +1,7 @@
 //! The tonic client for one agent, with mutual TLS, and the conversions
 //! from the wire types.
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -280,20 +281,40 @@ impl AgentApi for GrpcAgent {
                 size: package.size,
             })),
         };
-        // Chunks under the agent's 64 KiB message limit, read as they are
-        // sent. A read error ends the stream early: the agent refuses the
-        // short upload.
+        // Chunks under the agent's 64 KiB message limit, read and hashed as
+        // they are sent. The agent checks size and sha256 itself and keeps
+        // nothing that differs; what went wrong on this side is noted so
+        // the error says so.
         let (tx, rx) = tokio::sync::mpsc::channel(8);
         let _ = tx.send(header).await;
+        let trouble = Arc::new(std::sync::Mutex::new(None::<String>));
+        let note = trouble.clone();
+        let expected = (package.size, package.sha256.clone());
         tokio::spawn(async move {
+            use sha2::Digest;
             use tokio::io::AsyncReadExt;
             let mut file = file;
-            loop {
+            let mut hasher = sha2::Sha256::new();
+            let mut sent = 0u64;
+            let why = loop {
                 let mut buf = vec![0u8; STAGE_CHUNK];
                 match file.read(&mut buf).await {
-                    Ok(0) | Err(_) => return,
+                    Err(e) => break Some(format!("reading it failed after {sent} bytes: {e}")),
+                    Ok(0) if sent < expected.0 => {
+                        break Some(format!("it is now {sent} bytes, not {}", expected.0))
+                    }
+                    Ok(0) => {
+                        let now = hex::encode(hasher.finalize());
+                        break (now != expected.1)
+                            .then(|| format!("its sha256 is now {now}, not {}", expected.1));
+                    }
+                    Ok(n) if sent + n as u64 > expected.0 => {
+                        break Some(format!("it is now larger than {} bytes", expected.0))
+                    }
                     Ok(n) => {
                         buf.truncate(n);
+                        sent += n as u64;
+                        hasher.update(&buf);
                         let chunk = pb::StageChunk {
                             part: Some(pb::stage_chunk::Part::Data(buf)),
                         };
@@ -302,18 +323,22 @@ impl AgentApi for GrpcAgent {
                         }
                     }
                 }
-            }
+            };
+            *note.lock().unwrap_or_else(|e| e.into_inner()) = why;
         });
         let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
         let mut req = tonic::Request::new(stream);
         req.set_timeout(timeout);
-        let reply = self
-            .client
-            .clone()
-            .stage(req)
-            .await
-            .map_err(|s| self.map_err(s))?
-            .into_inner();
+        let reply = self.client.clone().stage(req).await.map_err(|s| {
+            match trouble.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                Some(why) => AgentError::Call(format!(
+                    "{} changed since the run read it ({why}); the agent kept nothing",
+                    package.path.display()
+                )),
+                None => self.map_err(s),
+            }
+        })?;
+        let reply = reply.into_inner();
         Ok(Staged {
             already: reply.already_staged,
             files: reply.files,

@@ -1,5 +1,6 @@
-//! `farmctl demo`: a simulated 4-node farm of real agent processes, a
-//! rolling recycle (or reset) under HTTP traffic, and the report.
+//! `farmctl demo`: a simulated 4-node farm of real agent processes serving
+//! release 1.0.0, a rolling recycle (or reset, or deployment of a generated
+//! release 2.0.0) under HTTP traffic, and the report.
 //! `farmctl demo --serve --dir DIR` keeps the farm up for hand use.
 use farm_proto::domain::OperationKind;
 
@@ -9,8 +10,8 @@ use crate::commands::{load_inventory, Settings};
 use crate::exit::{CommandError, CommandResult, ExitStatus};
 use crate::farm::{Farm, Transport};
 use crate::operator::AssumeYes;
-use crate::run::{self, RunRequest, RunSettings};
-use crate::sandbox::{Sandbox, SandboxSpec, SITE_HOST};
+use crate::run::{self, DeployRequest, RunRequest, RunSettings};
+use crate::sandbox::{release_package, Sandbox, SandboxSpec, SITE, SITE_HOST};
 use crate::traffic::Traffic;
 
 pub async fn run(args: &DemoArgs, settings: &Settings) -> CommandResult {
@@ -53,8 +54,13 @@ pub async fn run(args: &DemoArgs, settings: &Settings) -> CommandResult {
     result
 }
 
+/// The release the demo deploys.
+const NEXT_RELEASE: &str = "2.0.0";
+
 async fn demo(args: &DemoArgs, settings: &Settings, sandbox: &Sandbox) -> CommandResult {
     let inventory = sandbox.inventory.clone();
+    let package = release_package(&sandbox.dir, NEXT_RELEASE)
+        .map_err(|e| CommandError::failed(format!("could not write the demo's release: {e}")))?;
     if args.serve {
         println!(
             "simulated farm of {} nodes is up; inventory: {}",
@@ -77,6 +83,15 @@ async fn demo(args: &DemoArgs, settings: &Settings, sandbox: &Sandbox) -> Comman
         println!("  farmctl status  -i {}", inventory.display());
         println!("  farmctl recycle -i {} --yes", inventory.display());
         println!(
+            "  farmctl deploy  -i {} --site {SITE} --package {} --version {NEXT_RELEASE} --yes",
+            inventory.display(),
+            package.display()
+        );
+        println!(
+            "  farmctl rollback -i {} --site {SITE} --yes",
+            inventory.display()
+        );
+        println!(
             "  curl -H 'Host: {SITE_HOST}' http://127.0.0.1:{}/",
             sandbox.nodes[0].http_port
         );
@@ -85,12 +100,21 @@ async fn demo(args: &DemoArgs, settings: &Settings, sandbox: &Sandbox) -> Comman
         return Ok(ExitStatus::Done);
     }
     let farm = Farm::connect(load_inventory(&inventory)?, Transport::Tls)?;
-    let op = if args.reset {
+    let mut request = RunRequest::new(if args.reset {
         OperationKind::Reset
+    } else if args.deploy {
+        OperationKind::Deploy
     } else {
         OperationKind::Recycle
-    };
-    let run_settings = RunSettings::resolve(&farm.inventory, &RunRequest::new(op))?;
+    });
+    if args.deploy {
+        request.deploy = Some(DeployRequest {
+            site: SITE.into(),
+            version: NEXT_RELEASE.into(),
+            package: Some(package),
+        });
+    }
+    let run_settings = RunSettings::resolve(&farm.inventory, &request)?;
     // The demo keeps its journals with its farm unless told otherwise.
     let mut settings = settings.clone();
     if settings.state_dir.is_none() && std::env::var_os("FARMCTL_STATE_DIR").is_none() {

@@ -1,7 +1,8 @@
-//! What a deploy or rollback adds around the rolling loop: the rollback's
-//! target must be kept on every node (preflight), old releases are pruned
-//! after a successful run, and a resume checks the package is still the
-//! one the run started with.
+//! What a deploy or rollback adds around the rolling loop: nodes that
+//! already serve the release are left out, the rollback's target must be
+//! kept on every node (preflight), old releases are pruned after a
+//! successful run, and a resume checks the package is still the one the
+//! run started with.
 use farm_proto::domain::{OpStep, OperationId, OperationKind};
 use futures::future::join_all;
 
@@ -9,6 +10,41 @@ use super::RunSettings;
 use crate::exit::CommandError;
 use crate::farm::Farm;
 use crate::report::{Reporter, RunReport};
+
+/// The nodes of `selected` that already serve the run's release: their
+/// agent says the site is on it (for a deploy, from the very package) and
+/// the version probe proves it. A deploy re-run after a halt touches only
+/// the nodes still to do.
+pub async fn up_to_date(farm: &Farm, settings: &RunSettings, selected: &[usize]) -> Vec<usize> {
+    let Some(d) = &settings.deploy else {
+        return Vec::new();
+    };
+    let Some(site) = farm.inventory.sites.iter().find(|s| s.name == d.site) else {
+        return Vec::new();
+    };
+    let checks = join_all(selected.iter().map(|&i| async move {
+        let kept = farm.agent(i).releases(&d.site).await.ok()?;
+        let active = kept.iter().find(|r| r.active)?;
+        let same_package = d.package.as_ref().is_none_or(|p| p.sha256 == active.sha256);
+        if active.version != d.version || !same_package {
+            return None;
+        }
+        let node = farm.node(i);
+        farm.prober
+            .until_serves(
+                node,
+                site,
+                &d.version_path,
+                &d.version_expect,
+                site.probe.timeout,
+            )
+            .await
+            .ok()
+            .map(|()| i)
+    }))
+    .await;
+    checks.into_iter().flatten().collect()
+}
 
 /// Preflight problems of a rollback: nodes that do not keep its release.
 pub async fn missing_releases(
@@ -78,6 +114,25 @@ pub async fn prune(
             }
             Err(e) => reporter.detail(name, &format!("could not prune old releases: {e}")),
         }
+    }
+}
+
+/// Each node of a deploy's or rollback's report says the release its site
+/// is on, those the run never reached too.
+pub async fn versions(farm: &Farm, settings: &RunSettings, report: &mut RunReport) {
+    let Some(d) = &settings.deploy else { return };
+    let unknown: Vec<(usize, usize)> = report
+        .nodes
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| n.version.is_none())
+        .filter_map(|(k, n)| Some((k, farm.index_of(&n.name)?)))
+        .collect();
+    let seen = join_all(unknown.iter().map(|&(_, i)| farm.agent(i).status())).await;
+    for ((k, _), view) in unknown.into_iter().zip(seen) {
+        report.nodes[k].version = view
+            .ok()
+            .and_then(|v| v.site(&d.site).and_then(|s| s.release.clone()));
     }
 }
 

@@ -181,8 +181,9 @@ pub async fn resume_on(
         if let Some(stop) = env.stop.clone() {
             run = run.stop(stop);
         }
-        let report = run.execute().await;
+        let mut report = run.execute().await;
         super::deploy::prune(farm, settings, &run_id, &report, env.reporter).await;
+        super::deploy::versions(farm, settings, &mut report).await;
         Ok(report)
     }
     .await;

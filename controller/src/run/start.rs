@@ -8,7 +8,7 @@ use crate::farm::Farm;
 use crate::journal::{Header, Journal};
 use crate::observe;
 use crate::preflight;
-use crate::report::RunReport;
+use crate::report::{NodeReport, RunOutcome, RunReport};
 use crate::rollout::engine::Run;
 use crate::rollout::plan;
 
@@ -35,7 +35,22 @@ pub async fn start(
     let leases = crate::lease::acquire(farm, &run_id, &reason, settings.timeouts.lease_ttl).await?;
     tracing::debug!(run_id = %run_id, ms = t.elapsed().as_millis() as u64, "leases taken");
     let result = async {
-        let out_before = prepare(farm, &settings, env).await?;
+        let checked = prepare(farm, &settings, env).await?;
+        if checked.selected.is_empty() {
+            env.reporter
+                .note("every node already serves the release: nothing to do; nothing was touched");
+            return Ok(nothing_to_do(farm, &settings, &run_id, &checked));
+        }
+        // Nodes already on the release are not part of the run's contract:
+        // a resume does not come back to them.
+        let settings = RunSettings {
+            nodes: checked
+                .selected
+                .iter()
+                .map(|&i| farm.node(i).name.clone())
+                .collect(),
+            ..settings.clone()
+        };
         tracing::debug!(run_id = %run_id, ms = t.elapsed().as_millis() as u64, "preflight done");
         let header = Header {
             run_id: run_id.clone(),
@@ -61,12 +76,14 @@ pub async fn start(
             .map_err(CommandError::bad_input)?
             .journal(&journal)
             .window(window)
-            .out_before(out_before);
+            .out_before(checked.already_out.len());
         if let Some(stop) = env.stop.clone() {
             run = run.stop(stop);
         }
-        let report = run.execute().await;
+        let mut report = run.execute().await;
         super::deploy::prune(farm, &settings, &run_id, &report, env.reporter).await;
+        super::deploy::versions(farm, &settings, &mut report).await;
+        add_current(farm, &mut report, &checked.current, &settings);
         Ok(report)
     }
     .await;
@@ -80,6 +97,9 @@ pub async fn start(
 pub struct Checked {
     /// The run's nodes (inventory indices).
     pub selected: Vec<usize>,
+    /// Nodes asked for that already serve a deploy's or rollback's
+    /// release: left out of the run.
+    pub current: Vec<usize>,
     /// Nodes outside the run that are out of rotation.
     pub already_out: Vec<usize>,
     pub notes: Vec<String>,
@@ -98,12 +118,24 @@ pub async fn check(farm: &Farm, settings: &RunSettings) -> Result<Checked, Comma
         ))
     })?;
     let observed = observe::observe(farm, &members).await;
-    let selected: Vec<usize> = settings
+    let mut selected: Vec<usize> = settings
         .nodes
         .iter()
         .filter_map(|n| farm.index_of(n))
         .collect();
+    let current = super::deploy::up_to_date(farm, settings, &selected).await;
+    selected.retain(|i| !current.contains(i));
     let mut pf = preflight::check(farm, &observed, &selected, &[], &settings.pools);
+    if let Some(d) = &settings.deploy {
+        for &i in &current {
+            pf.notes.push(format!(
+                "{} already serves release {} of site {}; it is left out of the run",
+                farm.node(i).name,
+                d.version,
+                d.site
+            ));
+        }
+    }
     pf.problems
         .extend(super::deploy::missing_releases(farm, settings, &selected).await);
     if let Some(refused) = pf.refusal(&format!("preflight refused the {op} (nothing was touched)"))
@@ -120,19 +152,19 @@ pub async fn check(farm: &Farm, settings: &RunSettings) -> Result<Checked, Comma
     .map_err(|e| CommandError::refused(format!("capacity check refused the {op}: {e}")))?;
     Ok(Checked {
         selected,
+        current,
         already_out: pf.already_out,
         notes: pf.notes,
         waves,
     })
 }
 
-/// Preflight, the capacity verdict and the operator's yes; returns how
-/// many nodes outside the run are out of rotation.
+/// Preflight, the capacity verdict and the operator's yes.
 async fn prepare(
     farm: &Farm,
     settings: &RunSettings,
     env: &RunEnv<'_>,
-) -> Result<usize, CommandError> {
+) -> Result<Checked, CommandError> {
     env.reporter.note(&format!(
         "preflight: checking {} node(s)",
         farm.inventory.nodes.len()
@@ -140,6 +172,9 @@ async fn prepare(
     let checked = check(farm, settings).await?;
     for n in &checked.notes {
         env.reporter.note(n);
+    }
+    if checked.selected.is_empty() {
+        return Ok(checked);
     }
     let question = format!(
         "{} {} node(s) of farm {} in {} step(s)?",
@@ -153,5 +188,42 @@ async fn prepare(
             "not confirmed; nothing was touched (without a terminal, pass --yes to run without asking)",
         ));
     }
-    Ok(checked.already_out.len())
+    Ok(checked)
+}
+
+/// The report of a run with nothing to do: every node asked for already
+/// serves the release.
+fn nothing_to_do(
+    farm: &Farm,
+    settings: &RunSettings,
+    run_id: &str,
+    checked: &Checked,
+) -> RunReport {
+    let mut report = RunReport {
+        run_id: run_id.to_string(),
+        action: settings.operation,
+        farm: farm.inventory.farm.clone(),
+        outcome: RunOutcome::Succeeded,
+        started_at: crate::journal::now(),
+        duration_ms: 0,
+        halted: None,
+        nodes: Vec::new(),
+        traffic: None,
+    };
+    add_current(farm, &mut report, &checked.current, settings);
+    report
+}
+
+/// The nodes left out because they already serve the release, as skipped
+/// nodes on that release, in inventory order with the rest.
+fn add_current(farm: &Farm, report: &mut RunReport, current: &[usize], settings: &RunSettings) {
+    let Some(d) = &settings.deploy else { return };
+    for &i in current {
+        let mut n = NodeReport::new(&farm.node(i).name);
+        n.version = Some(d.version.clone());
+        report.nodes.push(n);
+    }
+    report
+        .nodes
+        .sort_by_key(|n| farm.index_of(&n.name).unwrap_or(usize::MAX));
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, ChildStdout, Command};
 
-use super::{io, SandboxError, SandboxSpec, HEALTH_FILE, POOL, SITE_HOST};
+use super::{io, SandboxError, SandboxSpec, HEALTH_FILE, POOL, SITE, SITE_HOST};
 
 /// One running agent.
 pub struct SandboxNode {
@@ -39,9 +39,33 @@ pub(super) fn spawn(
     let name = format!("web{:02}", i + 1);
     let event_log = dir.join(format!("{name}.events.jsonl"));
     let _ = std::fs::remove_file(&event_log);
+    // With releases, the site starts from a folder of its own (what was
+    // installed by hand before farmctl managed it) and the agent keeps
+    // releases next to it.
+    let (physical_path, config) = if spec.releases {
+        let node_dir = dir.join(&name);
+        let initial = node_dir.join("initial");
+        super::releases::write_content(&initial, super::FIRST_RELEASE)
+            .map_err(io("write site content"))?;
+        let config = dir.join(format!("{name}.agent.yaml"));
+        std::fs::write(
+            &config,
+            format!(
+                "deploy:\n  releases_root: {}\n  limits:\n    min_free_mb: 64\n",
+                yaml_path(&node_dir.join("releases"))
+            ),
+        )
+        .map_err(io("write agent config"))?;
+        (
+            format!("    physical_path: {}\n", yaml_path(&initial)),
+            Some(config),
+        )
+    } else {
+        (String::new(), None)
+    };
     let sim = format!(
-        "node: {name}\nhealth_file: {HEALTH_FILE}\nevent_log: {log}\ntimings:\n{timings}sites:\n  - name: shop\n    host: {SITE_HOST}\n    app_pool: {POOL}\napp_pools:\n  - name: {POOL}\n{pool}{extra}\n",
-        log = event_log.display(),
+        "node: {name}\nhealth_file: {HEALTH_FILE}\nevent_log: {log}\ntimings:\n{timings}sites:\n  - name: {SITE}\n    host: {SITE_HOST}\n    app_pool: {POOL}\n{physical_path}app_pools:\n  - name: {POOL}\n{pool}{extra}\n",
+        log = yaml_path(&event_log),
         timings = spec.timings_yaml,
         pool = spec.pool_yaml,
         extra = spec.sim_extra.get(&i).map(String::as_str).unwrap_or(""),
@@ -57,7 +81,11 @@ pub(super) fn spawn(
     std::fs::write(&sim_path, sim).map_err(io("write sim file"))?;
     let log =
         std::fs::File::create(dir.join(format!("{name}.log"))).map_err(io("create agent log"))?;
-    let mut child = Command::new(bin)
+    let mut command = Command::new(bin);
+    if let Some(config) = &config {
+        command.arg("--config").arg(config);
+    }
+    let mut child = command
         .args([
             "--listen",
             "127.0.0.1:0",
@@ -131,4 +159,9 @@ impl Spawned {
             _stdout: self.stdout,
         })
     }
+}
+
+/// A path as a YAML scalar (quoted: temp dirs may hold any character).
+fn yaml_path(p: &Path) -> String {
+    serde_json::to_string(&p.display().to_string()).unwrap_or_default()
 }

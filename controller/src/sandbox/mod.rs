@@ -29,6 +29,10 @@ pub struct SandboxSpec {
     /// The pool's `app_pools[0]` settings as YAML lines.
     pub pool_yaml: String,
     pub timings_yaml: String,
+    /// Deployments set up: every agent keeps releases under
+    /// `DIR/webNN/releases`, and release 1.0.0 of the site is staged and
+    /// active on every node before the farm is handed over.
+    pub releases: bool,
 }
 
 impl Default for SandboxSpec {
@@ -47,6 +51,7 @@ impl Default for SandboxSpec {
             pool_yaml: "    startup: 300ms\n    warmup: 400ms\n    shutdown_time_limit: 30s\n"
                 .into(),
             timings_yaml: "  iis_stop: 300ms\n  iis_start: 500ms\n".into(),
+            releases: true,
         }
     }
 }
@@ -56,6 +61,12 @@ pub const SITE_HOST: &str = "shop.example.com";
 pub const CONTROLLER: &str = "farmctl-demo";
 pub const POOL: &str = "ShopPool";
 pub const HEALTH_FILE: &str = "/health.htm";
+/// The site's name in the inventory and on every node.
+pub const SITE: &str = "shop";
+/// The release every sandbox node serves when it is handed over.
+pub const FIRST_RELEASE: &str = "1.0.0";
+/// Where a release says its version (the inventory's `version_probe`).
+pub const VERSION_FILE: &str = "/version.txt";
 
 pub use agents::SandboxNode;
 pub use haproxy::{haproxy_binary, SandboxHaproxy};
@@ -79,10 +90,15 @@ pub enum SandboxError {
     NoHaproxy,
     #[error("haproxy did not start: {0}")]
     HaproxyStart(String),
+    #[error("could not set up release {FIRST_RELEASE} on {node}: {detail}")]
+    Seed { node: String, detail: String },
 }
 
 mod agents;
 mod haproxy;
+mod releases;
+
+pub use releases::release_package;
 
 use haproxy::start_haproxy;
 
@@ -147,6 +163,9 @@ impl Sandbox {
         let inventory = dir.join("inventory.yaml");
         std::fs::write(&inventory, inventory_yaml(spec, &nodes, haproxy.as_ref()))
             .map_err(io("write inventory"))?;
+        if spec.releases {
+            releases::seed(dir, &inventory, &nodes).await?;
+        }
         Ok(Sandbox {
             dir: dir.to_path_buf(),
             nodes,
@@ -220,12 +239,17 @@ fn inventory_yaml(
         ));
     }
     y.push_str(&format!(
-        "sites:\n  - name: shop\n    host: {SITE_HOST}\n    probe:\n      path: /\n      expect_status: 200\n      expect_body: \"pool={POOL}\"\n      timeout: 2s\n      interval: 100ms\n      successes: 3\napp_pools: [{POOL}]\nrollout:\n  max_unavailable: {}\n  min_healthy: \"{}\"\n  drain_timeout: {}\n  healthy_timeout: {}\n  operation_timeout: 60s\n{}",
+        "sites:\n  - name: {SITE}\n    host: {SITE_HOST}\n{version_probe}    probe:\n      path: /\n      expect_status: 200\n      expect_body: \"pool={POOL}\"\n      timeout: 2s\n      interval: 100ms\n      successes: 3\napp_pools: [{POOL}]\nrollout:\n  max_unavailable: {}\n  min_healthy: \"{}\"\n  drain_timeout: {}\n  healthy_timeout: {}\n  operation_timeout: 60s\n{}",
         spec.max_unavailable,
         spec.min_healthy,
         humantime::format_duration(spec.drain_timeout),
         humantime::format_duration(spec.healthy_timeout),
         spec.rollout_extra,
+        version_probe = if spec.releases {
+            format!("    version_probe:\n      path: {VERSION_FILE}\n      expect: \"{{version}}\"\n")
+        } else {
+            String::new()
+        },
     ));
     y
 }

@@ -6,8 +6,13 @@ use std::path::Path;
 use std::process::{Output, Stdio};
 use std::time::Duration;
 
+use std::time::Instant;
+
+use farmctl::lb::Haproxy;
 use farmctl::sandbox::{Sandbox, SandboxSpec};
+use farmctl::traffic::TrafficSpec;
 use serde_json::Value;
+use tokio::sync::watch;
 
 pub struct Farm {
     pub sandbox: Sandbox,
@@ -158,4 +163,79 @@ pub async fn kill_after(state: &Path, args: &[&str], k: usize) {
     );
     child.start_kill().expect("SIGKILL");
     let _ = child.wait().await;
+}
+
+/// Load from 16 clients, every other request a long one (1.5 s): at any
+/// moment every node has several requests in flight.
+pub fn long_requests(farm: &Farm) -> TrafficSpec {
+    let mut t = farm.sandbox.traffic_spec();
+    t.workers = 16;
+    t.slow_every = 2;
+    t.slow_ms = 1500;
+    t
+}
+
+/// Records every status change of every server, as HAProxy reports it.
+pub struct StatsMonitor {
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<Vec<(Instant, String, String)>>,
+}
+
+impl StatsMonitor {
+    pub fn start(farm: &Farm) -> Self {
+        let h = farm.sandbox.haproxy.as_ref().expect("haproxy");
+        let api = Haproxy::new(h.admin.clone(), h.backend.clone());
+        let (stop, mut stopped) = watch::channel(false);
+        let task = tokio::spawn(async move {
+            let mut seen: Vec<(Instant, String, String)> = Vec::new();
+            loop {
+                if let Ok(servers) = api.servers().await {
+                    for s in servers {
+                        let last = seen
+                            .iter()
+                            .rev()
+                            .find(|(_, n, _)| *n == s.name)
+                            .map(|(_, _, st)| st.clone());
+                        if last.as_deref() != Some(s.status.as_str()) {
+                            seen.push((Instant::now(), s.name, s.status));
+                        }
+                    }
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+                    _ = stopped.changed() => return seen,
+                }
+            }
+        });
+        Self { stop, task }
+    }
+
+    pub async fn finish(self) -> Vec<(Instant, String, String)> {
+        self.stop.send_replace(true);
+        self.task.await.unwrap()
+    }
+}
+
+/// Each server went DRAIN → ... → UP, one after the other in node order.
+pub fn assert_drained_in_order(changes: &[(Instant, String, String)]) {
+    let mut prev_up: Option<Instant> = None;
+    for node in ["web01", "web02", "web03", "web04"] {
+        let mine: Vec<&(Instant, String, String)> =
+            changes.iter().filter(|(_, n, _)| n == node).collect();
+        let drain = mine
+            .iter()
+            .find(|(_, _, s)| s == "DRAIN")
+            .unwrap_or_else(|| panic!("{node} never DRAIN: {changes:?}"));
+        let up = mine
+            .iter()
+            .find(|(t, _, s)| s == "UP" && *t > drain.0)
+            .unwrap_or_else(|| panic!("{node} never back UP: {changes:?}"));
+        if let Some(p) = prev_up {
+            assert!(
+                p <= drain.0,
+                "{node} drained before the previous node was back UP: {changes:?}"
+            );
+        }
+        prev_up = Some(up.0);
+    }
 }
