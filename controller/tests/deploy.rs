@@ -498,9 +498,12 @@ async fn a_deploy_killed_anywhere_resumes_to_the_release() {
     // (phase records: 4 staging, 4 staged, then 7 per node).
     for (version, k) in [("2.0.0", 2), ("3.0.0", 11), ("4.0.0", 26)] {
         let pkg = package(&farm, version);
-        let recycles: Vec<usize> = (1..=4)
-            .map(|n| count(&farm, &format!("web{n:02}"), "recycle"))
-            .collect();
+        let before = |event: &str| -> Vec<usize> {
+            (1..=4)
+                .map(|n| count(&farm, &format!("web{n:02}"), event))
+                .collect()
+        };
+        let (recycles, switches) = (before("recycle"), before("switch"));
         let args = [
             "deploy",
             "-i",
@@ -529,8 +532,32 @@ async fn a_deploy_killed_anywhere_resumes_to_the_release() {
                 recycles[n - 1] + 1,
                 "{node} recycled once for {version} (killed at {k})"
             );
+            assert_eq!(
+                count(&farm, &node, "switch"),
+                switches[n - 1] + 1,
+                "{node} switched once to {version} (killed at {k})"
+            );
         }
         assert!(max_drained_at_once(&events(&farm)) <= 1);
+        // Each node took the package's bytes once, whether the call that
+        // took them was then cut off by the kill or not (an upload cut off
+        // half-way was not kept, so it may have been sent again).
+        for i in 0..4 {
+            let uploads = audited(&farm, i, "Stage")
+                .iter()
+                .filter(|a| {
+                    let d = a["detail"].as_str().unwrap_or("");
+                    d.contains(&format!("version {version} ")) && d.contains("received all bytes")
+                })
+                .count();
+            assert_eq!(
+                uploads,
+                1,
+                "web{:02} {version} (killed at {k}): {:#?}",
+                i + 1,
+                audited(&farm, i, "Stage")
+            );
+        }
         let st = status(&farm).await;
         assert!(
             (0..4).all(|i| st["nodes"][i]["drained"] == false && st["nodes"][i]["healthy"] == true)

@@ -640,3 +640,75 @@ async fn prune_keeps_the_active_and_the_previous_release() {
     assert_eq!(left, ["2", "3", "4"]);
     assert_eq!(served(&n).await, "4");
 }
+
+#[tokio::test]
+async fn a_repeat_waiting_on_a_cut_off_upload_does_the_upload_itself() {
+    // A killed controller's upload is still open on the agent when the
+    // resumed controller sends the same operation id with the whole file.
+    let n = node("").await;
+    let bytes = release("2.0.0");
+    let id = "run.t1.stage";
+    let (first_tx, first_rx) = tokio::sync::mpsc::channel(4);
+    first_tx
+        .send(pb::StageChunk {
+            part: Some(pb::stage_chunk::Part::Header(pb::StageHeader {
+                operation_id: id.into(),
+                site: "shop".into(),
+                version: "2.0.0".into(),
+                sha256: sha(&bytes),
+                size: bytes.len() as u64,
+            })),
+        })
+        .await
+        .unwrap();
+    first_tx
+        .send(pb::StageChunk {
+            part: Some(pb::stage_chunk::Part::Data(bytes[..10].to_vec())),
+        })
+        .await
+        .unwrap();
+    let mut client = n.client.clone();
+    let first = tokio::spawn(async move {
+        client
+            .stage(tokio_stream::wrappers::ReceiverStream::new(first_rx))
+            .await
+    });
+    // The first upload is under way once its file exists.
+    let farm_dir = n.releases().join(".farm");
+    farm_proto::assert_eventually!(
+        Duration::from_secs(10),
+        async {
+            std::fs::read_dir(&farm_dir)
+                .map(|d| {
+                    d.flatten()
+                        .any(|e| e.file_name().to_string_lossy().starts_with("upload"))
+                })
+                .unwrap_or(false)
+        },
+        "the first upload to start"
+    );
+    let second = {
+        let n = &n;
+        let bytes = bytes.clone();
+        async move { stage(n, id, "2.0.0", &bytes).await }
+    };
+    let (second, ()) = tokio::join!(second, async {
+        // Give the repeat a moment to arrive and wait on the first, then
+        // cut the first off. Should the repeat come late, it is an ordinary
+        // first call and passes as well: this can only miss the race, not
+        // fail because of it.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        first.abort();
+        drop(first_tx);
+    });
+    let reply = second.expect("the repeat does the upload");
+    assert!(!reply.already_staged);
+    assert_eq!(served_after_switch(&n, "2.0.0").await, "2.0.0");
+}
+
+async fn served_after_switch(n: &Node, version: &str) -> String {
+    switch(n, "run.t1.switch", version, &[], false)
+        .await
+        .unwrap();
+    served(n).await
+}

@@ -249,7 +249,7 @@ pub struct Deployments {
     pub(crate) iis: Arc<dyn Iis>,
     pub(crate) runner: Arc<dyn CommandRunner>,
     /// Site/version pairs being staged now.
-    pub(crate) staging: Arc<std::sync::Mutex<std::collections::HashSet<(String, String)>>>,
+    pub(crate) staging: stage::Staging,
 }
 
 impl Deployments {

@@ -5,7 +5,7 @@
 //! extraction goes to a scratch folder that is renamed into place. Any
 //! failure removes what was written. Nothing is written outside
 //! `<root>/<site>/`.
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use farm_proto::names::check_version;
 use farm_proto::v1 as pb;
 use sha2::{Digest, Sha256};
+use tokio::sync::watch;
 
 use super::{io, write_atomically, DeployError, Deployments, Limits, ReleaseMeta, SiteDir, MB};
 
@@ -38,10 +39,15 @@ pub struct Upload {
     _lock: StagingLock,
 }
 
-/// Holds a site/version pair as being staged.
+/// Site/version pairs being staged now, each with what its waiters watch.
+pub(crate) type Staging = Arc<Mutex<HashMap<(String, String), watch::Receiver<()>>>>;
+
+/// Holds a site/version pair as being staged; dropped, it lets the next
+/// caller in.
 struct StagingLock {
-    set: Arc<Mutex<HashSet<(String, String)>>>,
+    set: Staging,
     key: (String, String),
+    _done: watch::Sender<()>,
 }
 
 impl Drop for StagingLock {
@@ -73,6 +79,31 @@ fn available(path: &Path) -> u64 {
 
 impl Deployments {
     /// Checks an upload's header and opens its scratch file.
+    /// Claims `site`/`version` for staging, waiting while another call has
+    /// it.
+    async fn claim(&self, site: &str, version: &str) -> StagingLock {
+        let key = (site.to_ascii_lowercase(), version.to_ascii_lowercase());
+        loop {
+            let mut busy = {
+                let mut set = self.staging.lock().unwrap_or_else(|e| e.into_inner());
+                match set.get(&key) {
+                    Some(rx) => rx.clone(),
+                    None => {
+                        let (done, rx) = watch::channel(());
+                        set.insert(key.clone(), rx);
+                        return StagingLock {
+                            set: self.staging.clone(),
+                            key,
+                            _done: done,
+                        };
+                    }
+                }
+            };
+            // Resolves when the holder drops its lock.
+            let _ = busy.changed().await;
+        }
+    }
+
     pub async fn begin_stage(&self, h: &pb::StageHeader) -> Result<Begun, DeployError> {
         let dir = self.site_dir(&h.site)?;
         check_version(&h.version).map_err(DeployError::Invalid)?;
@@ -88,6 +119,16 @@ impl Deployments {
                 "the package is {} bytes; this agent takes 1 byte to {} MiB (deploy.limits.max_package_mb)",
                 h.size, limits.max_package_mb
             )));
+        }
+        // One staging per site and version at a time; a second waits for
+        // the first (a resumed controller's call while its killed
+        // predecessor's extraction finishes), then finds it staged.
+        let lock = self.claim(&h.site, &h.version).await;
+        if dir.meta(&h.version).is_some() && !dir.release(&h.version).exists() {
+            // The metadata goes in place before the folder (see `finish`):
+            // alone, it is what a staging cut short left behind.
+            std::fs::remove_file(dir.meta_path(&h.version))
+                .map_err(io("remove the metadata of an unfinished staging"))?;
         }
         if let Some(meta) = dir.meta(&h.version) {
             return if meta.sha256 == sha256 && dir.release(&h.version).is_dir() {
@@ -111,20 +152,6 @@ impl Deployments {
                 dir.release(&h.version).display()
             )));
         }
-        let key = (h.site.to_ascii_lowercase(), h.version.clone());
-        {
-            let mut set = self.staging.lock().unwrap_or_else(|e| e.into_inner());
-            if !set.insert(key.clone()) {
-                return Err(DeployError::Conflict(format!(
-                    "release {} of site {} is being staged by another call",
-                    h.version, h.site
-                )));
-            }
-        }
-        let lock = StagingLock {
-            set: self.staging.clone(),
-            key,
-        };
         let needed = h.size.saturating_add(limits.min_free_mb * MB);
         if available(&dir.dir) < needed {
             return Err(DeployError::Package(format!(
@@ -136,11 +163,16 @@ impl Deployments {
         }
         std::fs::create_dir_all(dir.farm())
             .map_err(io(format!("create {}", dir.farm().display())))?;
+        // This version is ours: what an earlier staging of it left (an
+        // agent killed half-way) goes.
+        sweep(&dir.farm(), &h.version);
         let scratch = dir
             .farm()
             .join(format!("upload-{}-{}.zip", h.version, uuid_like()));
-        let file = tokio::fs::File::create(&scratch)
-            .await
+        // Created and owned with no await in between: a call dropped here
+        // leaves no file behind.
+        let file = std::fs::File::create(&scratch)
+            .map(tokio::fs::File::from_std)
             .map_err(io(format!("create {}", scratch.display())))?;
         Ok(Begun::Upload(Box::new(Upload {
             dir,
@@ -155,6 +187,44 @@ impl Deployments {
             _lock: lock,
         })))
     }
+}
+
+/// Removes the scratch files and folders of earlier stagings of
+/// `version` (`upload-<version>-<pid>-<n>.zip`, `extract-<version>-...`).
+fn sweep(farm: &Path, version: &str) {
+    let Ok(entries) = std::fs::read_dir(farm) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let ours = ["upload-", "extract-"].iter().any(|kind| {
+            name.strip_prefix(kind)
+                .and_then(|rest| rest.strip_prefix(version))
+                .and_then(|rest| rest.strip_prefix('-'))
+                .map(|rest| rest.trim_end_matches(".zip"))
+                .is_some_and(is_unique_part)
+        });
+        if ours {
+            let p = e.path();
+            let _ = if p.is_dir() {
+                std::fs::remove_dir_all(&p)
+            } else {
+                std::fs::remove_file(&p)
+            };
+        }
+    }
+}
+
+/// `<pid>-<hex>`, as [`uuid_like`] makes it.
+fn is_unique_part(s: &str) -> bool {
+    let mut parts = s.split('-');
+    let (Some(pid), Some(n), None) = (parts.next(), parts.next(), parts.next()) else {
+        return false;
+    };
+    !pid.is_empty()
+        && pid.bytes().all(|b| b.is_ascii_digit())
+        && !n.is_empty()
+        && n.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// A name unique enough for scratch files.
@@ -189,8 +259,16 @@ impl Upload {
             .map_err(io(format!("write {}", self.scratch.display())))
     }
 
-    /// The upload is complete: checks it, extracts it, puts it in place.
-    pub async fn finish(mut self) -> Result<pb::StageReply, DeployError> {
+    /// The upload is complete: checks it, extracts it, puts it in place —
+    /// in a task of its own, so it runs to the end even when the caller
+    /// is dropped half-way (its client went away once every byte was in).
+    pub async fn finish(self) -> Result<pb::StageReply, DeployError> {
+        tokio::spawn(self.complete())
+            .await
+            .map_err(|e| DeployError::Invalid(format!("staging task failed: {e}")))?
+    }
+
+    async fn complete(mut self) -> Result<pb::StageReply, DeployError> {
         use tokio::io::AsyncWriteExt;
         if let Some(mut f) = self.file.take() {
             f.flush().await.map_err(io("flush the upload"))?;
@@ -215,13 +293,38 @@ impl Upload {
             .dir
             .farm()
             .join(format!("extract-{}-{}", self.version, uuid_like()));
+        let meta_path = self.dir.meta_path(&self.version);
         let limits = self.limits.clone();
         let site_dir = self.dir.dir.clone();
-        let extracted = tokio::task::spawn_blocking(move || {
-            let result = unpack(&zip, &partial, &site_dir, &limits).and_then(|counts| {
-                std::fs::rename(&partial, &target)
-                    .map(|()| counts)
-                    .map_err(io(format!("rename into {}", target.display())))
+        let (version, sha256, size) = (self.version.clone(), self.sha256.clone(), self.size);
+        let path = target.display().to_string();
+        // One blocking task from extraction to the release in place: it
+        // runs to the end even when the caller goes away half-way. The
+        // metadata is written before the folder is renamed into place, so
+        // a release folder always has its metadata (and metadata without
+        // its folder is known for what it is: an unfinished staging). The
+        // upload goes with the task: its scratch file and its claim on the
+        // version last until the task is done.
+        let upload = self;
+        let meta = tokio::task::spawn_blocking(move || {
+            let _upload = upload;
+            let result = unpack(&zip, &partial, &site_dir, &limits).and_then(|(files, bytes)| {
+                let meta = ReleaseMeta {
+                    version,
+                    sha256,
+                    size,
+                    files,
+                    bytes,
+                    staged_at: super::unix_ms(),
+                };
+                let json = serde_json::to_vec(&meta)
+                    .map_err(|e| io("metadata")(std::io::Error::other(e)))?;
+                write_atomically(&meta_path, &json).map_err(io("write the release metadata"))?;
+                std::fs::rename(&partial, &target).map_err(|e| {
+                    let _ = std::fs::remove_file(&meta_path);
+                    io(format!("rename into {}", target.display()))(e)
+                })?;
+                Ok(meta)
             });
             if result.is_err() {
                 let _ = std::fs::remove_dir_all(&partial);
@@ -230,23 +333,9 @@ impl Upload {
         })
         .await
         .map_err(|e| DeployError::Invalid(format!("extraction task failed: {e}")))??;
-        let meta = ReleaseMeta {
-            version: self.version.clone(),
-            sha256: self.sha256.clone(),
-            size: self.size,
-            files: extracted.0,
-            bytes: extracted.1,
-            staged_at: super::unix_ms(),
-        };
-        let bytes =
-            serde_json::to_vec(&meta).map_err(|e| io("metadata")(std::io::Error::other(e)))?;
-        if let Err(e) = write_atomically(&self.dir.meta_path(&self.version), &bytes) {
-            let _ = std::fs::remove_dir_all(self.dir.release(&self.version));
-            return Err(io("write the release metadata")(e));
-        }
         Ok(pb::StageReply {
             already_staged: false,
-            path: self.dir.release(&self.version).display().to_string(),
+            path,
             files: meta.files,
             bytes: meta.bytes,
         })
@@ -322,4 +411,44 @@ fn unpack(
         bytes += written;
     }
     Ok((files, bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sweep;
+
+    #[test]
+    fn sweep_takes_only_the_leftovers_of_its_own_version() {
+        let d = tempfile::tempdir().unwrap();
+        let names = [
+            "upload-2.0.0-123-1a2b.zip",
+            "extract-2.0.0-123-1a2b",
+            "upload-2.0.0-1-456-ff.zip",
+            "extract-2.0.0-rc1-9-ab",
+            "2.0.0.json",
+            "state.json",
+        ];
+        for n in names {
+            if n.starts_with("extract") {
+                std::fs::create_dir(d.path().join(n)).unwrap();
+            } else {
+                std::fs::write(d.path().join(n), b"x").unwrap();
+            }
+        }
+        sweep(d.path(), "2.0.0");
+        let mut left: Vec<String> = std::fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                "2.0.0.json",
+                "extract-2.0.0-rc1-9-ab",
+                "state.json",
+                "upload-2.0.0-1-456-ff.zip"
+            ]
+        );
+    }
 }

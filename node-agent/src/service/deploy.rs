@@ -31,6 +31,7 @@ impl AgentService {
     ) -> Result<Response<pb::StageReply>, Status> {
         let mut ticket = self.admit(&req, Call::Stage, &[], "")?;
         let mut stream = req.into_inner();
+        let mut what = String::new();
         let result = async {
             let deploy = self.deployments()?;
             let header = match stream.message().await? {
@@ -44,17 +45,25 @@ impl AgentService {
                 }
             };
             ticket.operation_id(&header.operation_id);
-            ticket.detail(&format!(
+            what = format!(
                 "site {} version {} sha256 {} size {}",
                 header.site, header.version, header.sha256, header.size
-            ));
+            );
+            ticket.detail(&what);
             valid_op_id(&header.operation_id)?;
+            // A repeated id is answered from the first call: this call's
+            // bytes were not taken, the release was already staged.
             let unstored = |s| match s {
-                Stored::Stage(r) => Some(r),
+                Stored::Stage(r) => Some(pb::StageReply {
+                    already_staged: true,
+                    ..r
+                }),
                 _ => None,
             };
             let id = header.operation_id.clone();
-            self.once(&id, "stage", Stored::Stage, unstored, || async {
+            let ticket = &mut ticket;
+            let what = &what;
+            self.once(&id, "stage", Stored::Stage, unstored, || async move {
                 match deploy.begin_stage(&header).await? {
                     Begun::Already(reply) => Ok(reply),
                     Begun::Upload(mut upload) => {
@@ -70,6 +79,10 @@ impl AgentService {
                                 }
                             }
                         }
+                        // Should the client go away now, the audit line
+                        // still says the bytes were taken (the release is
+                        // put in place regardless).
+                        ticket.detail(&format!("{what}; received all bytes"));
                         Ok(upload.finish().await?)
                     }
                 }
@@ -77,6 +90,18 @@ impl AgentService {
             .await
         }
         .await;
+        // Whether bytes were taken: a resumed run must not upload twice.
+        // (Audit lines say "received all bytes" exactly when they were.)
+        if let Ok(r) = &result {
+            ticket.detail(&if r.already_staged {
+                format!("{what}; already staged, nothing uploaded")
+            } else {
+                format!(
+                    "{what}; received all bytes, staged {} files {} bytes",
+                    r.files, r.bytes
+                )
+            });
+        }
         ticket.close_with(result.map(Response::new))
     }
 

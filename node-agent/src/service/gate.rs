@@ -31,6 +31,15 @@ pub struct Ticket {
     op_id: Option<String>,
     started: Instant,
     detail: Option<String>,
+    closed: bool,
+}
+
+/// A call dropped before it was closed — its client went away and the
+/// server stopped it — is audited as abandoned, with what it had done.
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        self.record("abandoned: the client went away before the call finished".into());
+    }
 }
 
 impl Ticket {
@@ -46,23 +55,31 @@ impl Ticket {
         self.op_id = (!id.is_empty()).then(|| audit::clean(id));
     }
 
-    pub fn close(self, outcome: impl Into<String>) {
-        let outcome = outcome.into();
-        tracing::info!(call = self.call.name(), identity = %self.who.name, %outcome, "request");
-        if let Some(a) = &self.audit {
-            a.record(&Entry {
-                time: audit::now(),
-                identity: self.who.name,
-                role: self.who.role.map(|r| r.as_str().to_string()),
-                peer: self.peer,
-                call: self.call.name().into(),
-                pools: self.pools,
-                operation_id: self.op_id,
-                outcome,
-                duration_ms: audit::ms(self.started),
-                detail: self.detail,
-            });
+    pub fn close(mut self, outcome: impl Into<String>) {
+        self.record(outcome.into());
+    }
+
+    fn record(&mut self, outcome: String) {
+        // Once: a closed ticket is not audited again when dropped.
+        if std::mem::replace(&mut self.closed, true) {
+            return;
         }
+        tracing::info!(call = self.call.name(), identity = %self.who.name, %outcome, "request");
+        let Some(audit) = self.audit.take() else {
+            return;
+        };
+        audit.record(&Entry {
+            time: audit::now(),
+            identity: std::mem::take(&mut self.who.name),
+            role: self.who.role.map(|r| r.as_str().to_string()),
+            peer: self.peer.take(),
+            call: self.call.name().into(),
+            pools: std::mem::take(&mut self.pools),
+            operation_id: self.op_id.take(),
+            outcome,
+            duration_ms: audit::ms(self.started),
+            detail: self.detail.take(),
+        });
     }
 
     /// Closes with the outcome of `result` and passes it on.
@@ -103,6 +120,7 @@ impl AgentService {
             op_id: (!op_id.is_empty()).then(|| audit::clean(op_id)),
             started: Instant::now(),
             detail: None,
+            closed: false,
         };
         match self.authz.check(&ticket.who, call) {
             Ok(()) => Ok(ticket),

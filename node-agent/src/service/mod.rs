@@ -96,7 +96,10 @@ impl AgentService {
 
     /// Does `work` once per operation id: a repeated id (checked and
     /// leased like any mutating call) is answered with the first call's
-    /// result; a call that failed is forgotten, so it may be retried.
+    /// result; a call that failed is forgotten, so it may be retried — a
+    /// repeat that was waiting on it does its own work then (a resumed
+    /// controller's call arriving while its killed predecessor's upload is
+    /// still being torn down).
     async fn once<T, Fut>(
         &self,
         id: &str,
@@ -111,24 +114,34 @@ impl AgentService {
     {
         check_operation_id(id).map_err(AgentError::Invalid)?;
         self.leased_check(id)?;
-        let tx = match self.ops.begin(id, kind).map_err(AgentError::Invalid)? {
-            Begin::Repeat(feed) => {
-                return wait(feed).await.and_then(unstored).ok_or_else(|| {
-                    Status::aborted("the first call with this operation id did not finish")
-                })
+        let tx = loop {
+            match self.ops.begin(id, kind).map_err(AgentError::Invalid)? {
+                Begin::Repeat(feed) => match wait(feed).await {
+                    Some(first) => {
+                        return unstored(first).ok_or_else(|| {
+                            Status::internal(
+                                "the first call with this operation id was another kind",
+                            )
+                        })
+                    }
+                    // It failed and was forgotten: this call does the work.
+                    None => continue,
+                },
+                Begin::New(tx) => break tx,
             }
-            Begin::New(tx) => tx,
         };
-        match work().await {
-            Ok(reply) => {
-                tx.send_replace(Some(stored(reply.clone())));
-                Ok(reply)
-            }
-            Err(e) => {
-                self.ops.abandon(id);
-                Err(e.into())
-            }
-        }
+        // Forgotten unless it succeeds — also when this future is dropped
+        // half-way (the client went away): before `tx` goes, so a waiting
+        // repeat finds the id free.
+        let mut forget = Forget {
+            ops: &self.ops,
+            id,
+            armed: true,
+        };
+        let reply = work().await?;
+        forget.armed = false;
+        tx.send_replace(Some(stored(reply.clone())));
+        Ok(reply)
     }
 
     async fn drain_call(
@@ -230,6 +243,21 @@ impl AgentService {
             }
         });
         Ok(Box::pin(ReceiverStream::new(rx)))
+    }
+}
+
+/// Forgets an operation id when dropped armed.
+struct Forget<'a> {
+    ops: &'a Operations,
+    id: &'a str,
+    armed: bool,
+}
+
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.ops.abandon(self.id);
+        }
     }
 }
 
