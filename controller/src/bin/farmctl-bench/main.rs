@@ -7,7 +7,14 @@
 //! ```text
 //! cargo run --release -p farmctl --bin farmctl-bench                 # 4 and 16 nodes, HAProxy
 //! cargo run --release -p farmctl --bin farmctl-bench -- --nodes 1000 --max-unavailable 10%
+//! cargo run --release -p farmctl --bin farmctl-bench -- --deploy --nodes 16   # 50 MB release
 //! ```
+//!
+//! `--deploy`: staging throughput of a `--package-mb` package to every node
+//! over mutual TLS (as many uploads at once as a deploy runs), then a
+//! rolling deploy of it, with each node's time out of rotation minus what
+//! no orchestrator can avoid: the switch, the recycle, the warm-up, the
+//! probe window and the LB's detection.
 //!
 //! Unavoidable per node: the new worker's start-up and warm-up (sim
 //! timings), the consecutive-success probe window ((successes-1) ×
@@ -51,6 +58,12 @@ struct Args {
     /// one run of each, for a ratio of the two measured together).
     #[arg(long, default_value = "window")]
     strategy: String,
+    /// Benchmark a rolling deployment instead of a recycle.
+    #[arg(long)]
+    deploy: bool,
+    /// The deployment's package size.
+    #[arg(long, default_value_t = 50)]
+    package_mb: u64,
     /// Farm sizes, as in older versions (`farmctl-bench 4 16`).
     sizes: Vec<usize>,
 }
@@ -82,7 +95,14 @@ async fn main() {
                 std::process::exit(2);
             }
         };
-        match bench(n, &args.max_unavailable, &lb, &strategies).await {
+        let mode = if args.deploy {
+            Mode::Deploy {
+                package_mb: args.package_mb,
+            }
+        } else {
+            Mode::Recycle(strategies)
+        };
+        match bench(n, &args.max_unavailable, &lb, &mode).await {
             Ok(l) => lines.extend(l),
             Err(e) => {
                 eprintln!("farmctl-bench: {n} nodes: {e}");
@@ -95,14 +115,20 @@ async fn main() {
     }
 }
 
+enum Mode {
+    Recycle(Vec<Strategy>),
+    Deploy { package_mb: u64 },
+}
+
 async fn bench(
     nodes: usize,
     max_unavailable: &str,
     lb: &str,
-    strategies: &[Strategy],
+    mode: &Mode,
 ) -> Result<Vec<String>, String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let spec = SandboxSpec {
+        releases: matches!(mode, Mode::Deploy { .. }),
         nodes,
         lb_kind: lb.into(),
         detection: DETECTION,
@@ -127,6 +153,28 @@ async fn bench(
         Transport::Tls,
     )
     .map_err(|e| e.message)?;
+    let settings = Settings {
+        quiet: true,
+        insecure: false,
+        state_dir: Some(dir.path().join("state")),
+        clock: farmctl::window::system_clock(),
+        reporter: std::sync::Arc::new(Silent),
+    };
+    let strategies = match mode {
+        Mode::Recycle(s) => s,
+        Mode::Deploy { package_mb } => {
+            let line = deploy::bench(
+                &farm,
+                &sandbox,
+                &settings,
+                (nodes, max_unavailable, lb),
+                *package_mb,
+            )
+            .await;
+            sandbox.stop().await;
+            return line.map(|l| vec![l]);
+        }
+    };
     let mut lines = Vec::new();
     for &strategy in strategies {
         let mut req = RunRequest::new(OperationKind::Recycle);
@@ -134,13 +182,6 @@ async fn bench(
         let mut run_settings =
             RunSettings::resolve(&farm.inventory, &req).map_err(|e| e.message)?;
         run_settings.strategy = strategy;
-        let settings = Settings {
-            quiet: true,
-            insecure: false,
-            state_dir: Some(dir.path().join("state")),
-            clock: farmctl::window::system_clock(),
-            reporter: std::sync::Arc::new(Silent),
-        };
         let env = settings.run_env(&AssumeYes, None);
         let started = Instant::now();
         let report = run::start(&farm, &sandbox.inventory, run_settings, &env)
@@ -235,6 +276,8 @@ fn print(
         strategy.as_str()
     )
 }
+
+mod deploy;
 
 /// Nodes out at once in the run's first stage.
 fn report_window(farm: &Farm, max_unavailable: &str) -> usize {
