@@ -17,7 +17,8 @@
 //! - [`report`]: run reports and the `Reporter` trait.
 //! - [`sandbox`]: a simulated farm of real agent processes (demo, tests,
 //!   benchmarks); [`traffic`]: an HTTP load generator; [`certfiles`]: the
-//!   farm's certificate files; [`release`]: release packages.
+//!   farm's certificate files; [`release`]: release packages; [`secret`]:
+//!   passwords named in the inventory, never printed.
 //! - `testing` (tests and the `test-util` feature): fakes of the agent,
 //!   the load balancer and the clock.
 #![forbid(unsafe_code)]
@@ -41,6 +42,7 @@ pub mod report;
 pub mod rollout;
 pub mod run;
 pub mod sandbox;
+pub mod secret;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;
 pub mod traffic;

@@ -46,9 +46,21 @@ pub fn load(path: &Path) -> Result<Inventory, LoadError> {
         path: path.display().to_string(),
         errors,
     })?;
-    // TLS files are found next to the inventory unless the path is absolute.
-    if let (Some(tls), Some(dir)) = (inv.agent.tls.as_mut(), path.parent()) {
-        for p in [&mut tls.ca, &mut tls.cert, &mut tls.key] {
+    // Files are found next to the inventory unless the path is absolute.
+    if let Some(dir) = path.parent() {
+        let mut files: Vec<&mut std::path::PathBuf> = Vec::new();
+        if let Some(tls) = inv.agent.tls.as_mut() {
+            files.extend([&mut tls.ca, &mut tls.cert, &mut tls.key]);
+        }
+        if let Some(api) = inv.load_balancer.http_api_mut() {
+            if let Secret::File(f) = &mut api.password {
+                files.push(f);
+            }
+            if let Trust::Ca(ca) = &mut api.trust {
+                files.push(ca);
+            }
+        }
+        for p in files {
             if p.is_relative() {
                 *p = dir.join(&*p);
             }

@@ -54,6 +54,19 @@ pub enum LoadBalancer {
     HealthFile { path: String, detection: Duration },
     /// HAProxy runtime API.
     Haproxy { admin: String, backend: String },
+    /// F5 BIG-IP LTM pool, through iControl REST.
+    F5(F5),
+    /// Citrix NetScaler ADC, through NITRO.
+    Netscaler(Netscaler),
+    /// An AWS ELBv2 target group (ALB or NLB).
+    AwsElbv2(AwsElbv2),
+    /// IIS Application Request Routing, through the farm-agent on the ARR
+    /// server.
+    Arr(Arr),
+    /// Windows NLB, through each node's own agent.
+    Nlb,
+    /// User commands.
+    Exec(Exec),
 }
 
 impl LoadBalancer {
@@ -62,8 +75,158 @@ impl LoadBalancer {
             LoadBalancer::None => "none",
             LoadBalancer::HealthFile { .. } => "health-file",
             LoadBalancer::Haproxy { .. } => "haproxy",
+            LoadBalancer::F5(_) => "f5",
+            LoadBalancer::Netscaler(_) => "netscaler",
+            LoadBalancer::AwsElbv2(_) => "aws-elbv2",
+            LoadBalancer::Arr(_) => "arr",
+            LoadBalancer::Nlb => "nlb",
+            LoadBalancer::Exec(_) => "exec",
         }
     }
+
+    /// Which load balancer, in a few words (`haproxy backend shop`, `f5
+    /// pool /Common/shop_pool`): part of a run's contract, so a resume
+    /// against another load balancer is refused.
+    pub fn describe(&self) -> String {
+        match self {
+            LoadBalancer::Haproxy { backend, .. } => format!("haproxy backend {backend}"),
+            LoadBalancer::F5(f) => format!("f5 pool {} at {}", f.pool, f.api.url),
+            LoadBalancer::Netscaler(n) => format!("netscaler at {}", n.api.url),
+            LoadBalancer::AwsElbv2(a) => format!("aws-elbv2 target group {}", a.target_group_arn),
+            LoadBalancer::Arr(a) => format!("arr web farm {} on {}", a.farm, a.agent),
+            other => other.kind().to_string(),
+        }
+    }
+
+    /// The HTTPS management API of an f5 or netscaler.
+    pub fn http_api(&self) -> Option<&HttpApi> {
+        match self {
+            LoadBalancer::F5(f) => Some(&f.api),
+            LoadBalancer::Netscaler(n) => Some(&n.api),
+            _ => None,
+        }
+    }
+
+    pub fn http_api_mut(&mut self) -> Option<&mut HttpApi> {
+        match self {
+            LoadBalancer::F5(f) => Some(&mut f.api),
+            LoadBalancer::Netscaler(n) => Some(&mut n.api),
+            _ => None,
+        }
+    }
+
+    /// The member name a node gets without `lb_server`: the node's name,
+    /// or what this load balancer calls it.
+    pub fn default_member(&self, name: &str, address: &str, http_port: u16) -> String {
+        match self {
+            LoadBalancer::F5(_) => format!("/Common/{name}:{http_port}"),
+            LoadBalancer::AwsElbv2(_) => format!("{address}:{http_port}"),
+            LoadBalancer::Arr(_) => address.to_string(),
+            _ => name.to_string(),
+        }
+    }
+}
+
+/// A load balancer's management API over HTTPS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpApi {
+    /// `https://host[:port]`, no path.
+    pub url: String,
+    pub username: String,
+    pub password: Secret,
+    pub trust: Trust,
+    /// One call, including its retries' waits.
+    pub timeout: Duration,
+}
+
+/// Where a secret is read from when it is needed; the inventory never
+/// holds one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Secret {
+    Env(String),
+    /// Relative to the inventory file (resolved by [`crate::load`]).
+    File(std::path::PathBuf),
+}
+
+/// How a management certificate is trusted: never silently unverified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Trust {
+    /// A PEM file (relative paths resolved by [`crate::load`]).
+    Ca(std::path::PathBuf),
+    /// The certificate's sha256, 32 bytes.
+    Fingerprint(Vec<u8>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct F5 {
+    pub api: HttpApi,
+    /// `/Common/shop_pool`.
+    pub pool: String,
+    pub drain_mode: F5DrainMode,
+    /// Token login first (and basic when the device offers no token
+    /// login), or basic only.
+    pub token_login: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum F5DrainMode {
+    /// `session: user-disabled`: persistent clients may still come.
+    Disable,
+    /// `state: user-down` too: no new connections at all.
+    ForceOffline,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Netscaler {
+    pub api: HttpApi,
+    pub member: NetscalerMember,
+    /// Graceful disable's delay: after it, connections left are cut.
+    pub delay: Option<Duration>,
+    /// A login session (cookie) or the user and password on every call.
+    pub login: bool,
+}
+
+/// What a node's `lb_server` names on a NetScaler.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NetscalerMember {
+    Service,
+    Server,
+    /// A member of this service group; `lb_server` is `server:port`.
+    ServiceGroup(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AwsElbv2 {
+    pub target_group_arn: String,
+    pub region: String,
+    pub endpoint: Option<String>,
+    pub profile: Option<String>,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Arr {
+    /// `host:port` of the farm-agent on the ARR server.
+    pub agent: String,
+    /// The web farm.
+    pub farm: String,
+    pub drain_mode: ArrDrainMode,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArrDrainMode {
+    /// `SetState Drain`: affinitized clients keep coming.
+    Drain,
+    /// `SetState GracefulStop`: requests in flight finish, nothing new.
+    GracefulStop,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exec {
+    pub drain: Vec<String>,
+    pub return_: Vec<String>,
+    pub state: Vec<String>,
+    pub timeout: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]

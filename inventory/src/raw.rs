@@ -65,6 +65,64 @@ pub struct RawLoadBalancer {
     pub admin: Option<String>,
     /// haproxy: backend name.
     pub backend: Option<String>,
+    /// f5, netscaler: the management address, `https://host[:port]`.
+    pub url: Option<String>,
+    /// f5: the pool's full path, `/Common/shop_pool`.
+    pub pool: Option<String>,
+    /// f5, netscaler: the API account.
+    pub auth: Option<RawLbAuth>,
+    /// f5, netscaler: how the management certificate is trusted.
+    pub tls: Option<RawLbTls>,
+    /// f5: `disable` or `force-offline`; arr: `drain` or `graceful-stop`.
+    pub drain_mode: Option<String>,
+    /// netscaler: what a node is — `service` (default), `server` or
+    /// `servicegroup`.
+    pub member: Option<String>,
+    /// netscaler with `member: servicegroup`: the service group.
+    pub servicegroup: Option<String>,
+    /// netscaler: graceful disable's delay (NITRO `delay`).
+    pub delay: Option<String>,
+    /// aws-elbv2: the target group.
+    pub target_group_arn: Option<String>,
+    /// aws-elbv2: the region; default the ARN's.
+    pub region: Option<String>,
+    /// aws-elbv2: another endpoint (a VPC endpoint, a local emulator).
+    pub endpoint: Option<String>,
+    /// aws-elbv2: a named profile of the shared AWS config.
+    pub profile: Option<String>,
+    /// arr: `host:port` of the farm-agent on the ARR server.
+    pub agent: Option<String>,
+    /// arr: the web farm's name in ARR.
+    pub farm: Option<String>,
+    /// exec: argv templates.
+    pub drain: Option<Vec<String>>,
+    #[serde(rename = "return")]
+    pub return_: Option<Vec<String>>,
+    pub state: Option<Vec<String>>,
+    /// f5, netscaler, aws-elbv2: one API call; exec: one command.
+    pub timeout: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLbAuth {
+    pub username: String,
+    /// The password comes from this environment variable...
+    pub password_env: Option<String>,
+    /// ...or this file (relative to the inventory), never the inventory.
+    pub password_file: Option<String>,
+    /// f5: `token` (default; basic when token login is not offered) or
+    /// `basic`; netscaler: `login` (default, a session cookie) or `headers`.
+    pub method: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLbTls {
+    /// A PEM file of the CA (or the self-signed certificate) to trust.
+    pub ca: Option<String>,
+    /// Or the management certificate's sha256 fingerprint, pinned.
+    pub fingerprint: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -1,5 +1,8 @@
 //! Inventory validation: every error reported, each with its place.
-use farm_inventory::{parse, Capacity, InventoryError, LoadBalancer, OnFailure, Ramp};
+use farm_inventory::{
+    parse, ArrDrainMode, Capacity, F5DrainMode, InventoryError, LoadBalancer, OnFailure, Ramp,
+    Secret,
+};
 
 const GOOD: &str = r#"
 farm: shop
@@ -136,9 +139,12 @@ fn percentages_round_down_but_never_to_zero() {
 
 #[test]
 fn unknown_load_balancer_kind() {
-    let text = format!("{GOOD}load_balancer: {{kind: f5}}\n");
+    let text = format!("{GOOD}load_balancer: {{kind: kemp}}\n");
     let e = errors(&text);
-    assert!(has(&e, "load_balancer.kind", "unknown kind `f5`"), "{e:?}");
+    assert!(
+        has(&e, "load_balancer.kind", "unknown kind `kemp`"),
+        "{e:?}"
+    );
 }
 
 #[test]
@@ -221,4 +227,172 @@ fn ramps_failure_policy_and_pause() {
     assert!(has(&e, "rollout.on_failure", "`retry`"), "{e:?}");
     assert_eq!(Ramp::parse("1,2,25%").unwrap().resolve(8), [1, 2, 2]);
     assert!(Ramp::parse("1,,2").is_err());
+}
+
+fn with_lb(lb: &str) -> String {
+    format!("{GOOD}load_balancer:\n{lb}")
+}
+
+#[test]
+fn an_f5_pool_with_its_members() {
+    let inv = parse(&with_lb(
+        "  kind: f5\n  url: https://bigip.corp.example/\n  pool: /Common/shop_pool\n  auth: {username: svc-farmctl, password_env: F5_PASSWORD}\n  tls: {ca: certs/bigip-ca.pem}\n",
+    ))
+    .unwrap();
+    let LoadBalancer::F5(f5) = &inv.load_balancer else {
+        panic!("{:?}", inv.load_balancer)
+    };
+    assert_eq!(f5.api.url, "https://bigip.corp.example");
+    assert_eq!(f5.drain_mode, F5DrainMode::ForceOffline);
+    assert!(f5.token_login);
+    assert_eq!(f5.api.password, Secret::Env("F5_PASSWORD".into()));
+    // Without lb_server a node is /Common/<name>:<http_port>.
+    assert_eq!(inv.nodes[0].lb_server, "/Common/web01:80");
+    assert_eq!(inv.nodes[1].lb_server, "/Common/web02:8080");
+    assert_eq!(
+        inv.load_balancer.describe(),
+        "f5 pool /Common/shop_pool at https://bigip.corp.example"
+    );
+}
+
+#[test]
+fn an_f5_without_trust_auth_or_https_is_refused_with_every_reason() {
+    let e = errors(&with_lb(
+        "  kind: f5\n  url: http://bigip\n  pool: shop_pool\n  drain_mode: offline\n  backend: x\n",
+    ));
+    assert!(has(&e, "load_balancer.url", "must be https"), "{e:?}");
+    assert!(has(&e, "load_balancer.pool", "full path"), "{e:?}");
+    assert!(has(&e, "load_balancer.auth", "is required"), "{e:?}");
+    assert!(
+        has(&e, "load_balancer.tls", "never accepted unverified"),
+        "{e:?}"
+    );
+    assert!(
+        has(&e, "load_balancer.drain_mode", "force-offline"),
+        "{e:?}"
+    );
+    assert!(
+        has(&e, "load_balancer.backend", "not used with kind `f5`"),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn a_password_is_never_taken_from_the_inventory() {
+    let e = errors(&with_lb(
+        "  kind: f5\n  url: https://bigip\n  pool: /Common/p\n  auth: {username: u, password: hunter2}\n  tls: {fingerprint: x}\n",
+    ));
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(e[0].message.contains("unknown field `password`"), "{e:?}");
+    assert!(!e[0].to_string().contains("hunter2"), "{e:?}");
+    let e = errors(&with_lb(
+        "  kind: netscaler\n  url: https://adc\n  auth: {username: u, password_env: 'NOT A VAR'}\n  tls: {fingerprint: 'ab:cd'}\n",
+    ));
+    assert!(
+        has(
+            &e,
+            "load_balancer.auth.password_env",
+            "environment variable"
+        ),
+        "{e:?}"
+    );
+    assert!(has(&e, "load_balancer.tls.fingerprint", "64 hex"), "{e:?}");
+}
+
+#[test]
+fn lb_servers_are_checked_in_the_load_balancers_words() {
+    let lb = "  kind: netscaler\n  url: https://adc\n  member: servicegroup\n  servicegroup: sg_shop\n  auth: {username: u, password_file: ns.pass}\n  tls: {ca: ns.pem}\n";
+    let text = with_lb(lb).replace(
+        "    address: 10.0.0.1\n",
+        "    address: 10.0.0.1\n    lb_server: web01\n",
+    );
+    let e = errors(&text);
+    assert!(
+        has(
+            &e,
+            "nodes[0].lb_server",
+            "service group member like `web01:80`"
+        ),
+        "{e:?}"
+    );
+    let f5 = "  kind: f5\n  url: https://bigip\n  pool: /Common/p\n  auth: {username: u, password_env: P}\n  tls: {ca: c.pem}\n";
+    let text = with_lb(f5).replace(
+        "    address: 10.0.0.1\n",
+        "    address: 10.0.0.1\n    lb_server: web01\n",
+    );
+    let e = errors(&text);
+    assert!(
+        has(
+            &e,
+            "nodes[0].lb_server",
+            "full name like `/Common/web01:80`"
+        ),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn aws_takes_the_region_from_the_arn_and_targets_default_to_address_and_port() {
+    let inv = parse(&with_lb(
+        "  kind: aws-elbv2\n  target_group_arn: arn:aws:elasticloadbalancing:eu-west-1:123456789012:targetgroup/shop/0123456789abcdef\n",
+    ))
+    .unwrap();
+    let LoadBalancer::AwsElbv2(aws) = &inv.load_balancer else {
+        panic!()
+    };
+    assert_eq!(aws.region, "eu-west-1");
+    assert_eq!(inv.nodes[1].lb_server, "10.0.0.2:8080");
+    let e = errors(&with_lb(
+        "  kind: aws-elbv2\n  target_group_arn: shop\n  url: https://x\n",
+    ));
+    assert!(
+        has(
+            &e,
+            "load_balancer.target_group_arn",
+            "not a target group ARN"
+        ),
+        "{e:?}"
+    );
+    assert!(
+        has(&e, "load_balancer.url", "not used with kind `aws-elbv2`"),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn exec_needs_three_commands_with_known_placeholders() {
+    let e = errors(&with_lb(
+        "  kind: exec\n  drain: [/usr/local/bin/lb, drain, '{node}']\n  return: ['', x]\n  state: [lb, '{secret}']\n",
+    ));
+    assert!(has(&e, "load_balancer.return", "program to run"), "{e:?}");
+    assert!(
+        has(
+            &e,
+            "load_balancer.state[1]",
+            "unknown placeholder `{secret}`"
+        ),
+        "{e:?}"
+    );
+    assert!(
+        !e.iter().any(|e| e.path.starts_with("load_balancer.drain")),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn arr_and_nlb() {
+    let inv = parse(&with_lb(
+        "  kind: arr\n  agent: arr01:7443\n  farm: shop farm\n",
+    ))
+    .unwrap();
+    let LoadBalancer::Arr(arr) = &inv.load_balancer else {
+        panic!()
+    };
+    assert_eq!(arr.drain_mode, ArrDrainMode::GracefulStop);
+    assert_eq!(inv.nodes[0].lb_server, "10.0.0.1");
+    let inv = parse(&with_lb("  kind: nlb\n")).unwrap();
+    assert_eq!(inv.load_balancer, LoadBalancer::Nlb);
+    let e = errors(&with_lb("  kind: arr\n  farm: \"shop'; rm\"\n"));
+    assert!(has(&e, "load_balancer.agent", "is required"), "{e:?}");
+    assert!(has(&e, "load_balancer.farm", "may only contain"), "{e:?}");
 }

@@ -88,7 +88,7 @@ pub async fn run(args: &PlanArgs, settings: &Settings) -> CommandResult {
         farm: farm.inventory.farm.clone(),
         backend: match &farm.inventory.load_balancer {
             farm_inventory::LoadBalancer::Haproxy { backend, .. } => backend.clone(),
-            other => other.kind().to_string(),
+            other => other.describe(),
         },
         nodes: total,
         already_out,

@@ -2,8 +2,13 @@
 //! load balancer it is talking to: every driver answers the same four
 //! questions — drain, drained (no session left), return, seen up — and
 //! lists its members for the drift check.
+pub mod aws;
+mod exec;
+mod f5;
 mod haproxy;
 mod health_file;
+pub mod http;
+mod netscaler;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,8 +18,12 @@ use farm_inventory::{Inventory, LoadBalancer as LbConfig, Node};
 
 use crate::agent::AgentApi;
 
+pub use aws::AwsElbv2;
+pub use exec::Exec;
+pub use f5::F5;
 pub use haproxy::{Haproxy, ServerStat};
 pub use health_file::HealthFile;
+pub use netscaler::Netscaler;
 
 /// A member's state as the load balancer reports it, in the words every
 /// driver maps its own vocabulary to.
@@ -83,6 +92,10 @@ pub enum LbError {
         after: Duration,
         state: String,
     },
+    /// The driver could not be set up from the inventory (a secret not
+    /// set, a CA file not readable): bad input, nothing was touched.
+    #[error("{lb}: {message}")]
+    Config { lb: String, message: String },
     /// The drain or return went through the node's agent and it failed.
     #[error("{lb}: the agent on {node} could not {what}: {detail}")]
     Agent {
@@ -131,6 +144,18 @@ pub trait LoadBalancer: Send + Sync {
     /// Puts the node back and waits, up to `timeout`, until the LB itself
     /// sees it up. Returns how long that took.
     async fn undrain(&self, target: &Target<'_>, timeout: Duration) -> Result<Duration, LbError>;
+
+    /// Whether the LB still keeps the node out as it was drained — checked
+    /// while the node is out, so a drain the LB forgot (a reload, a config
+    /// sync) is noticed. `None` when this driver cannot tell.
+    async fn still_drained(&self, _target: &Target<'_>) -> Result<Option<bool>, LbError> {
+        Ok(None)
+    }
+
+    /// What preflight should tell the operator about this LB's settings.
+    async fn notes(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// `kind: none`.
@@ -155,9 +180,23 @@ impl LoadBalancer for NoLoadBalancer {
     }
 }
 
-/// Builds the driver the inventory names.
+/// Builds the driver the inventory names; its secrets are read here.
 pub fn from_inventory(inv: &Inventory) -> Result<Arc<dyn LoadBalancer>, LbError> {
+    let password = |api: &farm_inventory::HttpApi| {
+        crate::secret::read(&api.password).map_err(|message| LbError::Config {
+            lb: format!("{} {}", inv.load_balancer.kind(), api.url),
+            message: format!("the password of user `{}`: {message}", api.username),
+        })
+    };
     match &inv.load_balancer {
+        LbConfig::F5(cfg) => Ok(Arc::new(F5::new(cfg, password(&cfg.api)?)?)),
+        LbConfig::Netscaler(cfg) => Ok(Arc::new(Netscaler::new(cfg, password(&cfg.api)?)?)),
+        LbConfig::Exec(cfg) => Ok(Arc::new(Exec::new(cfg))),
+        LbConfig::AwsElbv2(cfg) => Ok(Arc::new(AwsElbv2::new(cfg)?)),
+        LbConfig::Arr(_) | LbConfig::Nlb => Err(LbError::Config {
+            lb: inv.load_balancer.describe(),
+            message: "not built yet".into(),
+        }),
         LbConfig::None => Ok(Arc::new(NoLoadBalancer)),
         LbConfig::HealthFile { path, detection } => Ok(Arc::new(HealthFile::new(
             path.clone(),

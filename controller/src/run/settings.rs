@@ -5,8 +5,7 @@
 use std::time::Duration;
 
 use farm_inventory::{
-    validate::check_max_unavailable, Inventory, LoadBalancer, OnDrainTimeout, OnFailure, Ramp,
-    Strategy, Window,
+    validate::check_max_unavailable, Inventory, OnDrainTimeout, OnFailure, Ramp, Strategy, Window,
 };
 use farm_proto::domain::OperationKind;
 use serde::{Deserialize, Serialize};
@@ -140,10 +139,7 @@ pub struct RunSettings {
 }
 
 fn lb_name(inv: &Inventory) -> String {
-    match &inv.load_balancer {
-        LoadBalancer::Haproxy { backend, .. } => format!("haproxy backend {backend}"),
-        other => other.kind().to_string(),
-    }
+    inv.load_balancer.describe()
 }
 
 impl RunSettings {

@@ -6,10 +6,13 @@ use crate::error::InventoryError;
 use crate::model::*;
 use crate::raw::*;
 
+mod lb;
 mod sections;
 
+use lb::{check_member, load_balancer};
+pub use lb::{parse_fingerprint, DEFAULT_EXEC_TIMEOUT, DEFAULT_LB_TIMEOUT, EXEC_PLACEHOLDERS};
 pub use sections::check_max_unavailable;
-use sections::{load_balancer, probe, rollout};
+use sections::{probe, rollout};
 
 pub const DEFAULT_AGENT_PORT: u16 = 7443;
 pub const DEFAULT_HEALTH_FILE: &str = "/health.htm";
@@ -160,6 +163,15 @@ pub fn validate(raw: RawInventory) -> Result<Inventory, Vec<InventoryError>> {
         ),
     };
 
+    // First: what a node's `lb_server` is depends on the load balancer.
+    let load_balancer = match &raw.load_balancer {
+        None => LoadBalancer::HealthFile {
+            path: DEFAULT_HEALTH_FILE.into(),
+            detection: DEFAULT_DETECTION,
+        },
+        Some(lb) => load_balancer(&mut errors, lb),
+    };
+
     if raw.nodes.is_empty() {
         errors.add("nodes", "the farm has no nodes; list at least one");
     }
@@ -195,8 +207,12 @@ pub fn validate(raw: RawInventory) -> Result<Inventory, Vec<InventoryError>> {
                 format!("agent `{agent_addr}` is listed for another node too"),
             );
         }
-        let lb_server = n.lb_server.clone().unwrap_or_else(|| n.name.clone());
-        check_name(&mut errors, &at("lb_server"), &lb_server);
+        let http_port = errors.port(&at("http_port"), n.http_port, 80);
+        let lb_server = n
+            .lb_server
+            .clone()
+            .unwrap_or_else(|| load_balancer.default_member(&n.name, &n.address, http_port));
+        check_member(&mut errors, &at("lb_server"), &load_balancer, &lb_server);
         // A derived lb_server repeats a duplicate name, already reported.
         if !lb_servers.insert(lb_server.clone()) && n.lb_server.is_some() {
             errors.add(
@@ -208,18 +224,10 @@ pub fn validate(raw: RawInventory) -> Result<Inventory, Vec<InventoryError>> {
             name: n.name.clone(),
             address: n.address.clone(),
             agent: agent_addr,
-            http_port: errors.port(&at("http_port"), n.http_port, 80),
+            http_port,
             lb_server,
         });
     }
-
-    let load_balancer = match &raw.load_balancer {
-        None => LoadBalancer::HealthFile {
-            path: DEFAULT_HEALTH_FILE.into(),
-            detection: DEFAULT_DETECTION,
-        },
-        Some(lb) => load_balancer(&mut errors, lb),
-    };
 
     if raw.sites.is_empty() {
         errors.add(

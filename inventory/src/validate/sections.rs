@@ -1,72 +1,9 @@
-//! Validation of the load balancer, probe and rollout sections.
+//! Validation of the probe and rollout sections.
 use std::time::Duration;
 
-use super::{check_host_port, check_name, Errors, DEFAULT_DETECTION, DEFAULT_HEALTH_FILE};
+use super::Errors;
 use crate::model::*;
 use crate::raw::*;
-
-pub(super) fn load_balancer(errors: &mut Errors, lb: &RawLoadBalancer) -> LoadBalancer {
-    let unused = |errors: &mut Errors, field: &str, value: &Option<String>| {
-        if value.is_some() {
-            errors.add(
-                format!("load_balancer.{field}"),
-                format!("is not used with kind `{}`", lb.kind),
-            );
-        }
-    };
-    match lb.kind.as_str() {
-        "none" => {
-            unused(errors, "path", &lb.path);
-            unused(errors, "detection", &lb.detection);
-            unused(errors, "admin", &lb.admin);
-            unused(errors, "backend", &lb.backend);
-            LoadBalancer::None
-        }
-        "health-file" => {
-            unused(errors, "admin", &lb.admin);
-            unused(errors, "backend", &lb.backend);
-            let path = lb
-                .path
-                .clone()
-                .unwrap_or_else(|| DEFAULT_HEALTH_FILE.into());
-            if !path.starts_with('/') {
-                errors.add(
-                    "load_balancer.path",
-                    format!("`{path}` must start with `/`"),
-                );
-            }
-            let detection = errors.duration(
-                "load_balancer.detection",
-                lb.detection.as_deref(),
-                DEFAULT_DETECTION,
-            );
-            LoadBalancer::HealthFile { path, detection }
-        }
-        "haproxy" => {
-            unused(errors, "path", &lb.path);
-            unused(errors, "detection", &lb.detection);
-            let admin = lb.admin.clone().unwrap_or_default();
-            if admin.is_empty() {
-                errors.add(
-                    "load_balancer.admin",
-                    "haproxy needs the runtime API address (`host:port` or `unix:/path`)",
-                );
-            } else if !admin.starts_with("unix:") {
-                check_host_port(errors, "load_balancer.admin", &admin);
-            }
-            let backend = lb.backend.clone().unwrap_or_default();
-            check_name(errors, "load_balancer.backend", &backend);
-            LoadBalancer::Haproxy { admin, backend }
-        }
-        other => {
-            errors.add(
-                "load_balancer.kind",
-                format!("unknown kind `{other}`; expected `haproxy`, `health-file` or `none`"),
-            );
-            LoadBalancer::None
-        }
-    }
-}
 
 pub(super) fn probe(errors: &mut Errors, at: &str, p: &RawProbe) -> Probe {
     let path = p.path.clone().unwrap_or_else(|| "/".into());
