@@ -66,7 +66,7 @@ impl Farm {
                 .map_err(|e| CommandError::bad_input(format!("node {}: {e}", n.name)))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let lb = crate::lb::from_inventory(&inventory)
+        let lb = crate::lb::from_inventory(&inventory, &agents, tls.as_ref())
             .map_err(|e| CommandError::bad_input(e.to_string()))?;
         Ok(Farm {
             inventory,

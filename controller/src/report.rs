@@ -54,6 +54,9 @@ pub struct NodeReport {
     /// Deploy: the hooks the agent ran after the switch.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub hooks: Vec<crate::agent::HookRun>,
+    /// Times the load balancer put the node back while it was out and it
+    /// was drained again.
+    pub lb_redrains: u32,
 }
 
 impl NodeReport {
@@ -70,6 +73,7 @@ impl NodeReport {
             in_rotation: true,
             version: None,
             hooks: Vec::new(),
+            lb_redrains: 0,
         }
     }
 }

@@ -120,6 +120,8 @@ pub enum AgentError {
     Leased(String),
     #[error(transparent)]
     Deploy(#[from] crate::deploy::DeployError),
+    #[error(transparent)]
+    LbMember(#[from] crate::lbmember::LbMemberError),
 }
 
 impl From<AgentError> for tonic::Status {
@@ -134,6 +136,14 @@ impl From<AgentError> for tonic::Status {
             AgentError::Iis(IisError::InvalidName { .. }) => tonic::Status::invalid_argument(msg),
             AgentError::Iis(_) => tonic::Status::internal(msg),
             AgentError::Leased(_) => tonic::Status::failed_precondition(msg),
+            AgentError::LbMember(l) => {
+                use crate::lbmember::LbMemberError as L;
+                match l {
+                    L::Invalid(_) => tonic::Status::invalid_argument(msg),
+                    L::NotFound(_) => tonic::Status::not_found(msg),
+                    L::Failed(_) => tonic::Status::internal(msg),
+                }
+            }
             AgentError::Deploy(d) => {
                 use crate::deploy::DeployError as D;
                 match d {

@@ -17,6 +17,7 @@ pub mod convert;
 pub mod deploy;
 pub mod iis;
 pub mod iiscmd;
+pub mod lbmember;
 pub mod lease;
 pub mod operations;
 pub mod ops;

@@ -112,6 +112,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         poll_interval: args.poll_interval,
         ..OpsConfig::default()
     };
+    let mut lb_members = None;
     let (node, iis, sim, sites): (String, Arc<dyn Iis>, Option<Simulator>, serde_json::Value) =
         if backend == "sim" {
             let Some(sim_path) = &args.sim else {
@@ -138,6 +139,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
             )
         } else {
             let node = config.node.clone().unwrap_or_else(host_name);
+            lb_members = Some(Arc::new(farm_agent::lbmember::LbMembers::new(
+                Arc::new(SystemRunner),
+                config.tools.powershell.clone(),
+                config.timeouts.command,
+                node.clone(),
+            )));
             let backend = CommandBackend::new(
                 Arc::new(SystemRunner),
                 config.tools.clone(),
@@ -163,8 +170,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
             Arc::new(SystemRunner),
         ))
     });
-    let service =
-        farm_agent::service::AgentService::new(node, iis, cfg).with_deployments(deployments);
+    let service = farm_agent::service::AgentService::new(node, iis, cfg)
+        .with_deployments(deployments)
+        .with_lb_members(lb_members);
     farm_agent::server::serve(listener, service, security, shutdown_signal()).await?;
     if let Some(sim) = sim {
         sim.shutdown();

@@ -85,6 +85,10 @@ pub enum Call {
     Switch,
     Prune,
     Releases,
+    /// A load balancer member's state (arr, nlb).
+    LbState,
+    /// Draining or returning a load balancer member.
+    LbMember,
 }
 
 impl Call {
@@ -101,11 +105,16 @@ impl Call {
             Call::Switch => "Switch",
             Call::Prune => "Prune",
             Call::Releases => "Releases",
+            Call::LbState => "LbMember(state)",
+            Call::LbMember => "LbMember",
         }
     }
 
     fn needs_operator(self) -> bool {
-        !matches!(self, Call::Status | Call::WatchLoad | Call::Releases)
+        !matches!(
+            self,
+            Call::Status | Call::WatchLoad | Call::Releases | Call::LbState
+        )
     }
 }
 

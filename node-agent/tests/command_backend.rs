@@ -16,6 +16,7 @@ fn tools() -> Tools {
         sc: r"C:\Windows\system32\sc.exe".into(),
         taskkill: r"C:\Windows\system32\taskkill.exe".into(),
         typeperf: r"C:\Windows\system32\typeperf.exe".into(),
+        powershell: r"C:\Windows\System32\WindowsPowerShell\v1.0\powershell.exe".into(),
     }
 }
 

@@ -20,8 +20,10 @@ impl From<tonic::Status> for AgentError {
     fn from(s: tonic::Status) -> Self {
         use tonic::Code::*;
         match s.code() {
-            InvalidArgument | FailedPrecondition | NotFound | PermissionDenied
-            | Unauthenticated => AgentError::Refused(s.message().to_string()),
+            NotFound => AgentError::NotFound(s.message().to_string()),
+            InvalidArgument | FailedPrecondition | PermissionDenied | Unauthenticated => {
+                AgentError::Refused(s.message().to_string())
+            }
             DeadlineExceeded => AgentError::Call(format!("deadline exceeded: {}", s.message())),
             Unavailable => AgentError::Call(format!("agent unavailable: {}", s.message())),
             _ => AgentError::Call(s.message().to_string()),
@@ -399,6 +401,27 @@ impl AgentApi for GrpcAgent {
         self.unary(msg, |mut c, r| async move { c.prune(r).await })
             .await
             .map(|r| r.removed)
+    }
+
+    async fn lb_member(&self, call: &LbMemberCall) -> Result<LbMemberView, AgentError> {
+        let msg = pb::LbMemberRequest {
+            operation_id: call.op_id.clone(),
+            kind: call.kind.into(),
+            action: call.action.into(),
+            farm: call.farm.clone(),
+            server: call.server.clone(),
+            mode: call.mode.into(),
+            drain_timeout_s: call.drain_timeout.as_secs().min(u64::from(u32::MAX)) as u32,
+        };
+        let r = self
+            .unary(msg, |mut c, r| async move { c.lb_member(r).await })
+            .await?;
+        Ok(LbMemberView {
+            state: r.state,
+            healthy: r.healthy,
+            current_requests: u64::try_from(r.current_requests).ok(),
+            detail: r.detail,
+        })
     }
 
     async fn wait_idle(&self, timeout: Duration) -> Result<bool, AgentError> {

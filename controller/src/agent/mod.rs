@@ -20,6 +20,9 @@ pub enum AgentError {
     Call(String),
     #[error("agent did not answer within {0:?}")]
     Timeout(Duration),
+    /// What the call named does not exist there.
+    #[error("{0}")]
+    NotFound(String),
 }
 
 /// A pool as the agent reports it.
@@ -260,4 +263,37 @@ pub trait AgentApi: Send + Sync {
     /// Removes old releases (the agent keeps its `deploy.keep`); their
     /// versions.
     async fn prune(&self, op_id: &str, site: &str) -> Result<Vec<String>, AgentError>;
+    /// A load balancer member this agent drives with local tools (an ARR
+    /// server on the ARR box, the node itself in NLB).
+    async fn lb_member(&self, _call: &LbMemberCall) -> Result<LbMemberView, AgentError> {
+        Err(AgentError::Refused(
+            "this agent does not drive load balancer members".into(),
+        ))
+    }
+}
+
+/// What to ask of a load balancer member.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LbMemberCall {
+    pub op_id: String,
+    /// `arr` or `nlb`.
+    pub kind: &'static str,
+    /// `state`, `drain` or `return`.
+    pub action: &'static str,
+    pub farm: String,
+    pub server: String,
+    /// arr drain: `Drain` or `GracefulStop`.
+    pub mode: &'static str,
+    /// nlb drain: Stop-NlbClusterNode's -Timeout.
+    pub drain_timeout: Duration,
+}
+
+/// A load balancer member as the agent's tools report it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LbMemberView {
+    pub state: String,
+    pub healthy: bool,
+    /// Requests in flight through the LB; `None` when it does not count.
+    pub current_requests: Option<u64>,
+    pub detail: String,
 }

@@ -121,6 +121,43 @@ impl Haproxy {
             })
     }
 
+    /// A server's administrative state bits from `show servers state`
+    /// (0: ready; 0x08 drain, 0x01 maint, ...), by header name. The
+    /// operational status in `show stat` cannot tell a drained server whose
+    /// check fails from one that is merely down.
+    pub async fn admin_state(&self, node: &str, server: &str) -> Result<u32, LbError> {
+        let text = self
+            .command(&format!("show servers state {}", self.backend))
+            .await?;
+        let bad = |m: String| LbError::Api {
+            lb: self.name(),
+            message: format!("could not read `show servers state`: {m}"),
+        };
+        let header = text
+            .lines()
+            .find_map(|l| l.strip_prefix('#'))
+            .ok_or_else(|| bad(format!("no `# be_id ...` header in {:?}", text.trim())))?;
+        let cols: Vec<&str> = header.split_whitespace().collect();
+        let col = |name: &str| {
+            cols.iter()
+                .position(|c| *c == name)
+                .ok_or_else(|| bad(format!("no `{name}` column")))
+        };
+        let (name_at, admin_at) = (col("srv_name")?, col("srv_admin_state")?);
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .find(|f| f.get(name_at) == Some(&server))
+            .ok_or_else(|| LbError::NoMember {
+                lb: self.name(),
+                node: node.to_string(),
+                member: format!("server `{server}`"),
+            })?
+            .get(admin_at)
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| bad(format!("no admin state for `{server}`")))
+    }
+
     pub async fn set_state(&self, server: &str, state: &str) -> Result<(), LbError> {
         let cmd = format!("set server {}/{server} state {state}", self.backend);
         let reply = self.command(&cmd).await?;
@@ -239,6 +276,11 @@ impl LoadBalancer for Haproxy {
             Ok(result) => result.map(|()| true),
             Err(()) => Ok(false),
         }
+    }
+
+    async fn still_drained(&self, t: &Target<'_>) -> Result<Option<bool>, LbError> {
+        let admin = self.admin_state(&t.node.name, &t.node.lb_server).await?;
+        Ok(Some(admin != 0))
     }
 
     async fn undrain(&self, t: &Target<'_>, timeout: Duration) -> Result<Duration, LbError> {

@@ -61,6 +61,15 @@ impl LoadBalancer for HealthFile {
         Ok(())
     }
 
+    async fn still_drained(&self, t: &Target<'_>) -> Result<Option<bool>, LbError> {
+        let view = t
+            .agent
+            .status()
+            .await
+            .map_err(|e| self.agent_error(t, "say whether the health file is away", e))?;
+        Ok(Some(view.drained))
+    }
+
     async fn undrain(&self, t: &Target<'_>, timeout: Duration) -> Result<Duration, LbError> {
         let start = Instant::now();
         t.agent

@@ -2,6 +2,7 @@
 //! load balancer it is talking to: every driver answers the same four
 //! questions — drain, drained (no session left), return, seen up — and
 //! lists its members for the drift check.
+mod arr;
 pub mod aws;
 mod exec;
 mod f5;
@@ -9,6 +10,7 @@ mod haproxy;
 mod health_file;
 pub mod http;
 mod netscaler;
+mod nlb;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,12 +20,14 @@ use farm_inventory::{Inventory, LoadBalancer as LbConfig, Node};
 
 use crate::agent::AgentApi;
 
+pub use arr::Arr;
 pub use aws::AwsElbv2;
 pub use exec::Exec;
 pub use f5::F5;
 pub use haproxy::{Haproxy, ServerStat};
 pub use health_file::HealthFile;
 pub use netscaler::Netscaler;
+pub use nlb::Nlb;
 
 /// A member's state as the load balancer reports it, in the words every
 /// driver maps its own vocabulary to.
@@ -180,8 +184,14 @@ impl LoadBalancer for NoLoadBalancer {
     }
 }
 
-/// Builds the driver the inventory names; its secrets are read here.
-pub fn from_inventory(inv: &Inventory) -> Result<Arc<dyn LoadBalancer>, LbError> {
+/// Builds the driver the inventory names; its secrets are read here. The
+/// nodes' agents (inventory order) serve `nlb`; `tls` reaches the ARR
+/// server's agent.
+pub fn from_inventory(
+    inv: &Inventory,
+    agents: &[Arc<dyn AgentApi>],
+    tls: Option<&crate::agent::ClientTls>,
+) -> Result<Arc<dyn LoadBalancer>, LbError> {
     let password = |api: &farm_inventory::HttpApi| {
         crate::secret::read(&api.password).map_err(|message| LbError::Config {
             lb: format!("{} {}", inv.load_balancer.kind(), api.url),
@@ -193,10 +203,32 @@ pub fn from_inventory(inv: &Inventory) -> Result<Arc<dyn LoadBalancer>, LbError>
         LbConfig::Netscaler(cfg) => Ok(Arc::new(Netscaler::new(cfg, password(&cfg.api)?)?)),
         LbConfig::Exec(cfg) => Ok(Arc::new(Exec::new(cfg))),
         LbConfig::AwsElbv2(cfg) => Ok(Arc::new(AwsElbv2::new(cfg)?)),
-        LbConfig::Arr(_) | LbConfig::Nlb => Err(LbError::Config {
-            lb: inv.load_balancer.describe(),
-            message: "not built yet".into(),
-        }),
+        LbConfig::Arr(cfg) => {
+            let host = cfg
+                .agent
+                .rsplit_once(':')
+                .map_or(cfg.agent.as_str(), |(h, _)| h);
+            let agent = crate::agent::GrpcAgent::new(
+                &cfg.agent,
+                host.trim_start_matches('[').trim_end_matches(']'),
+                tls,
+                inv.agent.connect_timeout,
+                inv.agent.request_timeout,
+            )
+            .map_err(|e| LbError::Config {
+                lb: inv.load_balancer.describe(),
+                message: e.to_string(),
+            })?;
+            Ok(Arc::new(Arr::new(cfg, Arc::new(agent))))
+        }
+        LbConfig::Nlb => Ok(Arc::new(Nlb::new(
+            inv.nodes
+                .iter()
+                .zip(agents)
+                .map(|(n, a)| (n.name.clone(), a.clone()))
+                .collect(),
+            inv.rollout.drain_timeout,
+        ))),
         LbConfig::None => Ok(Arc::new(NoLoadBalancer)),
         LbConfig::HealthFile { path, detection } => Ok(Arc::new(HealthFile::new(
             path.clone(),

@@ -35,6 +35,22 @@ pub(super) struct NodeRun<'r> {
     pub resume: Option<&'r ResumePoint>,
 }
 
+/// How often the LB is asked whether a node out of rotation is still out.
+const DRAIN_WATCH: Duration = Duration::from_millis(500);
+
+/// The actions during which the node is out of rotation (after the drain,
+/// before the return).
+fn out_of_rotation(a: &Action) -> bool {
+    matches!(
+        a,
+        Action::Quiesce { .. }
+            | Action::Switch { .. }
+            | Action::Operate { .. }
+            | Action::Probe { .. }
+            | Action::Revert { .. }
+    )
+}
+
 /// What the node's loop does next: feed an event, or act.
 enum Step {
     Event(Event),
@@ -63,6 +79,21 @@ impl NodeRun<'_> {
             let acted = Instant::now();
             let event = match step {
                 Step::Event(e) => e,
+                Step::Act(a) if self.policy.drains && out_of_rotation(&a) => {
+                    // While the node is out, the LB is watched: a drain it
+                    // forgets (a reload, a config sync) is made again.
+                    let redrained = std::sync::atomic::AtomicU32::new(0);
+                    let event = {
+                        let work = self.perform(agent, a, &mut report);
+                        tokio::pin!(work);
+                        tokio::select! {
+                            e = &mut work => e,
+                            () = self.keep_drained(agent, &redrained) => work.await,
+                        }
+                    };
+                    report.lb_redrains += redrained.into_inner();
+                    event
+                }
                 Step::Act(a) => self.perform(agent, a, &mut report).await,
             };
             let act_ms = acted.elapsed().as_secs_f64() * 1000.0;
@@ -355,6 +386,48 @@ impl NodeRun<'_> {
                     &format!("could not be returned to rotation: {e}"),
                 );
                 false
+            }
+        }
+    }
+
+    /// Checks every [`DRAIN_WATCH`] that the LB still has the node out,
+    /// and drains it again when it does not. Returns only when the driver
+    /// cannot tell (then there is nothing to watch).
+    async fn keep_drained(&self, agent: &dyn AgentApi, redrained: &std::sync::atomic::AtomicU32) {
+        let node = self.farm.node(self.node);
+        let lb = &*self.farm.lb;
+        let op_id = self.op_id(OpStep::Drain);
+        let target = Target {
+            node,
+            agent,
+            op_id: &op_id,
+        };
+        loop {
+            tokio::time::sleep(DRAIN_WATCH).await;
+            match lb.still_drained(&target).await {
+                Ok(None) => return,
+                Ok(Some(true)) => {}
+                Ok(Some(false)) => {
+                    tracing::warn!(node = %node.name, lb = %lb.name(), "the load balancer forgot the drain");
+                    let again = lb.drain(&target).await;
+                    redrained.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    self.reporter.detail(
+                        &node.name,
+                        &match again {
+                            Ok(()) => format!(
+                                "{} had put it back in rotation; drained it again",
+                                lb.name()
+                            ),
+                            Err(e) => format!(
+                                "{} had put it back in rotation; draining it again failed: {e}",
+                                lb.name()
+                            ),
+                        },
+                    );
+                }
+                // A read that fails is no news: the action's own calls
+                // report a load balancer that went away.
+                Err(e) => tracing::debug!(node = %node.name, "drain watch: {e}"),
             }
         }
     }

@@ -662,3 +662,37 @@ async fn a_deploy_resumed_mid_switch_or_mid_revert_switches_once() {
     assert_eq!(outcomes(&again), [Failed]);
     assert_eq!(ff.nodes[0].serving(), "1.0.0", "a second revert is a no-op");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_drain_the_load_balancer_forgets_is_made_again_while_the_node_is_out() {
+    let mut b = nodes(2);
+    b[0].operate_time = Duration::from_secs(3);
+    b[0].lb_forgets_drain_after = Some(Duration::from_secs(1));
+    let ff = fake_farm(b, "");
+    let report = run(&ff, &settings(&ff)).await;
+    assert!(report.succeeded(), "{report:#?}");
+    let web01 = ff.log.of("web01");
+    assert_eq!(
+        web01,
+        [
+            What::Drained,
+            What::OperateStart,
+            What::Forgot,
+            What::Drained,
+            What::OperateEnd,
+            What::Returned
+        ]
+    );
+    // Put back at 1 s, out again within the watch's half second.
+    let all = ff.log.all();
+    let at = |what: What, nth: usize| {
+        all.iter()
+            .filter(|h| h.node == "web01" && h.what == what)
+            .nth(nth)
+            .map(|h| h.at)
+            .unwrap()
+    };
+    assert!(at(What::Drained, 1) - at(What::Forgot, 0) <= Duration::from_millis(600));
+    assert_eq!(report.nodes[0].lb_redrains, 1);
+    assert_eq!(report.nodes[1].lb_redrains, 0);
+}

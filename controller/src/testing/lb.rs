@@ -66,10 +66,25 @@ impl LoadBalancer for FakeLb {
     async fn drain(&self, t: &Target<'_>) -> Result<(), LbError> {
         let n = self.node(&t.node.name)?;
         if n.lb_state() != LbState::Draining {
+            let first = !self.log.of(&n.name).contains(&What::Drained);
             n.set_lb(LbState::Draining);
             self.log.push(&n.name, What::Drained);
+            if let (true, Some(after)) = (first, n.behaviour().lb_forgets_drain_after) {
+                let (n, log) = (n.clone(), self.log.clone());
+                tokio::spawn(async move {
+                    tokio::time::sleep(after).await;
+                    n.set_lb(LbState::Up);
+                    log.push(&n.name, What::Forgot);
+                });
+            }
         }
         Ok(())
+    }
+
+    async fn still_drained(&self, t: &Target<'_>) -> Result<Option<bool>, LbError> {
+        Ok(Some(
+            self.node(&t.node.name)?.lb_state() == LbState::Draining,
+        ))
     }
 
     async fn undrain(&self, t: &Target<'_>, _timeout: Duration) -> Result<Duration, LbError> {

@@ -42,6 +42,8 @@ pub enum What {
     Uploaded,
     /// The site was pointed at another release.
     Switched,
+    /// The load balancer put the node back on its own.
+    Forgot,
 }
 
 /// The shared event log.

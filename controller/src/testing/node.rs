@@ -50,6 +50,9 @@ pub struct Behaviour {
     pub stage_fails: bool,
     /// After a switch the site never answers with the new version.
     pub bad_version: bool,
+    /// This long after the first drain the LB puts the node back on its
+    /// own (a reload without server state, a config sync).
+    pub lb_forgets_drain_after: Option<Duration>,
 }
 
 impl Default for Behaviour {
@@ -66,6 +69,7 @@ impl Default for Behaviour {
             stage_time: Duration::from_millis(100),
             stage_fails: false,
             bad_version: false,
+            lb_forgets_drain_after: None,
         }
     }
 }

@@ -51,6 +51,8 @@ pub struct Tools {
     pub sc: String,
     pub taskkill: String,
     pub typeperf: String,
+    /// For the `arr` and `nlb` load balancer members.
+    pub powershell: String,
 }
 
 impl Tools {
@@ -62,6 +64,7 @@ impl Tools {
             sc: "sc".into(),
             taskkill: "taskkill".into(),
             typeperf: "typeperf".into(),
+            powershell: "powershell".into(),
         }
     }
 }
@@ -79,6 +82,11 @@ impl Default for Tools {
             sc: path(sys.join("sc.exe")),
             taskkill: path(sys.join("taskkill.exe")),
             typeperf: path(sys.join("typeperf.exe")),
+            powershell: path(
+                sys.join("WindowsPowerShell")
+                    .join("v1.0")
+                    .join("powershell.exe"),
+            ),
         }
     }
 }

@@ -42,6 +42,8 @@ pub struct AgentService {
     leases: Leases,
     /// Releases of the sites (none when `deploy` is not configured).
     deployments: Option<Arc<crate::deploy::Deployments>>,
+    /// ARR and NLB members (none in the simulator).
+    lb_members: Option<Arc<crate::lbmember::LbMembers>>,
 }
 
 impl AgentService {
@@ -56,7 +58,13 @@ impl AgentService {
             audit: None,
             leases: Leases::default(),
             deployments: None,
+            lb_members: None,
         }
+    }
+
+    pub fn with_lb_members(mut self, m: Option<Arc<crate::lbmember::LbMembers>>) -> Self {
+        self.lb_members = m;
+        self
     }
 
     pub fn with_deployments(mut self, d: Option<Arc<crate::deploy::Deployments>>) -> Self {
@@ -478,6 +486,45 @@ impl NodeAgent for AgentService {
         req: Request<pb::PruneRequest>,
     ) -> Result<Response<pb::PruneReply>, Status> {
         self.prune_call(req).await
+    }
+
+    async fn lb_member(
+        &self,
+        req: Request<pb::LbMemberRequest>,
+    ) -> Result<Response<pb::LbMemberReply>, Status> {
+        let r = req.get_ref();
+        let changes = r.action != "state";
+        let call = if changes {
+            Call::LbMember
+        } else {
+            Call::LbState
+        };
+        let op_id = if changes { r.operation_id.as_str() } else { "" };
+        let mut ticket = self.admit(&req, call, &[], op_id)?;
+        let r = req.get_ref();
+        ticket.detail(&format!(
+            "{} {} farm {:?} server {:?} mode {:?}",
+            r.kind, r.action, r.farm, r.server, r.mode
+        ));
+        let result = async {
+            if changes {
+                valid_op_id(&r.operation_id)?;
+                self.leased_check(&r.operation_id)?;
+            }
+            let members = self.lb_members.as_ref().ok_or_else(|| {
+                AgentError::Invalid(format!(
+                    "this agent (backend {}) cannot drive {} members: they need the Windows command backend",
+                    self.iis.backend(),
+                    r.kind
+                ))
+            })?;
+            members
+                .handle(r)
+                .await
+                .map_err(|e| Status::from(AgentError::from(e)))
+        }
+        .await;
+        ticket.close_with(result.map(Response::new))
     }
 
     async fn release_lease(

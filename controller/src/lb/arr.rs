@@ -1,0 +1,180 @@
+//! `kind: arr`: IIS Application Request Routing, through the farm-agent on
+//! the ARR server (its controls are local Windows APIs). A node's
+//! `lb_server` is its server address in the web farm.
+//!
+//! drain = `SetState GracefulStop` (default: requests in flight finish,
+//! nothing new) or `Drain` (affinitized clients keep coming, so it may
+//! never empty); drained when ARR's `currentRequests` for the server is 0.
+//! Return = `SetState Start`, then wait for `Available` and healthy.
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use farm_inventory::{ArrDrainMode, Node};
+
+use super::{LbError, LbState, LoadBalancer, Member, MemberState, Target};
+use crate::agent::{AgentApi, AgentError, LbMemberCall, LbMemberView};
+
+const POLL: Duration = Duration::from_millis(200);
+
+pub struct Arr {
+    agent: Arc<dyn AgentApi>,
+    addr: String,
+    farm: String,
+    mode: ArrDrainMode,
+}
+
+impl Arr {
+    pub fn new(cfg: &farm_inventory::Arr, agent: Arc<dyn AgentApi>) -> Arr {
+        Arr {
+            agent,
+            addr: cfg.agent.clone(),
+            farm: cfg.farm.clone(),
+            mode: cfg.drain_mode,
+        }
+    }
+
+    async fn call(
+        &self,
+        node: &Node,
+        action: &'static str,
+        op_id: &str,
+    ) -> Result<LbMemberView, LbError> {
+        let call = LbMemberCall {
+            op_id: op_id.to_string(),
+            kind: "arr",
+            action,
+            farm: self.farm.clone(),
+            server: node.lb_server.clone(),
+            mode: match self.mode {
+                ArrDrainMode::Drain => "Drain",
+                ArrDrainMode::GracefulStop => "GracefulStop",
+            },
+            drain_timeout: Duration::ZERO,
+        };
+        self.agent.lb_member(&call).await.map_err(|e| match e {
+            AgentError::NotFound(m) => LbError::NoMember {
+                lb: self.name(),
+                node: node.name.clone(),
+                member: format!("server `{}` ({m})", node.lb_server),
+            },
+            AgentError::Unreachable { detail, .. } => LbError::Unreachable {
+                lb: format!("{} (its agent {})", self.name(), self.addr),
+                detail,
+            },
+            other => LbError::Agent {
+                lb: self.name(),
+                node: node.name.clone(),
+                what: match action {
+                    "drain" => "drain the server",
+                    "return" => "return the server",
+                    _ => "read the server's state",
+                },
+                detail: other.to_string(),
+            },
+        })
+    }
+
+    async fn state(&self, node: &Node) -> Result<LbMemberView, LbError> {
+        self.call(node, "state", "").await
+    }
+}
+
+fn lb_state(v: &LbMemberView) -> LbState {
+    match (v.state.as_str(), v.healthy) {
+        ("Available", true) => LbState::Up,
+        ("Available", false) => LbState::Down,
+        ("Drain", _) => LbState::Draining,
+        ("Unavailable", _) => LbState::Maintenance,
+        _ => LbState::Unknown,
+    }
+}
+
+fn raw(v: &LbMemberView) -> String {
+    format!(
+        "{}{}, {} request(s)",
+        v.state,
+        if v.healthy { "" } else { " unhealthy" },
+        v.current_requests.map_or("?".into(), |n| n.to_string())
+    )
+}
+
+#[async_trait]
+impl LoadBalancer for Arr {
+    fn name(&self) -> String {
+        format!("arr web farm `{}`", self.farm)
+    }
+
+    fn kind(&self) -> &'static str {
+        "arr"
+    }
+
+    fn drains(&self) -> bool {
+        true
+    }
+
+    async fn members(&self, nodes: &[Node]) -> Result<Vec<Member>, LbError> {
+        let all = futures::future::join_all(nodes.iter().map(|n| self.state(n))).await;
+        let mut out = Vec::new();
+        for (n, v) in nodes.iter().zip(all) {
+            let state = match v {
+                Ok(v) => Some(MemberState {
+                    state: lb_state(&v),
+                    raw: raw(&v),
+                }),
+                Err(LbError::NoMember { .. }) => None,
+                Err(e) => return Err(e),
+            };
+            out.push(Member {
+                node: n.name.clone(),
+                state,
+            });
+        }
+        Ok(out)
+    }
+
+    async fn drain(&self, t: &Target<'_>) -> Result<(), LbError> {
+        self.call(t.node, "drain", t.op_id).await.map(|_| ())
+    }
+
+    async fn wait_sessions_gone(&self, node: &Node, timeout: Duration) -> Result<bool, LbError> {
+        let gone = farm_proto::poll::until(timeout, POLL, || async {
+            match self.state(node).await {
+                Ok(v) => (v.current_requests == Some(0)).then_some(Ok(())),
+                Err(e) => Some(Err(e)),
+            }
+        })
+        .await;
+        match gone {
+            Ok(result) => result.map(|()| true),
+            Err(()) => Ok(false),
+        }
+    }
+
+    async fn undrain(&self, t: &Target<'_>, timeout: Duration) -> Result<Duration, LbError> {
+        let start = Instant::now();
+        self.call(t.node, "return", t.op_id).await?;
+        let up = farm_proto::poll::until(timeout, POLL, || async {
+            match self.state(t.node).await {
+                Ok(v) => (lb_state(&v) == LbState::Up).then_some(Ok(())),
+                Err(e) => Some(Err(e)),
+            }
+        })
+        .await;
+        match up {
+            Ok(result) => result.map(|()| start.elapsed()),
+            Err(()) => Err(LbError::NotYet {
+                lb: self.name(),
+                node: t.node.name.clone(),
+                wanted: "Available and healthy",
+                after: timeout,
+                state: raw(&self.state(t.node).await?),
+            }),
+        }
+    }
+
+    async fn still_drained(&self, t: &Target<'_>) -> Result<Option<bool>, LbError> {
+        let v = self.state(t.node).await?;
+        Ok(Some(v.state != "Available"))
+    }
+}

@@ -1,0 +1,170 @@
+//! `kind: nlb`: Windows Network Load Balancing, through each node's own
+//! agent (`Stop-NlbClusterNode -Drain`, `Start-NlbClusterNode`,
+//! `Get-NlbClusterNode` run there). NLB counts no connections: drained
+//! when the node leaves `Draining` for `Stopped` (the agent's own
+//! in-flight count must reach zero as well); up when `Converged`.
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use farm_inventory::Node;
+
+use super::{LbError, LbState, LoadBalancer, Member, MemberState, Target};
+use crate::agent::{AgentApi, LbMemberCall, LbMemberView};
+
+const POLL: Duration = Duration::from_millis(500);
+
+pub struct Nlb {
+    /// Each node's agent, by node name.
+    agents: HashMap<String, Arc<dyn AgentApi>>,
+    /// Stop-NlbClusterNode's own -Timeout: after it NLB drops what is left.
+    drain_timeout: Duration,
+}
+
+impl Nlb {
+    pub fn new(agents: HashMap<String, Arc<dyn AgentApi>>, drain_timeout: Duration) -> Nlb {
+        Nlb {
+            agents,
+            drain_timeout,
+        }
+    }
+
+    async fn call(
+        &self,
+        node: &Node,
+        agent: Option<&dyn AgentApi>,
+        action: &'static str,
+        op_id: &str,
+    ) -> Result<LbMemberView, LbError> {
+        let agent = match agent {
+            Some(a) => a,
+            None => self
+                .agents
+                .get(&node.name)
+                .map(|a| a.as_ref())
+                .ok_or_else(|| LbError::Config {
+                    lb: self.name(),
+                    message: format!("no agent for node {}", node.name),
+                })?,
+        };
+        let call = LbMemberCall {
+            op_id: op_id.to_string(),
+            kind: "nlb",
+            action,
+            farm: String::new(),
+            server: String::new(),
+            mode: "",
+            drain_timeout: self.drain_timeout,
+        };
+        agent.lb_member(&call).await.map_err(|e| LbError::Agent {
+            lb: self.name(),
+            node: node.name.clone(),
+            what: match action {
+                "drain" => "drain it (Stop-NlbClusterNode -Drain)",
+                "return" => "return it (Start-NlbClusterNode)",
+                _ => "read its state (Get-NlbClusterNode)",
+            },
+            detail: e.to_string(),
+        })
+    }
+}
+
+pub fn lb_state(state: &str) -> LbState {
+    match state {
+        "Converged" | "Converged as DEFAULT" => LbState::Up,
+        "Draining" => LbState::Draining,
+        "Stopped" | "Suspended" => LbState::Maintenance,
+        "Converging" => LbState::Down,
+        _ => LbState::Unknown,
+    }
+}
+
+#[async_trait]
+impl LoadBalancer for Nlb {
+    fn name(&self) -> String {
+        "windows nlb".into()
+    }
+
+    fn kind(&self) -> &'static str {
+        "nlb"
+    }
+
+    fn drains(&self) -> bool {
+        true
+    }
+
+    async fn members(&self, nodes: &[Node]) -> Result<Vec<Member>, LbError> {
+        let all =
+            futures::future::join_all(nodes.iter().map(|n| self.call(n, None, "state", ""))).await;
+        Ok(nodes
+            .iter()
+            .zip(all)
+            .map(|(n, v)| Member {
+                node: n.name.clone(),
+                // A node whose agent cannot tell is reported unknown, not
+                // missing: NLB membership is the node's own.
+                state: Some(match v {
+                    Ok(v) => MemberState {
+                        state: lb_state(&v.state),
+                        raw: v.state,
+                    },
+                    Err(e) => MemberState {
+                        state: LbState::Unknown,
+                        raw: e.to_string(),
+                    },
+                }),
+            })
+            .collect())
+    }
+
+    async fn drain(&self, t: &Target<'_>) -> Result<(), LbError> {
+        self.call(t.node, Some(t.agent), "drain", t.op_id)
+            .await
+            .map(|_| ())
+    }
+
+    async fn wait_sessions_gone(&self, node: &Node, timeout: Duration) -> Result<bool, LbError> {
+        let gone = farm_proto::poll::until(timeout, POLL, || async {
+            match self.call(node, None, "state", "").await {
+                Ok(v) => (v.state == "Stopped").then_some(Ok(())),
+                Err(e) => Some(Err(e)),
+            }
+        })
+        .await;
+        match gone {
+            Ok(result) => result.map(|()| true),
+            Err(()) => Ok(false),
+        }
+    }
+
+    async fn undrain(&self, t: &Target<'_>, timeout: Duration) -> Result<Duration, LbError> {
+        let start = Instant::now();
+        self.call(t.node, Some(t.agent), "return", t.op_id).await?;
+        let up = farm_proto::poll::until(timeout, POLL, || async {
+            match self.call(t.node, Some(t.agent), "state", "").await {
+                Ok(v) => (lb_state(&v.state) == LbState::Up).then_some(Ok(())),
+                Err(e) => Some(Err(e)),
+            }
+        })
+        .await;
+        match up {
+            Ok(result) => result.map(|()| start.elapsed()),
+            Err(()) => Err(LbError::NotYet {
+                lb: self.name(),
+                node: t.node.name.clone(),
+                wanted: "Converged",
+                after: timeout,
+                state: self.call(t.node, Some(t.agent), "state", "").await?.detail,
+            }),
+        }
+    }
+
+    async fn still_drained(&self, t: &Target<'_>) -> Result<Option<bool>, LbError> {
+        let v = self.call(t.node, Some(t.agent), "state", "").await?;
+        Ok(Some(matches!(
+            v.state.as_str(),
+            "Draining" | "Stopped" | "Suspended"
+        )))
+    }
+}
