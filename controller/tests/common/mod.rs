@@ -27,10 +27,21 @@ pub async fn farm(spec: SandboxSpec) -> Farm {
     Farm { sandbox, _dir: dir }
 }
 
+pub mod fake_f5;
+pub mod fake_netscaler;
+pub mod https;
+pub mod members;
+
 /// Runs the real `farmctl` binary, bounded in time.
 pub async fn farmctl(args: &[&str]) -> Output {
+    farmctl_env(args, &[]).await
+}
+
+/// Runs the real `farmctl` binary with extra environment variables.
+pub async fn farmctl_env(args: &[&str], env: &[(&str, &str)]) -> Output {
     let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_farmctl"))
         .args(args)
+        .envs(env.iter().copied())
         .stdin(std::process::Stdio::null())
         .kill_on_drop(true)
         .output();
@@ -238,4 +249,32 @@ pub fn assert_drained_in_order(changes: &[(Instant, String, String)]) {
         }
         prev_up = Some(up.0);
     }
+}
+
+/// Replaces the inventory's `load_balancer:` block (the sandbox writes it
+/// right before `sites:`), and the nodes' `lb_server` when given.
+pub fn set_load_balancer(farm: &Farm, block: &str, lb_servers: &[(&str, &str)]) {
+    let path = &farm.sandbox.inventory;
+    let text = std::fs::read_to_string(path).unwrap();
+    let start = text
+        .find("load_balancer:\n")
+        .expect("a load_balancer block");
+    let end = text.find("sites:\n").expect("a sites block");
+    let mut out = format!("{}{block}{}", &text[..start], &text[end..]);
+    for (node, server) in lb_servers {
+        let line = format!("  - name: {node}\n");
+        out = out.replace(&line, &format!("{line}    lb_server: \"{server}\"\n"));
+    }
+    std::fs::write(path, out).unwrap();
+}
+
+/// When `node` (`web01`) began its recycle, per its own event log.
+pub fn recycle_started(farm: &Farm, node: &str) -> Option<std::time::SystemTime> {
+    let n = farm.sandbox.nodes.iter().find(|n| n.name == node)?;
+    let text = std::fs::read_to_string(&n.event_log).ok()?;
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["event"] == "recycle")
+        .and_then(|v| v["t_us"].as_u64())
+        .map(|us| std::time::UNIX_EPOCH + std::time::Duration::from_micros(us))
 }

@@ -1,0 +1,165 @@
+//! A small HTTPS server for the load balancers' contract fakes: its own CA
+//! (written next to the farm), a certificate for 127.0.0.1, and a handler
+//! that sees each request whole.
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
+use sha2::{Digest, Sha256};
+
+pub struct Req {
+    pub method: String,
+    /// Path and query.
+    pub path: String,
+    /// Lower-case names.
+    pub headers: HashMap<String, String>,
+    pub body: Vec<u8>,
+}
+
+impl Req {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_default()
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(String::as_str)
+    }
+}
+
+pub struct Resp {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Resp {
+    pub fn json(status: u16, body: serde_json::Value) -> Resp {
+        Resp {
+            status,
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: body.to_string(),
+        }
+    }
+
+    pub fn html(status: u16, body: &str) -> Resp {
+        Resp {
+            status,
+            headers: vec![("content-type".into(), "text/html".into())],
+            body: body.into(),
+        }
+    }
+}
+
+pub type Handler = Arc<dyn Fn(Req) -> Resp + Send + Sync>;
+
+pub struct Https {
+    pub url: String,
+    /// The CA that signed the server's certificate (PEM).
+    pub ca_file: PathBuf,
+    /// The server certificate's sha256, hex.
+    pub fingerprint: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Https {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+pub async fn serve(dir: &Path, name: &str, handler: Handler) -> Https {
+    use farm_proto::pki;
+    let ca = pki::new_ca(name, pki::Validity::CA).unwrap();
+    let leaf =
+        pki::issue_agent(&ca, "localhost", &["127.0.0.1".into()], pki::Validity::LEAF).unwrap();
+    let ca_file = dir.join(format!("{name}-ca.pem"));
+    std::fs::write(&ca_file, &ca.cert_pem).unwrap();
+    use rustls::pki_types::pem::PemObject;
+    let certs: Vec<rustls::pki_types::CertificateDer<'static>> =
+        rustls::pki_types::CertificateDer::pem_slice_iter(leaf.cert_pem.as_bytes())
+            .collect::<Result<_, _>>()
+            .unwrap();
+    let fingerprint = hex::encode(Sha256::digest(certs[0].as_ref()));
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes()).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!(
+        "https://127.0.0.1:{}",
+        listener.local_addr().unwrap().port()
+    );
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let (acceptor, handler) = (acceptor.clone(), handler.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let service = hyper::service::service_fn(
+                    move |req: hyper::Request<hyper::body::Incoming>| {
+                        let handler = handler.clone();
+                        async move {
+                            let method = req.method().to_string();
+                            let path = req
+                                .uri()
+                                .path_and_query()
+                                .map(|p| p.to_string())
+                                .unwrap_or_default();
+                            let headers = req
+                                .headers()
+                                .iter()
+                                .map(|(k, v)| {
+                                    (
+                                        k.as_str().to_ascii_lowercase(),
+                                        v.to_str().unwrap_or("").to_string(),
+                                    )
+                                })
+                                .collect();
+                            let body = req
+                                .into_body()
+                                .collect()
+                                .await
+                                .map(|b| b.to_bytes().to_vec())
+                                .unwrap_or_default();
+                            let r = handler(Req {
+                                method,
+                                path,
+                                headers,
+                                body,
+                            });
+                            let mut resp = hyper::Response::builder().status(r.status);
+                            for (k, v) in r.headers {
+                                resp = resp.header(k, v);
+                            }
+                            Ok::<_, std::convert::Infallible>(
+                                resp.body(Full::new(Bytes::from(r.body))).unwrap(),
+                            )
+                        }
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    });
+    Https {
+        url,
+        ca_file,
+        fingerprint,
+        task,
+    }
+}
