@@ -95,7 +95,7 @@ fn error(code: u16, message: &str) -> Resp {
 fn handle(members: &Members, st: &F5State, req: Req) -> Resp {
     let n = st.requests.fetch_add(1, Ordering::SeqCst) + 1;
     let every = st.fail_every.load(Ordering::SeqCst);
-    if every > 0 && n % every == 0 {
+    if every > 0 && n.is_multiple_of(every) {
         let k = st.transient_served.fetch_add(1, Ordering::SeqCst);
         return match k % 3 {
             0 => Resp::html(503, "<html><body>Configuration Utility restarting...</body></html>"),

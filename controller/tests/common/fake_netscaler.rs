@@ -78,7 +78,7 @@ fn nitro(status: u16, code: i64, message: &str) -> Resp {
 fn handle(members: &Members, st: &NsState, req: Req) -> Resp {
     let n = st.requests.fetch_add(1, Ordering::SeqCst) + 1;
     let every = st.fail_every.load(Ordering::SeqCst);
-    if every > 0 && n % every == 0 {
+    if every > 0 && n.is_multiple_of(every) {
         st.transient_served.fetch_add(1, Ordering::SeqCst);
         return Resp::html(503, "<html><body>Service Unavailable</body></html>");
     }
