@@ -38,6 +38,9 @@ struct Plan {
     estimate_basis: String,
     window: Option<String>,
     fits_window: Option<bool>,
+    /// What preflight noticed (nodes outside the run already out, the
+    /// load balancer's own settings).
+    notes: Vec<String>,
 }
 
 pub async fn run(args: &PlanArgs, settings: &Settings) -> CommandResult {
@@ -104,6 +107,7 @@ pub async fn run(args: &PlanArgs, settings: &Settings) -> CommandResult {
         ),
         window: run.window.clone(),
         fits_window: fits,
+        notes: checked.notes.clone(),
     };
     match r.inv.output {
         Output::Json => print_json(&plan),
@@ -142,6 +146,9 @@ fn text(p: &Plan) -> String {
         humantime::format_duration(std::time::Duration::from_secs(p.estimate_s.max(1))),
         p.estimate_basis
     ));
+    for n in &p.notes {
+        s.push_str(&format!("note: {n}\n"));
+    }
     if let (Some(w), Some(fits)) = (&p.window, p.fits_window) {
         s.push_str(&format!(
             "maintenance window {w}: {}\n",

@@ -126,6 +126,7 @@ pub async fn check(farm: &Farm, settings: &RunSettings) -> Result<Checked, Comma
     let current = super::deploy::up_to_date(farm, settings, &selected).await;
     selected.retain(|i| !current.contains(i));
     let mut pf = preflight::check(farm, &observed, &selected, &[], &settings.pools);
+    pf.notes.extend(farm.lb.notes().await);
     if let Some(d) = &settings.deploy {
         for &i in &current {
             pf.notes.push(format!(

@@ -70,6 +70,65 @@ impl Drop for Https {
     }
 }
 
+/// Plain HTTP, for fakes of endpoints the driver reaches without TLS (a
+/// local AWS emulator).
+pub async fn serve_plain(handler: Handler) -> (String, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
+    let task = tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let handler = handler.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req| respond(handler.clone(), req));
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tcp), service)
+                    .await;
+            });
+        }
+    });
+    (url, task)
+}
+
+/// One request through a [`Handler`].
+async fn respond(
+    handler: Handler,
+    req: hyper::Request<hyper::body::Incoming>,
+) -> Result<hyper::Response<Full<Bytes>>, std::convert::Infallible> {
+    let method = req.method().to_string();
+    let path = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.to_string())
+        .unwrap_or_default();
+    let headers = req
+        .headers()
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_ascii_lowercase(),
+                v.to_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes().to_vec())
+        .unwrap_or_default();
+    let r = handler(Req {
+        method,
+        path,
+        headers,
+        body,
+    });
+    let mut resp = hyper::Response::builder().status(r.status);
+    for (k, v) in r.headers {
+        resp = resp.header(k, v);
+    }
+    Ok(resp.body(Full::new(Bytes::from(r.body))).unwrap())
+}
+
 pub async fn serve(dir: &Path, name: &str, handler: Handler) -> Https {
     use farm_proto::pki;
     let ca = pki::new_ca(name, pki::Validity::CA).unwrap();
@@ -108,48 +167,7 @@ pub async fn serve(dir: &Path, name: &str, handler: Handler) -> Https {
                 let Ok(tls) = acceptor.accept(tcp).await else {
                     return;
                 };
-                let service = hyper::service::service_fn(
-                    move |req: hyper::Request<hyper::body::Incoming>| {
-                        let handler = handler.clone();
-                        async move {
-                            let method = req.method().to_string();
-                            let path = req
-                                .uri()
-                                .path_and_query()
-                                .map(|p| p.to_string())
-                                .unwrap_or_default();
-                            let headers = req
-                                .headers()
-                                .iter()
-                                .map(|(k, v)| {
-                                    (
-                                        k.as_str().to_ascii_lowercase(),
-                                        v.to_str().unwrap_or("").to_string(),
-                                    )
-                                })
-                                .collect();
-                            let body = req
-                                .into_body()
-                                .collect()
-                                .await
-                                .map(|b| b.to_bytes().to_vec())
-                                .unwrap_or_default();
-                            let r = handler(Req {
-                                method,
-                                path,
-                                headers,
-                                body,
-                            });
-                            let mut resp = hyper::Response::builder().status(r.status);
-                            for (k, v) in r.headers {
-                                resp = resp.header(k, v);
-                            }
-                            Ok::<_, std::convert::Infallible>(
-                                resp.body(Full::new(Bytes::from(r.body))).unwrap(),
-                            )
-                        }
-                    },
-                );
+                let service = hyper::service::service_fn(move |req| respond(handler.clone(), req));
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(tls), service)
                     .await;

@@ -39,8 +39,11 @@ pub async fn farmctl(args: &[&str]) -> Output {
 
 /// Runs the real `farmctl` binary with extra environment variables.
 pub async fn farmctl_env(args: &[&str], env: &[(&str, &str)]) -> Output {
+    // Journals go to the test's own place, never the user's state dir.
+    let own_state = std::env::temp_dir().join(format!("farmctl-tests-{}", std::process::id()));
     let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_farmctl"))
         .args(args)
+        .env("FARMCTL_STATE_DIR", own_state)
         .envs(env.iter().copied())
         .stdin(std::process::Stdio::null())
         .kill_on_drop(true)
