@@ -249,3 +249,40 @@ async fn on_call_drain_and_undrain_respect_min_healthy() {
     assert_eq!(out.status.code(), Some(2));
     assert!(events(&farm).iter().all(|e| e.event != "recycle"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_haproxy_forgets_mid_recycle_is_made_again() {
+    // A slow start-up keeps web02 out long enough to be "reloaded".
+    let mut s = spec();
+    s.pool_yaml = "    startup: 2s\n    warmup: 100ms\n    shutdown_time_limit: 30s\n".into();
+    let farm = farm(s).await;
+    let h = farm.sandbox.haproxy.as_ref().unwrap();
+    let api = Haproxy::new(h.admin.clone(), h.backend.clone());
+    let inv = inventory(&farm);
+    let run = tokio::spawn(async move {
+        farmctl(&["recycle", "-i", &inv, "--yes", "--output", "json"]).await
+    });
+    let web02_log = farm.sandbox.nodes[1].event_log.clone();
+    farm_proto::assert_eventually!(
+        Duration::from_secs(60),
+        async {
+            std::fs::read_to_string(&web02_log)
+                .unwrap_or_default()
+                .contains("\"recycle\"")
+        },
+        "web02 to be recycled"
+    );
+    // What a reload without a server-state file does to it.
+    api.set_state("web02", "ready").await.unwrap();
+    assert_eq!(api.admin_state("web02", "web02").await.unwrap(), 0);
+    farm_proto::assert_eventually!(
+        Duration::from_secs(5),
+        async { api.admin_state("web02", "web02").await.unwrap() != 0 },
+        "web02 drained again"
+    );
+    let out = run.await.unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let report = json(&out);
+    assert_eq!(report["nodes"][1]["lb_redrains"], 1);
+    assert_eq!(report["nodes"][0]["lb_redrains"], 0);
+}

@@ -696,3 +696,62 @@ async fn a_drain_the_load_balancer_forgets_is_made_again_while_the_node_is_out()
     assert_eq!(report.nodes[0].lb_redrains, 1);
     assert_eq!(report.nodes[1].lb_redrains, 0);
 }
+
+/// The fake farm with the real `nlb` or `arr` driver in front: the nodes'
+/// own agents (NLB) or the first node's agent standing in for the ARR
+/// server's.
+fn through_agents(kind: &str) -> crate::testing::FakeFarm {
+    let mut ff = fake_farm(nodes(3), "");
+    let agents: std::collections::HashMap<String, std::sync::Arc<dyn crate::agent::AgentApi>> = ff
+        .nodes
+        .iter()
+        .map(|n| {
+            (
+                n.name.clone(),
+                n.clone() as std::sync::Arc<dyn crate::agent::AgentApi>,
+            )
+        })
+        .collect();
+    ff.farm.lb = match kind {
+        "nlb" => std::sync::Arc::new(crate::lb::Nlb::new(agents, Duration::from_secs(60))),
+        _ => {
+            let cfg = farm_inventory::Arr {
+                agent: "arr01:7443".into(),
+                farm: "shop".into(),
+                drain_mode: farm_inventory::ArrDrainMode::GracefulStop,
+            };
+            std::sync::Arc::new(crate::lb::Arr::new(&cfg, ff.nodes[0].clone()))
+        }
+    };
+    ff
+}
+
+#[tokio::test(start_paused = true)]
+async fn nlb_nodes_are_stopped_with_drain_operated_and_converged_again_one_by_one() {
+    let ff = through_agents("nlb");
+    let report = run(&ff, &settings(&ff)).await;
+    assert!(report.succeeded(), "{report:#?}");
+    for n in &ff.nodes {
+        assert_eq!(
+            ff.log.of(&n.name),
+            [
+                What::Drained,
+                What::OperateStart,
+                What::OperateEnd,
+                What::Returned
+            ]
+        );
+    }
+    assert_eq!(ff.log.max_out(0), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn arr_servers_are_drained_until_no_request_is_left() {
+    let ff = through_agents("arr");
+    let report = run(&ff, &settings(&ff)).await;
+    assert!(report.succeeded(), "{report:#?}");
+    // The ARR server (web01's fake agent) saw each drain and return.
+    let arr = ff.log.of("web01");
+    assert_eq!(arr.iter().filter(|w| **w == What::Drained).count(), 3);
+    assert_eq!(arr.iter().filter(|w| **w == What::Returned).count(), 3);
+}

@@ -10,8 +10,9 @@ use tokio::time::Instant;
 
 use super::{Log, What};
 use crate::agent::{
-    AgentApi, AgentError, LeaseClaim, NodeView, OperationReport, OperationRequest, Package,
-    PoolChange, PoolView, ProgressFn, ReleaseView, Staged, SwitchTo, Switched,
+    AgentApi, AgentError, LbMemberCall, LbMemberView, LeaseClaim, NodeView, OperationReport,
+    OperationRequest, Package, PoolChange, PoolView, ProgressFn, ReleaseView, Staged, SwitchTo,
+    Switched,
 };
 use crate::lb::LbState;
 
@@ -86,6 +87,10 @@ struct NodeState {
     releases: Vec<(String, String)>,
     serving: String,
     previous: Option<String>,
+    /// As an ARR server or NLB node: out or in, and how many state reads
+    /// until a drain or a return has settled.
+    member_out: bool,
+    member_settle: u32,
 }
 
 /// One fake node: its agent, its LB member and its sites.
@@ -116,6 +121,8 @@ impl FakeNode {
                 releases: vec![("1.0.0".into(), "0".repeat(64))],
                 serving: "1.0.0".into(),
                 previous: None,
+                member_out: false,
+                member_settle: 0,
             }),
             log,
         }
@@ -381,5 +388,44 @@ impl AgentApi for FakeNode {
     async fn prune(&self, _op_id: &str, _site: &str) -> Result<Vec<String>, AgentError> {
         self.reachable()?;
         Ok(Vec::new())
+    }
+
+    /// An ARR server (`Drain` with requests running down over three reads)
+    /// or an NLB node (`Draining` two reads, then `Stopped`; `Converging`
+    /// one read after a return).
+    async fn lb_member(&self, call: &LbMemberCall) -> Result<LbMemberView, AgentError> {
+        self.reachable()?;
+        let mut st = self.st();
+        match call.action {
+            "drain" if !st.member_out => {
+                st.member_out = true;
+                st.member_settle = 3;
+                self.log.push(&self.name, What::Drained);
+            }
+            "return" if st.member_out => {
+                st.member_out = false;
+                st.member_settle = 1;
+                self.log.push(&self.name, What::Returned);
+            }
+            _ => {}
+        }
+        let (out, left) = (st.member_out, st.member_settle);
+        if call.action == "state" {
+            st.member_settle = st.member_settle.saturating_sub(1);
+        }
+        let (state, requests) = match (call.kind, out) {
+            ("arr", true) => ("Drain", Some(u64::from(left))),
+            ("arr", false) => ("Available", Some(2)),
+            (_, true) if left > 1 => ("Draining", None),
+            (_, true) => ("Stopped", None),
+            (_, false) if left > 0 => ("Converging", None),
+            (_, false) => ("Converged", None),
+        };
+        Ok(LbMemberView {
+            state: state.into(),
+            healthy: true,
+            current_requests: requests,
+            detail: format!("{} {state}", self.name),
+        })
     }
 }
