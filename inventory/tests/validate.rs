@@ -396,3 +396,16 @@ fn arr_and_nlb() {
     assert!(has(&e, "load_balancer.agent", "is required"), "{e:?}");
     assert!(has(&e, "load_balancer.farm", "may only contain"), "{e:?}");
 }
+
+#[test]
+fn every_load_balancer_example_is_valid() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/lb");
+    let mut kinds = Vec::new();
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let path = e.unwrap().path();
+        let inv = farm_inventory::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        kinds.push(inv.load_balancer.kind());
+    }
+    kinds.sort();
+    assert_eq!(kinds, ["arr", "aws-elbv2", "exec", "f5", "netscaler", "nlb"]);
+}
