@@ -28,6 +28,28 @@ pub struct Cli {
     pub command: Command,
 }
 
+impl Command {
+    /// The command's `--output`, when it has one.
+    pub fn output(&self) -> Option<Output> {
+        Some(match self {
+            Command::Validate(a) | Command::Status(a) => a.output,
+            Command::Recycle(a) => a.rollout.inv.output,
+            Command::Reset(a) => a.inv.output,
+            Command::Deploy(a) => a.rollout.inv.output,
+            Command::Rollback(a) => a.rollout.inv.output,
+            Command::Drain(a) | Command::Undrain(a) => a.inv.output,
+            Command::Plan(a) => a.rollout.inv.output,
+            Command::Runs(a) => match &a.show {
+                Some(RunsCommand::Show(s)) => s.output,
+                None => a.output,
+            },
+            Command::Resume(a) => a.output,
+            Command::Demo(a) => a.output,
+            Command::Certs(_) | Command::Completions(_) | Command::Man(_) => return None,
+        })
+    }
+}
+
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Check an inventory file and report every problem in it.
@@ -57,18 +79,45 @@ pub enum Command {
     Certs(CertsArgs),
     /// Start a simulated 4-node farm and run a rolling recycle under traffic.
     Demo(DemoArgs),
+    /// Print the shell completion script for bash, zsh, fish or powershell.
+    Completions(CompletionsArgs),
+    /// Write the man pages (farmctl.1 and one per command) into a folder.
+    Man(ManArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct CompletionsArgs {
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Args, Debug)]
+pub struct ManArgs {
+    /// Where to write them (created if missing).
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    pub dir: PathBuf,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Output {
     Text,
+    /// One JSON document at the end.
     Json,
+    /// One JSON object per line: for runs, one per event as it happens.
+    Jsonl,
+}
+
+impl Output {
+    /// JSON of either kind.
+    pub fn structured(self) -> bool {
+        matches!(self, Output::Json | Output::Jsonl)
+    }
 }
 
 #[derive(Args, Debug)]
 pub struct InventoryArgs {
     /// The farm's inventory file.
-    #[arg(short, long, value_name = "FILE")]
+    #[arg(short, long, value_name = "FILE", env = "FARMCTL_INVENTORY")]
     pub inventory: PathBuf,
     #[arg(long, value_enum, default_value = "text")]
     pub output: Output,
@@ -117,6 +166,26 @@ pub struct PlanArgs {
 
 #[derive(Args, Debug)]
 pub struct RunsArgs {
+    #[command(subcommand)]
+    pub show: Option<RunsCommand>,
+    #[arg(long, value_enum, default_value = "text")]
+    pub output: Output,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RunsCommand {
+    /// One run's picture: each node's phases with times, capacity, errors.
+    Show(RunShowArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct RunShowArgs {
+    /// The run; default the newest.
+    pub run_id: Option<String>,
+    /// Also write one self-contained HTML page: a timeline per node, the
+    /// capacity line, versions, errors.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
     #[arg(long, value_enum, default_value = "text")]
     pub output: Output,
 }

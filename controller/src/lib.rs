@@ -32,6 +32,7 @@ pub mod farm;
 pub mod journal;
 pub mod lb;
 pub mod lease;
+pub mod notify;
 pub mod observe;
 pub mod operator;
 pub mod preflight;
@@ -45,6 +46,7 @@ pub mod sandbox;
 pub mod secret;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;
+pub mod timeline;
 pub mod traffic;
 pub mod window;
 
@@ -52,10 +54,13 @@ pub mod window;
 pub fn init_logging(default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
-    // Colour only for a terminal: logs redirected to a file stay plain.
+    // Colour only for a terminal, never with NO_COLOR: logs redirected to
+    // a file stay plain.
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_ansi(colour)
         .with_writer(std::io::stderr)
         .init();
 }

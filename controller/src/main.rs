@@ -4,10 +4,11 @@ use std::io::IsTerminal;
 use std::sync::Arc;
 
 use clap::Parser;
+use farmctl::cli::Output;
 use farmctl::cli::{Cli, Command};
 use farmctl::commands::{self, Settings};
 use farmctl::exit::ExitStatus;
-use farmctl::report::{Lines, Reporter, Silent};
+use farmctl::report::{JsonLines, Lines, Reporter, Silent, Tee};
 
 mod bars;
 
@@ -19,12 +20,17 @@ fn main() {
         (false, 1) => "info",
         _ => "debug",
     });
-    let reporter: Arc<dyn Reporter> = if cli.quiet {
+    let progress: Arc<dyn Reporter> = if cli.quiet {
         Arc::new(Silent)
-    } else if std::io::stderr().is_terminal() {
+    } else if std::io::stderr().is_terminal() && !no_color() {
         Arc::new(bars::Bars::new())
     } else {
         Arc::new(Lines::new())
+    };
+    // `--output jsonl` streams the events on stdout as well.
+    let reporter: Arc<dyn Reporter> = match cli.command.output() {
+        Some(Output::Jsonl) => Arc::new(Tee(vec![progress, Arc::new(JsonLines::default())])),
+        _ => progress,
     };
     let settings = Settings {
         quiet: cli.quiet,
@@ -55,6 +61,8 @@ fn main() {
             Command::Resume(a) => commands::resume::run(a, &settings).await,
             Command::Certs(a) => commands::certs::run(a, &settings),
             Command::Demo(a) => commands::demo::run(a, &settings).await,
+            Command::Completions(a) => commands::shell::completions(a),
+            Command::Man(a) => commands::shell::man(a),
         }
     });
     let code = match result {
@@ -68,4 +76,9 @@ fn main() {
     // are done; lingering tasks are cancelled.
     runtime.shutdown_background();
     std::process::exit(code);
+}
+
+/// `NO_COLOR` set (to anything): no colours, no bars.
+fn no_color() -> bool {
+    std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty())
 }

@@ -214,3 +214,116 @@ impl Reporter for Lines {
         self.line(message);
     }
 }
+
+/// Several reporters told the same things (progress on stderr, events on
+/// stdout, webhooks).
+pub struct Tee(pub Vec<std::sync::Arc<dyn Reporter>>);
+
+impl Reporter for Tee {
+    fn run_started(&self, run_id: &str, action: OperationKind, nodes: &[String]) {
+        self.0
+            .iter()
+            .for_each(|r| r.run_started(run_id, action, nodes));
+    }
+    fn phase(&self, node: &str, phase: Phase) {
+        self.0.iter().for_each(|r| r.phase(node, phase));
+    }
+    fn detail(&self, node: &str, message: &str) {
+        self.0.iter().for_each(|r| r.detail(node, message));
+    }
+    fn node_finished(&self, n: &NodeReport) {
+        self.0.iter().for_each(|r| r.node_finished(n));
+    }
+    fn note(&self, message: &str) {
+        self.0.iter().for_each(|r| r.note(message));
+    }
+    fn run_finished(&self, report: &RunReport) {
+        self.0.iter().for_each(|r| r.run_finished(report));
+    }
+}
+
+/// `--output jsonl`: one JSON object per event on stdout, as it happens
+/// (keys in the README). The last line, `run_finished`, carries the whole
+/// report and is written by the command once the run is over.
+#[derive(Default)]
+pub struct JsonLines {
+    run_id: std::sync::Mutex<String>,
+}
+
+impl JsonLines {
+    fn emit(value: serde_json::Value) {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{value}");
+        let _ = out.flush();
+    }
+
+    fn run_id(&self) -> String {
+        self.run_id
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn event(&self, event: &str, mut fields: serde_json::Value) {
+        fields["event"] = event.into();
+        fields["time"] = crate::journal::now().into();
+        let id = self.run_id();
+        // Notes before the run has an id (preflight) carry null.
+        fields["run_id"] = if id.is_empty() {
+            serde_json::Value::Null
+        } else {
+            id.into()
+        };
+        Self::emit(fields);
+    }
+
+    /// The last line of a run's stream.
+    pub fn finished(report: &RunReport) {
+        Self::emit(serde_json::json!({
+            "event": "run_finished",
+            "time": crate::journal::now(),
+            "run_id": report.run_id,
+            "outcome": report.outcome,
+            "halted": report.halted,
+            "duration_ms": report.duration_ms,
+            "report": report,
+        }));
+    }
+}
+
+impl Reporter for JsonLines {
+    fn run_started(&self, run_id: &str, action: OperationKind, nodes: &[String]) {
+        *self.run_id.lock().unwrap_or_else(|e| e.into_inner()) = run_id.to_string();
+        self.event(
+            "run_started",
+            serde_json::json!({"action": action, "nodes": nodes}),
+        );
+    }
+    fn phase(&self, node: &str, phase: Phase) {
+        self.event("phase", serde_json::json!({"node": node, "phase": phase}));
+    }
+    fn detail(&self, node: &str, message: &str) {
+        self.event(
+            "detail",
+            serde_json::json!({"node": node, "message": message}),
+        );
+    }
+    fn node_finished(&self, n: &NodeReport) {
+        self.event(
+            "node_finished",
+            serde_json::json!({
+                "node": n.name,
+                "outcome": n.outcome,
+                "in_rotation": n.in_rotation,
+                "error": n.error,
+                "failed_step": n.failed_step,
+                "version": n.version,
+                "phase_ms": n.phase_ms,
+            }),
+        );
+    }
+    fn note(&self, message: &str) {
+        self.event("note", serde_json::json!({"message": message}));
+    }
+}

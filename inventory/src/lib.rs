@@ -60,6 +60,11 @@ pub fn load(path: &Path) -> Result<Inventory, LoadError> {
                 files.push(ca);
             }
         }
+        for n in inv.notify.iter_mut() {
+            if let WebhookUrl::Secret(Secret::File(f)) = &mut n.url {
+                files.push(f);
+            }
+        }
         for p in files {
             if p.is_relative() {
                 *p = dir.join(&*p);

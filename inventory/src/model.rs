@@ -12,6 +12,61 @@ pub struct Inventory {
     /// empty means every pool that serves a site, as the agent sees it.
     pub app_pools: Vec<String>,
     pub rollout: Rollout,
+    pub notify: Vec<Notify>,
+}
+
+/// A webhook told about runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notify {
+    pub url: WebhookUrl,
+    pub events: Vec<NotifyEvent>,
+    pub format: NotifyFormat,
+    /// One post's bound; a run waits at most this long for its last posts.
+    pub timeout: Duration,
+}
+
+/// Where a webhook's URL comes from. It is a secret: never printed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WebhookUrl {
+    Inline(String),
+    Secret(Secret),
+}
+
+impl WebhookUrl {
+    /// How messages name it without giving it away.
+    pub fn label(&self) -> String {
+        match self {
+            WebhookUrl::Inline(_) => "inline url".into(),
+            WebhookUrl::Secret(Secret::Env(v)) => format!("${v}"),
+            WebhookUrl::Secret(Secret::File(f)) => f.display().to_string(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotifyEvent {
+    Started,
+    NodeFailed,
+    Halted,
+    Finished,
+}
+
+impl NotifyEvent {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotifyEvent::Started => "started",
+            NotifyEvent::NodeFailed => "node_failed",
+            NotifyEvent::Halted => "halted",
+            NotifyEvent::Finished => "finished",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotifyFormat {
+    Json,
+    Slack,
+    Teams,
 }
 
 #[derive(Debug, Clone, PartialEq)]

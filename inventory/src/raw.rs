@@ -17,6 +17,24 @@ pub struct RawInventory {
     pub app_pools: Vec<String>,
     #[serde(default)]
     pub rollout: RawRollout,
+    /// Webhooks told about runs.
+    #[serde(default)]
+    pub notify: Vec<RawNotify>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNotify {
+    /// The webhook URL (a secret: prefer `url_env` or `url_file`).
+    pub url: Option<String>,
+    pub url_env: Option<String>,
+    pub url_file: Option<String>,
+    /// `started`, `node_failed`, `halted`, `finished` (default: all).
+    pub events: Option<Vec<String>>,
+    /// `json` (default), `slack` or `teams`.
+    pub format: Option<String>,
+    /// One post's bound (default 5s).
+    pub timeout: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -407,5 +407,8 @@ fn every_load_balancer_example_is_valid() {
         kinds.push(inv.load_balancer.kind());
     }
     kinds.sort();
-    assert_eq!(kinds, ["arr", "aws-elbv2", "exec", "f5", "netscaler", "nlb"]);
+    assert_eq!(
+        kinds,
+        ["arr", "aws-elbv2", "exec", "f5", "netscaler", "nlb"]
+    );
 }

@@ -61,19 +61,22 @@ struct Args {
     /// More logging (-v, -vv).
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
+    /// `text` for people, `json` (one object per line) for log shippers.
+    #[arg(long, value_parser = ["text", "json"], default_value = "text")]
+    log_format: String,
 }
 
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
-    init_logging(args.verbose);
+    init_logging(args.verbose, &args.log_format);
     if let Err(e) = run(args).await {
         eprintln!("farm-agent: {e:#}");
         std::process::exit(2);
     }
 }
 
-fn init_logging(verbose: u8) {
+fn init_logging(verbose: u8, format: &str) {
     let level = match verbose {
         0 => "warn",
         1 => "info",
@@ -81,12 +84,18 @@ fn init_logging(verbose: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    // Colour only for a terminal: logs redirected to a file stay plain.
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        // Colour only for a terminal, and never with NO_COLOR: logs
+        // redirected to a file stay plain.
+        let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
+            && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+        builder.with_ansi(colour).init();
+    }
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {

@@ -8,7 +8,7 @@
 use farm_proto::domain::{OpStep, OperationId};
 use serde::Serialize;
 
-use crate::cli::{DrainArgs, Output};
+use crate::cli::DrainArgs;
 use crate::commands::{print_json, Settings};
 use crate::exit::{CommandError, CommandResult, ExitStatus};
 use crate::farm::Farm;
@@ -117,8 +117,8 @@ pub async fn run(args: &DrainArgs, drain: bool, settings: &Settings) -> CommandR
             lb_up_ms: Some(took.as_millis() as u64),
         }
     };
-    if args.inv.output == Output::Json {
-        print_json(&report);
+    if args.inv.output.structured() {
+        print_json(args.inv.output, &report);
     }
     Ok(match report.quiesced {
         Some(false) => ExitStatus::Failed,

@@ -9,6 +9,7 @@ pub mod resume;
 pub mod rollback;
 pub mod rollout;
 pub mod runs;
+pub mod shell;
 pub mod status;
 pub mod validate;
 
@@ -78,8 +79,14 @@ pub fn load_inventory(path: &Path) -> Result<Inventory, CommandError> {
     Ok(farm_inventory::load(path)?)
 }
 
-pub fn print_json(value: &impl serde::Serialize) {
-    match serde_json::to_string_pretty(value) {
+/// `value` as JSON: pretty for `--output json`, one line for `jsonl`.
+pub fn print_json(output: crate::cli::Output, value: &impl serde::Serialize) {
+    let text = if output == crate::cli::Output::Jsonl {
+        serde_json::to_string(value)
+    } else {
+        serde_json::to_string_pretty(value)
+    };
+    match text {
         Ok(s) => println!("{s}"),
         Err(e) => eprintln!("farmctl: could not write JSON: {e}"),
     }

@@ -110,7 +110,7 @@ pub async fn run(args: &PlanArgs, settings: &Settings) -> CommandResult {
         notes: checked.notes.clone(),
     };
     match r.inv.output {
-        Output::Json => print_json(&plan),
+        o @ (Output::Json | Output::Jsonl) => print_json(o, &plan),
         Output::Text => print!("{}", text(&plan)),
     }
     Ok(if fits == Some(false) {

@@ -65,7 +65,9 @@ pub async fn execute_on(
 /// Prints the report and turns its outcome into the exit status.
 pub fn finish(report: &RunReport, output: Output) -> CommandResult {
     match output {
-        Output::Json => print_json(report),
+        Output::Json => print_json(output, report),
+        // The events went out as they happened; this is the last one.
+        Output::Jsonl => crate::report::JsonLines::finished(report),
         Output::Text => print!("{}", summary(report)),
     }
     Ok(if report.succeeded() {

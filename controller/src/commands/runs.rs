@@ -3,9 +3,9 @@
 //! `farmctl resume` continues it).
 use serde::Serialize;
 
-use crate::cli::{Output, RunsArgs};
+use crate::cli::{Output, RunShowArgs, RunsArgs, RunsCommand};
 use crate::commands::{print_json, Settings};
-use crate::exit::{CommandResult, ExitStatus};
+use crate::exit::{CommandError, CommandResult, ExitStatus};
 use crate::journal;
 
 #[derive(Debug, Serialize)]
@@ -21,6 +21,9 @@ struct RunLine {
 }
 
 pub fn run(args: &RunsArgs, settings: &Settings) -> CommandResult {
+    if let Some(RunsCommand::Show(show)) = &args.show {
+        return self::show(show, settings);
+    }
     let state = &settings.state_dir();
     let runs: Vec<RunLine> = journal::list(state)
         .into_iter()
@@ -40,7 +43,9 @@ pub fn run(args: &RunsArgs, settings: &Settings) -> CommandResult {
         })
         .collect();
     match args.output {
-        Output::Json => print_json(&serde_json::json!({ "state_dir": state, "runs": runs })),
+        o @ (Output::Json | Output::Jsonl) => {
+            print_json(o, &serde_json::json!({ "state_dir": state, "runs": runs }))
+        }
         Output::Text if runs.is_empty() => println!("no runs in {}", state.display()),
         Output::Text => {
             println!(
@@ -59,6 +64,31 @@ pub fn run(args: &RunsArgs, settings: &Settings) -> CommandResult {
                 );
             }
         }
+    }
+    Ok(ExitStatus::Done)
+}
+
+/// `farmctl runs show [RUN_ID] [--html FILE]`.
+fn show(args: &RunShowArgs, settings: &Settings) -> CommandResult {
+    let state = settings.state_dir();
+    let run = match &args.run_id {
+        Some(id) => journal::find(&state, Some(id)).map_err(CommandError::bad_input)?,
+        None => journal::list(&state)
+            .pop()
+            .ok_or_else(|| CommandError::bad_input(format!("no runs in {}", state.display())))?,
+    };
+    let timeline = crate::timeline::Timeline::of(&run);
+    if let Some(path) = &args.html {
+        std::fs::write(path, crate::timeline::html::page(&timeline)).map_err(|e| {
+            CommandError::failed(format!("could not write {}: {e}", path.display()))
+        })?;
+        if !settings.quiet && args.output == Output::Text {
+            eprintln!("wrote {}", path.display());
+        }
+    }
+    match args.output {
+        o @ (Output::Json | Output::Jsonl) => print_json(o, &timeline),
+        Output::Text => print!("{}", timeline.text()),
     }
     Ok(ExitStatus::Done)
 }

@@ -120,11 +120,14 @@ pub async fn run(args: &InventoryArgs, settings: &Settings) -> CommandResult {
     let all_well = lb_error.is_none() && nodes.iter().all(|n| n.reachable && n.healthy);
     let mixed_versions = mixed(&nodes);
     match args.output {
-        Output::Json => print_json(&StatusReport {
-            farm: farm.inventory.farm.clone(),
-            nodes,
-            mixed_versions,
-        }),
+        o @ (Output::Json | Output::Jsonl) => print_json(
+            o,
+            &StatusReport {
+                farm: farm.inventory.farm.clone(),
+                nodes,
+                mixed_versions,
+            },
+        ),
         Output::Text => print!("{}{}", table(&nodes), releases(&nodes, &mixed_versions)),
     }
     Ok(if all_well {

@@ -7,19 +7,22 @@ use crate::exit::{CommandResult, ExitStatus};
 pub fn run(args: &InventoryArgs, settings: &Settings) -> CommandResult {
     let inv = match (load_inventory(&args.inventory), args.output) {
         (Ok(inv), _) => inv,
-        (Err(e), Output::Json) => {
-            print_json(&serde_json::json!({"valid": false, "error": e.message}));
+        (Err(e), o @ (Output::Json | Output::Jsonl)) => {
+            print_json(o, &serde_json::json!({"valid": false, "error": e.message}));
             return Ok(ExitStatus::BadInput);
         }
         (Err(e), Output::Text) => return Err(e),
     };
     match args.output {
-        Output::Json => print_json(&serde_json::json!({
-            "valid": true,
-            "farm": inv.farm,
-            "nodes": inv.nodes.iter().map(|n| &n.name).collect::<Vec<_>>(),
-            "load_balancer": inv.load_balancer.kind(),
-        })),
+        o @ (Output::Json | Output::Jsonl) => print_json(
+            o,
+            &serde_json::json!({
+                "valid": true,
+                "farm": inv.farm,
+                "nodes": inv.nodes.iter().map(|n| &n.name).collect::<Vec<_>>(),
+                "load_balancer": inv.load_balancer.kind(),
+            }),
+        ),
         Output::Text if !settings.quiet => println!(
             "{}: valid; farm {} with {} node(s), {} site(s), load balancer {}",
             args.inventory.display(),

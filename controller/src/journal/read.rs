@@ -35,6 +35,8 @@ pub struct LoadedRun {
     pub node_seconds: Vec<f64>,
     /// Lines torn by a crash, passed over.
     pub torn_lines: usize,
+    /// Every phase record, in journal order.
+    pub records: Vec<PhaseRecord>,
 }
 
 impl LoadedRun {
@@ -72,6 +74,7 @@ pub fn load(path: &Path) -> Result<LoadedRun, JournalError> {
     let mut node_seconds = Vec::new();
     let mut end = None;
     let mut torn_lines = 0;
+    let mut records = Vec::new();
     for (n, line) in std::io::BufReader::new(f).lines().enumerate() {
         let line = line.map_err(|e| err(Some(n + 1), e.to_string()))?;
         if line.trim().is_empty() {
@@ -104,6 +107,7 @@ pub fn load(path: &Path) -> Result<LoadedRun, JournalError> {
                             .push(at.duration_since(first).unwrap_or_default().as_secs_f64());
                     }
                 }
+                records.push(p.clone());
                 last.insert(p.node.clone(), p);
             }
             Record::End(e) => end = Some(e),
@@ -118,6 +122,7 @@ pub fn load(path: &Path) -> Result<LoadedRun, JournalError> {
         end,
         node_seconds,
         torn_lines,
+        records,
     })
 }
 

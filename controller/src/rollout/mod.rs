@@ -6,6 +6,8 @@ pub mod capacity;
 pub mod engine;
 pub mod machine;
 mod node;
+
+pub use node::RETURNED as node_returned;
 pub mod plan;
 pub mod reconcile;
 #[cfg(test)]

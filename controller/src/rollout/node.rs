@@ -35,6 +35,10 @@ pub(super) struct NodeRun<'r> {
     pub resume: Option<&'r ResumePoint>,
 }
 
+/// How a failed node's second journal record starts when it was put back
+/// in rotation.
+pub const RETURNED: &str = "returned to rotation";
+
 /// How often the LB is asked whether a node out of rotation is still out.
 const DRAIN_WATCH: Duration = Duration::from_millis(500);
 
@@ -157,6 +161,14 @@ impl NodeRun<'_> {
                     report.in_rotation = true;
                 } else if f.restore && !report.in_rotation {
                     report.in_rotation = self.restore(agent).await;
+                    if report.in_rotation {
+                        // Still failed, but serving: the journal says so
+                        // (a run's picture counts it back in rotation).
+                        if let Some(j) = self.journal {
+                            let note = format!("{RETURNED}: {}", f.reason);
+                            let _ = j.phase(self.name(), Phase::Failed, None, Some(note)).await;
+                        }
+                    }
                 }
             }
             _ => {}

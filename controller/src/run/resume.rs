@@ -172,7 +172,12 @@ pub async fn resume_on(
                 loaded.path.display()
             ))
         })?;
-        let mut run = Run::new(&run_id, farm, settings, env.reporter, env.operator)
+        let notifier = crate::notify::Notifier::start(&farm.inventory, env.reporter);
+        let reporter = crate::notify::Notified {
+            inner: env.reporter,
+            notifier: notifier.as_ref(),
+        };
+        let mut run = Run::new(&run_id, farm, settings, &reporter, env.operator)
             .map_err(CommandError::bad_input)?
             .journal(&journal)
             .window(window)
@@ -182,6 +187,9 @@ pub async fn resume_on(
             run = run.stop(stop);
         }
         let mut report = run.execute().await;
+        if let Some(n) = &notifier {
+            n.finish().await;
+        }
         super::deploy::prune(farm, settings, &run_id, &report, env.reporter).await;
         super::deploy::versions(farm, settings, &mut report).await;
         Ok(report)

@@ -72,7 +72,12 @@ pub async fn start(
         env.reporter
             .note(&format!("journal: {}", journal.path().display()));
         tracing::debug!(run_id = %run_id, ms = t.elapsed().as_millis() as u64, "journal started");
-        let mut run = Run::new(&run_id, farm, &settings, env.reporter, env.operator)
+        let notifier = crate::notify::Notifier::start(&farm.inventory, env.reporter);
+        let reporter = crate::notify::Notified {
+            inner: env.reporter,
+            notifier: notifier.as_ref(),
+        };
+        let mut run = Run::new(&run_id, farm, &settings, &reporter, env.operator)
             .map_err(CommandError::bad_input)?
             .journal(&journal)
             .window(window)
@@ -81,6 +86,9 @@ pub async fn start(
             run = run.stop(stop);
         }
         let mut report = run.execute().await;
+        if let Some(n) = &notifier {
+            n.finish().await;
+        }
         super::deploy::prune(farm, &settings, &run_id, &report, env.reporter).await;
         super::deploy::versions(farm, &settings, &mut report).await;
         add_current(farm, &mut report, &checked.current, &settings);

@@ -131,6 +131,89 @@ fn check_host_port(errors: &mut Errors, path: &str, value: &str) {
     }
 }
 
+fn notify(errors: &mut Errors, i: usize, n: &RawNotify) -> Notify {
+    let at = |f: &str| format!("notify[{i}].{f}");
+    let url = match (&n.url, &n.url_env, &n.url_file) {
+        (Some(u), None, None) => {
+            if !(u.starts_with("https://") || u.starts_with("http://"))
+                || u.chars().any(|c| c.is_whitespace() || c.is_control())
+            {
+                // The value is a secret: the error does not repeat it.
+                errors.add(at("url"), "is not an http(s) URL");
+            }
+            WebhookUrl::Inline(u.clone())
+        }
+        (None, Some(var), None) => {
+            let ok = var
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !ok {
+                errors.add(
+                    at("url_env"),
+                    format!(
+                        "`{}` is not an environment variable name",
+                        var.escape_debug()
+                    ),
+                );
+            }
+            WebhookUrl::Secret(Secret::Env(var.clone()))
+        }
+        (None, None, Some(f)) if !f.trim().is_empty() => WebhookUrl::Secret(Secret::File(f.into())),
+        _ => {
+            errors.add(
+                format!("notify[{i}]"),
+                "give exactly one of `url`, `url_env`, `url_file`",
+            );
+            WebhookUrl::Inline(String::new())
+        }
+    };
+    let events = match &n.events {
+        None => vec![
+            NotifyEvent::Started,
+            NotifyEvent::NodeFailed,
+            NotifyEvent::Halted,
+            NotifyEvent::Finished,
+        ],
+        Some(list) => list
+            .iter()
+            .enumerate()
+            .filter_map(|(k, e)| match e.as_str() {
+                "started" => Some(NotifyEvent::Started),
+                "node_failed" => Some(NotifyEvent::NodeFailed),
+                "halted" => Some(NotifyEvent::Halted),
+                "finished" => Some(NotifyEvent::Finished),
+                other => {
+                    errors.add(
+                        format!("notify[{i}].events[{k}]"),
+                        format!("`{other}`: expected started, node_failed, halted or finished"),
+                    );
+                    None
+                }
+            })
+            .collect(),
+    };
+    let format = match n.format.as_deref() {
+        None | Some("json") => NotifyFormat::Json,
+        Some("slack") => NotifyFormat::Slack,
+        Some("teams") => NotifyFormat::Teams,
+        Some(other) => {
+            errors.add(
+                at("format"),
+                format!("`{other}`: expected json, slack or teams"),
+            );
+            NotifyFormat::Json
+        }
+    };
+    Notify {
+        url,
+        events,
+        format,
+        timeout: errors.duration(&at("timeout"), n.timeout.as_deref(), Duration::from_secs(5)),
+    }
+}
+
 pub fn validate(raw: RawInventory) -> Result<Inventory, Vec<InventoryError>> {
     let mut errors = Errors::default();
 
@@ -302,6 +385,12 @@ pub fn validate(raw: RawInventory) -> Result<Inventory, Vec<InventoryError>> {
     }
 
     let rollout = rollout(&mut errors, &raw.rollout, nodes.len());
+    let notify = raw
+        .notify
+        .iter()
+        .enumerate()
+        .map(|(i, n)| notify(&mut errors, i, n))
+        .collect();
 
     if errors.0.is_empty() {
         Ok(Inventory {
@@ -312,6 +401,7 @@ pub fn validate(raw: RawInventory) -> Result<Inventory, Vec<InventoryError>> {
             sites,
             app_pools: raw.app_pools,
             rollout,
+            notify,
         })
     } else {
         Err(errors.0)

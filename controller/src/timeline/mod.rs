@@ -1,0 +1,244 @@
+//! A run as a picture: each node's phases with their times, the farm's
+//! capacity over the run, versions and errors — read back from the
+//! run's journal. Shown as text (`farmctl runs show`) or as one
+//! self-contained HTML page (`--html`, see [`html`]).
+pub mod html;
+
+use std::time::SystemTime;
+
+use farm_proto::domain::{OperationKind, Phase};
+use serde::Serialize;
+
+use crate::journal::LoadedRun;
+use crate::rollout::node_returned as RETURNED;
+
+/// One stretch of a node in one phase.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Segment {
+    pub phase: Phase,
+    /// From the run's start, in milliseconds.
+    pub start_ms: u64,
+    pub end_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NodeLine {
+    pub name: String,
+    /// Where the node ended: `done`, `failed`, or the phase the journal
+    /// stops in.
+    pub last: Phase,
+    pub segments: Vec<Segment>,
+    /// Why it failed, and when (ms from the start).
+    pub error: Option<(u64, String)>,
+    /// Deploys: the release it ended on, as far as the journal tells.
+    pub version: Option<String>,
+}
+
+/// Nodes in rotation from `at_ms` on.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct CapacityPoint {
+    pub at_ms: u64,
+    pub in_rotation: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Timeline {
+    pub run_id: String,
+    pub action: OperationKind,
+    pub farm: String,
+    pub holder: String,
+    pub started_at: String,
+    pub outcome: String,
+    pub halted: Option<String>,
+    pub duration_ms: u64,
+    /// Nodes of the farm (the capacity line's top).
+    pub farm_nodes: usize,
+    pub min_healthy: Option<usize>,
+    /// A deploy's or rollback's release.
+    pub release: Option<String>,
+    pub nodes: Vec<NodeLine>,
+    pub capacity: Vec<CapacityPoint>,
+}
+
+fn at(t: &str) -> Option<SystemTime> {
+    humantime::parse_rfc3339(t).ok()
+}
+
+/// Phases in which a node is out of rotation.
+fn out_of_rotation(p: Phase) -> bool {
+    !matches!(
+        p,
+        Phase::Pending | Phase::Staging | Phase::Staged | Phase::Done
+    )
+}
+
+impl Timeline {
+    pub fn of(run: &LoadedRun) -> Timeline {
+        let h = &run.header;
+        let start = at(&h.started_at)
+            .or_else(|| run.records.first().and_then(|r| at(&r.t)))
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        let ms = |t: &str| {
+            at(t)
+                .and_then(|t| t.duration_since(start).ok())
+                .map_or(0, |d| d.as_millis() as u64)
+        };
+        let end_ms = run
+            .end
+            .as_ref()
+            .map(|e| ms(&e.t))
+            .or_else(|| run.records.last().map(|r| ms(&r.t)))
+            .unwrap_or(0);
+        let settings = h.settings.as_ref();
+        let release = settings
+            .and_then(|s| s.deploy.as_ref())
+            .map(|d| d.version.clone());
+        let nodes: Vec<NodeLine> = h
+            .nodes
+            .iter()
+            .map(|name| {
+                let mine: Vec<_> = run.records.iter().filter(|r| &r.node == name).collect();
+                let mut segments = Vec::new();
+                for (k, r) in mine.iter().enumerate() {
+                    if matches!(r.phase, Phase::Done | Phase::Failed) {
+                        continue;
+                    }
+                    let from = ms(&r.t);
+                    let to = mine.get(k + 1).map_or(end_ms, |n| ms(&n.t));
+                    segments.push(Segment {
+                        phase: r.phase,
+                        start_ms: from,
+                        end_ms: to.max(from),
+                    });
+                }
+                let last = mine.last().map_or(Phase::Pending, |r| r.phase);
+                let error = mine.iter().find(|r| r.phase == Phase::Failed).map(|r| {
+                    (
+                        ms(&r.t),
+                        r.detail.clone().unwrap_or_else(|| "failed".into()),
+                    )
+                });
+                let version = release.as_ref().and_then(|v| match last {
+                    Phase::Done => Some(v.clone()),
+                    _ if mine.iter().any(|r| r.phase == Phase::Reverting) => {
+                        Some("previous (switched back)".into())
+                    }
+                    _ => None,
+                });
+                NodeLine {
+                    name: name.clone(),
+                    last,
+                    segments,
+                    error,
+                    version,
+                }
+            })
+            .collect();
+        let farm_nodes = settings.map_or(h.nodes.len(), |s| s.farm_nodes.len().max(h.nodes.len()));
+        let capacity = capacity(run, &ms, farm_nodes);
+        Timeline {
+            run_id: h.run_id.clone(),
+            action: h.action,
+            farm: settings.map_or_else(String::new, |s| s.farm.clone()),
+            holder: h.holder.clone(),
+            started_at: h.started_at.clone(),
+            outcome: run.outcome(),
+            halted: run.end.as_ref().and_then(|e| e.halted.clone()),
+            duration_ms: end_ms,
+            farm_nodes,
+            min_healthy: settings.map(|s| s.min_healthy),
+            release,
+            nodes,
+            capacity,
+        }
+    }
+
+    /// Each node's phases with their times, and what went wrong.
+    pub fn text(&self) -> String {
+        let secs = |ms: u64| format!("{:.2}s", ms as f64 / 1000.0);
+        let mut s = format!(
+            "run {}: {} of farm {} by {}, started {}: {} in {}\n",
+            self.run_id,
+            self.action,
+            self.farm,
+            self.holder,
+            self.started_at,
+            self.outcome,
+            secs(self.duration_ms)
+        );
+        if let Some(v) = &self.release {
+            s.push_str(&format!("release: {v}\n"));
+        }
+        if let Some(h) = &self.halted {
+            s.push_str(&format!("halted: {h}\n"));
+        }
+        for n in &self.nodes {
+            let span = match (n.segments.first(), n.segments.last()) {
+                (Some(f), Some(l)) => format!("+{} .. +{}", secs(f.start_ms), secs(l.end_ms)),
+                _ => "not started".into(),
+            };
+            s.push_str(&format!("{:<12} {:<8} {span}", n.name, n.last.as_str()));
+            if let Some(v) = &n.version {
+                s.push_str(&format!("  on {v}"));
+            }
+            s.push('\n');
+            for seg in &n.segments {
+                s.push_str(&format!(
+                    "    {:<10} +{:<9} {}\n",
+                    seg.phase.as_str(),
+                    secs(seg.start_ms),
+                    secs(seg.end_ms - seg.start_ms)
+                ));
+            }
+            if let Some((t, e)) = &n.error {
+                s.push_str(&format!("    FAILED at +{}: {e}\n", secs(*t)));
+            }
+        }
+        let lowest = self
+            .capacity
+            .iter()
+            .map(|c| c.in_rotation)
+            .min()
+            .unwrap_or(self.farm_nodes);
+        s.push_str(&format!(
+            "capacity: at least {lowest} of {} nodes in rotation{}\n",
+            self.farm_nodes,
+            self.min_healthy
+                .map(|m| format!(" (min_healthy {m})"))
+                .unwrap_or_default()
+        ));
+        s
+    }
+}
+
+/// Nodes in rotation over the run: every change of the number of nodes
+/// out (the run's own; nodes out before it are not in its journal).
+fn capacity(run: &LoadedRun, ms: &dyn Fn(&str) -> u64, total: usize) -> Vec<CapacityPoint> {
+    let mut out_now: std::collections::BTreeMap<&str, bool> = Default::default();
+    let mut points = vec![CapacityPoint {
+        at_ms: 0,
+        in_rotation: total,
+    }];
+    for r in &run.records {
+        let out = match r.phase {
+            // Failed where it was; a second record says it was put back.
+            Phase::Failed => {
+                out_now.get(r.node.as_str()).copied().unwrap_or(false)
+                    && !r.detail.as_deref().is_some_and(|d| d.starts_with(RETURNED))
+            }
+            p => out_of_rotation(p),
+        };
+        out_now.insert(&r.node, out);
+        let n = total.saturating_sub(out_now.values().filter(|o| **o).count());
+        let t = ms(&r.t);
+        match points.last_mut() {
+            Some(last) if last.in_rotation == n => {}
+            Some(last) if last.at_ms == t => last.in_rotation = n,
+            _ => points.push(CapacityPoint {
+                at_ms: t,
+                in_rotation: n,
+            }),
+        }
+    }
+    points
+}
