@@ -127,6 +127,11 @@ pub struct InventoryArgs {
 pub struct RolloutArgs {
     #[command(flatten)]
     pub inv: InventoryArgs,
+    /// Started before the maintenance window opens: wait for it (a
+    /// countdown on a terminal, a line a minute otherwise) instead of
+    /// refusing.
+    #[arg(long)]
+    pub wait_for_window: bool,
     /// Only these nodes (comma-separated), in inventory order.
     #[arg(long, value_delimiter = ',', value_name = "NODES")]
     pub nodes: Vec<String>,

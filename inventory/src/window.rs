@@ -92,6 +92,24 @@ impl Window {
         Duration::try_from(end.timestamp().duration_since(now)).ok()
     }
 
+    /// How long until the window opens; zero while it is open.
+    pub fn opens_in(&self, now: Timestamp) -> Duration {
+        if self.remaining(now).is_some() {
+            return Duration::ZERO;
+        }
+        let z = now.to_zoned(self.tz.clone());
+        let date = if z.time() < self.start {
+            z.date()
+        } else {
+            z.date().tomorrow().unwrap_or(z.date())
+        };
+        date.to_datetime(self.start)
+            .to_zoned(self.tz.clone())
+            .ok()
+            .and_then(|start| Duration::try_from(start.timestamp().duration_since(now)).ok())
+            .unwrap_or(Duration::ZERO)
+    }
+
     /// The local time of `now` in the window's zone, for messages.
     pub fn local(&self, now: Timestamp) -> String {
         now.to_zoned(self.tz.clone())
@@ -106,6 +124,30 @@ mod tests {
 
     fn at(s: &str) -> Timestamp {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn opens_in_counts_to_the_next_start() {
+        let w = Window::parse("02:00-05:00 UTC").unwrap();
+        assert_eq!(
+            w.opens_in(at("2026-11-21T01:30:00Z")),
+            Duration::from_secs(1800)
+        );
+        assert_eq!(w.opens_in(at("2026-11-21T03:00:00Z")), Duration::ZERO);
+        assert_eq!(
+            w.opens_in(at("2026-11-21T06:00:00Z")),
+            Duration::from_secs(20 * 3600)
+        );
+        let night = Window::parse("22:00-02:00 UTC").unwrap();
+        assert_eq!(
+            night.opens_in(at("2026-11-21T21:00:00Z")),
+            Duration::from_secs(3600)
+        );
+        assert_eq!(night.opens_in(at("2026-11-21T23:00:00Z")), Duration::ZERO);
+        assert_eq!(
+            night.opens_in(at("2026-11-21T03:00:00Z")),
+            Duration::from_secs(19 * 3600)
+        );
     }
 
     #[test]

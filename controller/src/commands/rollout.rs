@@ -55,8 +55,13 @@ pub async fn execute_on(
     let run_settings = RunSettings::resolve(&farm.inventory, &req)?;
     let operator = Terminal { yes: args.yes };
     let report = with_ctrl_c(|stop| {
-        let env = settings.run_env(&operator, Some(stop));
-        async move { run::start(farm, &args.inv.inventory, run_settings, &env).await }
+        let env = settings.run_env(&operator, Some(stop.clone()));
+        async move {
+            if args.wait_for_window {
+                wait_for_window(&run_settings, settings, stop).await?;
+            }
+            run::start(farm, &args.inv.inventory, run_settings, &env).await
+        }
     })
     .await?;
     finish(&report, args.inv.output)
@@ -75,4 +80,45 @@ pub fn finish(report: &RunReport, output: Output) -> CommandResult {
     } else {
         ExitStatus::Failed
     })
+}
+
+/// `--wait-for-window`: a run started before its window waits for it.
+async fn wait_for_window(
+    run: &RunSettings,
+    settings: &Settings,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<(), CommandError> {
+    let Some(window) = run.window().map_err(CommandError::bad_input)? else {
+        return Err(CommandError::bad_input(
+            "--wait-for-window needs a maintenance window (--window or rollout.window)",
+        ));
+    };
+    let terminal = std::io::stderr().is_terminal() && !settings.quiet;
+    let every = if terminal {
+        std::time::Duration::from_secs(1)
+    } else {
+        std::time::Duration::from_secs(60)
+    };
+    let quiet = settings.quiet;
+    let mut say = |left: std::time::Duration| {
+        let left = humantime::format_duration(std::time::Duration::from_secs(left.as_secs()));
+        if terminal {
+            eprint!("\r\x1b[2Kwaiting for the maintenance window {window}: it opens in {left}");
+        } else if !quiet {
+            eprintln!("farmctl: waiting for the maintenance window {window}: it opens in {left}");
+        }
+    };
+    let opened =
+        crate::window::wait_until_open(&window, &*settings.clock, every, Some(stop), &mut say)
+            .await;
+    if terminal {
+        eprintln!();
+    }
+    if opened {
+        Ok(())
+    } else {
+        Err(CommandError::refused(
+            "stopped while waiting for the maintenance window; nothing was touched",
+        ))
+    }
 }

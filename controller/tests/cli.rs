@@ -1,0 +1,108 @@
+//! The command line's conventions: completions for every shell, man pages,
+//! `FARMCTL_INVENTORY` as the default inventory.
+mod common;
+
+use common::*;
+
+/// Parses `script` with `shell`'s own syntax check, when that shell is
+/// installed.
+fn syntax_ok(shell: &str, args: &[&str], script: &str) -> Option<bool> {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("completions");
+    std::fs::write(&file, script).unwrap();
+    let out = std::process::Command::new(shell)
+        .args(args)
+        .arg(&file)
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        eprintln!("{shell}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Some(out.status.success())
+}
+
+#[tokio::test]
+async fn completions_for_every_shell_know_every_command() {
+    for shell in ["bash", "zsh", "fish", "powershell"] {
+        let out = farmctl(&["completions", shell]).await;
+        assert_eq!(out.status.code(), Some(0), "{shell}: {}", stderr(&out));
+        let script = String::from_utf8_lossy(&out.stdout).to_string();
+        for word in [
+            "deploy",
+            "rollback",
+            "recycle",
+            "runs",
+            "max-unavailable",
+            "wait-for-window",
+        ] {
+            assert!(script.contains(word), "{shell} completions lack {word}");
+        }
+        let checked = match shell {
+            "bash" => syntax_ok("bash", &["-n"], &script),
+            "zsh" => syntax_ok("zsh", &["-n"], &script),
+            "fish" => syntax_ok("fish", &["--no-execute"], &script),
+            _ => {
+                assert!(script.contains("Register-ArgumentCompleter"));
+                None
+            }
+        };
+        match checked {
+            Some(ok) => assert!(ok, "{shell} does not accept its completions"),
+            None if shell != "powershell" => {
+                eprintln!("{shell} not installed: its syntax check is skipped")
+            }
+            None => {}
+        }
+    }
+    let out = farmctl(&["completions", "tcsh"]).await;
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[tokio::test]
+async fn man_pages_for_the_tool_and_each_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = farmctl(&["man", "--dir", &dir.path().display().to_string()]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    for page in [
+        "farmctl.1",
+        "farmctl-deploy.1",
+        "farmctl-status.1",
+        "farmctl-runs-show.1",
+    ] {
+        let text =
+            std::fs::read_to_string(dir.path().join(page)).unwrap_or_else(|_| panic!("no {page}"));
+        assert!(
+            text.starts_with(".ie") || text.contains(".TH"),
+            "{page} is not a man page"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_inventory_can_come_from_farmctl_inventory() {
+    let dir = tempfile::tempdir().unwrap();
+    let inv = dir.path().join("farm.yaml");
+    std::fs::write(
+        &inv,
+        "farm: shop\nnodes:\n  - {name: web01, address: 10.0.0.1}\nsites:\n  - name: shop\n",
+    )
+    .unwrap();
+    let path = inv.display().to_string();
+    let out = farmctl_env(
+        &["validate", "--output", "json"],
+        &[("FARMCTL_INVENTORY", &path)],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(json(&out)["farm"], "shop");
+    // -i still wins; without either, usage says what is missing.
+    let out = farmctl_env(
+        &["validate", "-i", "/nonexistent.yaml"],
+        &[("FARMCTL_INVENTORY", &path)],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(2));
+    let out = farmctl(&["validate"]).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--inventory"), "{}", stderr(&out));
+}
