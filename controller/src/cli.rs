@@ -32,7 +32,8 @@ impl Command {
     /// The command's `--output`, when it has one.
     pub fn output(&self) -> Option<Output> {
         Some(match self {
-            Command::Validate(a) | Command::Status(a) => a.output,
+            Command::Validate(a) => a.output,
+            Command::Status(a) => a.inv.output,
             Command::Recycle(a) => a.rollout.inv.output,
             Command::Reset(a) => a.inv.output,
             Command::Deploy(a) => a.rollout.inv.output,
@@ -55,7 +56,7 @@ pub enum Command {
     /// Check an inventory file and report every problem in it.
     Validate(InventoryArgs),
     /// Show every node: agent, drain state, IIS services, pools, health.
-    Status(InventoryArgs),
+    Status(StatusArgs),
     /// Rolling recycle of application pools, node by node.
     Recycle(RecycleArgs),
     /// Rolling full IIS reset (stop, force if needed, start, verify).
@@ -121,6 +122,22 @@ pub struct InventoryArgs {
     pub inventory: PathBuf,
     #[arg(long, value_enum, default_value = "text")]
     pub output: Output,
+}
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub inv: InventoryArgs,
+    /// Keep watching: redraw in place on a terminal, a snapshot per
+    /// refresh otherwise, until Ctrl-C.
+    #[arg(short, long)]
+    pub watch: bool,
+    /// Time between refreshes when watching.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub interval: std::time::Duration,
+    /// Stop watching after this many refreshes.
+    #[arg(long, requires = "watch")]
+    pub count: Option<u64>,
 }
 
 #[derive(Args, Debug)]

@@ -19,6 +19,7 @@ pub mod iis;
 pub mod iiscmd;
 pub mod lbmember;
 pub mod lease;
+pub mod metrics;
 pub mod operations;
 pub mod ops;
 pub mod security;

@@ -61,6 +61,11 @@ struct Args {
     /// More logging (-v, -vv).
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
+    /// Serve Prometheus metrics at `GET /metrics` on this address (a
+    /// listener of its own; default the config's `metrics.listen`, else
+    /// none). Keep it on loopback or a management network.
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<String>,
     /// `text` for people, `json` (one object per line) for log shippers.
     #[arg(long, value_parser = ["text", "json"], default_value = "text")]
     log_format: String,
@@ -162,15 +167,33 @@ async fn run(args: Args) -> anyhow::Result<()> {
             );
             (node, Arc::new(backend), None, serde_json::json!([]))
         };
-    let security = security_settings(&args, &config)?;
+    let mut security = security_settings(&args, &config)?;
+    let metrics_listen = args
+        .metrics_listen
+        .clone()
+        .or_else(|| config.metrics.as_ref().map(|m| m.listen.clone()));
+    let metrics = match &metrics_listen {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("could not listen on {addr} for metrics"))?;
+            Some((listener, Arc::new(farm_agent::metrics::Metrics::default())))
+        }
+        None => None,
+    };
+    security.metrics = metrics.as_ref().map(|(_, m)| m.clone());
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
         .with_context(|| format!("could not listen on {listen}"))?;
     let addr = listener.local_addr()?;
+    let metrics_addr = metrics
+        .as_ref()
+        .and_then(|(l, _)| l.local_addr().ok())
+        .map(|a| a.to_string());
     // One JSON line on stdout says where everything is; scripts wait for it.
     println!(
         "{}",
-        serde_json::json!({"agent": addr.to_string(), "node": node, "backend": backend, "sites": sites})
+        serde_json::json!({"agent": addr.to_string(), "node": node, "backend": backend, "sites": sites, "metrics": metrics_addr})
     );
     let deployments = config.deploy.clone().map(|d| {
         Arc::new(farm_agent::deploy::Deployments::new(
@@ -179,9 +202,28 @@ async fn run(args: Args) -> anyhow::Result<()> {
             Arc::new(SystemRunner),
         ))
     });
-    let service = farm_agent::service::AgentService::new(node, iis, cfg)
+    let service = farm_agent::service::AgentService::new(node, iis.clone(), cfg)
         .with_deployments(deployments)
         .with_lb_members(lb_members);
+    if let Some((listener, m)) = metrics {
+        let leases = service.leases();
+        let live: farm_agent::metrics::LiveFn = Arc::new(move || {
+            let (iis, leases) = (iis.clone(), leases.clone());
+            Box::pin(async move {
+                farm_agent::metrics::Live {
+                    in_flight: iis.in_flight().await.ok().flatten(),
+                    drained: !iis.health_file_present().await.unwrap_or(true),
+                    leased: leases.current().is_some(),
+                }
+            })
+        });
+        tokio::spawn(farm_agent::metrics::serve(
+            listener,
+            m,
+            live,
+            std::future::pending(),
+        ));
+    }
     farm_agent::server::serve(listener, service, security, shutdown_signal()).await?;
     if let Some(sim) = sim {
         sim.shutdown();
@@ -227,6 +269,7 @@ fn security_settings(
         tls,
         authz: config.authorization.clone(),
         audit,
+        metrics: None,
     })
 }
 

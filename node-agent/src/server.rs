@@ -36,6 +36,8 @@ pub struct Security {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     pub authz: Authorization,
     pub audit: Option<Arc<Audit>>,
+    /// Calls and TLS rejections are counted here too.
+    pub metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 pub async fn run(
@@ -63,7 +65,9 @@ pub async fn serve(
     security: Security,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
-    let service = service.with_security(security.authz.clone(), security.audit.clone());
+    let service = service
+        .with_security(security.authz.clone(), security.audit.clone())
+        .with_metrics(security.metrics.clone());
     let svc = NodeAgentServer::new(service).max_decoding_message_size(MAX_REQUEST_BYTES);
     let mut builder = tonic::transport::Server::builder()
         .timeout(Duration::from_secs(600))
@@ -75,7 +79,10 @@ pub async fn serve(
     match security.tls {
         Some(tls) => {
             router
-                .serve_with_incoming_shutdown(tls_incoming(listener, tls, security.audit), shutdown)
+                .serve_with_incoming_shutdown(
+                    tls_incoming(listener, tls, security.audit, security.metrics),
+                    shutdown,
+                )
                 .await
         }
         None => {
@@ -100,6 +107,7 @@ fn tls_incoming(
     listener: TcpListener,
     config: Arc<rustls::ServerConfig>,
     audit: Option<Arc<Audit>>,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
 ) -> ReceiverStream<Result<TlsConn, std::io::Error>> {
     let (tx, rx) = mpsc::channel(64);
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
@@ -122,6 +130,7 @@ fn tls_incoming(
             };
             let _ = tcp.set_nodelay(true);
             let (acceptor, tx, audit) = (acceptor.clone(), tx.clone(), audit.clone());
+            let metrics = metrics.clone();
             tokio::spawn(async move {
                 let outcome = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp))
                     .await
@@ -135,6 +144,9 @@ fn tls_incoming(
                     Err(_) => format!("rejected: no TLS handshake within {HANDSHAKE_TIMEOUT:?}"),
                 };
                 tracing::warn!(%peer, "{outcome}");
+                if let Some(m) = &metrics {
+                    m.tls_rejected();
+                }
                 if let Some(a) = audit {
                     a.record(&Entry {
                         time: audit::now(),

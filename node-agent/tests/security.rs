@@ -57,6 +57,7 @@ async fn farm(authz: Authorization) -> Farm {
         tls: Some(server_config(&files).unwrap()),
         authz,
         audit: Some(Arc::new(Audit::open(&audit).unwrap())),
+        metrics: None,
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();

@@ -7,7 +7,7 @@ use farm_proto::domain::ServiceState;
 use serde::Serialize;
 
 use crate::agent::{LeaseView, PoolView};
-use crate::cli::{InventoryArgs, Output};
+use crate::cli::{Output, StatusArgs};
 use crate::commands::{print_json, Settings};
 use crate::exit::{CommandResult, ExitStatus};
 use crate::observe::{self, Observation};
@@ -34,12 +34,15 @@ pub struct NodeStatus {
     pub notice: Option<String>,
     /// The release each site serves (sites on one of the agent's releases).
     pub releases: BTreeMap<String, String>,
+    /// While a run holds the node's lease: the phase its journal (in this
+    /// state directory) last recorded for the node.
+    pub run_phase: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
-struct StatusReport {
+struct StatusReport<'a> {
     farm: String,
-    nodes: Vec<NodeStatus>,
+    nodes: Vec<&'a NodeStatus>,
     /// Sites whose nodes serve different releases: the versions seen.
     mixed_versions: BTreeMap<String, Vec<String>>,
 }
@@ -78,6 +81,7 @@ fn node_status(o: &Observation, name: &str, agent: &str, drains: bool) -> NodeSt
         lease: None,
         notice: None,
         releases: BTreeMap::new(),
+        run_phase: None,
     };
     match &o.view {
         Ok(v) => {
@@ -99,42 +103,146 @@ fn node_status(o: &Observation, name: &str, agent: &str, drains: bool) -> NodeSt
     s
 }
 
-pub async fn run(args: &InventoryArgs, settings: &Settings) -> CommandResult {
-    let farm = settings.farm(&args.inventory)?;
-    let (members, lb_error) = match observe::members(&farm).await {
+/// The farm at one moment.
+struct Snapshot {
+    farm: String,
+    nodes: Vec<NodeStatus>,
+    mixed_versions: BTreeMap<String, Vec<String>>,
+    lb_error: Option<String>,
+}
+
+impl Snapshot {
+    fn all_well(&self) -> bool {
+        self.lb_error.is_none() && self.nodes.iter().all(|n| n.reachable && n.healthy)
+    }
+
+    fn text(&self) -> String {
+        let mut out = table(&self.nodes);
+        out.push_str(&releases(&self.nodes, &self.mixed_versions));
+        if let Some(e) = &self.lb_error {
+            out.push_str(&format!("load balancer: {e}\n"));
+        }
+        out
+    }
+
+    fn json(&self, output: Output) {
+        print_json(
+            output,
+            &StatusReport {
+                farm: self.farm.clone(),
+                nodes: self.nodes.iter().collect(),
+                mixed_versions: self.mixed_versions.clone(),
+            },
+        );
+    }
+}
+
+async fn snapshot(farm: &crate::farm::Farm, settings: &Settings) -> Snapshot {
+    let (members, lb_error) = match observe::members(farm).await {
         Ok(m) => (m, None),
         Err(e) => (Vec::new(), Some(e.to_string())),
     };
-    let observed = observe::observe(&farm, &members).await;
+    let observed = observe::observe(farm, &members).await;
     let drains = farm.lb.drains();
+    let mut runs: BTreeMap<String, Option<crate::journal::LoadedRun>> = BTreeMap::new();
+    let state = settings.state_dir();
     let nodes: Vec<NodeStatus> = observed
         .iter()
         .map(|o| {
             let n = farm.node(o.node);
-            node_status(o, &n.name, &n.agent, drains)
+            let mut s = node_status(o, &n.name, &n.agent, drains);
+            if let Some(lease) = &s.lease {
+                let run = runs
+                    .entry(lease.run_id.clone())
+                    .or_insert_with(|| crate::journal::find(&state, Some(&lease.run_id)).ok());
+                s.run_phase = run.as_ref().map(|r| r.phase_of(&n.name).to_string());
+            }
+            s
         })
         .collect();
-    if let Some(e) = &lb_error {
-        eprintln!("farmctl: load balancer: {e}");
-    }
-    let all_well = lb_error.is_none() && nodes.iter().all(|n| n.reachable && n.healthy);
     let mixed_versions = mixed(&nodes);
-    match args.output {
-        o @ (Output::Json | Output::Jsonl) => print_json(
-            o,
-            &StatusReport {
-                farm: farm.inventory.farm.clone(),
-                nodes,
-                mixed_versions,
-            },
-        ),
-        Output::Text => print!("{}{}", table(&nodes), releases(&nodes, &mixed_versions)),
+    Snapshot {
+        farm: farm.inventory.farm.clone(),
+        nodes,
+        mixed_versions,
+        lb_error,
     }
-    Ok(if all_well {
-        ExitStatus::Done
-    } else {
-        ExitStatus::Failed
-    })
+}
+
+pub async fn run(args: &StatusArgs, settings: &Settings) -> CommandResult {
+    let farm = settings.farm(&args.inv.inventory)?;
+    let output = args.inv.output;
+    if !args.watch {
+        let snap = snapshot(&farm, settings).await;
+        if let Some(e) = &snap.lb_error {
+            eprintln!("farmctl: load balancer: {e}");
+        }
+        match output {
+            o @ (Output::Json | Output::Jsonl) => snap.json(o),
+            Output::Text => print!(
+                "{}",
+                table(&snap.nodes) + &releases(&snap.nodes, &snap.mixed_versions)
+            ),
+        }
+        return Ok(if snap.all_well() {
+            ExitStatus::Done
+        } else {
+            ExitStatus::Failed
+        });
+    }
+    watch(&farm, args, settings).await
+}
+
+/// `status --watch`: a redraw in place on a terminal, one snapshot after
+/// another otherwise, until Ctrl-C (or `--count`).
+async fn watch(farm: &crate::farm::Farm, args: &StatusArgs, settings: &Settings) -> CommandResult {
+    use std::io::{IsTerminal, Write};
+    let output = args.inv.output;
+    let terminal = output == Output::Text && std::io::stdout().is_terminal();
+    let mut shown = 0u64;
+    loop {
+        let snap = snapshot(farm, settings).await;
+        let when = crate::journal::now();
+        let mut out = std::io::stdout().lock();
+        match output {
+            o @ (Output::Json | Output::Jsonl) => {
+                drop(out);
+                snap.json(o);
+            }
+            Output::Text if terminal => {
+                // Home, clear: the view redraws in place.
+                let _ = write!(
+                    out,
+                    "\x1b[H\x1b[2Jfarm {} at {when}, every {} (Ctrl-C to leave)\n\n{}",
+                    snap.farm,
+                    humantime::format_duration(args.interval),
+                    snap.text()
+                );
+            }
+            Output::Text => {
+                let _ = write!(
+                    out,
+                    "--- farm {} at {when} ---\n{}\n",
+                    snap.farm,
+                    snap.text()
+                );
+            }
+        }
+        let _ = std::io::stdout().flush();
+        shown += 1;
+        if args.count.is_some_and(|c| shown >= c) {
+            return Ok(ExitStatus::Done);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(args.interval) => {}
+            _ = tokio::signal::ctrl_c() => {
+                if terminal {
+                    println!();
+                }
+                return Ok(ExitStatus::Done);
+            }
+        }
+    }
 }
 
 /// One line per site with releases: which nodes serve which version.
@@ -201,7 +309,21 @@ fn table(nodes: &[NodeStatus]) -> String {
                 (Some(e), _) => format!(" | {e}"),
                 (None, true) => " | healthy".to_string(),
                 (None, false) => " | unhealthy".to_string(),
-            }
+            } + &n
+                .lease
+                .as_ref()
+                .map(|l| {
+                    format!(
+                        " | run {} by {}{}",
+                        l.run_id,
+                        l.holder,
+                        n.run_phase
+                            .as_ref()
+                            .map(|p| format!(": {p}"))
+                            .unwrap_or_default()
+                    )
+                })
+                .unwrap_or_default()
         ));
     }
     out

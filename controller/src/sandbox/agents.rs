@@ -16,6 +16,8 @@ pub struct SandboxNode {
     pub agent: String,
     pub http_port: u16,
     pub event_log: PathBuf,
+    /// Where the agent serves its Prometheus metrics.
+    pub metrics: Option<String>,
     pub(super) child: Child,
     _stdout: BufReader<ChildStdout>,
 }
@@ -93,6 +95,8 @@ pub(super) fn spawn(
             "200ms",
             "--poll-interval",
             "10ms",
+            "--metrics-listen",
+            "127.0.0.1:0",
             "-v",
             "--sim",
         ])
@@ -153,6 +157,7 @@ impl Spawned {
         Ok(SandboxNode {
             agent: ready["agent"].as_str().unwrap_or_default().to_string(),
             http_port: ready["sites"][0]["port"].as_u64().unwrap_or(0) as u16,
+            metrics: ready["metrics"].as_str().map(str::to_string),
             name: self.name,
             event_log: self.event_log,
             child: self.child,

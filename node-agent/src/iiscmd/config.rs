@@ -32,10 +32,25 @@ pub struct AgentConfig {
     /// agent refuses Stage and Switch.
     #[serde(default)]
     pub deploy: Option<crate::deploy::DeployConfig>,
+    /// A Prometheus endpoint on a listener of its own.
+    #[serde(default)]
+    pub metrics: Option<MetricsConfig>,
     #[serde(default)]
     pub tools: Tools,
     #[serde(default)]
     pub timeouts: Timeouts,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Where `GET /metrics` answers; loopback by default.
+    #[serde(default = "default_metrics_listen")]
+    pub listen: String,
+}
+
+fn default_metrics_listen() -> String {
+    "127.0.0.1:9464".into()
 }
 
 fn default_listen() -> String {

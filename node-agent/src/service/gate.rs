@@ -32,6 +32,7 @@ pub struct Ticket {
     started: Instant,
     detail: Option<String>,
     closed: bool,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 /// A call dropped before it was closed — its client went away and the
@@ -65,6 +66,13 @@ impl Ticket {
             return;
         }
         tracing::info!(call = self.call.name(), identity = %self.who.name, %outcome, "request");
+        if let Some(m) = &self.metrics {
+            m.request(
+                self.call.name(),
+                &outcome,
+                self.started.elapsed().as_secs_f64(),
+            );
+        }
         let Some(audit) = self.audit.take() else {
             return;
         };
@@ -113,6 +121,7 @@ impl AgentService {
         let cert = req.peer_certs().and_then(|c| c.first().map(|c| c.to_vec()));
         let ticket = Ticket {
             audit: self.audit.clone(),
+            metrics: self.metrics.clone(),
             who: self.authz.identify(cert.as_deref()),
             peer: req.remote_addr().map(|a| a.to_string()),
             call,

@@ -44,6 +44,7 @@ pub struct AgentService {
     deployments: Option<Arc<crate::deploy::Deployments>>,
     /// ARR and NLB members (none in the simulator).
     lb_members: Option<Arc<crate::lbmember::LbMembers>>,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 impl AgentService {
@@ -59,7 +60,13 @@ impl AgentService {
             leases: Leases::default(),
             deployments: None,
             lb_members: None,
+            metrics: None,
         }
+    }
+
+    /// The node's leases, for readers outside the service (metrics).
+    pub fn leases(&self) -> Leases {
+        self.leases.clone()
     }
 
     pub fn with_lb_members(mut self, m: Option<Arc<crate::lbmember::LbMembers>>) -> Self {
@@ -75,6 +82,11 @@ impl AgentService {
     pub fn with_security(mut self, authz: Authorization, audit: Option<Arc<Audit>>) -> Self {
         self.authz = authz;
         self.audit = audit;
+        self
+    }
+
+    pub fn with_metrics(mut self, metrics: Option<Arc<crate::metrics::Metrics>>) -> Self {
+        self.metrics = metrics;
         self
     }
 

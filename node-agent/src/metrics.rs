@@ -1,0 +1,203 @@
+//! Prometheus metrics (`metrics: {listen: ...}` in the config): every call
+//! counted by outcome and timed (recycles, resets, drains, stages,
+//! switches... the same calls the audit log records), TLS handshakes
+//! rejected, and — read at each scrape — requests in flight, whether the
+//! node is drained and whether a run holds its lease. Served on a listener
+//! of its own, plain HTTP, loopback by default: it is for a local scraper
+//! (or one reached through a tunnel), not for the farm network.
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+use http_body_util::Full;
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CallOutcome {
+    call: String,
+    /// `ok`, `failed`, `denied`, `invalid`, `abandoned`, `replayed`.
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CallLabel {
+    call: String,
+}
+
+/// What a scrape reads from the node at that moment.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Live {
+    pub in_flight: Option<u64>,
+    pub drained: bool,
+    pub leased: bool,
+}
+
+pub type LiveFn = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Live> + Send>> + Send + Sync>;
+
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<CallOutcome, Counter>,
+    durations: Family<CallLabel, Histogram>,
+    tls_rejections: Counter,
+    in_flight: Gauge<i64, std::sync::atomic::AtomicI64>,
+    drained: Gauge<i64, std::sync::atomic::AtomicI64>,
+    leased: Gauge<i64, std::sync::atomic::AtomicI64>,
+    scrapes: Counter<u64, AtomicU64>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("farm_agent");
+        let requests = Family::<CallOutcome, Counter>::default();
+        registry.register(
+            "requests",
+            "Calls to the agent by call (Recycle, Reset, Drain, Stage, Switch, ...) and outcome",
+            requests.clone(),
+        );
+        let durations = Family::<CallLabel, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.005, 2.0, 18))
+        });
+        registry.register(
+            "request_duration_seconds",
+            "How long calls took, by call",
+            durations.clone(),
+        );
+        let tls_rejections = Counter::default();
+        registry.register(
+            "tls_rejections",
+            "TLS handshakes refused (no or a wrong client certificate, no handshake in time)",
+            tls_rejections.clone(),
+        );
+        let in_flight = Gauge::default();
+        registry.register(
+            "in_flight_requests",
+            "Requests in flight on the node's sites (-1: unknown)",
+            in_flight.clone(),
+        );
+        let drained = Gauge::default();
+        registry.register(
+            "drained",
+            "1 while the node is drained (its health files away)",
+            drained.clone(),
+        );
+        let leased = Gauge::default();
+        registry.register(
+            "lease_held",
+            "1 while a run holds the node's lease",
+            leased.clone(),
+        );
+        let scrapes = Counter::default();
+        registry.register("scrapes", "Scrapes of this endpoint", scrapes.clone());
+        Metrics {
+            registry,
+            requests,
+            durations,
+            tls_rejections,
+            in_flight,
+            drained,
+            leased,
+            scrapes,
+        }
+    }
+}
+
+impl Metrics {
+    /// One call ended with `outcome` (the audit log's words) after `seconds`.
+    pub fn request(&self, call: &str, outcome: &str, seconds: f64) {
+        let class = outcome
+            .split(|c: char| c == ':' || c.is_whitespace())
+            .next()
+            .unwrap_or("")
+            .to_string();
+        if call == "tls-handshake" {
+            self.tls_rejections.inc();
+            return;
+        }
+        self.requests
+            .get_or_create(&CallOutcome {
+                call: call.to_string(),
+                outcome: class,
+            })
+            .inc();
+        self.durations
+            .get_or_create(&CallLabel {
+                call: call.to_string(),
+            })
+            .observe(seconds);
+    }
+
+    pub fn tls_rejected(&self) {
+        self.tls_rejections.inc();
+    }
+
+    /// The text a scrape gets, with the live gauges read now.
+    pub fn encode(&self, live: Live) -> String {
+        self.scrapes.inc();
+        self.in_flight.set(
+            live.in_flight
+                .map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX)),
+        );
+        self.drained.set(i64::from(live.drained));
+        self.leased.set(i64::from(live.leased));
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+/// Serves `GET /metrics` until `shutdown`.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    metrics: Arc<Metrics>,
+    live: LiveFn,
+    shutdown: impl Future<Output = ()> + Send,
+) {
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(c) => c,
+                Err(_) => continue,
+            },
+            _ = &mut shutdown => return,
+        };
+        let (metrics, live) = (metrics.clone(), live.clone());
+        tokio::spawn(async move {
+            let service =
+                hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let (metrics, live) = (metrics.clone(), live.clone());
+                    async move {
+                        let resp = if req.method() == hyper::Method::GET
+                            && req.uri().path() == "/metrics"
+                        {
+                            let text = metrics.encode(live().await);
+                            hyper::Response::builder()
+                                .header(
+                                    "content-type",
+                                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                                )
+                                .body(Full::new(Bytes::from(text)))
+                        } else {
+                            hyper::Response::builder()
+                                .status(404)
+                                .body(Full::new(Bytes::from_static(b"only GET /metrics here\n")))
+                        };
+                        Ok::<_, std::convert::Infallible>(resp.unwrap_or_default())
+                    }
+                });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(tcp), service)
+                .await;
+        });
+    }
+}
