@@ -24,6 +24,11 @@ pub struct Cli {
     /// user's state directory, e.g. ~/.local/state/farmctl).
     #[arg(long, global = true, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
+    /// Keep run state on etcd: `etcd://host:port[,host:port]` or `etcds://...`
+    /// (TLS files in FARMCTL_ETCD_CA/CERT/KEY); default the inventory's
+    /// `state:`, else the journal directory.
+    #[arg(long, global = true, value_name = "URL", env = "FARMCTL_STATE_STORE")]
+    pub state_store: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -42,7 +47,7 @@ impl Command {
             Command::Plan(a) => a.rollout.inv.output,
             Command::Runs(a) => match &a.show {
                 Some(RunsCommand::Show(s)) => s.output,
-                None => a.output,
+                Some(RunsCommand::Import) | None => a.output,
             },
             Command::Resume(a) => a.output,
             Command::Demo(a) => a.output,
@@ -190,6 +195,12 @@ pub struct PlanArgs {
 pub struct RunsArgs {
     #[command(subcommand)]
     pub show: Option<RunsCommand>,
+    /// An inventory whose `state:` names the store (etcd).
+    #[arg(short, long, value_name = "FILE", global = true)]
+    pub inventory: Option<PathBuf>,
+    /// Only this farm's runs (every farm's by default).
+    #[arg(long, value_name = "NAME", global = true)]
+    pub farm: Option<String>,
     #[arg(long, value_enum, default_value = "text")]
     pub output: Output,
 }
@@ -198,6 +209,10 @@ pub struct RunsArgs {
 pub enum RunsCommand {
     /// One run's picture: each node's phases with times, capacity, errors.
     Show(RunShowArgs),
+    /// Copy the runs of the local journal directory into the shared store
+    /// (etcd), so the team's history has them; runs already there are
+    /// left as they are.
+    Import,
 }
 
 #[derive(Args, Debug)]
@@ -216,9 +231,14 @@ pub struct RunShowArgs {
 pub struct ResumeArgs {
     /// The run to continue; default the newest unfinished one.
     pub run_id: Option<String>,
-    /// Inventory to use instead of the one the run started with.
+    /// Inventory to use instead of the one the run started with (also
+    /// where an etcd store is found).
     #[arg(short, long, value_name = "FILE")]
     pub inventory: Option<PathBuf>,
+    /// Take over the farm lock of a run whose controller is still
+    /// registered on etcd: only when you know it is dead.
+    #[arg(long)]
+    pub force_takeover: bool,
     #[arg(long, value_enum, default_value = "text")]
     pub output: Output,
 }

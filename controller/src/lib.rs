@@ -44,6 +44,7 @@ pub mod rollout;
 pub mod run;
 pub mod sandbox;
 pub mod secret;
+pub mod store;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;
 pub mod timeline;

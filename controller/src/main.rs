@@ -36,6 +36,7 @@ fn main() {
         quiet: cli.quiet,
         insecure: cli.insecure,
         state_dir: cli.state_dir.clone(),
+        state_store: cli.state_store.clone(),
         clock: farmctl::window::system_clock(),
         reporter,
     };
@@ -57,7 +58,7 @@ fn main() {
             Command::Drain(a) => commands::drain::run(a, true, &settings).await,
             Command::Undrain(a) => commands::drain::run(a, false, &settings).await,
             Command::Plan(a) => commands::plan::run(a, &settings).await,
-            Command::Runs(a) => commands::runs::run(a, &settings),
+            Command::Runs(a) => commands::runs::run(a, &settings).await,
             Command::Resume(a) => commands::resume::run(a, &settings).await,
             Command::Certs(a) => commands::certs::run(a, &settings),
             Command::Demo(a) => commands::demo::run(a, &settings).await,

@@ -148,6 +148,7 @@ async fn a_resume_after_the_window_finishes_the_node_caught_mid_way_and_starts_n
         quiet: true,
         insecure: false,
         state_dir: Some(state.clone()),
+        state_store: None,
         clock: std::sync::Arc::new(At(later)),
         reporter: std::sync::Arc::new(Silent),
     };

@@ -446,6 +446,7 @@ async fn bad_packages_and_requests_touch_nothing() {
         quiet: true,
         insecure: false,
         state_dir: Some(dir.join("state")),
+        state_store: None,
         clock: std::sync::Arc::new(farmctl::window::SystemClock),
         reporter: std::sync::Arc::new(Silent),
     };

@@ -39,6 +39,7 @@ fn settings(farm: &common::Farm, times: &[&str]) -> Settings {
         insecure: false,
         reporter: Arc::new(Silent),
         state_dir: Some(farm.sandbox.dir.join("state")),
+        state_store: None,
         clock: Arc::new(Scripted(Mutex::new(
             times.iter().map(|t| t.parse().unwrap()).collect(),
         ))),

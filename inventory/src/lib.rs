@@ -60,6 +60,14 @@ pub fn load(path: &Path) -> Result<Inventory, LoadError> {
                 files.push(ca);
             }
         }
+        if let Some(st) = inv.state.as_mut() {
+            if let Some(tls) = st.tls.as_mut() {
+                files.extend([&mut tls.ca, &mut tls.cert, &mut tls.key]);
+            }
+            if let Some((_, Secret::File(f))) = st.user.as_mut() {
+                files.push(f);
+            }
+        }
         for n in inv.notify.iter_mut() {
             if let WebhookUrl::Secret(Secret::File(f)) = &mut n.url {
                 files.push(f);

@@ -13,6 +13,19 @@ pub struct Inventory {
     pub app_pools: Vec<String>,
     pub rollout: Rollout,
     pub notify: Vec<Notify>,
+    /// Where run state lives; `None`: the local journal directory.
+    pub state: Option<EtcdStore>,
+}
+
+/// Run state on etcd (`state: {store: etcd, ...}`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcdStore {
+    pub endpoints: Vec<String>,
+    pub prefix: String,
+    pub tls: Option<TlsFiles>,
+    pub user: Option<(String, Secret)>,
+    /// How long the farm lock outlives a controller that went silent.
+    pub lock_ttl: Duration,
 }
 
 /// A webhook told about runs.

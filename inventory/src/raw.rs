@@ -20,6 +20,28 @@ pub struct RawInventory {
     /// Webhooks told about runs.
     #[serde(default)]
     pub notify: Vec<RawNotify>,
+    /// Where run state lives: the local journal directory (default) or etcd.
+    pub state: Option<RawState>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawState {
+    /// `files` (default) or `etcd`.
+    pub store: String,
+    /// etcd: `https://host:port` (or `http://`) of the members.
+    #[serde(default)]
+    pub endpoints: Vec<String>,
+    /// etcd: the key prefix (default `/farmctl`).
+    pub prefix: Option<String>,
+    /// etcd: client TLS (CA, certificate and key files).
+    pub tls: Option<RawTls>,
+    /// etcd: how long the farm lock outlives a silent controller.
+    pub lock_ttl: Option<String>,
+    /// etcd: a user with a role on the prefix.
+    pub username: Option<String>,
+    pub password_env: Option<String>,
+    pub password_file: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

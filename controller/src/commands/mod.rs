@@ -33,6 +33,8 @@ pub struct Settings {
     pub insecure: bool,
     /// `--state-dir`, if given; see [`Settings::state_dir`].
     pub state_dir: Option<PathBuf>,
+    /// `--state-store` (or `FARMCTL_STATE_STORE`): run state on etcd.
+    pub state_store: Option<String>,
     /// Where "now" comes from (maintenance windows).
     pub clock: Arc<dyn crate::window::Clock>,
     /// Where a run's progress goes (the binary picks bars or lines).
@@ -67,6 +69,8 @@ impl Settings {
     ) -> RunEnv<'a> {
         RunEnv {
             state_dir: self.state_dir(),
+            state_store: self.state_store.clone(),
+            takeover: false,
             clock: self.clock.clone(),
             reporter: &*self.reporter,
             operator,

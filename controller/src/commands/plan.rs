@@ -10,7 +10,7 @@ use crate::cli::{Output, PlanAction, PlanArgs};
 use crate::commands::rollout::request;
 use crate::commands::{print_json, Settings};
 use crate::exit::{CommandResult, ExitStatus};
-use crate::journal;
+
 use crate::run::{self, RunSettings};
 
 #[derive(Debug, Serialize)]
@@ -78,7 +78,14 @@ pub async fn run(args: &PlanArgs, settings: &Settings) -> CommandResult {
             }
         })
         .collect();
-    let (per_node, basis) = journal::estimate_per_node(&settings.state_dir(), op);
+    // The team's history when the run state is shared (etcd).
+    let store = crate::store::Store::open(
+        settings.state_store.as_deref(),
+        Some(&farm.inventory),
+        &settings.state_dir(),
+    )
+    .await?;
+    let (per_node, basis) = store.estimate_per_node(&farm.inventory.farm, op).await;
     let pauses = run.pause.unwrap_or_default() * waves.len().saturating_sub(1) as u32;
     let estimate = per_node * waves.len() as u32 + pauses;
     let fits = window.as_ref().map(|w| {

@@ -2,20 +2,34 @@
 //! (crash, SIGKILL, second Ctrl-C) with the limits recorded in its journal
 //! ([`crate::run::resume`]).
 use crate::cli::ResumeArgs;
+use crate::commands::load_inventory;
 use crate::commands::rollout::finish;
 use crate::commands::{with_ctrl_c, Settings};
 use crate::exit::{CommandError, CommandResult};
-use crate::journal;
 use crate::operator::Terminal;
 use crate::run;
+use crate::store::Store;
 
 pub async fn run(args: &ResumeArgs, settings: &Settings) -> CommandResult {
-    let loaded = journal::find(&settings.state_dir(), args.run_id.as_deref())
+    // The store is the flag's, else the given inventory's, else the
+    // journal directory.
+    let inv = args.inventory.as_deref().map(load_inventory).transpose()?;
+    let store = Store::open(
+        settings.state_store.as_deref(),
+        inv.as_ref(),
+        &settings.state_dir(),
+    )
+    .await?;
+    let farm = inv.as_ref().map(|i| i.farm.clone());
+    let loaded = store
+        .find(farm.as_deref(), args.run_id.as_deref())
+        .await
         .map_err(CommandError::bad_input)?;
     // The run was confirmed when it started.
     let operator = Terminal { yes: true };
     let report = with_ctrl_c(|stop| {
-        let env = settings.run_env(&operator, Some(stop));
+        let mut env = settings.run_env(&operator, Some(stop));
+        env.takeover = args.force_takeover;
         let transport = settings.transport();
         async move { run::resume(loaded, args.inventory.as_deref(), transport, &env).await }
     })

@@ -4,9 +4,9 @@
 use serde::Serialize;
 
 use crate::cli::{Output, RunShowArgs, RunsArgs, RunsCommand};
-use crate::commands::{print_json, Settings};
+use crate::commands::{load_inventory, print_json, Settings};
 use crate::exit::{CommandError, CommandResult, ExitStatus};
-use crate::journal;
+use crate::store::Store;
 
 #[derive(Debug, Serialize)]
 struct RunLine {
@@ -20,12 +20,36 @@ struct RunLine {
     journal: String,
 }
 
-pub fn run(args: &RunsArgs, settings: &Settings) -> CommandResult {
-    if let Some(RunsCommand::Show(show)) = &args.show {
-        return self::show(show, settings);
+/// The store `runs` reads: `--state-store`, else the `-i` inventory's
+/// `state:`, else the journal directory.
+async fn store(args: &RunsArgs, settings: &Settings) -> Result<Store, CommandError> {
+    let inv = args.inventory.as_deref().map(load_inventory).transpose()?;
+    Store::open(
+        settings.state_store.as_deref(),
+        inv.as_ref(),
+        &settings.state_dir(),
+    )
+    .await
+}
+
+pub async fn run(args: &RunsArgs, settings: &Settings) -> CommandResult {
+    let store = store(args, settings).await?;
+    match &args.show {
+        Some(RunsCommand::Show(show)) => {
+            return self::show(show, &store, args.farm.as_deref(), settings).await
+        }
+        Some(RunsCommand::Import) => return import(&store, settings).await,
+        None => {}
     }
-    let state = &settings.state_dir();
-    let runs: Vec<RunLine> = journal::list(state)
+    // (`state_dir` in JSON: the journal directory, or the store's name)
+    let state = match &store {
+        Store::Files(dir) => dir.display().to_string(),
+        Store::Etcd(_) => store.label(),
+    };
+    let runs: Vec<RunLine> = store
+        .list(args.farm.as_deref())
+        .await
+        .map_err(|e| CommandError::failed(format!("could not read the runs in {state}: {e}")))?
         .into_iter()
         .map(|r| RunLine {
             run_id: r.run_id().to_string(),
@@ -46,7 +70,7 @@ pub fn run(args: &RunsArgs, settings: &Settings) -> CommandResult {
         o @ (Output::Json | Output::Jsonl) => {
             print_json(o, &serde_json::json!({ "state_dir": state, "runs": runs }))
         }
-        Output::Text if runs.is_empty() => println!("no runs in {}", state.display()),
+        Output::Text if runs.is_empty() => println!("no runs in {state}"),
         Output::Text => {
             println!(
                 "{:<24} {:<8} {:<25} {:<11} {:<6} HOLDER",
@@ -69,13 +93,23 @@ pub fn run(args: &RunsArgs, settings: &Settings) -> CommandResult {
 }
 
 /// `farmctl runs show [RUN_ID] [--html FILE]`.
-fn show(args: &RunShowArgs, settings: &Settings) -> CommandResult {
-    let state = settings.state_dir();
+async fn show(
+    args: &RunShowArgs,
+    store: &Store,
+    farm: Option<&str>,
+    settings: &Settings,
+) -> CommandResult {
     let run = match &args.run_id {
-        Some(id) => journal::find(&state, Some(id)).map_err(CommandError::bad_input)?,
-        None => journal::list(&state)
+        Some(id) => store
+            .find(farm, Some(id))
+            .await
+            .map_err(CommandError::bad_input)?,
+        None => store
+            .list(farm)
+            .await
+            .map_err(CommandError::failed)?
             .pop()
-            .ok_or_else(|| CommandError::bad_input(format!("no runs in {}", state.display())))?,
+            .ok_or_else(|| CommandError::bad_input(format!("no runs in {}", store.label())))?,
     };
     let timeline = crate::timeline::Timeline::of(&run);
     if let Some(path) = &args.html {
@@ -89,6 +123,42 @@ fn show(args: &RunShowArgs, settings: &Settings) -> CommandResult {
     match args.output {
         o @ (Output::Json | Output::Jsonl) => print_json(o, &timeline),
         Output::Text => print!("{}", timeline.text()),
+    }
+    Ok(ExitStatus::Done)
+}
+
+/// `farmctl runs import`: the local journals into the shared store.
+async fn import(store: &Store, settings: &Settings) -> CommandResult {
+    let Store::Etcd(etcd) = store else {
+        return Err(CommandError::bad_input(
+            "runs import copies into a shared store: name it with --state-store or an inventory's `state:`",
+        ));
+    };
+    let local = crate::journal::list(&settings.state_dir());
+    let (mut copied, mut skipped) = (0, Vec::new());
+    for run in &local {
+        let farm = crate::store::farm_of(run);
+        if farm.is_empty() {
+            skipped.push(format!(
+                "{} (an older journal without its farm)",
+                run.run_id()
+            ));
+            continue;
+        }
+        match etcd.import(&farm, run).await {
+            Ok(true) => copied += 1,
+            Ok(false) => skipped.push(format!("{} (already in the store)", run.run_id())),
+            Err(e) => {
+                return Err(CommandError::failed(format!(
+                    "could not import run {}: {e} ({copied} imported before it)",
+                    run.run_id()
+                )))
+            }
+        }
+    }
+    println!("{copied} run(s) imported into {}", store.label());
+    for s in skipped {
+        println!("  skipped {s}");
     }
     Ok(ExitStatus::Done)
 }

@@ -144,22 +144,45 @@ async fn snapshot(farm: &crate::farm::Farm, settings: &Settings) -> Snapshot {
     };
     let observed = observe::observe(farm, &members).await;
     let drains = farm.lb.drains();
-    let mut runs: BTreeMap<String, Option<crate::journal::LoadedRun>> = BTreeMap::new();
-    let state = settings.state_dir();
-    let nodes: Vec<NodeStatus> = observed
+    let mut nodes: Vec<NodeStatus> = observed
         .iter()
         .map(|o| {
             let n = farm.node(o.node);
-            let mut s = node_status(o, &n.name, &n.agent, drains);
-            if let Some(lease) = &s.lease {
-                let run = runs
-                    .entry(lease.run_id.clone())
-                    .or_insert_with(|| crate::journal::find(&state, Some(&lease.run_id)).ok());
-                s.run_phase = run.as_ref().map(|r| r.phase_of(&n.name).to_string());
-            }
-            s
+            node_status(o, &n.name, &n.agent, drains)
         })
         .collect();
+    // The phase a run has each leased node in, from its journal where
+    // this host can read it (the journal directory, or the shared store).
+    if nodes.iter().any(|n| n.lease.is_some()) {
+        let store = crate::store::Store::open(
+            settings.state_store.as_deref(),
+            Some(&farm.inventory),
+            &settings.state_dir(),
+        )
+        .await
+        .ok();
+        let mut runs: BTreeMap<String, Option<crate::journal::LoadedRun>> = BTreeMap::new();
+        for s in &mut nodes {
+            let (Some(lease), Some(store)) = (&s.lease, &store) else {
+                continue;
+            };
+            if !runs.contains_key(&lease.run_id) {
+                let found = store
+                    .find(Some(&farm.inventory.farm), Some(&lease.run_id))
+                    .await
+                    .ok();
+                let found = match found {
+                    Some(r) => Some(r),
+                    // Runs from before run contracts name no farm.
+                    None => store.find(None, Some(&lease.run_id)).await.ok(),
+                };
+                runs.insert(lease.run_id.clone(), found);
+            }
+            s.run_phase = runs[&lease.run_id]
+                .as_ref()
+                .map(|r| r.phase_of(&s.name).to_string());
+        }
+    }
     let mixed_versions = mixed(&nodes);
     Snapshot {
         farm: farm.inventory.farm.clone(),

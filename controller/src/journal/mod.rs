@@ -21,7 +21,10 @@ use crate::run::RunSettings;
 
 pub mod read;
 
-pub use read::{estimate_per_node, find, list, load, still_running, JournalError, LoadedRun};
+pub use read::{
+    estimate_from, estimate_per_node, find, list, load, parse, still_running, JournalError,
+    LoadedRun,
+};
 
 /// The first line: what the run is.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -94,19 +97,25 @@ pub fn state_dir(flag: Option<&Path>) -> PathBuf {
         .join("farmctl")
 }
 
-fn runs_dir(state: &Path) -> PathBuf {
+pub fn runs_dir(state: &Path) -> PathBuf {
     state.join("runs")
 }
 
 /// A line waiting to be written, and who to tell when it is on disk.
-struct Pending {
-    line: String,
-    done: tokio::sync::oneshot::Sender<std::io::Result<()>>,
+pub struct Pending {
+    pub line: String,
+    pub done: tokio::sync::oneshot::Sender<std::io::Result<()>>,
+}
+
+/// Where records go: the local writer thread, or a store's task.
+enum Sink {
+    File(mpsc::Sender<Pending>),
+    Remote(tokio::sync::mpsc::UnboundedSender<Pending>),
 }
 
 pub struct Journal {
     path: PathBuf,
-    tx: mpsc::Sender<Pending>,
+    tx: Sink,
 }
 
 impl Journal {
@@ -153,7 +162,19 @@ impl Journal {
             .spawn(move || write_groups(file, rx))
             .map(|_| ())
             .unwrap_or_else(|e| tracing::error!("could not start the journal writer: {e}"));
-        Journal { path, tx }
+        Journal {
+            path,
+            tx: Sink::File(tx),
+        }
+    }
+
+    /// A journal whose records a store's own task writes (etcd); `path`
+    /// names it in messages.
+    pub fn remote(path: PathBuf, tx: tokio::sync::mpsc::UnboundedSender<Pending>) -> Journal {
+        Journal {
+            path,
+            tx: Sink::Remote(tx),
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -171,9 +192,13 @@ impl Journal {
         let sent = serde_json::to_string(r)
             .map_err(std::io::Error::other)
             .and_then(|line| {
-                self.tx
-                    .send(Pending { line, done })
-                    .map_err(|_| std::io::Error::other("the journal writer stopped"))
+                let p = Pending { line, done };
+                let sent = match &self.tx {
+                    Sink::File(tx) => tx.send(p).is_ok(),
+                    Sink::Remote(tx) => tx.send(p).is_ok(),
+                };
+                sent.then_some(())
+                    .ok_or_else(|| std::io::Error::other("the journal writer stopped"))
             });
         async move {
             sent?;

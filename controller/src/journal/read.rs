@@ -61,12 +61,26 @@ impl LoadedRun {
 
 /// Reads a journal.
 pub fn load(path: &Path) -> Result<LoadedRun, JournalError> {
+    let f = std::fs::File::open(path).map_err(|e| JournalError {
+        path: path.to_path_buf(),
+        line: None,
+        message: e.to_string(),
+    })?;
+    let lines = std::io::BufReader::new(f).lines();
+    parse(path, lines)
+}
+
+/// Reads a journal from its lines (a file's, or a store's records in
+/// order); `path` names it in errors.
+pub fn parse(
+    path: &Path,
+    lines: impl Iterator<Item = std::io::Result<String>>,
+) -> Result<LoadedRun, JournalError> {
     let err = |line: Option<usize>, message: String| JournalError {
         path: path.to_path_buf(),
         line,
         message,
     };
-    let f = std::fs::File::open(path).map_err(|e| err(None, e.to_string()))?;
     let mut header: Option<Header> = None;
     let mut last = BTreeMap::new();
     let mut pids = BTreeMap::new();
@@ -75,7 +89,7 @@ pub fn load(path: &Path) -> Result<LoadedRun, JournalError> {
     let mut end = None;
     let mut torn_lines = 0;
     let mut records = Vec::new();
-    for (n, line) in std::io::BufReader::new(f).lines().enumerate() {
+    for (n, line) in lines.enumerate() {
         let line = line.map_err(|e| err(Some(n + 1), e.to_string()))?;
         if line.trim().is_empty() {
             continue;
@@ -164,7 +178,12 @@ pub const DEFAULT_NODE_ESTIMATE: std::time::Duration = std::time::Duration::from
 /// How long one node of `action` takes, from the finished nodes of past
 /// runs (the mean), and where the figure comes from.
 pub fn estimate_per_node(state: &Path, action: OperationKind) -> (std::time::Duration, String) {
-    let samples: Vec<f64> = list(state)
+    estimate_from(&list(state), action)
+}
+
+/// [`estimate_per_node`] over runs already read.
+pub fn estimate_from(runs: &[LoadedRun], action: OperationKind) -> (std::time::Duration, String) {
+    let samples: Vec<f64> = runs
         .iter()
         .filter(|r| r.header.action == action)
         .flat_map(|r| r.node_seconds.iter().copied())

@@ -9,6 +9,7 @@
 //! The per-node work is in [`super::node`].
 use std::collections::{HashMap, VecDeque};
 use std::pin::Pin;
+use std::sync::Arc;
 
 use farm_inventory::{OnFailure, Strategy};
 use farm_proto::domain::{NodeOutcome, Phase};
@@ -43,6 +44,11 @@ pub struct Run<'a> {
     journal: Option<&'a Journal>,
     window: Option<WindowGuard>,
     stop: Option<watch::Receiver<bool>>,
+    /// Why the stop was asked, when not by the operator (a lost farm lock).
+    stop_reason: Option<Arc<std::sync::Mutex<Option<String>>>>,
+    /// Set by a node whose journal record could not be written: it is
+    /// finished without the journal and no other node starts.
+    journal_trouble: std::sync::Mutex<Option<String>>,
     /// Nodes outside the run (or finished earlier) that are out of rotation.
     out_before: usize,
     /// Failed nodes of an earlier part of the run still out of rotation.
@@ -104,6 +110,8 @@ impl<'a> Run<'a> {
             journal: None,
             window: None,
             stop: None,
+            stop_reason: None,
+            journal_trouble: std::sync::Mutex::new(None),
             out_before: 0,
             failed_out_before: 0,
             resume: HashMap::new(),
@@ -125,6 +133,12 @@ impl<'a> Run<'a> {
     /// Set to `true` when the operator asks to stop: no new node starts.
     pub fn stop(mut self, stop: watch::Receiver<bool>) -> Self {
         self.stop = Some(stop);
+        self
+    }
+
+    /// Says why the stop was asked when it was not the operator.
+    pub fn stop_reason(mut self, reason: Arc<std::sync::Mutex<Option<String>>>) -> Self {
+        self.stop_reason = Some(reason);
         self
     }
 
@@ -302,8 +316,26 @@ impl<'a> Run<'a> {
                 p.queue.clear();
                 break;
             }
+            if let Some(trouble) = self
+                .journal_trouble
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone()
+            {
+                p.halted = Some(format!(
+                    "{trouble}; the nodes at work were finished, no other node was started \
+                     (`farmctl resume` continues once the journal can be written)"
+                ));
+                break;
+            }
             if self.stop_requested() {
-                p.halted = Some("stopped by the operator; later nodes were not touched".into());
+                let why = self
+                    .stop_reason
+                    .as_ref()
+                    .and_then(|r| r.lock().unwrap_or_else(|e| e.into_inner()).clone());
+                p.halted = Some(why.unwrap_or_else(|| {
+                    "stopped by the operator; later nodes were not touched".into()
+                }));
                 break;
             }
             if p.canary_pending && p.out.at_work > 0 {
@@ -448,6 +480,7 @@ impl<'a> Run<'a> {
             policy: &self.policy,
             reporter: self.reporter,
             journal: self.journal,
+            journal_trouble: &self.journal_trouble,
             node: i,
             resume: self.resume.get(&i),
         }

@@ -29,6 +29,8 @@ pub(super) struct NodeRun<'r> {
     pub policy: &'r Policy,
     pub reporter: &'r dyn Reporter,
     pub journal: Option<&'r Journal>,
+    /// Set when a record could not be written (the run starts no new node).
+    pub journal_trouble: &'r std::sync::Mutex<Option<String>>,
     /// Inventory index of the node.
     pub node: usize,
     /// Where an earlier controller left the node, when resuming.
@@ -125,17 +127,38 @@ impl NodeRun<'_> {
                 "timing"
             );
             if let Err(e) = written {
-                // Without the journal a crash could not be recovered: stop
-                // before acting.
-                node = NodeState {
-                    state: State::Failed(Failure {
-                        step: FailedStep::Journal,
-                        reason: format!("could not write the run journal: {e}"),
-                        restore: next.state == State::Draining,
-                    }),
-                    since: now,
-                };
-                break;
+                let not_ours = e.kind() == std::io::ErrorKind::PermissionDenied;
+                if not_ours || next.state == State::Draining {
+                    // Nothing done yet (or another controller has the farm
+                    // now): without the journal a crash could not be
+                    // recovered, so stop before acting.
+                    node = NodeState {
+                        state: State::Failed(Failure {
+                            step: FailedStep::Journal,
+                            reason: format!("could not write the run journal: {e}"),
+                            restore: !not_ours && next.state == State::Draining,
+                        }),
+                        since: now,
+                    };
+                    break;
+                }
+                // The node is out of rotation: bring it back without the
+                // journal (its actions repeat safely on a resume), and let
+                // no other node start.
+                let mut trouble = self
+                    .journal_trouble
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                if trouble.is_none() {
+                    *trouble = Some(format!("the run journal could not be written ({e})"));
+                }
+                drop(trouble);
+                self.reporter.detail(
+                    self.name(),
+                    &format!(
+                        "could not write the run journal ({e}); finishing this node without it"
+                    ),
+                );
             }
             node = next;
             let Some(action) = action else { break };
@@ -231,7 +254,15 @@ impl NodeRun<'_> {
             _ => None,
         };
         let written = j.phase(self.name(), next.phase(), pids, detail);
+        let failing = self
+            .journal_trouble
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some();
         match next.phase() {
+            // Once the journal fails, records are still tried but not
+            // waited for: the node is on its way back.
+            _ if failing => Ok(()),
             Phase::Quiescing | Phase::Verifying | Phase::Done => Ok(()),
             _ => written.await,
         }

@@ -25,6 +25,12 @@ pub use start::{check, start, Checked};
 pub struct RunEnv<'a> {
     /// Where run journals live.
     pub state_dir: PathBuf,
+    /// Run state on etcd instead (`--state-store`); else the inventory's
+    /// `state:` decides.
+    pub state_store: Option<String>,
+    /// Resume: take the farm lock over from a controller a human says is
+    /// dead (`--force-takeover`).
+    pub takeover: bool,
     /// Where "now" comes from (maintenance windows).
     pub clock: Arc<dyn Clock>,
     pub reporter: &'a dyn Reporter,
@@ -40,18 +46,82 @@ impl RunEnv<'_> {
         &self,
         settings: &RunSettings,
     ) -> Result<Option<WindowGuard>, CommandError> {
+        let (per_node, _) = crate::journal::estimate_per_node(&self.state_dir, settings.operation);
+        self.window_with(settings, per_node)
+    }
+
+    /// [`Self::window_guard`] with the estimate from `store`'s history.
+    pub async fn window_guard_in(
+        &self,
+        settings: &RunSettings,
+        store: &crate::store::Store,
+    ) -> Result<Option<WindowGuard>, CommandError> {
+        if settings.window.is_none() {
+            return Ok(None);
+        }
+        let (per_node, _) = store
+            .estimate_per_node(&settings.farm, settings.operation)
+            .await;
+        self.window_with(settings, per_node)
+    }
+
+    fn window_with(
+        &self,
+        settings: &RunSettings,
+        per_node: std::time::Duration,
+    ) -> Result<Option<WindowGuard>, CommandError> {
         let window = settings.window().map_err(CommandError::bad_input)?;
-        Ok(window.map(|window| {
-            let (per_node, _) =
-                crate::journal::estimate_per_node(&self.state_dir, settings.operation);
-            WindowGuard {
-                window,
-                clock: self.clock.clone(),
-                per_node,
-            }
+        Ok(window.map(|window| WindowGuard {
+            window,
+            clock: self.clock.clone(),
+            per_node,
         }))
     }
+
+    /// The run's stop signal: the operator's (Ctrl-C), or the farm lock on
+    /// etcd lost — then with its reason.
+    pub fn stop_with_lock(
+        &self,
+        lock: Option<&crate::store::FarmLock>,
+    ) -> (
+        Option<tokio::sync::watch::Receiver<bool>>,
+        Option<StopReason>,
+    ) {
+        let Some(lock) = lock else {
+            return (self.stop.clone(), None);
+        };
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        let reason: StopReason = Arc::default();
+        let (mut lost, mut operator, why) = (lock.lost.clone(), self.stop.clone(), reason.clone());
+        tokio::spawn(async move {
+            let operator_stops = async {
+                match operator.as_mut() {
+                    Some(s) => {
+                        let _ = s.wait_for(|v| *v).await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                // (an error: the lock was given back, the run is over)
+                Ok(_) = lost.wait_for(|v| *v) => {
+                    *why.lock().unwrap_or_else(|e| e.into_inner()) = Some(
+                        "lost the farm lock on etcd (its lease could not be kept: etcd down or \
+                         out of reach); the nodes at work were finished, no other node was \
+                         started (`farmctl resume` continues)"
+                            .into(),
+                    );
+                }
+                _ = operator_stops => {}
+            }
+            tx.send_replace(true);
+        });
+        (Some(rx), Some(reason))
+    }
 }
+
+/// Why a run was stopped, when it was not the operator.
+pub type StopReason = Arc<std::sync::Mutex<Option<String>>>;
 
 /// `20261121T105500-1a2b3c`: sortable, and short enough for operation ids.
 pub fn new_run_id() -> String {

@@ -12,12 +12,13 @@ use farm_proto::domain::Phase;
 
 use crate::exit::CommandError;
 use crate::farm::{Farm, Transport};
-use crate::journal::{self, Journal, LoadedRun};
+use crate::journal::{self, LoadedRun};
 use crate::observe;
 use crate::preflight;
 use crate::report::RunReport;
 use crate::rollout::engine::Run;
 use crate::rollout::reconcile::ResumePoint;
+use crate::store::Store;
 
 use super::{RunEnv, RunSettings};
 
@@ -124,13 +125,32 @@ pub async fn resume_on(
             unreachable.join("; ")
         )));
     }
-    let leases = crate::lease::acquire(
+    // The farm lock first (etcd): of two hosts resuming, one gets it.
+    let store = Store::open(
+        env.state_store.as_deref(),
+        Some(&farm.inventory),
+        &env.state_dir,
+    )
+    .await?;
+    let lock = store
+        .lock(&farm.inventory.farm, &run_id, env.takeover)
+        .await?;
+    let leases = match crate::lease::acquire(
         farm,
         &run_id,
         &format!("farmctl resume of {op}"),
         settings.timeouts.lease_ttl,
     )
-    .await?;
+    .await
+    {
+        Ok(l) => l,
+        Err(e) => {
+            if let Some(l) = lock {
+                l.release().await;
+            }
+            return Err(e);
+        }
+    };
     let result = async {
         // A fresh preflight: the nodes still to do must be fit, and every
         // node out of rotation that is not this run's doing counts.
@@ -160,13 +180,13 @@ pub async fn resume_on(
         for n in &pf.notes {
             env.reporter.note(n);
         }
-        let window = env.window_guard(settings)?;
+        let window = env.window_guard_in(settings, &store).await?;
         if let Some(why) = window.as_ref().and_then(|w| w.refuse()) {
             env.reporter.note(&format!(
                 "{why}: the nodes caught mid-way are finished, no other node is started"
             ));
         }
-        let journal = Journal::reopen(&loaded.path).map_err(|e| {
+        let journal = store.reopen(loaded, lock.as_ref()).await.map_err(|e| {
             CommandError::failed(format!(
                 "could not reopen the journal {}: {e}",
                 loaded.path.display()
@@ -183,8 +203,12 @@ pub async fn resume_on(
             .window(window)
             .out_before(out_before)
             .resuming(points, failed_out);
-        if let Some(stop) = env.stop.clone() {
+        let (stop, stop_reason) = env.stop_with_lock(lock.as_ref());
+        if let Some(stop) = stop {
             run = run.stop(stop);
+        }
+        if let Some(r) = stop_reason {
+            run = run.stop_reason(r);
         }
         let mut report = run.execute().await;
         if let Some(n) = &notifier {
@@ -196,5 +220,8 @@ pub async fn resume_on(
     }
     .await;
     leases.release().await;
+    if let Some(l) = lock {
+        l.release().await;
+    }
     result
 }

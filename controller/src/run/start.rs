@@ -5,12 +5,13 @@ use std::path::Path;
 
 use crate::exit::CommandError;
 use crate::farm::Farm;
-use crate::journal::{Header, Journal};
+use crate::journal::Header;
 use crate::observe;
 use crate::preflight;
 use crate::report::{NodeReport, RunOutcome, RunReport};
 use crate::rollout::engine::Run;
 use crate::rollout::plan;
+use crate::store::Store;
 
 use super::{new_run_id, RunEnv, RunSettings};
 
@@ -23,16 +24,33 @@ pub async fn start(
     env: &RunEnv<'_>,
 ) -> Result<RunReport, CommandError> {
     let op = settings.operation;
-    let window = env.window_guard(&settings)?;
+    let store = Store::open(
+        env.state_store.as_deref(),
+        Some(&farm.inventory),
+        &env.state_dir,
+    )
+    .await?;
+    let window = env.window_guard_in(&settings, &store).await?;
     if let Some(why) = window.as_ref().and_then(|w| w.refuse()) {
         return Err(CommandError::refused(format!("{why}; nothing was touched")));
     }
-    // The farm is ours before we look at it: a second controller is told
-    // who holds it, rather than finding nodes drained by someone else.
+    // The farm is ours before we look at it: a second controller (on any
+    // host, with a shared store) is told who holds it, rather than finding
+    // nodes drained by someone else.
     let run_id = new_run_id();
+    let lock = store.lock(&farm.inventory.farm, &run_id, false).await?;
     let reason = format!("farmctl {op} of {} node(s)", settings.nodes.len());
     let t = std::time::Instant::now();
-    let leases = crate::lease::acquire(farm, &run_id, &reason, settings.timeouts.lease_ttl).await?;
+    let leases =
+        match crate::lease::acquire(farm, &run_id, &reason, settings.timeouts.lease_ttl).await {
+            Ok(l) => l,
+            Err(e) => {
+                if let Some(l) = lock {
+                    l.release().await;
+                }
+                return Err(e);
+            }
+        };
     tracing::debug!(run_id = %run_id, ms = t.elapsed().as_millis() as u64, "leases taken");
     let result = async {
         let checked = prepare(farm, &settings, env).await?;
@@ -63,12 +81,15 @@ pub async fn start(
             pid: Some(std::process::id()),
             settings: Some(settings.clone()),
         };
-        let journal = Journal::create(&env.state_dir, &header).map_err(|e| {
-            CommandError::failed(format!(
-                "could not start the run journal in {}: {e} (nothing was touched)",
-                env.state_dir.display()
-            ))
-        })?;
+        let journal = store
+            .create(&farm.inventory.farm, &header, lock.as_ref())
+            .await
+            .map_err(|e| {
+                CommandError::failed(format!(
+                    "could not start the run journal in {}: {e} (nothing was touched)",
+                    store.label()
+                ))
+            })?;
         env.reporter
             .note(&format!("journal: {}", journal.path().display()));
         tracing::debug!(run_id = %run_id, ms = t.elapsed().as_millis() as u64, "journal started");
@@ -82,8 +103,12 @@ pub async fn start(
             .journal(&journal)
             .window(window)
             .out_before(checked.already_out.len());
-        if let Some(stop) = env.stop.clone() {
+        let (stop, stop_reason) = env.stop_with_lock(lock.as_ref());
+        if let Some(stop) = stop {
             run = run.stop(stop);
+        }
+        if let Some(r) = stop_reason {
+            run = run.stop_reason(r);
         }
         let mut report = run.execute().await;
         if let Some(n) = &notifier {
@@ -97,6 +122,9 @@ pub async fn start(
     .await;
     let t = std::time::Instant::now();
     leases.release().await;
+    if let Some(l) = lock {
+        l.release().await;
+    }
     tracing::debug!(ms = t.elapsed().as_millis() as u64, "leases released");
     result
 }

@@ -27,6 +27,7 @@ pub async fn farm(spec: SandboxSpec) -> Farm {
     Farm { sandbox, _dir: dir }
 }
 
+pub mod etcd;
 pub mod fake_f5;
 pub mod fake_netscaler;
 pub mod https;

@@ -131,6 +131,95 @@ fn check_host_port(errors: &mut Errors, path: &str, value: &str) {
     }
 }
 
+fn state(errors: &mut Errors, s: &RawState) -> Option<EtcdStore> {
+    match s.store.as_str() {
+        "files" => {
+            if !s.endpoints.is_empty() || s.tls.is_some() || s.prefix.is_some() {
+                errors.add("state", "endpoints, prefix and tls are for `store: etcd`");
+            }
+            None
+        }
+        "etcd" => {
+            if s.endpoints.is_empty() {
+                errors.add(
+                    "state.endpoints",
+                    "etcd needs its members' addresses, e.g. `[https://10.0.0.5:2379]`",
+                );
+            }
+            for (i, e) in s.endpoints.iter().enumerate() {
+                let rest = e
+                    .strip_prefix("https://")
+                    .or_else(|| e.strip_prefix("http://"));
+                match rest {
+                    Some(hp) => check_host_port(errors, &format!("state.endpoints[{i}]"), hp),
+                    None => errors.add(
+                        format!("state.endpoints[{i}]"),
+                        format!(
+                            "`{}` is not an address like `https://10.0.0.5:2379`",
+                            e.escape_debug()
+                        ),
+                    ),
+                }
+            }
+            let prefix = s.prefix.clone().unwrap_or_else(|| "/farmctl".into());
+            if !prefix.starts_with('/')
+                || prefix.ends_with('/')
+                || prefix.chars().any(|c| c.is_whitespace() || c.is_control())
+            {
+                errors.add(
+                    "state.prefix",
+                    format!(
+                        "`{}` is not a key prefix like `/farmctl`",
+                        prefix.escape_debug()
+                    ),
+                );
+            }
+            let tls = s.tls.as_ref().map(|t| TlsFiles {
+                ca: t.ca.clone().into(),
+                cert: t.cert.clone().into(),
+                key: t.key.clone().into(),
+            });
+            let user = match (&s.username, &s.password_env, &s.password_file) {
+                (None, None, None) => None,
+                (Some(u), Some(v), None) => Some((u.clone(), Secret::Env(v.clone()))),
+                (Some(u), None, Some(f)) => Some((u.clone(), Secret::File(f.into()))),
+                _ => {
+                    errors.add(
+                        "state.username",
+                        "give `username` with `password_env` or `password_file`",
+                    );
+                    None
+                }
+            };
+            let lock_ttl = errors.duration(
+                "state.lock_ttl",
+                s.lock_ttl.as_deref(),
+                Duration::from_secs(15),
+            );
+            if lock_ttl < Duration::from_secs(3) {
+                errors.add(
+                    "state.lock_ttl",
+                    "at least 3s: it is kept alive every third of it",
+                );
+            }
+            Some(EtcdStore {
+                endpoints: s.endpoints.clone(),
+                prefix,
+                tls,
+                user,
+                lock_ttl,
+            })
+        }
+        other => {
+            errors.add(
+                "state.store",
+                format!("`{other}`: expected `files` or `etcd`"),
+            );
+            None
+        }
+    }
+}
+
 fn notify(errors: &mut Errors, i: usize, n: &RawNotify) -> Notify {
     let at = |f: &str| format!("notify[{i}].{f}");
     let url = match (&n.url, &n.url_env, &n.url_file) {
@@ -385,6 +474,7 @@ pub fn validate(raw: RawInventory) -> Result<Inventory, Vec<InventoryError>> {
     }
 
     let rollout = rollout(&mut errors, &raw.rollout, nodes.len());
+    let state = raw.state.as_ref().and_then(|s| state(&mut errors, s));
     let notify = raw
         .notify
         .iter()
@@ -402,6 +492,7 @@ pub fn validate(raw: RawInventory) -> Result<Inventory, Vec<InventoryError>> {
             app_pools: raw.app_pools,
             rollout,
             notify,
+            state,
         })
     } else {
         Err(errors.0)

@@ -157,6 +157,7 @@ async fn bench(
         quiet: true,
         insecure: false,
         state_dir: Some(dir.path().join("state")),
+        state_store: None,
         clock: farmctl::window::system_clock(),
         reporter: std::sync::Arc::new(Silent),
     };
