@@ -87,7 +87,11 @@ pub fn inspect<R: Read + Seek>(
         let e = archive
             .by_index_raw(i)
             .map_err(|e| format!("entry {i}: {e}"))?;
-        let name = e.name().map_err(|e| format!("entry {i}: {e}"))?.to_string();
+        // The name as stored; a name that is not UTF-8 is refused (the
+        // same on every zip crate version this builds with).
+        let name = std::str::from_utf8(e.name_raw())
+            .map_err(|_| format!("entry {i}: its name is not UTF-8"))?
+            .to_string();
         let shown = name.escape_debug().to_string();
         if let Some(why) = bad_entry_name(&name) {
             return Err(format!("entry `{shown}` has {why}"));
