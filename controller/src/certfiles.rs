@@ -120,5 +120,96 @@ fn write_file(path: &Path, text: &str, private: bool) -> Result<(), CommandError
         f.set_permissions(std::fs::Permissions::from_mode(0o600))
             .map_err(fail)?;
     }
+    // On Windows the key gets its own protected ACL before a byte of it
+    // is written.
+    #[cfg(windows)]
+    if private {
+        owner_only(path).map_err(fail)?;
+    }
     f.write_all(text.as_bytes()).map_err(fail)
+}
+
+/// The DACL of a private key on Windows: full control for the file's
+/// owner, Administrators and SYSTEM, nothing inherited from the folder
+/// (`P`), so Everyone, Users and Authenticated Users get no access.
+#[cfg(windows)]
+pub const KEY_SDDL: &str = "D:P(A;;FA;;;OW)(A;;FA;;;BA)(A;;FA;;;SY)";
+
+/// Replaces the DACL of `path` with [`KEY_SDDL`].
+#[cfg(windows)]
+fn owner_only(path: &Path) -> std::io::Result<()> {
+    use windows_permissions::constants::{SeObjectType, SecurityInformation};
+    use windows_permissions::{wrappers, LocalBox, SecurityDescriptor};
+    let sd: LocalBox<SecurityDescriptor> = KEY_SDDL.parse()?;
+    wrappers::SetNamedSecurityInfo(
+        path.as_os_str(),
+        SeObjectType::SE_FILE_OBJECT,
+        SecurityInformation::Dacl | SecurityInformation::ProtectedDacl,
+        None,
+        None,
+        sd.dacl(),
+        None,
+    )
+}
+
+/// The DACL of `path` in SDDL, as Windows reports it.
+#[cfg(windows)]
+pub fn dacl_sddl(path: &Path) -> std::io::Result<String> {
+    use windows_permissions::constants::{SeObjectType, SecurityInformation};
+    let sd = windows_permissions::wrappers::GetNamedSecurityInfo(
+        path.as_os_str(),
+        SeObjectType::SE_FILE_OBJECT,
+        SecurityInformation::Dacl,
+    )?;
+    Ok(sd.as_sddl()?.to_string_lossy().into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every private key `farmctl certs` writes is the owner's alone, and
+    /// the public files are not (on Unix: the mode; on Windows: the ACL,
+    /// read back from the file).
+    #[test]
+    fn private_keys_are_the_owners_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut written = init(dir.path(), "farm", false).unwrap();
+        written.extend(issue_controller(dir.path(), "ops", Role::Operator, false).unwrap());
+        for path in written {
+            let private = path.to_string_lossy().ends_with("-key.pem");
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+                assert_eq!(mode == 0o600, private, "{}: mode {mode:o}", path.display());
+            }
+            #[cfg(windows)]
+            {
+                let sddl = dacl_sddl(&path).unwrap();
+                eprintln!("{}: {sddl}", path.display());
+                if private {
+                    assert!(
+                        sddl.starts_with("D:P"),
+                        "{}: inherits: {sddl}",
+                        path.display()
+                    );
+                    for who in ["WD", "BU", "AU", "IU"] {
+                        assert!(
+                            !sddl.contains(&format!(";;;{who})")),
+                            "{}: {who} in {sddl}",
+                            path.display()
+                        );
+                    }
+                    for who in ["OW", "BA", "SY"] {
+                        assert!(
+                            sddl.contains(&format!("FA;;;{who})")),
+                            "{}: no {who} in {sddl}",
+                            path.display()
+                        );
+                    }
+                }
+            }
+        }
+    }
 }

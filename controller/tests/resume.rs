@@ -299,3 +299,87 @@ async fn a_journal_without_a_recorded_contract_is_not_resumed() {
         stderr(&out)
     );
 }
+
+/// The records of `node`'s agent for operations of `kind`, from its state
+/// directory.
+fn op_records(farm: &Farm, node: &str, kind: &str) -> Vec<serde_json::Value> {
+    let dir = farm.sandbox.dir.join(format!("{node}.state")).join("ops");
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .filter_map(|e| std::fs::read(e.path()).ok())
+                .filter_map(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+                .filter(|r| r["kind"] == kind)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The controller killed while web01 recycles, web01's agent restarted
+/// (a service restart, a reboot) once the recycle finished, then
+/// `farmctl resume`: the agent answers the operation id from its record
+/// on disk, so the recycle is not run a second time — though every PID
+/// on the node is new after the restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_restarted_mid_run_answers_the_resumed_operation_from_its_record() {
+    let spec = SandboxSpec::default();
+    let mut farm = farm(spec.clone()).await;
+    let state = farm.sandbox.dir.join("state");
+    let inv = inventory(&farm);
+    // draining, quiescing, operating: web01's recycle was asked for.
+    kill_after(&state, &["recycle", "-i", &inv, "--yes"], 3).await;
+    farm_proto::assert_eventually!(
+        Duration::from_secs(30),
+        async {
+            op_records(&farm, "web01", "recycle")
+                .iter()
+                .any(|r| r["finished_unix_ms"].is_u64())
+        },
+        "web01's agent to record its recycle as finished"
+    );
+    let recycles_before = count(&farm, "recycle");
+    farm.sandbox
+        .restart_node(&spec, 0)
+        .await
+        .expect("restart web01");
+
+    let out = farmctl(&[
+        "--state-dir",
+        &state.display().to_string(),
+        "resume",
+        "--output",
+        "json",
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let report = json(&out);
+    assert_eq!(report["outcome"], "succeeded", "{report:#}");
+
+    // web01's recycle ran once, before the restart; the others once each.
+    let recycles = count(&farm, "recycle");
+    assert_eq!(recycles_before[0], 1, "{recycles_before:?}");
+    assert_eq!(recycles, [1, 1, 1, 1], "recycle events per node");
+    let records = op_records(&farm, "web01", "recycle");
+    assert_eq!(records.len(), 1, "{records:#?}");
+    let rec = &records[0];
+    assert!(rec["finished_unix_ms"].is_u64(), "{rec:#}");
+    assert!(
+        rec["result"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("operation:")),
+        "{rec:#}"
+    );
+    // The resumed controller took the result from that record.
+    assert!(
+        stderr(&out).contains("the agent's record of")
+            || report.to_string().contains("the agent's record of"),
+        "{}\n{report:#}",
+        stderr(&out)
+    );
+    let st = status(&farm).await;
+    for i in 0..4 {
+        let n = &st["nodes"][i];
+        assert_eq!(n["drained"], false, "{n:#}");
+        assert_eq!(n["healthy"], true, "{n:#}");
+    }
+}

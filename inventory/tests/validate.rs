@@ -179,17 +179,23 @@ fn hostile_documents_do_not_panic() {
 
 #[test]
 fn tls_paths_are_relative_to_the_inventory_file() {
+    // An absolute path the way this platform writes one.
+    let abs = if cfg!(windows) {
+        r"C:\abs\c.pem"
+    } else {
+        "/abs/c.pem"
+    };
     let dir = tempfile::tempdir().unwrap();
     let text = GOOD.replace(
         "nodes:\n",
-        "agent:\n  tls: {ca: certs/ca.pem, cert: /abs/c.pem, key: k.pem}\nnodes:\n",
+        &format!("agent:\n  tls: {{ca: certs/ca.pem, cert: '{abs}', key: k.pem}}\nnodes:\n"),
     );
     let path = dir.path().join("farm.yaml");
     std::fs::write(&path, text).unwrap();
     let inv = farm_inventory::load(&path).unwrap();
     let tls = inv.agent.tls.unwrap();
     assert_eq!(tls.ca, dir.path().join("certs/ca.pem"));
-    assert_eq!(tls.cert, std::path::PathBuf::from("/abs/c.pem"));
+    assert_eq!(tls.cert, std::path::PathBuf::from(abs));
     assert_eq!(tls.key, dir.path().join("k.pem"));
     let e = errors(&GOOD.replace(
         "nodes:\n",
@@ -411,4 +417,22 @@ fn every_load_balancer_example_is_valid() {
         kinds,
         ["arr", "aws-elbv2", "exec", "f5", "netscaler", "nlb"]
     );
+}
+
+/// Windows paths: drive letters with either separator and UNC shares are
+/// absolute and kept, a relative one joins the inventory's folder.
+#[cfg(windows)]
+#[test]
+fn windows_paths_in_an_inventory() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = GOOD.replace(
+        "nodes:\n",
+        "agent:\n  tls: {ca: 'C:/pki/ca.pem', cert: '\\\\files01\\pki\\c.pem', key: 'keys\\k.pem'}\nnodes:\n",
+    );
+    let path = dir.path().join("farm.yaml");
+    std::fs::write(&path, text).unwrap();
+    let tls = farm_inventory::load(&path).unwrap().agent.tls.unwrap();
+    assert_eq!(tls.ca, std::path::PathBuf::from(r"C:\pki\ca.pem"));
+    assert_eq!(tls.cert, std::path::PathBuf::from(r"\\files01\pki\c.pem"));
+    assert_eq!(tls.key, dir.path().join(r"keys\k.pem"));
 }

@@ -67,6 +67,7 @@ pub fn status(
         lease_holder: String::new(),
         lease: None,
         notice: String::new(),
+        operation: None,
     }
 }
 

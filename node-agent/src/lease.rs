@@ -13,6 +13,7 @@ use farm_proto::v1 as pb;
 use tokio::time::Instant;
 
 use crate::iis::Iis;
+use crate::state::{HeldRecord, LeaseRecord, StateDir};
 
 pub const MIN_TTL: Duration = Duration::from_millis(500);
 pub const MAX_TTL: Duration = Duration::from_secs(3600);
@@ -41,6 +42,8 @@ struct State {
 #[derive(Clone, Default)]
 pub struct Leases {
     state: Arc<Mutex<State>>,
+    /// Where the lease is recorded, if anywhere.
+    store: Option<Arc<StateDir>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -89,8 +92,59 @@ impl Held {
 }
 
 impl Leases {
+    /// Leases recorded in `store`, starting from the record there.
+    pub fn with_state(store: Arc<StateDir>) -> Self {
+        let rec = store.load_lease();
+        let mut st = State {
+            drained_by: rec.drained_by,
+            ..State::default()
+        };
+        if let Some(h) = rec.lease {
+            let now_ms = unix_ms(SystemTime::now());
+            // A lease that ran out while the agent was down expires at
+            // once: its dead-man switch fires as soon as it is armed.
+            let left = Duration::from_millis(h.expires_unix_ms.saturating_sub(now_ms)).min(MAX_TTL);
+            st.generation = 1;
+            st.held = Some(Held {
+                holder: h.holder,
+                run_id: h.run_id,
+                reason: h.reason,
+                acquired: UNIX_EPOCH + Duration::from_millis(h.acquired_unix_ms),
+                expires: Instant::now() + left,
+                expires_at: UNIX_EPOCH + Duration::from_millis(h.expires_unix_ms),
+                generation: 1,
+            });
+        }
+        Self {
+            state: Arc::new(Mutex::new(st)),
+            store: Some(store),
+        }
+    }
+
+    /// The generation of a lease read back from the state directory, whose
+    /// dead-man switch is to be armed.
+    pub fn restored(&self) -> Option<u64> {
+        self.lock().held.as_ref().map(|h| h.generation)
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Writes the lease and who drained the node to the state directory.
+    fn save(&self, st: &State) {
+        if let Some(store) = &self.store {
+            store.save_lease(&LeaseRecord {
+                lease: st.held.as_ref().map(|h| HeldRecord {
+                    holder: h.holder.clone(),
+                    run_id: h.run_id.clone(),
+                    reason: h.reason.clone(),
+                    acquired_unix_ms: unix_ms(h.acquired),
+                    expires_unix_ms: unix_ms(h.expires_at),
+                }),
+                drained_by: st.drained_by.clone(),
+            });
+        }
     }
 
     /// The live lease (an expired one is not returned).
@@ -146,6 +200,7 @@ impl Leases {
         };
         let wire = held.wire();
         st.held = Some(held);
+        self.save(&st);
         Ok((wire, st.generation))
     }
 
@@ -171,6 +226,7 @@ impl Leases {
             _ => {
                 st.held = None;
                 st.generation += 1;
+                self.save(&st);
                 Ok(())
             }
         }
@@ -190,7 +246,9 @@ impl Leases {
 
     /// Records who drained (`Some(op_id)`) or undrained (`None`) the node.
     pub fn note_drain(&self, op_id: Option<&str>) {
-        self.lock().drained_by = op_id.map(|id| run_of(id).to_string());
+        let mut st = self.lock();
+        st.drained_by = op_id.map(|id| run_of(id).to_string());
+        self.save(&st);
     }
 
     /// Arms the dead-man switch for lease `generation`. `busy` is held
@@ -212,7 +270,11 @@ impl Leases {
             let expired = {
                 let mut st = leases.lock();
                 match &st.held {
-                    Some(h) if h.generation == generation => st.held.take(),
+                    Some(h) if h.generation == generation => {
+                        let h = st.held.take();
+                        leases.save(&st);
+                        h
+                    }
                     _ => None, // renewed or released meanwhile
                 }
             };
@@ -259,5 +321,44 @@ impl Leases {
         };
         tracing::warn!("{notice}");
         self.lock().notice = notice;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A lease outlives the agent process: a restarted agent still refuses
+    /// another run, and a lease that ran out while it was down is expired
+    /// at once (its dead-man switch fires as soon as it is armed).
+    #[tokio::test]
+    async fn a_lease_survives_a_restart_and_a_stale_one_expires_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(StateDir::open(dir.path()).unwrap());
+        let leases = Leases::with_state(store.clone());
+        leases
+            .acquire("ops@ctl", "run1", "patch", Duration::from_secs(600))
+            .unwrap();
+        leases.note_drain(Some("run1.web01.drain"));
+        drop(leases);
+
+        let again = Leases::with_state(store.clone());
+        assert_eq!(again.current().map(|l| l.run_id), Some("run1".into()));
+        assert!(again.restored().is_some());
+        assert!(matches!(
+            again.check_op("run2.web01.drain"),
+            Err(LeaseError::Held(_))
+        ));
+        assert!(again.check_op("run1.web01.recycle").is_ok());
+        assert_eq!(again.lock().drained_by.as_deref(), Some("run1"));
+
+        // Ran out while the agent was down.
+        let mut rec = store.load_lease();
+        rec.lease.as_mut().unwrap().expires_unix_ms = 1;
+        store.save_lease(&rec);
+        let stale = Leases::with_state(store);
+        assert!(stale.restored().is_some(), "armed, to fire the switch");
+        assert!(stale.current().is_none(), "not live");
+        assert!(stale.check_op("run2.web01.drain").is_ok());
     }
 }

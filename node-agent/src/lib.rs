@@ -10,6 +10,8 @@
 //! - [`service`], [`operations`], [`convert`]: the gRPC service, operation-id
 //!   idempotency and the wire conversions.
 //! - [`server`]: `run(listener, ..., shutdown)`.
+//! - [`state`]: the state directory: operation records and the lease,
+//!   which outlive the process.
 #![forbid(unsafe_code)]
 
 pub mod audit;
@@ -27,3 +29,4 @@ pub mod selfprobe;
 pub mod server;
 pub mod service;
 pub mod sim;
+pub mod state;

@@ -66,6 +66,11 @@ struct Args {
     /// none). Keep it on loopback or a management network.
     #[arg(long, value_name = "ADDR")]
     metrics_listen: Option<String>,
+    /// Where operation records and the lease are kept across restarts
+    /// (default: the config's `state_dir`, else `%ProgramData%\farm-agent`
+    /// on Windows; elsewhere memory only).
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
     /// `text` for people, `json` (one object per line) for log shippers.
     #[arg(long, value_parser = ["text", "json"], default_value = "text")]
     log_format: String,
@@ -190,6 +195,18 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .as_ref()
         .and_then(|(l, _)| l.local_addr().ok())
         .map(|a| a.to_string());
+    let state = match args
+        .state_dir
+        .clone()
+        .or_else(|| config.state_dir.clone())
+        .or_else(farm_agent::state::default_dir)
+    {
+        Some(dir) => Some(
+            farm_agent::state::StateDir::open(&dir)
+                .with_context(|| format!("could not use the state directory {}", dir.display()))?,
+        ),
+        None => None,
+    };
     // One JSON line on stdout says where everything is; scripts wait for it.
     println!(
         "{}",
@@ -202,9 +219,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
             Arc::new(SystemRunner),
         ))
     });
-    let service = farm_agent::service::AgentService::new(node, iis.clone(), cfg)
+    let mut service = farm_agent::service::AgentService::new(node, iis.clone(), cfg)
         .with_deployments(deployments)
         .with_lb_members(lb_members);
+    if let Some(state) = state {
+        service = service.with_state(Arc::new(state));
+    }
     if let Some((listener, m)) = metrics {
         let leases = service.leases();
         let live: farm_agent::metrics::LiveFn = Arc::new(move || {

@@ -1,7 +1,14 @@
 //! Operation ids: a repeated id returns the first call's result instead of
 //! acting twice (a controller that lost a reply can safely ask again).
+//!
+//! With a state directory the ids outlive the process: a finished
+//! operation is answered from its record after a restart, and a recycle
+//! or reset that was under way when the agent stopped is answered as
+//! interrupted — never run a second time under the same id.
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+
+use crate::state::{unix_ms, OpRecord, StateDir};
 
 use farm_proto::v1 as pb;
 use tokio::sync::watch;
@@ -31,6 +38,7 @@ pub enum Begin {
 #[derive(Default)]
 pub struct Operations {
     inner: Mutex<Inner>,
+    state: Option<Arc<StateDir>>,
 }
 
 #[derive(Default)]
@@ -39,11 +47,88 @@ struct Inner {
     order: VecDeque<String>,
 }
 
+/// The kinds of call that take an operation id.
+const KINDS: [&str; 7] = [
+    "recycle", "reset", "drain", "undrain", "stage", "switch", "prune",
+];
+
+/// Kinds whose start is recorded: they act on IIS, and one cut by a
+/// restart must not run again under the same id. The others converge on a
+/// state (drained, staged, switched) and may simply be asked again.
+const RECORDED_AT_START: [&str; 2] = ["recycle", "reset"];
+
 impl Operations {
+    /// Operation ids kept in `state`, with the records already there.
+    pub fn with_state(state: Arc<StateDir>) -> Self {
+        let ops = Self {
+            inner: Mutex::default(),
+            state: Some(state.clone()),
+        };
+        {
+            let mut inner = ops.lock();
+            for mut rec in state.load_ops() {
+                let Some(kind) = KINDS.iter().copied().find(|k| *k == rec.kind) else {
+                    continue;
+                };
+                let stored = match rec.stored() {
+                    Some(s) => s,
+                    None if RECORDED_AT_START.contains(&kind) => {
+                        let interrupted = Stored::Operation(interrupted(&rec));
+                        tracing::warn!(
+                            "operation {} ({kind}) was under way when the agent stopped; it will not be run again under that id",
+                            rec.id
+                        );
+                        rec.set_stored(&interrupted);
+                        rec.finished_unix_ms = Some(unix_ms());
+                        state.save_op(&rec);
+                        interrupted
+                    }
+                    None => {
+                        state.remove_op(&rec.id);
+                        continue;
+                    }
+                };
+                let (_tx, rx) = watch::channel(Some(stored));
+                inner.by_id.insert(rec.id.clone(), (kind, rx));
+                inner.order.push_back(rec.id);
+            }
+        }
+        ops
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records the result of `id` and hands it to those waiting.
+    pub fn finish(&self, id: &str, kind: &str, tx: &watch::Sender<Option<Stored>>, result: Stored) {
+        if let Some(state) = &self.state {
+            let mut rec = self.record(id, kind);
+            rec.set_stored(&result);
+            rec.finished_unix_ms = Some(unix_ms());
+            state.save_op(&rec);
+        }
+        tx.send_replace(Some(result));
+    }
+
+    /// The record of `id` on disk, or a new one started now.
+    fn record(&self, id: &str, kind: &str) -> OpRecord {
+        self.state
+            .as_ref()
+            .and_then(|s| s.load_op(id))
+            .unwrap_or_else(|| OpRecord {
+                id: id.into(),
+                kind: kind.into(),
+                started_unix_ms: unix_ms(),
+                finished_unix_ms: None,
+                result: None,
+            })
+    }
+
     /// Registers `id` for an operation of `kind` (`recycle`, `drain`, ...).
     /// Reusing an id for another kind of call is an error.
     pub fn begin(&self, id: &str, kind: &'static str) -> Result<Begin, String> {
-        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let mut inner = self.lock();
         if let Some((k, feed)) = inner.by_id.get(id) {
             return if *k == kind {
                 Ok(Begin::Repeat(feed.clone()))
@@ -56,6 +141,15 @@ impl Operations {
         let (tx, rx) = watch::channel(None);
         inner.by_id.insert(id.to_string(), (kind, rx));
         inner.order.push_back(id.to_string());
+        if let (Some(state), true) = (&self.state, RECORDED_AT_START.contains(&kind)) {
+            state.save_op(&OpRecord {
+                id: id.into(),
+                kind: kind.into(),
+                started_unix_ms: unix_ms(),
+                finished_unix_ms: None,
+                result: None,
+            });
+        }
         while inner.order.len() > REMEMBERED {
             // Forget the oldest finished one; keep running ones.
             let Some(pos) = inner.order.iter().position(|old| {
@@ -68,16 +162,52 @@ impl Operations {
             };
             if let Some(old) = inner.order.remove(pos) {
                 inner.by_id.remove(&old);
+                if let Some(state) = &self.state {
+                    state.remove_op(&old);
+                }
             }
         }
         Ok(Begin::New(tx))
     }
 
+    /// What is known of `id`: its kind, whether it finished and, for a
+    /// recycle or reset, its result.
+    pub fn lookup(&self, id: &str) -> Option<pb::OperationRecord> {
+        let inner = self.lock();
+        let (kind, feed) = inner.by_id.get(id)?;
+        let stored = feed.borrow().clone();
+        Some(pb::OperationRecord {
+            operation_id: id.into(),
+            kind: (*kind).into(),
+            finished: stored.is_some(),
+            result: match stored {
+                Some(Stored::Operation(r)) => Some(r),
+                _ => None,
+            },
+        })
+    }
+
     /// Forgets an id whose call was refused before acting, so it may be retried.
     pub fn abandon(&self, id: &str) {
-        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let mut inner = self.lock();
         inner.by_id.remove(id);
         inner.order.retain(|o| o != id);
+        if let Some(state) = &self.state {
+            state.remove_op(id);
+        }
+    }
+}
+
+/// The answer for a recycle or reset cut by a restart of the agent.
+fn interrupted(rec: &OpRecord) -> pb::OperationResult {
+    pb::OperationResult {
+        success: false,
+        failed_step: "agent".into(),
+        error: format!(
+            "the agent stopped while this {} was under way (started at Unix ms {}); it is not run again under the same operation id: check the node with `farmctl status`",
+            rec.kind, rec.started_unix_ms
+        ),
+        ..Default::default()
     }
 }
 
@@ -87,4 +217,63 @@ pub async fn wait(mut feed: ResultFeed) -> Option<Stored> {
         .await
         .ok()
         .and_then(|r| r.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok() -> Stored {
+        Stored::Operation(pb::OperationResult {
+            success: true,
+            ..Default::default()
+        })
+    }
+
+    /// A restarted agent answers a finished id from its record, reports a
+    /// recycle cut by the restart as interrupted (never runs it again), and
+    /// lets a drain that was cut be asked again.
+    #[tokio::test]
+    async fn ids_outlive_a_restart_of_the_agent() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = Arc::new(StateDir::open(dir.path()).unwrap());
+        {
+            let ops = Operations::with_state(state.clone());
+            let Begin::New(tx) = ops.begin("r1:web01.recycle", "recycle").unwrap() else {
+                panic!("new id")
+            };
+            ops.finish("r1:web01.recycle", "recycle", &tx, ok());
+            let Begin::New(_cut) = ops.begin("r1:web02.recycle", "recycle").unwrap() else {
+                panic!("new id")
+            };
+            let Begin::New(_cut) = ops.begin("r1:web03.drain", "drain").unwrap() else {
+                panic!("new id")
+            };
+            // The process stops here.
+        }
+        let ops = Operations::with_state(state);
+        let Begin::Repeat(feed) = ops.begin("r1:web01.recycle", "recycle").unwrap() else {
+            panic!("a finished id is remembered")
+        };
+        assert_eq!(wait(feed).await, Some(ok()));
+        let Begin::Repeat(feed) = ops.begin("r1:web02.recycle", "recycle").unwrap() else {
+            panic!("an interrupted recycle is remembered")
+        };
+        let Some(Stored::Operation(r)) = wait(feed).await else {
+            panic!("a result")
+        };
+        assert!(!r.success);
+        assert!(
+            r.error.contains("agent stopped while this recycle"),
+            "{}",
+            r.error
+        );
+        let rec = ops.lookup("r1:web02.recycle").unwrap();
+        assert!(rec.finished && rec.result.is_some_and(|r| !r.success));
+        assert!(matches!(
+            ops.begin("r1:web03.drain", "drain"),
+            Ok(Begin::New(_))
+        ));
+        assert!(ops.lookup("r9:web01.recycle").is_none());
+    }
 }

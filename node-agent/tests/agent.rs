@@ -111,7 +111,7 @@ async fn wait_in_flight(a: &Agent, n: u64) {
 async fn status(a: &Agent) -> pb::NodeStatus {
     a.client
         .clone()
-        .status(pb::StatusRequest {})
+        .status(pb::StatusRequest::default())
         .await
         .unwrap()
         .into_inner()

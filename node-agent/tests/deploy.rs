@@ -34,7 +34,11 @@ impl Node {
     }
 }
 
+#[cfg(not(windows))]
 const HOOKS: &str = "hooks:\n  greet:\n    argv: [/bin/sh, -c, 'echo greeting {site} {version} in {path}']\n  broken:\n    argv: [/bin/sh, -c, 'echo it broke >&2; exit 3']\n    timeout: 5s\n";
+/// The same hooks as a Windows server would have them, through cmd.exe.
+#[cfg(windows)]
+const HOOKS: &str = "hooks:\n  greet:\n    argv: [cmd.exe, /c, 'echo greeting {site} {version} in {path}']\n  broken:\n    argv: [cmd.exe, /c, 'echo it broke 1>&2 & exit 3']\n    timeout: 5s\n";
 
 /// An agent whose site `shop` starts on the folder `initial`, with
 /// deployments under `releases/`, and `deploy_extra` in its deploy config.

@@ -129,7 +129,7 @@ impl Farm {
 /// Whether a Status call with this client gets through.
 async fn status(client: Result<NodeAgentClient<Channel>, String>) -> Result<(), String> {
     let mut c = client?;
-    c.status(pb::StatusRequest {})
+    c.status(pb::StatusRequest::default())
         .await
         .map(|_| ())
         .map_err(|s| s.to_string())
@@ -225,7 +225,10 @@ async fn a_viewer_may_look_but_not_act_and_every_call_is_audited() {
     let f = farm(Authorization::default()).await;
     let viewer = f.controller("dash", Role::Viewer);
     let mut c = f.client(Some(&viewer), "web01").await.unwrap();
-    assert_eq!(code(c.status(pb::StatusRequest {}).await).await, Code::Ok);
+    assert_eq!(
+        code(c.status(pb::StatusRequest::default()).await).await,
+        Code::Ok
+    );
     let before = f.fake.log().len();
     assert_eq!(
         code(c.recycle(recycle("v1", &["Shop"])).await).await,
@@ -392,7 +395,10 @@ async fn hostile_names_are_rejected_before_any_command_runs() {
         &f.fake.log()[before..]
     );
     // ...and the agent still answers.
-    assert_eq!(code(c.status(pb::StatusRequest {}).await).await, Code::Ok);
+    assert_eq!(
+        code(c.status(pb::StatusRequest::default()).await).await,
+        Code::Ok
+    );
     let invalid = f
         .audit_lines()
         .iter()

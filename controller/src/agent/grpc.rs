@@ -237,12 +237,28 @@ impl AgentApi for GrpcAgent {
     }
 
     async fn status(&self) -> Result<NodeView, AgentError> {
-        self.unary(
-            pb::StatusRequest {},
-            |mut c, r| async move { c.status(r).await },
-        )
+        self.unary(pb::StatusRequest::default(), |mut c, r| async move {
+            c.status(r).await
+        })
         .await
         .map(Into::into)
+    }
+
+    async fn finished_operation(&self, op_id: &str) -> Result<Option<OperationReport>, AgentError> {
+        let msg = pb::StatusRequest {
+            operation_id: op_id.into(),
+        };
+        let status = self
+            .unary(msg, |mut c, r| async move { c.status(r).await })
+            .await?;
+        Ok(status
+            .operation
+            .filter(|o| o.finished && o.operation_id == op_id)
+            .and_then(|o| o.result)
+            .map(|r| OperationReport {
+                replayed: true,
+                ..r.into()
+            }))
     }
 
     async fn drain(&self, op_id: &str) -> Result<(), AgentError> {

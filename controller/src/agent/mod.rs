@@ -230,6 +230,10 @@ pub struct OperationRequest {
 #[async_trait]
 pub trait AgentApi: Send + Sync {
     async fn status(&self) -> Result<NodeView, AgentError>;
+    /// The result of recycle or reset `op_id` if the agent recorded it as
+    /// finished (its record outlives agent restarts when it keeps state);
+    /// `None` when it does not know the id or it still runs.
+    async fn finished_operation(&self, op_id: &str) -> Result<Option<OperationReport>, AgentError>;
     async fn drain(&self, op_id: &str) -> Result<(), AgentError>;
     async fn undrain(&self, op_id: &str) -> Result<(), AgentError>;
     /// Resolves `true` once the node has no request in flight, `false` if

@@ -295,7 +295,8 @@ fn releases(nodes: &[NodeStatus], mixed: &BTreeMap<String, Vec<String>>) -> Stri
             };
             format!("site {site}: {}{flag}\n", list.join("; "))
         })
-        .collect()
+        .collect::<Vec<_>>()
+        .concat()
 }
 
 fn table(nodes: &[NodeStatus]) -> String {

@@ -162,14 +162,51 @@ pub fn list(state: &Path) -> Vec<LoadedRun> {
 }
 
 /// Whether the controller that wrote a journal still runs: only known for
-/// a run started on this host by this user (Linux `/proc`).
+/// a run started on this host by this user — its PID is alive and is a
+/// farmctl (a PID reused by another program does not count).
 pub fn still_running(run: &LoadedRun) -> Option<u32> {
     let pid = run.header.pid?;
     if run.header.holder != crate::lease::holder() {
         return None;
     }
-    let alive = cfg!(target_os = "linux") && Path::new(&format!("/proc/{pid}")).exists();
-    alive.then_some(pid)
+    is_farmctl(pid).then_some(pid)
+}
+
+/// Whether process `pid` exists and its program is a farmctl (its file
+/// name starts with `farmctl`).
+pub fn is_farmctl(pid: u32) -> bool {
+    program_name(pid).is_some_and(|name| name.to_ascii_lowercase().starts_with("farmctl"))
+}
+
+#[cfg(target_os = "linux")]
+fn program_name(pid: u32) -> Option<String> {
+    // The executable's name; `comm` (15 characters) when the link cannot
+    // be read.
+    match std::fs::read_link(format!("/proc/{pid}/exe")) {
+        Ok(exe) => exe.file_name().map(|n| n.to_string_lossy().into_owned()),
+        Err(_) => std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .ok()
+            .map(|c| c.trim_end().to_string()),
+    }
+}
+
+#[cfg(windows)]
+fn program_name(pid: u32) -> Option<String> {
+    use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
+    let pid = Pid::from_u32(pid);
+    let mut sys = System::new();
+    sys.refresh_processes_specifics(
+        ProcessesToUpdate::Some(&[pid]),
+        true,
+        ProcessRefreshKind::nothing(),
+    );
+    sys.process(pid)
+        .map(|p| p.name().to_string_lossy().into_owned())
+}
+
+#[cfg(not(any(target_os = "linux", windows)))]
+fn program_name(_pid: u32) -> Option<String> {
+    None
 }
 
 /// Used when no past run tells how long a node takes.
@@ -221,6 +258,28 @@ mod tests {
 
     use super::super::{now, Journal};
     use super::*;
+
+    /// The live-controller check sees this test program (a farmctl test
+    /// binary) and nothing at a PID that does not exist.
+    #[test]
+    fn live_farmctl_by_pid() {
+        assert!(is_farmctl(std::process::id()));
+        assert!(!is_farmctl(u32::MAX - 1));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn another_program_at_the_pid_is_not_a_farmctl() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let other = child.id();
+        let seen = is_farmctl(other);
+        child.kill().unwrap();
+        let _ = child.wait();
+        assert!(!seen);
+    }
 
     fn header() -> Header {
         Header {

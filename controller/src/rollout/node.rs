@@ -211,6 +211,21 @@ impl NodeRun<'_> {
         let Some((node, action)) = machine::resume_at(point.phase, detail, self.policy, now) else {
             return (NodeState::new(now), Step::Event(Event::Begin));
         };
+        if let Action::Operate { .. } = &action {
+            // The agent's own record of the operation id decides first:
+            // it outlives agent restarts, which PIDs do not.
+            let op_id = self.op_id(self.settings.operation.into());
+            if let Ok(Some(report)) = agent.finished_operation(&op_id).await {
+                self.reporter.detail(
+                    self.name(),
+                    &format!(
+                        "the interrupted operation had already {} (the agent's record of {op_id})",
+                        if report.success { "happened" } else { "failed" }
+                    ),
+                );
+                return (node, Step::Event(Event::Operated(report)));
+            }
+        }
         if let (Action::Operate { .. }, Some(before)) = (&action, &point.pids) {
             if let Ok(view) = agent.status().await {
                 if let Some(report) = evidence(self.settings.operation, before, &view) {

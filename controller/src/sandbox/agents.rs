@@ -30,17 +30,30 @@ pub(super) struct Spawned {
     stdout: BufReader<ChildStdout>,
 }
 
-/// Writes node `i`'s files and starts its agent.
+/// Where a restarted agent listens again: the same gRPC address and site
+/// port, so the inventory and the load balancer still point at it.
+pub(super) struct Again {
+    pub agent: String,
+    pub http_port: u16,
+}
+
+/// Writes node `i`'s files and starts its agent (`again`: restarts it with
+/// its state, event log and addresses kept).
 pub(super) fn spawn(
     bin: &Path,
     spec: &SandboxSpec,
     dir: &Path,
     certs: &Path,
     i: usize,
+    again: Option<Again>,
 ) -> Result<Spawned, SandboxError> {
     let name = format!("web{:02}", i + 1);
     let event_log = dir.join(format!("{name}.events.jsonl"));
-    let _ = std::fs::remove_file(&event_log);
+    let state_dir = dir.join(format!("{name}.state"));
+    if again.is_none() {
+        let _ = std::fs::remove_file(&event_log);
+        let _ = std::fs::remove_dir_all(&state_dir);
+    }
     // With releases, the site starts from a folder of its own (what was
     // installed by hand before farmctl managed it) and the agent keeps
     // releases next to it.
@@ -65,32 +78,44 @@ pub(super) fn spawn(
     } else {
         (String::new(), None)
     };
+    let port = again
+        .as_ref()
+        .map(|a| format!("    port: {}\n", a.http_port))
+        .unwrap_or_default();
     let sim = format!(
-        "node: {name}\nhealth_file: {HEALTH_FILE}\nevent_log: {log}\ntimings:\n{timings}sites:\n  - name: {SITE}\n    host: {SITE_HOST}\n    app_pool: {POOL}\n{physical_path}app_pools:\n  - name: {POOL}\n{pool}{extra}\n",
+        "node: {name}\nhealth_file: {HEALTH_FILE}\nevent_log: {log}\ntimings:\n{timings}sites:\n  - name: {SITE}\n    host: {SITE_HOST}\n    app_pool: {POOL}\n{port}{physical_path}app_pools:\n  - name: {POOL}\n{pool}{extra}\n",
         log = yaml_path(&event_log),
         timings = spec.timings_yaml,
         pool = spec.pool_yaml,
         extra = spec.sim_extra.get(&i).map(String::as_str).unwrap_or(""),
     );
-    crate::certfiles::issue_agent(
-        certs,
-        &name,
-        &["127.0.0.1".into(), "localhost".into()],
-        true,
-    )
-    .map_err(|e| SandboxError::Io(format!("certificates: {e}")))?;
+    if again.is_none() {
+        crate::certfiles::issue_agent(
+            certs,
+            &name,
+            &["127.0.0.1".into(), "localhost".into()],
+            true,
+        )
+        .map_err(|e| SandboxError::Io(format!("certificates: {e}")))?;
+    }
     let sim_path = dir.join(format!("{name}.sim.yaml"));
     std::fs::write(&sim_path, sim).map_err(io("write sim file"))?;
-    let log =
-        std::fs::File::create(dir.join(format!("{name}.log"))).map_err(io("create agent log"))?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join(format!("{name}.log")))
+        .map_err(io("open agent log"))?;
     let mut command = Command::new(bin);
     if let Some(config) = &config {
         command.arg("--config").arg(config);
     }
+    let listen = again.map_or_else(|| "127.0.0.1:0".to_string(), |a| a.agent);
     let mut child = command
+        .arg("--listen")
+        .arg(&listen)
+        .arg("--state-dir")
+        .arg(&state_dir)
         .args([
-            "--listen",
-            "127.0.0.1:0",
             "--start-retry-delay",
             "200ms",
             "--poll-interval",

@@ -149,7 +149,7 @@ impl Sandbox {
         // Every agent is started before any is waited for: a farm of a
         // thousand comes up in seconds, not minutes.
         let spawned = (0..spec.nodes)
-            .map(|i| agents::spawn(&bin, spec, dir, &certs, i))
+            .map(|i| agents::spawn(&bin, spec, dir, &certs, i, None))
             .collect::<Result<Vec<_>, _>>()?;
         let within = Duration::from_secs(20).max(Duration::from_millis(50) * spec.nodes as u32);
         let nodes =
@@ -184,6 +184,22 @@ impl Sandbox {
     /// Kills one agent process (the node's IIS "server" goes with it).
     pub async fn kill_node(&mut self, i: usize) {
         let _ = self.nodes[i].child.kill().await;
+    }
+
+    /// Kills one agent process and starts it again as a service restart
+    /// would: the same addresses, state directory and event log (the
+    /// simulated IIS restarts with it, so its workers are new).
+    pub async fn restart_node(&mut self, spec: &SandboxSpec, i: usize) -> Result<(), SandboxError> {
+        let _ = self.nodes[i].child.kill().await;
+        let again = agents::Again {
+            agent: self.nodes[i].agent.clone(),
+            http_port: self.nodes[i].http_port,
+        };
+        let bin = agent_binary()?;
+        let certs = self.dir.join("certs");
+        let spawned = agents::spawn(&bin, spec, &self.dir, &certs, i, Some(again))?;
+        self.nodes[i] = spawned.ready(&self.dir, Duration::from_secs(20)).await?;
+        Ok(())
     }
 
     pub async fn stop(mut self) {

@@ -225,6 +225,19 @@ impl AgentApi for FakeNode {
         Ok(t <= timeout)
     }
 
+    async fn finished_operation(&self, op_id: &str) -> Result<Option<OperationReport>, AgentError> {
+        self.reachable()?;
+        Ok(self
+            .st()
+            .results
+            .get(op_id)
+            .cloned()
+            .map(|r| OperationReport {
+                replayed: true,
+                ..r
+            }))
+    }
+
     async fn operate(
         &self,
         op_id: &str,

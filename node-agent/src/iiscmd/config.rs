@@ -32,6 +32,10 @@ pub struct AgentConfig {
     /// agent refuses Stage and Switch.
     #[serde(default)]
     pub deploy: Option<crate::deploy::DeployConfig>,
+    /// Operation records and the lease, kept across restarts (default
+    /// `%ProgramData%\farm-agent` on Windows).
+    #[serde(default)]
+    pub state_dir: Option<PathBuf>,
     /// A Prometheus endpoint on a listener of its own.
     #[serde(default)]
     pub metrics: Option<MetricsConfig>,

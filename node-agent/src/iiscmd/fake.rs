@@ -153,13 +153,15 @@ impl State {
                             if p.started { "Started" } else { "Stopped" }
                         )
                     })
-                    .collect::<String>(),
+                    .collect::<Vec<_>>()
+                    .concat(),
             ),
             ["list", "wp"] => Output::ok(
                 self.pools
                     .iter()
                     .flat_map(|p| p.pids.iter().map(move |pid| format!("WP \"{pid}\" (applicationPool:{})\r\r\n", p.name)))
-                    .collect::<String>(),
+                    .collect::<Vec<_>>()
+                    .concat(),
             ),
             ["list", "site"] => Output::ok(
                 self.pools
@@ -172,13 +174,15 @@ impl State {
                             i + 1
                         )
                     })
-                    .collect::<String>(),
+                    .collect::<Vec<_>>()
+                    .concat(),
             ),
             ["list", "app"] => Output::ok(
                 self.pools
                     .iter()
                     .map(|p| format!("APP \"{}Site/\" (applicationPool:{})\r\n", p.name, p.name))
-                    .collect::<String>(),
+                    .collect::<Vec<_>>()
+                    .concat(),
             ),
             ["list", "vdir", filter @ ..] => {
                 let only = filter.first().and_then(|f| f.strip_prefix("/app.name:"));
@@ -187,7 +191,8 @@ impl State {
                         .iter()
                         .filter(|(site, _)| only.is_none_or(|o| o.eq_ignore_ascii_case(&format!("{site}/"))))
                         .map(|(site, path)| format!("VDIR \"{site}/\" (physicalPath:{path})\r\n"))
-                        .collect::<String>(),
+                        .collect::<Vec<_>>()
+                    .concat(),
                 )
             }
             ["set", "vdir", vdir, arg] => {

@@ -34,7 +34,7 @@ pub struct AgentService {
     node: String,
     iis: Arc<dyn Iis>,
     cfg: OpsConfig,
-    ops: Operations,
+    ops: Arc<Operations>,
     /// One IIS-changing operation (recycle, reset) at a time.
     busy: Arc<tokio::sync::Mutex<String>>,
     authz: Authorization,
@@ -53,7 +53,7 @@ impl AgentService {
             node: node.into(),
             iis,
             cfg,
-            ops: Operations::default(),
+            ops: Arc::default(),
             busy: Arc::new(tokio::sync::Mutex::new(String::new())),
             authz: Authorization::default(),
             audit: None,
@@ -62,6 +62,20 @@ impl AgentService {
             lb_members: None,
             metrics: None,
         }
+    }
+
+    /// Keeps operation records and the lease in `state`, starting from
+    /// what is already there: finished operations answer their ids again,
+    /// a lease still running is held (its dead-man switch armed), and one
+    /// that ran out while the agent was down fires the switch now.
+    pub fn with_state(mut self, state: Arc<crate::state::StateDir>) -> Self {
+        self.ops = Arc::new(Operations::with_state(state.clone()));
+        self.leases = Leases::with_state(state);
+        if let Some(generation) = self.leases.restored() {
+            self.leases
+                .arm(generation, self.iis.clone(), self.busy.clone());
+        }
+        self
     }
 
     /// The node's leases, for readers outside the service (metrics).
@@ -160,7 +174,7 @@ impl AgentService {
         };
         let reply = work().await?;
         forget.armed = false;
-        tx.send_replace(Some(stored(reply.clone())));
+        self.ops.finish(id, kind, &tx, stored(reply.clone()));
         Ok(reply)
     }
 
@@ -233,6 +247,7 @@ impl AgentService {
         // The operation runs in its own task: a client that goes away does
         // not stop it half-way.
         let op = tokio::spawn(work(ProgressSink::new(ptx)));
+        let (ops, id) = (self.ops.clone(), id.to_string());
         tokio::spawn(async move {
             let _guard = guard;
             let mut client = Some(tx);
@@ -257,7 +272,7 @@ impl AgentService {
             } else {
                 format!("failed at {}: {}", result.failed_step, result.error)
             });
-            sent.send_replace(Some(Stored::Operation(result.clone())));
+            ops.finish(&id, kind, &sent, Stored::Operation(result.clone()));
             if let Some(c) = client {
                 let _ = c.send(Ok(convert::result_event(result))).await;
             }
@@ -311,6 +326,10 @@ impl NodeAgent for AgentService {
                 .map(|l| l.holder.clone())
                 .unwrap_or_default();
             status.notice = self.leases.notice();
+            let asked = &req.get_ref().operation_id;
+            if !asked.is_empty() {
+                status.operation = self.ops.lookup(asked);
+            }
             Ok(Response::new(status))
         }
         .await;

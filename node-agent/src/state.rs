@@ -1,0 +1,274 @@
+//! The agent's state directory: what must outlive the agent process (a
+//! service restart, a Windows Update reboot).
+//!
+//! - `ops/<id>.json`: one file per operation id — when it started, and
+//!   its result once finished — so an id asked again after a restart is
+//!   answered from the record instead of acting twice;
+//! - `lease.json`: the lease (holder, run, reason, expiry) and the run
+//!   that drained the node, so a restarted agent still refuses other
+//!   runs and its dead-man switch still fires for a lease that ran out
+//!   while it was down.
+//!
+//! Every file is written whole through a temporary file and a rename: a
+//! crash leaves the old content or the new, never half of it.
+use std::path::{Path, PathBuf};
+
+use farm_proto::v1 as pb;
+use prost::Message;
+use serde::{Deserialize, Serialize};
+
+use crate::operations::Stored;
+
+/// `%ProgramData%\farm-agent` on Windows; elsewhere there is no default
+/// (state is kept in memory unless `--state-dir` or `state_dir` says where).
+pub fn default_dir() -> Option<PathBuf> {
+    if cfg!(windows) {
+        let data = std::env::var_os("ProgramData").unwrap_or_else(|| r"C:\ProgramData".into());
+        Some(PathBuf::from(data).join("farm-agent"))
+    } else {
+        None
+    }
+}
+
+/// Writes `bytes` to `path` through a temporary file and a rename, so a
+/// crash leaves the old content or the new, never half of it.
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as u64
+}
+
+/// One operation id, as recorded.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct OpRecord {
+    pub id: String,
+    pub kind: String,
+    pub started_unix_ms: u64,
+    /// Absent while the operation runs (or when the agent stopped in the
+    /// middle of it).
+    #[serde(default)]
+    pub finished_unix_ms: Option<u64>,
+    /// The result as sent to the controller: `<kind>:<protobuf in hex>`.
+    #[serde(default)]
+    pub result: Option<String>,
+}
+
+impl OpRecord {
+    pub fn stored(&self) -> Option<Stored> {
+        let (tag, hexed) = self.result.as_deref()?.split_once(':')?;
+        let bytes = hex::decode(hexed).ok()?;
+        let bytes = bytes.as_slice();
+        Some(match tag {
+            "drain" => Stored::Drain(pb::DrainReply::decode(bytes).ok()?),
+            "operation" => Stored::Operation(pb::OperationResult::decode(bytes).ok()?),
+            "stage" => Stored::Stage(pb::StageReply::decode(bytes).ok()?),
+            "switch" => Stored::Switch(pb::SwitchReply::decode(bytes).ok()?),
+            "prune" => Stored::Prune(pb::PruneReply::decode(bytes).ok()?),
+            _ => return None,
+        })
+    }
+
+    pub fn set_stored(&mut self, stored: &Stored) {
+        let (tag, bytes) = match stored {
+            Stored::Drain(r) => ("drain", r.encode_to_vec()),
+            Stored::Operation(r) => ("operation", r.encode_to_vec()),
+            Stored::Stage(r) => ("stage", r.encode_to_vec()),
+            Stored::Switch(r) => ("switch", r.encode_to_vec()),
+            Stored::Prune(r) => ("prune", r.encode_to_vec()),
+        };
+        self.result = Some(format!("{tag}:{}", hex::encode(bytes)));
+    }
+}
+
+/// The lease as recorded (times as Unix milliseconds: a reboot resets
+/// the monotonic clock).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct LeaseRecord {
+    #[serde(default)]
+    pub lease: Option<HeldRecord>,
+    /// The run whose operation drained the node.
+    #[serde(default)]
+    pub drained_by: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct HeldRecord {
+    pub holder: String,
+    pub run_id: String,
+    pub reason: String,
+    pub acquired_unix_ms: u64,
+    pub expires_unix_ms: u64,
+}
+
+/// The state directory. Errors writing it are logged, not fatal: the
+/// agent keeps serving from memory and says so.
+#[derive(Debug)]
+pub struct StateDir {
+    root: PathBuf,
+}
+
+const LEASE_FILE: &str = "lease.json";
+const OPS: &str = "ops";
+
+impl StateDir {
+    /// Opens (creating) the directory and checks it can be written.
+    pub fn open(root: &Path) -> std::io::Result<Self> {
+        std::fs::create_dir_all(root.join(OPS))?;
+        let probe = root.join(".write-check");
+        write_atomically(&probe, b"ok")?;
+        let _ = std::fs::remove_file(&probe);
+        Ok(Self {
+            root: root.to_path_buf(),
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// An operation id as a file name (`:` is not allowed on Windows and
+    /// `+` is not allowed in ids).
+    fn op_path(&self, id: &str) -> PathBuf {
+        self.root
+            .join(OPS)
+            .join(format!("{}.json", id.replace(':', "+")))
+    }
+
+    pub fn save_op(&self, rec: &OpRecord) {
+        let path = self.op_path(&rec.id);
+        let written = serde_json::to_vec_pretty(rec)
+            .map_err(std::io::Error::other)
+            .and_then(|json| write_atomically(&path, &json));
+        if let Err(e) = written {
+            tracing::error!(
+                "could not record operation {} in {}: {e}; a restart of the agent would forget it",
+                rec.id,
+                path.display()
+            );
+        }
+    }
+
+    pub fn load_op(&self, id: &str) -> Option<OpRecord> {
+        let bytes = std::fs::read(self.op_path(id)).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    pub fn remove_op(&self, id: &str) {
+        let _ = std::fs::remove_file(self.op_path(id));
+    }
+
+    /// Every readable record, oldest first. Unreadable ones are reported
+    /// and set aside (renamed `*.bad`), never silently dropped.
+    pub fn load_ops(&self) -> Vec<OpRecord> {
+        let Ok(dir) = std::fs::read_dir(self.root.join(OPS)) else {
+            return Vec::new();
+        };
+        let mut records = Vec::new();
+        for entry in dir.flatten() {
+            let path = entry.path();
+            if path.extension().is_none_or(|x| x != "json") {
+                // Leftover temporary files of a write cut by a crash.
+                if path.to_string_lossy().contains(".tmp-") {
+                    let _ = std::fs::remove_file(&path);
+                }
+                continue;
+            }
+            match std::fs::read(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|b| serde_json::from_slice::<OpRecord>(&b).map_err(|e| e.to_string()))
+            {
+                Ok(r) => records.push(r),
+                Err(e) => {
+                    tracing::error!(
+                        "operation record {} is unreadable ({e}); set aside",
+                        path.display()
+                    );
+                    let _ = std::fs::rename(&path, path.with_extension("bad"));
+                }
+            }
+        }
+        records.sort_by_key(|r| (r.finished_unix_ms.unwrap_or(u64::MAX), r.started_unix_ms));
+        records
+    }
+
+    pub fn save_lease(&self, rec: &LeaseRecord) {
+        let path = self.root.join(LEASE_FILE);
+        let written = serde_json::to_vec_pretty(rec)
+            .map_err(std::io::Error::other)
+            .and_then(|json| write_atomically(&path, &json));
+        if let Err(e) = written {
+            tracing::error!(
+                "could not record the lease in {}: {e}; a restart of the agent would forget it",
+                path.display()
+            );
+        }
+    }
+
+    pub fn load_lease(&self) -> LeaseRecord {
+        let path = self.root.join(LEASE_FILE);
+        match std::fs::read(&path) {
+            Ok(b) => serde_json::from_slice(&b).unwrap_or_else(|e| {
+                tracing::error!(
+                    "{} is unreadable ({e}); starting with no lease",
+                    path.display()
+                );
+                LeaseRecord::default()
+            }),
+            Err(_) => LeaseRecord::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip_through_the_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open(dir.path()).unwrap();
+        let mut rec = OpRecord {
+            id: "run1:web01.recycle".into(),
+            kind: "recycle".into(),
+            started_unix_ms: 5,
+            finished_unix_ms: None,
+            result: None,
+        };
+        state.save_op(&rec);
+        let result = Stored::Operation(pb::OperationResult {
+            success: true,
+            ..Default::default()
+        });
+        rec.set_stored(&result);
+        rec.finished_unix_ms = Some(9);
+        state.save_op(&rec);
+        std::fs::write(dir.path().join(OPS).join("torn.json"), b"{\"id\":").unwrap();
+        let loaded = state.load_ops();
+        assert_eq!(loaded, vec![rec.clone()]);
+        assert_eq!(loaded[0].stored(), Some(result));
+        assert!(dir.path().join(OPS).join("torn.bad").exists());
+
+        let lease = LeaseRecord {
+            lease: Some(HeldRecord {
+                holder: "ops@ctl".into(),
+                run_id: "run1".into(),
+                reason: "patch".into(),
+                acquired_unix_ms: 1,
+                expires_unix_ms: 2,
+            }),
+            drained_by: Some("run1".into()),
+        };
+        state.save_lease(&lease);
+        assert_eq!(StateDir::open(dir.path()).unwrap().load_lease(), lease);
+    }
+}
