@@ -58,6 +58,55 @@ pub fn issue_controller(
     })
 }
 
+/// The revoked serials (hex, one per line) and the list agents load.
+pub const REVOKED: &str = "revoked.txt";
+pub const CRL: &str = "crl.pem";
+
+/// Adds `certs` to the CA's revocation list and writes it anew as
+/// `crl.pem` (valid a year; agents re-read it when it changes).
+pub fn revoke(dir: &Path, certs: &[PathBuf]) -> Result<Vec<PathBuf>, CommandError> {
+    let ca = load_ca(dir)?;
+    let list_path = dir.join(REVOKED);
+    let mut serials: Vec<String> = std::fs::read_to_string(&list_path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| l.trim().to_string())
+        .filter(|l| !l.is_empty())
+        .collect();
+    for cert in certs {
+        let pem = std::fs::read_to_string(cert).map_err(|e| {
+            CommandError::bad_input(format!("could not read {}: {e}", cert.display()))
+        })?;
+        let serial = pki::serial_of_pem(&pem)
+            .map_err(|e| CommandError::bad_input(format!("{}: {e}", cert.display())))?;
+        let hexed = hex::encode(serial);
+        if !serials.contains(&hexed) {
+            serials.push(hexed);
+        }
+    }
+    let bytes = serials
+        .iter()
+        .map(hex::decode)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| CommandError::bad_input(format!("{}: {e}", list_path.display())))?;
+    // The list's number grows with every list written.
+    let number = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    let crl = pki::revocation_list(
+        &ca,
+        &bytes,
+        number,
+        std::time::Duration::from_secs(365 * 86_400),
+    )
+    .map_err(|e| CommandError::failed(e.to_string()))?;
+    write_file(&list_path, &(serials.join("\n") + "\n"), false)?;
+    let crl_path = dir.join(CRL);
+    write_file(&crl_path, &crl, false)?;
+    Ok(vec![list_path, crl_path])
+}
+
 /// A pair made by `make` from the CA in `dir`, written as `STEM.pem` and
 /// `STEM-key.pem`.
 fn issue(

@@ -339,6 +339,13 @@ pub enum CertsCommand {
     /// Issue a certificate signed by the farm CA.
     #[command(subcommand)]
     Issue(IssueCommand),
+    /// Revoke certificates: adds them to DIR/revoked.txt and writes
+    /// DIR/crl.pem, signed by the CA, for the agents' `tls.crl`.
+    Revoke {
+        /// Certificate files (PEM) to revoke.
+        #[arg(required = true)]
+        certs: Vec<PathBuf>,
+    },
 }
 
 #[derive(Subcommand, Debug)]

@@ -13,10 +13,15 @@ use farm_agent::security::{self, TlsFiles};
 use farm_agent::server::Security;
 use farm_agent::sim::{config, Simulator};
 
+#[cfg(windows)]
+mod winsvc;
+
 /// The farmctl agent for one IIS server.
-#[derive(Parser, Debug)]
+#[derive(Parser, Debug, Clone)]
 #[command(name = "farm-agent", version)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// Address to serve gRPC on (`127.0.0.1:0` picks a free port); default
     /// the config file's `listen`, else 0.0.0.0:7443.
     #[arg(long)]
@@ -51,6 +56,15 @@ struct Args {
     /// The farm CA (PEM): clients must present a certificate it signed.
     #[arg(long, requires_all = ["tls_cert", "tls_key"])]
     client_ca: Option<PathBuf>,
+    /// The farm CA's certificate revocation list (PEM; `farmctl certs
+    /// revoke` writes one): revoked client certificates are refused.
+    /// Re-read, like the certificate and key, when the file changes.
+    #[arg(long, value_name = "FILE")]
+    tls_crl: Option<PathBuf>,
+    /// Connections served at once (default the config's
+    /// `max_connections`, else 256); more are closed at once.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=65536))]
+    max_connections: Option<u32>,
     /// Serve plaintext gRPC without client authentication (prints a
     /// warning; every caller is an operator).
     #[arg(long, conflicts_with_all = ["tls_cert", "tls_key", "client_ca"])]
@@ -74,19 +88,168 @@ struct Args {
     /// `text` for people, `json` (one object per line) for log shippers.
     #[arg(long, value_parser = ["text", "json"], default_value = "text")]
     log_format: String,
+    /// Write the log to daily files in DIR (`farm-agent.YYYY-MM-DD.log`,
+    /// the last 14 kept) instead of stderr. A service defaults to
+    /// `<state dir>\logs`.
+    #[arg(long, value_name = "DIR")]
+    log_dir: Option<PathBuf>,
+    /// On stop (Ctrl-C, SIGTERM, a service stop), how long a recycle or
+    /// reset under way may take to finish before the agent exits anyway
+    /// (the operation is then recorded as interrupted).
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    stop_grace: Duration,
 }
 
-#[tokio::main]
-async fn main() {
+#[derive(clap::Subcommand, Debug, Clone)]
+enum Command {
+    /// The agent as a Windows service.
+    #[command(subcommand)]
+    Service(ServiceCommand),
+}
+
+#[derive(clap::Subcommand, Debug, Clone)]
+enum ServiceCommand {
+    /// Registers the service (automatic delayed start, restart on
+    /// failure, LocalSystem unless --account), with the agent arguments
+    /// after `--`; paths in them must be absolute.
+    Install {
+        #[arg(long, default_value = "farm-agent")]
+        name: String,
+        #[arg(long, default_value = "farmctl agent")]
+        display_name: String,
+        /// Run as this account (`DOMAIN\\user`, `NT AUTHORITY\\NetworkService`).
+        #[arg(long)]
+        account: Option<String>,
+        /// The account's password, from this environment variable.
+        #[arg(long, requires = "account")]
+        password_env: Option<String>,
+        /// The agent's own arguments, e.g. `-- --config C:\\farm-agent\\agent.yaml`.
+        #[arg(last = true)]
+        agent_args: Vec<String>,
+    },
+    /// Stops (if running) and removes the service.
+    Uninstall {
+        #[arg(long, default_value = "farm-agent")]
+        name: String,
+    },
+    /// What the Service Control Manager starts; not for use by hand.
+    Run {
+        #[arg(long, default_value = "farm-agent")]
+        name: String,
+        #[arg(last = true)]
+        agent_args: Vec<String>,
+    },
+}
+
+/// The agent arguments given to `service install|run`, parsed and checked.
+fn agent_args(given: &[String]) -> anyhow::Result<Args> {
+    let args = Args::try_parse_from(
+        std::iter::once("farm-agent".to_string()).chain(given.iter().cloned()),
+    )
+    .map_err(|e| anyhow::anyhow!("the agent arguments after `--`: {e}"))?;
+    if args.command.is_some() {
+        anyhow::bail!("the agent arguments after `--` may not hold another `service` command");
+    }
+    // A service starts in C:\Windows\System32: a relative path would
+    // point there, not where it was typed.
+    let paths = [
+        ("--config", &args.config),
+        ("--sim", &args.sim),
+        ("--tls-cert", &args.tls_cert),
+        ("--tls-key", &args.tls_key),
+        ("--client-ca", &args.client_ca),
+        ("--tls-crl", &args.tls_crl),
+        ("--audit-log", &args.audit_log),
+        ("--state-dir", &args.state_dir),
+        ("--log-dir", &args.log_dir),
+    ];
+    for (flag, p) in paths {
+        if let Some(p) = p {
+            if !p.is_absolute() {
+                anyhow::bail!(
+                    "{flag} {}: a service needs an absolute path (it starts in the system folder)",
+                    p.display()
+                );
+            }
+        }
+    }
+    Ok(args)
+}
+
+fn main() {
     let args = Args::parse();
-    init_logging(args.verbose, &args.log_format);
-    if let Err(e) = run(args).await {
+    let code = match args.command.clone() {
+        Some(Command::Service(cmd)) => service(cmd),
+        None => {
+            let _log = init_logging(args.verbose, &args.log_format, args.log_dir.as_deref());
+            tokio::runtime::Runtime::new()
+                .map_err(anyhow::Error::from)
+                .and_then(|rt| rt.block_on(run(args, async {}, shutdown_signal())))
+        }
+    };
+    if let Err(e) = code {
         eprintln!("farm-agent: {e:#}");
         std::process::exit(2);
     }
 }
 
-fn init_logging(verbose: u8, format: &str) {
+#[cfg(windows)]
+fn service(cmd: ServiceCommand) -> anyhow::Result<()> {
+    match cmd {
+        ServiceCommand::Install {
+            name,
+            display_name,
+            account,
+            password_env,
+            agent_args: given,
+        } => {
+            agent_args(&given)?;
+            winsvc::install(
+                &name,
+                &display_name,
+                account.as_deref(),
+                password_env.as_deref(),
+                &given,
+            )
+        }
+        ServiceCommand::Uninstall { name } => winsvc::uninstall(&name),
+        ServiceCommand::Run {
+            name,
+            agent_args: given,
+        } => {
+            let args = agent_args(&given)?;
+            let log_dir = args.log_dir.clone().or_else(|| {
+                args.state_dir
+                    .clone()
+                    .or_else(farm_agent::state::default_dir)
+                    .map(|d| d.join("logs"))
+            });
+            let _log = init_logging(args.verbose, &args.log_format, log_dir.as_deref());
+            winsvc::run(&name, args)
+        }
+    }
+}
+
+#[cfg(not(windows))]
+fn service(cmd: ServiceCommand) -> anyhow::Result<()> {
+    if let ServiceCommand::Install {
+        agent_args: given, ..
+    }
+    | ServiceCommand::Run {
+        agent_args: given, ..
+    } = &cmd
+    {
+        agent_args(given)?;
+    }
+    anyhow::bail!("`farm-agent service` is for Windows; elsewhere run farm-agent under your service manager (systemd, ...)")
+}
+
+/// Logs to stderr, or to daily files in `dir` (the guard flushes them).
+fn init_logging(
+    verbose: u8,
+    format: &str,
+    dir: Option<&std::path::Path>,
+) -> Option<tracing_appender::non_blocking::WorkerGuard> {
     let level = match verbose {
         0 => "warn",
         1 => "info",
@@ -94,9 +257,33 @@ fn init_logging(verbose: u8, format: &str) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let files = dir.and_then(|dir| {
+        tracing_appender::rolling::Builder::new()
+            .rotation(tracing_appender::rolling::Rotation::DAILY)
+            .filename_prefix("farm-agent")
+            .filename_suffix("log")
+            .max_log_files(14)
+            .build(dir)
+            .map_err(|e| {
+                eprintln!(
+                    "farm-agent: cannot log to {}: {e}; logging to stderr",
+                    dir.display()
+                )
+            })
+            .ok()
+    });
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if let Some(files) = files {
+        let (writer, guard) = tracing_appender::non_blocking(files);
+        let builder = builder.with_writer(writer).with_ansi(false);
+        if format == "json" {
+            builder.json().init();
+        } else {
+            builder.init();
+        }
+        return Some(guard);
+    }
+    let builder = builder.with_writer(std::io::stderr);
     if format == "json" {
         builder.json().init();
     } else {
@@ -106,9 +293,15 @@ fn init_logging(verbose: u8, format: &str) {
             && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
         builder.with_ansi(colour).init();
     }
+    None
 }
 
-async fn run(args: Args) -> anyhow::Result<()> {
+/// Serves until `shutdown`; `ready` runs once the agent listens.
+async fn run(
+    args: Args,
+    ready: impl std::future::Future<Output = ()>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
     let config = match &args.config {
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -244,7 +437,42 @@ async fn run(args: Args) -> anyhow::Result<()> {
             std::future::pending(),
         ));
     }
-    farm_agent::server::serve(listener, service, security, shutdown_signal()).await?;
+    let busy = service.busy();
+    let (stop_server, server_stops) = tokio::sync::oneshot::channel::<()>();
+    let mut server = tokio::spawn(farm_agent::server::serve(
+        listener,
+        service,
+        security,
+        async {
+            let _ = server_stops.await;
+        },
+    ));
+    ready.await;
+    tokio::select! {
+        served = &mut server => {
+            served.context("the server task failed")??;
+            anyhow::bail!("the server stopped on its own");
+        }
+        _ = shutdown => {}
+    }
+    // A recycle or reset under way finishes first (bounded); holding the
+    // lock then keeps another from starting while the server closes.
+    let _operation = match tokio::time::timeout(args.stop_grace, busy.lock()).await {
+        Ok(guard) => {
+            tracing::info!("stopping: no operation under way");
+            Some(guard)
+        }
+        Err(_) => {
+            tracing::error!(
+                "stopping with a recycle or reset still under way after {}: it is recorded as interrupted",
+                humantime::format_duration(args.stop_grace)
+            );
+            None
+        }
+    };
+    let _ = stop_server.send(());
+    // Open streams (WatchLoad) are not waited for long.
+    let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
     if let Some(sim) = sim {
         sim.shutdown();
     }
@@ -261,12 +489,23 @@ fn security_settings(
             cert: cert.clone(),
             key: key.clone(),
             client_ca: ca.clone(),
+            crl: args.tls_crl.clone(),
         }),
-        _ => config.tls.clone(),
+        _ => config.tls.clone().map(|mut t| {
+            if args.tls_crl.is_some() {
+                t.crl = args.tls_crl.clone();
+            }
+            t
+        }),
     };
-    let tls = match (files, args.insecure) {
+    if args.tls_crl.is_some() && files.is_none() {
+        anyhow::bail!(
+            "--tls-crl needs TLS (--tls-cert, --tls-key, --client-ca or the config's `tls`)"
+        );
+    }
+    let tls = match (&files, args.insecure) {
         (Some(_), true) => anyhow::bail!("--insecure conflicts with the config file's `tls`: choose one"),
-        (Some(f), false) => Some(security::server_config(&f).map_err(anyhow::Error::msg)?),
+        (Some(f), false) => Some(security::server_config(f).map_err(anyhow::Error::msg)?),
         (None, true) => {
             eprintln!(
                 "farm-agent: WARNING: --insecure: serving plaintext gRPC without client authentication; \
@@ -287,6 +526,12 @@ fn security_settings(
     };
     Ok(Security {
         tls,
+        reload: files,
+        max_connections: args
+            .max_connections
+            .map(|n| n as usize)
+            .or(config.max_connections)
+            .unwrap_or(0),
         authz: config.authorization.clone(),
         audit,
         metrics: None,

@@ -16,6 +16,37 @@ pub struct TlsFiles {
     pub cert: PathBuf,
     pub key: PathBuf,
     pub client_ca: PathBuf,
+    /// Certificate revocation list(s) of the farm CA (PEM, e.g. the
+    /// `crl.pem` of `farmctl certs revoke`): a revoked client certificate
+    /// is refused at the handshake.
+    #[serde(default)]
+    pub crl: Option<PathBuf>,
+}
+
+impl TlsFiles {
+    /// The files whose change means a new TLS configuration.
+    pub fn paths(&self) -> Vec<&Path> {
+        let mut v = vec![
+            self.cert.as_path(),
+            self.key.as_path(),
+            self.client_ca.as_path(),
+        ];
+        v.extend(self.crl.as_deref());
+        v
+    }
+
+    /// What the files look like now (size and modification time each):
+    /// a change of it is what triggers a reload.
+    pub fn fingerprint(&self) -> Vec<Option<(u64, std::time::SystemTime)>> {
+        self.paths()
+            .into_iter()
+            .map(|p| {
+                std::fs::metadata(p)
+                    .ok()
+                    .and_then(|m| Some((m.len(), m.modified().ok()?)))
+            })
+            .collect()
+    }
 }
 
 fn read(path: &Path, what: &str) -> Result<Vec<u8>, String> {
@@ -39,7 +70,21 @@ pub fn server_config(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, Stri
             .add(ca)
             .map_err(|e| format!("{}: {e}", files.client_ca.display()))?;
     }
+    let mut crls = Vec::new();
+    if let Some(crl) = &files.crl {
+        use rustls::pki_types::CertificateRevocationListDer;
+        for c in CertificateRevocationListDer::pem_slice_iter(&read(crl, "revocation list")?) {
+            crls.push(c.map_err(|e| format!("{}: {e}", crl.display()))?);
+        }
+        if crls.is_empty() {
+            return Err(format!(
+                "{}: no revocation list (X509 CRL) in it",
+                crl.display()
+            ));
+        }
+    }
     let verifier = rustls::server::WebPkiClientVerifier::builder(Arc::new(roots))
+        .with_crls(crls)
         .build()
         .map_err(|e| format!("client CA {}: {e}", files.client_ca.display()))?;
     let mut config = rustls::ServerConfig::builder()

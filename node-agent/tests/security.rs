@@ -21,6 +21,7 @@ use tonic::Code;
 
 struct Farm {
     dir: tempfile::TempDir,
+    files: TlsFiles,
     ca: Pair,
     addr: String,
     fake: Arc<FakeIis>,
@@ -35,6 +36,12 @@ fn write(dir: &std::path::Path, name: &str, text: &str) -> PathBuf {
 }
 
 async fn farm(authz: Authorization) -> Farm {
+    farm_with(authz, false, 0).await
+}
+
+/// A farm whose agent may have a revocation list (revoking nothing yet)
+/// and a connection cap.
+async fn farm_with(authz: Authorization, crl: bool, max_connections: usize) -> Farm {
     let dir = tempfile::tempdir().unwrap();
     let ca = pki::new_ca("t", Validity::CA).unwrap();
     let agent = pki::issue_agent(&ca, "web01", &["127.0.0.1".into()], Validity::LEAF).unwrap();
@@ -42,6 +49,10 @@ async fn farm(authz: Authorization) -> Farm {
         cert: write(dir.path(), "agent.pem", &agent.cert_pem),
         key: write(dir.path(), "agent-key.pem", &agent.key_pem),
         client_ca: write(dir.path(), "ca.pem", &ca.cert_pem),
+        crl: crl.then(|| {
+            let empty = pki::revocation_list(&ca, &[], 1, Duration::from_secs(3600)).unwrap();
+            write(dir.path(), "crl.pem", &empty)
+        }),
     };
     let audit = dir.path().join("audit.jsonl");
     let fake = Arc::new(FakeIis::new(&["Shop"], FakeFaults::default()));
@@ -55,6 +66,8 @@ async fn farm(authz: Authorization) -> Farm {
     ));
     let security = Security {
         tls: Some(server_config(&files).unwrap()),
+        reload: Some(files.clone()),
+        max_connections,
         authz,
         audit: Some(Arc::new(Audit::open(&audit).unwrap())),
         metrics: None,
@@ -80,6 +93,7 @@ async fn farm(authz: Authorization) -> Farm {
     ));
     Farm {
         dir,
+        files,
         ca,
         addr,
         fake,
@@ -428,4 +442,103 @@ async fn a_stalled_client_does_not_hold_up_the_others() {
     .await;
     assert!(matches!(ok, Ok(Ok(()))), "{ok:?}");
     drop(stalled);
+}
+
+/// Waits (bounded) until `check` holds; the agent looks at its TLS files
+/// every couple of seconds.
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !check().await {
+        assert!(tokio::time::Instant::now() < deadline, "{what} within 20s");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// `farmctl certs revoke` writes a new list; the running agent picks it
+/// up: the revoked certificate is refused at the handshake (and audited),
+/// the others still get through, with no restart.
+#[tokio::test]
+async fn a_revoked_certificate_is_refused_once_the_new_list_is_written() {
+    let f = farm_with(Authorization::default(), true, 0).await;
+    let old = f.controller("old-laptop", Role::Operator);
+    let other = f.controller("ops", Role::Operator);
+    status(f.client(Some(&old), "web01").await).await.unwrap();
+    let serial = pki::serial_of_pem(&old.cert_pem).unwrap();
+    let crl = pki::revocation_list(&f.ca, &[serial], 2, Duration::from_secs(3600)).unwrap();
+    std::fs::write(f.files.crl.as_ref().unwrap(), crl).unwrap();
+    eventually("the revoked certificate to be refused", || async {
+        status(f.client(Some(&old), "web01").await).await.is_err()
+    })
+    .await;
+    status(f.client(Some(&other), "web01").await).await.unwrap();
+    let refused = f.audit_lines().into_iter().any(|l| {
+        l["call"] == "tls-handshake"
+            && l["outcome"]
+                .as_str()
+                .unwrap_or("")
+                .to_lowercase()
+                .contains("revoked")
+    });
+    assert!(refused, "{:#?}", f.audit_lines());
+}
+
+/// A rotated agent certificate (here with a new name in it) is served to
+/// new connections without a restart; a half-written rotation (a
+/// certificate without its key) keeps the previous pair serving.
+#[tokio::test]
+async fn a_rotated_certificate_is_served_without_a_restart() {
+    let f = farm(Authorization::default()).await;
+    let me = f.controller("ops", Role::Operator);
+    assert!(status(f.client(Some(&me), "rotated.example").await)
+        .await
+        .is_err());
+    let new = pki::issue_agent(
+        &f.ca,
+        "web01",
+        &["127.0.0.1".into(), "rotated.example".into()],
+        Validity::LEAF,
+    )
+    .unwrap();
+    // Half-way: the certificate is new, the key is not: it does not load.
+    std::fs::write(&f.files.cert, &new.cert_pem).unwrap();
+    tokio::time::sleep(farm_agent::server::RELOAD_CHECK * 2).await;
+    status(f.client(Some(&me), "web01").await).await.unwrap();
+    std::fs::write(&f.files.key, &new.key_pem).unwrap();
+    eventually("the rotated certificate to be served", || async {
+        status(f.client(Some(&me), "rotated.example").await)
+            .await
+            .is_ok()
+    })
+    .await;
+}
+
+/// Beyond the connection cap a new connection is closed at once and
+/// audited; when one closes, a new one gets through.
+#[tokio::test]
+async fn connections_beyond_the_cap_are_closed_and_audited() {
+    let f = farm_with(Authorization::default(), false, 2).await;
+    let me = f.controller("ops", Role::Operator);
+    let mut a = f.client(Some(&me), "web01").await.unwrap();
+    let mut b = f.client(Some(&me), "web01").await.unwrap();
+    a.status(pb::StatusRequest::default()).await.unwrap();
+    b.status(pb::StatusRequest::default()).await.unwrap();
+    assert!(status(f.client(Some(&me), "web01").await).await.is_err());
+    let capped = f.audit_lines().into_iter().any(|l| {
+        l["call"] == "connect"
+            && l["outcome"]
+                .as_str()
+                .unwrap_or("")
+                .contains("connection limit")
+    });
+    assert!(capped, "{:#?}", f.audit_lines());
+    drop(a);
+    eventually("a slot to free when a client goes", || async {
+        status(f.client(Some(&me), "web01").await).await.is_ok()
+    })
+    .await;
+    b.status(pb::StatusRequest::default()).await.unwrap();
 }

@@ -184,6 +184,45 @@ pub fn issue_controller(
     )
 }
 
+/// The serial number of a certificate (PEM), as bytes.
+pub fn serial_of_pem(pem: &str) -> Result<Vec<u8>, PkiError> {
+    let (_, p) = x509_parser::pem::parse_x509_pem(pem.as_bytes())
+        .map_err(|e| PkiError::Parse(e.to_string()))?;
+    let cert = p.parse_x509().map_err(|e| PkiError::Parse(e.to_string()))?;
+    Ok(cert.raw_serial().to_vec())
+}
+
+/// A certificate revocation list (PEM) signed by the CA, revoking
+/// `serials`; `number` must grow with every new list. Valid for `valid`.
+pub fn revocation_list(
+    ca: &Pair,
+    serials: &[Vec<u8>],
+    number: u64,
+    valid: std::time::Duration,
+) -> Result<String, PkiError> {
+    let valid = Duration::try_from(valid).unwrap_or(Duration::days(365));
+    let ca_key = KeyPair::from_pem(&ca.key_pem)?;
+    let issuer = Issuer::from_ca_cert_pem(&ca.cert_pem, ca_key)?;
+    let now = OffsetDateTime::now_utc();
+    let params = rcgen::CertificateRevocationListParams {
+        this_update: now,
+        next_update: now + valid,
+        crl_number: rcgen::SerialNumber::from(number),
+        issuing_distribution_point: None,
+        revoked_certs: serials
+            .iter()
+            .map(|s| rcgen::RevokedCertParams {
+                serial_number: rcgen::SerialNumber::from_slice(s),
+                revocation_time: now,
+                reason_code: Some(rcgen::RevocationReason::Unspecified),
+                invalidity_date: None,
+            })
+            .collect(),
+        key_identifier_method: rcgen::KeyIdMethod::Sha256,
+    };
+    Ok(params.signed_by(&issuer)?.pem()?)
+}
+
 /// Who a client certificate (DER) says it is: subject CN and OU.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Subject {

@@ -5,10 +5,11 @@
 //! farmctl certs init --dir certs --farm shop-prod
 //! farmctl certs issue agent web01 --dir certs --san web01.corp --san 10.0.1.11
 //! farmctl certs issue controller ops-laptop --role operator --dir certs
+//! farmctl certs revoke certs/controller-old-laptop.pem --dir certs
 //! ```
 use farm_proto::pki::Role;
 
-use crate::certfiles::{init, issue_agent, issue_controller};
+use crate::certfiles::{init, issue_agent, issue_controller, revoke};
 use crate::cli::{CertsArgs, CertsCommand, IssueCommand};
 use crate::commands::Settings;
 use crate::exit::{CommandError, CommandResult, ExitStatus};
@@ -25,6 +26,7 @@ pub fn run(args: &CertsArgs, settings: &Settings) -> CommandResult {
             })?;
             issue_controller(&args.dir, name, role, args.force)?
         }
+        CertsCommand::Revoke { certs } => revoke(&args.dir, certs)?,
     };
     if !settings.quiet {
         for p in written {

@@ -105,7 +105,8 @@ svg text{{font-size:12px}}#errors li{{margin:4px 0}}\
         LEGEND
             .iter()
             .map(|p| format!("<span><i style=\"background:{}\"></i>{}</span>", colour(*p), p.as_str()))
-            .collect::<String>(),
+            .collect::<Vec<_>>()
+            .concat(),
         LEFT + WIDTH + 20.0
     );
     for (i, n) in t.nodes.iter().enumerate() {

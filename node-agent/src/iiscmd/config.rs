@@ -32,6 +32,9 @@ pub struct AgentConfig {
     /// agent refuses Stage and Switch.
     #[serde(default)]
     pub deploy: Option<crate::deploy::DeployConfig>,
+    /// Connections served at once (default 256).
+    #[serde(default)]
+    pub max_connections: Option<usize>,
     /// Operation records and the lease, kept across restarts (default
     /// `%ProgramData%\farm-agent` on Windows).
     #[serde(default)]

@@ -78,6 +78,12 @@ impl AgentService {
         self
     }
 
+    /// The lock a recycle or reset holds (with its operation id): a
+    /// stopping agent waits on it.
+    pub fn busy(&self) -> Arc<tokio::sync::Mutex<String>> {
+        self.busy.clone()
+    }
+
     /// The node's leases, for readers outside the service (metrics).
     pub fn leases(&self) -> Leases {
         self.leases.clone()
