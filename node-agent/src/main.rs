@@ -457,7 +457,7 @@ async fn run(
     }
     // A recycle or reset under way finishes first (bounded); holding the
     // lock then keeps another from starting while the server closes.
-    let _operation = match tokio::time::timeout(args.stop_grace, busy.lock()).await {
+    let operation = match tokio::time::timeout(args.stop_grace, busy.lock()).await {
         Ok(guard) => {
             tracing::info!("stopping: no operation under way");
             Some(guard)
@@ -471,8 +471,15 @@ async fn run(
         }
     };
     let _ = stop_server.send(());
-    // Open streams (WatchLoad) are not waited for long.
-    let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+    // Open streams (WatchLoad) are not waited for long; past the grace,
+    // hardly at all.
+    let close = if operation.is_some() {
+        Duration::from_secs(5)
+    } else {
+        Duration::from_millis(500)
+    };
+    let _ = tokio::time::timeout(close, server).await;
+    drop(operation);
     if let Some(sim) = sim {
         sim.shutdown();
     }
