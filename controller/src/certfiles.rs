@@ -217,6 +217,16 @@ pub fn dacl_sddl(path: &Path) -> std::io::Result<String> {
 mod tests {
     use super::*;
 
+    /// Wine, not Windows: its own configuration program is in System32.
+    #[cfg(windows)]
+    fn under_wine() -> bool {
+        let root = std::env::var_os("SystemRoot").unwrap_or_else(|| r"C:\windows".into());
+        Path::new(&root)
+            .join("system32")
+            .join("winecfg.exe")
+            .exists()
+    }
+
     /// Every private key `farmctl certs` writes is the owner's alone, and
     /// the public files are not (on Unix: the mode; on Windows: the ACL,
     /// read back from the file).
@@ -234,7 +244,12 @@ mod tests {
                 assert_eq!(mode == 0o600, private, "{}: mode {mode:o}", path.display());
             }
             #[cfg(windows)]
-            {
+            if private && under_wine() {
+                eprintln!(
+                    "SKIPPED the ACL read-back of {}: upstream Wine accepts a file's DACL but does not keep it (only wine-staging stores file ACLs); this check runs on a real Windows",
+                    path.display()
+                );
+            } else {
                 let sddl = dacl_sddl(&path).unwrap();
                 eprintln!("{}: {sddl}", path.display());
                 if private {

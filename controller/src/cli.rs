@@ -21,7 +21,7 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub insecure: bool,
     /// Where run journals are kept (default: $FARMCTL_STATE_DIR, else the
-    /// user's state directory, e.g. ~/.local/state/farmctl).
+    /// user's state directory: ~/.local/state/farmctl on Linux, %LOCALAPPDATA%\farmctl on Windows).
     #[arg(long, global = true, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
     /// Keep run state on etcd: `etcd://host:port[,host:port]` or `etcds://...`

@@ -83,7 +83,7 @@ pub fn now() -> String {
 }
 
 /// `--state-dir`, else `$FARMCTL_STATE_DIR`, else the user's state
-/// directory (`~/.local/state/farmctl` on Linux).
+/// directory (`~/.local/state/farmctl` on Linux, `%LOCALAPPDATA%\farmctl` on Windows).
 pub fn state_dir(flag: Option<&Path>) -> PathBuf {
     if let Some(p) = flag {
         return p.to_path_buf();

@@ -372,8 +372,8 @@ async fn an_operation_asked_again_under_its_id_is_answered_not_repeated() {
     // The first controller's run got as far as the operation.
     run(&ff, &s).await;
     // The journal says operating but holds no PIDs (the agent did not
-    // answer Status then): nothing tells whether it ran, so it is asked
-    // for again under the same operation id.
+    // answer Status then): the agent's record of the operation id says
+    // it ran, and its result is taken from there.
     let report = resume_from(&ff, Phase::Operating, None).await;
     assert!(report.succeeded());
     assert_eq!(ff.log.count(What::OperateStart), 1, "operated once in all");

@@ -227,15 +227,14 @@ impl AgentApi for FakeNode {
 
     async fn finished_operation(&self, op_id: &str) -> Result<Option<OperationReport>, AgentError> {
         self.reachable()?;
-        Ok(self
-            .st()
-            .results
-            .get(op_id)
-            .cloned()
-            .map(|r| OperationReport {
-                replayed: true,
-                ..r
-            }))
+        let found = self.st().results.get(op_id).cloned();
+        if found.is_some() {
+            self.log.push(&self.name, What::Replayed);
+        }
+        Ok(found.map(|r| OperationReport {
+            replayed: true,
+            ..r
+        }))
     }
 
     async fn operate(
