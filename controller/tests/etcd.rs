@@ -24,7 +24,9 @@ impl Host {
         env.push(("USER", name.to_string()));
         env.push(("HOSTNAME", format!("{name}-host")));
         // The store comes from the environment, as a pipeline sets it.
-        env.push(("FARMCTL_STATE_STORE", cluster.url("?lock_ttl=3s")));
+        // A short lock lease keeps the lapses below short; long enough to
+        // outlive a leader election on a loaded 2-core machine (seen: 7 s).
+        env.push(("FARMCTL_STATE_STORE", cluster.url("?lock_ttl=10s")));
         Host {
             user: name,
             state_dir: farm

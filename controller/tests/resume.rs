@@ -173,7 +173,15 @@ async fn the_first_ctrl_c_finishes_the_node_at_work_and_stops_with_all_in_rotati
 #[tokio::test]
 async fn a_run_whose_controller_still_runs_is_not_resumed() {
     let state = tempfile::tempdir().unwrap();
-    // A journal written by a live process on this host: this test.
+    // A journal written by a live farmctl on this host (a program named
+    // farmctl that waits; the check reads the program's name by PID).
+    let bin = state.path().join("farmctl");
+    std::fs::copy("/bin/sleep", &bin).unwrap();
+    let mut live = tokio::process::Command::new(&bin)
+        .arg("120")
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
     let header = farmctl::journal::Header {
         run_id: "20261121T000000-abcdef".into(),
         action: farm_proto::domain::OperationKind::Recycle,
@@ -182,11 +190,12 @@ async fn a_run_whose_controller_still_runs_is_not_resumed() {
         nodes: vec!["web01".into()],
         started_at: farmctl::journal::now(),
         holder: farmctl::lease::holder(),
-        pid: Some(std::process::id()),
+        pid: live.id(),
         settings: None,
     };
     farmctl::journal::Journal::create(state.path(), &header).unwrap();
     let out = farmctl(&["--state-dir", &state.path().display().to_string(), "resume"]).await;
+    live.start_kill().unwrap();
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     assert!(
         stderr(&out).contains("is still running here"),
@@ -303,7 +312,11 @@ async fn a_journal_without_a_recorded_contract_is_not_resumed() {
 /// The records of `node`'s agent for operations of `kind`, from its state
 /// directory.
 fn op_records(farm: &Farm, node: &str, kind: &str) -> Vec<serde_json::Value> {
-    let dir = farm.sandbox.dir.join(format!("{node}.state")).join("ops");
+    let dir = farm
+        .sandbox
+        .dir
+        .join(format!("{node}.agent-state"))
+        .join("ops");
     std::fs::read_dir(dir)
         .map(|d| {
             d.filter_map(|e| e.ok())

@@ -49,7 +49,7 @@ pub(super) fn spawn(
 ) -> Result<Spawned, SandboxError> {
     let name = format!("web{:02}", i + 1);
     let event_log = dir.join(format!("{name}.events.jsonl"));
-    let state_dir = dir.join(format!("{name}.state"));
+    let state_dir = dir.join(format!("{name}.agent-state"));
     if again.is_none() {
         let _ = std::fs::remove_file(&event_log);
         let _ = std::fs::remove_dir_all(&state_dir);
