@@ -36,10 +36,32 @@ fn free_port() -> Result<u16, SandboxError> {
         .map_err(io("pick a free port"))
 }
 
+/// Starts HAProxy on two free ports. A port picked free can be taken by
+/// another process before HAProxy binds it (tests start farms side by
+/// side): such a start is tried again on new ports.
 pub(super) async fn start_haproxy(
     dir: &Path,
     nodes: &[SandboxNode],
 ) -> Result<SandboxHaproxy, SandboxError> {
+    let mut attempt = 1;
+    loop {
+        match start_once(dir, nodes).await {
+            Err(SandboxError::HaproxyStart(why)) if attempt < 5 && port_taken(dir) => {
+                tracing::debug!("haproxy start {attempt}: {why}; new ports");
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Whether HAProxy's log says it could not bind a port.
+fn port_taken(dir: &Path) -> bool {
+    std::fs::read_to_string(dir.join("haproxy.log"))
+        .is_ok_and(|log| log.contains("cannot bind") || log.contains("Address already in use"))
+}
+
+async fn start_once(dir: &Path, nodes: &[SandboxNode]) -> Result<SandboxHaproxy, SandboxError> {
     let bin = haproxy_binary().ok_or(SandboxError::NoHaproxy)?;
     let (frontend, admin_port) = (free_port()?, free_port()?);
     let admin = format!("127.0.0.1:{admin_port}");
