@@ -80,11 +80,11 @@ pub fn install(
     );
     // Best effort beyond the entry itself: older systems (and Wine) may
     // not know every setting; each one that fails is said.
-    let warn = |what: &str, e: windows_service::Error| {
+    let warn = |what: &str, e: &dyn std::fmt::Display| {
         eprintln!("farm-agent: warning: the service was created but {what} could not be set: {e}")
     };
     if let Err(e) = service.set_delayed_auto_start(true) {
-        warn("delayed automatic start", e);
+        warn("delayed automatic start", &e);
     }
     let restart = |secs| ServiceAction {
         action_type: ServiceActionType::Restart,
@@ -96,23 +96,19 @@ pub fn install(
         command: None,
         actions: Some(vec![restart(5), restart(30), restart(60)]),
     }) {
-        warn("the recovery actions (restart on failure)", e);
+        warn("the recovery actions (restart on failure)", &e);
     }
     if let Err(e) = service.set_failure_actions_on_non_crash_failures(true) {
-        warn("restart after a non-crash failure", e);
+        warn("restart after a non-crash failure", &e);
     }
     if let Err(e) = eventlog::register(EVENT_SOURCE) {
-        warn("the Event Log source", anyhow_to_ws(e));
+        warn("the Event Log source", &e);
     }
     println!(
         "installed service `{name}` ({}); start it with `sc start {name}`",
         account.unwrap_or("LocalSystem")
     );
     Ok(())
-}
-
-fn anyhow_to_ws(e: impl std::fmt::Display) -> windows_service::Error {
-    windows_service::Error::Winapi(std::io::Error::other(e.to_string()))
 }
 
 pub fn uninstall(name: &str) -> anyhow::Result<()> {
