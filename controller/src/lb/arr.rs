@@ -114,23 +114,14 @@ impl LoadBalancer for Arr {
     }
 
     async fn members(&self, nodes: &[Node]) -> Result<Vec<Member>, LbError> {
-        let all = futures::future::join_all(nodes.iter().map(|n| self.state(n))).await;
-        let mut out = Vec::new();
-        for (n, v) in nodes.iter().zip(all) {
-            let state = match v {
-                Ok(v) => Some(MemberState {
-                    state: lb_state(&v),
-                    raw: raw(&v),
-                }),
-                Err(LbError::NoMember { .. }) => None,
-                Err(e) => return Err(e),
-            };
-            out.push(Member {
-                node: n.name.clone(),
-                state,
-            });
-        }
-        Ok(out)
+        super::members_each(nodes, |n| async move {
+            let v = self.state(n).await?;
+            Ok(MemberState {
+                state: lb_state(&v),
+                raw: raw(&v),
+            })
+        })
+        .await
     }
 
     async fn drain(&self, t: &Target<'_>) -> Result<(), LbError> {

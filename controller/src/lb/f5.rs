@@ -368,23 +368,14 @@ impl LoadBalancer for F5 {
     }
 
     async fn members(&self, nodes: &[Node]) -> Result<Vec<Member>, LbError> {
-        let all = futures::future::join_all(nodes.iter().map(|n| self.member(n))).await;
-        let mut out = Vec::with_capacity(nodes.len());
-        for (n, m) in nodes.iter().zip(all) {
-            let state = match m {
-                Ok(m) => Some(MemberState {
-                    state: lb_state(&m),
-                    raw: raw(&m),
-                }),
-                Err(LbError::NoMember { .. }) => None,
-                Err(e) => return Err(e),
-            };
-            out.push(Member {
-                node: n.name.clone(),
-                state,
-            });
-        }
-        Ok(out)
+        super::members_each(nodes, |n| async move {
+            let m = self.member(n).await?;
+            Ok(MemberState {
+                state: lb_state(&m),
+                raw: raw(&m),
+            })
+        })
+        .await
     }
 
     async fn drain(&self, t: &Target<'_>) -> Result<(), LbError> {

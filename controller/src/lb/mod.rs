@@ -70,6 +70,33 @@ impl Member {
     }
 }
 
+/// Every node's member, asked of the load balancer for all nodes at once
+/// with `state`: a node it has no member for is `None`, any other error
+/// fails the whole answer.
+pub(crate) async fn members_each<'a, F, Fut>(
+    nodes: &'a [Node],
+    state: F,
+) -> Result<Vec<Member>, LbError>
+where
+    F: Fn(&'a Node) -> Fut,
+    Fut: std::future::Future<Output = Result<MemberState, LbError>>,
+{
+    let all = futures::future::join_all(nodes.iter().map(state)).await;
+    let mut out = Vec::with_capacity(nodes.len());
+    for (n, s) in nodes.iter().zip(all) {
+        let state = match s {
+            Ok(s) => Some(s),
+            Err(LbError::NoMember { .. }) => None,
+            Err(e) => return Err(e),
+        };
+        out.push(Member {
+            node: n.name.clone(),
+            state,
+        });
+    }
+    Ok(out)
+}
+
 /// A load balancer could not do what was asked. Every variant names the
 /// load balancer; node-level ones name the node.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

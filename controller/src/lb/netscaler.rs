@@ -444,20 +444,11 @@ impl LoadBalancer for Netscaler {
     }
 
     async fn members(&self, nodes: &[Node]) -> Result<Vec<Member>, LbError> {
-        let all = futures::future::join_all(nodes.iter().map(|n| self.stats(n))).await;
-        let mut out = Vec::new();
-        for (n, s) in nodes.iter().zip(all) {
-            let state = match s {
-                Ok(s) => Some(combined(&s)),
-                Err(LbError::NoMember { .. }) => None,
-                Err(e) => return Err(e),
-            };
-            out.push(Member {
-                node: n.name.clone(),
-                state,
-            });
-        }
-        Ok(out)
+        super::members_each(
+            nodes,
+            |n| async move { Ok(combined(&self.stats(n).await?)) },
+        )
+        .await
     }
 
     async fn drain(&self, t: &Target<'_>) -> Result<(), LbError> {
