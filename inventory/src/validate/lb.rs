@@ -604,12 +604,7 @@ pub(super) fn check_member(errors: &mut Errors, path: &str, lb: &LoadBalancer, m
             _ => check_netscaler_name(errors, path, member),
         },
         LoadBalancer::AwsElbv2(_) => {
-            let ok = !member.is_empty()
-                && member.len() <= 256
-                && member
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || ".:-[]".contains(c));
-            if !ok {
+            if !host_like(member, 256) {
                 bad(
                     errors,
                     "a target like `i-0abc123`, `10.0.1.11` or `10.0.1.11:80`",
@@ -617,12 +612,7 @@ pub(super) fn check_member(errors: &mut Errors, path: &str, lb: &LoadBalancer, m
             }
         }
         LoadBalancer::Arr(_) => {
-            let ok = !member.is_empty()
-                && member.len() <= 255
-                && member
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || ".:-[]".contains(c));
-            if !ok {
+            if !host_like(member, 255) {
                 bad(
                     errors,
                     "a server address of the web farm (a host name or IP)",
@@ -639,6 +629,16 @@ pub(super) fn check_member(errors: &mut Errors, path: &str, lb: &LoadBalancer, m
         | LoadBalancer::Haproxy { .. }
         | LoadBalancer::Nlb => check_name(errors, path, member),
     }
+}
+
+/// A host name, IP (v4, or v6 in brackets) or instance id, with an
+/// optional `:port`: 1 to `max` of letters, digits and `.:-[]`.
+fn host_like(member: &str, max: usize) -> bool {
+    !member.is_empty()
+        && member.len() <= max
+        && member
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || ".:-[]".contains(c))
 }
 
 #[cfg(test)]
