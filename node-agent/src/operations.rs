@@ -43,7 +43,8 @@ pub struct Operations {
 
 #[derive(Default)]
 struct Inner {
-    by_id: HashMap<String, (&'static str, ResultFeed)>,
+    /// Kind, result feed, and when it started (Unix ms, for its record).
+    by_id: HashMap<String, (&'static str, ResultFeed, u64)>,
     order: VecDeque<String>,
 }
 
@@ -89,7 +90,9 @@ impl Operations {
                     }
                 };
                 let (_tx, rx) = watch::channel(Some(stored));
-                inner.by_id.insert(rec.id.clone(), (kind, rx));
+                inner
+                    .by_id
+                    .insert(rec.id.clone(), (kind, rx, rec.started_unix_ms));
                 inner.order.push_back(rec.id);
             }
         }
@@ -103,33 +106,25 @@ impl Operations {
     /// Records the result of `id` and hands it to those waiting.
     pub fn finish(&self, id: &str, kind: &str, tx: &watch::Sender<Option<Stored>>, result: Stored) {
         if let Some(state) = &self.state {
-            let mut rec = self.record(id, kind);
+            let started = self.lock().by_id.get(id).map_or_else(unix_ms, |e| e.2);
+            let mut rec = OpRecord {
+                id: id.into(),
+                kind: kind.into(),
+                started_unix_ms: started,
+                finished_unix_ms: Some(unix_ms()),
+                result: None,
+            };
             rec.set_stored(&result);
-            rec.finished_unix_ms = Some(unix_ms());
             state.save_op(&rec);
         }
         tx.send_replace(Some(result));
-    }
-
-    /// The record of `id` on disk, or a new one started now.
-    fn record(&self, id: &str, kind: &str) -> OpRecord {
-        self.state
-            .as_ref()
-            .and_then(|s| s.load_op(id))
-            .unwrap_or_else(|| OpRecord {
-                id: id.into(),
-                kind: kind.into(),
-                started_unix_ms: unix_ms(),
-                finished_unix_ms: None,
-                result: None,
-            })
     }
 
     /// Registers `id` for an operation of `kind` (`recycle`, `drain`, ...).
     /// Reusing an id for another kind of call is an error.
     pub fn begin(&self, id: &str, kind: &'static str) -> Result<Begin, String> {
         let mut inner = self.lock();
-        if let Some((k, feed)) = inner.by_id.get(id) {
+        if let Some((k, feed, _)) = inner.by_id.get(id) {
             return if *k == kind {
                 Ok(Begin::Repeat(feed.clone()))
             } else {
@@ -139,13 +134,14 @@ impl Operations {
             };
         }
         let (tx, rx) = watch::channel(None);
-        inner.by_id.insert(id.to_string(), (kind, rx));
+        let started = unix_ms();
+        inner.by_id.insert(id.to_string(), (kind, rx, started));
         inner.order.push_back(id.to_string());
         if let (Some(state), true) = (&self.state, RECORDED_AT_START.contains(&kind)) {
             state.save_op(&OpRecord {
                 id: id.into(),
                 kind: kind.into(),
-                started_unix_ms: unix_ms(),
+                started_unix_ms: started,
                 finished_unix_ms: None,
                 result: None,
             });
@@ -156,7 +152,7 @@ impl Operations {
                 inner
                     .by_id
                     .get(old)
-                    .is_some_and(|(_, f)| f.borrow().is_some())
+                    .is_some_and(|(_, f, _)| f.borrow().is_some())
             }) else {
                 break;
             };
@@ -174,7 +170,7 @@ impl Operations {
     /// recycle or reset, its result.
     pub fn lookup(&self, id: &str) -> Option<pb::OperationRecord> {
         let inner = self.lock();
-        let (kind, feed) = inner.by_id.get(id)?;
+        let (kind, feed, _) = inner.by_id.get(id)?;
         let stored = feed.borrow().clone();
         Some(pb::OperationRecord {
             operation_id: id.into(),

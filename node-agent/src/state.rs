@@ -145,22 +145,25 @@ impl StateDir {
     }
 
     pub fn save_op(&self, rec: &OpRecord) {
-        let path = self.op_path(&rec.id);
-        let written = serde_json::to_vec_pretty(rec)
+        self.save(
+            &self.op_path(&rec.id),
+            rec,
+            &format!("operation {}", rec.id),
+        );
+    }
+
+    /// Writes `value` as JSON to `path`; a failure is logged (the agent
+    /// goes on from memory), naming `what` a restart would forget.
+    fn save(&self, path: &Path, value: &impl Serialize, what: &str) {
+        let written = serde_json::to_vec_pretty(value)
             .map_err(std::io::Error::other)
-            .and_then(|json| write_atomically(&path, &json));
+            .and_then(|json| write_atomically(path, &json));
         if let Err(e) = written {
             tracing::error!(
-                "could not record operation {} in {}: {e}; a restart of the agent would forget it",
-                rec.id,
+                "could not record {what} in {}: {e}; a restart of the agent would forget it",
                 path.display()
             );
         }
-    }
-
-    pub fn load_op(&self, id: &str) -> Option<OpRecord> {
-        let bytes = std::fs::read(self.op_path(id)).ok()?;
-        serde_json::from_slice(&bytes).ok()
     }
 
     pub fn remove_op(&self, id: &str) {
@@ -202,16 +205,7 @@ impl StateDir {
     }
 
     pub fn save_lease(&self, rec: &LeaseRecord) {
-        let path = self.root.join(LEASE_FILE);
-        let written = serde_json::to_vec_pretty(rec)
-            .map_err(std::io::Error::other)
-            .and_then(|json| write_atomically(&path, &json));
-        if let Err(e) = written {
-            tracing::error!(
-                "could not record the lease in {}: {e}; a restart of the agent would forget it",
-                path.display()
-            );
-        }
+        self.save(&self.root.join(LEASE_FILE), rec, "the lease");
     }
 
     pub fn load_lease(&self) -> LeaseRecord {
