@@ -26,9 +26,11 @@
 pub mod agent;
 pub mod certfiles;
 pub mod cli;
+pub mod clock;
 pub mod commands;
 pub mod exit;
 pub mod farm;
+pub mod human;
 pub mod journal;
 pub mod lb;
 pub mod lease;

@@ -90,7 +90,7 @@ impl Notifier {
         body["farm"] = self.farm.clone().into();
         body["run_id"] = run_id.into();
         body["action"] = action.map(|a| a.as_str()).into();
-        body["time"] = crate::journal::now().into();
+        body["time"] = crate::clock::now().into();
         let tx = self.tx.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(tx) = tx.as_ref() {
             if tx.try_send(Post { event, body, text }).is_err() {

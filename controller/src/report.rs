@@ -267,7 +267,7 @@ impl JsonLines {
 
     fn event(&self, event: &str, mut fields: serde_json::Value) {
         fields["event"] = event.into();
-        fields["time"] = crate::journal::now().into();
+        fields["time"] = crate::clock::now().into();
         let id = self.run_id();
         // Notes before the run has an id (preflight) carry null.
         fields["run_id"] = if id.is_empty() {
@@ -282,7 +282,7 @@ impl JsonLines {
     pub fn finished(report: &RunReport) {
         Self::emit(serde_json::json!({
             "event": "run_finished",
-            "time": crate::journal::now(),
+            "time": crate::clock::now(),
             "run_id": report.run_id,
             "outcome": report.outcome,
             "halted": report.halted,

@@ -286,3 +286,66 @@ async fn a_drain_haproxy_forgets_mid_recycle_is_made_again() {
     assert_eq!(report["nodes"][1]["lb_redrains"], 1);
     assert_eq!(report["nodes"][0]["lb_redrains"], 0);
 }
+
+/// A run that holds a node (here: its controller was killed, its lease
+/// still runs) keeps on-call `drain` and `undrain` off it, `--force` or
+/// not: with HAProxy the controller drives the LB itself, so it must ask
+/// the agent's lease first. Nothing is touched in HAProxy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_and_undrain_refuse_a_node_another_run_holds() {
+    use farmctl::agent::{AgentApi, ClientTls, GrpcAgent, LeaseClaim};
+    let farm = farm(spec()).await;
+    let inv = farm_inventory::load(&farm.sandbox.inventory).unwrap();
+    let tls = ClientTls::load(inv.agent.tls.as_ref().unwrap()).unwrap();
+    let n = &inv.nodes[2];
+    let web03 = GrpcAgent::new(
+        &n.agent,
+        &n.name,
+        Some(&tls),
+        Duration::from_secs(5),
+        Duration::from_secs(30),
+    )
+    .unwrap();
+    web03
+        .acquire_lease(&LeaseClaim {
+            holder: "ops@gone",
+            run_id: "r-killed",
+            reason: "recycle",
+            ttl: Duration::from_secs(120),
+        })
+        .await
+        .unwrap();
+    let before = haproxy_states(&farm).await;
+    for args in [
+        vec!["drain", "-i", &inventory(&farm), "web03"],
+        vec!["drain", "-i", &inventory(&farm), "web03", "--force"],
+        vec!["undrain", "-i", &inventory(&farm), "web03", "--force"],
+    ] {
+        let out = farmctl(&args).await;
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(3), "{args:?}: {err}");
+        assert!(
+            err.contains("leased to ops@gone for run r-killed")
+                && err.contains("ago")
+                && err.contains("farmctl resume r-killed"),
+            "{args:?}: {err}"
+        );
+    }
+    assert_eq!(haproxy_states(&farm).await, before, "HAProxy was touched");
+    // Once the run lets go, the drain goes through.
+    web03.release_lease("r-killed").await.unwrap();
+    let out = farmctl(&["drain", "-i", &inventory(&farm), "web03"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}
+
+/// Every server's name and status in the sandbox's HAProxy.
+async fn haproxy_states(farm: &Farm) -> Vec<(String, String)> {
+    let h = farm.sandbox.haproxy.as_ref().unwrap();
+    Haproxy::new(h.admin.clone(), h.backend.clone())
+        .servers()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| (s.name, s.status))
+        .collect()
+}

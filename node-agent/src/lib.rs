@@ -15,6 +15,7 @@
 #![forbid(unsafe_code)]
 
 pub mod audit;
+pub mod connections;
 pub mod convert;
 pub mod deploy;
 pub mod iis;

@@ -62,9 +62,15 @@ struct Args {
     #[arg(long, value_name = "FILE")]
     tls_crl: Option<PathBuf>,
     /// Connections served at once (default the config's
-    /// `max_connections`, else 256); more are closed at once.
+    /// `max_connections`, else 256). At the cap the connection idle the
+    /// longest is closed to make room; a quarter of the cap at most per
+    /// client certificate.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=65536))]
     max_connections: Option<u32>,
+    /// Close a connection that has had no call for this long (default the
+    /// config's `idle_timeout`, else 2m).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    idle_timeout: Option<std::time::Duration>,
     /// Serve plaintext gRPC without client authentication (prints a
     /// warning; every caller is an operator).
     #[arg(long, conflicts_with_all = ["tls_cert", "tls_key", "client_ca"])]
@@ -539,6 +545,7 @@ fn security_settings(
             .map(|n| n as usize)
             .or(config.max_connections)
             .unwrap_or(0),
+        idle_timeout: args.idle_timeout.or(config.idle_timeout),
         authz: config.authorization.clone(),
         audit,
         metrics: None,

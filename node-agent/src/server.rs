@@ -1,22 +1,27 @@
 //! Serving the agent: takes a bound listener and a shutdown future, so
 //! tests bind `127.0.0.1:0` and stop it cleanly.
 //!
-//! With TLS the agent terminates it itself: every handshake runs in its
-//! own task, bounded in time, so a client that never finishes one cannot
-//! hold up others, and a rejected client (no certificate, wrong CA,
-//! expired) is written to the audit log.
+//! With TLS the agent terminates it itself: it accepts at once, always;
+//! every handshake runs in its own task, bounded in time, so a client that
+//! never finishes one cannot hold up others, and a rejected client (no
+//! certificate, wrong CA, expired, silent) is written to the audit log.
+//! What bounds the connections is in [`crate::connections`].
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use farm_proto::NodeAgentServer;
+use std::net::SocketAddr;
+use std::sync::Mutex;
+
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::mpsc;
 use tokio_rustls::rustls;
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tokio_stream::StreamExt;
 
-use crate::audit::{self, Audit, Entry};
+use crate::audit::Audit;
+use crate::connections::{Admitted, Connections, Limits, Tracked};
 use crate::iis::Iis;
 use crate::ops::OpsConfig;
 use crate::security::Authorization;
@@ -24,13 +29,7 @@ use crate::service::AgentService;
 
 /// Largest request the agent decodes; every legitimate one is tiny.
 pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
-/// A TLS handshake must finish within this.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Handshakes in progress at once; more connections wait in the backlog.
-const MAX_HANDSHAKES: usize = 128;
-
-/// Connections served at once unless `Security::max_connections` says.
-pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
+pub use crate::connections::DEFAULT_MAX_CONNECTIONS;
 /// How often the TLS files are looked at for a rotation.
 pub const RELOAD_CHECK: Duration = Duration::from_secs(2);
 
@@ -44,9 +43,12 @@ pub struct Security {
     /// configuration without a restart; one that does not load is
     /// reported and the last good one stays.
     pub reload: Option<crate::security::TlsFiles>,
-    /// Connections served at once (0: [`DEFAULT_MAX_CONNECTIONS`]); one
-    /// more is closed at once and counted as rejected.
+    /// Connections served at once (0: [`DEFAULT_MAX_CONNECTIONS`]); see
+    /// [`crate::connections`] for what happens at the cap.
     pub max_connections: usize,
+    /// A served connection with no call for this long is closed (`None`:
+    /// [`crate::connections::DEFAULT_IDLE_TIMEOUT`]).
+    pub idle_timeout: Option<Duration>,
     pub authz: Authorization,
     pub audit: Option<Arc<Audit>>,
     /// Calls and TLS rejections are counted here too.
@@ -96,87 +98,6 @@ fn watch_tls_files(
     });
 }
 
-/// A connection that holds one of the server's connection slots until it
-/// closes.
-struct Slotted<S> {
-    inner: S,
-    _slot: tokio::sync::OwnedSemaphorePermit,
-}
-
-impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Slotted<S> {
-    fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
-
-impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Slotted<S> {
-    fn poll_write(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-    fn poll_flush(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
-    }
-    fn poll_shutdown(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
-
-impl<S: tonic::transport::server::Connected> tonic::transport::server::Connected for Slotted<S> {
-    type ConnectInfo = S::ConnectInfo;
-    fn connect_info(&self) -> Self::ConnectInfo {
-        self.inner.connect_info()
-    }
-}
-
-/// A slot for a new connection from `peer`, or `None` (said, counted and
-/// audited) when every slot is taken.
-fn take_slot(
-    slots: &Arc<Semaphore>,
-    peer: std::net::SocketAddr,
-    audit: Option<&Audit>,
-    metrics: Option<&crate::metrics::Metrics>,
-) -> Option<tokio::sync::OwnedSemaphorePermit> {
-    match slots.clone().try_acquire_owned() {
-        Ok(p) => Some(p),
-        Err(_) => {
-            let outcome = "rejected: the agent's connection limit is reached".to_string();
-            tracing::warn!(%peer, "{outcome}");
-            if let Some(m) = metrics {
-                m.tls_rejected();
-            }
-            if let Some(a) = audit {
-                a.record(&Entry {
-                    time: audit::now(),
-                    identity: "unauthenticated".into(),
-                    role: None,
-                    peer: Some(peer.to_string()),
-                    call: "connect".into(),
-                    pools: Vec::new(),
-                    operation_id: None,
-                    outcome,
-                    duration_ms: 0,
-                    detail: None,
-                });
-            }
-            None
-        }
-    }
-}
-
 pub async fn run(
     listener: TcpListener,
     node: String,
@@ -205,18 +126,20 @@ pub async fn serve(
     let service = service
         .with_security(security.authz.clone(), security.audit.clone())
         .with_metrics(security.metrics.clone());
-    let svc = NodeAgentServer::new(service).max_decoding_message_size(MAX_REQUEST_BYTES);
     let mut builder = tonic::transport::Server::builder()
         .timeout(Duration::from_secs(600))
         .concurrency_limit_per_connection(32)
         .max_concurrent_streams(64)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)));
+    let connections = Connections::new(
+        Limits::new(security.max_connections, security.idle_timeout),
+        security.audit.clone(),
+        security.metrics.clone(),
+    );
+    let svc = NodeAgentServer::new(service.with_connections(connections.clone()))
+        .max_decoding_message_size(MAX_REQUEST_BYTES);
     let router = builder.add_service(svc);
-    let slots = Arc::new(Semaphore::new(match security.max_connections {
-        0 => DEFAULT_MAX_CONNECTIONS,
-        n => n,
-    }));
     match security.tls {
         Some(tls) => {
             let current: CurrentTls = Arc::new(std::sync::RwLock::new(tls));
@@ -225,7 +148,7 @@ pub async fn serve(
             }
             router
                 .serve_with_incoming_shutdown(
-                    tls_incoming(listener, current, slots, security.audit, security.metrics),
+                    tls_incoming(listener, current, connections, security.authz),
                     shutdown,
                 )
                 .await
@@ -234,16 +157,16 @@ pub async fn serve(
             // tonic sets TCP_NODELAY only on listeners it binds itself;
             // without it small streamed replies wait ~40 ms for delayed
             // ACKs (Nagle).
-            let (audit, metrics) = (security.audit, security.metrics);
             let incoming = TcpListenerStream::new(listener).filter_map(move |conn| match conn {
                 Ok(s) => {
                     let _ = s.set_nodelay(true);
                     let peer = s.peer_addr().ok()?;
-                    let slot = take_slot(&slots, peer, audit.as_deref(), metrics.as_deref())?;
-                    Some(Ok(Slotted {
-                        inner: s,
-                        _slot: slot,
-                    }))
+                    match connections.admit("insecure", peer) {
+                        Admitted::Yes(reg) | Admitted::Over(reg, _) => {
+                            Some(Ok(Tracked::new(s, Some(reg))))
+                        }
+                        Admitted::No => None,
+                    }
                 }
                 Err(e) => Some(Err(e)),
             });
@@ -256,79 +179,232 @@ pub async fn serve(
 
 type TlsConn = tokio_rustls::server::TlsStream<TcpStream>;
 
+/// Where a connection not yet served is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Stage {
+    /// No byte yet: the first to go when room is needed.
+    Silent,
+    /// Its TLS handshake is under way.
+    Handshaking,
+    /// Its first bytes were there when it was accepted: a client that
+    /// means to talk, kept unless nothing else can go.
+    Talking,
+}
+
+/// Connections not yet past their TLS handshake, oldest first by id.
+#[derive(Default)]
+struct Pending {
+    next: u64,
+    conns: std::collections::BTreeMap<u64, (SocketAddr, Stage, tokio::task::AbortHandle)>,
+}
+
+impl Pending {
+    fn set(&mut self, id: u64, stage: Stage) {
+        if let Some(e) = self.conns.get_mut(&id) {
+            e.1 = stage;
+        }
+    }
+
+    /// Stops the oldest connection of the first stage that has one.
+    fn evict(&mut self) -> Option<(SocketAddr, Stage)> {
+        let (&id, _) = self
+            .conns
+            .iter()
+            .min_by_key(|(id, (_, stage, _))| (*stage, **id))?;
+        let (peer, stage, task) = self.conns.remove(&id)?;
+        task.abort();
+        Some((peer, stage))
+    }
+}
+
+/// Whether the client's first bytes are already there (a real peek of
+/// the socket, not the runtime's readiness, which a new connection does
+/// not have yet).
+fn talking(tcp: TcpStream) -> std::io::Result<(TcpStream, bool)> {
+    let std = tcp.into_std()?;
+    let mut byte = [0u8; 1];
+    let talking = matches!(std.peek(&mut byte), Ok(n) if n > 0);
+    Ok((TcpStream::from_std(std)?, talking))
+}
+
+/// Accepts at once, always: a connection that does not send its
+/// ClientHello makes room for newer ones (see [`crate::connections`]).
 fn tls_incoming(
     listener: TcpListener,
     config: CurrentTls,
-    slots: Arc<Semaphore>,
-    audit: Option<Arc<Audit>>,
-    metrics: Option<Arc<crate::metrics::Metrics>>,
-) -> ReceiverStream<Result<Slotted<TlsConn>, std::io::Error>> {
+    connections: Arc<Connections>,
+    authz: crate::security::Authorization,
+) -> ReceiverStream<Result<Tracked<TlsConn>, std::io::Error>> {
     let (tx, rx) = mpsc::channel(64);
-    let permits = Arc::new(Semaphore::new(MAX_HANDSHAKES));
+    let limits = connections.limits().clone();
+    let pending = Arc::new(Mutex::new(Pending::default()));
     tokio::spawn(async move {
         loop {
-            let Ok(permit) = permits.clone().acquire_owned().await else {
-                return;
-            };
             let (tcp, peer) = tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok(c) => c,
                     Err(e) => {
+                        // Out of file descriptors, mostly: give the
+                        // closing connections a moment.
                         tracing::warn!("accept failed: {e}");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        tokio::time::sleep(Duration::from_millis(20)).await;
                         continue;
                     }
                 },
                 _ = tx.closed() => return,
             };
             let _ = tcp.set_nodelay(true);
-            let Some(slot) = take_slot(&slots, peer, audit.as_deref(), metrics.as_deref()) else {
+            let Ok((tcp, talking)) = talking(tcp) else {
                 continue;
             };
-            // The configuration of the moment: a reload applies to the
-            // connections made after it.
-            let acceptor = tokio_rustls::TlsAcceptor::from(
-                config.read().unwrap_or_else(|e| e.into_inner()).clone(),
-            );
-            let (tx, audit) = (tx.clone(), audit.clone());
-            let metrics = metrics.clone();
-            tokio::spawn(async move {
-                let outcome = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp))
-                    .await
-                {
-                    Ok(Ok(conn)) => {
-                        drop(permit);
-                        let _ = tx
-                            .send(Ok(Slotted {
-                                inner: conn,
-                                _slot: slot,
-                            }))
-                            .await;
-                        return;
+            let stage = if talking {
+                Stage::Talking
+            } else {
+                Stage::Silent
+            };
+            // Room among those not yet served: the oldest silent one goes.
+            let evicted = {
+                let mut p = pending.lock().unwrap_or_else(|e| e.into_inner());
+                let mut out = Vec::new();
+                while p.conns.len() >= limits.pending {
+                    match p.evict() {
+                        Some(e) => out.push(e),
+                        None => break,
                     }
-                    Ok(Err(e)) => format!("rejected: {e}"),
-                    Err(_) => format!("rejected: no TLS handshake within {HANDSHAKE_TIMEOUT:?}"),
+                }
+                out
+            };
+            for (at, stage) in evicted {
+                let what = match stage {
+                    Stage::Silent => "no TLS ClientHello",
+                    _ => "TLS handshake unfinished",
                 };
-                tracing::warn!(%peer, "{outcome}");
-                if let Some(m) = &metrics {
-                    m.tls_rejected();
-                }
-                if let Some(a) = audit {
-                    a.record(&Entry {
-                        time: audit::now(),
-                        identity: "unauthenticated".into(),
-                        role: None,
-                        peer: Some(peer.to_string()),
-                        call: "tls-handshake".into(),
-                        pools: Vec::new(),
-                        operation_id: None,
-                        outcome,
-                        duration_ms: 0,
-                        detail: None,
-                    });
-                }
-            });
+                connections.said(
+                    "tls-handshake",
+                    at,
+                    "unauthenticated",
+                    format!(
+                        "rejected: {what}, closed to make room ({} connections at once before their handshake)",
+                        limits.pending
+                    ),
+                );
+            }
+            let ctx = Handshake {
+                config: config.clone(),
+                connections: connections.clone(),
+                authz: authz.clone(),
+                pending: pending.clone(),
+                limits: limits.clone(),
+                tx: tx.clone(),
+            };
+            let mut p = pending.lock().unwrap_or_else(|e| e.into_inner());
+            p.next += 1;
+            let id = p.next;
+            // The task waits on this lock before it looks at its entry,
+            // so the entry is in before then.
+            let task = tokio::spawn(ctx.run(id, tcp, peer));
+            p.conns.insert(id, (peer, stage, task.abort_handle()));
         }
     });
     ReceiverStream::new(rx)
+}
+
+/// Takes a connection out of the pending table when its handshake task
+/// ends, whichever way.
+struct Done<'a>(&'a Mutex<Pending>, u64);
+
+impl Drop for Done<'_> {
+    fn drop(&mut self) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .conns
+            .remove(&self.1);
+    }
+}
+
+/// One connection's way from accept to served.
+struct Handshake {
+    config: CurrentTls,
+    connections: Arc<Connections>,
+    authz: crate::security::Authorization,
+    pending: Arc<Mutex<Pending>>,
+    limits: crate::connections::Limits,
+    tx: mpsc::Sender<Result<Tracked<TlsConn>, std::io::Error>>,
+}
+
+impl Handshake {
+    async fn run(self, id: u64, tcp: TcpStream, peer: SocketAddr) {
+        let started = tokio::time::Instant::now();
+        let acceptor =
+            tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), tcp);
+        let hello = tokio::time::timeout(self.limits.hello_timeout, acceptor).await;
+        self.stage(id, Some(Stage::Handshaking));
+        // Out of the table however this ends.
+        let _done = Done(&self.pending, id);
+        let start = match hello {
+            Ok(Ok(start)) => start,
+            Ok(Err(e)) => return self.rejected(peer, format!("rejected: {e}")),
+            Err(_) => {
+                return self.rejected(
+                    peer,
+                    format!(
+                        "rejected: no TLS ClientHello within {:?}",
+                        self.limits.hello_timeout
+                    ),
+                )
+            }
+        };
+        // The configuration of the moment: a reload applies to the
+        // connections made after it.
+        let config = self
+            .config
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let left = self
+            .limits
+            .handshake_timeout
+            .saturating_sub(started.elapsed());
+        let conn = match tokio::time::timeout(left, start.into_stream(config)).await {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(e)) => return self.rejected(peer, format!("rejected: {e}")),
+            Err(_) => {
+                return self.rejected(
+                    peer,
+                    format!(
+                        "rejected: no TLS handshake within {:?}",
+                        self.limits.handshake_timeout
+                    ),
+                )
+            }
+        };
+        let cert = conn
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .map(|c| c.to_vec());
+        let who = self.authz.identify(cert.as_deref());
+        let reg = match self.connections.admit(&who.name, peer) {
+            Admitted::Yes(reg) | Admitted::Over(reg, _) => reg,
+            Admitted::No => return,
+        };
+        let _ = self.tx.send(Ok(Tracked::new(conn, Some(reg)))).await;
+    }
+
+    fn stage(&self, id: u64, stage: Option<Stage>) {
+        let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        match stage {
+            Some(s) => p.set(id, s),
+            None => {
+                p.conns.remove(&id);
+            }
+        }
+    }
+
+    fn rejected(&self, peer: SocketAddr, outcome: String) {
+        self.connections
+            .said("tls-handshake", peer, "unauthenticated", outcome);
+    }
 }

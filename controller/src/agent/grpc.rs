@@ -15,15 +15,19 @@ use super::*;
 
 /// Bytes per Stage message: under the agent's 64 KiB request limit.
 const STAGE_CHUNK: usize = 48 * 1024;
+/// Beyond a call's own deadline, how long the client waits for the
+/// agent's own deadline error before giving up on it.
+const DEADLINE_MARGIN: Duration = Duration::from_secs(1);
+/// How long the check of a silent agent's port may take.
+const PORT_CHECK: Duration = Duration::from_secs(2);
 
 impl From<tonic::Status> for AgentError {
     fn from(s: tonic::Status) -> Self {
         use tonic::Code::*;
         match s.code() {
             NotFound => AgentError::NotFound(s.message().to_string()),
-            InvalidArgument | FailedPrecondition | PermissionDenied | Unauthenticated => {
-                AgentError::Refused(s.message().to_string())
-            }
+            InvalidArgument | FailedPrecondition | PermissionDenied | Unauthenticated
+            | ResourceExhausted => AgentError::Refused(s.message().to_string()),
             DeadlineExceeded => AgentError::Call(format!("deadline exceeded: {}", s.message())),
             Unavailable => AgentError::Call(format!("agent unavailable: {}", s.message())),
             _ => AgentError::Call(s.message().to_string()),
@@ -58,6 +62,7 @@ impl ClientTls {
 pub struct GrpcAgent {
     addr: String,
     client: NodeAgentClient<Channel>,
+    connect_timeout: Duration,
     request_timeout: Duration,
 }
 
@@ -84,7 +89,10 @@ impl GrpcAgent {
             let cfg = ClientTlsConfig::new()
                 .ca_certificate(t.ca.clone())
                 .identity(t.identity.clone())
-                .domain_name(node);
+                .domain_name(node)
+                // A stopped agent's kernel still accepts the TCP connection;
+                // the handshake is what never ends.
+                .timeout(connect_timeout);
             endpoint = endpoint
                 .tls_config(cfg)
                 .map_err(|e| unreachable(format!("TLS set-up: {e}")))?;
@@ -97,8 +105,39 @@ impl GrpcAgent {
         Ok(Self {
             addr: addr.to_string(),
             client: NodeAgentClient::new(endpoint.connect_lazy()),
+            connect_timeout,
             request_timeout,
         })
+    }
+
+    /// `call` with a deadline of the controller's own: `request_timeout`
+    /// is also sent to the agent (grpc-timeout), but an agent that is
+    /// stopped or wedged cannot enforce it, so the client does.
+    async fn bounded<T>(
+        &self,
+        limit: Duration,
+        call: impl std::future::Future<Output = Result<T, AgentError>>,
+    ) -> Result<T, AgentError> {
+        match tokio::time::timeout(limit + DEADLINE_MARGIN, call).await {
+            Ok(r) => r,
+            Err(_) => Err(self.no_answer(limit).await),
+        }
+    }
+
+    /// Why a call got no answer within `limit`, as far as a fresh TCP
+    /// connection can tell.
+    async fn no_answer(&self, limit: Duration) -> AgentError {
+        let check = PORT_CHECK.min(self.connect_timeout);
+        let why = match tokio::time::timeout(check, tokio::net::TcpStream::connect(&self.addr)).await
+        {
+            Ok(Ok(_)) => "the agent accepted the connection but did not answer: is its process stopped or hung?".to_string(),
+            Ok(Err(e)) => format!("and its port does not take connections now ({e})"),
+            Err(_) => format!("and its port does not take a connection within {check:?} (a firewall, or the server is down)"),
+        };
+        AgentError::Unreachable {
+            addr: self.addr.clone(),
+            detail: format!("no answer within {} ({why})", crate::human::duration(limit)),
+        }
     }
 
     fn request<T>(&self, msg: T) -> tonic::Request<T> {
@@ -116,10 +155,13 @@ impl GrpcAgent {
     where
         Fut: std::future::Future<Output = Result<tonic::Response<Resp>, tonic::Status>>,
     {
-        call(self.client.clone(), self.request(msg))
-            .await
-            .map(tonic::Response::into_inner)
-            .map_err(|s| self.map_err(s))
+        let call = async {
+            call(self.client.clone(), self.request(msg))
+                .await
+                .map(tonic::Response::into_inner)
+                .map_err(|s| self.map_err(s))
+        };
+        self.bounded(self.request_timeout, call).await
     }
 
     fn map_err(&self, s: tonic::Status) -> AgentError {
@@ -174,6 +216,8 @@ impl From<pb::NodeStatus> for NodeView {
                 holder: l.holder,
                 run_id: l.run_id,
                 reason: l.reason,
+                acquired_unix_ms: (l.acquired_unix_ms > 0).then_some(l.acquired_unix_ms),
+                expires_unix_ms: (l.expires_unix_ms > 0).then_some(l.expires_unix_ms),
             }),
             notice: (!s.notice.is_empty()).then_some(s.notice),
         }
@@ -347,15 +391,18 @@ impl AgentApi for GrpcAgent {
         let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
         let mut req = tonic::Request::new(stream);
         req.set_timeout(timeout);
-        let reply = self.client.clone().stage(req).await.map_err(|s| {
-            match trouble.lock().unwrap_or_else(|e| e.into_inner()).take() {
-                Some(why) => AgentError::Call(format!(
-                    "{} changed since the run read it ({why}); the agent kept nothing",
-                    package.path.display()
-                )),
-                None => self.map_err(s),
-            }
-        })?;
+        let call = async {
+            self.client.clone().stage(req).await.map_err(|s| {
+                match trouble.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                    Some(why) => AgentError::Call(format!(
+                        "{} changed since the run read it ({why}); the agent kept nothing",
+                        package.path.display()
+                    )),
+                    None => self.map_err(s),
+                }
+            })
+        };
+        let reply = self.bounded(timeout, call).await?;
         let reply = reply.into_inner();
         Ok(Staged {
             already: reply.already_staged,
@@ -445,20 +492,23 @@ impl AgentApi for GrpcAgent {
             timeout_ms: timeout.as_millis() as u64,
         });
         req.set_timeout(timeout + self.request_timeout);
-        let mut stream = self
-            .client
-            .clone()
-            .watch_load(req)
-            .await
-            .map_err(|s| self.map_err(s))?
-            .into_inner();
-        while let Some(sample) = stream.next().await {
-            let sample = sample.map_err(|s| self.map_err(s))?;
-            if sample.idle {
-                return Ok(true);
+        let watch = async {
+            let mut stream = self
+                .client
+                .clone()
+                .watch_load(req)
+                .await
+                .map_err(|s| self.map_err(s))?
+                .into_inner();
+            while let Some(sample) = stream.next().await {
+                let sample = sample.map_err(|s| self.map_err(s))?;
+                if sample.idle {
+                    return Ok(true);
+                }
             }
-        }
-        Ok(false)
+            Ok(false)
+        };
+        self.bounded(timeout + self.request_timeout, watch).await
     }
 
     async fn operate(
@@ -470,29 +520,29 @@ impl AgentApi for GrpcAgent {
     ) -> Result<OperationReport, AgentError> {
         let mut client = self.client.clone();
         let op = request.kind;
-        let stream = match op {
-            // A deploy's or rollback's operation is the recycle of the
-            // site's pool.
-            OperationKind::Recycle | OperationKind::Deploy | OperationKind::Rollback => {
-                let mut req = tonic::Request::new(pb::RecycleRequest {
-                    operation_id: op_id.into(),
-                    pools: request.pools.clone(),
-                    start_stopped: false,
-                });
-                req.set_timeout(timeout);
-                client.recycle(req).await
-            }
-            OperationKind::Reset => {
-                let mut req = tonic::Request::new(pb::ResetRequest {
-                    operation_id: op_id.into(),
-                    stop_timeout_s: request.stop_timeout.as_secs().clamp(1, 3600) as u32,
-                });
-                req.set_timeout(timeout);
-                client.reset(req).await
-            }
-        };
-        let mut stream = stream.map_err(|s| self.map_err(s))?.into_inner();
-        let read = async {
+        let call = async {
+            let stream = match op {
+                // A deploy's or rollback's operation is the recycle of the
+                // site's pool.
+                OperationKind::Recycle | OperationKind::Deploy | OperationKind::Rollback => {
+                    let mut req = tonic::Request::new(pb::RecycleRequest {
+                        operation_id: op_id.into(),
+                        pools: request.pools.clone(),
+                        start_stopped: false,
+                    });
+                    req.set_timeout(timeout);
+                    client.recycle(req).await
+                }
+                OperationKind::Reset => {
+                    let mut req = tonic::Request::new(pb::ResetRequest {
+                        operation_id: op_id.into(),
+                        stop_timeout_s: request.stop_timeout.as_secs().clamp(1, 3600) as u32,
+                    });
+                    req.set_timeout(timeout);
+                    client.reset(req).await
+                }
+            };
+            let mut stream = stream.map_err(|s| self.map_err(s))?.into_inner();
             while let Some(ev) = stream.next().await {
                 match ev.map_err(|s| self.map_err(s))?.event {
                     Some(pb::operation_event::Event::Progress(p)) => progress(&p.step, &p.message),
@@ -505,8 +555,11 @@ impl AgentApi for GrpcAgent {
                 op.as_str()
             )))
         };
-        tokio::time::timeout(timeout, read)
-            .await
-            .map_err(|_| AgentError::Timeout(timeout))?
+        // The whole call, from connecting on: an agent that stops answering
+        // mid-operation cannot hold the run past the operation's timeout.
+        match tokio::time::timeout(timeout + DEADLINE_MARGIN, call).await {
+            Ok(r) => r,
+            Err(_) => Err(AgentError::Timeout(timeout)),
+        }
     }
 }

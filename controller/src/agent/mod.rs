@@ -39,6 +39,39 @@ pub struct LeaseView {
     pub holder: String,
     pub run_id: String,
     pub reason: String,
+    /// When the lease was taken and when it runs out unless renewed
+    /// (Unix ms, the agent's clock); `None` from an agent that does not say.
+    pub acquired_unix_ms: Option<u64>,
+    pub expires_unix_ms: Option<u64>,
+}
+
+impl LeaseView {
+    /// "web-ops@host for run R (recycle), taken 3m 2s ago, runs out in 25s"
+    /// as far as the agent's clock says.
+    pub fn describe(&self, now_unix_ms: u64) -> String {
+        let mut s = format!("{} for run {}", self.holder, self.run_id);
+        if !self.reason.is_empty() {
+            s.push_str(&format!(" ({})", self.reason));
+        }
+        let ms = |v: u64| crate::human::duration(Duration::from_millis(v));
+        if let Some(a) = self.acquired_unix_ms {
+            s.push_str(&format!(
+                ", taken {} ago",
+                ms(now_unix_ms.saturating_sub(a))
+            ));
+        }
+        match self.expires_unix_ms {
+            Some(e) if e > now_unix_ms => {
+                s.push_str(&format!(", runs out in {}", ms(e - now_unix_ms)))
+            }
+            Some(e) => s.push_str(&format!(
+                ", ran out {} ago: its controller is silent",
+                ms(now_unix_ms - e)
+            )),
+            None => {}
+        }
+        s
+    }
 }
 
 /// A site as the agent reports it.

@@ -62,6 +62,7 @@ pub async fn run(args: &DrainArgs, drain: bool, settings: &Settings) -> CommandR
         }
     };
     let timeout = farm.inventory.rollout.drain_timeout;
+    check_lease(agent, &node.name, drain, args.force).await?;
 
     let report = if drain {
         if !args.force {
@@ -124,6 +125,47 @@ pub async fn run(args: &DrainArgs, drain: bool, settings: &Settings) -> CommandR
         Some(false) => ExitStatus::Failed,
         _ => ExitStatus::Done,
     })
+}
+
+/// Refuses to touch a node a run holds: the run drains and returns it
+/// itself, and an on-call change under it would break its capacity count
+/// (or return a node it is recycling). With an LB the controller drives
+/// directly the agent's own lease check is never asked, so it is asked
+/// here. `--force` does not override a lease: taking over a dead run's
+/// nodes is `farmctl resume --force-takeover`'s job.
+async fn check_lease(
+    agent: &dyn crate::agent::AgentApi,
+    node: &str,
+    drain: bool,
+    force: bool,
+) -> Result<(), CommandError> {
+    let verb = if drain { "draining" } else { "returning" };
+    match agent.status().await {
+        Ok(view) => match view.lease {
+            Some(lease) => Err(CommandError::refused(format!(
+                "not {verb} {node}: it is leased to {}. A run holds it; it returns the \
+                 node itself. If that run's controller is gone, `farmctl resume {}` \
+                 finishes it (or `farmctl resume {} --force-takeover` from another \
+                 host); the lease also runs out by itself, and its dead-man switch \
+                 returns a health-file drain",
+                lease.describe(crate::clock::now_unix_ms()),
+                lease.run_id,
+                lease.run_id,
+            ))),
+            None => Ok(()),
+        },
+        Err(e) if force => {
+            eprintln!(
+                "farmctl: WARNING: could not ask {node}'s agent whether a run holds the node ({e}); {verb} it anyway (--force)"
+            );
+            Ok(())
+        }
+        Err(e) => Err(CommandError::refused(format!(
+            "not {verb} {node}: could not ask its agent whether a run holds the node ({e}); \
+             --force {} it without asking",
+            if drain { "drains" } else { "returns" }
+        ))),
+    }
 }
 
 /// Refuses a drain that would leave fewer than min_healthy nodes serving,

@@ -225,7 +225,7 @@ async fn watch(farm: &crate::farm::Farm, args: &StatusArgs, settings: &Settings)
     let mut shown = 0u64;
     loop {
         let snap = snapshot(farm, settings).await;
-        let when = crate::journal::now();
+        let when = crate::clock::now();
         let mut out = std::io::stdout().lock();
         match output {
             o @ (Output::Json | Output::Jsonl) => {

@@ -78,9 +78,7 @@ pub enum Record {
     End(EndRecord),
 }
 
-pub fn now() -> String {
-    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
-}
+pub use crate::clock::now;
 
 /// `--state-dir`, else `$FARMCTL_STATE_DIR`, else the user's state
 /// directory (`~/.local/state/farmctl` on Linux, `%LOCALAPPDATA%\farmctl` on Windows).

@@ -456,7 +456,7 @@ impl<'a> Run<'a> {
         };
         if let Some(j) = self.journal {
             let end = Record::End(EndRecord {
-                t: crate::journal::now(),
+                t: crate::clock::now(),
                 outcome: report.outcome,
                 halted: report.halted.clone(),
             });

@@ -181,6 +181,11 @@ impl Sandbox {
         }
     }
 
+    /// The process id of node `i`'s agent (`None` once it has exited).
+    pub fn agent_pid(&self, i: usize) -> Option<u32> {
+        self.nodes[i].child.id()
+    }
+
     /// Kills one agent process (the node's IIS "server" goes with it).
     pub async fn kill_node(&mut self, i: usize) {
         let _ = self.nodes[i].child.kill().await;

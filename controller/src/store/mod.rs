@@ -127,7 +127,7 @@ impl Store {
             run_id: run_id.to_string(),
             holder: crate::lease::holder(),
             pid: std::process::id(),
-            since: crate::journal::now(),
+            since: crate::clock::now(),
         };
         match e.lock(farm, &value, takeover).await {
             Ok(l) => Ok(Some(l)),

@@ -35,6 +35,9 @@ pub struct AgentConfig {
     /// Connections served at once (default 256).
     #[serde(default)]
     pub max_connections: Option<usize>,
+    /// A connection with no call for this long is closed (default 2m).
+    #[serde(default, with = "humantime_serde")]
+    pub idle_timeout: Option<std::time::Duration>,
     /// Operation records and the lease, kept across restarts (default
     /// `%ProgramData%\farm-agent` on Windows).
     #[serde(default)]

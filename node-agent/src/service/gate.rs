@@ -33,6 +33,8 @@ pub struct Ticket {
     detail: Option<String>,
     closed: bool,
     metrics: Option<Arc<crate::metrics::Metrics>>,
+    /// The connection is busy while the call lives.
+    _call: Option<crate::connections::CallGuard>,
 }
 
 /// A call dropped before it was closed — its client went away and the
@@ -119,7 +121,14 @@ impl AgentService {
         op_id: &str,
     ) -> Result<Ticket, Status> {
         let cert = req.peer_certs().and_then(|c| c.first().map(|c| c.to_vec()));
+        let call_guard = match &self.connections {
+            Some(c) => c
+                .call(req.remote_addr())
+                .map_err(Status::resource_exhausted)?,
+            None => None,
+        };
         let ticket = Ticket {
+            _call: call_guard,
             audit: self.audit.clone(),
             metrics: self.metrics.clone(),
             who: self.authz.identify(cert.as_deref()),

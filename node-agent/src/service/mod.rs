@@ -45,6 +45,8 @@ pub struct AgentService {
     /// ARR and NLB members (none in the simulator).
     lb_members: Option<Arc<crate::lbmember::LbMembers>>,
     metrics: Option<Arc<crate::metrics::Metrics>>,
+    /// The served connections: a call marks its connection busy.
+    connections: Option<Arc<crate::connections::Connections>>,
 }
 
 impl AgentService {
@@ -61,7 +63,13 @@ impl AgentService {
             deployments: None,
             lb_members: None,
             metrics: None,
+            connections: None,
         }
+    }
+
+    pub fn with_connections(mut self, c: Arc<crate::connections::Connections>) -> Self {
+        self.connections = Some(c);
+        self
     }
 
     /// Keeps operation records and the lease in `state`, starting from
