@@ -195,7 +195,14 @@ fn main() {
     };
     if let Err(e) = code {
         eprintln!("farm-agent: {e:#}");
-        std::process::exit(2);
+        // 3: another agent holds the state directory; 2: anything else.
+        let in_use = e.chain().any(|c| {
+            matches!(
+                c.downcast_ref::<farm_agent::state::OpenError>(),
+                Some(farm_agent::state::OpenError::InUse(_))
+            )
+        });
+        std::process::exit(if in_use { 3 } else { 2 });
     }
 }
 
@@ -289,7 +296,10 @@ fn init_logging(
         }
         return Some(guard);
     }
-    let builder = builder.with_writer(std::io::stderr);
+    // Through a bounded, lossy buffer: a stderr nobody reads (a full
+    // pipe) drops log lines instead of stalling the agent.
+    let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());
+    let builder = builder.with_writer(writer);
     if format == "json" {
         builder.json().init();
     } else {
@@ -299,7 +309,7 @@ fn init_logging(
             && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
         builder.with_ansi(colour).init();
     }
-    None
+    Some(guard)
 }
 
 /// Serves until `shutdown`; `ready` runs once the agent listens.
@@ -406,11 +416,15 @@ async fn run(
         ),
         None => None,
     };
-    // One JSON line on stdout says where everything is; scripts wait for it.
-    println!(
-        "{}",
-        serde_json::json!({"agent": addr.to_string(), "node": node, "backend": backend, "sites": sites, "metrics": metrics_addr})
-    );
+    // One JSON line on stdout says where everything is; scripts wait for
+    // it. A closed or broken stdout (a service, a pipe whose reader left)
+    // must not stop the agent: the line is lost, nothing else.
+    {
+        use std::io::Write;
+        let line = serde_json::json!({"agent": addr.to_string(), "node": node, "backend": backend, "sites": sites, "metrics": metrics_addr});
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{line}").and_then(|()| out.flush());
+    }
     let deployments = config.deploy.clone().map(|d| {
         Arc::new(farm_agent::deploy::Deployments::new(
             d,
@@ -520,8 +534,8 @@ fn security_settings(
         (Some(_), true) => anyhow::bail!("--insecure conflicts with the config file's `tls`: choose one"),
         (Some(f), false) => Some(security::server_config(f).map_err(anyhow::Error::msg)?),
         (None, true) => {
-            eprintln!(
-                "farm-agent: WARNING: --insecure: serving plaintext gRPC without client authentication; \
+            tracing::warn!(
+                "--insecure: serving plaintext gRPC without client authentication; \
                  anyone who can reach this port can recycle or reset IIS"
             );
             None

@@ -115,21 +115,86 @@ pub struct HeldRecord {
 #[derive(Debug)]
 pub struct StateDir {
     root: PathBuf,
+    /// Held locked while the agent runs: one agent per state directory.
+    _lock: std::fs::File,
 }
+
+/// Another agent holds the state directory.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the state directory {} is in use by another farm-agent ({}): one agent per state directory — stop that one, or give this one its own --state-dir",
+    dir.display(),
+    match pid { Some(p) => format!("PID {p}"), None => "PID unknown".into() }
+)]
+pub struct InUse {
+    pub dir: PathBuf,
+    pub pid: Option<u32>,
+}
+
+/// Why the state directory cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error(transparent)]
+    InUse(#[from] InUse),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+const LOCK_FILE: &str = "agent.lock";
 
 const LEASE_FILE: &str = "lease.json";
 const OPS: &str = "ops";
 
 impl StateDir {
     /// Opens (creating) the directory and checks it can be written.
-    pub fn open(root: &Path) -> std::io::Result<Self> {
+    /// Takes the directory's lock first: a second agent on the same
+    /// directory is refused ([`InUse`]) before it reads or writes anything.
+    /// Temporary files left by a write a crash cut are removed.
+    pub fn open(root: &Path) -> Result<Self, OpenError> {
         std::fs::create_dir_all(root.join(OPS))?;
+        let lock = Self::lock(root)?;
         let probe = root.join(".write-check");
         write_atomically(&probe, b"ok")?;
         let _ = std::fs::remove_file(&probe);
+        if let Ok(dir) = std::fs::read_dir(root) {
+            for entry in dir.flatten() {
+                if entry.file_name().to_string_lossy().contains(".tmp-") {
+                    let _ = std::fs::remove_file(entry.path());
+                }
+            }
+        }
         Ok(Self {
             root: root.to_path_buf(),
+            _lock: lock,
         })
+    }
+
+    /// The exclusive lock on `root/agent.lock`, holding our PID.
+    fn lock(root: &Path) -> Result<std::fs::File, OpenError> {
+        use std::io::{Read, Seek, Write};
+        let path = root.join(LOCK_FILE);
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)?;
+        // Named in full: newer std has an inherent `File::try_lock` of its
+        // own, the Windows build's older toolchain does not.
+        if fs4::FileExt::try_lock(&file).is_err() {
+            let mut text = String::new();
+            let _ = file.read_to_string(&mut text);
+            return Err(InUse {
+                dir: root.to_path_buf(),
+                pid: text.trim().parse().ok(),
+            }
+            .into());
+        }
+        file.set_len(0)?;
+        file.rewind()?;
+        write!(file, "{}", std::process::id())?;
+        file.flush()?;
+        Ok(file)
     }
 
     pub fn root(&self) -> &Path {
@@ -263,6 +328,26 @@ mod tests {
             drained_by: Some("run1".into()),
         };
         state.save_lease(&lease);
+        // A restarted agent reads it back (the first one gone).
+        drop(state);
         assert_eq!(StateDir::open(dir.path()).unwrap().load_lease(), lease);
+    }
+
+    #[test]
+    fn a_second_agent_on_the_same_directory_is_refused_and_a_crash_leftover_is_cleaned() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("lease.tmp-4242"), b"half").unwrap();
+        let first = StateDir::open(dir.path()).unwrap();
+        assert!(!dir.path().join("lease.tmp-4242").exists());
+        let err = StateDir::open(dir.path()).unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(err, OpenError::InUse(_)), "{text}");
+        assert!(
+            text.contains(&dir.path().display().to_string())
+                && text.contains(&format!("PID {}", std::process::id())),
+            "{text}"
+        );
+        drop(first);
+        StateDir::open(dir.path()).unwrap();
     }
 }

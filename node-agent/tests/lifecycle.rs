@@ -203,4 +203,105 @@ mod unix {
             }
         }
     }
+
+    /// A second agent on a state directory another one holds exits at
+    /// once with 3, naming the directory and the holder's PID.
+    #[tokio::test]
+    async fn a_second_agent_on_the_same_state_directory_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = start(dir.path(), "5s").await;
+        let second = Command::new(env!("CARGO_BIN_EXE_farm-agent"))
+            .args(["--listen", "127.0.0.1:0", "--insecure"])
+            .arg("--sim")
+            .arg(dir.path().join("sim.yaml"))
+            .arg("--state-dir")
+            .arg(dir.path().join("state"))
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output();
+        let out = tokio::time::timeout(Duration::from_secs(20), second)
+            .await
+            .expect("the second agent exits at once")
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "{err}");
+        let pid = first.child.id().unwrap();
+        assert!(
+            err.contains(&dir.path().join("state").display().to_string())
+                && err.contains(&format!("PID {pid}")),
+            "{err}"
+        );
+    }
+
+    /// A free loopback port (the agent cannot tell it on a closed stdout).
+    fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+
+    /// Status, then a whole recycle, against an agent started by `cmd`.
+    async fn serves(addr: &str) {
+        let a = Agent {
+            child: Command::new("true").spawn().unwrap(),
+            addr: addr.to_string(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(mut c) = NodeAgentClient::connect(format!("http://{addr}")).await {
+                if c.status(pb::StatusRequest::default()).await.is_ok() {
+                    break;
+                }
+            }
+            assert!(Instant::now() < deadline, "the agent answers within 20s");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let r = begin_recycle_result(&a, "stdio-1").await;
+        assert!(r.success, "{r:?}");
+    }
+
+    /// Neither a closed stdout/stderr nor a pipe whose reader is gone
+    /// stops or stalls the agent (a service has no console at all).
+    #[tokio::test]
+    async fn closed_or_broken_stdout_and_stderr_do_not_stop_the_agent() {
+        let dir = tempfile::tempdir().unwrap();
+        let sim = dir.path().join("sim.yaml");
+        std::fs::write(&sim, SIM.replace("startup: 4s", "startup: 100ms")).unwrap();
+        let agent = env!("CARGO_BIN_EXE_farm-agent");
+        // Closed: the shell execs the agent with fds 1 and 2 shut.
+        let port = free_port();
+        let mut closed = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "exec '{agent}' --listen 127.0.0.1:{port} --insecure -vv --sim '{}' >&- 2>&-",
+                sim.display()
+            ))
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        serves(&format!("127.0.0.1:{port}")).await;
+        assert!(closed.try_wait().unwrap().is_none(), "still running");
+        // Broken: pipes whose reading ends are closed at once.
+        let port = free_port();
+        let mut broken = Command::new(agent)
+            .args([
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--insecure",
+                "-vv",
+            ])
+            .arg("--sim")
+            .arg(&sim)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        drop(broken.stdout.take());
+        drop(broken.stderr.take());
+        serves(&format!("127.0.0.1:{port}")).await;
+        assert!(broken.try_wait().unwrap().is_none(), "still running");
+    }
 }
