@@ -396,3 +396,46 @@ async fn an_agent_restarted_mid_run_answers_the_resumed_operation_from_its_recor
         assert_eq!(n["healthy"], true, "{n:#}");
     }
 }
+
+/// Two `resume`s of one run on the same host: one drives it, the other is
+/// refused (exit 3, naming the holder's PID); the journal ends once and
+/// no node is recycled twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn of_two_resumes_of_one_run_exactly_one_drives_it() {
+    let farm = farm(SandboxSpec::default()).await;
+    let state = tempfile::tempdir().unwrap();
+    let before = count(&farm, "recycle");
+    let inv = inventory(&farm);
+    kill_after(state.path(), &["recycle", "-i", &inv, "--yes"], 3).await;
+    let s = state.path().display().to_string();
+    let args = ["--state-dir", &s, "resume"];
+    let (a, b) = tokio::join!(farmctl(&args), farmctl(&args));
+    let mut codes = [a.status.code(), b.status.code()];
+    codes.sort();
+    assert_eq!(
+        codes,
+        [Some(0), Some(3)],
+        "a: {}\nb: {}",
+        stderr(&a),
+        stderr(&b)
+    );
+    let loser = if a.status.code() == Some(3) { &a } else { &b };
+    assert!(
+        stderr(loser).contains("is being driven by another farmctl (PID"),
+        "{}",
+        stderr(loser)
+    );
+    let runs = state.path().join("runs");
+    let journal = std::fs::read_dir(&runs)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "jsonl"))
+        .unwrap();
+    let text = std::fs::read_to_string(journal).unwrap();
+    let ends = text.lines().filter(|l| l.contains("\"end\"")).count();
+    assert_eq!(ends, 1, "{text}");
+    let after = count(&farm, "recycle");
+    let done: Vec<usize> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
+    assert_eq!(done, [1, 1, 1, 1]);
+}

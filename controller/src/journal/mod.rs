@@ -126,10 +126,17 @@ impl Journal {
             .create_new(true)
             .append(true)
             .open(&path)?;
-        let line = serde_json::to_string(&Record::Run(Box::new(header.clone())))
-            .map_err(std::io::Error::other)?;
-        writeln!(file, "{line}")?;
-        file.sync_all()?;
+        let written = serde_json::to_string(&Record::Run(Box::new(header.clone())))
+            .map_err(std::io::Error::other)
+            .and_then(|line| writeln!(file, "{line}"))
+            .and_then(|()| file.sync_all());
+        if let Err(e) = written {
+            // No header, no journal: an empty file would make every later
+            // `runs` and `resume` warn about it (a full disk, mostly).
+            drop(file);
+            let _ = std::fs::remove_file(&path);
+            return Err(e);
+        }
         Ok(Journal::start(path, file))
     }
 

@@ -132,6 +132,8 @@ pub async fn resume_on(
         &env.state_dir,
     )
     .await?;
+    // And on the journal directory: of two resumes here, one goes on.
+    let _driving = store.lock_run(&run_id)?;
     let lock = store
         .lock(&farm.inventory.farm, &run_id, env.takeover)
         .await?;

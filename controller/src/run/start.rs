@@ -38,6 +38,7 @@ pub async fn start(
     // host, with a shared store) is told who holds it, rather than finding
     // nodes drained by someone else.
     let run_id = new_run_id();
+    let _driving = store.lock_run(&run_id)?;
     let lock = store.lock(&farm.inventory.farm, &run_id, false).await?;
     let reason = format!("farmctl {op} of {} node(s)", settings.nodes.len());
     let t = std::time::Instant::now();
@@ -85,7 +86,7 @@ pub async fn start(
             .create(&farm.inventory.farm, &header, lock.as_ref())
             .await
             .map_err(|e| {
-                CommandError::failed(format!(
+                CommandError::refused(format!(
                     "could not start the run journal in {}: {e} (nothing was touched)",
                     store.label()
                 ))

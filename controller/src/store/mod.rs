@@ -14,6 +14,11 @@ use crate::exit::CommandError;
 use crate::journal::{Header, Journal, LoadedRun};
 pub use etcd::{FarmLock, LockRefused, LockValue};
 
+/// A run held by this process on the local store (see [`Store::lock_run`]).
+pub struct RunFileLock {
+    _file: std::fs::File,
+}
+
 pub enum Store {
     Files(PathBuf),
     Etcd(Arc<etcd::EtcdStore>),
@@ -143,6 +148,49 @@ impl Store {
                 "the run state store: {m}; nothing was touched"
             ))),
         }
+    }
+
+    /// One controller drives a run at a time on the journal directory too:
+    /// an exclusive lock on `runs/<run_id>.lock`, held until the returned
+    /// guard is dropped (or the process dies). With etcd the farm lock
+    /// does this.
+    pub fn lock_run(&self, run_id: &str) -> Result<Option<RunFileLock>, CommandError> {
+        use std::io::{Read, Seek, Write};
+        let Store::Files(dir) = self else {
+            return Ok(None);
+        };
+        let runs = crate::journal::runs_dir(dir);
+        let path = runs.join(format!("{run_id}.lock"));
+        let open = std::fs::create_dir_all(&runs).and_then(|()| {
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)
+        });
+        let mut file = open.map_err(|e| {
+            CommandError::refused(format!(
+                "could not lock run {run_id} ({}: {e}); nothing was touched",
+                path.display()
+            ))
+        })?;
+        // Named in full: newer std has an inherent `File::try_lock`.
+        if fs4::FileExt::try_lock(&file).is_err() {
+            let mut pid = String::new();
+            let _ = file.read_to_string(&mut pid);
+            return Err(CommandError::refused(format!(
+                "run {run_id} is being driven by another farmctl (PID {}) on this host; \
+                 nothing was touched — wait for it, or stop it first",
+                pid.trim()
+            )));
+        }
+        let _ = file
+            .set_len(0)
+            .and_then(|()| file.rewind())
+            .and_then(|()| write!(file, "{}", std::process::id()))
+            .and_then(|()| file.flush());
+        Ok(Some(RunFileLock { _file: file }))
     }
 
     /// Starts a new run's journal with its header.
