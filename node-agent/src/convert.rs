@@ -115,6 +115,9 @@ pub enum AgentError {
     Invalid(String),
     #[error("{0}")]
     Busy(String),
+    /// The client went away mid-call (a cut upload).
+    #[error("{0}")]
+    Abandoned(String),
     #[error(transparent)]
     Iis(#[from] IisError),
     #[error("{0}")]
@@ -131,6 +134,7 @@ impl From<AgentError> for tonic::Status {
         match e {
             AgentError::Invalid(_) => tonic::Status::invalid_argument(msg),
             AgentError::Busy(_) => tonic::Status::failed_precondition(msg),
+            AgentError::Abandoned(_) => tonic::Status::cancelled(msg),
             AgentError::Iis(IisError::NoSuchPool(_) | IisError::NoSuchSite(_)) => {
                 tonic::Status::not_found(msg)
             }

@@ -13,8 +13,16 @@ use crate::state::{unix_ms, OpRecord, StateDir};
 use farm_proto::v1 as pb;
 use tokio::sync::watch;
 
-/// How many finished operations are remembered.
+/// How many finished operations are remembered: past it the oldest
+/// finished one goes, but not one of a run that holds or recently held
+/// the node's lease (what a resume after an agent restart relies on),
+/// unless there are [`HARD_CAP`].
 const REMEMBERED: usize = 1024;
+const HARD_CAP: usize = 4096;
+/// How long after its last lease call a run's records are kept first,
+/// and how many such runs are remembered.
+const RUN_KEPT_MS: u64 = 24 * 3600 * 1000;
+const RUNS_KEPT: usize = 64;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Stored {
@@ -46,6 +54,26 @@ struct Inner {
     /// Kind, result feed, and when it started (Unix ms, for its record).
     by_id: HashMap<String, (&'static str, ResultFeed, u64)>,
     order: VecDeque<String>,
+    /// Runs that held the lease, with when they last did (Unix ms).
+    leased_runs: VecDeque<(String, u64)>,
+}
+
+impl Inner {
+    /// An operation id `{run}.{node}.{step}` of a run whose records are
+    /// kept first.
+    fn kept(&self, id: &str) -> bool {
+        let run = id.split('.').next().unwrap_or(id);
+        let now = unix_ms();
+        self.leased_runs
+            .iter()
+            .any(|(r, t)| r == run && now.saturating_sub(*t) < RUN_KEPT_MS)
+    }
+
+    fn finished(&self, id: &str) -> bool {
+        self.by_id
+            .get(id)
+            .is_some_and(|(_, f, _)| f.borrow().is_some())
+    }
 }
 
 /// The kinds of call that take an operation id.
@@ -120,6 +148,18 @@ impl Operations {
         tx.send_replace(Some(result));
     }
 
+    /// `run_id` holds (took or renewed) the node's lease: its records are
+    /// kept before anyone else's.
+    pub fn lease_seen(&self, run_id: &str) {
+        let mut inner = self.lock();
+        let now = unix_ms();
+        inner.leased_runs.retain(|(r, _)| r != run_id);
+        inner.leased_runs.push_back((run_id.to_string(), now));
+        while inner.leased_runs.len() > RUNS_KEPT {
+            inner.leased_runs.pop_front();
+        }
+    }
+
     /// Registers `id` for an operation of `kind` (`recycle`, `drain`, ...).
     /// Reusing an id for another kind of call is an error.
     pub fn begin(&self, id: &str, kind: &'static str) -> Result<Begin, String> {
@@ -147,13 +187,18 @@ impl Operations {
             });
         }
         while inner.order.len() > REMEMBERED {
-            // Forget the oldest finished one; keep running ones.
-            let Some(pos) = inner.order.iter().position(|old| {
-                inner
-                    .by_id
-                    .get(old)
-                    .is_some_and(|(_, f, _)| f.borrow().is_some())
-            }) else {
+            // Forget the oldest finished one, another caller's before a
+            // leased run's; keep running ones.
+            let other = inner
+                .order
+                .iter()
+                .position(|old| inner.finished(old) && !inner.kept(old));
+            let any = || {
+                (inner.order.len() > HARD_CAP)
+                    .then(|| inner.order.iter().position(|old| inner.finished(old)))
+                    .flatten()
+            };
+            let Some(pos) = other.or_else(any) else {
                 break;
             };
             if let Some(old) = inner.order.remove(pos) {
@@ -224,6 +269,28 @@ mod tests {
             success: true,
             ..Default::default()
         })
+    }
+
+    /// A flood of other callers' ids does not push out the records of the
+    /// run that holds the lease.
+    #[test]
+    fn a_leased_runs_records_outlast_a_flood_of_other_ids() {
+        let ops = Operations::default();
+        ops.lease_seen("run1");
+        let Begin::New(tx) = ops.begin("run1.web01.recycle", "recycle").unwrap() else {
+            panic!("new id")
+        };
+        ops.finish("run1.web01.recycle", "recycle", &tx, ok());
+        for i in 0..2000 {
+            let id = format!("spam{i}.web01.drain");
+            let Begin::New(tx) = ops.begin(&id, "drain").unwrap() else {
+                panic!("new id")
+            };
+            ops.finish(&id, "drain", &tx, ok());
+        }
+        assert!(ops.lookup("run1.web01.recycle").is_some());
+        assert!(ops.lookup("spam0.web01.drain").is_none());
+        assert!(ops.lock().order.len() <= REMEMBERED);
     }
 
     /// A restarted agent answers a finished id from its record, reports a

@@ -8,6 +8,29 @@ pub const MAX_NAME_LEN: usize = 64;
 /// 128 characters.
 pub const MAX_OPERATION_ID_LEN: usize = 200;
 
+/// Windows' reserved device names: a file or folder named so (with any
+/// extension: `NUL.json` too) is the device, not a file.
+const DEVICE_NAMES: [&str; 22] = [
+    "CON", "PRN", "AUX", "NUL", "COM1", "COM2", "COM3", "COM4", "COM5", "COM6", "COM7", "COM8",
+    "COM9", "LPT1", "LPT2", "LPT3", "LPT4", "LPT5", "LPT6", "LPT7", "LPT8", "LPT9",
+];
+
+/// Why `name` cannot name a file on Windows (it does name one on the
+/// node: a folder, an operation record), if it cannot.
+fn windows_file_name(name: &str) -> Result<(), String> {
+    let base = name.split('.').next().unwrap_or(name).trim_end();
+    if DEVICE_NAMES.iter().any(|d| d.eq_ignore_ascii_case(base)) {
+        return Err(format!(
+            "`{}` is a Windows device name",
+            base.escape_debug()
+        ));
+    }
+    if name.ends_with('.') || name.ends_with(' ') {
+        return Err("must not end with a dot or a space (Windows drops them from file names)".into());
+    }
+    Ok(())
+}
+
 /// IIS application pool names: not empty, at most 64 characters, no
 /// quotes, control characters, path separators or shell/appcmd
 /// metacharacters.
@@ -30,7 +53,7 @@ pub fn check_pool_name(name: &str) -> Result<(), String> {
     if name.contains("..") {
         return Err("must not contain `..`".into());
     }
-    Ok(())
+    windows_file_name(name)
 }
 
 /// IIS site names follow the same rules as pool names (they become appcmd
@@ -63,7 +86,7 @@ pub fn check_version(version: &str) -> Result<(), String> {
     if version.contains("..") {
         return Err(format!("version `{version}` must not contain `..`"));
     }
-    Ok(())
+    windows_file_name(version).map_err(|e| format!("version `{version}`: {e}"))
 }
 
 /// Operation ids: 1-200 characters of `[A-Za-z0-9._:-]`.
@@ -82,12 +105,25 @@ pub fn check_operation_id(id: &str) -> Result<(), String> {
     {
         return Err("operation id may only contain letters, digits, `.`, `_`, `:` and `-`".into());
     }
-    Ok(())
+    windows_file_name(id).map_err(|e| format!("operation id {e}"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_windows_cannot_store_are_refused() {
+        for bad in ["CON", "nul", "NUL.json", "com1.x", "LPT9", "r1.", "Shop "] {
+            assert!(check_operation_id(bad).is_err() || bad.ends_with(' '), "{bad}");
+            assert!(check_pool_name(bad).is_err(), "{bad}");
+        }
+        for ok in ["r1.web01.drain", "CONSOLE", "console-pool", "NULL", "COM10"] {
+            assert!(check_operation_id(ok).is_ok(), "{ok}");
+            assert!(check_pool_name(ok).is_ok(), "{ok}");
+        }
+        assert!(check_version("CON").is_err());
+    }
 
     #[test]
     fn versions() {

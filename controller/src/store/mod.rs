@@ -253,11 +253,26 @@ impl Store {
                 .into_iter()
                 .find(|r| r.header.run_id == id)
                 .ok_or_else(|| format!("no run {id} in {}", self.label())),
-            None => runs
-                .into_iter()
-                .rev()
-                .find(|r| r.end.is_none())
-                .ok_or_else(|| format!("no unfinished run in {}", self.label())),
+            None => match runs.into_iter().rev().find(|r| r.end.is_none()) {
+                Some(r) => Ok(r),
+                None => {
+                    // Under another farm name: the inventory's `farm:`
+                    // may have changed since the run started.
+                    let others = self.list(None).await.unwrap_or_default();
+                    let other = others.iter().rev().find(|r| r.end.is_none());
+                    Err(match (other, farm) {
+                        (Some(r), Some(f)) => format!(
+                            "no unfinished run of farm `{f}` in {}; run {} of farm `{}` is unfinished \
+                             (did the inventory's `farm:` change?): `farmctl resume {}` names it",
+                            self.label(),
+                            r.header.run_id,
+                            farm_of(r),
+                            r.header.run_id
+                        ),
+                        _ => format!("no unfinished run in {}", self.label()),
+                    })
+                }
+            },
         }
     }
 

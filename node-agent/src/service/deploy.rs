@@ -68,7 +68,10 @@ impl AgentService {
                     Begun::Already(reply) => Ok(reply),
                     Begun::Upload(mut upload) => {
                         while let Some(chunk) = stream.message().await.map_err(|s| {
-                            AgentError::Invalid(format!("the upload was cut off: {}", s.message()))
+                            AgentError::Abandoned(format!(
+                                "the client went away mid-upload (the upload was cut off: {})",
+                                s.message()
+                            ))
                         })? {
                             match chunk.part {
                                 Some(pb::stage_chunk::Part::Data(d)) => upload.write(&d).await?,

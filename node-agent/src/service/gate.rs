@@ -106,6 +106,7 @@ fn outcome_of(s: &Status) -> String {
     let kind = match s.code() {
         tonic::Code::InvalidArgument => "invalid",
         tonic::Code::PermissionDenied => "denied",
+        tonic::Code::Cancelled => "abandoned",
         _ => "failed",
     };
     format!("{kind}: {}", s.message())

@@ -130,8 +130,10 @@ impl AgentService {
         }
     }
 
-    /// A lease just taken or renewed: its dead-man timer is (re)armed.
+    /// A lease just taken or renewed: its dead-man timer is (re)armed and
+    /// its run's operation records are kept first.
     fn armed(&self, (lease, generation): (pb::Lease, u64)) -> Response<pb::Lease> {
+        self.ops.lease_seen(&lease.run_id);
         self.leases
             .arm(generation, self.iis.clone(), self.busy.clone());
         Response::new(lease)
