@@ -349,3 +349,48 @@ async fn haproxy_states(farm: &Farm) -> Vec<(String, String)> {
         .map(|s| (s.name, s.status))
         .collect()
 }
+
+/// A node drained on the node itself (a Drain call straight to its agent:
+/// its health file away, so HAProxy's check marks it DOWN) is returned by
+/// `farmctl undrain`, and `status` exits 1 while it is out with no run
+/// holding it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undrain_returns_a_node_drained_on_the_node_itself() {
+    use farmctl::agent::{AgentApi, ClientTls, GrpcAgent};
+    let farm = farm(spec()).await;
+    let inv = farm_inventory::load(&farm.sandbox.inventory).unwrap();
+    let tls = ClientTls::load(inv.agent.tls.as_ref().unwrap()).unwrap();
+    let n = &inv.nodes[3];
+    let web04 = GrpcAgent::new(
+        &n.agent,
+        &n.name,
+        Some(&tls),
+        Duration::from_secs(5),
+        Duration::from_secs(30),
+    )
+    .unwrap();
+    web04.drain("by-hand.web04.drain").await.unwrap();
+    farm_proto::eventually!(
+        Duration::from_secs(20),
+        async {
+            let st = haproxy_states(&farm).await;
+            st.iter()
+                .any(|(name, s)| name == "web04" && s.starts_with("DOWN"))
+                .then_some(())
+        },
+        "HAProxy sees web04 down"
+    );
+    let out = farmctl(&["status", "-i", &inventory(&farm)]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let out = farmctl(&["undrain", "-i", &inventory(&farm), "web04"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("drained on the node itself"),
+        "{}",
+        stderr(&out)
+    );
+    let st = haproxy_states(&farm).await;
+    assert!(st.iter().all(|(_, s)| s == "UP"), "{st:?}");
+    let out = farmctl(&["status", "-i", &inventory(&farm)]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}

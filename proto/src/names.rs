@@ -26,7 +26,9 @@ fn windows_file_name(name: &str) -> Result<(), String> {
         ));
     }
     if name.ends_with('.') || name.ends_with(' ') {
-        return Err("must not end with a dot or a space (Windows drops them from file names)".into());
+        return Err(
+            "must not end with a dot or a space (Windows drops them from file names)".into(),
+        );
     }
     Ok(())
 }
@@ -115,7 +117,10 @@ mod tests {
     #[test]
     fn names_windows_cannot_store_are_refused() {
         for bad in ["CON", "nul", "NUL.json", "com1.x", "LPT9", "r1.", "Shop "] {
-            assert!(check_operation_id(bad).is_err() || bad.ends_with(' '), "{bad}");
+            assert!(
+                check_operation_id(bad).is_err() || bad.ends_with(' '),
+                "{bad}"
+            );
             assert!(check_pool_name(bad).is_err(), "{bad}");
         }
         for ok in ["r1.web01.drain", "CONSOLE", "console-pool", "NULL", "COM10"] {

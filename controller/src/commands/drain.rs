@@ -62,7 +62,7 @@ pub async fn run(args: &DrainArgs, drain: bool, settings: &Settings) -> CommandR
         }
     };
     let timeout = farm.inventory.rollout.drain_timeout;
-    check_lease(agent, &node.name, drain, args.force).await?;
+    let view = check_lease(agent, &node.name, drain, args.force).await?;
 
     let report = if drain {
         if !args.force {
@@ -96,6 +96,27 @@ pub async fn run(args: &DrainArgs, drain: bool, settings: &Settings) -> CommandR
             farm.probe_once(idx).await.map_err(|e| {
                 CommandError::refused(format!(
                     "{} is not healthy ({e}); not returning it (use --force to return it anyway)",
+                    node.name
+                ))
+            })?;
+        }
+        // Drained on the node itself (a Drain call to its agent, a run's
+        // health-file drain) while the LB is another: the LB's health
+        // check fails on the missing file, so the file comes back first.
+        let health_file_lb = matches!(
+            farm.inventory.load_balancer,
+            farm_inventory::LoadBalancer::HealthFile { .. }
+        );
+        if view.as_ref().is_some_and(|v| v.drained) && !health_file_lb {
+            say(&format!(
+                "{} was also drained on the node itself (its health-check file is away): restoring it",
+                node.name
+            ));
+            let id = OperationId::new(&crate::run::new_run_id(), &node.name, OpStep::Undrain)
+                .to_string();
+            agent.undrain(&id).await.map_err(|e| {
+                CommandError::failed(format!(
+                    "could not restore {}'s health-check file: {e}",
                     node.name
                 ))
             })?;
@@ -138,10 +159,10 @@ async fn check_lease(
     node: &str,
     drain: bool,
     force: bool,
-) -> Result<(), CommandError> {
+) -> Result<Option<crate::agent::NodeView>, CommandError> {
     let verb = if drain { "draining" } else { "returning" };
     match agent.status().await {
-        Ok(view) => match view.lease {
+        Ok(view) => match &view.lease {
             Some(lease) => Err(CommandError::refused(format!(
                 "not {verb} {node}: it is leased to {}. A run holds it; it returns the \
                  node itself. If that run's controller is gone, `farmctl resume {}` \
@@ -152,13 +173,13 @@ async fn check_lease(
                 lease.run_id,
                 lease.run_id,
             ))),
-            None => Ok(()),
+            None => Ok(Some(view)),
         },
         Err(e) if force => {
             eprintln!(
                 "farmctl: WARNING: could not ask {node}'s agent whether a run holds the node ({e}); {verb} it anyway (--force)"
             );
-            Ok(())
+            Ok(None)
         }
         Err(e) => Err(CommandError::refused(format!(
             "not {verb} {node}: could not ask its agent whether a run holds the node ({e}); \

@@ -1,6 +1,6 @@
 //! `farmctl status -i FILE`: every agent queried concurrently, every node
-//! probed, the load balancer read. Exit 0 when every node is reachable and
-//! healthy, 1 otherwise.
+//! probed, the load balancer read. Exit 0 when every node is reachable,
+//! healthy and in rotation (unless a run holds it), 1 otherwise.
 use std::collections::BTreeMap;
 
 use farm_proto::domain::ServiceState;
@@ -112,8 +112,14 @@ struct Snapshot {
 }
 
 impl Snapshot {
+    /// Every node reachable, healthy and — unless a run holds it — in
+    /// rotation: a node left drained by hand or by a dead run is not well.
     fn all_well(&self) -> bool {
-        self.lb_error.is_none() && self.nodes.iter().all(|n| n.reachable && n.healthy)
+        self.lb_error.is_none()
+            && self
+                .nodes
+                .iter()
+                .all(|n| n.reachable && n.healthy && (n.drained != Some(true) || n.lease.is_some()))
     }
 
     fn text(&self) -> String {
