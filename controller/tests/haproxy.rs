@@ -293,19 +293,9 @@ async fn a_drain_haproxy_forgets_mid_recycle_is_made_again() {
 /// the agent's lease first. Nothing is touched in HAProxy.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drain_and_undrain_refuse_a_node_another_run_holds() {
-    use farmctl::agent::{AgentApi, ClientTls, GrpcAgent, LeaseClaim};
+    use farmctl::agent::LeaseClaim;
     let farm = farm(spec()).await;
-    let inv = farm_inventory::load(&farm.sandbox.inventory).unwrap();
-    let tls = ClientTls::load(inv.agent.tls.as_ref().unwrap()).unwrap();
-    let n = &inv.nodes[2];
-    let web03 = GrpcAgent::new(
-        &n.agent,
-        &n.name,
-        Some(&tls),
-        Duration::from_secs(5),
-        Duration::from_secs(30),
-    )
-    .unwrap();
+    let web03 = agent(&farm, 2);
     web03
         .acquire_lease(&LeaseClaim {
             holder: "ops@gone",
@@ -356,19 +346,8 @@ async fn haproxy_states(farm: &Farm) -> Vec<(String, String)> {
 /// holding it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn undrain_returns_a_node_drained_on_the_node_itself() {
-    use farmctl::agent::{AgentApi, ClientTls, GrpcAgent};
     let farm = farm(spec()).await;
-    let inv = farm_inventory::load(&farm.sandbox.inventory).unwrap();
-    let tls = ClientTls::load(inv.agent.tls.as_ref().unwrap()).unwrap();
-    let n = &inv.nodes[3];
-    let web04 = GrpcAgent::new(
-        &n.agent,
-        &n.name,
-        Some(&tls),
-        Duration::from_secs(5),
-        Duration::from_secs(30),
-    )
-    .unwrap();
+    let web04 = agent(&farm, 3);
     web04.drain("by-hand.web04.drain").await.unwrap();
     farm_proto::eventually!(
         Duration::from_secs(20),

@@ -7,25 +7,8 @@ use std::time::Duration;
 
 use common::*;
 use farm_proto::domain::OperationKind;
-use farmctl::agent::{AgentApi, ClientTls, GrpcAgent, LeaseClaim, OperationRequest};
+use farmctl::agent::{LeaseClaim, OperationRequest};
 use farmctl::sandbox::SandboxSpec;
-
-/// A client for node `i` of the sandbox, as the controller builds it.
-fn agent(farm: &Farm, i: usize) -> Arc<dyn AgentApi> {
-    let inv = farm_inventory::load(&farm.sandbox.inventory).unwrap();
-    let tls = ClientTls::load(inv.agent.tls.as_ref().unwrap()).unwrap();
-    let n = &inv.nodes[i];
-    Arc::new(
-        GrpcAgent::new(
-            &n.agent,
-            &n.name,
-            Some(&tls),
-            Duration::from_secs(5),
-            Duration::from_secs(30),
-        )
-        .unwrap(),
-    )
-}
 
 /// Waits (bounded) until `cond` holds on the status JSON.
 async fn until_status(

@@ -57,6 +57,10 @@ pub struct Api {
     pub timeout: Duration,
 }
 
+/// ring, the provider tonic already uses (no C crypto to build). Newer
+/// rustls deprecates ring's provider for its lack of post-quantum key
+/// exchange; the LB management APIs it talks to are classical TLS.
+#[allow(deprecated)]
 fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }

@@ -129,6 +129,7 @@ async fn respond(
     Ok(resp.body(Full::new(Bytes::from(r.body))).unwrap())
 }
 
+#[allow(deprecated)] // ring's provider, as the drivers use (see lb/http.rs)
 pub async fn serve(dir: &Path, name: &str, handler: Handler) -> Https {
     use farm_proto::pki;
     let ca = pki::new_ca(name, pki::Validity::CA).unwrap();

@@ -33,6 +33,24 @@ pub mod fake_netscaler;
 pub mod https;
 pub mod members;
 
+/// A client for node `i` of the sandbox, as the controller builds it.
+pub fn agent(farm: &Farm, i: usize) -> std::sync::Arc<dyn farmctl::agent::AgentApi> {
+    use farmctl::agent::{ClientTls, GrpcAgent};
+    let inv = farm_inventory::load(&farm.sandbox.inventory).unwrap();
+    let tls = ClientTls::load(inv.agent.tls.as_ref().unwrap()).unwrap();
+    let n = &inv.nodes[i];
+    std::sync::Arc::new(
+        GrpcAgent::new(
+            &n.agent,
+            &n.name,
+            Some(&tls),
+            Duration::from_secs(5),
+            Duration::from_secs(30),
+        )
+        .unwrap(),
+    )
+}
+
 /// Runs the real `farmctl` binary, bounded in time.
 pub async fn farmctl(args: &[&str]) -> Output {
     farmctl_env(args, &[]).await
