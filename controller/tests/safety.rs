@@ -2,7 +2,6 @@
 //! dead-man switch when a controller goes away.
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
