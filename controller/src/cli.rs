@@ -239,6 +239,13 @@ pub struct ResumeArgs {
     /// registered on etcd: only when you know it is dead.
     #[arg(long)]
     pub force_takeover: bool,
+    /// A halted run's failed nodes are done again, from the drain on.
+    #[arg(long, conflicts_with = "skip_failed")]
+    pub retry_failed: bool,
+    /// A halted run's failed nodes are left as they are (reported, with
+    /// the command that returns one left out of rotation); the rest go on.
+    #[arg(long)]
+    pub skip_failed: bool,
     #[arg(long, value_enum, default_value = "text")]
     pub output: Output,
 }

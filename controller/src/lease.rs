@@ -114,8 +114,9 @@ pub async fn acquire(
         join_all(agents.iter().map(|(_, a)| a.release_lease(run_id))).await;
         return Err(CommandError::refused(format!(
             "{}: {why} — refusing to start; nothing was touched. If that run's controller \
-             is gone, `farmctl resume` continues it (on its host), or the lease expires \
-             within rollout.lease_ttl",
+             is gone, `farmctl resume RUN` continues it (on its host; `--force-takeover` from \
+             another with a shared store; add `--retry-failed` or `--skip-failed` if it halted \
+             on a failed node), or the lease expires within rollout.lease_ttl",
             nodes[i].name
         )));
     }

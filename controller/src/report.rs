@@ -120,6 +120,16 @@ pub fn summary(r: &RunReport) -> String {
     );
     if let Some(h) = &r.halted {
         out.push_str(&format!("halted: {h}\n"));
+        let failed = r.nodes.iter().any(|n| n.outcome == NodeOutcome::Failed);
+        out.push_str(&format!(
+            "to finish it: farmctl resume {}{}\n",
+            r.run_id,
+            if failed {
+                " --retry-failed (do the failed nodes again) or --skip-failed (go on without them)"
+            } else {
+                ""
+            }
+        ));
     }
     for n in &r.nodes {
         let pids = n

@@ -439,3 +439,69 @@ async fn of_two_resumes_of_one_run_exactly_one_drives_it() {
     let done: Vec<usize> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
     assert_eq!(done, [1, 1, 1, 1]);
 }
+
+/// A run that halted on a failed node is finished by `resume RUN`: without
+/// a word on the failed node it says what to choose; `--retry-failed`
+/// does it again under new operation ids (the agent would replay the
+/// failure under the old ones) and goes on with the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_halted_run_is_finished_by_resume_retrying_its_failed_node() {
+    let mut spec = SandboxSpec {
+        releases: false,
+        ..SandboxSpec::default()
+    };
+    // web02's IIS does not start three times running: its reset fails.
+    spec.sim_extra
+        .insert(1, "faults:\n  start_fails: 3\n".into());
+    let farm = farm(spec).await;
+    let state = tempfile::tempdir().unwrap();
+    let s = state.path().display().to_string();
+    let inv = inventory(&farm);
+    let out = farmctl(&[
+        "--state-dir",
+        &s,
+        "reset",
+        "-i",
+        &inv,
+        "--yes",
+        "--output",
+        "json",
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let report = json(&out);
+    let run_id = report["run_id"].as_str().unwrap().to_string();
+    assert!(report["halted"].is_string(), "{report:#}");
+
+    let out = farmctl(&["--state-dir", &s, "resume", &run_id]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("web02") && err.contains("--retry-failed") && err.contains("--skip-failed"),
+        "{err}"
+    );
+
+    let out = farmctl(&[
+        "--state-dir",
+        &s,
+        "resume",
+        &run_id,
+        "--retry-failed",
+        "--output",
+        "json",
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let report = json(&out);
+    assert_eq!(report["outcome"], "succeeded", "{report:#}");
+    let st = status(&farm).await;
+    for i in 0..4 {
+        let n = &st["nodes"][i];
+        assert_eq!(n["services"]["W3SVC"], "RUNNING", "{n:#}");
+        assert_eq!(n["healthy"], true, "{n:#}");
+        assert_eq!(n["drained"], false, "{n:#}");
+    }
+    // Ended now: nothing more to resume.
+    let out = farmctl(&["--state-dir", &s, "resume", &run_id]).await;
+    assert_ne!(out.status.code(), Some(0), "{}", stderr(&out));
+}

@@ -62,7 +62,7 @@ impl Inner {
     /// An operation id `{run}.{node}.{step}` of a run whose records are
     /// kept first.
     fn kept(&self, id: &str) -> bool {
-        let run = id.split('.').next().unwrap_or(id);
+        let run = farm_proto::domain::OperationId::run_of(id);
         let now = unix_ms();
         self.leased_runs
             .iter()

@@ -343,12 +343,32 @@ impl OperationId {
         }
     }
 
+    /// The ids of attempt `attempt` at a node: the first is the run's own,
+    /// a retry (a resume doing a failed node again) is `{run}_retry{n}`, so
+    /// the agent does not answer it with the first attempt's result and
+    /// still counts it as the run's under its lease.
+    pub fn attempt(run: &str, node: &str, step: OpStep, attempt: u32) -> Self {
+        match attempt {
+            0 | 1 => Self::new(run, node, step),
+            n => Self::new(&format!("{run}{RETRY_MARK}{n}"), node, step),
+        }
+    }
+
     /// The run an operation id belongs to: what comes before its first
-    /// dot (the whole id when it has none, as simple clients send).
+    /// dot (the whole id when it has none, as simple clients send), less a
+    /// retry's `_retryN`.
     pub fn run_of(id: &str) -> &str {
-        id.split_once('.').map_or(id, |(run, _)| run)
+        let run = id.split_once('.').map_or(id, |(run, _)| run);
+        match run.rsplit_once(RETRY_MARK) {
+            Some((base, n)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => base,
+            _ => run,
+        }
     }
 }
+
+/// Between a run id and a retry's attempt number in operation ids (run
+/// ids never hold `_`).
+const RETRY_MARK: &str = "_retry";
 
 impl fmt::Display for OperationId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -385,6 +405,16 @@ mod tests {
         assert_eq!(text.parse::<OperationId>().unwrap(), id);
         assert_eq!(OperationId::run_of(&text), "20261121T105500-1a2b3c");
         assert_eq!(OperationId::run_of("r1"), "r1");
+        let retry = OperationId::attempt("20261121T105500-1a2b3c", "web01", OpStep::Drain, 2);
+        assert_eq!(
+            retry.to_string(),
+            "20261121T105500-1a2b3c_retry2.web01.drain"
+        );
+        assert_eq!(
+            OperationId::run_of(&retry.to_string()),
+            "20261121T105500-1a2b3c"
+        );
+        assert_eq!(OperationId::run_of("r_retryx.web01.drain"), "r_retryx");
         for bad in [
             "r1",
             "r1.web01",

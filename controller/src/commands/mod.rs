@@ -71,6 +71,7 @@ impl Settings {
             state_dir: self.state_dir(),
             state_store: self.state_store.clone(),
             takeover: false,
+            failed: crate::run::FailedNodes::Unsaid,
             clock: self.clock.clone(),
             reporter: &*self.reporter,
             operator,

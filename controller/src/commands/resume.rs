@@ -1,5 +1,6 @@
 //! `farmctl resume [RUN_ID]`: continues a run whose controller stopped
-//! (crash, SIGKILL, second Ctrl-C) with the limits recorded in its journal
+//! (crash, SIGKILL, second Ctrl-C), or one that halted (a failed node, an
+//! operator's stop), with the limits recorded in its journal
 //! ([`crate::run::resume`]).
 use crate::cli::ResumeArgs;
 use crate::commands::load_inventory;
@@ -30,6 +31,11 @@ pub async fn run(args: &ResumeArgs, settings: &Settings) -> CommandResult {
     let report = with_ctrl_c(|stop| {
         let mut env = settings.run_env(&operator, Some(stop));
         env.takeover = args.force_takeover;
+        env.failed = match (args.retry_failed, args.skip_failed) {
+            (true, _) => run::FailedNodes::Retry,
+            (_, true) => run::FailedNodes::Skip,
+            _ => run::FailedNodes::Unsaid,
+        };
         let transport = settings.transport();
         async move { run::resume(loaded, args.inventory.as_deref(), transport, &env).await }
     })

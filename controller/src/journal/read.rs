@@ -11,6 +11,9 @@ use farm_proto::domain::{OperationKind, Phase};
 
 use super::{runs_dir, EndRecord, Header, PhaseRecord, Record};
 
+/// How the record that begins a retry of a failed node starts its detail.
+pub const RETRY: &str = "retry:";
+
 /// A journal that cannot be read, with where.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{}{}: {message}", path.display(), line.map(|l| format!(":{l}")).unwrap_or_default())]
@@ -56,6 +59,22 @@ impl LoadedRun {
     /// Where `node` was when the journal ends.
     pub fn phase_of(&self, node: &str) -> Phase {
         self.last.get(node).map_or(Phase::Pending, |r| r.phase)
+    }
+
+    /// Which attempt at `node` the journal is on: 1, plus one for each
+    /// retry a resume began ([`RETRY`] records). A retry's operations go
+    /// under ids of their own: the agent answers a repeated id with the
+    /// first (failed) result.
+    pub fn attempt(&self, node: &str) -> u32 {
+        1 + self
+            .records
+            .iter()
+            .filter(|r| {
+                r.node == node
+                    && r.phase == Phase::Pending
+                    && r.detail.as_deref().is_some_and(|d| d.starts_with(RETRY))
+            })
+            .count() as u32
     }
 }
 
@@ -123,6 +142,9 @@ pub fn parse(
                 }
                 records.push(p.clone());
                 last.insert(p.node.clone(), p);
+                // A run that halted and was resumed goes on after its end
+                // line: it is unfinished until the next one.
+                end = None;
             }
             Record::End(e) => end = Some(e),
         }

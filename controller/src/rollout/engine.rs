@@ -55,6 +55,7 @@ pub struct Run<'a> {
     failed_out_before: usize,
     /// Where each node stood when an earlier controller stopped.
     resume: HashMap<usize, ResumePoint>,
+    failures_accepted: bool,
 }
 
 type NodeFuture<'r> = Pin<Box<dyn Future<Output = (usize, NodeReport)> + Send + 'r>>;
@@ -115,6 +116,7 @@ impl<'a> Run<'a> {
             out_before: 0,
             failed_out_before: 0,
             resume: HashMap::new(),
+            failures_accepted: false,
         })
     }
 
@@ -150,6 +152,13 @@ impl<'a> Run<'a> {
 
     /// Continue from where an earlier controller stopped: each node's
     /// journaled phase, and how many of its failed nodes are still out.
+    /// Resuming with `--skip-failed`: the nodes that failed before are
+    /// reported failed but do not count against `max_failures` again.
+    pub fn failures_accepted(mut self, yes: bool) -> Self {
+        self.failures_accepted = yes;
+        self
+    }
+
     pub fn resuming(mut self, points: HashMap<usize, ResumePoint>, failed_out: usize) -> Self {
         self.resume = points;
         self.failed_out_before = failed_out;
@@ -203,7 +212,9 @@ impl<'a> Run<'a> {
                         .insert(i, self.finished_before(i, NodeOutcome::Succeeded));
                 }
                 Some(Phase::Failed) => {
-                    p.failures += 1;
+                    if !self.failures_accepted {
+                        p.failures += 1;
+                    }
                     p.reports
                         .insert(i, self.finished_before(i, NodeOutcome::Failed));
                 }

@@ -69,7 +69,10 @@ impl NodeRun<'_> {
     }
 
     fn op_id(&self, step: OpStep) -> String {
-        OperationId::new(self.run_id, self.name(), step).to_string()
+        // A retry's ids are its own: the agent answers a repeated id with
+        // the first attempt's (failed) result.
+        let attempt = self.resume.map_or(1, |r| r.attempt);
+        OperationId::attempt(self.run_id, self.name(), step, attempt).to_string()
     }
 
     /// Drives the node to done or failed; its report.

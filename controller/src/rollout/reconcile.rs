@@ -13,6 +13,9 @@ pub struct ResumePoint {
     /// Worker PIDs per pool just before the operation started, if it did.
     pub pids: Option<BTreeMap<String, Vec<u32>>>,
     pub detail: Option<String>,
+    /// The attempt at the node (1, or more once a resume retried it):
+    /// its operation ids say which.
+    pub attempt: u32,
 }
 
 /// If every pool that had workers before the operation now runs only new

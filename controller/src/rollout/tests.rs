@@ -296,6 +296,7 @@ async fn resume_from(ff: &FakeFarm, phase: Phase, pids: Option<Vec<u32>>) -> Run
     let mut s = settings(ff);
     s.nodes = vec!["web01".into()];
     let point = ResumePoint {
+        attempt: 1,
         phase,
         pids: pids.map(|p| BTreeMap::from([("Shop".to_string(), p)])),
         detail: None,
@@ -608,6 +609,7 @@ async fn a_deploy_resumed_mid_switch_or_mid_revert_switches_once() {
     run(&ff, &s).await;
     let switches = ff.log.count(What::Switched);
     let point = ResumePoint {
+        attempt: 1,
         phase: Phase::Switching,
         pids: None,
         detail: None,
@@ -633,6 +635,7 @@ async fn a_deploy_resumed_mid_switch_or_mid_revert_switches_once() {
             HashMap::from([(
                 0,
                 ResumePoint {
+                    attempt: 1,
                     phase: Phase::Reverting,
                     pids: None,
                     detail: Some("GET /version.txt did not answer 2.0.0".into()),
@@ -650,6 +653,7 @@ async fn a_deploy_resumed_mid_switch_or_mid_revert_switches_once() {
             HashMap::from([(
                 0,
                 ResumePoint {
+                    attempt: 1,
                     phase: Phase::Reverting,
                     pids: None,
                     detail: None,

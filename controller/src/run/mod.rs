@@ -22,6 +22,19 @@ pub use settings::{DeployRequest, DeploySettings, FarmNode, RunRequest, RunSetti
 pub use start::{check, start, Checked};
 
 /// What a run needs from its surroundings.
+/// A halted run's failed nodes, when it is resumed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum FailedNodes {
+    /// Not said: a resume of a run with failed nodes asks for one of the
+    /// others.
+    #[default]
+    Unsaid,
+    /// Done again from the start (`--retry-failed`), under new operation ids.
+    Retry,
+    /// Left as they are, outside the failure budget (`--skip-failed`).
+    Skip,
+}
+
 pub struct RunEnv<'a> {
     /// Where run journals live.
     pub state_dir: PathBuf,
@@ -31,6 +44,8 @@ pub struct RunEnv<'a> {
     /// Resume: take the farm lock over from a controller a human says is
     /// dead (`--force-takeover`).
     pub takeover: bool,
+    /// Resume of a halted run: what to do with the nodes that failed.
+    pub failed: FailedNodes,
     /// Where "now" comes from (maintenance windows).
     pub clock: Arc<dyn Clock>,
     pub reporter: &'a dyn Reporter,

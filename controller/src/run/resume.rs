@@ -15,7 +15,7 @@ use crate::farm::{Farm, Transport};
 use crate::journal::{self, LoadedRun};
 use crate::observe;
 use crate::preflight;
-use crate::report::RunReport;
+use crate::report::{RunOutcome, RunReport};
 use crate::rollout::engine::Run;
 use crate::rollout::reconcile::ResumePoint;
 use crate::store::Store;
@@ -37,11 +37,38 @@ pub async fn resume(
              two controllers must not drive one run"
         )));
     }
-    if loaded.end.is_some() {
-        return Err(CommandError::bad_input(format!(
-            "run {run_id} already ended ({}); nothing to resume",
-            loaded.outcome()
-        )));
+    if let Some(end) = &loaded.end {
+        if end.outcome == RunOutcome::Succeeded {
+            return Err(CommandError::bad_input(format!(
+                "run {run_id} already ended ({}); nothing to resume",
+                loaded.outcome()
+            )));
+        }
+        // Halted (a failed node, the operator's stop): it goes on from
+        // where it stopped; its failed nodes need a word from the operator.
+        let failed: Vec<&str> = loaded
+            .last
+            .iter()
+            .filter(|(_, r)| r.phase == Phase::Failed)
+            .map(|(n, _)| n.as_str())
+            .collect();
+        if !failed.is_empty() && env.failed == super::FailedNodes::Unsaid {
+            return Err(CommandError::bad_input(format!(
+                "run {run_id} {} with {} failed: say what to do with {}: \
+                 `farmctl resume {run_id} --retry-failed` does {} again, \
+                 `farmctl resume {run_id} --skip-failed` leaves {} as {} and goes on with the rest",
+                loaded.outcome(),
+                failed.join(", "),
+                if failed.len() == 1 { "it" } else { "them" },
+                if failed.len() == 1 { "it" } else { "them" },
+                if failed.len() == 1 { "it" } else { "them" },
+                if failed.len() == 1 {
+                    "it is"
+                } else {
+                    "they are"
+                },
+            )));
+        }
     }
     let Some(settings) = loaded.header.settings.clone() else {
         return Err(CommandError::bad_input(format!(
@@ -97,15 +124,24 @@ pub async fn resume_on(
     let mut points = HashMap::new();
     let (mut pending, mut handled) = (Vec::new(), Vec::new());
     let mut unreachable = Vec::new();
+    let mut retried = Vec::new();
     for name in &settings.nodes {
         let i = farm.index_of(name).ok_or_else(|| {
             CommandError::bad_input(format!("node {name} of the run is not in the inventory"))
         })?;
-        let phase = loaded.phase_of(name);
+        let mut phase = loaded.phase_of(name);
+        let mut attempt = loaded.attempt(name);
         if let Err(e) = &observed[i].view {
             unreachable.push(format!("{name}: {e}"));
         }
-        if phase == Phase::Pending {
+        if phase == Phase::Failed && env.failed == super::FailedNodes::Retry {
+            // From the start, under the next attempt's operation ids; it may
+            // be out of rotation already, so preflight takes it as handled.
+            phase = Phase::Pending;
+            attempt += 1;
+            retried.push(i);
+            handled.push(i);
+        } else if phase == Phase::Pending {
             pending.push(i);
         } else {
             handled.push(i);
@@ -116,6 +152,7 @@ pub async fn resume_on(
                 phase,
                 pids: loaded.pids.get(name).cloned(),
                 detail: loaded.last.get(name).and_then(|r| r.detail.clone()),
+                attempt,
             },
         );
     }
@@ -167,6 +204,9 @@ pub async fn resume_on(
             if observed[i].serving(drains) {
                 continue;
             }
+            if retried.contains(&i) {
+                continue; // at work again: counted as such when it starts
+            }
             match points[&i].phase {
                 Phase::Done => {
                     env.reporter.note(&format!(
@@ -175,7 +215,17 @@ pub async fn resume_on(
                     ));
                     out_before += 1;
                 }
-                Phase::Failed => failed_out += 1,
+                Phase::Failed => {
+                    if env.failed != super::FailedNodes::Skip {
+                        failed_out += 1;
+                    }
+                    env.reporter.note(&format!(
+                        "{} failed earlier and is out of rotation: `farmctl undrain -i {} {}` returns it once it is healthy",
+                        farm.node(i).name,
+                        loaded.header.inventory.display(),
+                        farm.node(i).name
+                    ));
+                }
                 _ => {} // mid-way: finished first, counted as at work
             }
         }
@@ -194,6 +244,26 @@ pub async fn resume_on(
                 loaded.path.display()
             ))
         })?;
+        for &i in &retried {
+            let name = &farm.node(i).name;
+            let attempt = points[&i].attempt;
+            env.reporter
+                .note(&format!("{name} failed before: done again (attempt {attempt})"));
+            journal
+                .phase(
+                    name,
+                    Phase::Pending,
+                    None,
+                    Some(format!("{} attempt {attempt}", crate::journal::read::RETRY)),
+                )
+                .await
+                .map_err(|e| {
+                    CommandError::refused(format!(
+                        "could not write to the journal {}: {e} (nothing was touched)",
+                        loaded.path.display()
+                    ))
+                })?;
+        }
         let notifier = crate::notify::Notifier::start(&farm.inventory, env.reporter);
         let reporter = crate::notify::Notified {
             inner: env.reporter,
@@ -204,7 +274,8 @@ pub async fn resume_on(
             .journal(&journal)
             .window(window)
             .out_before(out_before)
-            .resuming(points, failed_out);
+            .resuming(points, failed_out)
+            .failures_accepted(env.failed == super::FailedNodes::Skip);
         let (stop, stop_reason) = env.stop_with_lock(lock.as_ref());
         if let Some(stop) = stop {
             run = run.stop(stop);

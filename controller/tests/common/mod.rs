@@ -19,7 +19,60 @@ pub struct Farm {
     _dir: tempfile::TempDir,
 }
 
+/// The newest modification time of the files under `dir`.
+fn newest(dir: &Path) -> Option<(std::time::SystemTime, std::path::PathBuf)> {
+    let mut best: Option<(std::time::SystemTime, std::path::PathBuf)> = None;
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let path = entry.path();
+        let found = if path.is_dir() {
+            newest(&path)
+        } else {
+            entry.metadata().ok()?.modified().ok().map(|t| (t, path))
+        };
+        if let Some(f) = found {
+            if best.as_ref().is_none_or(|b| f.0 > b.0) {
+                best = Some(f);
+            }
+        }
+    }
+    best
+}
+
+/// The end-to-end tests run the `farm-agent` binary, which `cargo test -p
+/// farmctl` does not build: one older than the agent's sources would test
+/// yesterday's agent, so the tests stop and say what to run.
+fn agent_is_current() {
+    static CHECKED: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    let checked = CHECKED.get_or_init(|| {
+        if std::env::var_os("FARM_AGENT_BIN").is_some() {
+            return Ok(()); // an agent chosen on purpose (the Windows check's)
+        }
+        let bin = farmctl::sandbox::agent_binary()
+            .map_err(|e| format!("{e}: run `cargo build -p farm-agent` (or `cargo test --workspace`)"))?;
+        let built = std::fs::metadata(&bin)
+            .and_then(|m| m.modified())
+            .map_err(|e| format!("{}: {e}", bin.display()))?;
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        for src in ["node-agent/src", "proto/src", "proto/proto"] {
+            if let Some((t, path)) = newest(&root.join(src)) {
+                if t > built {
+                    return Err(format!(
+                        "{} is older than {}: run `cargo build -p farm-agent` (or `cargo test --workspace`, which builds it)",
+                        bin.display(),
+                        path.display()
+                    ));
+                }
+            }
+        }
+        Ok(())
+    });
+    if let Err(e) = checked {
+        panic!("{e}");
+    }
+}
+
 pub async fn farm(spec: SandboxSpec) -> Farm {
+    agent_is_current();
     let dir = tempfile::tempdir().expect("tempdir");
     let sandbox = Sandbox::start(&spec, dir.path())
         .await
