@@ -294,9 +294,14 @@ impl Leases {
         let drained_by_run = self.lock().drained_by.as_deref() == Some(h.run_id.as_str());
         let drained = !iis.health_file_present().await.unwrap_or(true);
         let notice = if !(drained && drained_by_run) {
+            // The agent sees only its own health file: a drain the run
+            // made in the load balancer (HAProxy, F5, ...) is not visible
+            // here, and is not undone by the agent.
             format!(
-                "lease of run {} ({}) expired; the node was not drained by it",
-                h.run_id, h.holder
+                "lease of run {} ({}) expired; the node's health file was not taken away by it, \
+                 so the agent left the node as it is — a drain that run made in the load \
+                 balancer stays until `farmctl resume {}` or `farmctl undrain`",
+                h.run_id, h.holder, h.run_id
             )
         } else {
             match crate::selfprobe::sites_healthy(iis).await {
