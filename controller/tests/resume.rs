@@ -505,3 +505,69 @@ async fn a_halted_run_is_finished_by_resume_retrying_its_failed_node() {
     let out = farmctl(&["--state-dir", &s, "resume", &run_id]).await;
     assert_ne!(out.status.code(), Some(0), "{}", stderr(&out));
 }
+
+/// Controller and web01's agent die together while web01 recycles
+/// (HAProxy drives the drain): the restarted agent answers the cut
+/// recycle as interrupted. `resume` does not leave a healthy node out
+/// without saying why, and the run stays finishable: `--retry-failed`
+/// recycles web01 under a new operation id and every node ends in
+/// rotation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_the_controller_and_an_agent_died_together_the_run_is_finished() {
+    let spec = SandboxSpec {
+        lb_kind: "haproxy".into(),
+        releases: false,
+        pool_yaml: "    startup: 3s\n    warmup: 100ms\n    shutdown_time_limit: 30s\n".into(),
+        ..SandboxSpec::default()
+    };
+    let mut farm = farm(spec.clone()).await;
+    let state = farm.sandbox.dir.join("state");
+    let s = state.display().to_string();
+    let inv = inventory(&farm);
+    // draining, quiescing, operating: web01's recycle is under way.
+    kill_after(&state, &["recycle", "-i", &inv, "--yes"], 3).await;
+    farm.sandbox
+        .restart_node(&spec, 0)
+        .await
+        .expect("restart web01");
+
+    let first = farmctl(&["--state-dir", &s, "resume", "--output", "json"]).await;
+    let report = json(&first);
+    let run_id = report["run_id"].as_str().unwrap().to_string();
+    println!(
+        "first resume: exit {:?}, web01 {}",
+        first.status.code(),
+        report["nodes"][0]
+    );
+    if first.status.code() != Some(0) {
+        // web01 failed (its recycle was cut): the report says why, and the
+        // summary's command finishes the run.
+        let web01 = report["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["name"] == "web01")
+            .unwrap();
+        assert!(web01["error"].as_str().is_some_and(|e| !e.is_empty()), "{web01:#}");
+        let out = farmctl(&[
+            "--state-dir",
+            &s,
+            "resume",
+            &run_id,
+            "--retry-failed",
+            "--output",
+            "json",
+        ])
+        .await;
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    }
+    let st = status(&farm).await;
+    for i in 0..4 {
+        let n = &st["nodes"][i];
+        assert_eq!(n["drained"], false, "{n:#}");
+        assert_eq!(n["lb_state"], "UP", "{n:#}");
+        assert_eq!(n["healthy"], true, "{n:#}");
+    }
+    let out = farmctl(&["status", "-i", &inv]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}
