@@ -7,14 +7,19 @@
 //! - [`sim`]: the simulator backend, a fake IIS serving real HTTP.
 //! - [`deploy`]: releases of a site's content: staging uploads, switching
 //!   the site to one, hooks, pruning.
-//! - [`service`], [`operations`], [`convert`]: the gRPC service, operation-id
-//!   idempotency and the wire conversions.
+//! - [`service`], [`idempotency`], [`convert`]: the gRPC service, the
+//!   operation-id records (a repeated id answers the first result) and the
+//!   wire conversions.
+//! - [`config`]: the agent's config file; [`runner`]: the argv-only process
+//!   runner (IIS tools, deploy hooks, LB member scripts);
+//!   [`connections`]: who holds the agent's connections.
 //! - [`server`]: `run(listener, ..., shutdown)`.
 //! - [`state`]: the state directory: operation records and the lease,
 //!   which outlive the process.
 #![forbid(unsafe_code)]
 
 pub mod audit;
+pub mod config;
 pub mod connections;
 pub mod convert;
 pub mod deploy;
@@ -23,8 +28,9 @@ pub mod iiscmd;
 pub mod lbmember;
 pub mod lease;
 pub mod metrics;
-pub mod operations;
+pub mod idempotency;
 pub mod ops;
+pub mod runner;
 pub mod security;
 pub mod selfprobe;
 pub mod server;

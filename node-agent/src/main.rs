@@ -7,7 +7,8 @@ use anyhow::Context;
 use clap::Parser;
 use farm_agent::audit::Audit;
 use farm_agent::iis::Iis;
-use farm_agent::iiscmd::{runner::SystemRunner, CommandBackend};
+use farm_agent::iiscmd::CommandBackend;
+use farm_agent::runner::SystemRunner;
 use farm_agent::ops::OpsConfig;
 use farm_agent::security::{self, TlsFiles};
 use farm_agent::server::Security;
@@ -322,10 +323,10 @@ async fn run(
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("could not read agent config {}", path.display()))?;
-            farm_agent::iiscmd::config::parse(&text)
+            farm_agent::config::parse(&text)
                 .map_err(|e| anyhow::anyhow!("agent config {} is not valid: {e}", path.display()))?
         }
-        None => farm_agent::iiscmd::config::parse("{}").map_err(anyhow::Error::msg)?,
+        None => farm_agent::config::parse("{}").map_err(anyhow::Error::msg)?,
     };
     let backend = args
         .backend
@@ -509,7 +510,7 @@ async fn run(
 /// mTLS unless --insecure says otherwise, the roles, the audit log.
 fn security_settings(
     args: &Args,
-    config: &farm_agent::iiscmd::config::AgentConfig,
+    config: &farm_agent::config::AgentConfig,
 ) -> anyhow::Result<Security> {
     let files = match (&args.tls_cert, &args.tls_key, &args.client_ca) {
         (Some(cert), Some(key), Some(ca)) => Some(TlsFiles {

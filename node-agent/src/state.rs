@@ -13,11 +13,7 @@
 //! crash leaves the old content or the new, never half of it.
 use std::path::{Path, PathBuf};
 
-use farm_proto::v1 as pb;
-use prost::Message;
 use serde::{Deserialize, Serialize};
-
-use crate::operations::Stored;
 
 /// `%ProgramData%\farm-agent` on Windows; elsewhere there is no default
 /// (state is kept in memory unless `--state-dir` or `state_dir` says where).
@@ -61,33 +57,6 @@ pub struct OpRecord {
     /// The result as sent to the controller: `<kind>:<protobuf in hex>`.
     #[serde(default)]
     pub result: Option<String>,
-}
-
-impl OpRecord {
-    pub fn stored(&self) -> Option<Stored> {
-        let (tag, hexed) = self.result.as_deref()?.split_once(':')?;
-        let bytes = hex::decode(hexed).ok()?;
-        let bytes = bytes.as_slice();
-        Some(match tag {
-            "drain" => Stored::Drain(pb::DrainReply::decode(bytes).ok()?),
-            "operation" => Stored::Operation(pb::OperationResult::decode(bytes).ok()?),
-            "stage" => Stored::Stage(pb::StageReply::decode(bytes).ok()?),
-            "switch" => Stored::Switch(pb::SwitchReply::decode(bytes).ok()?),
-            "prune" => Stored::Prune(pb::PruneReply::decode(bytes).ok()?),
-            _ => return None,
-        })
-    }
-
-    pub fn set_stored(&mut self, stored: &Stored) {
-        let (tag, bytes) = match stored {
-            Stored::Drain(r) => ("drain", r.encode_to_vec()),
-            Stored::Operation(r) => ("operation", r.encode_to_vec()),
-            Stored::Stage(r) => ("stage", r.encode_to_vec()),
-            Stored::Switch(r) => ("switch", r.encode_to_vec()),
-            Stored::Prune(r) => ("prune", r.encode_to_vec()),
-        };
-        self.result = Some(format!("{tag}:{}", hex::encode(bytes)));
-    }
 }
 
 /// The lease as recorded (times as Unix milliseconds: a reboot resets
@@ -291,6 +260,8 @@ impl StateDir {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::idempotency::Stored;
+    use farm_proto::v1 as pb;
 
     #[test]
     fn records_round_trip_through_the_directory() {

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use farm_proto::v1 as pb;
 use serde::Deserialize;
 
-use crate::iiscmd::runner::{CommandRunner, RunError};
+use crate::runner::{CommandRunner, RunError};
 
 /// One hook: `argv[0]` is the program. `{site}`, `{version}` and `{path}`
 /// (the release folder) in an argument are replaced before it runs.

@@ -21,7 +21,7 @@ use farm_proto::v1 as pb;
 use serde::{Deserialize, Serialize};
 
 use crate::iis::{Iis, IisError};
-use crate::iiscmd::runner::CommandRunner;
+use crate::runner::CommandRunner;
 
 pub mod hooks;
 pub mod stage;

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use farm_proto::v1 as pb;
 
-use crate::iiscmd::runner::{CommandRunner, Output};
+use crate::runner::{CommandRunner, Output};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LbMemberError {

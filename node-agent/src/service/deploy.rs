@@ -11,7 +11,7 @@ use super::AgentService;
 use crate::convert::AgentError;
 use crate::deploy::stage::Begun;
 use crate::deploy::{DeployError, Deployments};
-use crate::operations::Stored;
+use crate::idempotency::Stored;
 use crate::security::Call;
 
 impl AgentService {

@@ -15,7 +15,7 @@ use crate::audit::Audit;
 use crate::convert::{self, AgentError};
 use crate::iis::Iis;
 use crate::lease::Leases;
-use crate::operations::{wait, Begin, Operations, Stored};
+use crate::idempotency::{wait, Begin, Operations, Stored};
 use crate::ops::{self, OpsConfig, ProgressSink};
 use crate::security::{Authorization, Call};
 

@@ -1,4 +1,4 @@
-//! The agent configuration file for a Windows server
+//! The agent configuration file (for the Windows backend and the simulator alike)
 //! (`farm-agent --config agent.yaml`). A documented contract.
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -155,7 +155,7 @@ pub fn parse(text: &str) -> Result<AgentConfig, String> {
 mod tests {
     #[test]
     fn the_shipped_example_parses() {
-        let c = super::parse(include_str!("../../examples/agent.yaml")).unwrap();
+        let c = super::parse(include_str!("../examples/agent.yaml")).unwrap();
         assert_eq!(c.node.as_deref(), Some("web01"));
         assert_eq!(c.health_files.len(), 1);
         assert_eq!(c.timeouts.start.as_secs(), 120);

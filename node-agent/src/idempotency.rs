@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use crate::state::{unix_ms, OpRecord, StateDir};
 
 use farm_proto::v1 as pb;
+use prost::Message;
 use tokio::sync::watch;
 
 /// How many finished operations are remembered: past it the oldest
@@ -31,6 +32,36 @@ pub enum Stored {
     Stage(pb::StageReply),
     Switch(pb::SwitchReply),
     Prune(pb::PruneReply),
+}
+
+/// The codec of a record's result: `<kind>:<protobuf in hex>`, kept here
+/// with what it encodes (the state directory stores records, blind to
+/// their results).
+impl OpRecord {
+    pub fn stored(&self) -> Option<Stored> {
+        let (tag, hexed) = self.result.as_deref()?.split_once(':')?;
+        let bytes = hex::decode(hexed).ok()?;
+        let bytes = bytes.as_slice();
+        Some(match tag {
+            "drain" => Stored::Drain(pb::DrainReply::decode(bytes).ok()?),
+            "operation" => Stored::Operation(pb::OperationResult::decode(bytes).ok()?),
+            "stage" => Stored::Stage(pb::StageReply::decode(bytes).ok()?),
+            "switch" => Stored::Switch(pb::SwitchReply::decode(bytes).ok()?),
+            "prune" => Stored::Prune(pb::PruneReply::decode(bytes).ok()?),
+            _ => return None,
+        })
+    }
+
+    pub fn set_stored(&mut self, stored: &Stored) {
+        let (tag, bytes) = match stored {
+            Stored::Drain(r) => ("drain", r.encode_to_vec()),
+            Stored::Operation(r) => ("operation", r.encode_to_vec()),
+            Stored::Stage(r) => ("stage", r.encode_to_vec()),
+            Stored::Switch(r) => ("switch", r.encode_to_vec()),
+            Stored::Prune(r) => ("prune", r.encode_to_vec()),
+        };
+        self.result = Some(format!("{tag}:{}", hex::encode(bytes)));
+    }
 }
 
 /// The result of an operation, once it is known.
