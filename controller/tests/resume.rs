@@ -548,7 +548,10 @@ async fn after_the_controller_and_an_agent_died_together_the_run_is_finished() {
             .iter()
             .find(|n| n["name"] == "web01")
             .unwrap();
-        assert!(web01["error"].as_str().is_some_and(|e| !e.is_empty()), "{web01:#}");
+        assert!(
+            web01["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{web01:#}"
+        );
         let out = farmctl(&[
             "--state-dir",
             &s,

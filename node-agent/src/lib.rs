@@ -18,17 +18,18 @@
 //!   which outlive the process.
 #![forbid(unsafe_code)]
 
+pub mod agent;
 pub mod audit;
 pub mod config;
 pub mod connections;
 pub mod convert;
 pub mod deploy;
+pub mod idempotency;
 pub mod iis;
 pub mod iiscmd;
 pub mod lbmember;
 pub mod lease;
 pub mod metrics;
-pub mod idempotency;
 pub mod ops;
 pub mod runner;
 pub mod security;

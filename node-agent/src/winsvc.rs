@@ -25,7 +25,7 @@ use windows_service::service_control_handler::{
 use windows_service::service_dispatcher;
 use windows_service::service_manager::{ServiceManager, ServiceManagerAccess};
 
-use crate::Args;
+use crate::args::Args;
 
 /// The Event Log source the agent writes its lifecycle to.
 pub const EVENT_SOURCE: &str = "farm-agent";
@@ -188,7 +188,10 @@ fn serve(name: &str, args: Args) -> anyhow::Result<()> {
     let handle: Arc<OnceLock<ServiceStatusHandle>> = Arc::new(OnceLock::new());
     // Stopping may take the stop grace (an operation finishing) and the
     // server's own close.
-    let stopping_hint = args.stop_grace + Duration::from_secs(15);
+    let stopping_hint = args
+        .stop_grace
+        .unwrap_or(farm_agent::agent::DEFAULT_STOP_GRACE)
+        + Duration::from_secs(15);
     let handler = {
         let (stop_tx, handle) = (stop_tx.clone(), handle.clone());
         move |control| match control {

@@ -13,9 +13,9 @@ use tonic::{Request, Response, Status};
 
 use crate::audit::Audit;
 use crate::convert::{self, AgentError};
+use crate::idempotency::{wait, Begin, Operations, Stored};
 use crate::iis::Iis;
 use crate::lease::Leases;
-use crate::idempotency::{wait, Begin, Operations, Stored};
 use crate::ops::{self, OpsConfig, ProgressSink};
 use crate::security::{Authorization, Call};
 
