@@ -25,7 +25,8 @@ pub mod connections;
 pub mod convert;
 pub mod deploy;
 pub mod idempotency;
-pub mod iis;
+/// The `Iis` trait (its own crate, shared with the simulator's).
+pub use farm_iis as iis;
 pub mod iiscmd;
 pub mod lbmember;
 pub mod lease;
@@ -36,5 +37,6 @@ pub mod security;
 pub mod selfprobe;
 pub mod server;
 pub mod service;
-pub mod sim;
+/// The simulator backend (its own crate, `farm-sim`).
+pub use farm_sim as sim;
 pub mod state;

@@ -18,7 +18,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::iis::*;
+use farm_iis::*;
 use config::{InitialState, SimFile, SimPool, StartMode};
 pub(crate) use worker::Worker;
 

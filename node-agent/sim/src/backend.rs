@@ -10,7 +10,7 @@ use tokio::time::Instant;
 
 use super::config::StartMode;
 use super::Simulator;
-use crate::iis::*;
+use farm_iis::*;
 
 #[async_trait]
 impl Iis for Simulator {
