@@ -24,16 +24,19 @@
 #![forbid(unsafe_code)]
 
 pub mod agent;
+pub mod capacity;
 pub mod certfiles;
 pub mod cli;
 pub mod clock;
 pub mod commands;
+pub mod contract;
 pub mod exit;
 pub mod farm;
 pub mod human;
 pub mod journal;
 pub mod lb;
 pub mod lease;
+pub mod machine;
 pub mod notify;
 pub mod observe;
 pub mod operator;

@@ -7,7 +7,7 @@ use std::time::Instant;
 use farm_proto::domain::{NodeOutcome, OperationKind, Phase};
 use serde::Serialize;
 
-use crate::rollout::machine::FailedStep;
+use crate::machine::FailedStep;
 
 farm_proto::named_enum! {
     /// How a run ended.

@@ -8,6 +8,7 @@
 use farm_proto::domain::{OpStep, OperationId};
 use serde::Serialize;
 
+use crate::capacity::{Capacity, Out};
 use crate::cli::DrainArgs;
 use crate::commands::{print_json, Settings};
 use crate::exit::{CommandError, CommandResult, ExitStatus};
@@ -15,7 +16,6 @@ use crate::farm::Farm;
 use crate::lb::Target;
 use crate::observe;
 use crate::quiesce::{quiesce, Quiesced};
-use crate::rollout::capacity::{Capacity, Out};
 
 #[derive(Debug, Serialize)]
 struct DrainReport {

@@ -16,8 +16,8 @@ use std::sync::mpsc;
 use farm_proto::domain::{OperationKind, Phase};
 use serde::{Deserialize, Serialize};
 
+use crate::contract::RunSettings;
 use crate::report::RunOutcome;
-use crate::run::RunSettings;
 
 pub mod read;
 

@@ -18,15 +18,15 @@ use futures::Future;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::capacity::{Capacity, Out};
-use super::machine::Policy;
 use super::node::NodeRun;
 use super::reconcile::ResumePoint;
+use crate::capacity::{Capacity, Out};
+use crate::contract::RunSettings;
 use crate::farm::Farm;
 use crate::journal::{EndRecord, Journal, Record};
+use crate::machine::Policy;
 use crate::operator::Operator;
 use crate::report::{NodeReport, Reporter, RunOutcome, RunReport};
-use crate::run::RunSettings;
 use crate::window::WindowGuard;
 
 /// One run over a farm: the contract it keeps, what it talks to, and where
@@ -302,7 +302,7 @@ impl<'a> Run<'a> {
     fn stage_failed(&self, p: &mut Progress, i: usize, why: String) {
         let mut r = NodeReport::new(self.name(i));
         r.outcome = NodeOutcome::Failed;
-        r.failed_step = Some(super::machine::FailedStep::Stage);
+        r.failed_step = Some(crate::machine::FailedStep::Stage);
         r.error = Some(format!("{} at stage: {why}", self.name(i)));
         p.failures += 1;
         self.reporter.node_finished(&r);

@@ -1,10 +1,10 @@
-//! The rolling operation: the pure per-node [`machine`], the one
-//! [`capacity`] check, the scheduler ([`engine`]) and the per-node driver
-//! (`node`), what an interrupted node needs to resume ([`reconcile`]), and
-//! the static [`plan`] of a run.
-pub mod capacity;
+//! The rolling operation: the scheduler ([`engine`]) and the per-node
+//! driver (`node`) over the pure per-node [`crate::machine`] and the one
+//! [`crate::capacity`] check (modules of their own: the run contract and
+//! reports use them without the engine), what an interrupted node needs
+//! to resume ([`reconcile`]), and the static [`plan`] of a run.
+pub use crate::{capacity, machine};
 pub mod engine;
-pub mod machine;
 mod node;
 
 pub use node::RETURNED as node_returned;

@@ -6,20 +6,20 @@
 use farm_proto::domain::{NodeOutcome, OpStep, OperationId, Phase};
 use tokio::time::Instant;
 
-use super::machine::{self, Action, Event, FailedStep, Failure, NodeState, Policy, State};
 use super::reconcile::{evidence, ResumePoint};
+use crate::machine::{self, Action, Event, FailedStep, Failure, NodeState, Policy, State};
 use std::time::Duration;
 
 use farm_inventory::Site;
 use farm_proto::domain::OperationKind;
 
 use crate::agent::{AgentApi, OperationRequest, SwitchTo};
+use crate::contract::{DeploySettings, RunSettings};
 use crate::farm::Farm;
 use crate::journal::Journal;
 use crate::lb::Target;
 use crate::quiesce::{quiesce, Quiesced};
 use crate::report::{NodeReport, Reporter};
-use crate::run::{DeploySettings, RunSettings};
 
 /// What driving one node needs from its run.
 pub(super) struct NodeRun<'r> {

@@ -4,7 +4,7 @@
 //! run is refused before anything is touched when no node could start.
 use farm_inventory::Strategy;
 
-use super::capacity::{Blocked, Capacity, Out};
+use crate::capacity::{Blocked, Capacity, Out};
 
 /// The waves of a run: `waves[k]` are the nodes out together in step `k`.
 /// With `canary`, the first wave is one node.

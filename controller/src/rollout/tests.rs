@@ -14,9 +14,9 @@ use tokio::time::Instant;
 
 use super::engine::Run;
 use super::reconcile::ResumePoint;
+use crate::contract::{RunRequest, RunSettings};
 use crate::operator::{AssumeYes, Operator};
 use crate::report::{NodeReport, RunReport, Silent};
-use crate::run::{RunRequest, RunSettings};
 use crate::testing::{fake_farm, Behaviour, FakeClock, FakeFarm, What};
 use crate::window::WindowGuard;
 
@@ -478,7 +478,7 @@ proptest! {
 fn deploy(ff: &FakeFarm, package: bool) -> RunSettings {
     let mut s = settings(ff);
     s.operation = OperationKind::Deploy;
-    s.deploy = Some(crate::run::DeploySettings {
+    s.deploy = Some(crate::contract::DeploySettings {
         site: "shop".into(),
         version: "2.0.0".into(),
         package: package.then(|| crate::agent::Package {
@@ -544,7 +544,7 @@ async fn a_node_whose_release_cannot_be_staged_is_never_drained() {
     let report = run(&ff, &deploy(&ff, true)).await;
     assert_eq!(outcomes(&report), [Succeeded, Failed, Skipped, Skipped]);
     let web02 = &report.nodes[1];
-    assert_eq!(web02.failed_step, Some(super::machine::FailedStep::Stage));
+    assert_eq!(web02.failed_step, Some(crate::machine::FailedStep::Stage));
     assert!(web02.in_rotation);
     assert!(web02.error.as_deref().unwrap().contains("free disk"));
     assert!(!ff.log.of("web02").contains(&What::Drained));

@@ -1,4 +1,4 @@
-//! A run's life outside the rolling loop: its contract ([`settings`]),
+//! A run's life outside the rolling loop: its contract ([`crate::contract`]),
 //! starting one ([`start`]: window, leases, preflight, capacity, the
 //! operator's yes, the journal) and continuing one whose controller
 //! stopped ([`resume`]). Both build the same [`crate::rollout::engine::Run`].
@@ -14,11 +14,13 @@ use crate::window::{Clock, WindowGuard};
 
 mod deploy;
 mod resume;
-pub mod settings;
 mod start;
 
+/// The run contract lives in [`crate::contract`]; named here as before.
+pub use crate::contract::{
+    DeployRequest, DeploySettings, FarmNode, RunRequest, RunSettings, RunTimeouts,
+};
 pub use resume::{resume, resume_on};
-pub use settings::{DeployRequest, DeploySettings, FarmNode, RunRequest, RunSettings, RunTimeouts};
 pub use start::{check, start, Checked};
 
 /// What a run needs from its surroundings.

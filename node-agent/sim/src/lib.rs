@@ -18,8 +18,8 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use farm_iis::*;
 use config::{InitialState, SimFile, SimPool, StartMode};
+use farm_iis::*;
 pub(crate) use worker::Worker;
 
 pub use http::BoundSite;

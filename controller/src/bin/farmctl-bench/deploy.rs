@@ -41,7 +41,7 @@ pub async fn bench(
     );
 
     // Staging alone, as a deploy does it: that many uploads at once.
-    let at_once = run::settings::STAGING_CONCURRENCY;
+    let at_once = farmctl::contract::STAGING_CONCURRENCY;
     let started = Instant::now();
     let staged: Vec<Result<(), String>> = futures::stream::iter(0..nodes)
         .map(|i| stage(farm, i, "1.9.9", &package))

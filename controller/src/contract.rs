@@ -11,9 +11,9 @@ use farm_proto::domain::OperationKind;
 use serde::{Deserialize, Serialize};
 
 use crate::agent::Package;
+use crate::capacity::Capacity;
 use crate::exit::CommandError;
-use crate::rollout::capacity::Capacity;
-use crate::rollout::machine::Policy;
+use crate::machine::Policy;
 
 /// What the operator asked for on the command line, before the inventory
 /// fills in the rest.
