@@ -129,39 +129,27 @@ impl LoadBalancer for Arr {
     }
 
     async fn wait_sessions_gone(&self, node: &Node, timeout: Duration) -> Result<bool, LbError> {
-        let gone = farm_proto::poll::until(timeout, POLL, || async {
-            match self.state(node).await {
-                Ok(v) => (v.current_requests == Some(0)).then_some(Ok(())),
-                Err(e) => Some(Err(e)),
-            }
-        })
-        .await;
-        match gone {
-            Ok(result) => result.map(|()| true),
-            Err(()) => Ok(false),
-        }
+        super::sessions_gone(
+            timeout,
+            POLL,
+            || self.state(node),
+            |v| v.current_requests == Some(0),
+        )
+        .await
     }
 
     async fn undrain(&self, t: &Target<'_>, timeout: Duration) -> Result<Duration, LbError> {
         let start = Instant::now();
         self.call(t.node, "return", t.op_id).await?;
-        let up = farm_proto::poll::until(timeout, POLL, || async {
-            match self.state(t.node).await {
-                Ok(v) => (lb_state(&v) == LbState::Up).then_some(Ok(())),
-                Err(e) => Some(Err(e)),
-            }
-        })
-        .await;
-        match up {
-            Ok(result) => result.map(|()| start.elapsed()),
-            Err(()) => Err(LbError::NotYet {
-                lb: self.name(),
-                node: t.node.name.clone(),
-                wanted: "Available and healthy",
-                after: timeout,
-                state: raw(&self.state(t.node).await?),
-            }),
-        }
+        super::MemberWait::up(self, t, start, timeout, POLL, "Available and healthy")
+            .until(|| async {
+                let v = self.state(t.node).await?;
+                Ok(MemberState {
+                    state: lb_state(&v),
+                    raw: raw(&v),
+                })
+            })
+            .await
     }
 
     async fn still_drained(&self, t: &Target<'_>) -> Result<Option<bool>, LbError> {

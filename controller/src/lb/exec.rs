@@ -194,40 +194,28 @@ impl LoadBalancer for Exec {
     }
 
     async fn wait_sessions_gone(&self, node: &Node, timeout: Duration) -> Result<bool, LbError> {
-        let gone = farm_proto::poll::until(timeout, POLL, || async {
-            match self.read_state(node).await {
-                // Without a count, only the node's own in-flight can tell.
-                Ok(s) => (s.sessions.unwrap_or(0) == 0).then_some(Ok(())),
-                Err(e) => Some(Err(e)),
-            }
-        })
-        .await;
-        match gone {
-            Ok(result) => result.map(|()| true),
-            Err(()) => Ok(false),
-        }
+        // Without a count, only the node's own in-flight can tell.
+        super::sessions_gone(
+            timeout,
+            POLL,
+            || self.read_state(node),
+            |s| s.sessions.unwrap_or(0) == 0,
+        )
+        .await
     }
 
     async fn undrain(&self, t: &Target<'_>, timeout: Duration) -> Result<Duration, LbError> {
         let start = Instant::now();
         self.run("return", &self.return_, t.node).await?;
-        let up = farm_proto::poll::until(timeout, POLL, || async {
-            match self.read_state(t.node).await {
-                Ok(s) => (s.state == "up").then_some(Ok(())),
-                Err(e) => Some(Err(e)),
-            }
-        })
-        .await;
-        match up {
-            Ok(result) => result.map(|()| start.elapsed()),
-            Err(()) => Err(LbError::NotYet {
-                lb: self.name(),
-                node: t.node.name.clone(),
-                wanted: "up",
-                after: timeout,
-                state: self.read_state(t.node).await?.state,
-            }),
-        }
+        super::MemberWait::up(self, t, start, timeout, POLL, "up")
+            .until(|| async {
+                let s = self.read_state(t.node).await?;
+                Ok(MemberState {
+                    state: lb_state(&s.state),
+                    raw: s.state,
+                })
+            })
+            .await
     }
 
     async fn still_drained(&self, t: &Target<'_>) -> Result<Option<bool>, LbError> {

@@ -70,12 +70,7 @@ fn tilde(path: &str) -> String {
 
 impl F5 {
     pub fn new(cfg: &farm_inventory::F5, password: Password) -> Result<F5, LbError> {
-        let api = Api::new(
-            format!("f5 {}", cfg.api.url),
-            &cfg.api.url,
-            Some(&cfg.api.trust),
-            cfg.api.timeout,
-        )?;
+        let api = Api::appliance("f5", &cfg.api)?;
         Ok(F5 {
             api,
             pool: cfg.pool.clone(),
@@ -117,12 +112,7 @@ impl F5 {
         });
         let reply = self
             .api
-            .call(
-                "token login",
-                |c| c.post(self.api.url("/mgmt/shared/authn/login")).json(&body),
-                |r| transient(r).unwrap_or(Verdict::Done),
-                || async { Ok(()) },
-            )
+            .post_login("token login", "/mgmt/shared/authn/login", &body, transient)
             .await?;
         let token = reply
             .json()
@@ -142,15 +132,11 @@ impl F5 {
                 self.set_auth(Auth::Basic);
                 Ok(())
             }
-            (false, _) => Err(LbError::Api {
-                lb: self.api.lb.clone(),
-                message: format!(
-                    "token login for user `{}` refused: HTTP {} {}",
-                    self.user,
-                    reply.status,
-                    message(&reply)
-                ),
-            }),
+            (false, _) => {
+                Err(self
+                    .api
+                    .login_refused("token login", &self.user, &reply, &message(&reply)))
+            }
         }
     }
 
@@ -171,10 +157,7 @@ impl F5 {
             .call(
                 what,
                 |c| {
-                    let mut req = c.request(method.clone(), &url);
-                    if let Some(b) = body {
-                        req = req.json(b);
-                    }
+                    let req = super::http::json_request(c, &method, &url, body);
                     match self.auth() {
                         Auth::Token(t) => req.header("X-F5-Auth-Token", t),
                         _ => req.basic_auth(&self.user, Some(self.password.expose())),
@@ -217,15 +200,7 @@ impl F5 {
                 ),
             }
         } else {
-            LbError::Api {
-                lb: self.api.lb.clone(),
-                message: format!(
-                    "{what} for {}: HTTP {} {}",
-                    node.name,
-                    reply.status,
-                    message(reply)
-                ),
-            }
+            self.api.http_error(what, node, reply, &message(reply))
         }
     }
 
@@ -384,17 +359,7 @@ impl LoadBalancer for F5 {
     }
 
     async fn wait_sessions_gone(&self, node: &Node, timeout: Duration) -> Result<bool, LbError> {
-        let gone = farm_proto::poll::until(timeout, POLL, || async {
-            match self.stats(node).await {
-                Ok(s) => (s.cur_conns == 0).then_some(Ok(())),
-                Err(e) => Some(Err(e)),
-            }
-        })
-        .await;
-        match gone {
-            Ok(result) => result.map(|()| true),
-            Err(()) => Ok(false),
-        }
+        super::sessions_gone(timeout, POLL, || self.stats(node), |s| s.cur_conns == 0).await
     }
 
     async fn undrain(&self, t: &Target<'_>, timeout: Duration) -> Result<Duration, LbError> {
@@ -405,31 +370,28 @@ impl LoadBalancer for F5 {
             "return the pool member",
         )
         .await?;
-        let seen = || async {
+        super::MemberWait::up(
+            self,
+            t,
+            start,
+            timeout,
+            POLL,
+            "available with its monitor up",
+        )
+        .until(|| async {
             let m = self.member(t.node).await?;
             let s = self.stats(t.node).await?;
-            Ok::<_, LbError>((m, s))
-        };
-        let up = farm_proto::poll::until(timeout, POLL, || async {
-            match seen().await {
-                Ok((m, s)) => serving(&m, &s).then_some(Ok(())),
-                Err(e) => Some(Err(e)),
-            }
+            // Serving is the member enabled and its monitor's word.
+            Ok(MemberState {
+                state: if serving(&m, &s) {
+                    LbState::Up
+                } else {
+                    LbState::Down
+                },
+                raw: format!("{}, {}/{}", raw(&m), s.availability, s.monitor),
+            })
         })
-        .await;
-        match up {
-            Ok(result) => result.map(|()| start.elapsed()),
-            Err(()) => {
-                let (m, s) = seen().await?;
-                Err(LbError::NotYet {
-                    lb: self.name(),
-                    node: t.node.name.clone(),
-                    wanted: "available with its monitor up",
-                    after: timeout,
-                    state: format!("{}, {}/{}", raw(&m), s.availability, s.monitor),
-                })
-            }
-        }
+        .await
     }
 
     async fn still_drained(&self, t: &Target<'_>) -> Result<Option<bool>, LbError> {

@@ -285,25 +285,16 @@ impl LoadBalancer for Haproxy {
 
     async fn undrain(&self, t: &Target<'_>, timeout: Duration) -> Result<Duration, LbError> {
         let start = Instant::now();
-        let server = || self.server(&t.node.name, &t.node.lb_server);
         self.set_state(&t.node.lb_server, "ready").await?;
-        let up = farm_proto::poll::until(timeout, POLL, || async {
-            match server().await {
-                Ok(s) => (s.status == "UP").then_some(Ok(())),
-                Err(e) => Some(Err(e)),
-            }
-        })
-        .await;
-        match up {
-            Ok(result) => result.map(|()| start.elapsed()),
-            Err(()) => Err(LbError::NotYet {
-                lb: self.name(),
-                node: t.node.name.clone(),
-                wanted: "UP",
-                after: timeout,
-                state: server().await?.status,
-            }),
-        }
+        super::MemberWait::up(self, t, start, timeout, POLL, "UP")
+            .until(|| async {
+                let s = self.server(&t.node.name, &t.node.lb_server).await?;
+                Ok(MemberState {
+                    state: lb_state(&s.status),
+                    raw: s.status,
+                })
+            })
+            .await
     }
 }
 

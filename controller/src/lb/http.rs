@@ -157,7 +157,76 @@ impl ServerCertVerifier for Pinned {
     }
 }
 
+/// A request of `method` to `url` with `body` as JSON, if any.
+pub fn json_request(
+    c: &reqwest::Client,
+    method: &reqwest::Method,
+    url: &str,
+    body: Option<&serde_json::Value>,
+) -> reqwest::RequestBuilder {
+    let req = c.request(method.clone(), url);
+    match body {
+        Some(b) => req.json(b),
+        None => req,
+    }
+}
+
 impl Api {
+    /// The management API of an appliance of `kind` (`f5`, `netscaler`)
+    /// as the inventory describes it.
+    pub fn appliance(kind: &str, cfg: &farm_inventory::HttpApi) -> Result<Api, LbError> {
+        Api::new(
+            format!("{kind} {}", cfg.url),
+            &cfg.url,
+            Some(&cfg.trust),
+            cfg.timeout,
+        )
+    }
+
+    /// Logs in: `body` posted to `path`, retried when `transient` says so
+    /// (never logging in again: this is the login).
+    pub async fn post_login(
+        &self,
+        what: &str,
+        path: &str,
+        body: &serde_json::Value,
+        transient: impl Fn(&Reply) -> Option<Verdict>,
+    ) -> Result<Reply, LbError> {
+        self.call(
+            what,
+            |c| c.post(self.url(path)).json(body),
+            |r| transient(r).unwrap_or(Verdict::Done),
+            || async { Ok(()) },
+        )
+        .await
+    }
+
+    /// A login the appliance refused.
+    pub fn login_refused(&self, what: &str, user: &str, reply: &Reply, detail: &str) -> LbError {
+        LbError::Api {
+            lb: self.lb.clone(),
+            message: format!(
+                "{what} for user `{user}` refused: HTTP {} {detail}",
+                reply.status
+            ),
+        }
+    }
+
+    /// `what` for `node` answered with an HTTP error this API does not
+    /// explain better.
+    pub fn http_error(
+        &self,
+        what: &str,
+        node: &farm_inventory::Node,
+        reply: &Reply,
+        detail: &str,
+    ) -> LbError {
+        LbError::Api {
+            lb: self.lb.clone(),
+            message: format!("{what} for {}: HTTP {} {detail}", node.name, reply.status),
+        }
+    }
+
     pub fn new(
         lb: String,
         base: &str,

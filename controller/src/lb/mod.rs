@@ -97,6 +97,93 @@ where
     Ok(out)
 }
 
+/// Reads `read` every `every` until `gone` holds (`true`) or `timeout`
+/// passes (`false`); a read that fails ends the wait with its error. The
+/// one poll of every driver's `wait_sessions_gone`.
+pub(crate) async fn sessions_gone<T, F, Fut>(
+    timeout: Duration,
+    every: Duration,
+    read: F,
+    gone: impl Fn(&T) -> bool,
+) -> Result<bool, LbError>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<T, LbError>>,
+{
+    let polled = farm_proto::poll::until(timeout, every, || async {
+        match read().await {
+            Ok(v) => gone(&v).then_some(Ok(())),
+            Err(e) => Some(Err(e)),
+        }
+    })
+    .await;
+    match polled {
+        Ok(result) => result.map(|()| true),
+        Err(()) => Ok(false),
+    }
+}
+
+/// After a return: reads the member's state every `every` until the LB
+/// says `want`, and how long since `start` that took; past `timeout`, a
+/// [`LbError::NotYet`] with what it says then (`wanted` in the LB's own
+/// words). The one wait of every driver's `undrain`.
+pub(crate) struct MemberWait<'a> {
+    pub lb: String,
+    pub node: &'a Node,
+    pub start: std::time::Instant,
+    pub timeout: Duration,
+    pub every: Duration,
+    pub want: LbState,
+    pub wanted: &'static str,
+}
+
+impl<'a> MemberWait<'a> {
+    /// Waiting for `t`'s member to serve again on `lb`.
+    pub(crate) fn up(
+        lb: &dyn LoadBalancer,
+        t: &Target<'a>,
+        start: std::time::Instant,
+        timeout: Duration,
+        every: Duration,
+        wanted: &'static str,
+    ) -> Self {
+        Self {
+            lb: lb.name(),
+            node: t.node,
+            start,
+            timeout,
+            every,
+            want: LbState::Up,
+            wanted,
+        }
+    }
+
+    pub(crate) async fn until<F, Fut>(self, read: F) -> Result<Duration, LbError>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<MemberState, LbError>>,
+    {
+        let want = self.want;
+        let polled = farm_proto::poll::until(self.timeout, self.every, || async {
+            match read().await {
+                Ok(m) => (m.state == want).then_some(Ok(())),
+                Err(e) => Some(Err(e)),
+            }
+        })
+        .await;
+        match polled {
+            Ok(result) => result.map(|()| self.start.elapsed()),
+            Err(()) => Err(LbError::NotYet {
+                lb: self.lb,
+                node: self.node.name.clone(),
+                wanted: self.wanted,
+                after: self.timeout,
+                state: read().await?.raw,
+            }),
+        }
+    }
+}
+
 /// A load balancer could not do what was asked. Every variant names the
 /// load balancer; node-level ones name the node.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -47,12 +47,7 @@ pub struct NsStat {
 
 impl Netscaler {
     pub fn new(cfg: &farm_inventory::Netscaler, password: Password) -> Result<Netscaler, LbError> {
-        let api = Api::new(
-            format!("netscaler {}", cfg.api.url),
-            &cfg.api.url,
-            Some(&cfg.api.trust),
-            cfg.api.timeout,
-        )?;
+        let api = Api::appliance("netscaler", &cfg.api)?;
         Ok(Netscaler {
             api,
             member: cfg.member.clone(),
@@ -79,23 +74,12 @@ impl Netscaler {
         }});
         let reply = self
             .api
-            .call(
-                "login",
-                |c| c.post(self.api.url("/nitro/v1/config/login")).json(&body),
-                |r| transient(r).unwrap_or(Verdict::Done),
-                || async { Ok(()) },
-            )
+            .post_login("login", "/nitro/v1/config/login", &body, transient)
             .await?;
         if !reply.ok() {
-            return Err(LbError::Api {
-                lb: self.api.lb.clone(),
-                message: format!(
-                    "login for user `{}` refused: HTTP {} {}",
-                    self.user,
-                    reply.status,
-                    message(&reply)
-                ),
-            });
+            return Err(self
+                .api
+                .login_refused("login", &self.user, &reply, &message(&reply)));
         }
         let token = reply
             .headers
@@ -137,10 +121,7 @@ impl Netscaler {
             .call(
                 what,
                 |c| {
-                    let mut req = c.request(method.clone(), &url);
-                    if let Some(b) = body {
-                        req = req.json(b);
-                    }
+                    let req = super::http::json_request(c, &method, &url, body);
                     match (self.login, self.cookie()) {
                         (true, Some(t)) => {
                             req.header(reqwest::header::COOKIE, format!("NITRO_AUTH_TOKEN={t}"))
@@ -174,15 +155,7 @@ impl Netscaler {
                 ),
             }
         } else {
-            LbError::Api {
-                lb: self.api.lb.clone(),
-                message: format!(
-                    "{what} for {}: HTTP {} {}",
-                    node.name,
-                    reply.status,
-                    message(reply)
-                ),
-            }
+            self.api.http_error(what, node, reply, &message(reply))
         }
     }
 
@@ -456,42 +429,25 @@ impl LoadBalancer for Netscaler {
     }
 
     async fn wait_sessions_gone(&self, node: &Node, timeout: Duration) -> Result<bool, LbError> {
-        let gone = farm_proto::poll::until(timeout, POLL, || async {
-            match self.stats(node).await {
-                Ok(s) => s
-                    .iter()
-                    .all(|s| s.state == "OFS" && s.client_connections == 0)
-                    .then_some(Ok(())),
-                Err(e) => Some(Err(e)),
-            }
-        })
-        .await;
-        match gone {
-            Ok(result) => result.map(|()| true),
-            Err(()) => Ok(false),
-        }
+        super::sessions_gone(
+            timeout,
+            POLL,
+            || self.stats(node),
+            |stats: &Vec<NsStat>| {
+                stats.iter().all(|s| {
+                    lb_state(&s.state) == LbState::Maintenance && s.client_connections == 0
+                })
+            },
+        )
+        .await
     }
 
     async fn undrain(&self, t: &Target<'_>, timeout: Duration) -> Result<Duration, LbError> {
         let start = Instant::now();
         self.post_action(t.node, false).await?;
-        let up = farm_proto::poll::until(timeout, POLL, || async {
-            match self.stats(t.node).await {
-                Ok(s) => s.iter().all(|s| s.state == "UP").then_some(Ok(())),
-                Err(e) => Some(Err(e)),
-            }
-        })
-        .await;
-        match up {
-            Ok(result) => result.map(|()| start.elapsed()),
-            Err(()) => Err(LbError::NotYet {
-                lb: self.name(),
-                node: t.node.name.clone(),
-                wanted: "UP",
-                after: timeout,
-                state: combined(&self.stats(t.node).await?).raw,
-            }),
-        }
+        super::MemberWait::up(self, t, start, timeout, POLL, "UP")
+            .until(|| async { Ok(combined(&self.stats(t.node).await?)) })
+            .await
     }
 
     async fn still_drained(&self, t: &Target<'_>) -> Result<Option<bool>, LbError> {

@@ -125,39 +125,27 @@ impl LoadBalancer for Nlb {
     }
 
     async fn wait_sessions_gone(&self, node: &Node, timeout: Duration) -> Result<bool, LbError> {
-        let gone = farm_proto::poll::until(timeout, POLL, || async {
-            match self.call(node, None, "state", "").await {
-                Ok(v) => (v.state == "Stopped").then_some(Ok(())),
-                Err(e) => Some(Err(e)),
-            }
-        })
-        .await;
-        match gone {
-            Ok(result) => result.map(|()| true),
-            Err(()) => Ok(false),
-        }
+        super::sessions_gone(
+            timeout,
+            POLL,
+            || self.call(node, None, "state", ""),
+            |v| lb_state(&v.state) == LbState::Maintenance,
+        )
+        .await
     }
 
     async fn undrain(&self, t: &Target<'_>, timeout: Duration) -> Result<Duration, LbError> {
         let start = Instant::now();
         self.call(t.node, Some(t.agent), "return", t.op_id).await?;
-        let up = farm_proto::poll::until(timeout, POLL, || async {
-            match self.call(t.node, Some(t.agent), "state", "").await {
-                Ok(v) => (lb_state(&v.state) == LbState::Up).then_some(Ok(())),
-                Err(e) => Some(Err(e)),
-            }
-        })
-        .await;
-        match up {
-            Ok(result) => result.map(|()| start.elapsed()),
-            Err(()) => Err(LbError::NotYet {
-                lb: self.name(),
-                node: t.node.name.clone(),
-                wanted: "Converged",
-                after: timeout,
-                state: self.call(t.node, Some(t.agent), "state", "").await?.detail,
-            }),
-        }
+        super::MemberWait::up(self, t, start, timeout, POLL, "Converged")
+            .until(|| async {
+                let v = self.call(t.node, Some(t.agent), "state", "").await?;
+                Ok(MemberState {
+                    state: lb_state(&v.state),
+                    raw: v.detail,
+                })
+            })
+            .await
     }
 
     async fn still_drained(&self, t: &Target<'_>) -> Result<Option<bool>, LbError> {

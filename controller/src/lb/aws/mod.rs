@@ -333,17 +333,13 @@ impl LoadBalancer for AwsElbv2 {
     }
 
     async fn wait_sessions_gone(&self, node: &Node, timeout: Duration) -> Result<bool, LbError> {
-        let gone = farm_proto::poll::until(timeout, self.poll, || async {
-            match self.target(node).await {
-                Ok(t) => deregistered(t.as_ref()).then_some(Ok(())),
-                Err(e) => Some(Err(e)),
-            }
-        })
-        .await;
-        match gone {
-            Ok(result) => result.map(|()| true),
-            Err(()) => Ok(false),
-        }
+        crate::lb::sessions_gone(
+            timeout,
+            self.poll,
+            || self.target(node),
+            |t| deregistered(t.as_ref()),
+        )
+        .await
     }
 
     async fn undrain(&self, t: &Target<'_>, timeout: Duration) -> Result<Duration, LbError> {
@@ -351,23 +347,9 @@ impl LoadBalancer for AwsElbv2 {
         let mut params = vec![self.group()];
         params.extend(Self::target_params(&TargetId::parse(&t.node.lb_server)));
         self.query("RegisterTargets", &params).await?;
-        let up = farm_proto::poll::until(timeout, self.poll, || async {
-            match self.target(t.node).await {
-                Ok(h) => h.is_some_and(|h| h.state == "healthy").then_some(Ok(())),
-                Err(e) => Some(Err(e)),
-            }
-        })
-        .await;
-        match up {
-            Ok(result) => result.map(|()| start.elapsed()),
-            Err(()) => Err(LbError::NotYet {
-                lb: self.name(),
-                node: t.node.name.clone(),
-                wanted: "healthy",
-                after: timeout,
-                state: lb_state(self.target(t.node).await?.as_ref()).raw,
-            }),
-        }
+        crate::lb::MemberWait::up(self, t, start, timeout, self.poll, "healthy")
+            .until(|| async { Ok(lb_state(self.target(t.node).await?.as_ref())) })
+            .await
     }
 
     async fn still_drained(&self, t: &Target<'_>) -> Result<Option<bool>, LbError> {
