@@ -3,6 +3,7 @@
 //! real agents, and the timing moto does not model — `draining` before a
 //! target is gone, `initial` before it is `healthy` — against a scripted
 //! endpoint.
+#[path = "e2e/common/mod.rs"]
 mod common;
 
 use std::collections::VecDeque;

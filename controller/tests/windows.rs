@@ -5,6 +5,7 @@
 //! `scripts/windows-check` builds the .exe and runs these tests with
 //! `FARM_AGENT_WINDOWS_EXE` (and its `WINEPREFIX`) set; without them they
 //! say they skipped.
+#[path = "e2e/common/mod.rs"]
 mod common;
 
 use std::path::{Path, PathBuf};

@@ -2,11 +2,10 @@
 //! rendered by a real headless Chromium (Debian's `chromium`, which
 //! `.ci/run` installs; skipped with a message where it is missing), and
 //! the `--output jsonl` event stream of the same run.
-mod common;
 
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use farmctl::sandbox::SandboxSpec;
 use serde_json::Value;
 

@@ -2,11 +2,10 @@
 //! connections, nothing answers) costs `farmctl status` and a run their
 //! own deadlines, not forever.
 #![cfg(unix)]
-mod common;
 
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use farmctl::sandbox::SandboxSpec;
 
 /// SIGSTOP / SIGCONT an agent process by PID.

@@ -1,11 +1,10 @@
 //! The agents' Prometheus endpoint, scraped after a rolling recycle of the
 //! sandbox farm: every call counted by outcome and timed, TLS handshakes
 //! refused, and the node's live state.
-mod common;
 
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use farmctl::sandbox::SandboxSpec;
 use tokio::io::AsyncWriteExt;
 

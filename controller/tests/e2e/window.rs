@@ -2,12 +2,11 @@
 //! outside it, and a node whose estimated time does not fit in what is
 //! left is not started. The clock is read once before the run and once
 //! before each node is started.
-mod common;
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
-use common::*;
+use crate::common::*;
 use farm_proto::domain::{NodeOutcome, OperationKind};
 use farmctl::commands::Settings;
 use farmctl::exit::{CommandError, ExitStatus};
@@ -33,7 +32,7 @@ impl Clock for Scripted {
     }
 }
 
-fn settings(farm: &common::Farm, times: &[&str]) -> Settings {
+fn settings(farm: &crate::common::Farm, times: &[&str]) -> Settings {
     Settings {
         quiet: true,
         insecure: false,
@@ -48,7 +47,7 @@ fn settings(farm: &common::Farm, times: &[&str]) -> Settings {
 
 /// A recycle of the sandbox farm in the window 02:00-05:00 UTC, with the
 /// clock handing out `times`.
-async fn recycle(farm: &common::Farm, times: &[&str]) -> Result<RunReport, CommandError> {
+async fn recycle(farm: &crate::common::Farm, times: &[&str]) -> Result<RunReport, CommandError> {
     let f = Farm::connect(
         farm_inventory::load(&farm.sandbox.inventory).unwrap(),
         Transport::Tls,

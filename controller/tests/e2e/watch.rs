@@ -1,11 +1,10 @@
 //! `farmctl status --watch` when not on a terminal: one snapshot after
 //! another, a run's phase on the nodes it holds, Ctrl-C leaving cleanly.
-mod common;
 
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use farmctl::sandbox::SandboxSpec;
 use tokio::io::AsyncReadExt;
 

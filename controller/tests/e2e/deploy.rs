@@ -2,12 +2,11 @@
 //! their release folders, the simulator serving the files of the release
 //! its site points at, HTTP load through a real HAProxy, and the version
 //! every node serves as the witness.
-mod common;
 
 use std::path::Path;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use farm_proto::domain::{NodeOutcome, OperationKind};
 use farmctl::commands::Settings;
 use farmctl::farm::{Farm as FarmClient, Transport};

@@ -1,10 +1,9 @@
 //! End to end through a real HAProxy (Debian package; `.ci/run` installs
 //! it) in front of real agent processes, with HTTP load throughout.
-mod common;
 
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use farmctl::lb::Haproxy;
 use farmctl::sandbox::SandboxSpec;
 use farmctl::traffic::{Traffic, TrafficSpec};

@@ -3,12 +3,11 @@
 //! out of reach at the start, the leader killed mid-run, every member
 //! stopped mid-run and the run resumed from a second host, a controller
 //! SIGKILLed and two hosts racing to resume it, the team's history.
-mod common;
 
 use std::time::Duration;
 
-use common::etcd::{etcd_binary, EtcdCluster};
-use common::*;
+use crate::common::etcd::{etcd_binary, EtcdCluster};
+use crate::common::*;
 use farmctl::sandbox::SandboxSpec;
 
 /// `farmctl` as a user on a host of its own, with the store.

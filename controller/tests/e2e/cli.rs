@@ -1,8 +1,7 @@
 //! The command line's conventions: completions for every shell, man pages,
 //! `FARMCTL_INVENTORY` as the default inventory.
-mod common;
 
-use common::*;
+use crate::common::*;
 
 /// Parses `script` with `shell`'s own syntax check, when that shell is
 /// installed.

@@ -1,10 +1,9 @@
 //! Safe at every moment: leases between controllers, and the agents'
 //! dead-man switch when a controller goes away.
-mod common;
 
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use farm_proto::domain::OperationKind;
 use farmctl::agent::{LeaseClaim, OperationRequest};
 use farmctl::sandbox::SandboxSpec;

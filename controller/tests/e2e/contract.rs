@@ -1,11 +1,10 @@
 //! A resumed run keeps the limits of the run it continues: real agent
 //! processes, a controller killed with SIGKILL mid-run, `farmctl resume`,
 //! and the agents' own event logs as the witness.
-mod common;
 
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use farm_proto::domain::NodeOutcome;
 use farmctl::commands::Settings;
 use farmctl::farm::Transport;

@@ -1,10 +1,9 @@
 //! The controller killed with SIGKILL at many points of a rolling run, then
 //! `farmctl resume`: the farm ends whole and nothing is done twice.
-mod common;
 
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use farmctl::sandbox::SandboxSpec;
 
 fn count(farm: &Farm, event: &str) -> Vec<usize> {

@@ -2,13 +2,12 @@
 //! halt and the end, in each webhook's format; a webhook that never
 //! answers does not slow the run down, and holds up its end by at most
 //! its timeout.
-mod common;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::https::{serve_plain, Resp};
-use common::*;
+use crate::common::https::{serve_plain, Resp};
+use crate::common::*;
 use farmctl::sandbox::SandboxSpec;
 use serde_json::Value;
 

@@ -1,9 +1,8 @@
 //! A real controller run against real agent processes (IIS simulator).
-mod common;
 
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use farmctl::sandbox::SandboxSpec;
 use farmctl::traffic::Traffic;
 

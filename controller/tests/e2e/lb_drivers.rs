@@ -3,15 +3,14 @@
 //! expire, connections that run down after a drain, a health check after
 //! a return, transient errors), and the exec driver against small scripts,
 //! each driving a rolling recycle of a sandbox farm of real agents.
-mod common;
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
-use common::fake_f5::FakeF5;
-use common::fake_netscaler::FakeNetscaler;
-use common::members::{Change, Members};
-use common::*;
+use crate::common::fake_f5::FakeF5;
+use crate::common::fake_netscaler::FakeNetscaler;
+use crate::common::members::{Change, Members};
+use crate::common::*;
 use farmctl::sandbox::SandboxSpec;
 
 const NODES: [&str; 4] = ["web01", "web02", "web03", "web04"];
@@ -97,7 +96,7 @@ async fn f5_rolling_recycle_through_token_expiry_and_transient_errors() {
     set_load_balancer(&farm, &f5.inventory("FARMCTL_F5_PW", "force-offline"), &[]);
     *f5.state.token_ttl.lock().unwrap() = Duration::from_secs(1);
     f5.state.fail_every.store(9, Ordering::SeqCst);
-    let env = [("FARMCTL_F5_PW", common::fake_f5::PASSWORD)];
+    let env = [("FARMCTL_F5_PW", crate::common::fake_f5::PASSWORD)];
     let inv = inventory(&farm);
     let state = state_dir(&farm);
 
@@ -144,9 +143,9 @@ async fn f5_rolling_recycle_through_token_expiry_and_transient_errors() {
             "{body}"
         );
     }
-    assert_secret_kept(&farm, &out, common::fake_f5::PASSWORD);
+    assert_secret_kept(&farm, &out, crate::common::fake_f5::PASSWORD);
     let v = farmctl_env(&["validate", "-i", &inv, "--output", "json"], &env).await;
-    assert!(!String::from_utf8_lossy(&v.stdout).contains(common::fake_f5::PASSWORD));
+    assert!(!String::from_utf8_lossy(&v.stdout).contains(crate::common::fake_f5::PASSWORD));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -164,7 +163,7 @@ async fn f5_drift_and_bad_input_refuse_before_anything_changes() {
     let servers: Vec<(&str, &str)> = servers.iter().map(|(n, s)| (*n, s.as_str())).collect();
     set_load_balancer(&farm, &f5.inventory("FARMCTL_F5_PW", "disable"), &servers);
     let inv = inventory(&farm);
-    let env = [("FARMCTL_F5_PW", common::fake_f5::PASSWORD)];
+    let env = [("FARMCTL_F5_PW", crate::common::fake_f5::PASSWORD)];
     // web04's member is not in the pool: the F5's own 404 words.
     let out = farmctl_env(&["recycle", "-i", &inv, "--yes"], &env).await;
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
@@ -204,7 +203,7 @@ async fn netscaler_rolling_recycle_with_a_session_that_expires_and_on_call_drain
     set_load_balancer(&farm, &ns.inventory("FARMCTL_NS_PW", "login"), &[]);
     *ns.state.session_ttl.lock().unwrap() = Duration::from_secs(1);
     ns.state.fail_every.store(11, Ordering::SeqCst);
-    let env = [("FARMCTL_NS_PW", common::fake_netscaler::PASSWORD)];
+    let env = [("FARMCTL_NS_PW", crate::common::fake_netscaler::PASSWORD)];
     let inv = inventory(&farm);
     let state = state_dir(&farm);
 
@@ -233,7 +232,7 @@ async fn netscaler_rolling_recycle_with_a_session_that_expires_and_on_call_drain
             assert_eq!(body["service"]["delay"], 30, "{body}");
         }
     }
-    assert_secret_kept(&farm, &out, common::fake_netscaler::PASSWORD);
+    assert_secret_kept(&farm, &out, crate::common::fake_netscaler::PASSWORD);
 
     // On call: one node out and back, through the same driver.
     let before = ns.members.changes().len();
@@ -257,7 +256,7 @@ async fn a_management_certificate_that_is_not_the_pinned_one_is_refused() {
     set_load_balancer(&farm, &block, &[]);
     let out = farmctl_env(
         &["recycle", "-i", &inventory(&farm), "--yes"],
-        &[("FARMCTL_NS_PW", common::fake_netscaler::PASSWORD)],
+        &[("FARMCTL_NS_PW", crate::common::fake_netscaler::PASSWORD)],
     )
     .await;
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));

@@ -1,0 +1,22 @@
+//! farmctl end to end: real agent processes (the simulator), the real
+//! `farmctl` binary, real HAProxy, etcd and moto where the drivers need
+//! them. One test binary, a module per subject (the Windows run under Wine
+//! and the AWS driver's tests, which set process-wide credentials, are
+//! binaries of their own).
+mod common;
+
+mod cli;
+mod contract;
+mod deploy;
+mod etcd;
+mod hangs;
+mod haproxy;
+mod lb_drivers;
+mod metrics;
+mod notify;
+mod resume;
+mod rolling;
+mod safety;
+mod timeline;
+mod watch;
+mod window;
