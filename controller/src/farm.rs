@@ -85,7 +85,7 @@ impl Farm {
     }
 
     /// Probes node `i`'s sites once.
-    pub async fn probe_once(&self, i: usize) -> Result<(), String> {
+    pub async fn probe_once(&self, i: usize) -> Result<(), crate::probe::ProbeError> {
         self.prober.once(self.node(i), &self.inventory.sites).await
     }
 

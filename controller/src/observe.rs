@@ -16,7 +16,7 @@ pub struct Observation {
     /// The LB's view; `None` when the driver cannot see members.
     pub member: Option<Member>,
     /// A probe of every site, as a user would reach them.
-    pub health: Result<(), String>,
+    pub health: Result<(), crate::probe::ProbeError>,
 }
 
 /// Why a node does not serve traffic.
@@ -65,7 +65,7 @@ impl Observation {
             _ => {}
         }
         if let Err(e) = &self.health {
-            why.push(OutReason::Unhealthy(e.clone()));
+            why.push(OutReason::Unhealthy(e.to_string()));
         }
         why
     }

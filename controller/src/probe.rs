@@ -9,11 +9,53 @@ use futures::future::join_all;
 
 pub use farm_proto::http::get;
 
+/// Why a node's sites are not (yet) healthy, naming the site and request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProbeError {
+    /// The request got no HTTP answer (refused, timed out, cut).
+    #[error("site {site}: {detail}")]
+    NoAnswer { site: String, detail: String },
+    #[error("site {site}: GET {path} answered {status}, expected {expected}")]
+    Status {
+        site: String,
+        path: String,
+        status: u16,
+        expected: u16,
+    },
+    #[error("site {site}: GET {path} body does not contain {want:?}")]
+    Body {
+        site: String,
+        path: String,
+        want: String,
+    },
+    #[error("not healthy within {}: {last}", humantime::format_duration(*within))]
+    NotHealthy {
+        within: Duration,
+        last: Box<ProbeError>,
+    },
+    #[error(
+        "site {site}: GET {path} did not answer 200 with {expect:?} within {}; {seen}",
+        humantime::format_duration(*within)
+    )]
+    NotServing {
+        site: String,
+        path: String,
+        expect: String,
+        within: Duration,
+        seen: String,
+    },
+    #[error("not probed yet")]
+    NotProbed,
+    /// A fake's word (tests).
+    #[error("{0}")]
+    Other(String),
+}
+
 /// Probing a node's sites.
 #[async_trait]
 pub trait Prober: Send + Sync {
     /// Every site once: Ok when all answer as expected.
-    async fn once(&self, node: &Node, sites: &[Site]) -> Result<(), String>;
+    async fn once(&self, node: &Node, sites: &[Site]) -> Result<(), ProbeError>;
     /// Until every site answered well `successes` times in a row, or
     /// `timeout` passes.
     async fn until_healthy(
@@ -21,7 +63,7 @@ pub trait Prober: Send + Sync {
         node: &Node,
         sites: &[Site],
         timeout: Duration,
-    ) -> Result<(), String>;
+    ) -> Result<(), ProbeError>;
     /// Until `GET path` on `site` (its Host header) answers 200 with
     /// `expect` in its body, or `timeout` passes: the version answering.
     async fn until_serves(
@@ -31,7 +73,7 @@ pub trait Prober: Send + Sync {
         path: &str,
         expect: &str,
         timeout: Duration,
-    ) -> Result<(), String>;
+    ) -> Result<(), ProbeError>;
 }
 
 /// Real HTTP probes.
@@ -39,7 +81,7 @@ pub struct HttpProber;
 
 #[async_trait]
 impl Prober for HttpProber {
-    async fn once(&self, node: &Node, sites: &[Site]) -> Result<(), String> {
+    async fn once(&self, node: &Node, sites: &[Site]) -> Result<(), ProbeError> {
         probe_node_once(node, sites).await
     }
 
@@ -48,7 +90,7 @@ impl Prober for HttpProber {
         node: &Node,
         sites: &[Site],
         timeout: Duration,
-    ) -> Result<(), String> {
+    ) -> Result<(), ProbeError> {
         wait_healthy(node, sites, timeout).await
     }
 
@@ -59,7 +101,7 @@ impl Prober for HttpProber {
         path: &str,
         expect: &str,
         timeout: Duration,
-    ) -> Result<(), String> {
+    ) -> Result<(), ProbeError> {
         let ask = || {
             get(
                 &node.address,
@@ -82,13 +124,12 @@ impl Prober for HttpProber {
             None
         })
         .await;
-        proven.map_err(|()| {
-            format!(
-                "site {}: GET {path} did not answer 200 with {expect:?} within {}; {}",
-                site.name,
-                humantime::format_duration(timeout),
-                last.into_inner().unwrap_or_else(|e| e.into_inner())
-            )
+        proven.map_err(|()| ProbeError::NotServing {
+            site: site.name.clone(),
+            path: path.to_string(),
+            expect: expect.to_string(),
+            within: timeout,
+            seen: last.into_inner().unwrap_or_else(|e| e.into_inner()),
         })
     }
 }
@@ -117,7 +158,7 @@ fn excerpt(body: &str) -> String {
 }
 
 /// One probe of `site` on `node`: Ok when status and body are as expected.
-pub async fn probe_site(node: &Node, site: &Site) -> Result<(), String> {
+pub async fn probe_site(node: &Node, site: &Site) -> Result<(), ProbeError> {
     let p = &site.probe;
     let (status, body) = get(
         &node.address,
@@ -127,26 +168,32 @@ pub async fn probe_site(node: &Node, site: &Site) -> Result<(), String> {
         p.timeout,
     )
     .await
-    .map_err(|e| format!("site {}: {e}", site.name))?;
+    .map_err(|detail| ProbeError::NoAnswer {
+        site: site.name.clone(),
+        detail,
+    })?;
     if status != p.expect_status {
-        return Err(format!(
-            "site {}: GET {} answered {status}, expected {}",
-            site.name, p.path, p.expect_status
-        ));
+        return Err(ProbeError::Status {
+            site: site.name.clone(),
+            path: p.path.clone(),
+            status,
+            expected: p.expect_status,
+        });
     }
     if let Some(want) = &p.expect_body {
         if !body.contains(want.as_str()) {
-            return Err(format!(
-                "site {}: GET {} body does not contain {want:?}",
-                site.name, p.path
-            ));
+            return Err(ProbeError::Body {
+                site: site.name.clone(),
+                path: p.path.clone(),
+                want: want.clone(),
+            });
         }
     }
     Ok(())
 }
 
 /// Probes every site once; the first problem found, if any.
-pub async fn probe_node_once(node: &Node, sites: &[Site]) -> Result<(), String> {
+pub async fn probe_node_once(node: &Node, sites: &[Site]) -> Result<(), ProbeError> {
     let results = join_all(sites.iter().map(|s| probe_site(node, s))).await;
     results
         .into_iter()
@@ -159,13 +206,17 @@ pub async fn probe_node_once(node: &Node, sites: &[Site]) -> Result<(), String> 
 /// rhythm from its first success — the k-th success is due (k-1) ×
 /// interval after it — so the time the probes themselves take does not
 /// add up.
-pub async fn wait_healthy(node: &Node, sites: &[Site], timeout: Duration) -> Result<(), String> {
+pub async fn wait_healthy(
+    node: &Node,
+    sites: &[Site],
+    timeout: Duration,
+) -> Result<(), ProbeError> {
     let deadline = tokio::time::Instant::now() + timeout;
     let per_site = sites.iter().map(|site| async move {
         let interval = site.probe.interval;
         let mut streak = 0;
         let mut first_success = None;
-        let mut last_err = String::from("not probed yet");
+        let mut last_err = ProbeError::NotProbed;
         loop {
             let next = match probe_site(node, site).await {
                 Ok(()) => {
@@ -184,10 +235,10 @@ pub async fn wait_healthy(node: &Node, sites: &[Site], timeout: Duration) -> Res
                 }
             };
             if next >= deadline {
-                return Err(format!(
-                    "not healthy within {}: {last_err}",
-                    humantime::format_duration(timeout)
-                ));
+                return Err(ProbeError::NotHealthy {
+                    within: timeout,
+                    last: Box::new(last_err),
+                });
             }
             tokio::time::sleep_until(next).await;
         }

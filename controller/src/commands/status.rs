@@ -96,7 +96,7 @@ fn node_status(o: &Observation, name: &str, agent: &str, drains: bool) -> NodeSt
                 .iter()
                 .filter_map(|x| Some((x.name.clone(), x.release.clone()?)))
                 .collect();
-            s.error = o.health.clone().err();
+            s.error = o.health.as_ref().err().map(ToString::to_string);
         }
         Err(e) => s.error = Some(e.to_string()),
     }

@@ -574,7 +574,7 @@ impl NodeRun<'_> {
                 };
                 match proven {
                     Ok(()) => Event::Healthy,
-                    Err(e) => Event::Unhealthy(e),
+                    Err(e) => Event::Unhealthy(e.to_string()),
                 }
             }
             Action::Switch { .. } => {

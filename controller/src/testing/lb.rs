@@ -8,7 +8,7 @@ use farm_inventory::{Node, Site};
 use super::node::FakeNode;
 use super::{Log, What};
 use crate::lb::{LbError, LbState, LoadBalancer, Member, MemberState, Target};
-use crate::probe::Prober;
+use crate::probe::{ProbeError, Prober};
 
 /// A load balancer in front of the fake nodes.
 pub struct FakeLb {
@@ -110,10 +110,15 @@ impl FakeProber {
 
 #[async_trait]
 impl Prober for FakeProber {
-    async fn once(&self, node: &Node, _sites: &[Site]) -> Result<(), String> {
+    async fn once(&self, node: &Node, _sites: &[Site]) -> Result<(), ProbeError> {
         match self.node(&node.name) {
             Some(n) if n.healthy() => Ok(()),
-            _ => Err("site shop: GET / answered 500, expected 200".into()),
+            _ => Err(ProbeError::Status {
+                site: "shop".into(),
+                path: "/".into(),
+                status: 500,
+                expected: 200,
+            }),
         }
     }
 
@@ -122,12 +127,23 @@ impl Prober for FakeProber {
         node: &Node,
         sites: &[Site],
         timeout: Duration,
-    ) -> Result<(), String> {
+    ) -> Result<(), ProbeError> {
         let healthy = farm_proto::poll::until(timeout, Duration::from_millis(10), || async {
             self.once(node, sites).await.ok()
         })
         .await;
-        healthy.map_err(|()| format!("not healthy within {timeout:?}"))
+        match healthy {
+            Ok(()) => Ok(()),
+            Err(()) => Err(ProbeError::NotHealthy {
+                within: timeout,
+                last: Box::new(
+                    self.once(node, sites)
+                        .await
+                        .err()
+                        .unwrap_or(ProbeError::NotProbed),
+                ),
+            }),
+        }
     }
 
     async fn until_serves(
@@ -137,13 +153,19 @@ impl Prober for FakeProber {
         path: &str,
         expect: &str,
         timeout: Duration,
-    ) -> Result<(), String> {
+    ) -> Result<(), ProbeError> {
         let serves = farm_proto::poll::until(timeout, Duration::from_millis(10), || async {
             self.node(&node.name)
                 .is_some_and(|n| n.serves(expect))
                 .then_some(())
         })
         .await;
-        serves.map_err(|()| format!("GET {path} did not answer {expect:?} within {timeout:?}"))
+        serves.map_err(|()| ProbeError::NotServing {
+            site: "shop".into(),
+            path: path.into(),
+            expect: expect.into(),
+            within: timeout,
+            seen: "the fake node serves another release".into(),
+        })
     }
 }
