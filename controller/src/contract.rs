@@ -15,6 +15,17 @@ use crate::capacity::Capacity;
 use crate::exit::CommandError;
 use crate::machine::Policy;
 
+/// How an inventory differs from the run contract it is to continue.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ContractMismatch(pub String);
+
+impl From<String> for ContractMismatch {
+    fn from(s: String) -> Self {
+        Self(s)
+    }
+}
+
 /// What the operator asked for on the command line, before the inventory
 /// fills in the rest.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,8 +139,9 @@ pub struct RunSettings {
     pub on_failure: OnFailure,
     #[serde(default, with = "humantime_serde")]
     pub pause: Option<Duration>,
-    /// The maintenance window, as written (`02:00-05:00 Europe/Berlin`).
-    pub window: Option<String>,
+    /// The maintenance window, parsed once (kept in the journal as
+    /// written: `02:00-05:00 Europe/Berlin`).
+    pub window: Option<Window>,
     pub canary: bool,
     pub strategy: Strategy,
     pub timeouts: RunTimeouts,
@@ -154,8 +166,9 @@ impl RunSettings {
         let ramp = match &req.max_unavailable {
             None => inv.rollout.max_unavailable.clone(),
             Some(text) => {
-                let bad =
-                    |e: String| CommandError::bad_input(format!("--max-unavailable {text}: {e}"));
+                let bad = |e: farm_inventory::ValueError| {
+                    CommandError::bad_input(format!("--max-unavailable {text}: {e}"))
+                };
                 let ramp = Ramp::parse(text).map_err(bad)?;
                 for c in &ramp.0 {
                     check_max_unavailable(*c, total).map_err(bad)?;
@@ -164,12 +177,11 @@ impl RunSettings {
             }
         };
         let window = match &req.window {
-            Some(text) => {
+            Some(text) => Some(
                 Window::parse(text)
-                    .map_err(|e| CommandError::bad_input(format!("--window: {e}")))?;
-                Some(text.trim().to_string())
-            }
-            None => inv.rollout.window.as_ref().map(ToString::to_string),
+                    .map_err(|e| CommandError::bad_input(format!("--window: {e}")))?,
+            ),
+            None => inv.rollout.window.clone(),
         };
         let deploy = resolve_deploy(inv, req)?;
         let pools = match req.operation {
@@ -244,21 +256,18 @@ impl RunSettings {
         }
     }
 
-    pub fn window(&self) -> Result<Option<Window>, String> {
-        self.window
-            .as_deref()
-            .map(|w| Window::parse(w).map_err(|e| format!("the run's window `{w}`: {e}")))
-            .transpose()
+    pub fn window(&self) -> Option<&Window> {
+        self.window.as_ref()
     }
 
     /// An inventory given to `resume` may change how nodes are reached
     /// (addresses, ports, TLS), not which farm or nodes the run is about.
-    pub fn check_same_farm(&self, inv: &Inventory) -> Result<(), String> {
+    pub fn check_same_farm(&self, inv: &Inventory) -> Result<(), ContractMismatch> {
         if inv.farm != self.farm {
-            return Err(format!(
+            return Err(ContractMismatch(format!(
                 "it describes farm `{}`, the run is on farm `{}`",
                 inv.farm, self.farm
-            ));
+            )));
         }
         let now: Vec<FarmNode> = inv
             .nodes
@@ -275,18 +284,18 @@ impl RunSettings {
                     .collect::<Vec<_>>()
                     .join(", ")
             };
-            return Err(format!(
+            return Err(ContractMismatch(format!(
                 "its nodes differ from the run's: the run has {}; the inventory has {}",
                 names(&self.farm_nodes),
                 names(&now)
-            ));
+            )));
         }
         if lb_name(inv) != self.load_balancer {
-            return Err(format!(
+            return Err(ContractMismatch(format!(
                 "its load balancer is {}, the run's is {}",
                 lb_name(inv),
                 self.load_balancer
-            ));
+            )));
         }
         Ok(())
     }
@@ -393,7 +402,10 @@ mod tests {
         let s = RunSettings::resolve(&inv, &req).unwrap();
         assert_eq!(s.max_unavailable_steps, [1]);
         assert_eq!(s.nodes, ["web01", "web02"], "inventory order");
-        assert_eq!(s.window.as_deref(), Some("02:00-05:00 UTC"));
+        assert_eq!(
+            s.window.as_ref().map(ToString::to_string).as_deref(),
+            Some("02:00-05:00 UTC")
+        );
         assert_eq!(s.min_healthy, 2);
         let json = serde_json::to_string(&s).unwrap();
         assert!(json.contains("\"drain\":\"2m\""), "{json}");
@@ -426,12 +438,13 @@ mod tests {
         assert!(s.check_same_farm(&moved).is_ok());
         let fewer =
             farm_inventory::parse(&INV.replace("  - {name: web04, address: d}\n", "")).unwrap();
-        let e = s.check_same_farm(&fewer).unwrap_err();
+        let e = s.check_same_farm(&fewer).unwrap_err().to_string();
         assert!(e.contains("nodes differ"), "{e}");
         let other = farm_inventory::parse(&INV.replace("farm: shop", "farm: blog")).unwrap();
         assert!(s
             .check_same_farm(&other)
             .unwrap_err()
+            .to_string()
             .contains("farm `blog`"));
     }
 }

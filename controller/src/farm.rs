@@ -33,7 +33,7 @@ impl Farm {
     pub fn connect(inventory: Inventory, transport: Transport) -> Result<Farm, CommandError> {
         let tls = match (&inventory.agent.tls, transport) {
             (Some(files), Transport::Tls) => {
-                Some(ClientTls::load(files).map_err(CommandError::bad_input)?)
+                Some(ClientTls::load(files).map_err(|e| CommandError::bad_input(e.to_string()))?)
             }
             (Some(_), Transport::Insecure { .. }) => {
                 return Err(CommandError::bad_input(

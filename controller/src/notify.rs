@@ -14,6 +14,17 @@ use tokio::sync::mpsc;
 
 use crate::report::{NodeReport, Reporter, RunReport};
 
+/// Why a webhook cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct NotifyError(pub String);
+
+impl From<String> for NotifyError {
+    fn from(s: String) -> Self {
+        Self(s)
+    }
+}
+
 /// Posts waiting at most; beyond, a post is dropped (and said so).
 const QUEUE: usize = 256;
 /// Tries per post.
@@ -128,10 +139,12 @@ impl Notifier {
     }
 }
 
-fn url(n: &Notify) -> Result<String, String> {
+fn url(n: &Notify) -> Result<String, NotifyError> {
     match &n.url {
         WebhookUrl::Inline(u) => Ok(u.clone()),
-        WebhookUrl::Secret(s) => crate::secret::read(s).map(|p| p.expose().trim().to_string()),
+        WebhookUrl::Secret(s) => crate::secret::read(s)
+            .map(|p| p.expose().trim().to_string())
+            .map_err(|e| NotifyError(e.to_string())),
     }
 }
 

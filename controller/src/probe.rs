@@ -118,7 +118,7 @@ impl Prober for HttpProber {
                 Ok((200, body)) if contains_version(body, expect) => return Some(()),
                 Ok((200, body)) => format!("it served {:?}", excerpt(body)),
                 Ok((status, _)) => format!("it answered HTTP {status}"),
-                Err(e) => e.clone(),
+                Err(e) => e.to_string(),
             };
             *last.lock().unwrap_or_else(|e| e.into_inner()) = seen;
             None
@@ -168,9 +168,9 @@ pub async fn probe_site(node: &Node, site: &Site) -> Result<(), ProbeError> {
         p.timeout,
     )
     .await
-    .map_err(|detail| ProbeError::NoAnswer {
+    .map_err(|e| ProbeError::NoAnswer {
         site: site.name.clone(),
-        detail,
+        detail: e.to_string(),
     })?;
     if status != p.expect_status {
         return Err(ProbeError::Status {

@@ -9,19 +9,31 @@ use sha2::{Digest, Sha256};
 
 use crate::agent::Package;
 
+/// Why a release package cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct PackageReadError(pub String);
+
+impl From<String> for PackageReadError {
+    fn from(s: String) -> Self {
+        Self(s)
+    }
+}
+
 /// Reads a package: its size and sha256, and every entry checked against
 /// the package rules. The error says what is wrong with it.
-pub fn read_package(path: &Path) -> Result<Package, String> {
+pub fn read_package(path: &Path) -> Result<Package, PackageReadError> {
     let shown = path.display();
     let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
-    let mut f = std::fs::File::open(&abs).map_err(|e| format!("could not read {shown}: {e}"))?;
+    let mut f = std::fs::File::open(&abs)
+        .map_err(|e| PackageReadError(format!("could not read {shown}: {e}")))?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 256 * 1024];
     let mut size = 0u64;
     loop {
         let n = f
             .read(&mut buf)
-            .map_err(|e| format!("could not read {shown}: {e}"))?;
+            .map_err(|e| PackageReadError(format!("could not read {shown}: {e}")))?;
         if n == 0 {
             break;
         }
@@ -29,12 +41,14 @@ pub fn read_package(path: &Path) -> Result<Package, String> {
         hasher.update(&buf[..n]);
     }
     if size == 0 {
-        return Err(format!("{shown} is empty"));
+        return Err(PackageReadError(format!("{shown} is empty")));
     }
-    let file = std::fs::File::open(&abs).map_err(|e| format!("could not read {shown}: {e}"))?;
-    let mut archive =
-        zip::ZipArchive::new(file).map_err(|e| format!("{shown} is not a zip file: {e}"))?;
-    inspect(&mut archive, &PackageLimits::default()).map_err(|e| format!("{shown}: {e}"))?;
+    let file = std::fs::File::open(&abs)
+        .map_err(|e| PackageReadError(format!("could not read {shown}: {e}")))?;
+    let mut archive = zip::ZipArchive::new(file)
+        .map_err(|e| PackageReadError(format!("{shown} is not a zip file: {e}")))?;
+    inspect(&mut archive, &PackageLimits::default())
+        .map_err(|e| PackageReadError(format!("{shown}: {e}")))?;
     Ok(Package {
         path: abs,
         sha256: hex::encode(hasher.finalize()),

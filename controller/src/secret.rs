@@ -4,6 +4,17 @@ use std::fmt;
 
 use farm_inventory::Secret;
 
+/// Why a secret (password, webhook URL) cannot be read; never its value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct SecretError(pub String);
+
+impl From<String> for SecretError {
+    fn from(s: String) -> Self {
+        Self(s)
+    }
+}
+
 /// A secret value: `Debug` and `Display` show `***`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Password(String);
@@ -34,7 +45,7 @@ impl fmt::Display for Password {
 const MAX_SECRET_FILE: u64 = 64 * 1024;
 
 /// Reads `secret`. The error names where it looked, never what it found.
-pub fn read(secret: &Secret) -> Result<Password, String> {
+pub fn read(secret: &Secret) -> Result<Password, SecretError> {
     let value = match secret {
         Secret::Env(var) => std::env::var(var).map_err(|e| match e {
             std::env::VarError::NotPresent => format!("environment variable {var} is not set"),
@@ -45,21 +56,23 @@ pub fn read(secret: &Secret) -> Result<Password, String> {
         Secret::File(path) => {
             let shown = path.display();
             let meta = std::fs::metadata(path)
-                .map_err(|e| format!("could not read the secret file {shown}: {e}"))?;
+                .map_err(|e| SecretError(format!("could not read the secret file {shown}: {e}")))?;
             if meta.len() > MAX_SECRET_FILE {
-                return Err(format!("the secret file {shown} is larger than 64 KiB"));
+                return Err(SecretError(format!(
+                    "the secret file {shown} is larger than 64 KiB"
+                )));
             }
             std::fs::read_to_string(path)
-                .map_err(|e| format!("could not read the secret file {shown}: {e}"))?
+                .map_err(|e| SecretError(format!("could not read the secret file {shown}: {e}")))?
         }
     };
     // A file written by `echo` ends in a newline that is not part of it.
     let value = value.trim_end_matches(['\r', '\n']).to_string();
     if value.is_empty() {
-        return Err(match secret {
+        return Err(SecretError(match secret {
             Secret::Env(var) => format!("environment variable {var} is empty"),
             Secret::File(path) => format!("the secret file {} is empty", path.display()),
-        });
+        }));
     }
     Ok(Password(value))
 }
@@ -81,8 +94,13 @@ mod tests {
         std::fs::write(&f, "s3cret\n").unwrap();
         assert_eq!(read(&Secret::File(f.clone())).unwrap().expose(), "s3cret");
         std::fs::write(&f, "\n").unwrap();
-        assert!(read(&Secret::File(f)).unwrap_err().contains("is empty"));
-        let e = read(&Secret::Env("FARMCTL_TEST_SURELY_UNSET_VAR".into())).unwrap_err();
+        assert!(read(&Secret::File(f))
+            .unwrap_err()
+            .to_string()
+            .contains("is empty"));
+        let e = read(&Secret::Env("FARMCTL_TEST_SURELY_UNSET_VAR".into()))
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("FARMCTL_TEST_SURELY_UNSET_VAR is not set"),
             "{e}"

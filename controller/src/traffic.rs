@@ -165,7 +165,7 @@ impl Traffic {
                             {
                                 Ok((s, _)) if (200..300).contains(&s) => {}
                                 Ok((s, _)) => counters.fail(format!("HTTP {s}")),
-                                Err(e) => counters.fail(classify(&e)),
+                                Err(e) => counters.fail(classify(&e.to_string())),
                             }
                         }
                     }

@@ -1,6 +1,24 @@
 //! The checked inventory. Every value here has been validated.
 use std::time::Duration;
 
+/// Why an inventory value does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ValueError(pub String);
+
+impl From<String> for ValueError {
+    fn from(s: String) -> Self {
+        Self(s)
+    }
+}
+
+/// The message, where a caller composes its own.
+impl From<ValueError> for String {
+    fn from(e: ValueError) -> Self {
+        e.0
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Inventory {
     pub farm: String,
@@ -361,20 +379,22 @@ impl Capacity {
     }
 
     /// Parses `3` or `25%`.
-    pub fn parse(text: &str) -> Result<Capacity, String> {
+    pub fn parse(text: &str) -> Result<Capacity, ValueError> {
         let t = text.trim();
         if let Some(p) = t.strip_suffix('%') {
             let v: u32 = p
                 .trim()
                 .parse()
-                .map_err(|_| format!("`{text}` is not a percentage like `25%`"))?;
+                .map_err(|_| ValueError(format!("`{text}` is not a percentage like `25%`")))?;
             if v > 100 {
-                return Err(format!("`{text}` is more than 100%"));
+                return Err(ValueError(format!("`{text}` is more than 100%")));
             }
             Ok(Capacity::Percent(v))
         } else {
             t.parse().map(Capacity::Count).map_err(|_| {
-                format!("`{text}` is neither a node count nor a percentage like `25%`")
+                ValueError(format!(
+                    "`{text}` is neither a node count nor a percentage like `25%`"
+                ))
             })
         }
     }
@@ -407,13 +427,13 @@ impl Ramp {
     }
 
     /// `2`, `25%` or `1,2,25%`.
-    pub fn parse(text: &str) -> Result<Ramp, String> {
+    pub fn parse(text: &str) -> Result<Ramp, ValueError> {
         let steps = text
             .split(',')
             .map(Capacity::parse)
             .collect::<Result<Vec<_>, _>>()?;
         if steps.is_empty() {
-            return Err("empty".into());
+            return Err(ValueError("empty".into()));
         }
         Ok(Ramp(steps))
     }

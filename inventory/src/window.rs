@@ -7,6 +7,17 @@ use jiff::civil::Time;
 use jiff::tz::TimeZone;
 use jiff::Timestamp;
 
+/// Why a maintenance window does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct WindowError(pub String);
+
+impl From<String> for WindowError {
+    fn from(s: String) -> Self {
+        Self(s)
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Window {
     start: Time,
@@ -22,6 +33,22 @@ impl PartialEq for Window {
     }
 }
 
+impl Eq for Window {}
+
+/// As written (`02:00-05:00 Europe/Berlin`): how a run's journal keeps it.
+impl serde::Serialize for Window {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.text)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Window {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        Window::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
 impl std::fmt::Display for Window {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.text)
@@ -31,34 +58,39 @@ impl std::fmt::Display for Window {
 impl Window {
     /// `HH:MM-HH:MM` with an optional IANA time zone after a space. A
     /// window may cross midnight (`22:00-02:00`).
-    pub fn parse(text: &str) -> Result<Window, String> {
+    pub fn parse(text: &str) -> Result<Window, WindowError> {
         let text = text.trim();
         let (range, zone) = match text.split_once(char::is_whitespace) {
             Some((r, z)) => (r, Some(z.trim())),
             None => (text, None),
         };
         let (a, b) = range.split_once('-').ok_or_else(|| {
-            format!("`{text}` is not a window like `02:00-05:00` or `02:00-05:00 Europe/Berlin`")
+            WindowError(format!(
+                "`{text}` is not a window like `02:00-05:00` or `02:00-05:00 Europe/Berlin`"
+            ))
         })?;
-        let time = |s: &str| -> Result<Time, String> {
+        let time = |s: &str| -> Result<Time, WindowError> {
             let (h, m) = s
                 .trim()
                 .split_once(':')
-                .ok_or_else(|| format!("`{s}` is not a time like `02:00`"))?;
+                .ok_or_else(|| WindowError(format!("`{s}` is not a time like `02:00`")))?;
             let h: i8 = h
                 .parse()
-                .map_err(|_| format!("`{s}` is not a time like `02:00`"))?;
+                .map_err(|_| WindowError(format!("`{s}` is not a time like `02:00`")))?;
             let m: i8 = m
                 .parse()
-                .map_err(|_| format!("`{s}` is not a time like `02:00`"))?;
-            Time::new(h, m, 0, 0).map_err(|e| format!("`{s}`: {e}"))
+                .map_err(|_| WindowError(format!("`{s}` is not a time like `02:00`")))?;
+            Time::new(h, m, 0, 0).map_err(|e| WindowError(format!("`{s}`: {e}")))
         };
         let (start, end) = (time(a)?, time(b)?);
         if start == end {
-            return Err(format!("`{text}`: the window starts when it ends"));
+            return Err(WindowError(format!(
+                "`{text}`: the window starts when it ends"
+            )));
         }
         let tz = match zone {
-            Some(z) => TimeZone::get(z).map_err(|e| format!("unknown time zone `{z}`: {e}"))?,
+            Some(z) => TimeZone::get(z)
+                .map_err(|e| WindowError(format!("unknown time zone `{z}`: {e}")))?,
             None => TimeZone::system(),
         };
         Ok(Window {

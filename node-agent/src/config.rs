@@ -5,6 +5,17 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+/// Why the agent config file is not valid.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+impl From<String> for ConfigError {
+    fn from(s: String) -> Self {
+        Self(s)
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AgentConfig {
@@ -145,9 +156,11 @@ impl Default for Timeouts {
     }
 }
 
-pub fn parse(text: &str) -> Result<AgentConfig, String> {
+pub fn parse(text: &str) -> Result<AgentConfig, ConfigError> {
     let c: AgentConfig = serde_yaml::from_str(text).map_err(|e| e.to_string())?;
-    c.authorization.validate()?;
+    c.authorization
+        .validate()
+        .map_err(|e| ConfigError(e.to_string()))?;
     Ok(c)
 }
 

@@ -142,6 +142,11 @@ pub struct Connections {
     metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
+/// A call on a connection admitted over the limit: the limit it hit.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct OverLimit(pub String);
+
 /// What admission decided.
 pub enum Admitted {
     Yes(Registration),
@@ -322,7 +327,10 @@ impl Connections {
 
     /// A call starts on the connection from `peer`: a guard that keeps it
     /// from counting as idle, or the reason it may not be served.
-    pub fn call(self: &Arc<Self>, peer: Option<SocketAddr>) -> Result<Option<CallGuard>, String> {
+    pub fn call(
+        self: &Arc<Self>,
+        peer: Option<SocketAddr>,
+    ) -> Result<Option<CallGuard>, OverLimit> {
         let Some(peer) = peer else {
             return Ok(None);
         };
@@ -336,7 +344,7 @@ impl Connections {
         if let Some(why) = &c.over {
             let why = format!("{why}; try again, or raise max_connections in the agent's config");
             c.kill.kill();
-            return Err(why);
+            return Err(OverLimit(why));
         }
         c.calls += 1;
         c.last_active = Instant::now();
@@ -496,7 +504,7 @@ mod tests {
             }
             _ => panic!("expected over the limit"),
         };
-        let err = t.call(Some(peer(2))).err().expect("refused");
+        let err = t.call(Some(peer(2))).err().expect("refused").to_string();
         assert!(
             err.contains("every connection has a call under way"),
             "{err}"

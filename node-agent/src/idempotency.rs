@@ -14,6 +14,17 @@ use farm_proto::v1 as pb;
 use prost::Message;
 use tokio::sync::watch;
 
+/// An operation id already used for another kind of call.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ReusedId(pub String);
+
+impl From<String> for ReusedId {
+    fn from(s: String) -> Self {
+        Self(s)
+    }
+}
+
 /// How many finished operations are remembered: past it the oldest
 /// finished one goes, but not one of a run that holds or recently held
 /// the node's lease (what a resume after an agent restart relies on),
@@ -193,15 +204,15 @@ impl Operations {
 
     /// Registers `id` for an operation of `kind` (`recycle`, `drain`, ...).
     /// Reusing an id for another kind of call is an error.
-    pub fn begin(&self, id: &str, kind: &'static str) -> Result<Begin, String> {
+    pub fn begin(&self, id: &str, kind: &'static str) -> Result<Begin, ReusedId> {
         let mut inner = self.lock();
         if let Some((k, feed, _)) = inner.by_id.get(id) {
             return if *k == kind {
                 Ok(Begin::Repeat(feed.clone()))
             } else {
-                Err(format!(
+                Err(ReusedId(format!(
                     "operation id `{id}` was already used for a {k} call"
-                ))
+                )))
             };
         }
         let (tx, rx) = watch::channel(None);

@@ -8,6 +8,24 @@ use farm_proto::pki::{self, Role};
 use serde::Deserialize;
 use tokio_rustls::rustls;
 
+/// Why the agent's TLS files cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct TlsSetupError(pub String);
+
+impl From<String> for TlsSetupError {
+    fn from(s: String) -> Self {
+        Self(s)
+    }
+}
+
+/// The message, where a caller composes its own.
+impl From<TlsSetupError> for String {
+    fn from(e: TlsSetupError) -> Self {
+        e.0
+    }
+}
+
 /// The agent's certificate, its key, and the CA client certificates must
 /// be signed by.
 #[derive(Debug, Clone, Deserialize)]
@@ -49,48 +67,49 @@ impl TlsFiles {
     }
 }
 
-fn read(path: &Path, what: &str) -> Result<Vec<u8>, String> {
-    std::fs::read(path).map_err(|e| format!("could not read the {what} {}: {e}", path.display()))
+fn read(path: &Path, what: &str) -> Result<Vec<u8>, TlsSetupError> {
+    std::fs::read(path)
+        .map_err(|e| TlsSetupError(format!("could not read the {what} {}: {e}", path.display())))
 }
 
 /// A rustls server config that requires a client certificate from the CA.
-pub fn server_config(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, String> {
+pub fn server_config(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, TlsSetupError> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let certs: Vec<CertificateDer<'static>> =
         CertificateDer::pem_slice_iter(&read(&files.cert, "certificate")?)
             .collect::<Result<_, _>>()
-            .map_err(|e| format!("{}: {e}", files.cert.display()))?;
+            .map_err(|e| TlsSetupError(format!("{}: {e}", files.cert.display())))?;
     let key = PrivateKeyDer::from_pem_slice(&read(&files.key, "private key")?)
-        .map_err(|e| format!("{}: {e}", files.key.display()))?;
+        .map_err(|e| TlsSetupError(format!("{}: {e}", files.key.display())))?;
     let mut roots = rustls::RootCertStore::empty();
     for ca in CertificateDer::pem_slice_iter(&read(&files.client_ca, "client CA")?) {
-        let ca = ca.map_err(|e| format!("{}: {e}", files.client_ca.display()))?;
+        let ca = ca.map_err(|e| TlsSetupError(format!("{}: {e}", files.client_ca.display())))?;
         roots
             .add(ca)
-            .map_err(|e| format!("{}: {e}", files.client_ca.display()))?;
+            .map_err(|e| TlsSetupError(format!("{}: {e}", files.client_ca.display())))?;
     }
     let mut crls = Vec::new();
     if let Some(crl) = &files.crl {
         use rustls::pki_types::CertificateRevocationListDer;
         for c in CertificateRevocationListDer::pem_slice_iter(&read(crl, "revocation list")?) {
-            crls.push(c.map_err(|e| format!("{}: {e}", crl.display()))?);
+            crls.push(c.map_err(|e| TlsSetupError(format!("{}: {e}", crl.display())))?);
         }
         if crls.is_empty() {
-            return Err(format!(
+            return Err(TlsSetupError(format!(
                 "{}: no revocation list (X509 CRL) in it",
                 crl.display()
-            ));
+            )));
         }
     }
     let verifier = rustls::server::WebPkiClientVerifier::builder(Arc::new(roots))
         .with_crls(crls)
         .build()
-        .map_err(|e| format!("client CA {}: {e}", files.client_ca.display()))?;
+        .map_err(|e| TlsSetupError(format!("client CA {}: {e}", files.client_ca.display())))?;
     let mut config = rustls::ServerConfig::builder()
         .with_client_cert_verifier(verifier)
         .with_single_cert(certs, key)
-        .map_err(|e| format!("agent certificate/key: {e}"))?;
+        .map_err(|e| TlsSetupError(format!("agent certificate/key: {e}")))?;
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(Arc::new(config))
 }
@@ -163,6 +182,11 @@ impl Call {
     }
 }
 
+/// Why a caller may not make a call.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Denied(pub String);
+
 /// A caller, as its certificate says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
@@ -200,30 +224,30 @@ impl Authorization {
         }
     }
 
-    pub fn check(&self, who: &Identity, call: Call) -> Result<(), String> {
+    pub fn check(&self, who: &Identity, call: Call) -> Result<(), Denied> {
         if call == Call::Reset && !self.allow_reset {
-            return Err(
+            return Err(Denied(
                 "IIS reset is not allowed on this node (authorization.allow_reset: false)".into(),
-            );
+            ));
         }
         match who.role {
-            None => Err(format!("`{}` has no role on this agent", who.name)),
-            Some(Role::Viewer) if call.needs_operator() => Err(format!(
+            None => Err(Denied(format!("`{}` has no role on this agent", who.name))),
+            Some(Role::Viewer) if call.needs_operator() => Err(Denied(format!(
                 "`{}` is a viewer; {} needs the operator role",
                 who.name,
                 call.name()
-            )),
+            ))),
             Some(_) => Ok(()),
         }
     }
 
     /// Roles in the config must be known ones.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), Denied> {
         for (cn, role) in &self.roles {
             if Role::parse(role).is_none() {
-                return Err(format!(
+                return Err(Denied(format!(
                     "authorization.roles.{cn}: `{role}` is not `viewer` or `operator`"
-                ));
+                )));
             }
         }
         Ok(())

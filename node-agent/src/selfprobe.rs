@@ -5,14 +5,25 @@ use std::time::Duration;
 
 use crate::iis::Iis;
 
+/// Why the node's own sites are not healthy.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct SelfProbeError(pub String);
+
+impl From<String> for SelfProbeError {
+    fn from(s: String) -> Self {
+        Self(s)
+    }
+}
+
 /// Ok when every HTTP binding of every started site answers below 500.
-pub async fn sites_healthy(iis: &dyn Iis) -> Result<(), String> {
+pub async fn sites_healthy(iis: &dyn Iis) -> Result<(), SelfProbeError> {
     let status = iis
         .status()
         .await
-        .map_err(|e| format!("could not read IIS state: {e}"))?;
+        .map_err(|e| SelfProbeError(format!("could not read IIS state: {e}")))?;
     if !status.iis_running() {
-        return Err("IIS is not running".into());
+        return Err(SelfProbeError("IIS is not running".into()));
     }
     let mut checked = 0;
     for site in status
@@ -27,15 +38,17 @@ pub async fn sites_healthy(iis: &dyn Iis) -> Result<(), String> {
             let (code, _) =
                 farm_proto::http::get(&ip, port, host.as_deref(), "/", Duration::from_secs(5))
                     .await
-                    .map_err(|e| format!("site {}: {e}", site.name))?;
+                    .map_err(|e| SelfProbeError(format!("site {}: {e}", site.name)))?;
             if code >= 500 {
-                return Err(format!("site {} answers {code}", site.name));
+                return Err(SelfProbeError(format!("site {} answers {code}", site.name)));
             }
             checked += 1;
         }
     }
     if checked == 0 {
-        return Err("no started site with an HTTP binding to check".into());
+        return Err(SelfProbeError(
+            "no started site with an HTTP binding to check".into(),
+        ));
     }
     Ok(())
 }

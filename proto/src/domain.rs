@@ -169,6 +169,24 @@ impl From<PoolState> for pb::PoolState {
     }
 }
 
+/// A word that is not one of a vocabulary's (a [`named_enum!`]'s).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{given}` is not one of {expected}")]
+pub struct UnknownName {
+    pub given: String,
+    /// The words there are, quoted and comma-separated.
+    pub expected: String,
+}
+
+/// A string that is not an operation id.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OperationIdError {
+    #[error("`{0}` is not an operation id like `<run>.<node>.<step>`")]
+    Shape(String),
+    #[error(transparent)]
+    Step(#[from] UnknownName),
+}
+
 /// Defines a plain enum whose variants have one name each (their serde
 /// name, `Display` and `FromStr`), from one list:
 /// `named_enum! { /// doc  Name { /// doc  Variant = "variant", ... } }`.
@@ -196,14 +214,14 @@ macro_rules! named_enum {
         }
 
         impl ::std::str::FromStr for $name {
-            type Err = String;
-            fn from_str(s: &str) -> Result<Self, String> {
+            type Err = $crate::domain::UnknownName;
+            fn from_str(s: &str) -> Result<Self, $crate::domain::UnknownName> {
                 match s {
                     $($text => Ok($name::$variant),)+
-                    other => Err(format!(
-                        "`{other}` is not one of {}",
-                        [$(concat!("`", $text, "`")),+].join(", ")
-                    )),
+                    other => Err($crate::domain::UnknownName {
+                        given: other.to_string(),
+                        expected: [$(concat!("`", $text, "`")),+].join(", "),
+                    }),
                 }
             }
         }
@@ -377,9 +395,9 @@ impl fmt::Display for OperationId {
 }
 
 impl FromStr for OperationId {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let bad = || format!("`{s}` is not an operation id like `<run>.<node>.<step>`");
+    type Err = OperationIdError;
+    fn from_str(s: &str) -> Result<Self, OperationIdError> {
+        let bad = || OperationIdError::Shape(s.to_string());
         let (run, rest) = s.split_once('.').ok_or_else(bad)?;
         let (node, step) = rest.rsplit_once('.').ok_or_else(bad)?;
         if run.is_empty() || node.is_empty() {

@@ -9,6 +9,17 @@ use hyper::Request;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
+/// Why an HTTP GET got no usable answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct HttpError(pub String);
+
+impl From<String> for HttpError {
+    fn from(s: String) -> Self {
+        Self(s)
+    }
+}
+
 /// Bodies larger than this are not read (an expected substring must come early).
 const MAX_BODY: usize = 64 * 1024;
 
@@ -19,15 +30,15 @@ pub async fn get(
     host: Option<&str>,
     path: &str,
     timeout: Duration,
-) -> Result<(u16, String), String> {
+) -> Result<(u16, String), HttpError> {
     let fetch = async {
         let stream = TcpStream::connect((address, port))
             .await
-            .map_err(|e| format!("connect {address}:{port}: {e}"))?;
+            .map_err(|e| HttpError(format!("connect {address}:{port}: {e}")))?;
         let _ = stream.set_nodelay(true);
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
-            .map_err(|e| format!("HTTP handshake: {e}"))?;
+            .map_err(|e| HttpError(format!("HTTP handshake: {e}")))?;
         let conn = tokio::spawn(conn);
         let host_header = match host {
             Some(h) => h.to_string(),
@@ -38,11 +49,11 @@ pub async fn get(
             .header(hyper::header::HOST, host_header)
             .header(hyper::header::USER_AGENT, "farmctl-probe")
             .body(Empty::<Bytes>::new())
-            .map_err(|e| format!("bad request: {e}"))?;
+            .map_err(|e| HttpError(format!("bad request: {e}")))?;
         let resp = sender
             .send_request(req)
             .await
-            .map_err(|e| format!("GET {path}: {e}"))?;
+            .map_err(|e| HttpError(format!("GET {path}: {e}")))?;
         let status = resp.status().as_u16();
         let body = Limited::new(resp.into_body(), MAX_BODY)
             .collect()
@@ -54,5 +65,5 @@ pub async fn get(
     };
     tokio::time::timeout(timeout, fetch)
         .await
-        .map_err(|_| format!("no answer within {timeout:?}"))?
+        .map_err(|_| HttpError(format!("no answer within {timeout:?}")))?
 }

@@ -15,20 +15,53 @@ const DEVICE_NAMES: [&str; 22] = [
     "COM9", "LPT1", "LPT2", "LPT3", "LPT4", "LPT5", "LPT6", "LPT7", "LPT8", "LPT9",
 ];
 
+/// Why a name is refused. The messages name the rule broken; callers add
+/// which name and where.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    #[error("must not be empty")]
+    Empty,
+    #[error("is longer than {MAX_NAME_LEN} characters")]
+    TooLong,
+    #[error("must not start or end with spaces")]
+    Spaces,
+    #[error("contains the character {0:?}")]
+    Character(char),
+    #[error("must not contain `..`")]
+    DotDot,
+    #[error("`{0}` is a Windows device name")]
+    DeviceName(String),
+    #[error("must not end with a dot or a space (Windows drops them from file names)")]
+    TrailingDot,
+    #[error("a version is 1-{MAX_NAME_LEN} characters")]
+    VersionLength,
+    #[error("version `{0}` must start with a letter or digit")]
+    VersionStart(String),
+    #[error("version `{0}` contains {1:?}; only letters, digits and `._+-` are allowed")]
+    VersionCharacter(String, char),
+    #[error("version `{0}` must not contain `..`")]
+    VersionDotDot(String),
+    #[error("version `{0}`: {1}")]
+    VersionFile(String, Box<NameError>),
+    #[error("an operation id is required")]
+    NoOperationId,
+    #[error("operation id is longer than {MAX_OPERATION_ID_LEN} characters")]
+    OperationIdTooLong,
+    #[error("operation id may only contain letters, digits, `.`, `_`, `:` and `-`")]
+    OperationIdCharacters,
+    #[error("operation id {0}")]
+    OperationIdFile(Box<NameError>),
+}
+
 /// Why `name` cannot name a file on Windows (it does name one on the
 /// node: a folder, an operation record), if it cannot.
-fn windows_file_name(name: &str) -> Result<(), String> {
+fn windows_file_name(name: &str) -> Result<(), NameError> {
     let base = name.split('.').next().unwrap_or(name).trim_end();
     if DEVICE_NAMES.iter().any(|d| d.eq_ignore_ascii_case(base)) {
-        return Err(format!(
-            "`{}` is a Windows device name",
-            base.escape_debug()
-        ));
+        return Err(NameError::DeviceName(base.escape_debug().to_string()));
     }
     if name.ends_with('.') || name.ends_with(' ') {
-        return Err(
-            "must not end with a dot or a space (Windows drops them from file names)".into(),
-        );
+        return Err(NameError::TrailingDot);
     }
     Ok(())
 }
@@ -36,78 +69,71 @@ fn windows_file_name(name: &str) -> Result<(), String> {
 /// IIS application pool names: not empty, at most 64 characters, no
 /// quotes, control characters, path separators or shell/appcmd
 /// metacharacters.
-pub fn check_pool_name(name: &str) -> Result<(), String> {
+pub fn check_pool_name(name: &str) -> Result<(), NameError> {
     if name.trim().is_empty() {
-        return Err("must not be empty".into());
+        return Err(NameError::Empty);
     }
     if name.len() > MAX_NAME_LEN {
-        return Err(format!("is longer than {MAX_NAME_LEN} characters"));
+        return Err(NameError::TooLong);
     }
     if name.trim() != name {
-        return Err("must not start or end with spaces".into());
+        return Err(NameError::Spaces);
     }
     if let Some(bad) = name
         .chars()
         .find(|c| c.is_control() || "\"'/\\|&<>*?:;%`$^".contains(*c))
     {
-        return Err(format!("contains the character {bad:?}"));
+        return Err(NameError::Character(bad));
     }
     if name.contains("..") {
-        return Err("must not contain `..`".into());
+        return Err(NameError::DotDot);
     }
     windows_file_name(name)
 }
 
 /// IIS site names follow the same rules as pool names (they become appcmd
 /// arguments and folder names under the releases root).
-pub fn check_site_name(name: &str) -> Result<(), String> {
+pub fn check_site_name(name: &str) -> Result<(), NameError> {
     check_pool_name(name)
 }
 
 /// Release versions name folders on the node: 1-64 characters of
 /// `[A-Za-z0-9._+-]`, starting with a letter or digit (no `.`, `..`).
-pub fn check_version(version: &str) -> Result<(), String> {
+pub fn check_version(version: &str) -> Result<(), NameError> {
     if version.is_empty() || version.len() > MAX_NAME_LEN {
-        return Err(format!("a version is 1-{MAX_NAME_LEN} characters"));
+        return Err(NameError::VersionLength);
     }
+    let shown = || version.escape_debug().to_string();
     if !version.starts_with(|c: char| c.is_ascii_alphanumeric()) {
-        return Err(format!(
-            "version `{}` must start with a letter or digit",
-            version.escape_debug()
-        ));
+        return Err(NameError::VersionStart(shown()));
     }
     if let Some(bad) = version
         .chars()
         .find(|c| !(c.is_ascii_alphanumeric() || "._+-".contains(*c)))
     {
-        return Err(format!(
-            "version `{}` contains {bad:?}; only letters, digits and `._+-` are allowed",
-            version.escape_debug()
-        ));
+        return Err(NameError::VersionCharacter(shown(), bad));
     }
     if version.contains("..") {
-        return Err(format!("version `{version}` must not contain `..`"));
+        return Err(NameError::VersionDotDot(version.to_string()));
     }
-    windows_file_name(version).map_err(|e| format!("version `{version}`: {e}"))
+    windows_file_name(version).map_err(|e| NameError::VersionFile(version.to_string(), Box::new(e)))
 }
 
 /// Operation ids: 1-200 characters of `[A-Za-z0-9._:-]`.
-pub fn check_operation_id(id: &str) -> Result<(), String> {
+pub fn check_operation_id(id: &str) -> Result<(), NameError> {
     if id.is_empty() {
-        return Err("an operation id is required".into());
+        return Err(NameError::NoOperationId);
     }
     if id.len() > MAX_OPERATION_ID_LEN {
-        return Err(format!(
-            "operation id is longer than {MAX_OPERATION_ID_LEN} characters"
-        ));
+        return Err(NameError::OperationIdTooLong);
     }
     if !id
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || "._:-".contains(c))
     {
-        return Err("operation id may only contain letters, digits, `.`, `_`, `:` and `-`".into());
+        return Err(NameError::OperationIdCharacters);
     }
-    windows_file_name(id).map_err(|e| format!("operation id {e}"))
+    windows_file_name(id).map_err(|e| NameError::OperationIdFile(Box::new(e)))
 }
 
 #[cfg(test)]

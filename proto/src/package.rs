@@ -4,6 +4,17 @@
 //! checks it again before it extracts a byte.
 use std::io::{Read, Seek};
 
+/// Why a release package is refused, naming the entry.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct PackageRefused(pub String);
+
+impl From<String> for PackageRefused {
+    fn from(s: String) -> Self {
+        Self(s)
+    }
+}
+
 /// Bounds on a package.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PackageLimits {
@@ -74,60 +85,62 @@ pub fn bad_entry_name(name: &str) -> Option<&'static str> {
 pub fn inspect<R: Read + Seek>(
     archive: &mut zip::ZipArchive<R>,
     limits: &PackageLimits,
-) -> Result<PackageSummary, String> {
+) -> Result<PackageSummary, PackageRefused> {
     if archive.len() > limits.max_files {
-        return Err(format!(
+        return Err(PackageRefused(format!(
             "the package has {} entries; at most {} are taken",
             archive.len(),
             limits.max_files
-        ));
+        )));
     }
     let mut total: u64 = 0;
     for i in 0..archive.len() {
         let e = archive
             .by_index_raw(i)
-            .map_err(|e| format!("entry {i}: {e}"))?;
+            .map_err(|e| PackageRefused(format!("entry {i}: {e}")))?;
         // The name as stored; a name that is not UTF-8 is refused (the
         // same on every zip crate version this builds with).
         let name = std::str::from_utf8(e.name_raw())
-            .map_err(|_| format!("entry {i}: its name is not UTF-8"))?
+            .map_err(|_| PackageRefused(format!("entry {i}: its name is not UTF-8")))?
             .to_string();
         let shown = name.escape_debug().to_string();
         if let Some(why) = bad_entry_name(&name) {
-            return Err(format!("entry `{shown}` has {why}"));
+            return Err(PackageRefused(format!("entry `{shown}` has {why}")));
         }
         if e.enclosed_name().is_none() {
-            return Err(format!(
+            return Err(PackageRefused(format!(
                 "entry `{shown}` would land outside the release folder"
-            ));
+            )));
         }
         if e.is_symlink() {
-            return Err(format!("entry `{shown}` is a symbolic link"));
+            return Err(PackageRefused(format!(
+                "entry `{shown}` is a symbolic link"
+            )));
         }
         if e.encrypted() {
-            return Err(format!("entry `{shown}` is encrypted"));
+            return Err(PackageRefused(format!("entry `{shown}` is encrypted")));
         }
         if e.size() > MB && e.size() / e.compressed_size().max(1) > limits.max_ratio {
-            return Err(format!(
+            return Err(PackageRefused(format!(
                 "entry `{shown}` expands {} bytes to {}: a compression ratio over {} (a zip bomb?)",
                 e.compressed_size(),
                 e.size(),
                 limits.max_ratio
-            ));
+            )));
         }
         if e.size() > limits.max_file_bytes {
-            return Err(format!(
+            return Err(PackageRefused(format!(
                 "entry `{shown}` is {} bytes; one file may be at most {} bytes",
                 e.size(),
                 limits.max_file_bytes
-            ));
+            )));
         }
         total = total.saturating_add(e.size());
         if total > limits.max_total_bytes {
-            return Err(format!(
+            return Err(PackageRefused(format!(
                 "the package expands to more than {} bytes",
                 limits.max_total_bytes
-            ));
+            )));
         }
     }
     Ok(PackageSummary {

@@ -13,6 +13,17 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity
 
 use super::*;
 
+/// Why the controller's TLS files cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct TlsLoadError(pub String);
+
+impl From<String> for TlsLoadError {
+    fn from(s: String) -> Self {
+        Self(s)
+    }
+}
+
 /// Bytes per Stage message: under the agent's 64 KiB request limit.
 const STAGE_CHUNK: usize = 48 * 1024;
 /// Beyond a call's own deadline, how long the client waits for the
@@ -44,9 +55,11 @@ pub struct ClientTls {
 }
 
 impl ClientTls {
-    pub fn load(files: &farm_inventory::TlsFiles) -> Result<Self, String> {
+    pub fn load(files: &farm_inventory::TlsFiles) -> Result<Self, TlsLoadError> {
         let read = |p: &std::path::Path, what: &str| {
-            std::fs::read(p).map_err(|e| format!("could not read the {what} {}: {e}", p.display()))
+            std::fs::read(p).map_err(|e| {
+                TlsLoadError(format!("could not read the {what} {}: {e}", p.display()))
+            })
         };
         Ok(Self {
             ca: Certificate::from_pem(read(&files.ca, "CA certificate (agent.tls.ca)")?),

@@ -112,7 +112,7 @@ pub async fn run(args: &PlanArgs, settings: &Settings) -> CommandResult {
                 per_node.as_millis() as u64
             ))
         ),
-        window: run.window.clone(),
+        window: run.window.as_ref().map(ToString::to_string),
         fits_window: fits,
         notes: checked.notes.clone(),
     };

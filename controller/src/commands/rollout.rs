@@ -88,7 +88,7 @@ async fn wait_for_window(
     settings: &Settings,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), CommandError> {
-    let Some(window) = run.window().map_err(CommandError::bad_input)? else {
+    let Some(window) = run.window().cloned() else {
         return Err(CommandError::bad_input(
             "--wait-for-window needs a maintenance window (--window or rollout.window)",
         ));

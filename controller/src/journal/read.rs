@@ -11,6 +11,17 @@ use farm_proto::domain::{OperationKind, Phase};
 
 use super::{runs_dir, EndRecord, Header, PhaseRecord, Record};
 
+/// No run by that id, or no unfinished one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct RunNotFound(pub String);
+
+impl From<String> for RunNotFound {
+    fn from(s: String) -> Self {
+        Self(s)
+    }
+}
+
 /// How the record that begins a retry of a failed node starts its detail.
 pub const RETRY: &str = "retry:";
 
@@ -258,19 +269,25 @@ pub fn estimate_from(runs: &[LoadedRun], action: OperationKind) -> (std::time::D
 }
 
 /// The journal of `run_id`, or the newest unfinished run.
-pub fn find(state: &Path, run_id: Option<&str>) -> Result<LoadedRun, String> {
+pub fn find(state: &Path, run_id: Option<&str>) -> Result<LoadedRun, RunNotFound> {
     match run_id {
         Some(id) => {
             if farm_proto::names::check_operation_id(id).is_err() || id.contains('.') {
-                return Err(format!("`{id}` is not a run id"));
+                return Err(RunNotFound(format!("`{id}` is not a run id")));
             }
-            load(&runs_dir(state).join(format!("{id}.jsonl"))).map_err(|e| e.to_string())
+            load(&runs_dir(state).join(format!("{id}.jsonl")))
+                .map_err(|e| RunNotFound(e.to_string()))
         }
         None => list(state)
             .into_iter()
             .rev()
             .find(|r| r.end.is_none())
-            .ok_or_else(|| format!("no unfinished run in {}", runs_dir(state).display())),
+            .ok_or_else(|| {
+                RunNotFound(format!(
+                    "no unfinished run in {}",
+                    runs_dir(state).display()
+                ))
+            }),
     }
 }
 

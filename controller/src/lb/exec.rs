@@ -13,6 +13,17 @@ use tokio::io::AsyncReadExt;
 
 use super::{LbError, LbState, LoadBalancer, Member, MemberState, Target};
 
+/// Why the exec driver's state command output does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ExecStateError(pub String);
+
+impl From<String> for ExecStateError {
+    fn from(s: String) -> Self {
+        Self(s)
+    }
+}
+
 const POLL: Duration = Duration::from_millis(250);
 /// Output kept from a command.
 const MAX_OUTPUT: u64 = 64 * 1024;
@@ -120,23 +131,32 @@ impl Exec {
 }
 
 /// The last non-empty line of the state command's output.
-pub fn parse_state(out: &str) -> Result<ExecState, String> {
-    let line =
-        out.lines().rev().find(|l| !l.trim().is_empty()).ok_or(
-            "printed nothing; expected {\"state\":\"up|drain|down|maint\",\"sessions\":N}",
-        )?;
+pub fn parse_state(out: &str) -> Result<ExecState, ExecStateError> {
+    let line = out
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .ok_or_else(|| {
+            ExecStateError(
+                "printed nothing; expected {\"state\":\"up|drain|down|maint\",\"sessions\":N}"
+                    .into(),
+            )
+        })?;
     let v: serde_json::Value = serde_json::from_str(line.trim())
-        .map_err(|e| format!("printed {:?}, not a JSON line: {e}", line.trim()))?;
+        .map_err(|e| ExecStateError(format!("printed {:?}, not a JSON line: {e}", line.trim())))?;
     let state = v["state"]
         .as_str()
         .filter(|s| ["up", "drain", "down", "maint"].contains(s))
-        .ok_or_else(|| format!("printed {line:?}: `state` must be up, drain, down or maint"))?;
+        .ok_or_else(|| {
+            ExecStateError(format!(
+                "printed {line:?}: `state` must be up, drain, down or maint"
+            ))
+        })?;
     let sessions = match &v["sessions"] {
         serde_json::Value::Null => None,
-        n => Some(
-            n.as_u64()
-                .ok_or_else(|| format!("printed {line:?}: `sessions` must be a count"))?,
-        ),
+        n => Some(n.as_u64().ok_or_else(|| {
+            ExecStateError(format!("printed {line:?}: `sessions` must be a count"))
+        })?),
     };
     Ok(ExecState {
         state: state.to_string(),
@@ -239,13 +259,21 @@ mod tests {
             }
         );
         assert_eq!(parse_state("{\"state\":\"up\"}").unwrap().sessions, None);
-        assert!(parse_state("").unwrap_err().contains("printed nothing"));
+        assert!(parse_state("")
+            .unwrap_err()
+            .to_string()
+            .contains("printed nothing"));
         assert!(parse_state("{\"state\":\"sideways\"}")
             .unwrap_err()
+            .to_string()
             .contains("up, drain"));
-        assert!(parse_state("UP").unwrap_err().contains("not a JSON line"));
+        assert!(parse_state("UP")
+            .unwrap_err()
+            .to_string()
+            .contains("not a JSON line"));
         assert!(parse_state("{\"state\":\"up\",\"sessions\":-1}")
             .unwrap_err()
+            .to_string()
             .contains("count"));
     }
 }

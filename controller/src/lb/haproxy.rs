@@ -13,6 +13,30 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::{LbError, LbState, LoadBalancer, Member, MemberState, Target};
 
+/// Why HAProxy's `show stat` answer does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct StatError(pub String);
+
+impl From<&str> for StatError {
+    fn from(s: &str) -> Self {
+        Self(s.to_string())
+    }
+}
+
+impl From<String> for StatError {
+    fn from(s: String) -> Self {
+        Self(s)
+    }
+}
+
+/// The message, where a caller composes its own.
+impl From<StatError> for String {
+    fn from(e: StatError) -> Self {
+        e.0
+    }
+}
+
 /// How often HAProxy's stats are read while waiting on a condition.
 const POLL: Duration = Duration::from_millis(20);
 /// Largest runtime API answer read (a big farm's `show stat` is far less).
@@ -183,7 +207,7 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
 }
 
 /// Parses `show stat` CSV: `(pxname, server)` per line, by header name.
-pub fn parse_stat(text: &str) -> Result<Vec<(String, ServerStat)>, String> {
+pub fn parse_stat(text: &str) -> Result<Vec<(String, ServerStat)>, StatError> {
     let body = text
         .trim_start()
         .strip_prefix('#')
@@ -197,7 +221,7 @@ pub fn parse_stat(text: &str) -> Result<Vec<(String, ServerStat)>, String> {
         headers
             .iter()
             .position(|h| h == name)
-            .ok_or_else(|| format!("no `{name}` column"))
+            .ok_or_else(|| StatError(format!("no `{name}` column")))
     };
     let (px, sv, scur, status) = (col("pxname")?, col("svname")?, col("scur")?, col("status")?);
     let mut out = Vec::new();

@@ -94,7 +94,7 @@ impl LoadBalancer for HealthFile {
         if answered.is_err() {
             let last = match get().await {
                 Ok((status, _)) => format!("HTTP {status}"),
-                Err(e) => e,
+                Err(e) => e.to_string(),
             };
             return Err(LbError::NotYet {
                 lb: self.name(),

@@ -15,6 +15,24 @@ use sha2::{Digest, Sha256};
 
 use super::LbError;
 
+/// Why the TLS trust for an appliance cannot be set up.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct TlsConfigError(pub String);
+
+impl From<String> for TlsConfigError {
+    fn from(s: String) -> Self {
+        Self(s)
+    }
+}
+
+/// The message, where a caller composes its own.
+impl From<TlsConfigError> for String {
+    fn from(e: TlsConfigError) -> Self {
+        e.0
+    }
+}
+
 /// Longest body kept from an answer (errors quote it).
 const MAX_BODY: usize = 4 * 1024 * 1024;
 /// The first wait between two tries; doubled each time, at most 2 s.
@@ -66,7 +84,7 @@ fn provider() -> Arc<CryptoProvider> {
 }
 
 /// The TLS configuration for `trust`; `None` means the system's roots.
-pub fn tls_config(trust: Option<&Trust>) -> Result<rustls::ClientConfig, String> {
+pub fn tls_config(trust: Option<&Trust>) -> Result<rustls::ClientConfig, TlsConfigError> {
     let builder = rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?;
@@ -75,15 +93,17 @@ pub fn tls_config(trust: Option<&Trust>) -> Result<rustls::ClientConfig, String>
             let shown = path.display();
             let mut roots = rustls::RootCertStore::empty();
             let certs = CertificateDer::pem_file_iter(path)
-                .map_err(|e| format!("could not read the CA file {shown}: {e}"))?;
+                .map_err(|e| TlsConfigError(format!("could not read the CA file {shown}: {e}")))?;
             for cert in certs {
-                let cert = cert.map_err(|e| format!("the CA file {shown}: {e}"))?;
+                let cert = cert.map_err(|e| TlsConfigError(format!("the CA file {shown}: {e}")))?;
                 roots
                     .add(cert)
-                    .map_err(|e| format!("the CA file {shown}: {e}"))?;
+                    .map_err(|e| TlsConfigError(format!("the CA file {shown}: {e}")))?;
             }
             if roots.is_empty() {
-                return Err(format!("the CA file {shown} holds no certificate"));
+                return Err(TlsConfigError(format!(
+                    "the CA file {shown} holds no certificate"
+                )));
             }
             builder.with_root_certificates(roots).with_no_client_auth()
         }
@@ -98,7 +118,7 @@ pub fn tls_config(trust: Option<&Trust>) -> Result<rustls::ClientConfig, String>
             use rustls_platform_verifier::BuilderVerifierExt;
             builder
                 .with_platform_verifier()
-                .map_err(|e| format!("the system's certificate roots: {e}"))?
+                .map_err(|e| TlsConfigError(format!("the system's certificate roots: {e}")))?
                 .with_no_client_auth()
         }
     })
@@ -237,7 +257,7 @@ impl Api {
             lb: lb.clone(),
             message,
         };
-        let tls = tls_config(trust).map_err(config)?;
+        let tls = tls_config(trust).map_err(|e| config(e.to_string()))?;
         let client = reqwest::Client::builder()
             .tls_backend_preconfigured(tls)
             .connect_timeout(timeout.min(Duration::from_secs(10)))
@@ -304,7 +324,7 @@ impl Api {
                         last = format!("HTTP {}: {}", reply.status, excerpt(&reply.body));
                     }
                 },
-                Err(e) => last = e,
+                Err(e) => last = e.0,
             }
             tracing::debug!(lb = %self.lb, what, %last, "retrying");
             tokio::time::sleep(backoff.min(deadline.saturating_duration_since(Instant::now())))
@@ -313,11 +333,14 @@ impl Api {
         }
     }
 
-    async fn send(&self, req: reqwest::RequestBuilder) -> Result<Reply, String> {
-        let resp = req.send().await.map_err(|e| describe(&e))?;
+    async fn send(&self, req: reqwest::RequestBuilder) -> Result<Reply, TransportError> {
+        let resp = req.send().await.map_err(|e| TransportError(describe(&e)))?;
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
-        let bytes = resp.bytes().await.map_err(|e| describe(&e))?;
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| TransportError(describe(&e)))?;
         let body = String::from_utf8_lossy(&bytes[..bytes.len().min(MAX_BODY)]).into_owned();
         Ok(Reply {
             status,
@@ -328,6 +351,23 @@ impl Api {
 }
 
 /// A transport error with its causes (the TLS reason is in the chain).
+/// A request that got no HTTP answer (connect, TLS, timeout, cut), described with its causes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct TransportError(pub String);
+
+impl From<String> for TransportError {
+    fn from(s: String) -> Self {
+        Self(s)
+    }
+}
+
+impl From<&str> for TransportError {
+    fn from(s: &str) -> Self {
+        Self(s.to_string())
+    }
+}
+
 fn describe(e: &reqwest::Error) -> String {
     let mut text = e.to_string();
     let mut source = std::error::Error::source(e);

@@ -7,6 +7,7 @@
 //! nodes at work, never abandoning one half-way.
 //!
 //! The per-node work is in [`super::node`].
+use super::StepError;
 use std::collections::{HashMap, VecDeque};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -59,7 +60,7 @@ pub struct Run<'a> {
 }
 
 type NodeFuture<'r> = Pin<Box<dyn Future<Output = (usize, NodeReport)> + Send + 'r>>;
-type StageFuture<'r> = Pin<Box<dyn Future<Output = (usize, Result<u64, String>)> + Send + 'r>>;
+type StageFuture<'r> = Pin<Box<dyn Future<Output = (usize, Result<u64, StepError>)> + Send + 'r>>;
 
 /// The scheduler's bookkeeping.
 struct Progress {
@@ -78,7 +79,7 @@ struct Progress {
     /// Deploy: nodes still to stage, in order, and what staging did (ms
     /// taken, or why it failed).
     to_stage: VecDeque<usize>,
-    staged: HashMap<usize, Result<u64, String>>,
+    staged: HashMap<usize, Result<u64, StepError>>,
 }
 
 impl<'a> Run<'a> {
@@ -90,13 +91,14 @@ impl<'a> Run<'a> {
         settings: &'a RunSettings,
         reporter: &'a dyn Reporter,
         operator: &'a dyn Operator,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, StepError> {
         let nodes = settings
             .nodes
             .iter()
             .map(|n| {
-                farm.index_of(n)
-                    .ok_or_else(|| format!("node {n} of the run is not in the inventory"))
+                farm.index_of(n).ok_or_else(|| {
+                    StepError(format!("node {n} of the run is not in the inventory"))
+                })
             })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Run {
@@ -356,7 +358,7 @@ impl<'a> Run<'a> {
                 match p.staged.get(&front) {
                     None => break, // its release is still on its way
                     Some(Err(why)) => {
-                        let why = why.clone();
+                        let why = why.0.clone();
                         p.queue.pop_front();
                         self.stage_failed(p, front, why);
                         continue;

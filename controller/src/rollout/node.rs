@@ -3,6 +3,7 @@
 //! every transition before acting on it. A resumed node starts at its
 //! journaled phase and repeats that phase's (idempotent) action, unless the
 //! live node shows the interrupted operation already happened.
+use super::StepError;
 use farm_proto::domain::{NodeOutcome, OpStep, OperationId, Phase};
 use tokio::time::Instant;
 
@@ -290,7 +291,7 @@ impl NodeRun<'_> {
     /// upload is not out-of-rotation time. A release already there from the
     /// same package (a resumed run) is not uploaded again. Returns how long
     /// it took.
-    pub(super) async fn stage(&self) -> Result<u64, String> {
+    pub(super) async fn stage(&self) -> Result<u64, StepError> {
         let started = Instant::now();
         let (Some(d), name) = (&self.settings.deploy, self.name()) else {
             return Ok(0);
@@ -307,14 +308,14 @@ impl NodeRun<'_> {
             let kept = agent
                 .releases(&d.site)
                 .await
-                .map_err(|e| format!("could not list the releases of site {}: {e}", d.site))?;
+                .map_err(|e| StepError(format!("could not list the releases of site {}: {e}", d.site)))?;
             match kept.iter().find(|r| r.version == d.version) {
                 Some(r) if r.sha256 == package.sha256 => Ok("already there".to_string()),
-                Some(r) => Err(format!(
+                Some(r) => Err(StepError(format!(
                     "release {} of site {} is already on the node from another package (sha256 {}); \
                      give this package a new version",
                     d.version, d.site, r.sha256
-                )),
+                ))),
                 None => {
                     let op_id = self.op_id(OpStep::Stage);
                     let timeout = self.settings.timeouts.operation;
@@ -328,7 +329,7 @@ impl NodeRun<'_> {
                                 format!("{} files, {} bytes", s.files, s.bytes)
                             }
                         })
-                        .map_err(|e| format!("could not stage release {}: {e}", d.version))
+                        .map_err(|e| StepError(format!("could not stage release {}: {e}", d.version)))
                 }
             }
         }
@@ -378,9 +379,9 @@ impl NodeRun<'_> {
 
     /// Switches the site back from the deploy's version and recycles its
     /// pool: the node serves what it did before.
-    async fn revert(&self, agent: &dyn AgentApi, within: Duration) -> Result<(), String> {
+    async fn revert(&self, agent: &dyn AgentApi, within: Duration) -> Result<(), StepError> {
         let Some(d) = &self.settings.deploy else {
-            return Err("not a deploy".into());
+            return Err(StepError("not a deploy".into()));
         };
         let back = SwitchTo {
             site: d.site.clone(),
@@ -405,9 +406,9 @@ impl NodeRun<'_> {
         let r = agent
             .operate(&self.op_id(OpStep::RevertRecycle), &request, within, &noop)
             .await
-            .map_err(|e| format!("recycling after switching back: {e}"))?;
+            .map_err(|e| StepError(format!("recycling after switching back: {e}")))?;
         machine::verify(OperationKind::Recycle, &r)
-            .map_err(|(_, e)| format!("recycling after switching back: {e}"))
+            .map_err(|(_, e)| StepError(format!("recycling after switching back: {e}")))
     }
 
     /// Puts back a node that is as it was before the run (its operation
@@ -604,7 +605,7 @@ impl NodeRun<'_> {
             }
             Action::Revert { deadline } => match self.revert(agent, left(deadline)).await {
                 Ok(()) => Event::Reverted,
-                Err(e) => Event::RevertFailed(e),
+                Err(e) => Event::RevertFailed(e.0),
             },
             Action::Return { deadline } => {
                 let op_id = self.op_id(OpStep::Undrain);

@@ -87,7 +87,7 @@ impl RunEnv<'_> {
         settings: &RunSettings,
         per_node: std::time::Duration,
     ) -> Result<Option<WindowGuard>, CommandError> {
-        let window = settings.window().map_err(CommandError::bad_input)?;
+        let window = settings.window().cloned();
         Ok(window.map(|window| WindowGuard {
             window,
             clock: self.clock.clone(),

@@ -52,7 +52,8 @@ pub(super) async fn seed(
     let farm = Farm::connect(inv, Transport::Tls).map_err(|e| fail("the farm", e.to_string()))?;
     let path = release_package(dir, FIRST_RELEASE)
         .map_err(|e| fail("the farm", format!("could not write the package: {e}")))?;
-    let package = crate::release::read_package(&path).map_err(|e| fail("the farm", e))?;
+    let package =
+        crate::release::read_package(&path).map_err(|e| fail("the farm", e.to_string()))?;
     let seeded = futures::future::join_all((0..nodes.len()).map(|i| {
         let name = farm.node(i).name.clone();
         let package = &package;

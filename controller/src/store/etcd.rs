@@ -21,6 +21,7 @@ use etcd_client::{
 use farm_inventory::EtcdStore as Config;
 use tokio::sync::{mpsc, watch};
 
+use super::StoreError;
 use crate::journal::{Header, Journal, LoadedRun, Pending, Record};
 
 /// The farm lock's etcd lease by default: a controller silent this long
@@ -62,14 +63,15 @@ pub struct FarmLock {
 }
 
 impl EtcdStore {
-    pub async fn connect(cfg: &Config) -> Result<EtcdStore, String> {
+    pub async fn connect(cfg: &Config) -> Result<EtcdStore, StoreError> {
         let mut opts = ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(5))
             .with_timeout(Duration::from_secs(10))
             .with_keep_alive(Duration::from_secs(5), Duration::from_secs(5));
         if let Some(t) = &cfg.tls {
             let read = |p: &std::path::Path| {
-                std::fs::read(p).map_err(|e| format!("could not read {}: {e}", p.display()))
+                std::fs::read(p)
+                    .map_err(|e| StoreError(format!("could not read {}: {e}", p.display())))
             };
             let tls = TlsOptions::new()
                 .ca_certificate(Certificate::from_pem(read(&t.ca)?))
@@ -77,12 +79,12 @@ impl EtcdStore {
             opts = opts.with_tls(tls);
         }
         if let Some((user, secret)) = &cfg.user {
-            let password = crate::secret::read(secret)?;
+            let password = crate::secret::read(secret).map_err(|e| e.to_string())?;
             opts = opts.with_user(user.clone(), password.expose().to_string());
         }
         let client = Client::connect(cfg.endpoints.clone(), Some(opts))
             .await
-            .map_err(|e| format!("could not connect: {e}"))?;
+            .map_err(|e| StoreError(format!("could not connect: {e}")))?;
         let store = EtcdStore {
             client,
             endpoints: cfg.endpoints.clone(),
@@ -97,7 +99,7 @@ impl EtcdStore {
                 Some(GetOptions::new().with_count_only()),
             )
             .await
-            .map_err(|e| format!("does not answer: {e}"))?;
+            .map_err(|e| StoreError(format!("does not answer: {e}")))?;
         Ok(store)
     }
 
@@ -211,7 +213,7 @@ impl EtcdStore {
         farm: &str,
         header: &Header,
         lock: &FarmLock,
-    ) -> Result<Journal, String> {
+    ) -> Result<Journal, StoreError> {
         let line = serde_json::to_string(&Record::Run(Box::new(header.clone())))
             .map_err(|e| e.to_string())?;
         let key = format!("{}{:010}", self.run_key(farm, &header.run_id), 0);
@@ -223,14 +225,16 @@ impl EtcdStore {
             .and_then([TxnOp::put(key, line, None)]);
         let resp = self.client().txn(txn).await.map_err(|e| e.to_string())?;
         if !resp.succeeded() {
-            return Err("the farm lock is no longer this controller's".into());
+            return Err(StoreError(
+                "the farm lock is no longer this controller's".into(),
+            ));
         }
         Ok(self.journal(farm, &header.run_id, lock, 1))
     }
 
     /// Every run's records under `farm` (every farm when `None`), each run
     /// read back as a journal.
-    pub async fn runs(&self, farm: Option<&str>) -> Result<Vec<LoadedRun>, String> {
+    pub async fn runs(&self, farm: Option<&str>) -> Result<Vec<LoadedRun>, StoreError> {
         let prefix = match farm {
             Some(f) => format!("{}/", self.farm_key(f)),
             None => format!("{}/farms/", self.prefix),
@@ -271,7 +275,7 @@ impl EtcdStore {
 
     /// Copies a run read from a local journal under `farm`, unless a run
     /// with its id is there already (`false`).
-    pub async fn import(&self, farm: &str, run: &LoadedRun) -> Result<bool, String> {
+    pub async fn import(&self, farm: &str, run: &LoadedRun) -> Result<bool, StoreError> {
         let base = self.run_key(farm, &run.header.run_id);
         let mut lines = vec![
             serde_json::to_string(&Record::Run(Box::new(run.header.clone())))
@@ -314,7 +318,7 @@ impl EtcdStore {
     }
 
     /// The number after the last record of a run (where a resume goes on).
-    pub async fn next_record(&self, farm: &str, run_id: &str) -> Result<u64, String> {
+    pub async fn next_record(&self, farm: &str, run_id: &str) -> Result<u64, StoreError> {
         let resp = self
             .client()
             .get(

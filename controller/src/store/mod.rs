@@ -19,6 +19,25 @@ pub struct RunFileLock {
     _file: std::fs::File,
 }
 
+/// Why the run state store could not do what was asked (read, write,
+/// lock), naming the store.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct StoreError(pub String);
+
+impl From<String> for StoreError {
+    fn from(s: String) -> Self {
+        Self(s)
+    }
+}
+
+/// The message, where a caller composes its own.
+impl From<StoreError> for String {
+    fn from(e: StoreError) -> Self {
+        e.0
+    }
+}
+
 pub enum Store {
     Files(PathBuf),
     Etcd(Arc<etcd::EtcdStore>),
@@ -27,7 +46,7 @@ pub enum Store {
 /// `etcd://host:port[,host:port]` (plain) or `etcds://...` (TLS, with the
 /// files named by `FARMCTL_ETCD_CA`, `FARMCTL_ETCD_CERT`, `FARMCTL_ETCD_KEY`),
 /// optionally `?prefix=/farmctl&lock_ttl=15s`.
-pub fn parse_url(text: &str) -> Result<EtcdConfig, String> {
+pub fn parse_url(text: &str) -> Result<EtcdConfig, StoreError> {
     let (scheme, rest) = text.split_once("://").ok_or_else(|| {
         format!("`{text}` is not a store like `etcd://10.0.0.5:2379,10.0.0.6:2379`")
     })?;
@@ -38,7 +57,7 @@ pub fn parse_url(text: &str) -> Result<EtcdConfig, String> {
             let file = |var: &str| {
                 std::env::var_os(var)
                     .map(PathBuf::from)
-                    .ok_or_else(|| format!("{text}: etcds needs {var} (a PEM file)"))
+                    .ok_or_else(|| StoreError(format!("{text}: etcds needs {var} (a PEM file)")))
             };
             Some(TlsFiles {
                 ca: file("FARMCTL_ETCD_CA")?,
@@ -47,9 +66,9 @@ pub fn parse_url(text: &str) -> Result<EtcdConfig, String> {
             })
         }
         other => {
-            return Err(format!(
+            return Err(StoreError(format!(
                 "`{other}://`: the store is `etcd://` or `etcds://`"
-            ))
+            )))
         }
     };
     let endpoints: Vec<String> = hosts
@@ -64,7 +83,7 @@ pub fn parse_url(text: &str) -> Result<EtcdConfig, String> {
         })
         .collect();
     if endpoints.is_empty() {
-        return Err(format!("`{text}` names no etcd member"));
+        return Err(StoreError(format!("`{text}` names no etcd member")));
     }
     let param = |k: &str| query.split('&').find_map(|kv| kv.strip_prefix(k));
     let prefix = param("prefix=").unwrap_or("/farmctl").to_string();
@@ -72,7 +91,11 @@ pub fn parse_url(text: &str) -> Result<EtcdConfig, String> {
         Some(t) => humantime::parse_duration(t)
             .ok()
             .filter(|d| d.as_secs() >= 3)
-            .ok_or_else(|| format!("{text}: lock_ttl `{t}` is not a duration of 3s or more"))?,
+            .ok_or_else(|| {
+                StoreError(format!(
+                    "{text}: lock_ttl `{t}` is not a duration of 3s or more"
+                ))
+            })?,
         None => std::time::Duration::from_secs(etcd::LOCK_TTL as u64),
     };
     Ok(EtcdConfig {
@@ -199,11 +222,13 @@ impl Store {
         farm: &str,
         header: &Header,
         lock: Option<&FarmLock>,
-    ) -> Result<Journal, String> {
+    ) -> Result<Journal, StoreError> {
         match (self, lock) {
             (Store::Etcd(e), Some(l)) => e.create(farm, header, l).await,
-            (Store::Etcd(_), None) => Err("no farm lock".into()),
-            (Store::Files(dir), _) => Journal::create(dir, header).map_err(|e| e.to_string()),
+            (Store::Etcd(_), None) => Err(StoreError("no farm lock".into())),
+            (Store::Files(dir), _) => {
+                Journal::create(dir, header).map_err(|e| StoreError(e.to_string()))
+            }
         }
     }
 
@@ -212,20 +237,22 @@ impl Store {
         &self,
         run: &LoadedRun,
         lock: Option<&FarmLock>,
-    ) -> Result<Journal, String> {
+    ) -> Result<Journal, StoreError> {
         match (self, lock) {
             (Store::Etcd(e), Some(l)) => {
                 let farm = farm_of(run);
                 let next = e.next_record(&farm, &run.header.run_id).await?;
                 Ok(e.journal(&farm, &run.header.run_id, l, next))
             }
-            (Store::Etcd(_), None) => Err("no farm lock".into()),
-            (Store::Files(_), _) => Journal::reopen(&run.path).map_err(|e| e.to_string()),
+            (Store::Etcd(_), None) => Err(StoreError("no farm lock".into())),
+            (Store::Files(_), _) => {
+                Journal::reopen(&run.path).map_err(|e| StoreError(e.to_string()))
+            }
         }
     }
 
     /// Every run (of `farm`, or all), oldest first.
-    pub async fn list(&self, farm: Option<&str>) -> Result<Vec<LoadedRun>, String> {
+    pub async fn list(&self, farm: Option<&str>) -> Result<Vec<LoadedRun>, StoreError> {
         match self {
             Store::Files(dir) => Ok(crate::journal::list(dir)
                 .into_iter()
@@ -240,10 +267,10 @@ impl Store {
         &self,
         farm: Option<&str>,
         run_id: Option<&str>,
-    ) -> Result<LoadedRun, String> {
+    ) -> Result<LoadedRun, StoreError> {
         match (self, run_id, farm) {
             (Store::Files(dir), Some(_), _) | (Store::Files(dir), None, None) => {
-                return crate::journal::find(dir, run_id)
+                return crate::journal::find(dir, run_id).map_err(|e| StoreError(e.to_string()))
             }
             _ => {}
         }
@@ -252,7 +279,7 @@ impl Store {
             Some(id) => runs
                 .into_iter()
                 .find(|r| r.header.run_id == id)
-                .ok_or_else(|| format!("no run {id} in {}", self.label())),
+                .ok_or_else(|| StoreError(format!("no run {id} in {}", self.label()))),
             None => match runs.into_iter().rev().find(|r| r.end.is_none()) {
                 Some(r) => Ok(r),
                 None => {
@@ -260,7 +287,7 @@ impl Store {
                     // may have changed since the run started.
                     let others = self.list(None).await.unwrap_or_default();
                     let other = others.iter().rev().find(|r| r.end.is_none());
-                    Err(match (other, farm) {
+                    Err(StoreError(match (other, farm) {
                         (Some(r), Some(f)) => format!(
                             "no unfinished run of farm `{f}` in {}; run {} of farm `{}` is unfinished \
                              (did the inventory's `farm:` change?): `farmctl resume {}` names it",
@@ -270,7 +297,7 @@ impl Store {
                             r.header.run_id
                         ),
                         _ => format!("no unfinished run in {}", self.label()),
-                    })
+                    }))
                 }
             },
         }

@@ -556,20 +556,23 @@ fn check_netscaler_name(errors: &mut Errors, path: &str, name: &str) {
 /// The placeholders an exec argument may use.
 pub const EXEC_PLACEHOLDERS: [&str; 3] = ["{node}", "{lb_server}", "{address}"];
 
-fn check_template(arg: &str) -> Result<(), String> {
+fn check_template(arg: &str) -> Result<(), crate::model::ValueError> {
+    use crate::model::ValueError;
     if arg.chars().any(char::is_control) {
-        return Err("contains control characters".into());
+        return Err(ValueError("contains control characters".into()));
     }
     let mut rest = arg;
     while let Some(start) = rest.find('{') {
         let after = &rest[start..];
-        let end = after.find('}').ok_or("an unclosed `{`")?;
+        let end = after
+            .find('}')
+            .ok_or_else(|| ValueError("an unclosed `{`".into()))?;
         let placeholder = &after[..=end];
         if !EXEC_PLACEHOLDERS.contains(&placeholder) {
-            return Err(format!(
+            return Err(ValueError(format!(
                 "unknown placeholder `{placeholder}`; use {}",
                 EXEC_PLACEHOLDERS.join(", ")
-            ));
+            )));
         }
         rest = &after[end + 1..];
     }

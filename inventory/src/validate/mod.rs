@@ -47,7 +47,7 @@ impl Errors {
     }
 
     /// One of a fixed set of words (`halt`, `continue`, ...).
-    fn word<T: std::str::FromStr<Err = String>>(
+    fn word<T: std::str::FromStr<Err: std::fmt::Display>>(
         &mut self,
         path: &str,
         value: Option<&str>,
@@ -57,7 +57,7 @@ impl Errors {
             None => default,
             Some(Ok(v)) => v,
             Some(Err(e)) => {
-                self.add(path, e);
+                self.add(path, e.to_string());
                 default
             }
         }
@@ -80,7 +80,7 @@ impl Errors {
                 Some(v) if v <= u32::MAX as u64 => Ok(Capacity::Count(v as u32)),
                 _ => Err(format!("{n} is not a node count")),
             },
-            serde_yaml::Value::String(s) => Capacity::parse(s),
+            serde_yaml::Value::String(s) => Capacity::parse(s).map_err(String::from),
             other => Err(format!(
                 "expected a node count or a percentage like \"25%\", found {}",
                 kind_of(other)
@@ -429,7 +429,7 @@ pub fn validate(raw: RawInventory) -> Result<Inventory, Vec<InventoryError>> {
         let port = s.port.map(|p| errors.port(&at("port"), Some(p), 80));
         if let Some(p) = &s.app_pool {
             if let Err(m) = check_pool_name(p) {
-                errors.add(at("app_pool"), m);
+                errors.add(at("app_pool"), m.to_string());
             }
         }
         let probe = probe(&mut errors, &format!("sites[{i}].probe"), &s.probe);
@@ -467,7 +467,7 @@ pub fn validate(raw: RawInventory) -> Result<Inventory, Vec<InventoryError>> {
     let mut pools = HashSet::new();
     for (i, p) in raw.app_pools.iter().enumerate() {
         if let Err(m) = check_pool_name(p) {
-            errors.add(format!("app_pools[{i}]"), m);
+            errors.add(format!("app_pools[{i}]"), m.to_string());
         } else if !pools.insert(p.to_ascii_lowercase()) {
             errors.add(format!("app_pools[{i}]"), format!("duplicate pool `{p}`"));
         }

@@ -1,4 +1,5 @@
 //! Validation of the probe and rollout sections.
+use crate::model::ValueError;
 use std::time::Duration;
 
 use super::Errors;
@@ -142,7 +143,7 @@ pub(super) fn rollout(errors: &mut Errors, r: &RawRollout, node_count: usize) ->
         pause,
         window: r.window.as_deref().and_then(|w| {
             crate::Window::parse(w)
-                .map_err(|e| errors.add("rollout.window", e))
+                .map_err(|e| errors.add("rollout.window", e.to_string()))
                 .ok()
         }),
         lease_ttl: errors.duration(
@@ -160,15 +161,15 @@ pub(super) fn rollout(errors: &mut Errors, r: &RawRollout, node_count: usize) ->
 }
 
 /// `max_unavailable` must let at least one node go and may not exceed the farm.
-pub fn check_max_unavailable(value: Capacity, node_count: usize) -> Result<(), String> {
+pub fn check_max_unavailable(value: Capacity, node_count: usize) -> Result<(), ValueError> {
     match value {
-        Capacity::Count(0) | Capacity::Percent(0) => Err(
+        Capacity::Count(0) | Capacity::Percent(0) => Err(ValueError(
             "must be at least 1 (or a percentage above 0%): with 0 no node can ever be taken out"
                 .into(),
-        ),
-        Capacity::Count(n) if node_count > 0 && n as usize > node_count => {
-            Err(format!("{n} is more than the farm's {node_count} node(s)"))
-        }
+        )),
+        Capacity::Count(n) if node_count > 0 && n as usize > node_count => Err(ValueError(
+            format!("{n} is more than the farm's {node_count} node(s)"),
+        )),
         _ => Ok(()),
     }
 }

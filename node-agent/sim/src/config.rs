@@ -5,6 +5,17 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+/// Why a sim file is not valid, naming the place.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct SimFileError(pub String);
+
+impl From<String> for SimFileError {
+    fn from(s: String) -> Self {
+        Self(s)
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SimFile {
@@ -154,8 +165,8 @@ pub struct Faults {
 }
 
 /// Parses a sim file, naming the place of the first error.
-pub fn parse(text: &str) -> Result<SimFile, String> {
-    let sim: SimFile = serde_yaml::from_str(text).map_err(|e| e.to_string())?;
+pub fn parse(text: &str) -> Result<SimFile, SimFileError> {
+    let sim: SimFile = serde_yaml::from_str(text).map_err(|e| SimFileError(e.to_string()))?;
     let mut errors = Vec::new();
     if sim.node.trim().is_empty() {
         errors.push("node: must not be empty".to_string());
@@ -197,6 +208,6 @@ pub fn parse(text: &str) -> Result<SimFile, String> {
     if errors.is_empty() {
         Ok(sim)
     } else {
-        Err(errors.join("\n"))
+        Err(SimFileError(errors.join("\n")))
     }
 }

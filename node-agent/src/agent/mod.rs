@@ -101,9 +101,9 @@ async fn start_backend(s: &AgentSettings) -> Result<Started, RunError> {
                 path: path.clone(),
                 source,
             })?;
-            let file = crate::sim::config::parse(&text).map_err(|message| RunError::Sim {
+            let file = crate::sim::config::parse(&text).map_err(|e| RunError::Sim {
                 path: path.clone(),
-                message,
+                message: e.to_string(),
             })?;
             let sim = Simulator::start(file).await.map_err(RunError::SimPorts)?;
             let sites = sim
@@ -147,7 +147,9 @@ async fn start_backend(s: &AgentSettings) -> Result<Started, RunError> {
 /// mTLS (or plaintext when the settings say `--insecure`), roles, audit.
 fn security(s: &AgentSettings) -> Result<Security, RunError> {
     let tls = match &s.tls {
-        Some(files) => Some(crate::security::server_config(files).map_err(RunError::Tls)?),
+        Some(files) => {
+            Some(crate::security::server_config(files).map_err(|e| RunError::Tls(e.to_string()))?)
+        }
         None => {
             tracing::warn!(
                 "--insecure: serving plaintext gRPC without client authentication; \

@@ -117,14 +117,14 @@ impl AgentSettings {
                         path: path.clone(),
                         source,
                     })?;
-                crate::config::parse(&text).map_err(|message| SettingsError::Config {
+                crate::config::parse(&text).map_err(|e| SettingsError::Config {
                     path: path.clone(),
-                    message,
+                    message: e.to_string(),
                 })?
             }
-            None => crate::config::parse("{}").map_err(|message| SettingsError::Config {
+            None => crate::config::parse("{}").map_err(|e| SettingsError::Config {
                 path: PathBuf::from("(defaults)"),
-                message,
+                message: e.to_string(),
             })?,
         };
         Self::resolve(flags, config)

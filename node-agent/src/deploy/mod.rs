@@ -319,7 +319,7 @@ impl Deployments {
             let version = dir.version_at(&previous).unwrap_or_default();
             (previous, version)
         } else {
-            check_version(&req.version).map_err(DeployError::Invalid)?;
+            check_version(&req.version).map_err(|e| DeployError::Invalid(e.to_string()))?;
             if dir.meta(&req.version).is_none() || !dir.release(&req.version).is_dir() {
                 return Err(DeployError::NotFound(format!(
                     "release {} of site {} is not staged on this node",

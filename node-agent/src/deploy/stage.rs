@@ -106,7 +106,7 @@ impl Deployments {
 
     pub async fn begin_stage(&self, h: &pb::StageHeader) -> Result<Begun, DeployError> {
         let dir = self.site_dir(&h.site)?;
-        check_version(&h.version).map_err(DeployError::Invalid)?;
+        check_version(&h.version).map_err(|e| DeployError::Invalid(e.to_string()))?;
         let sha256 = h.sha256.to_ascii_lowercase();
         if !valid_sha256(&sha256) {
             return Err(DeployError::Invalid(

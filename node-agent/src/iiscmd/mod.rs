@@ -111,7 +111,7 @@ impl CommandBackend {
     fn check(pool: &str) -> Result<(), IisError> {
         check_pool_name(pool).map_err(|reason| IisError::InvalidName {
             name: pool.to_string(),
-            reason,
+            reason: reason.to_string(),
         })
     }
 }

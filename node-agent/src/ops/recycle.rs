@@ -3,8 +3,26 @@
 use super::{pid_list, wait_for, OpResult, OpsConfig, PoolOutcome, ProgressSink, Run};
 use crate::iis::{Iis, IisStatus, PoolState};
 
+/// Pools asked for that the node does not have.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct PoolsError(pub String);
+
+impl From<String> for PoolsError {
+    fn from(s: String) -> Self {
+        Self(s)
+    }
+}
+
+/// The message, where a caller composes its own.
+impl From<PoolsError> for String {
+    fn from(e: PoolsError) -> Self {
+        e.0
+    }
+}
+
 /// Pools named in the request, or every pool that serves a site.
-pub fn resolve_pools(status: &IisStatus, requested: &[String]) -> Result<Vec<String>, String> {
+pub fn resolve_pools(status: &IisStatus, requested: &[String]) -> Result<Vec<String>, PoolsError> {
     if requested.is_empty() {
         let mut pools: Vec<String> = Vec::new();
         for s in &status.sites {
@@ -33,10 +51,10 @@ pub fn resolve_pools(status: &IisStatus, requested: &[String]) -> Result<Vec<Str
             })
             .collect())
     } else {
-        Err(format!(
+        Err(PoolsError(format!(
             "no such application pool(s): {}",
             missing.join(", ")
-        ))
+        )))
     }
 }
 

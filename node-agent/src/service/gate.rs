@@ -125,7 +125,7 @@ impl AgentService {
         let call_guard = match &self.connections {
             Some(c) => c
                 .call(req.remote_addr())
-                .map_err(Status::resource_exhausted)?,
+                .map_err(|e| Status::resource_exhausted(e.to_string()))?,
             None => None,
         };
         let ticket = Ticket {
@@ -145,7 +145,7 @@ impl AgentService {
             Ok(()) => Ok(ticket),
             Err(why) => {
                 ticket.close(format!("denied: {why}"));
-                Err(Status::permission_denied(why))
+                Err(Status::permission_denied(why.to_string()))
             }
         }
     }
@@ -163,7 +163,7 @@ pub(super) fn ticket_check<T>(
 }
 
 pub(super) fn valid_op_id(id: &str) -> Result<(), Status> {
-    check_operation_id(id).map_err(|e| AgentError::Invalid(e).into())
+    check_operation_id(id).map_err(|e| AgentError::Invalid(e.to_string()).into())
 }
 
 pub(super) fn valid_pools(pools: &[String]) -> Result<(), Status> {

@@ -162,10 +162,14 @@ impl AgentService {
         T: Clone,
         Fut: std::future::Future<Output = Result<T, AgentError>>,
     {
-        check_operation_id(id).map_err(AgentError::Invalid)?;
+        check_operation_id(id).map_err(|e| AgentError::Invalid(e.to_string()))?;
         self.leased_check(id)?;
         let tx = loop {
-            match self.ops.begin(id, kind).map_err(AgentError::Invalid)? {
+            match self
+                .ops
+                .begin(id, kind)
+                .map_err(|e| AgentError::Invalid(e.to_string()))?
+            {
                 Begin::Repeat(feed) => match wait(feed).await {
                     Some(first) => {
                         return unstored(first).ok_or_else(|| {
@@ -232,7 +236,7 @@ impl AgentService {
         let begun = self
             .ops
             .begin(id, kind)
-            .map_err(|e| Status::from(AgentError::Invalid(e)));
+            .map_err(|e| Status::from(AgentError::Invalid(e.to_string())));
         let (sent, ticket) = match ticket_check(begun, ticket)? {
             (Begin::Repeat(feed), ticket) => {
                 ticket.close("replayed");

@@ -33,7 +33,7 @@ pub async fn bench(
 ) -> Result<String, String> {
     let t = Instant::now();
     let path = big_package(&sandbox.dir, package_mb).map_err(|e| format!("package: {e}"))?;
-    let package = farmctl::release::read_package(&path)?;
+    let package = farmctl::release::read_package(&path).map_err(|e| e.to_string())?;
     eprintln!(
         "farmctl-bench: {} byte package written and hashed in {:.1}s",
         package.size,

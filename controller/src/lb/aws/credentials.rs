@@ -11,6 +11,17 @@ use std::time::{Duration, SystemTime};
 
 use crate::secret::Password;
 
+/// Why no AWS credentials were found, and where farmctl looked.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct CredentialsError(pub String);
+
+impl From<String> for CredentialsError {
+    fn from(s: String) -> Self {
+        Self(s)
+    }
+}
+
 /// One set of keys, with its expiry when it has one.
 #[derive(Debug, Clone)]
 pub struct Creds {
@@ -33,7 +44,7 @@ impl Creds {
 /// The instance and container endpoints answer at once or not at all.
 const METADATA_TIMEOUT: Duration = Duration::from_secs(2);
 
-pub async fn find(profile: Option<&str>) -> Result<Creds, String> {
+pub async fn find(profile: Option<&str>) -> Result<Creds, CredentialsError> {
     let mut tried = Vec::new();
     if let Some(c) = from_env() {
         return Ok(c);
@@ -53,10 +64,10 @@ pub async fn find(profile: Option<&str>) -> Result<Creds, String> {
     tried.push("the container credentials endpoint");
     match from_instance().await {
         Ok(c) => Ok(c),
-        Err(e) => Err(format!(
+        Err(e) => Err(CredentialsError(format!(
             "no AWS credentials found (looked at {}, and the instance metadata: {e})",
             tried.join(", ")
-        )),
+        ))),
     }
 }
 
@@ -109,7 +120,7 @@ pub fn parse_ini(text: &str) -> HashMap<String, HashMap<String, String>> {
     out
 }
 
-fn from_files(profile: &str) -> Result<Option<Creds>, String> {
+fn from_files(profile: &str) -> Result<Option<Creds>, CredentialsError> {
     let credentials = std::env::var_os("AWS_SHARED_CREDENTIALS_FILE")
         .map(PathBuf::from)
         .or_else(|| home().map(|h| h.join(".aws").join("credentials")));
@@ -146,12 +157,12 @@ fn from_files(profile: &str) -> Result<Option<Creds>, String> {
             "web_identity_token_file",
         ] {
             if keys.contains_key(unsupported) && !keys.contains_key("aws_access_key_id") {
-                return Err(format!(
+                return Err(CredentialsError(format!(
                     "AWS profile `{profile}` in {} uses `{unsupported}`, which farmctl does not follow; \
                      give it keys through AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY/AWS_SESSION_TOKEN \
                      (e.g. from `aws configure export-credentials --format env`)",
                     file.display()
-                ));
+                )));
             }
         }
         if let (Some(a), Some(s)) = (
@@ -170,24 +181,25 @@ fn from_files(profile: &str) -> Result<Option<Creds>, String> {
     Ok(None)
 }
 
-fn metadata_client() -> Result<reqwest::Client, String> {
+fn metadata_client() -> Result<reqwest::Client, CredentialsError> {
     reqwest::Client::builder()
         .timeout(METADATA_TIMEOUT)
         .connect_timeout(METADATA_TIMEOUT)
         .no_proxy()
         .build()
-        .map_err(|e| e.to_string())
+        .map_err(|e| CredentialsError(e.to_string()))
 }
 
 /// The JSON both metadata endpoints answer with.
-fn parse_endpoint_json(body: &str, source: &str) -> Result<Creds, String> {
-    let v: serde_json::Value = serde_json::from_str(body)
-        .map_err(|e| format!("{source} answered something else than JSON: {e}"))?;
+fn parse_endpoint_json(body: &str, source: &str) -> Result<Creds, CredentialsError> {
+    let v: serde_json::Value = serde_json::from_str(body).map_err(|e| {
+        CredentialsError(format!("{source} answered something else than JSON: {e}"))
+    })?;
     let field = |k: &str| v[k].as_str().map(str::to_string);
     let (Some(a), Some(s)) = (field("AccessKeyId"), field("SecretAccessKey")) else {
-        return Err(format!(
+        return Err(CredentialsError(format!(
             "{source} answered without AccessKeyId/SecretAccessKey"
-        ));
+        )));
     };
     let expires = field("Expiration")
         .and_then(|t| t.parse::<jiff::Timestamp>().ok())
@@ -201,7 +213,7 @@ fn parse_endpoint_json(body: &str, source: &str) -> Result<Creds, String> {
     })
 }
 
-async fn from_container() -> Result<Option<Creds>, String> {
+async fn from_container() -> Result<Option<Creds>, CredentialsError> {
     let url = match (
         std::env::var("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI"),
         std::env::var("AWS_CONTAINER_CREDENTIALS_FULL_URI"),
@@ -218,16 +230,18 @@ async fn from_container() -> Result<Option<Creds>, String> {
         .send()
         .await
         .and_then(|r| r.error_for_status())
-        .map_err(|e| format!("the container credentials endpoint {url}: {e}"))?
+        .map_err(|e| CredentialsError(format!("the container credentials endpoint {url}: {e}")))?
         .text()
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| CredentialsError(e.to_string()))?;
     parse_endpoint_json(&body, "the container credentials endpoint").map(Some)
 }
 
-async fn from_instance() -> Result<Creds, String> {
+async fn from_instance() -> Result<Creds, CredentialsError> {
     if std::env::var("AWS_EC2_METADATA_DISABLED").is_ok_and(|v| v.eq_ignore_ascii_case("true")) {
-        return Err("disabled by AWS_EC2_METADATA_DISABLED".into());
+        return Err(CredentialsError(
+            "disabled by AWS_EC2_METADATA_DISABLED".into(),
+        ));
     }
     let base = std::env::var("AWS_EC2_METADATA_SERVICE_ENDPOINT")
         .unwrap_or_else(|_| "http://169.254.169.254".into());
@@ -239,7 +253,7 @@ async fn from_instance() -> Result<Creds, String> {
         .send()
         .await
         .and_then(|r| r.error_for_status())
-        .map_err(|e| format!("not reachable ({e})"))?
+        .map_err(|e| CredentialsError(format!("not reachable ({e})")))?
         .text()
         .await
         .map_err(|e| e.to_string())?;
@@ -252,18 +266,18 @@ async fn from_instance() -> Result<Creds, String> {
     let role = get("/latest/meta-data/iam/security-credentials/".into())
         .await
         .and_then(|r| r.error_for_status())
-        .map_err(|e| format!("no instance role ({e})"))?
+        .map_err(|e| CredentialsError(format!("no instance role ({e})")))?
         .text()
         .await
         .map_err(|e| e.to_string())?;
     let role = role.lines().next().unwrap_or("").trim().to_string();
     if role.is_empty() {
-        return Err("no instance role".into());
+        return Err(CredentialsError("no instance role".into()));
     }
     let body = get(format!("/latest/meta-data/iam/security-credentials/{role}"))
         .await
         .and_then(|r| r.error_for_status())
-        .map_err(|e| format!("the role {role}: {e}"))?
+        .map_err(|e| CredentialsError(format!("the role {role}: {e}")))?
         .text()
         .await
         .map_err(|e| e.to_string())?;

@@ -118,9 +118,9 @@ impl AwsElbv2 {
         }
         let c = credentials::find(self.profile.as_deref())
             .await
-            .map_err(|message| LbError::Config {
+            .map_err(|e| LbError::Config {
                 lb: self.api.lb.clone(),
-                message,
+                message: e.to_string(),
             })?;
         tracing::debug!(lb = %self.api.lb, source = %c.source, "AWS credentials");
         *cached = Some(c.clone());

@@ -2,6 +2,30 @@
 //! ignored).
 use roxmltree::{Document, Node};
 
+/// Why an ELBv2 answer does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct XmlError(pub String);
+
+impl From<&str> for XmlError {
+    fn from(s: &str) -> Self {
+        Self(s.to_string())
+    }
+}
+
+impl From<String> for XmlError {
+    fn from(s: String) -> Self {
+        Self(s)
+    }
+}
+
+/// The message, where a caller composes its own.
+impl From<XmlError> for String {
+    fn from(e: XmlError) -> Self {
+        e.0
+    }
+}
+
 /// One `TargetHealthDescriptions` member.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TargetHealth {
@@ -26,8 +50,8 @@ fn text(n: Node, name: &str) -> Option<String> {
 }
 
 /// `DescribeTargetHealth`'s targets.
-pub fn target_health(xml: &str) -> Result<Vec<TargetHealth>, String> {
-    let doc = Document::parse(xml).map_err(|e| format!("the answer is not XML: {e}"))?;
+pub fn target_health(xml: &str) -> Result<Vec<TargetHealth>, XmlError> {
+    let doc = Document::parse(xml).map_err(|e| XmlError(format!("the answer is not XML: {e}")))?;
     let list = doc
         .descendants()
         .find(|n| n.tag_name().name() == "TargetHealthDescriptions")
