@@ -85,7 +85,7 @@ pub fn result(r: &OpResult) -> pb::OperationResult {
     pb::OperationResult {
         success: r.success,
         error: r.error.clone().unwrap_or_default(),
-        failed_step: r.failed_step.unwrap_or_default().to_string(),
+        failed_step: r.failed_step.map(|s| s.to_string()).unwrap_or_default(),
         pools: r.pools.iter().map(pool_outcome).collect(),
         services: services(&r.services),
         replayed: false,

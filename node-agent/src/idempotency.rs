@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::state::{unix_ms, OpRecord, StateDir};
 
+use farm_proto::domain::CallKind;
 use farm_proto::v1 as pb;
 use prost::Message;
 use tokio::sync::watch;
@@ -94,7 +95,7 @@ pub struct Operations {
 #[derive(Default)]
 struct Inner {
     /// Kind, result feed, and when it started (Unix ms, for its record).
-    by_id: HashMap<String, (&'static str, ResultFeed, u64)>,
+    by_id: HashMap<String, (CallKind, ResultFeed, u64)>,
     order: VecDeque<String>,
     /// Runs that held the lease, with when they last did (Unix ms).
     leased_runs: VecDeque<(String, u64)>,
@@ -118,16 +119,6 @@ impl Inner {
     }
 }
 
-/// The kinds of call that take an operation id.
-const KINDS: [&str; 7] = [
-    "recycle", "reset", "drain", "undrain", "stage", "switch", "prune",
-];
-
-/// Kinds whose start is recorded: they act on IIS, and one cut by a
-/// restart must not run again under the same id. The others converge on a
-/// state (drained, staged, switched) and may simply be asked again.
-const RECORDED_AT_START: [&str; 2] = ["recycle", "reset"];
-
 impl Operations {
     /// Operation ids kept in `state`, with the records already there.
     pub fn with_state(state: Arc<StateDir>) -> Self {
@@ -138,12 +129,10 @@ impl Operations {
         {
             let mut inner = ops.lock();
             for mut rec in state.load_ops() {
-                let Some(kind) = KINDS.iter().copied().find(|k| *k == rec.kind) else {
-                    continue;
-                };
+                let kind = rec.kind;
                 let stored = match rec.stored() {
                     Some(s) => s,
-                    None if RECORDED_AT_START.contains(&kind) => {
+                    None if kind.recorded_at_start() => {
                         let interrupted = Stored::Operation(interrupted(&rec));
                         tracing::warn!(
                             "operation {} ({kind}) was under way when the agent stopped; it will not be run again under that id",
@@ -174,12 +163,18 @@ impl Operations {
     }
 
     /// Records the result of `id` and hands it to those waiting.
-    pub fn finish(&self, id: &str, kind: &str, tx: &watch::Sender<Option<Stored>>, result: Stored) {
+    pub fn finish(
+        &self,
+        id: &str,
+        kind: CallKind,
+        tx: &watch::Sender<Option<Stored>>,
+        result: Stored,
+    ) {
         if let Some(state) = &self.state {
             let started = self.lock().by_id.get(id).map_or_else(unix_ms, |e| e.2);
             let mut rec = OpRecord {
                 id: id.into(),
-                kind: kind.into(),
+                kind,
                 started_unix_ms: started,
                 finished_unix_ms: Some(unix_ms()),
                 result: None,
@@ -204,7 +199,7 @@ impl Operations {
 
     /// Registers `id` for an operation of `kind` (`recycle`, `drain`, ...).
     /// Reusing an id for another kind of call is an error.
-    pub fn begin(&self, id: &str, kind: &'static str) -> Result<Begin, ReusedId> {
+    pub fn begin(&self, id: &str, kind: CallKind) -> Result<Begin, ReusedId> {
         let mut inner = self.lock();
         if let Some((k, feed, _)) = inner.by_id.get(id) {
             return if *k == kind {
@@ -219,10 +214,10 @@ impl Operations {
         let started = unix_ms();
         inner.by_id.insert(id.to_string(), (kind, rx, started));
         inner.order.push_back(id.to_string());
-        if let (Some(state), true) = (&self.state, RECORDED_AT_START.contains(&kind)) {
+        if let (Some(state), true) = (&self.state, kind.recorded_at_start()) {
             state.save_op(&OpRecord {
                 id: id.into(),
-                kind: kind.into(),
+                kind,
                 started_unix_ms: started,
                 finished_unix_ms: None,
                 result: None,
@@ -261,7 +256,7 @@ impl Operations {
         let stored = feed.borrow().clone();
         Some(pb::OperationRecord {
             operation_id: id.into(),
-            kind: (*kind).into(),
+            kind: kind.to_string(),
             finished: stored.is_some(),
             result: match stored {
                 Some(Stored::Operation(r)) => Some(r),
@@ -319,16 +314,16 @@ mod tests {
     fn a_leased_runs_records_outlast_a_flood_of_other_ids() {
         let ops = Operations::default();
         ops.lease_seen("run1");
-        let Begin::New(tx) = ops.begin("run1.web01.recycle", "recycle").unwrap() else {
+        let Begin::New(tx) = ops.begin("run1.web01.recycle", CallKind::Recycle).unwrap() else {
             panic!("new id")
         };
-        ops.finish("run1.web01.recycle", "recycle", &tx, ok());
+        ops.finish("run1.web01.recycle", CallKind::Recycle, &tx, ok());
         for i in 0..2000 {
             let id = format!("spam{i}.web01.drain");
-            let Begin::New(tx) = ops.begin(&id, "drain").unwrap() else {
+            let Begin::New(tx) = ops.begin(&id, CallKind::Drain).unwrap() else {
                 panic!("new id")
             };
-            ops.finish(&id, "drain", &tx, ok());
+            ops.finish(&id, CallKind::Drain, &tx, ok());
         }
         assert!(ops.lookup("run1.web01.recycle").is_some());
         assert!(ops.lookup("spam0.web01.drain").is_none());
@@ -344,24 +339,24 @@ mod tests {
         let state = Arc::new(StateDir::open(dir.path()).unwrap());
         {
             let ops = Operations::with_state(state.clone());
-            let Begin::New(tx) = ops.begin("r1:web01.recycle", "recycle").unwrap() else {
+            let Begin::New(tx) = ops.begin("r1:web01.recycle", CallKind::Recycle).unwrap() else {
                 panic!("new id")
             };
-            ops.finish("r1:web01.recycle", "recycle", &tx, ok());
-            let Begin::New(_cut) = ops.begin("r1:web02.recycle", "recycle").unwrap() else {
+            ops.finish("r1:web01.recycle", CallKind::Recycle, &tx, ok());
+            let Begin::New(_cut) = ops.begin("r1:web02.recycle", CallKind::Recycle).unwrap() else {
                 panic!("new id")
             };
-            let Begin::New(_cut) = ops.begin("r1:web03.drain", "drain").unwrap() else {
+            let Begin::New(_cut) = ops.begin("r1:web03.drain", CallKind::Drain).unwrap() else {
                 panic!("new id")
             };
             // The process stops here.
         }
         let ops = Operations::with_state(state);
-        let Begin::Repeat(feed) = ops.begin("r1:web01.recycle", "recycle").unwrap() else {
+        let Begin::Repeat(feed) = ops.begin("r1:web01.recycle", CallKind::Recycle).unwrap() else {
             panic!("a finished id is remembered")
         };
         assert_eq!(wait(feed).await, Some(ok()));
-        let Begin::Repeat(feed) = ops.begin("r1:web02.recycle", "recycle").unwrap() else {
+        let Begin::Repeat(feed) = ops.begin("r1:web02.recycle", CallKind::Recycle).unwrap() else {
             panic!("an interrupted recycle is remembered")
         };
         let Some(Stored::Operation(r)) = wait(feed).await else {
@@ -376,7 +371,7 @@ mod tests {
         let rec = ops.lookup("r1:web02.recycle").unwrap();
         assert!(rec.finished && rec.result.is_some_and(|r| !r.success));
         assert!(matches!(
-            ops.begin("r1:web03.drain", "drain"),
+            ops.begin("r1:web03.drain", CallKind::Drain),
             Ok(Begin::New(_))
         ));
         assert!(ops.lookup("r9:web01.recycle").is_none());

@@ -48,7 +48,7 @@ pub fn unix_ms() -> u64 {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct OpRecord {
     pub id: String,
-    pub kind: String,
+    pub kind: farm_proto::domain::CallKind,
     pub started_unix_ms: u64,
     /// Absent while the operation runs (or when the agent stopped in the
     /// middle of it).
@@ -269,7 +269,7 @@ mod tests {
         let state = StateDir::open(dir.path()).unwrap();
         let mut rec = OpRecord {
             id: "run1:web01.recycle".into(),
-            kind: "recycle".into(),
+            kind: farm_proto::domain::CallKind::Recycle,
             started_unix_ms: 5,
             finished_unix_ms: None,
             result: None,

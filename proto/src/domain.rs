@@ -251,6 +251,82 @@ impl OperationKind {
 }
 
 named_enum! {
+    /// The agent calls that take an operation id, as the agent records
+    /// them (the record's `kind`; the wire's `OperationRecord.kind`).
+    CallKind {
+        Recycle = "recycle",
+        Reset = "reset",
+        Drain = "drain",
+        Undrain = "undrain",
+        Stage = "stage",
+        Switch = "switch",
+        Prune = "prune",
+    }
+}
+
+impl CallKind {
+    /// Recorded when it starts: it acts on IIS, and one cut by a restart
+    /// must not run again under the same id. The others converge on a
+    /// state (drained, staged, switched) and may simply be asked again.
+    pub fn recorded_at_start(self) -> bool {
+        matches!(self, CallKind::Recycle | CallKind::Reset)
+    }
+}
+
+named_enum! {
+    /// The load balancers whose members a node's agent drives (their
+    /// runtime controls are local to a Windows server).
+    LbMemberKind {
+        Arr = "arr",
+        Nlb = "nlb",
+    }
+}
+
+named_enum! {
+    /// What an LbMember call does.
+    LbMemberAction {
+        /// Only read the member's state.
+        State = "state",
+        Drain = "drain",
+        Return = "return",
+    }
+}
+
+impl LbMemberAction {
+    /// Drain and return change the member (an operation id, a lease).
+    pub fn changes(self) -> bool {
+        self != LbMemberAction::State
+    }
+}
+
+named_enum! {
+    /// ARR's `SetState` for a drain: `GracefulStop` (requests in flight
+    /// finish, nothing new) or `Drain` (affinitized clients keep coming).
+    ArrDrainState {
+        GracefulStop = "GracefulStop",
+        Drain = "Drain",
+    }
+}
+
+named_enum! {
+    /// The steps of the agent's verified procedures (recycle, reset), as
+    /// progress events and a failed result name them (`failed_step`).
+    ProcedureStep {
+        /// Which pools, from the node's own configuration.
+        Resolve = "resolve",
+        /// IIS's services and pools as they are before.
+        Status = "status",
+        Recycle = "recycle",
+        Stop = "stop",
+        /// `iisreset /stop` ran out: its services are killed.
+        ForceStop = "force-stop",
+        Start = "start",
+        /// New workers and running services seen, within the verify timeout.
+        Verify = "verify",
+    }
+}
+
+named_enum! {
     /// How a node ended in a run.
     NodeOutcome {
         Succeeded = "succeeded",

@@ -482,11 +482,11 @@ impl AgentApi for GrpcAgent {
     async fn lb_member(&self, call: &LbMemberCall) -> Result<LbMemberView, AgentError> {
         let msg = pb::LbMemberRequest {
             operation_id: call.op_id.clone(),
-            kind: call.kind.into(),
-            action: call.action.into(),
+            kind: call.kind.to_string(),
+            action: call.action.to_string(),
             farm: call.farm.clone(),
             server: call.server.clone(),
-            mode: call.mode.into(),
+            mode: call.mode.map(|m| m.to_string()).unwrap_or_default(),
             drain_timeout_s: call.drain_timeout.as_secs().min(u64::from(u32::MAX)) as u32,
         };
         let r = self

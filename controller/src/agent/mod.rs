@@ -313,14 +313,12 @@ pub trait AgentApi: Send + Sync {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LbMemberCall {
     pub op_id: String,
-    /// `arr` or `nlb`.
-    pub kind: &'static str,
-    /// `state`, `drain` or `return`.
-    pub action: &'static str,
+    pub kind: farm_proto::domain::LbMemberKind,
+    pub action: farm_proto::domain::LbMemberAction,
     pub farm: String,
     pub server: String,
-    /// arr drain: `Drain` or `GracefulStop`.
-    pub mode: &'static str,
+    /// arr drain: how (`None`: the agent's default, GracefulStop).
+    pub mode: Option<farm_proto::domain::ArrDrainState>,
     /// nlb drain: Stop-NlbClusterNode's -Timeout.
     pub drain_timeout: Duration,
 }

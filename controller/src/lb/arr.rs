@@ -6,6 +6,7 @@
 //! nothing new) or `Drain` (affinitized clients keep coming, so it may
 //! never empty); drained when ARR's `currentRequests` for the server is 0.
 //! Return = `SetState Start`, then wait for `Available` and healthy.
+use farm_proto::domain::{ArrDrainState, LbMemberAction, LbMemberKind};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -37,19 +38,19 @@ impl Arr {
     async fn call(
         &self,
         node: &Node,
-        action: &'static str,
+        action: LbMemberAction,
         op_id: &str,
     ) -> Result<LbMemberView, LbError> {
         let call = LbMemberCall {
             op_id: op_id.to_string(),
-            kind: "arr",
+            kind: LbMemberKind::Arr,
             action,
             farm: self.farm.clone(),
             server: node.lb_server.clone(),
-            mode: match self.mode {
-                ArrDrainMode::Drain => "Drain",
-                ArrDrainMode::GracefulStop => "GracefulStop",
-            },
+            mode: Some(match self.mode {
+                ArrDrainMode::Drain => ArrDrainState::Drain,
+                ArrDrainMode::GracefulStop => ArrDrainState::GracefulStop,
+            }),
             drain_timeout: Duration::ZERO,
         };
         self.agent.lb_member(&call).await.map_err(|e| match e {
@@ -66,9 +67,9 @@ impl Arr {
                 lb: self.name(),
                 node: node.name.clone(),
                 what: match action {
-                    "drain" => "drain the server",
-                    "return" => "return the server",
-                    _ => "read the server's state",
+                    LbMemberAction::Drain => "drain the server",
+                    LbMemberAction::Return => "return the server",
+                    LbMemberAction::State => "read the server's state",
                 },
                 detail: other.to_string(),
             },
@@ -76,7 +77,7 @@ impl Arr {
     }
 
     async fn state(&self, node: &Node) -> Result<LbMemberView, LbError> {
-        self.call(node, "state", "").await
+        self.call(node, LbMemberAction::State, "").await
     }
 }
 
@@ -125,7 +126,9 @@ impl LoadBalancer for Arr {
     }
 
     async fn drain(&self, t: &Target<'_>) -> Result<(), LbError> {
-        self.call(t.node, "drain", t.op_id).await.map(|_| ())
+        self.call(t.node, LbMemberAction::Drain, t.op_id)
+            .await
+            .map(|_| ())
     }
 
     async fn wait_sessions_gone(&self, node: &Node, timeout: Duration) -> Result<bool, LbError> {
@@ -140,7 +143,7 @@ impl LoadBalancer for Arr {
 
     async fn undrain(&self, t: &Target<'_>, timeout: Duration) -> Result<Duration, LbError> {
         let start = Instant::now();
-        self.call(t.node, "return", t.op_id).await?;
+        self.call(t.node, LbMemberAction::Return, t.op_id).await?;
         super::MemberWait::up(self, t, start, timeout, POLL, "Available and healthy")
             .until(|| async {
                 let v = self.state(t.node).await?;

@@ -3,6 +3,7 @@
 //! `Get-NlbClusterNode` run there). NLB counts no connections: drained
 //! when the node leaves `Draining` for `Stopped` (the agent's own
 //! in-flight count must reach zero as well); up when `Converged`.
+use farm_proto::domain::{LbMemberAction, LbMemberKind};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -34,7 +35,7 @@ impl Nlb {
         &self,
         node: &Node,
         agent: Option<&dyn AgentApi>,
-        action: &'static str,
+        action: LbMemberAction,
         op_id: &str,
     ) -> Result<LbMemberView, LbError> {
         let agent = match agent {
@@ -50,20 +51,20 @@ impl Nlb {
         };
         let call = LbMemberCall {
             op_id: op_id.to_string(),
-            kind: "nlb",
+            kind: LbMemberKind::Nlb,
             action,
             farm: String::new(),
             server: String::new(),
-            mode: "",
+            mode: None,
             drain_timeout: self.drain_timeout,
         };
         agent.lb_member(&call).await.map_err(|e| LbError::Agent {
             lb: self.name(),
             node: node.name.clone(),
             what: match action {
-                "drain" => "drain it (Stop-NlbClusterNode -Drain)",
-                "return" => "return it (Start-NlbClusterNode)",
-                _ => "read its state (Get-NlbClusterNode)",
+                LbMemberAction::Drain => "drain it (Stop-NlbClusterNode -Drain)",
+                LbMemberAction::Return => "return it (Start-NlbClusterNode)",
+                LbMemberAction::State => "read its state (Get-NlbClusterNode)",
             },
             detail: e.to_string(),
         })
@@ -95,8 +96,12 @@ impl LoadBalancer for Nlb {
     }
 
     async fn members(&self, nodes: &[Node]) -> Result<Vec<Member>, LbError> {
-        let all =
-            futures::future::join_all(nodes.iter().map(|n| self.call(n, None, "state", ""))).await;
+        let all = futures::future::join_all(
+            nodes
+                .iter()
+                .map(|n| self.call(n, None, LbMemberAction::State, "")),
+        )
+        .await;
         Ok(nodes
             .iter()
             .zip(all)
@@ -119,7 +124,7 @@ impl LoadBalancer for Nlb {
     }
 
     async fn drain(&self, t: &Target<'_>) -> Result<(), LbError> {
-        self.call(t.node, Some(t.agent), "drain", t.op_id)
+        self.call(t.node, Some(t.agent), LbMemberAction::Drain, t.op_id)
             .await
             .map(|_| ())
     }
@@ -128,7 +133,7 @@ impl LoadBalancer for Nlb {
         super::sessions_gone(
             timeout,
             POLL,
-            || self.call(node, None, "state", ""),
+            || self.call(node, None, LbMemberAction::State, ""),
             |v| lb_state(&v.state) == LbState::Maintenance,
         )
         .await
@@ -136,10 +141,13 @@ impl LoadBalancer for Nlb {
 
     async fn undrain(&self, t: &Target<'_>, timeout: Duration) -> Result<Duration, LbError> {
         let start = Instant::now();
-        self.call(t.node, Some(t.agent), "return", t.op_id).await?;
+        self.call(t.node, Some(t.agent), LbMemberAction::Return, t.op_id)
+            .await?;
         super::MemberWait::up(self, t, start, timeout, POLL, "Converged")
             .until(|| async {
-                let v = self.call(t.node, Some(t.agent), "state", "").await?;
+                let v = self
+                    .call(t.node, Some(t.agent), LbMemberAction::State, "")
+                    .await?;
                 Ok(MemberState {
                     state: lb_state(&v.state),
                     raw: v.detail,
@@ -149,7 +157,9 @@ impl LoadBalancer for Nlb {
     }
 
     async fn still_drained(&self, t: &Target<'_>) -> Result<Option<bool>, LbError> {
-        let v = self.call(t.node, Some(t.agent), "state", "").await?;
+        let v = self
+            .call(t.node, Some(t.agent), LbMemberAction::State, "")
+            .await?;
         Ok(Some(matches!(
             v.state.as_str(),
             "Draining" | "Stopped" | "Suspended"

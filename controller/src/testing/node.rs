@@ -1,5 +1,6 @@
 //! A fake node: its agent, its load balancer member and its sites, with a
 //! [`Behaviour`] that says how long each step takes and what fails.
+use farm_proto::domain::{LbMemberAction, LbMemberKind};
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -409,12 +410,12 @@ impl AgentApi for FakeNode {
         self.reachable()?;
         let mut st = self.st();
         match call.action {
-            "drain" if !st.member_out => {
+            LbMemberAction::Drain if !st.member_out => {
                 st.member_out = true;
                 st.member_settle = 3;
                 self.log.push(&self.name, What::Drained);
             }
-            "return" if st.member_out => {
+            LbMemberAction::Return if st.member_out => {
                 st.member_out = false;
                 st.member_settle = 1;
                 self.log.push(&self.name, What::Returned);
@@ -422,12 +423,12 @@ impl AgentApi for FakeNode {
             _ => {}
         }
         let (out, left) = (st.member_out, st.member_settle);
-        if call.action == "state" {
+        if call.action == LbMemberAction::State {
             st.member_settle = st.member_settle.saturating_sub(1);
         }
         let (state, requests) = match (call.kind, out) {
-            ("arr", true) => ("Drain", Some(u64::from(left))),
-            ("arr", false) => ("Available", Some(2)),
+            (LbMemberKind::Arr, true) => ("Drain", Some(u64::from(left))),
+            (LbMemberKind::Arr, false) => ("Available", Some(2)),
             (_, true) if left > 1 => ("Draining", None),
             (_, true) => ("Stopped", None),
             (_, false) if left > 0 => ("Converging", None),

@@ -4,6 +4,7 @@
 //! go into the script as single-quoted literals only after
 //! [`check_farm`]/[`check_server`] allowed them, so no quote gets in.
 use super::LbMemberError;
+use farm_proto::domain::{ArrDrainState, LbMemberAction};
 
 /// One line the script prints last: `farmctl-arr: state=N healthy=B
 /// currentRequests=N`.
@@ -37,24 +38,14 @@ pub fn check_server(server: &str) -> Result<(), LbMemberError> {
     })
 }
 
-/// The `SetState` value for an action: `Drain`, `GracefulStop` or `Start`.
-pub fn new_state(action: &str, mode: &str) -> Result<Option<&'static str>, LbMemberError> {
-    Ok(match (action, mode) {
-        ("state", _) => None,
-        ("drain", "Drain") => Some("Drain"),
-        ("drain", "GracefulStop" | "") => Some("GracefulStop"),
-        ("return", _) => Some("Start"),
-        ("drain", other) => {
-            return Err(LbMemberError::Invalid(format!(
-                "ARR drain mode {other:?}: `Drain` or `GracefulStop`"
-            )))
-        }
-        (other, _) => {
-            return Err(LbMemberError::Invalid(format!(
-                "action {other:?}: `state`, `drain` or `return`"
-            )))
-        }
-    })
+/// The `SetState` value for an action: `Drain`, `GracefulStop` or `Start`
+/// (none: only read).
+pub fn new_state(action: LbMemberAction, mode: ArrDrainState) -> Option<&'static str> {
+    match action {
+        LbMemberAction::State => None,
+        LbMemberAction::Drain => Some(mode.as_str()),
+        LbMemberAction::Return => Some("Start"),
+    }
 }
 
 /// The script for `farm`/`server` (checked), setting `new_state` first

@@ -6,6 +6,7 @@
 pub mod arr;
 pub mod nlb;
 
+use farm_proto::domain::{ArrDrainState, LbMemberAction, LbMemberKind};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -77,19 +78,35 @@ impl LbMembers {
         &self,
         req: &pb::LbMemberRequest,
     ) -> Result<pb::LbMemberReply, LbMemberError> {
-        match req.kind.as_str() {
-            "arr" => self.arr(req).await,
-            "nlb" => self.nlb(req).await,
-            other => Err(LbMemberError::Invalid(format!(
-                "load balancer kind {other:?}: `arr` or `nlb`"
-            ))),
+        let kind: LbMemberKind = req
+            .kind
+            .parse()
+            .map_err(|e| LbMemberError::Invalid(format!("load balancer kind: {e}")))?;
+        let action: LbMemberAction = req
+            .action
+            .parse()
+            .map_err(|e| LbMemberError::Invalid(format!("action: {e}")))?;
+        match kind {
+            LbMemberKind::Arr => self.arr(req, action).await,
+            LbMemberKind::Nlb => self.nlb(req, action).await,
         }
     }
 
-    async fn arr(&self, req: &pb::LbMemberRequest) -> Result<pb::LbMemberReply, LbMemberError> {
+    async fn arr(
+        &self,
+        req: &pb::LbMemberRequest,
+        action: LbMemberAction,
+    ) -> Result<pb::LbMemberReply, LbMemberError> {
         arr::check_farm(&req.farm)?;
         arr::check_server(&req.server)?;
-        let set = arr::new_state(&req.action, &req.mode)?;
+        // An older controller sends no mode: the default, GracefulStop.
+        let mode = match req.mode.as_str() {
+            "" => ArrDrainState::GracefulStop,
+            m => m
+                .parse()
+                .map_err(|e| LbMemberError::Invalid(format!("ARR drain mode: {e}")))?,
+        };
+        let set = arr::new_state(action, mode);
         let out = self
             .powershell(arr::script(&req.farm, &req.server, set), self.timeout)
             .await?;
@@ -110,10 +127,14 @@ impl LbMembers {
         })
     }
 
-    async fn nlb(&self, req: &pb::LbMemberRequest) -> Result<pb::LbMemberReply, LbMemberError> {
-        match req.action.as_str() {
-            "state" => {}
-            "drain" => {
+    async fn nlb(
+        &self,
+        req: &pb::LbMemberRequest,
+        action: LbMemberAction,
+    ) -> Result<pb::LbMemberReply, LbMemberError> {
+        match action {
+            LbMemberAction::State => {}
+            LbMemberAction::Drain => {
                 // It returns when the drain is done or its timeout ran out,
                 // so it runs on while the controller watches the state.
                 *self
@@ -140,7 +161,7 @@ impl LbMembers {
                     }
                 });
             }
-            "return" => {
+            LbMemberAction::Return => {
                 let out = self
                     .powershell("Start-NlbClusterNode".into(), self.timeout)
                     .await?;
@@ -150,11 +171,6 @@ impl LbMembers {
                         first_error(&out)
                     )));
                 }
-            }
-            other => {
-                return Err(LbMemberError::Invalid(format!(
-                    "action {other:?}: `state`, `drain` or `return`"
-                )))
             }
         }
         let out = self

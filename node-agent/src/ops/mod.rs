@@ -14,10 +14,12 @@ mod reset;
 pub use recycle::{recycle, resolve_pools};
 pub use reset::reset;
 
+pub use farm_proto::domain::ProcedureStep;
+
 /// A progress event: the step and a line for the operator.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Progress {
-    pub step: &'static str,
+    pub step: ProcedureStep,
     pub message: String,
 }
 
@@ -35,9 +37,9 @@ impl ProgressSink {
         Self(None)
     }
 
-    pub fn send(&self, step: &'static str, message: impl Into<String>) {
+    pub fn send(&self, step: ProcedureStep, message: impl Into<String>) {
         let message = message.into();
-        tracing::info!(step, "{message}");
+        tracing::info!(step = step.as_str(), "{message}");
         if let Some(tx) = &self.0 {
             let _ = tx.send(Progress { step, message });
         }
@@ -58,7 +60,7 @@ pub struct PoolOutcome {
 pub struct OpResult {
     pub success: bool,
     pub error: Option<String>,
-    pub failed_step: Option<&'static str>,
+    pub failed_step: Option<ProcedureStep>,
     pub pools: Vec<PoolOutcome>,
     pub services: Vec<ServiceStatus>,
     pub duration: Duration,
@@ -110,13 +112,17 @@ impl Run {
         };
         match iis.status().await {
             Ok(s) => Ok((run, s)),
-            Err(e) => Err(run.fail("status", format!("could not read IIS state: {e}"), vec![])),
+            Err(e) => Err(run.fail(
+                ProcedureStep::Status,
+                format!("could not read IIS state: {e}"),
+                vec![],
+            )),
         }
     }
 
     fn fail(
         self,
-        step: &'static str,
+        step: ProcedureStep,
         error: impl Into<String>,
         services: Vec<ServiceStatus>,
     ) -> OpResult {

@@ -1,5 +1,6 @@
 //! The verified recycle: every pool that had a worker runs new ones.
 
+use super::ProcedureStep;
 use super::{pid_list, wait_for, OpResult, OpsConfig, PoolOutcome, ProgressSink, Run};
 use crate::iis::{Iis, IisStatus, PoolState};
 
@@ -74,10 +75,14 @@ pub async fn recycle(
     };
     let pools = match resolve_pools(&before, requested) {
         Ok(p) => p,
-        Err(e) => return run.fail("resolve", e, before.services),
+        Err(e) => return run.fail(ProcedureStep::Resolve, e, before.services),
     };
     if !before.iis_running() {
-        return run.fail("recycle", "IIS (W3SVC/WAS) is not running", before.services);
+        return run.fail(
+            ProcedureStep::Recycle,
+            "IIS (W3SVC/WAS) is not running",
+            before.services,
+        );
     }
     let stopped: Vec<&str> = pools
         .iter()
@@ -90,7 +95,7 @@ pub async fn recycle(
         .collect();
     if !stopped.is_empty() && !start_stopped {
         return run.fail(
-            "recycle",
+            ProcedureStep::Recycle,
             format!(
                 "application pool(s) {} are stopped; a recycle would not start them (ask to start stopped pools)",
                 stopped.join(", ")
@@ -102,22 +107,25 @@ pub async fn recycle(
         let pool = before.pool(name).cloned();
         let pids_before = pool.as_ref().map(|p| p.pids()).unwrap_or_default();
         if stopped.contains(&name.as_str()) {
-            progress.send("start", format!("starting stopped pool {name}"));
+            progress.send(
+                ProcedureStep::Start,
+                format!("starting stopped pool {name}"),
+            );
             if let Err(e) = iis.start_pool(name).await {
                 return run.fail(
-                    "start",
+                    ProcedureStep::Start,
                     format!("could not start pool {name}: {e}"),
                     before.services,
                 );
             }
         } else {
             progress.send(
-                "recycle",
+                ProcedureStep::Recycle,
                 format!("recycling {name} (workers {})", pid_list(&pids_before)),
             );
             if let Err(e) = iis.recycle_pool(name).await {
                 return run.fail(
-                    "recycle",
+                    ProcedureStep::Recycle,
                     format!("could not recycle pool {name}: {e}"),
                     before.services,
                 );
@@ -132,7 +140,7 @@ pub async fn recycle(
         });
     }
 
-    progress.send("verify", "waiting for new worker processes");
+    progress.send(ProcedureStep::Verify, "waiting for new worker processes");
     let verified = wait_for(iis, cfg, cfg.verify_timeout, |s| {
         not_replaced(&run.pools, s).is_empty()
     })
@@ -147,7 +155,7 @@ pub async fn recycle(
     let services = last.services.clone();
     if verified.is_err() {
         return run.fail(
-            "verify",
+            ProcedureStep::Verify,
             format!(
                 "recycle not confirmed after {:?}: {}",
                 cfg.verify_timeout,
@@ -159,12 +167,12 @@ pub async fn recycle(
     for out in &run.pools {
         if out.had_no_worker {
             progress.send(
-                "verify",
+                ProcedureStep::Verify,
                 format!("{} had no worker running; nothing to replace", out.name),
             );
         } else {
             progress.send(
-                "verify",
+                ProcedureStep::Verify,
                 format!(
                     "{} workers {} -> {}",
                     out.name,

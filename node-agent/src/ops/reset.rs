@@ -1,4 +1,5 @@
 //! The safe IIS reset.
+use super::ProcedureStep;
 use std::time::Duration;
 
 use super::{
@@ -40,36 +41,39 @@ pub async fn reset(
         .collect();
 
     progress.send(
-        "stop",
+        ProcedureStep::Stop,
         format!("iisreset /stop /timeout:{}", stop_timeout.as_secs().max(1)),
     );
     let stop = iis.stop_iis(stop_timeout).await;
     let forced = match stop {
         Ok(StopOutcome::Stopped) => false,
         Ok(StopOutcome::Failed(msg)) => {
-            progress.send("stop", format!("graceful stop failed: {}", one_line(&msg)));
+            progress.send(
+                ProcedureStep::Stop,
+                format!("graceful stop failed: {}", one_line(&msg)),
+            );
             true
         }
         Err(e) => {
-            progress.send("stop", format!("graceful stop failed: {e}"));
+            progress.send(ProcedureStep::Stop, format!("graceful stop failed: {e}"));
             true
         }
     };
     if forced {
-        progress.send("force-stop", "terminating the WAS host process");
+        progress.send(ProcedureStep::ForceStop, "terminating the WAS host process");
         if let Err(e) = iis.force_stop_iis().await {
             let services = iis.status().await.map(|s| s.services).unwrap_or_default();
             return run.fail(
-                "force-stop",
+                ProcedureStep::ForceStop,
                 format!("could not terminate the WAS host: {e}; IIS may be half stopped"),
                 services,
             );
         }
         match wait_for(iis, cfg, cfg.verify_timeout, |s| s.iis_stopped()).await {
-            Ok(_) => progress.send("force-stop", "W3SVC and WAS are stopped"),
+            Ok(_) => progress.send(ProcedureStep::ForceStop, "W3SVC and WAS are stopped"),
             Err(s) => {
                 return run.fail(
-                    "force-stop",
+                    ProcedureStep::ForceStop,
                     format!(
                         "W3SVC/WAS still not stopped after terminating the WAS host ({})",
                         services_line(&s)
@@ -83,7 +87,7 @@ pub async fn reset(
     let mut attempt = 1;
     loop {
         progress.send(
-            "start",
+            ProcedureStep::Start,
             format!(
                 "iisreset /start (attempt {attempt} of {})",
                 cfg.start_attempts
@@ -92,14 +96,17 @@ pub async fn reset(
         match iis.start_iis().await {
             Ok(()) => break,
             Err(e) if attempt < cfg.start_attempts => {
-                progress.send("start", format!("attempt {attempt} failed: {e}"));
+                progress.send(
+                    ProcedureStep::Start,
+                    format!("attempt {attempt} failed: {e}"),
+                );
                 attempt += 1;
                 tokio::time::sleep(cfg.start_retry_delay).await;
             }
             Err(e) => {
                 let services = iis.status().await.map(|s| s.services).unwrap_or_default();
                 return run.fail(
-                    "start",
+                    ProcedureStep::Start,
                     format!(
                         "IIS could not be started after {attempt} attempts and is STOPPED on this node: {e}"
                     ),
@@ -109,10 +116,10 @@ pub async fn reset(
         }
     }
 
-    progress.send("verify", "waiting for W3SVC and WAS to run");
+    progress.send(ProcedureStep::Verify, "waiting for W3SVC and WAS to run");
     if let Err(s) = wait_for(iis, cfg, cfg.verify_timeout, |s| s.iis_running()).await {
         return run.fail(
-            "verify",
+            ProcedureStep::Verify,
             format!(
                 "IIS services not running after start ({})",
                 services_line(&s)
@@ -140,12 +147,12 @@ pub async fn reset(
             for p in &started_pools {
                 if s.pool(p).is_some_and(|p| p.state != PoolState::Started) {
                     progress.send(
-                        "verify",
+                        ProcedureStep::Verify,
                         format!("starting pool {p}, which was started before the reset"),
                     );
                     if let Err(e) = iis.start_pool(p).await {
                         return run.fail(
-                            "verify",
+                            ProcedureStep::Verify,
                             format!("pool {p} was started before the reset and could not be started again: {e}"),
                             s.services,
                         );
@@ -161,7 +168,7 @@ pub async fn reset(
                         .map(String::as_str)
                         .collect();
                     return run.fail(
-                        "verify",
+                        ProcedureStep::Verify,
                         format!("pool(s) {} not started after the reset", down.join(", ")),
                         s.services,
                     );
@@ -176,7 +183,7 @@ pub async fn reset(
         }
     }
     progress.send(
-        "verify",
+        ProcedureStep::Verify,
         format!(
             "{}; {} pool(s) started",
             services_line(&last),

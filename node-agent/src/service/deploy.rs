@@ -1,6 +1,7 @@
 //! The deployment calls: Stage (a client stream), Releases, Switch, Prune.
 //! Each passes the gate like every call (identity, role — viewers may only
 //! list releases — names, lease, one audit line naming site and version).
+use farm_proto::domain::CallKind;
 use std::sync::Arc;
 
 use farm_proto::v1 as pb;
@@ -63,33 +64,42 @@ impl AgentService {
             let id = header.operation_id.clone();
             let ticket = &mut ticket;
             let what = &what;
-            self.once(&id, "stage", Stored::Stage, unstored, || async move {
-                match deploy.begin_stage(&header).await? {
-                    Begun::Already(reply) => Ok(reply),
-                    Begun::Upload(mut upload) => {
-                        while let Some(chunk) = stream.message().await.map_err(|s| {
-                            AgentError::Abandoned(format!(
-                                "the client went away mid-upload (the upload was cut off: {})",
-                                s.message()
-                            ))
-                        })? {
-                            match chunk.part {
-                                Some(pb::stage_chunk::Part::Data(d)) => upload.write(&d).await?,
-                                _ => {
-                                    return Err(AgentError::Invalid(
-                                        "only the first message of a Stage call is a header".into(),
-                                    ))
+            self.once(
+                &id,
+                CallKind::Stage,
+                Stored::Stage,
+                unstored,
+                || async move {
+                    match deploy.begin_stage(&header).await? {
+                        Begun::Already(reply) => Ok(reply),
+                        Begun::Upload(mut upload) => {
+                            while let Some(chunk) = stream.message().await.map_err(|s| {
+                                AgentError::Abandoned(format!(
+                                    "the client went away mid-upload (the upload was cut off: {})",
+                                    s.message()
+                                ))
+                            })? {
+                                match chunk.part {
+                                    Some(pb::stage_chunk::Part::Data(d)) => {
+                                        upload.write(&d).await?
+                                    }
+                                    _ => {
+                                        return Err(AgentError::Invalid(
+                                            "only the first message of a Stage call is a header"
+                                                .into(),
+                                        ))
+                                    }
                                 }
                             }
+                            // Should the client go away now, the audit line
+                            // still says the bytes were taken (the release is
+                            // put in place regardless).
+                            ticket.detail(&format!("{what}; received all bytes"));
+                            Ok(upload.finish().await?)
                         }
-                        // Should the client go away now, the audit line
-                        // still says the bytes were taken (the release is
-                        // put in place regardless).
-                        ticket.detail(&format!("{what}; received all bytes"));
-                        Ok(upload.finish().await?)
                     }
-                }
-            })
+                },
+            )
             .await
         }
         .await;
@@ -149,7 +159,7 @@ impl AgentService {
             let _busy = self.exclusive(&r.operation_id)?;
             self.once(
                 &r.operation_id,
-                "switch",
+                CallKind::Switch,
                 Stored::Switch,
                 unstored,
                 || async { Ok(deploy.switch(&r).await?) },
@@ -190,7 +200,7 @@ impl AgentService {
             };
             self.once(
                 &r.operation_id,
-                "prune",
+                CallKind::Prune,
                 Stored::Prune,
                 unstored,
                 || async { Ok(deploy.prune(&r.site).await?) },

@@ -3,6 +3,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use farm_proto::domain::CallKind;
 use farm_proto::names::check_operation_id;
 use farm_proto::v1 as pb;
 use farm_proto::NodeAgent;
@@ -153,7 +154,7 @@ impl AgentService {
     async fn once<T, Fut>(
         &self,
         id: &str,
-        kind: &'static str,
+        kind: CallKind,
         stored: impl Fn(T) -> Stored,
         unstored: impl Fn(Stored) -> Option<T>,
         work: impl FnOnce() -> Fut,
@@ -201,7 +202,7 @@ impl AgentService {
     async fn drain_call(
         &self,
         id: &str,
-        kind: &'static str,
+        kind: CallKind,
         present: bool,
     ) -> Result<pb::DrainReply, Status> {
         let unstored = |s| match s {
@@ -225,7 +226,7 @@ impl AgentService {
         &self,
         ticket: Ticket,
         id: &str,
-        kind: &'static str,
+        kind: CallKind,
         work: F,
     ) -> Result<OpStream, Status>
     where
@@ -363,7 +364,7 @@ impl NodeAgent for AgentService {
         let id = req.get_ref().operation_id.clone();
         let ticket = self.admit(&req, Call::Drain, &[], &id)?;
         ticket.close_with(
-            self.drain_call(&id, "drain", false)
+            self.drain_call(&id, CallKind::Drain, false)
                 .await
                 .map(Response::new),
         )
@@ -376,7 +377,7 @@ impl NodeAgent for AgentService {
         let id = req.get_ref().operation_id.clone();
         let ticket = self.admit(&req, Call::Undrain, &[], &id)?;
         ticket.close_with(
-            self.drain_call(&id, "undrain", true)
+            self.drain_call(&id, CallKind::Undrain, true)
                 .await
                 .map(Response::new),
         )
@@ -451,9 +452,10 @@ impl NodeAgent for AgentService {
         let (_, ticket) = ticket_check(valid, ticket)?;
         let (iis, cfg) = (self.iis.clone(), self.cfg.clone());
         let id = req.operation_id.clone();
-        let stream = self.stream_operation(ticket, &id, "recycle", move |progress| async move {
-            ops::recycle(&*iis, &req.pools, req.start_stopped, &cfg, &progress).await
-        })?;
+        let stream =
+            self.stream_operation(ticket, &id, CallKind::Recycle, move |progress| async move {
+                ops::recycle(&*iis, &req.pools, req.start_stopped, &cfg, &progress).await
+            })?;
         Ok(Response::new(stream))
     }
 
@@ -472,7 +474,7 @@ impl NodeAgent for AgentService {
         let stream = self.stream_operation(
             ticket,
             &req.operation_id,
-            "reset",
+            CallKind::Reset,
             move |progress| async move { ops::reset(&*iis, stop_timeout, &cfg, &progress).await },
         )?;
         Ok(Response::new(stream))
@@ -544,7 +546,12 @@ impl NodeAgent for AgentService {
         req: Request<pb::LbMemberRequest>,
     ) -> Result<Response<pb::LbMemberReply>, Status> {
         let r = req.get_ref();
-        let changes = r.action != "state";
+        // Unparsable actions are refused by the LB member code, after the
+        // role check an operator call gets.
+        let changes = r
+            .action
+            .parse::<farm_proto::domain::LbMemberAction>()
+            .map_or(true, |a| a.changes());
         let call = if changes {
             Call::LbMember
         } else {

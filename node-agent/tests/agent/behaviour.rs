@@ -79,7 +79,7 @@ struct Outcome {
 fn outcome(r: &OpResult) -> Outcome {
     Outcome {
         success: r.success,
-        failed_step: r.failed_step,
+        failed_step: r.failed_step.map(|s| s.as_str()),
         services_running: !r.services.is_empty()
             && r.services.iter().all(|s| s.state == ServiceState::Running),
         pools_replaced: r.pools.iter().filter(|p| !p.had_no_worker).all(|p| {

@@ -151,7 +151,7 @@ async fn a_stopped_pool_fails_before_anything_is_touched() {
     )
     .await;
     assert!(!r.success);
-    assert_eq!(r.failed_step, Some("recycle"));
+    assert_eq!(r.failed_step.map(|s| s.as_str()), Some("recycle"));
     assert!(
         r.error.as_deref().unwrap().contains("Off are stopped"),
         "{r:?}"
@@ -257,7 +257,7 @@ async fn a_reset_whose_start_never_succeeds_names_the_step_and_the_exit_code() {
     });
     let r = reset_on(&fake, 60).await;
     assert!(!r.success);
-    assert_eq!(r.failed_step, Some("start"));
+    assert_eq!(r.failed_step.map(|s| s.as_str()), Some("start"));
     let err = r.error.unwrap();
     assert!(
         err.contains("STOPPED")
@@ -293,7 +293,7 @@ async fn access_denied_fails_at_the_forced_stop() {
     });
     let r = reset_on(&fake, 60).await;
     assert!(!r.success);
-    assert_eq!(r.failed_step, Some("force-stop"));
+    assert_eq!(r.failed_step.map(|s| s.as_str()), Some("force-stop"));
     assert!(
         r.error.as_deref().unwrap().contains("Access is denied"),
         "{r:?}"

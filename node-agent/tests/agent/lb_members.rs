@@ -156,7 +156,11 @@ async fn arr_names_that_could_break_out_of_the_script_are_refused_before_anythin
         );
     }
     let e = m.handle(&arr("drain", "ForcefulStop")).await.unwrap_err();
-    assert!(e.to_string().contains("`Drain` or `GracefulStop`"), "{e}");
+    assert!(
+        e.to_string().contains("ARR drain mode")
+            && e.to_string().contains("`GracefulStop`, `Drain`"),
+        "{e}"
+    );
     assert!(runner.calls.lock().unwrap().is_empty());
 }
 
