@@ -225,6 +225,37 @@ async fn the_agent_as_a_windows_service() {
         "the agent still answers after the stop"
     );
 
+    // Again, started by an `sc start` whose output goes to a file (a
+    // deployment script, a scheduled task): the service writes nothing to
+    // a console, whatever the starter's handles are.
+    let log = d.join("sc-start.txt");
+    let started = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "'{WINE}' sc start '{name}' > '{}' 2>&1",
+            log.display()
+        ))
+        .env("WINEDEBUG", "-all")
+        .status()
+        .expect("run sh");
+    assert!(
+        started.success(),
+        "sc start > file: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    wait_state(&name, "RUNNING", Duration::from_secs(60));
+    farm_proto::assert_eventually!(
+        Duration::from_secs(60),
+        async {
+            let out = farmctl(&["status", "-i", &inventory(&farm), "--output", "json"]).await;
+            out.status.success() && json(&out)["nodes"][0]["reachable"] == true
+        },
+        "farmctl status to answer from the service started with its output in a file"
+    );
+    let stop = wine(&["sc", "stop", &name]);
+    assert!(stop.status.success(), "sc stop: {}", text(&stop));
+    wait_state(&name, "STOPPED", Duration::from_secs(30));
+
     let uninstall = wine(&[&exe, "service", "uninstall", "--name", &name]);
     assert!(
         uninstall.status.success(),

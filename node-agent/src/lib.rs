@@ -40,3 +40,4 @@ pub mod service;
 /// The simulator backend (its own crate, `farm-sim`).
 pub use farm_sim as sim;
 pub mod state;
+pub mod traffic;

@@ -10,3 +10,4 @@ mod lb_members;
 mod lifecycle;
 mod parsers;
 mod security;
+mod traffic;
