@@ -6,6 +6,7 @@
 pub mod httperr;
 pub mod requests;
 pub mod w3c;
+pub mod window;
 
 /// A line of a log, without its line ending (CRLF or LF) and, on the
 /// first line of a file, without a UTF-8 byte-order mark.

@@ -1,0 +1,292 @@
+//! A rolling window of what users got, per site: requests, responses by
+//! status class, 5xx by status.substatus, latency quantiles from
+//! `time-taken`, HTTP.sys errors by reason — in one-second buckets for the
+//! last few minutes, so memory is bounded whatever the request rate.
+//! Health checks (the load balancer's health file, farmctl's own probes)
+//! are counted apart and never as user traffic.
+use std::collections::{BTreeMap, VecDeque};
+
+use super::httperr::HttpErr;
+use super::w3c::W3cRequest;
+
+/// Latency bins: exact below 32 ms, then 32 bins per power of two, so a
+/// quantile read from them is within 1/32 (3.2 %) of the true value.
+const SUB_BINS: u64 = 32;
+/// A quantile's relative error bound.
+pub const QUANTILE_ERROR: f64 = 1.0 / SUB_BINS as f64;
+
+fn bin_of(ms: u64) -> u32 {
+    if ms < SUB_BINS {
+        return ms as u32;
+    }
+    let exp = 63 - ms.leading_zeros() as u64 - 5; // ms >> exp is in 32..64
+    let mantissa = ms >> exp;
+    (SUB_BINS + exp * SUB_BINS + (mantissa - SUB_BINS)) as u32
+}
+
+/// The middle of a bin, in ms.
+fn value_of(bin: u32) -> f64 {
+    let bin = u64::from(bin);
+    if bin < SUB_BINS {
+        return bin as f64;
+    }
+    let exp = (bin - SUB_BINS) / SUB_BINS;
+    let mantissa = SUB_BINS + (bin - SUB_BINS) % SUB_BINS;
+    let low = (mantissa << exp) as f64;
+    low + ((1u64 << exp) as f64 - 1.0) / 2.0
+}
+
+/// Which requests are checks, not users.
+#[derive(Debug, Clone, Default)]
+pub struct Checks {
+    /// URL paths of health-check files (`/health.htm`), case-insensitive.
+    pub paths: Vec<String>,
+    /// User agents of probes (`farmctl-probe`), matched as prefixes.
+    pub user_agents: Vec<String>,
+}
+
+impl Checks {
+    pub fn is_check(&self, r: &W3cRequest) -> bool {
+        let path = r.uri_stem.as_deref().unwrap_or("");
+        let agent = r.user_agent.as_deref().unwrap_or("");
+        self.paths.iter().any(|p| p.eq_ignore_ascii_case(path))
+            || self
+                .user_agents
+                .iter()
+                .any(|a| agent.starts_with(a.as_str()))
+    }
+}
+
+/// One second of a site's traffic.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Bucket {
+    second: i64,
+    requests: u64,
+    checks: u64,
+    /// Responses by class: index 1..=5 for 1xx..5xx.
+    classes: [u64; 6],
+    /// 5xx by `status.substatus` (`500.0`, `503.2`).
+    errors: BTreeMap<String, u64>,
+    /// Latency bins of user requests that logged `time-taken`.
+    latency: BTreeMap<u32, u64>,
+    timed: u64,
+    httperr: BTreeMap<String, u64>,
+}
+
+/// Figures of a window, as a Traffic answer carries them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Figures {
+    /// Seconds the window actually covers (less than asked when the
+    /// agent has not watched that long).
+    pub covered_s: u64,
+    pub requests: u64,
+    pub checks: u64,
+    /// Responses by class, 1xx..5xx.
+    pub classes: [u64; 5],
+    pub errors: BTreeMap<String, u64>,
+    /// 5xx over user requests; `None` without requests.
+    pub error_rate: Option<f64>,
+    /// p50, p95, p99 in ms; `None` without timed requests.
+    pub p50_ms: Option<f64>,
+    pub p95_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+    pub httperr: BTreeMap<String, u64>,
+}
+
+/// The last `span` seconds of one site.
+#[derive(Debug, Clone)]
+pub struct Window {
+    span: i64,
+    buckets: VecDeque<Bucket>,
+}
+
+impl Window {
+    pub fn new(span_s: u64) -> Self {
+        Self {
+            span: span_s.max(1) as i64,
+            buckets: VecDeque::new(),
+        }
+    }
+
+    fn bucket(&mut self, second: i64) -> Option<&mut Bucket> {
+        let newest = self.buckets.back().map_or(second, |b| b.second.max(second));
+        if second <= newest - self.span {
+            return None; // older than the window: dropped
+        }
+        let pos = self.buckets.iter().position(|b| b.second >= second);
+        match pos {
+            Some(i) if self.buckets[i].second == second => {}
+            Some(i) => self.buckets.insert(
+                i,
+                Bucket {
+                    second,
+                    ..Bucket::default()
+                },
+            ),
+            None => self.buckets.push_back(Bucket {
+                second,
+                ..Bucket::default()
+            }),
+        }
+        while self
+            .buckets
+            .front()
+            .is_some_and(|b| b.second <= newest - self.span)
+        {
+            self.buckets.pop_front();
+        }
+        self.buckets.iter_mut().find(|b| b.second == second)
+    }
+
+    pub fn add(&mut self, r: &W3cRequest, checks: &Checks) {
+        let Some(b) = self.bucket(r.at.as_second()) else {
+            return;
+        };
+        if checks.is_check(r) {
+            b.checks += 1;
+            return;
+        }
+        b.requests += 1;
+        let class = usize::from(r.status / 100);
+        if (1..=5).contains(&class) {
+            b.classes[class] += 1;
+        }
+        if class == 5 {
+            let key = format!("{}.{}", r.status, r.substatus.unwrap_or(0));
+            *b.errors.entry(key).or_default() += 1;
+        }
+        if let Some(ms) = r.time_taken_ms {
+            *b.latency.entry(bin_of(ms)).or_default() += 1;
+            b.timed += 1;
+        }
+    }
+
+    pub fn add_httperr(&mut self, e: &HttpErr) {
+        if let Some(b) = self.bucket(e.at.as_second()) {
+            *b.httperr.entry(e.reason.clone()).or_default() += 1;
+        }
+    }
+
+    /// The last `last_s` seconds up to `now` (Unix seconds).
+    pub fn figures(&self, now: i64, last_s: u64) -> Figures {
+        let from = now - last_s as i64;
+        let mut f = Figures::default();
+        let mut latency: BTreeMap<u32, u64> = BTreeMap::new();
+        let mut timed = 0;
+        let mut oldest = None;
+        for b in self
+            .buckets
+            .iter()
+            .filter(|b| b.second > from && b.second <= now)
+        {
+            oldest.get_or_insert(b.second);
+            f.requests += b.requests;
+            f.checks += b.checks;
+            for c in 1..=5 {
+                f.classes[c - 1] += b.classes[c];
+            }
+            for (k, v) in &b.errors {
+                *f.errors.entry(k.clone()).or_default() += v;
+            }
+            for (k, v) in &b.httperr {
+                *f.httperr.entry(k.clone()).or_default() += v;
+            }
+            for (k, v) in &b.latency {
+                *latency.entry(*k).or_default() += v;
+            }
+            timed += b.timed;
+        }
+        f.covered_s = oldest
+            .map_or(0, |o| (now - o + 1).max(0) as u64)
+            .min(last_s);
+        f.error_rate = (f.requests > 0).then(|| f.classes[4] as f64 / f.requests as f64);
+        let quantile = |q: f64| -> Option<f64> {
+            if timed == 0 {
+                return None;
+            }
+            let rank = ((q * timed as f64).ceil() as u64).clamp(1, timed);
+            let mut seen = 0;
+            latency.iter().find_map(|(bin, n)| {
+                seen += n;
+                (seen >= rank).then(|| value_of(*bin))
+            })
+        };
+        f.p50_ms = quantile(0.50);
+        f.p95_ms = quantile(0.95);
+        f.p99_ms = quantile(0.99);
+        f
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(second: i64, status: u16, ms: u64, path: &str) -> W3cRequest {
+        W3cRequest {
+            at: jiff::Timestamp::from_second(second).unwrap(),
+            site: None,
+            method: Some("GET".into()),
+            uri_stem: Some(path.into()),
+            host: None,
+            user_agent: Some("Mozilla/5.0".into()),
+            client_ip: None,
+            status,
+            substatus: Some(if status == 500 { 19 } else { 0 }),
+            win32_status: Some(0),
+            time_taken_ms: Some(ms),
+        }
+    }
+
+    #[test]
+    fn bins_hold_their_values_within_the_bound() {
+        for ms in [
+            0, 1, 31, 32, 33, 63, 64, 100, 812, 1000, 4276, 65_536, 3_600_000,
+        ] {
+            let v = value_of(bin_of(ms));
+            let err = (v - ms as f64).abs() / (ms as f64).max(1.0);
+            assert!(err <= QUANTILE_ERROR, "{ms} read as {v}");
+        }
+    }
+
+    #[test]
+    fn rates_quantiles_and_checks_apart() {
+        let checks = Checks {
+            paths: vec!["/health.htm".into()],
+            user_agents: vec!["farmctl-probe".into()],
+        };
+        let mut w = Window::new(300);
+        // 100 s of traffic: 20 requests a second, 1 in 20 a 500.19, 10 ms
+        // except every 20th at 800 ms; plus a health check a second.
+        for s in 0..100 {
+            for i in 0..20 {
+                let status = if i == 0 { 500 } else { 200 };
+                let ms = if i == 1 { 800 } else { 10 };
+                w.add(&req(1_000 + s, status, ms, "/shop"), &checks);
+            }
+            w.add(&req(1_000 + s, 200, 1, "/HEALTH.htm"), &checks);
+        }
+        let f = w.figures(1_099, 60);
+        assert_eq!(f.covered_s, 60);
+        assert_eq!((f.requests, f.checks), (1_200, 60));
+        assert_eq!(f.classes[4], 60);
+        assert_eq!(f.errors.get("500.19"), Some(&60));
+        assert!((f.error_rate.unwrap() - 0.05).abs() < 1e-9);
+        assert_eq!(f.p50_ms, Some(10.0));
+        let p99 = f.p99_ms.unwrap();
+        assert!((p99 - 800.0).abs() / 800.0 <= QUANTILE_ERROR, "{p99}");
+    }
+
+    #[test]
+    fn old_seconds_fall_out_and_no_traffic_has_no_rates() {
+        let mut w = Window::new(10);
+        w.add(&req(100, 200, 5, "/"), &Checks::default());
+        w.add(&req(200, 200, 5, "/"), &Checks::default());
+        assert_eq!(w.buckets.len(), 1, "the window holds its span only");
+        let f = w.figures(500, 60);
+        assert_eq!(f.requests, 0);
+        assert_eq!(f.error_rate, None);
+        assert_eq!(f.p95_ms, None);
+        assert_eq!(f.covered_s, 0);
+    }
+}
