@@ -222,6 +222,9 @@ impl Iis for Simulator {
         self.state_changed();
         // Listeners close at once: new connections are refused.
         self.inner.listening.send_replace(false);
+        if let Some(l) = &self.inner.logs {
+            l.close_all();
+        }
         self.event("iis_stop", "");
         let failed = || {
             StopOutcome::Failed(

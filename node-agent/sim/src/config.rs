@@ -30,6 +30,11 @@ pub struct SimFile {
     /// Append one JSON line per drain/undrain/recycle/reset here.
     #[serde(default)]
     pub event_log: Option<PathBuf>,
+    /// Write IIS's traffic records under this folder, as IIS does: a W3C
+    /// access log per site (`W3SVC<n>/u_exYYMMDD.log`, n the site's place
+    /// in `sites`, from 1) and the HTTP.sys error log (`HTTPERR/httperr1.log`).
+    #[serde(default)]
+    pub logs: Option<PathBuf>,
     #[serde(default)]
     pub timings: Timings,
     pub sites: Vec<SimSite>,

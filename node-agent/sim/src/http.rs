@@ -16,7 +16,7 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
 
-use super::{Refusal, Simulator};
+use super::{logs, Refusal, Simulator};
 
 /// A site and the port it ended up listening on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,9 +121,13 @@ async fn serve_connection(sim: Simulator, stream: TcpStream, sites: Arc<Vec<Boun
     let mut epoch = sim.inner.conn_epoch.subscribe();
     epoch.mark_unchanged();
     let svc_sim = sim.clone();
+    let ends = match (stream.local_addr(), stream.peer_addr()) {
+        (Ok(l), Ok(p)) => Some((l, p)),
+        _ => None,
+    };
     let service = hyper::service::service_fn(move |req| {
         let (sim, sites) = (svc_sim.clone(), sites.clone());
-        async move { handle(&sim, &sites, req).await }
+        async move { logged(&sim, &sites, req, ends).await }
     });
     let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
     tokio::select! {
@@ -216,6 +220,67 @@ impl Drop for InFlight<'_> {
         self.worker.end();
         self.sim.request_finished();
     }
+}
+
+/// What the logs need of a request before it is handed on.
+struct Asked {
+    method: String,
+    path: String,
+    query: Option<String>,
+    user_agent: Option<String>,
+    site_id: u32,
+    pool: String,
+}
+
+/// [`handle`], with the request written to the W3C log (or, for what
+/// HTTP.sys answers itself, the HTTP.sys error log) when the sim file asks.
+async fn logged(
+    sim: &Simulator,
+    sites: &[BoundSite],
+    req: Request<Incoming>,
+    ends: Option<(SocketAddr, SocketAddr)>,
+) -> Result<Response<Full<Bytes>>, Cut> {
+    let (Some(logs), Some((server, client))) = (&sim.inner.logs, ends) else {
+        return handle(sim, sites, req).await;
+    };
+    let site = pick_site(sites, &req);
+    let asked = Asked {
+        method: req.method().to_string(),
+        path: req.uri().path().to_string(),
+        query: req.uri().query().map(str::to_string),
+        user_agent: req
+            .headers()
+            .get(hyper::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string),
+        site_id: site
+            .and_then(|s| sim.cfg().sites.iter().position(|c| c.name == s.name))
+            .map_or(0, |i| i as u32 + 1),
+        pool: site.map(|s| s.app_pool.clone()).unwrap_or_default(),
+    };
+    let started = tokio::time::Instant::now();
+    let answer = handle(sim, sites, req).await;
+    let entry = |status: u16| logs::Entry {
+        site_id: asked.site_id,
+        server,
+        client,
+        method: &asked.method,
+        path: &asked.path,
+        query: asked.query.as_deref(),
+        user_agent: asked.user_agent.as_deref(),
+        status,
+        substatus: 0,
+        time_taken_ms: started.elapsed().as_millis() as u64,
+    };
+    match &answer {
+        // A stopped pool's 503 comes from HTTP.sys, not a worker.
+        Ok(r) if r.status() == StatusCode::SERVICE_UNAVAILABLE => {
+            logs.httperr(&entry(503), "AppOffline", &asked.pool)
+        }
+        Ok(r) => logs.request(&entry(r.status().as_u16())),
+        Err(Cut) => logs.httperr(&entry(0), "Connection_Abandoned_By_ReqQueue", &asked.pool),
+    }
+    answer
 }
 
 async fn handle(

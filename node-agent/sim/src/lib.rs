@@ -10,6 +10,7 @@
 mod backend;
 pub mod config;
 mod http;
+pub mod logs;
 mod worker;
 
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -44,6 +45,8 @@ struct Inner {
     /// Set when the simulator shuts down.
     shutdown: watch::Sender<bool>,
     events: Option<Mutex<std::fs::File>>,
+    /// IIS's traffic records, when the sim file asks for them.
+    pub(crate) logs: Option<logs::Logs>,
 }
 
 struct State {
@@ -132,6 +135,7 @@ impl Simulator {
             .collect();
         let sim = Simulator {
             inner: Arc::new(Inner {
+                logs: cfg.logs.as_deref().map(logs::Logs::new),
                 state: Mutex::new(State {
                     w3svc: ServiceState::Running,
                     was: ServiceState::Running,

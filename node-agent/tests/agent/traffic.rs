@@ -175,3 +175,112 @@ fn running_requests_in_both_separators_with_commas_in_the_url() {
     assert_eq!(reqs[2].url, "/search?q=a,b,c");
     assert_eq!(reqs[2].client.as_deref(), Some("10.0.0.9"));
 }
+
+/// The simulator writes IIS's records, and the same readers read them: a
+/// site's requests in its W3C log (the directives again after an IIS
+/// stop), a stopped pool's 503 in the HTTP.sys error log only.
+#[tokio::test]
+async fn the_simulator_writes_what_the_readers_read() {
+    use farm_agent::iis::Iis;
+    use farm_agent::sim::{config, Simulator};
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    let text = format!(
+        "node: t\nlogs: {}\ntimings:\n  iis_stop: 10ms\n  iis_start: 10ms\nsites:\n  - name: shop\n    host: shop.example\n    app_pool: Shop\n  - name: off\n    host: off.example\n    app_pool: Off\napp_pools:\n  - name: Shop\n    startup: 10ms\n    warmup: 0ms\n  - name: Off\n    state: stopped\n",
+        logs.display()
+    );
+    let sim = Simulator::start(config::parse(&text).unwrap())
+        .await
+        .unwrap();
+    let port = |name: &str| sim.sites().iter().find(|s| s.name == name).unwrap().port;
+    let get = |host: &'static str, port: u16, path: &'static str| async move {
+        farm_proto::http::get(
+            "127.0.0.1",
+            port,
+            Some(host),
+            path,
+            std::time::Duration::from_secs(5),
+        )
+        .await
+        .unwrap()
+        .0
+    };
+    let shop = port("shop");
+    assert_eq!(get("shop.example", shop, "/").await, 200);
+    assert_eq!(get("shop.example", shop, "/slow?ms=60").await, 200);
+    assert_eq!(get("shop.example", shop, "/health.htm").await, 200);
+    assert_eq!(get("off.example", port("off"), "/").await, 503);
+    // An IIS stop closes the files; the next request writes the
+    // directives again, mid-file.
+    sim.stop_iis(std::time::Duration::from_secs(5))
+        .await
+        .unwrap();
+    sim.start_iis().await.unwrap();
+    let shop = port("shop");
+    let mut served = false;
+    for _ in 0..100 {
+        if farm_proto::http::get(
+            "127.0.0.1",
+            shop,
+            Some("shop.example"),
+            "/",
+            std::time::Duration::from_secs(2),
+        )
+        .await
+        .is_ok_and(|(s, _)| s == 200)
+        {
+            served = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(served, "the site answers again after the start");
+
+    let w3c_dir = logs.join("W3SVC1");
+    let file = std::fs::read_dir(&w3c_dir)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    assert!(file
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .starts_with("u_ex"));
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(text.contains("\r\n"), "CRLF as IIS writes it");
+    assert_eq!(text.matches("#Fields:").count(), 2, "{text}");
+    let mut r = W3cReader::default();
+    let reqs = r.read(&text);
+    assert_eq!(r.stats.malformed, 0, "{text}");
+    assert!(r.stats.missing.is_empty());
+    assert_eq!(reqs.len(), 4, "{text}");
+    assert!(reqs.iter().all(|q| q.status == 200));
+    let slow = reqs
+        .iter()
+        .find(|q| q.uri_stem.as_deref() == Some("/slow"))
+        .unwrap();
+    assert!(slow.time_taken_ms.unwrap() >= 60, "{slow:?}");
+    assert_eq!(
+        reqs.iter()
+            .filter(|q| q.user_agent.as_deref() == Some("farmctl-probe"))
+            .count(),
+        4
+    );
+    // The stopped pool's 503 is HTTP.sys's, with its queue; not in W3SVC2.
+    assert!(!logs.join("W3SVC2").exists());
+    let mut e = HttpErrReader::default();
+    let errs = e.read(&std::fs::read_to_string(logs.join("HTTPERR").join("httperr1.log")).unwrap());
+    assert_eq!(e.malformed, 0);
+    assert_eq!(errs.len(), 1);
+    assert_eq!(
+        (
+            errs[0].reason.as_str(),
+            errs[0].status,
+            errs[0].queue.as_deref()
+        ),
+        ("AppOffline", Some(503), Some("Off"))
+    );
+    sim.shutdown();
+}
