@@ -162,3 +162,23 @@ impl From<AgentError> for tonic::Status {
         }
     }
 }
+
+/// One site's traffic figures on the wire.
+pub fn site_traffic(s: crate::traffic::watch::SiteFigures) -> pb::SiteTraffic {
+    let f = s.figures;
+    pb::SiteTraffic {
+        site: s.site,
+        pool: s.pool,
+        covered_s: f.covered_s.min(u64::from(u32::MAX)) as u32,
+        requests: f.requests,
+        checks: f.checks,
+        classes: f.classes.to_vec(),
+        errors: f.errors.into_iter().collect(),
+        httperr: f.httperr.into_iter().collect(),
+        p50_ms: f.p50_ms,
+        p95_ms: f.p95_ms,
+        p99_ms: f.p99_ms,
+        missing_fields: s.missing.iter().map(|m| m.to_string()).collect(),
+        malformed_lines: s.malformed,
+    }
+}

@@ -153,6 +153,8 @@ pub enum Call {
     LbState,
     /// Draining or returning a load balancer member.
     LbMember,
+    /// What users got (the node's traffic records).
+    Traffic,
 }
 
 impl Call {
@@ -171,13 +173,14 @@ impl Call {
             Call::Releases => "Releases",
             Call::LbState => "LbMember(state)",
             Call::LbMember => "LbMember",
+            Call::Traffic => "Traffic",
         }
     }
 
     fn needs_operator(self) -> bool {
         !matches!(
             self,
-            Call::Status | Call::WatchLoad | Call::Releases | Call::LbState
+            Call::Status | Call::WatchLoad | Call::Releases | Call::LbState | Call::Traffic
         )
     }
 }

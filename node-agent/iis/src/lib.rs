@@ -160,4 +160,29 @@ pub trait Iis: Send + Sync + 'static {
     async fn health_file_present(&self) -> Result<bool, IisError>;
     /// Put the health-check file in place (`true`) or rename it away.
     async fn set_health_file(&self, present: bool) -> Result<(), IisError>;
+    /// Where the sites' traffic records are, where the backend knows
+    /// (`None`: it cannot say yet).
+    fn traffic_logs(&self) -> Option<TrafficLogs> {
+        None
+    }
+}
+
+/// Where a node's traffic records are written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrafficLogs {
+    pub sites: Vec<SiteLogs>,
+    /// The HTTP.sys error log's folder (`HTTPERR`).
+    pub httperr_dir: Option<std::path::PathBuf>,
+    /// URL paths that are health checks, not users (the LB's file).
+    pub check_paths: Vec<String>,
+}
+
+/// One site's W3C log folder (`...\W3SVC<id>`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SiteLogs {
+    pub site: String,
+    /// The IIS site id (`s-siteid` in the error log).
+    pub id: u32,
+    pub pool: String,
+    pub w3c_dir: std::path::PathBuf,
 }

@@ -362,4 +362,24 @@ impl Iis for Simulator {
         }
         Ok(())
     }
+
+    fn traffic_logs(&self) -> Option<TrafficLogs> {
+        let dir = self.cfg().logs.clone()?;
+        Some(TrafficLogs {
+            sites: self
+                .cfg()
+                .sites
+                .iter()
+                .enumerate()
+                .map(|(i, s)| SiteLogs {
+                    site: s.name.clone(),
+                    id: i as u32 + 1,
+                    pool: s.app_pool.clone(),
+                    w3c_dir: dir.join(format!("W3SVC{}", i + 1)),
+                })
+                .collect(),
+            httperr_dir: Some(dir.join("HTTPERR")),
+            check_paths: vec![self.cfg().health_file.clone()],
+        })
+    }
 }

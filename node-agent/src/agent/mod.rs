@@ -243,7 +243,8 @@ pub async fn run(
     let mut service =
         crate::service::AgentService::new(started.node.clone(), iis.clone(), settings.ops.clone())
             .with_deployments(deployments)
-            .with_lb_members(started.lb_members.clone());
+            .with_lb_members(started.lb_members.clone())
+            .with_traffic(crate::traffic::watch::TrafficWatch::for_backend(&*iis));
     if let Some(state) = state {
         service = service.with_state(Arc::new(state));
     }

@@ -48,6 +48,8 @@ pub struct AgentService {
     metrics: Option<Arc<crate::metrics::Metrics>>,
     /// The served connections: a call marks its connection busy.
     connections: Option<Arc<crate::connections::Connections>>,
+    /// The node's traffic, where the backend says where its logs are.
+    traffic: Option<crate::traffic::watch::TrafficWatch>,
 }
 
 impl AgentService {
@@ -65,7 +67,13 @@ impl AgentService {
             lb_members: None,
             metrics: None,
             connections: None,
+            traffic: None,
         }
+    }
+
+    pub fn with_traffic(mut self, t: Option<crate::traffic::watch::TrafficWatch>) -> Self {
+        self.traffic = t;
+        self
     }
 
     pub fn with_connections(mut self, c: Arc<crate::connections::Connections>) -> Self {
@@ -583,6 +591,37 @@ impl NodeAgent for AgentService {
         }
         .await;
         ticket.close_with(result.map(Response::new))
+    }
+
+    async fn traffic(
+        &self,
+        req: Request<pb::TrafficRequest>,
+    ) -> Result<Response<pb::TrafficReply>, Status> {
+        let ticket = self.admit(&req, Call::Traffic, &[], "")?;
+        let last = match req.get_ref().last_s {
+            0 => 60,
+            s => u64::from(s),
+        };
+        let reply = match self.traffic.clone() {
+            None => pb::TrafficReply {
+                unavailable: format!(
+                    "this agent (backend {}) does not know where its sites' logs are",
+                    self.iis.backend()
+                ),
+                ..Default::default()
+            },
+            Some(watch) => {
+                let sites = tokio::task::spawn_blocking(move || watch.figures(last))
+                    .await
+                    .map_err(|e| Status::internal(format!("reading the logs failed: {e}")))?;
+                pb::TrafficReply {
+                    sites: sites.into_iter().map(convert::site_traffic).collect(),
+                    unavailable: String::new(),
+                    quantile_error: crate::traffic::window::QUANTILE_ERROR,
+                }
+            }
+        };
+        ticket.close_with(Ok(Response::new(reply)))
     }
 
     async fn release_lease(

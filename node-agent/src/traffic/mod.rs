@@ -5,7 +5,9 @@
 //! from the file's own `#Fields` line, which may change mid-file.
 pub mod httperr;
 pub mod requests;
+pub mod tail;
 pub mod w3c;
+pub mod watch;
 pub mod window;
 
 /// A line of a log, without its line ending (CRLF or LF) and, on the

@@ -284,3 +284,90 @@ async fn the_simulator_writes_what_the_readers_read() {
     );
     sim.shutdown();
 }
+
+/// One request as a browser would send it (not farmctl's probe).
+async fn user_get(port: u16, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: shop.example\r\nUser-Agent: Mozilla/5.0 (test)\r\nConnection: close\r\n\r\n")
+            .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out
+}
+
+/// The Traffic call of an agent started as the binary starts it, over
+/// its simulator's logs: user requests, their latency, probes apart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_traffic_call_answers_from_the_logs() {
+    use farm_agent::agent::{self, AgentSettings, Flags};
+    let dir = tempfile::tempdir().unwrap();
+    let sim = dir.path().join("sim.yaml");
+    std::fs::write(
+        &sim,
+        format!(
+            "node: t\nlogs: {}\nsites:\n  - name: shop\n    host: shop.example\n    app_pool: Shop\napp_pools:\n  - name: Shop\n    startup: 10ms\n    warmup: 0ms\n",
+            dir.path().join("logs").display()
+        ),
+    )
+    .unwrap();
+    let flags = Flags {
+        listen: Some("127.0.0.1:0".into()),
+        sim: Some(sim),
+        insecure: true,
+        ..Flags::default()
+    };
+    let settings = AgentSettings::load(&flags).unwrap();
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(agent::run(
+        settings,
+        move |r| {
+            let _ = ready_tx.send(r.clone());
+        },
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let ready = ready_rx.await.unwrap();
+    let port = ready.sites[0]["port"].as_u64().unwrap() as u16;
+    for _ in 0..9 {
+        assert!(user_get(port, "/").await.starts_with("HTTP/1.1 200"));
+    }
+    assert!(user_get(port, "/slow?ms=200")
+        .await
+        .starts_with("HTTP/1.1 200"));
+    // farmctl's own probes are checks, not users.
+    farm_proto::http::get(
+        "127.0.0.1",
+        port,
+        Some("shop.example"),
+        "/",
+        std::time::Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
+    let mut client = farm_proto::NodeAgentClient::connect(format!("http://{}", ready.agent))
+        .await
+        .unwrap();
+    let reply = client
+        .traffic(farm_proto::v1::TrafficRequest { last_s: 60 })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(reply.unavailable.is_empty(), "{}", reply.unavailable);
+    let shop = &reply.sites[0];
+    assert_eq!((shop.site.as_str(), shop.pool.as_str()), ("shop", "Shop"));
+    assert_eq!((shop.requests, shop.checks), (10, 1), "{shop:?}");
+    assert_eq!(shop.classes[1], 10);
+    assert!(shop.p99_ms.unwrap() >= 190.0, "{shop:?}");
+    assert!(shop.p50_ms.unwrap() < 100.0, "{shop:?}");
+    assert!(shop.missing_fields.is_empty());
+    let _ = stop.send(());
+}
