@@ -32,6 +32,7 @@ pub mod commands;
 pub mod contract;
 pub mod exit;
 pub mod farm;
+pub mod health;
 pub mod human;
 pub mod journal;
 pub mod lb;

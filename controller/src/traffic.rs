@@ -2,6 +2,10 @@
 //! a minimal load balancer: a monitor per backend requests the health file
 //! and only backends that answer 200 get traffic, the way an LB with an
 //! HTTP monitor (interval, fall 1) behaves.
+/// The load generator's `User-Agent`: user traffic to the nodes' logs
+/// (farmctl's probes are counted apart as checks).
+pub const LOAD_AGENT: &str = "farmctl-load (sandbox traffic)";
+
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -10,7 +14,6 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::probe;
 use crate::report::TrafficReport;
 
 #[derive(Debug, Clone)]
@@ -101,7 +104,8 @@ impl Traffic {
                 tasks.push(tokio::spawn(async move {
                     loop {
                         let ok = matches!(
-                            probe::get(
+                            farm_proto::http::get_as(
+                                LOAD_AGENT,
                                 &b.address,
                                 b.port,
                                 b.host.as_deref(),
@@ -154,7 +158,8 @@ impl Traffic {
                             } else {
                                 "/".to_string()
                             };
-                            match probe::get(
+                            match farm_proto::http::get_as(
+                                LOAD_AGENT,
                                 &b.address,
                                 b.port,
                                 b.host.as_deref(),

@@ -23,8 +23,22 @@ impl From<String> for HttpError {
 /// Bodies larger than this are not read (an expected substring must come early).
 const MAX_BODY: usize = 64 * 1024;
 
-/// One HTTP GET; returns the status and (the start of) the body.
+/// One HTTP GET as farmctl's probe (`User-Agent: farmctl-probe`: a
+/// node's traffic figures count it as a check, not a user); returns the
+/// status and (the start of) the body.
 pub async fn get(
+    address: &str,
+    port: u16,
+    host: Option<&str>,
+    path: &str,
+    timeout: Duration,
+) -> Result<(u16, String), HttpError> {
+    get_as("farmctl-probe", address, port, host, path, timeout).await
+}
+
+/// [`get`] with another `User-Agent`.
+pub async fn get_as(
+    user_agent: &str,
     address: &str,
     port: u16,
     host: Option<&str>,
@@ -47,7 +61,7 @@ pub async fn get(
         };
         let req = Request::get(path)
             .header(hyper::header::HOST, host_header)
-            .header(hyper::header::USER_AGENT, "farmctl-probe")
+            .header(hyper::header::USER_AGENT, user_agent)
             .body(Empty::<Bytes>::new())
             .map_err(|e| HttpError(format!("bad request: {e}")))?;
         let resp = sender

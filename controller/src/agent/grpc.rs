@@ -479,6 +479,41 @@ impl AgentApi for GrpcAgent {
             .map(|r| r.removed)
     }
 
+    async fn traffic(&self, last_s: u32) -> Result<TrafficView, AgentError> {
+        let reply = self
+            .unary(pb::TrafficRequest { last_s }, |mut c, r| async move {
+                c.traffic(r).await
+            })
+            .await?;
+        Ok(TrafficView {
+            unavailable: (!reply.unavailable.is_empty()).then_some(reply.unavailable),
+            sites: reply
+                .sites
+                .into_iter()
+                .map(|s| {
+                    let mut classes = [0; 5];
+                    for (c, n) in classes.iter_mut().zip(&s.classes) {
+                        *c = *n;
+                    }
+                    SiteTrafficView {
+                        site: s.site,
+                        pool: s.pool,
+                        covered_s: u64::from(s.covered_s),
+                        requests: s.requests,
+                        checks: s.checks,
+                        classes,
+                        errors: s.errors.into_iter().collect(),
+                        httperr: s.httperr.into_iter().collect(),
+                        p50_ms: s.p50_ms,
+                        p95_ms: s.p95_ms,
+                        p99_ms: s.p99_ms,
+                        missing: s.missing_fields,
+                    }
+                })
+                .collect(),
+        })
+    }
+
     async fn lb_member(&self, call: &LbMemberCall) -> Result<LbMemberView, AgentError> {
         let msg = pb::LbMemberRequest {
             operation_id: call.op_id.clone(),

@@ -307,6 +307,41 @@ pub trait AgentApi: Send + Sync {
             "this agent does not drive load balancer members".into(),
         ))
     }
+
+    /// What users got on the node's sites over the last `last_s` seconds
+    /// (the agent's Traffic call). An agent that cannot say answers with
+    /// `unavailable` set.
+    async fn traffic(&self, _last_s: u32) -> Result<TrafficView, AgentError> {
+        Ok(TrafficView {
+            sites: Vec::new(),
+            unavailable: Some("this agent cannot say".into()),
+        })
+    }
+}
+
+/// One site's traffic as its agent reports it.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct SiteTrafficView {
+    pub site: String,
+    pub pool: String,
+    pub covered_s: u64,
+    pub requests: u64,
+    pub checks: u64,
+    /// 1xx..5xx.
+    pub classes: [u64; 5],
+    pub errors: BTreeMap<String, u64>,
+    pub httperr: BTreeMap<String, u64>,
+    pub p50_ms: Option<f64>,
+    pub p95_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+    pub missing: Vec<String>,
+}
+
+/// A node's traffic; `unavailable` says why there is none.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct TrafficView {
+    pub sites: Vec<SiteTrafficView>,
+    pub unavailable: Option<String>,
 }
 
 /// What to ask of a load balancer member.

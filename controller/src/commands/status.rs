@@ -37,6 +37,12 @@ pub struct NodeStatus {
     /// While a run holds the node's lease: the phase its journal (in this
     /// state directory) last recorded for the node.
     pub run_phase: Option<String>,
+    /// What users got over the last minute, from the node's own logs
+    /// (`null` when its agent cannot say).
+    pub traffic: Option<crate::health::NodeTraffic>,
+    /// Far from its peers on the same window (`null`: not enough data).
+    pub outlier: Option<bool>,
+    pub outlier_reasons: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -82,6 +88,9 @@ fn node_status(o: &Observation, name: &str, agent: &str, drains: bool) -> NodeSt
         notice: None,
         releases: BTreeMap::new(),
         run_phase: None,
+        traffic: None,
+        outlier: None,
+        outlier_reasons: Vec::new(),
     };
     match &o.view {
         Ok(v) => {
@@ -123,7 +132,7 @@ impl Snapshot {
     }
 
     fn text(&self) -> String {
-        let mut out = table(&self.nodes);
+        let mut out = table(&self.nodes) + &traffic_table(&self.nodes);
         out.push_str(&releases(&self.nodes, &self.mixed_versions));
         if let Some(e) = &self.lb_error {
             out.push_str(&format!("load balancer: {e}\n"));
@@ -148,7 +157,10 @@ async fn snapshot(farm: &crate::farm::Farm, settings: &Settings) -> Snapshot {
         Ok(m) => (m, None),
         Err(e) => (Vec::new(), Some(e.to_string())),
     };
-    let observed = observe::observe(farm, &members).await;
+    let (observed, traffic) = tokio::join!(
+        observe::observe(farm, &members),
+        futures::future::join_all(farm.agents.iter().map(|a| a.traffic(TRAFFIC_WINDOW_S)))
+    );
     let drains = farm.lb.drains();
     let mut nodes: Vec<NodeStatus> = observed
         .iter()
@@ -157,6 +169,23 @@ async fn snapshot(farm: &crate::farm::Farm, settings: &Settings) -> Snapshot {
             node_status(o, &n.name, &n.agent, drains)
         })
         .collect();
+    let traffic: Vec<Option<crate::health::NodeTraffic>> = traffic
+        .iter()
+        .map(|t| {
+            t.as_ref()
+                .ok()
+                .and_then(crate::health::NodeTraffic::from_view)
+        })
+        .collect();
+    for ((n, t), v) in nodes
+        .iter_mut()
+        .zip(&traffic)
+        .zip(crate::health::judge(&traffic))
+    {
+        n.traffic = t.clone();
+        n.outlier = v.outlier;
+        n.outlier_reasons = v.reasons;
+    }
     // The phase a run has each leased node in, from its journal where
     // this host can read it (the journal directory, or the shared store).
     if nodes.iter().any(|n| n.lease.is_some()) {
@@ -210,7 +239,9 @@ pub async fn run(args: &StatusArgs, settings: &Settings) -> CommandResult {
             o @ (Output::Json | Output::Jsonl) => snap.json(o),
             Output::Text => print!(
                 "{}",
-                table(&snap.nodes) + &releases(&snap.nodes, &snap.mixed_versions)
+                table(&snap.nodes)
+                    + &traffic_table(&snap.nodes)
+                    + &releases(&snap.nodes, &snap.mixed_versions)
             ),
         }
         return Ok(if snap.all_well() {
@@ -303,6 +334,53 @@ fn releases(nodes: &[NodeStatus], mixed: &BTreeMap<String, Vec<String>>) -> Stri
         })
         .collect::<Vec<_>>()
         .concat()
+}
+
+/// The window `status` asks the agents for.
+const TRAFFIC_WINDOW_S: u32 = 60;
+
+/// What users got per node, when any agent can say.
+fn traffic_table(nodes: &[NodeStatus]) -> String {
+    if nodes.iter().all(|n| n.traffic.is_none()) {
+        return String::new();
+    }
+    let mut out = format!(
+        "\n{:<12} {:>7} {:>6} {:>7} {:>7} {:<18} {}\n",
+        "NODE", "REQ/S", "5XX", "P95 MS", "P99 MS", "HTTP.SYS", "OUTLIER"
+    );
+    for n in nodes {
+        let Some(t) = &n.traffic else {
+            out.push_str(&format!("{:<12} {:>7}\n", n.name, "-"));
+            continue;
+        };
+        let ms = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.0}"));
+        let httperr = t
+            .httperr
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        out.push_str(&format!(
+            "{:<12} {:>7.1} {:>6} {:>7} {:>7} {:<18} {}\n",
+            n.name,
+            t.rps,
+            t.error_rate
+                .map_or("-".to_string(), |r| format!("{:.1}%", r * 100.0)),
+            ms(t.latency_ms.p95),
+            ms(t.latency_ms.p99),
+            if httperr.is_empty() {
+                "-".to_string()
+            } else {
+                httperr
+            },
+            match n.outlier {
+                Some(true) => format!("YES: {}", n.outlier_reasons.join("; ")),
+                Some(false) => "no".to_string(),
+                None => n.outlier_reasons.join("; "),
+            }
+        ));
+    }
+    out
 }
 
 fn table(nodes: &[NodeStatus]) -> String {

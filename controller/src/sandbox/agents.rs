@@ -83,8 +83,9 @@ pub(super) fn spawn(
         .map(|a| format!("    port: {}\n", a.http_port))
         .unwrap_or_default();
     let sim = format!(
-        "node: {name}\nhealth_file: {HEALTH_FILE}\nevent_log: {log}\ntimings:\n{timings}sites:\n  - name: {SITE}\n    host: {SITE_HOST}\n    app_pool: {POOL}\n{port}{physical_path}app_pools:\n  - name: {POOL}\n{pool}{extra}\n",
+        "node: {name}\nhealth_file: {HEALTH_FILE}\nevent_log: {log}\nlogs: {logs}\ntimings:\n{timings}sites:\n  - name: {SITE}\n    host: {SITE_HOST}\n    app_pool: {POOL}\n{port}{physical_path}app_pools:\n  - name: {POOL}\n{pool}{extra}\n",
         log = yaml_path(&event_log),
+        logs = yaml_path(&dir.join(format!("{name}.logs"))),
         timings = spec.timings_yaml,
         pool = spec.pool_yaml,
         extra = spec.sim_extra.get(&i).map(String::as_str).unwrap_or(""),

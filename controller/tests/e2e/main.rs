@@ -18,5 +18,6 @@ mod resume;
 mod rolling;
 mod safety;
 mod timeline;
+mod traffic_health;
 mod watch;
 mod window;

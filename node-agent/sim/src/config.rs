@@ -127,6 +127,23 @@ pub struct SimPool {
     /// Old workers still busy after this are killed, their requests cut.
     #[serde(default = "default_shutdown", with = "humantime_serde")]
     pub shutdown_time_limit: Duration,
+    /// What the pool's users get wrong (a misbehaving application).
+    #[serde(default)]
+    pub faults: PoolFaults,
+}
+
+/// A pool that serves badly while it runs.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PoolFaults {
+    /// This share of its requests (0..1), evenly spread, answer
+    /// `error_status`.
+    pub error_rate: f64,
+    /// The status of those (default 500).
+    pub error_status: Option<u16>,
+    /// Every request of the pool takes this much longer.
+    #[serde(with = "humantime_serde")]
+    pub extra_latency: Option<Duration>,
 }
 
 fn yes() -> bool {
@@ -184,6 +201,21 @@ pub fn parse(text: &str) -> Result<SimFile, SimFileError> {
             "health_file: `{}` must start with `/`",
             sim.health_file
         ));
+    }
+    for (i, p) in sim.app_pools.iter().enumerate() {
+        if !(0.0..=1.0).contains(&p.faults.error_rate) {
+            errors.push(format!(
+                "app_pools[{i}].faults.error_rate: {} is not between 0 and 1",
+                p.faults.error_rate
+            ));
+        }
+        if let Some(s) = p.faults.error_status {
+            if !(100..=599).contains(&s) {
+                errors.push(format!(
+                    "app_pools[{i}].faults.error_status: {s} is not an HTTP status"
+                ));
+            }
+        }
     }
     if sim.sites.is_empty() {
         errors.push("sites: at least one site is needed".into());

@@ -334,6 +334,26 @@ async fn handle(
             "HTTP Error 500.0 - Internal Server Error\n",
         ));
     }
+    // A misbehaving application: slower, and failing some requests.
+    if let Some(f) = sim.pool_faults(&site.app_pool) {
+        if let Some(extra) = f.extra_latency {
+            tokio::select! {
+                _ = tokio::time::sleep(extra) => {}
+                _ = worker.killed() => return Err(Cut),
+            }
+        }
+        if sim.fault_hit(&site.app_pool, f.error_rate) {
+            let status = StatusCode::from_u16(f.error_status.unwrap_or(500))
+                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            return Ok(text(
+                status,
+                format!(
+                    "HTTP Error {} (injected by the sim file)\n",
+                    status.as_u16()
+                ),
+            ));
+        }
+    }
     if path == "/slow" {
         let ms = req
             .uri()

@@ -47,6 +47,8 @@ struct Inner {
     events: Option<Mutex<std::fs::File>>,
     /// IIS's traffic records, when the sim file asks for them.
     pub(crate) logs: Option<logs::Logs>,
+    /// Requests served per pool, for its faults' error rate.
+    served: Mutex<std::collections::HashMap<String, u64>>,
 }
 
 struct State {
@@ -136,6 +138,7 @@ impl Simulator {
         let sim = Simulator {
             inner: Arc::new(Inner {
                 logs: cfg.logs.as_deref().map(logs::Logs::new),
+                served: Mutex::default(),
                 state: Mutex::new(State {
                     w3svc: ServiceState::Running,
                     was: ServiceState::Running,
@@ -257,6 +260,30 @@ impl Simulator {
     }
 
     /// The folder `site` serves its files from now.
+    /// The pool's faults, when it has any.
+    pub(crate) fn pool_faults(&self, pool: &str) -> Option<&config::PoolFaults> {
+        self.cfg()
+            .app_pools
+            .iter()
+            .find(|p| p.name == pool)
+            .map(|p| &p.faults)
+            .filter(|f| f.error_rate > 0.0 || f.extra_latency.is_some())
+    }
+
+    /// Whether this request of `pool` is one of its `rate` errors: spread
+    /// evenly (the n-th request fails when ⌊n·rate⌋ grows), so a test
+    /// knows how many to expect.
+    pub(crate) fn fault_hit(&self, pool: &str, rate: f64) -> bool {
+        if rate <= 0.0 {
+            return false;
+        }
+        let mut served = self.inner.served.lock().unwrap_or_else(|e| e.into_inner());
+        let n = served.entry(pool.to_string()).or_default();
+        *n += 1;
+        let rate = rate.min(1.0);
+        ((*n as f64) * rate).floor() > (((*n - 1) as f64) * rate).floor()
+    }
+
     pub(crate) fn site_root(&self, site: &str) -> Option<std::path::PathBuf> {
         self.lock().roots.get(site).cloned()
     }

@@ -1,0 +1,312 @@
+//! Traffic health: each node judged by what its users got, against its
+//! peers over the same minutes — not against fixed thresholds. Pure: the
+//! figures come from the agents' Traffic call.
+//!
+//! The rule (README, "Traffic health"): a node with fewer than
+//! [`MIN_REQUESTS`] user requests in the window, or without a peer that
+//! has that many, is "not enough data" (`outlier: null`), never healthy or
+//! sick. Otherwise it is an outlier when its 5xx rate is above both three
+//! times its peers' median and that median plus two percentage points, or
+//! when its p95 latency is above both twice its peers' median p95 and that
+//! median plus 200 ms. The pools named are those whose own site figures
+//! break the same rule.
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::agent::{SiteTrafficView, TrafficView};
+
+/// Fewer user requests than this in the window is not enough to judge.
+pub const MIN_REQUESTS: u64 = 50;
+const ERROR_FACTOR: f64 = 3.0;
+const ERROR_MARGIN: f64 = 0.02;
+const LATENCY_FACTOR: f64 = 2.0;
+const LATENCY_MARGIN_MS: f64 = 200.0;
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Latency {
+    pub p50: Option<f64>,
+    pub p95: Option<f64>,
+    pub p99: Option<f64>,
+}
+
+/// One pool's (site's) share of a node's traffic.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PoolTraffic {
+    pub pool: String,
+    pub site: String,
+    pub requests: u64,
+    pub error_rate: Option<f64>,
+    pub latency_ms: Latency,
+}
+
+/// A node's traffic in `status --output json` (`nodes[].traffic`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NodeTraffic {
+    /// Seconds the figures cover.
+    pub window_s: u64,
+    /// User requests (health checks and probes apart, in `checks`).
+    pub requests: u64,
+    pub checks: u64,
+    pub rps: f64,
+    pub status_5xx: u64,
+    /// 5xx over user requests; `null` without requests.
+    pub error_rate: Option<f64>,
+    /// The worst site's quantiles (a node's sites are not merged).
+    pub latency_ms: Latency,
+    /// Request queue length: not read yet (the performance counters).
+    pub queue: Option<u64>,
+    /// HTTP.sys errors by reason.
+    pub httperr: BTreeMap<String, u64>,
+    /// 5xx by status.substatus.
+    pub errors: BTreeMap<String, u64>,
+    pub pools: Vec<PoolTraffic>,
+    /// Fields the logs lack for a judgement.
+    pub missing_fields: Vec<String>,
+}
+
+fn rate(errors: u64, requests: u64) -> Option<f64> {
+    (requests > 0).then(|| errors as f64 / requests as f64)
+}
+
+fn worst(values: impl Iterator<Item = Option<f64>>) -> Option<f64> {
+    values
+        .flatten()
+        .fold(None, |m, v| Some(m.map_or(v, |m: f64| m.max(v))))
+}
+
+impl NodeTraffic {
+    pub fn from_view(v: &TrafficView) -> Option<NodeTraffic> {
+        if v.unavailable.is_some() {
+            return None;
+        }
+        let sites = &v.sites;
+        let window_s = sites.iter().map(|s| s.covered_s).max().unwrap_or(0);
+        let requests = sites.iter().map(|s| s.requests).sum();
+        let status_5xx = sites.iter().map(|s| s.classes[4]).sum();
+        let mut httperr = BTreeMap::new();
+        let mut errors = BTreeMap::new();
+        let mut missing = Vec::new();
+        for s in sites {
+            for (k, n) in &s.httperr {
+                *httperr.entry(k.clone()).or_insert(0) += n;
+            }
+            for (k, n) in &s.errors {
+                *errors.entry(k.clone()).or_insert(0) += n;
+            }
+            for m in &s.missing {
+                if !missing.contains(m) {
+                    missing.push(m.clone());
+                }
+            }
+        }
+        Some(NodeTraffic {
+            window_s,
+            requests,
+            checks: sites.iter().map(|s| s.checks).sum(),
+            rps: if window_s > 0 {
+                requests as f64 / window_s as f64
+            } else {
+                0.0
+            },
+            status_5xx,
+            error_rate: rate(status_5xx, requests),
+            latency_ms: Latency {
+                p50: worst(sites.iter().map(|s| s.p50_ms)),
+                p95: worst(sites.iter().map(|s| s.p95_ms)),
+                p99: worst(sites.iter().map(|s| s.p99_ms)),
+            },
+            queue: None,
+            httperr,
+            errors,
+            pools: sites.iter().map(pool_traffic).collect(),
+            missing_fields: missing,
+        })
+    }
+}
+
+fn pool_traffic(s: &SiteTrafficView) -> PoolTraffic {
+    PoolTraffic {
+        pool: s.pool.clone(),
+        site: s.site.clone(),
+        requests: s.requests,
+        error_rate: rate(s.classes[4], s.requests),
+        latency_ms: Latency {
+            p50: s.p50_ms,
+            p95: s.p95_ms,
+            p99: s.p99_ms,
+        },
+    }
+}
+
+/// A node's verdict: `Some(true)` sick, `Some(false)` like its peers,
+/// `None` not enough data; with the reasons either way.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verdict {
+    pub outlier: Option<bool>,
+    pub reasons: Vec<String>,
+}
+
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    Some(if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    })
+}
+
+fn pct(v: f64) -> String {
+    format!("{:.1}%", v * 100.0)
+}
+
+/// What breaks the rule in `(errors, p95)` against the peers' medians.
+fn breaks(
+    error_rate: Option<f64>,
+    p95: Option<f64>,
+    peer_err: Option<f64>,
+    peer_p95: Option<f64>,
+) -> Vec<String> {
+    let mut why = Vec::new();
+    if let (Some(e), Some(m)) = (error_rate, peer_err) {
+        if e > (m * ERROR_FACTOR).max(m + ERROR_MARGIN) {
+            why.push(format!("5xx {} vs peers' {}", pct(e), pct(m)));
+        }
+    }
+    if let (Some(p), Some(m)) = (p95, peer_p95) {
+        if p > (m * LATENCY_FACTOR).max(m + LATENCY_MARGIN_MS) {
+            why.push(format!("p95 {p:.0} ms vs peers' {m:.0} ms"));
+        }
+    }
+    why
+}
+
+/// Each node against the others (same order as `nodes`; `None`: the node
+/// could not be asked).
+pub fn judge(nodes: &[Option<NodeTraffic>]) -> Vec<Verdict> {
+    let enough = |t: &NodeTraffic| t.requests >= MIN_REQUESTS;
+    nodes
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let Some(t) = t else {
+                return Verdict {
+                    outlier: None,
+                    reasons: vec!["no traffic figures from this node".into()],
+                };
+            };
+            if !enough(t) {
+                return Verdict {
+                    outlier: None,
+                    reasons: vec![format!(
+                        "not enough data: {} request(s) in {}s ({MIN_REQUESTS} needed)",
+                        t.requests, t.window_s
+                    )],
+                };
+            }
+            let peers: Vec<&NodeTraffic> = nodes
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| *j != i)
+                .filter_map(|(_, p)| p.as_ref().filter(|p| enough(p)))
+                .collect();
+            if peers.is_empty() {
+                return Verdict {
+                    outlier: None,
+                    reasons: vec![
+                        "not enough data: no peer with enough requests to compare with".into(),
+                    ],
+                };
+            }
+            let peer_err = median(peers.iter().filter_map(|p| p.error_rate).collect());
+            let peer_p95 = median(peers.iter().filter_map(|p| p.latency_ms.p95).collect());
+            let node = breaks(t.error_rate, t.latency_ms.p95, peer_err, peer_p95);
+            if node.is_empty() {
+                return Verdict {
+                    outlier: Some(false),
+                    reasons: Vec::new(),
+                };
+            }
+            let mut reasons = node;
+            for p in &t.pools {
+                let pool = breaks(p.error_rate, p.latency_ms.p95, peer_err, peer_p95);
+                if !pool.is_empty() && p.requests > 0 {
+                    reasons.push(format!(
+                        "pool {} (site {}): {}",
+                        p.pool,
+                        p.site,
+                        pool.join(", ")
+                    ));
+                }
+            }
+            Verdict {
+                outlier: Some(true),
+                reasons,
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(requests: u64, errors: u64, p95: f64) -> Option<NodeTraffic> {
+        let mut classes = [0; 5];
+        classes[1] = requests - errors;
+        classes[4] = errors;
+        NodeTraffic::from_view(&TrafficView {
+            sites: vec![SiteTrafficView {
+                site: "shop".into(),
+                pool: "ShopPool".into(),
+                covered_s: 60,
+                requests,
+                checks: 60,
+                classes,
+                errors: BTreeMap::new(),
+                httperr: BTreeMap::new(),
+                p50_ms: Some(p95 / 2.0),
+                p95_ms: Some(p95),
+                p99_ms: Some(p95 * 1.2),
+                missing: Vec::new(),
+            }],
+            unavailable: None,
+        })
+    }
+
+    #[test]
+    fn the_sick_node_and_pool_are_named_the_others_are_not() {
+        let v = judge(&[
+            node(600, 0, 20.0),
+            node(600, 30, 830.0), // 5 % and 800 ms slower
+            node(600, 1, 22.0),
+            node(600, 0, 19.0),
+        ]);
+        let flags: Vec<Option<bool>> = v.iter().map(|v| v.outlier).collect();
+        assert_eq!(flags, [Some(false), Some(true), Some(false), Some(false)]);
+        let why = v[1].reasons.join("; ");
+        assert!(why.contains("5xx 5.0% vs peers' 0.0%"), "{why}");
+        assert!(why.contains("p95 830 ms vs peers' 20 ms"), "{why}");
+        assert!(why.contains("pool ShopPool (site shop)"), "{why}");
+    }
+
+    #[test]
+    fn too_little_traffic_is_not_enough_data_never_healthy() {
+        let v = judge(&[node(600, 0, 20.0), node(10, 5, 900.0), None]);
+        assert_eq!(v[1].outlier, None);
+        assert!(v[1].reasons[0].contains("not enough data: 10 request(s)"));
+        assert_eq!(v[2].outlier, None);
+        // Alone with enough data: nothing to compare with.
+        assert_eq!(v[0].outlier, None);
+    }
+
+    #[test]
+    fn a_small_difference_is_not_an_outlier() {
+        let v = judge(&[node(600, 6, 40.0), node(600, 12, 70.0), node(600, 9, 50.0)]);
+        assert!(v.iter().all(|v| v.outlier == Some(false)), "{v:?}");
+    }
+}

@@ -1,0 +1,71 @@
+//! Traffic health end to end: a sandbox farm behind a real HAProxy under
+//! load, one node's pool failing 5% of its requests and 800 ms slower (its
+//! sim file's pool faults). `status` reads every node's own logs through
+//! its agent and flags exactly that node and pool; the others are like
+//! their peers; no request routed to the healthy nodes failed.
+use std::time::Duration;
+
+use crate::common::*;
+use farmctl::sandbox::SandboxSpec;
+use farmctl::traffic::Traffic;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_flags_the_node_and_pool_whose_users_get_errors_and_latency() {
+    let mut spec = SandboxSpec {
+        lb_kind: "haproxy".into(),
+        releases: false,
+        ..SandboxSpec::default()
+    };
+    spec.sim_extra.insert(
+        1,
+        "    faults:\n      error_rate: 0.05\n      extra_latency: 800ms\n".into(),
+    );
+    let farm = farm(spec).await;
+    let mut load = farm.sandbox.traffic_spec();
+    load.workers = 8;
+    load.slow_every = 0;
+    load.max_duration = Duration::from_secs(120);
+    let traffic = Traffic::start(load);
+    // Until every node has enough user requests in the window to judge.
+    let st = farm_proto::eventually!(
+        Duration::from_secs(90),
+        async {
+            let st = status(&farm).await;
+            st["nodes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|n| n["traffic"]["requests"].as_u64().unwrap_or(0) >= 60)
+                .then_some(st)
+        },
+        "every node to log enough user requests"
+    );
+    let report = traffic.stop().await;
+    let nodes = st["nodes"].as_array().unwrap();
+    let flags: Vec<&serde_json::Value> = nodes.iter().map(|n| &n["outlier"]).collect();
+    assert_eq!(flags, [false, true, false, false], "{st:#}");
+    let web02 = &nodes[1];
+    let why = web02["outlier_reasons"].to_string();
+    assert!(why.contains("5xx") && why.contains("p95"), "{why}");
+    assert!(why.contains("pool ShopPool (site shop)"), "{why}");
+    let t = &web02["traffic"];
+    assert!(t["error_rate"].as_f64().unwrap() > 0.02, "{t:#}");
+    assert!(t["latency_ms"]["p95"].as_f64().unwrap() >= 800.0, "{t:#}");
+    assert!(
+        t["checks"].as_u64().unwrap() > 0,
+        "HAProxy's health checks counted apart"
+    );
+    for n in [&nodes[0], &nodes[2], &nodes[3]] {
+        assert_eq!(n["traffic"]["status_5xx"], 0, "{n:#}");
+        assert!(
+            n["traffic"]["latency_ms"]["p95"].as_f64().unwrap() < 200.0,
+            "{n:#}"
+        );
+    }
+    // Every failed request was one of web02's injected errors.
+    let injected = t["status_5xx"].as_u64().unwrap();
+    assert!(
+        report.requests_failed <= injected + 2,
+        "{report:?} vs {injected} injected"
+    );
+}
