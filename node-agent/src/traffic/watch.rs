@@ -109,15 +109,21 @@ impl TrafficWatch {
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         read_once(&mut st);
         let now = jiff::Timestamp::now().as_second();
-        let last = last_s.min((now - st.since).max(0) as u64).min(SPAN_S);
+        let last = last_s.clamp(1, SPAN_S);
+        // What the window covers: no more than the watch has been there.
+        let watched = (now - st.since + 1).max(1) as u64;
         st.sites
             .iter()
-            .map(|(name, s)| SiteFigures {
-                site: name.clone(),
-                pool: s.pool.clone(),
-                figures: s.window.figures(now, last.max(1)),
-                missing: s.reader.stats.missing.clone(),
-                malformed: s.reader.stats.malformed,
+            .map(|(name, s)| {
+                let mut figures = s.window.figures(now, last);
+                figures.covered_s = last.min(watched);
+                SiteFigures {
+                    site: name.clone(),
+                    pool: s.pool.clone(),
+                    figures,
+                    missing: s.reader.stats.missing.clone(),
+                    malformed: s.reader.stats.malformed,
+                }
             })
             .collect()
     }
