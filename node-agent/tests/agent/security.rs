@@ -565,6 +565,28 @@ fn silent_flood(addr: String, n: usize) -> tokio::sync::oneshot::Sender<()> {
     stop
 }
 
+/// A whole recycle through a fresh connection, timed.
+async fn timed_recycle(f: &Farm, who: &Pair, id: &str) -> Duration {
+    let start = std::time::Instant::now();
+    let done = tokio::time::timeout(Duration::from_secs(20), async {
+        let mut c = f.client(Some(who), "web01").await.unwrap();
+        let mut s = c
+            .recycle(recycle(id, &["Shop"]))
+            .await
+            .unwrap()
+            .into_inner();
+        while let Some(ev) = s.message().await.unwrap() {
+            if let Some(pb::operation_event::Event::Result(r)) = ev.event {
+                return r.success;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(done, Ok(true), "recycle {id}");
+    start.elapsed()
+}
+
 /// Status through a fresh connection, timed.
 async fn timed_status(f: &Farm, who: &Pair) -> Duration {
     let start = std::time::Instant::now();
@@ -585,6 +607,7 @@ async fn floods_of_silent_and_idle_connections_do_not_lock_the_controller_out() 
     let f = farm(Authorization::default()).await;
     let me = f.controller("ops", Role::Operator);
     let before = timed_status(&f, &me).await;
+    let recycle_before = timed_recycle(&f, &me, "flood-r0").await;
 
     let stop = silent_flood(f.addr.clone(), 300);
     // The flood is in: the agent has started closing silent ones.
@@ -602,6 +625,7 @@ async fn floods_of_silent_and_idle_connections_do_not_lock_the_controller_out() 
     for _ in 0..5 {
         under_silent.push(timed_status(&f, &me).await);
     }
+    let recycle_silent = timed_recycle(&f, &me, "flood-r1").await;
     drop(stop);
 
     // 300 authenticated connections with the controller's own
@@ -617,6 +641,17 @@ async fn floods_of_silent_and_idle_connections_do_not_lock_the_controller_out() 
     let mut under_idle = Vec::new();
     for _ in 0..5 {
         under_idle.push(timed_status(&f, &me).await);
+    }
+    let recycle_idle = timed_recycle(&f, &me, "flood-r2").await;
+    println!(
+        "recycle: {recycle_before:?} alone, {recycle_silent:?} under the silent flood, {recycle_idle:?} under the idle one"
+    );
+    // Normal plus a margin for a loaded machine; locked out was never.
+    for r in [recycle_silent, recycle_idle] {
+        assert!(
+            r < recycle_before + Duration::from_secs(3),
+            "{r:?} vs {recycle_before:?}"
+        );
     }
     let worst = |v: &[Duration]| v.iter().max().copied().unwrap_or_default();
     println!(
