@@ -15,15 +15,9 @@ use crate::capacity::Capacity;
 use crate::exit::CommandError;
 use crate::machine::Policy;
 
-/// How an inventory differs from the run contract it is to continue.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct ContractMismatch(pub String);
-
-impl From<String> for ContractMismatch {
-    fn from(s: String) -> Self {
-        Self(s)
-    }
+farm_proto::message_error! {
+    /// How an inventory differs from the run contract it is to continue.
+    ContractMismatch
 }
 
 /// What the operator asked for on the command line, before the inventory

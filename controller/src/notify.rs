@@ -14,15 +14,9 @@ use tokio::sync::mpsc;
 
 use crate::report::{NodeReport, Reporter, RunReport};
 
-/// Why a webhook cannot be used.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct NotifyError(pub String);
-
-impl From<String> for NotifyError {
-    fn from(s: String) -> Self {
-        Self(s)
-    }
+farm_proto::message_error! {
+    /// Why a webhook cannot be used.
+    NotifyError
 }
 
 /// Posts waiting at most; beyond, a post is dropped (and said so).

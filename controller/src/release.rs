@@ -9,15 +9,9 @@ use sha2::{Digest, Sha256};
 
 use crate::agent::Package;
 
-/// Why a release package cannot be read.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct PackageReadError(pub String);
-
-impl From<String> for PackageReadError {
-    fn from(s: String) -> Self {
-        Self(s)
-    }
+farm_proto::message_error! {
+    /// Why a release package cannot be read.
+    PackageReadError
 }
 
 /// Reads a package: its size and sha256, and every entry checked against

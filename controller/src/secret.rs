@@ -4,15 +4,9 @@ use std::fmt;
 
 use farm_inventory::Secret;
 
-/// Why a secret (password, webhook URL) cannot be read; never its value.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct SecretError(pub String);
-
-impl From<String> for SecretError {
-    fn from(s: String) -> Self {
-        Self(s)
-    }
+farm_proto::message_error! {
+    /// Why a secret (password, webhook URL) cannot be read; never its value.
+    SecretError
 }
 
 /// A secret value: `Debug` and `Display` show `***`.

@@ -1,22 +1,9 @@
 //! The checked inventory. Every value here has been validated.
 use std::time::Duration;
 
-/// Why an inventory value does not parse.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct ValueError(pub String);
-
-impl From<String> for ValueError {
-    fn from(s: String) -> Self {
-        Self(s)
-    }
-}
-
-/// The message, where a caller composes its own.
-impl From<ValueError> for String {
-    fn from(e: ValueError) -> Self {
-        e.0
-    }
+farm_proto::message_error! {
+    /// Why an inventory value does not parse.
+    ValueError
 }
 
 #[derive(Debug, Clone, PartialEq)]

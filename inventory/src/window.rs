@@ -7,15 +7,9 @@ use jiff::civil::Time;
 use jiff::tz::TimeZone;
 use jiff::Timestamp;
 
-/// Why a maintenance window does not parse.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct WindowError(pub String);
-
-impl From<String> for WindowError {
-    fn from(s: String) -> Self {
-        Self(s)
-    }
+farm_proto::message_error! {
+    /// Why a maintenance window does not parse.
+    WindowError
 }
 
 #[derive(Debug, Clone)]

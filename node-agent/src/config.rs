@@ -5,15 +5,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-/// Why the agent config file is not valid.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct ConfigError(pub String);
-
-impl From<String> for ConfigError {
-    fn from(s: String) -> Self {
-        Self(s)
-    }
+farm_proto::message_error! {
+    /// Why the agent config file is not valid.
+    ConfigError
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -142,10 +142,10 @@ pub struct Connections {
     metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
-/// A call on a connection admitted over the limit: the limit it hit.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct OverLimit(pub String);
+farm_proto::message_error! {
+    /// A call on a connection admitted over the limit: the limit it hit.
+    OverLimit
+}
 
 /// What admission decided.
 pub enum Admitted {

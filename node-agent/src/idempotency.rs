@@ -15,15 +15,9 @@ use farm_proto::v1 as pb;
 use prost::Message;
 use tokio::sync::watch;
 
-/// An operation id already used for another kind of call.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct ReusedId(pub String);
-
-impl From<String> for ReusedId {
-    fn from(s: String) -> Self {
-        Self(s)
-    }
+farm_proto::message_error! {
+    /// An operation id already used for another kind of call.
+    ReusedId
 }
 
 /// How many finished operations are remembered: past it the oldest

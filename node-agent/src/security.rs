@@ -8,22 +8,9 @@ use farm_proto::pki::{self, Role};
 use serde::Deserialize;
 use tokio_rustls::rustls;
 
-/// Why the agent's TLS files cannot be used.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct TlsSetupError(pub String);
-
-impl From<String> for TlsSetupError {
-    fn from(s: String) -> Self {
-        Self(s)
-    }
-}
-
-/// The message, where a caller composes its own.
-impl From<TlsSetupError> for String {
-    fn from(e: TlsSetupError) -> Self {
-        e.0
-    }
+farm_proto::message_error! {
+    /// Why the agent's TLS files cannot be used.
+    TlsSetupError
 }
 
 /// The agent's certificate, its key, and the CA client certificates must
@@ -185,10 +172,10 @@ impl Call {
     }
 }
 
-/// Why a caller may not make a call.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct Denied(pub String);
+farm_proto::message_error! {
+    /// Why a caller may not make a call.
+    Denied
+}
 
 /// A caller, as its certificate says.
 #[derive(Debug, Clone, PartialEq, Eq)]

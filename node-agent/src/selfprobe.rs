@@ -5,15 +5,9 @@ use std::time::Duration;
 
 use crate::iis::Iis;
 
-/// Why the node's own sites are not healthy.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct SelfProbeError(pub String);
-
-impl From<String> for SelfProbeError {
-    fn from(s: String) -> Self {
-        Self(s)
-    }
+farm_proto::message_error! {
+    /// Why the node's own sites are not healthy.
+    SelfProbeError
 }
 
 /// Ok when every HTTP binding of every started site answers below 500.

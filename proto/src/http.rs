@@ -9,15 +9,9 @@ use hyper::Request;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-/// Why an HTTP GET got no usable answer.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct HttpError(pub String);
-
-impl From<String> for HttpError {
-    fn from(s: String) -> Self {
-        Self(s)
-    }
+crate::message_error! {
+    /// Why an HTTP GET got no usable answer.
+    HttpError
 }
 
 /// Bodies larger than this are not read (an expected substring must come early).

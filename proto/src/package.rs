@@ -4,15 +4,9 @@
 //! checks it again before it extracts a byte.
 use std::io::{Read, Seek};
 
-/// Why a release package is refused, naming the entry.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct PackageRefused(pub String);
-
-impl From<String> for PackageRefused {
-    fn from(s: String) -> Self {
-        Self(s)
-    }
+crate::message_error! {
+    /// Why a release package is refused, naming the entry.
+    PackageRefused
 }
 
 /// Bounds on a package.

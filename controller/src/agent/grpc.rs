@@ -13,15 +13,9 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity
 
 use super::*;
 
-/// Why the controller's TLS files cannot be used.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct TlsLoadError(pub String);
-
-impl From<String> for TlsLoadError {
-    fn from(s: String) -> Self {
-        Self(s)
-    }
+farm_proto::message_error! {
+    /// Why the controller's TLS files cannot be used.
+    TlsLoadError
 }
 
 /// Bytes per Stage message: under the agent's 64 KiB request limit.

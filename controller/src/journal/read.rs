@@ -11,15 +11,9 @@ use farm_proto::domain::{OperationKind, Phase};
 
 use super::{runs_dir, EndRecord, Header, PhaseRecord, Record};
 
-/// No run by that id, or no unfinished one.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct RunNotFound(pub String);
-
-impl From<String> for RunNotFound {
-    fn from(s: String) -> Self {
-        Self(s)
-    }
+farm_proto::message_error! {
+    /// No run by that id, or no unfinished one.
+    RunNotFound
 }
 
 /// How the record that begins a retry of a failed node starts its detail.

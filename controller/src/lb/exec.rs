@@ -13,15 +13,9 @@ use tokio::io::AsyncReadExt;
 
 use super::{LbError, LbState, LoadBalancer, Member, MemberState, Target};
 
-/// Why the exec driver's state command output does not parse.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct ExecStateError(pub String);
-
-impl From<String> for ExecStateError {
-    fn from(s: String) -> Self {
-        Self(s)
-    }
+farm_proto::message_error! {
+    /// Why the exec driver's state command output does not parse.
+    ExecStateError
 }
 
 const POLL: Duration = Duration::from_millis(250);

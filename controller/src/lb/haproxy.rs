@@ -13,28 +13,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::{LbError, LbState, LoadBalancer, Member, MemberState, Target};
 
-/// Why HAProxy's `show stat` answer does not parse.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct StatError(pub String);
-
-impl From<&str> for StatError {
-    fn from(s: &str) -> Self {
-        Self(s.to_string())
-    }
-}
-
-impl From<String> for StatError {
-    fn from(s: String) -> Self {
-        Self(s)
-    }
-}
-
-/// The message, where a caller composes its own.
-impl From<StatError> for String {
-    fn from(e: StatError) -> Self {
-        e.0
-    }
+farm_proto::message_error! {
+    /// Why HAProxy's `show stat` answer does not parse.
+    StatError
 }
 
 /// How often HAProxy's stats are read while waiting on a condition.

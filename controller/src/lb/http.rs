@@ -15,22 +15,9 @@ use sha2::{Digest, Sha256};
 
 use super::LbError;
 
-/// Why the TLS trust for an appliance cannot be set up.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct TlsConfigError(pub String);
-
-impl From<String> for TlsConfigError {
-    fn from(s: String) -> Self {
-        Self(s)
-    }
-}
-
-/// The message, where a caller composes its own.
-impl From<TlsConfigError> for String {
-    fn from(e: TlsConfigError) -> Self {
-        e.0
-    }
+farm_proto::message_error! {
+    /// Why the TLS trust for an appliance cannot be set up.
+    TlsConfigError
 }
 
 /// Longest body kept from an answer (errors quote it).
@@ -350,22 +337,10 @@ impl Api {
     }
 }
 
-/// A transport error with its causes (the TLS reason is in the chain).
-/// A request that got no HTTP answer (connect, TLS, timeout, cut), described with its causes.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct TransportError(pub String);
-
-impl From<String> for TransportError {
-    fn from(s: String) -> Self {
-        Self(s)
-    }
-}
-
-impl From<&str> for TransportError {
-    fn from(s: &str) -> Self {
-        Self(s.to_string())
-    }
+farm_proto::message_error! {
+    /// A transport error with its causes (the TLS reason is in the chain).
+    /// A request that got no HTTP answer (connect, TLS, timeout, cut), described with its causes.
+    TransportError
 }
 
 fn describe(e: &reqwest::Error) -> String {

@@ -5,28 +5,9 @@
 //! to resume ([`reconcile`]), and the static [`plan`] of a run.
 pub use crate::{capacity, machine};
 
-/// Why a node's step outside the operation itself (staging its release, switching it back) failed, naming the node.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct StepError(pub String);
-
-impl From<String> for StepError {
-    fn from(s: String) -> Self {
-        Self(s)
-    }
-}
-
-impl From<&str> for StepError {
-    fn from(s: &str) -> Self {
-        Self(s.to_string())
-    }
-}
-
-/// The message, where a caller composes its own.
-impl From<StepError> for String {
-    fn from(e: StepError) -> Self {
-        e.0
-    }
+farm_proto::message_error! {
+    /// Why a node's step outside the operation itself (staging its release, switching it back) failed, naming the node.
+    StepError
 }
 
 pub mod engine;

@@ -19,23 +19,10 @@ pub struct RunFileLock {
     _file: std::fs::File,
 }
 
-/// Why the run state store could not do what was asked (read, write,
-/// lock), naming the store.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct StoreError(pub String);
-
-impl From<String> for StoreError {
-    fn from(s: String) -> Self {
-        Self(s)
-    }
-}
-
-/// The message, where a caller composes its own.
-impl From<StoreError> for String {
-    fn from(e: StoreError) -> Self {
-        e.0
-    }
+farm_proto::message_error! {
+    /// Why the run state store could not do what was asked (read, write,
+    /// lock), naming the store.
+    StoreError
 }
 
 pub enum Store {

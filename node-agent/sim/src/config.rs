@@ -5,15 +5,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-/// Why a sim file is not valid, naming the place.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct SimFileError(pub String);
-
-impl From<String> for SimFileError {
-    fn from(s: String) -> Self {
-        Self(s)
-    }
+farm_proto::message_error! {
+    /// Why a sim file is not valid, naming the place.
+    SimFileError
 }
 
 #[derive(Debug, Clone, Deserialize)]

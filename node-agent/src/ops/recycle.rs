@@ -4,22 +4,9 @@ use super::ProcedureStep;
 use super::{pid_list, wait_for, OpResult, OpsConfig, PoolOutcome, ProgressSink, Run};
 use crate::iis::{Iis, IisStatus, PoolState};
 
-/// Pools asked for that the node does not have.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct PoolsError(pub String);
-
-impl From<String> for PoolsError {
-    fn from(s: String) -> Self {
-        Self(s)
-    }
-}
-
-/// The message, where a caller composes its own.
-impl From<PoolsError> for String {
-    fn from(e: PoolsError) -> Self {
-        e.0
-    }
+farm_proto::message_error! {
+    /// Pools asked for that the node does not have.
+    PoolsError
 }
 
 /// Pools named in the request, or every pool that serves a site.

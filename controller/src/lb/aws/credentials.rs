@@ -11,15 +11,9 @@ use std::time::{Duration, SystemTime};
 
 use crate::secret::Password;
 
-/// Why no AWS credentials were found, and where farmctl looked.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct CredentialsError(pub String);
-
-impl From<String> for CredentialsError {
-    fn from(s: String) -> Self {
-        Self(s)
-    }
+farm_proto::message_error! {
+    /// Why no AWS credentials were found, and where farmctl looked.
+    CredentialsError
 }
 
 /// One set of keys, with its expiry when it has one.

@@ -2,28 +2,9 @@
 //! ignored).
 use roxmltree::{Document, Node};
 
-/// Why an ELBv2 answer does not parse.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct XmlError(pub String);
-
-impl From<&str> for XmlError {
-    fn from(s: &str) -> Self {
-        Self(s.to_string())
-    }
-}
-
-impl From<String> for XmlError {
-    fn from(s: String) -> Self {
-        Self(s)
-    }
-}
-
-/// The message, where a caller composes its own.
-impl From<XmlError> for String {
-    fn from(e: XmlError) -> Self {
-        e.0
-    }
+farm_proto::message_error! {
+    /// Why an ELBv2 answer does not parse.
+    XmlError
 }
 
 /// One `TargetHealthDescriptions` member.
