@@ -269,6 +269,12 @@ pub struct RecycleArgs {
     /// app_pools, else every pool serving a site.
     #[arg(long = "pool", value_name = "NAME")]
     pub pools: Vec<String>,
+    /// Only the nodes whose users get errors or latency far from their
+    /// peers' (see Traffic health in the README), and on them only the
+    /// pools that do; refused (exit 3) when no node is one or the figures
+    /// are missing.
+    #[arg(long, conflicts_with_all = ["pools", "nodes"])]
+    pub outliers: bool,
 }
 
 #[derive(Args, Debug)]

@@ -145,6 +145,8 @@ fn pool_traffic(s: &SiteTrafficView) -> PoolTraffic {
 pub struct Verdict {
     pub outlier: Option<bool>,
     pub reasons: Vec<String>,
+    /// The pools whose own figures break the rule.
+    pub pools: Vec<String>,
 }
 
 fn median(mut v: Vec<f64>) -> Option<f64> {
@@ -197,6 +199,7 @@ pub fn judge(nodes: &[Option<NodeTraffic>]) -> Vec<Verdict> {
                 return Verdict {
                     outlier: None,
                     reasons: vec!["no traffic figures from this node".into()],
+                    pools: Vec::new(),
                 };
             };
             if !enough(t) {
@@ -206,6 +209,7 @@ pub fn judge(nodes: &[Option<NodeTraffic>]) -> Vec<Verdict> {
                         "not enough data: {} request(s) in {}s ({MIN_REQUESTS} needed)",
                         t.requests, t.window_s
                     )],
+                    pools: Vec::new(),
                 };
             }
             let peers: Vec<&NodeTraffic> = nodes
@@ -220,6 +224,7 @@ pub fn judge(nodes: &[Option<NodeTraffic>]) -> Vec<Verdict> {
                     reasons: vec![
                         "not enough data: no peer with enough requests to compare with".into(),
                     ],
+                    pools: Vec::new(),
                 };
             }
             let peer_err = median(peers.iter().filter_map(|p| p.error_rate).collect());
@@ -229,12 +234,17 @@ pub fn judge(nodes: &[Option<NodeTraffic>]) -> Vec<Verdict> {
                 return Verdict {
                     outlier: Some(false),
                     reasons: Vec::new(),
+                    pools: Vec::new(),
                 };
             }
             let mut reasons = node;
+            let mut pools = Vec::new();
             for p in &t.pools {
                 let pool = breaks(p.error_rate, p.latency_ms.p95, peer_err, peer_p95);
                 if !pool.is_empty() && p.requests > 0 {
+                    if !pools.contains(&p.pool) {
+                        pools.push(p.pool.clone());
+                    }
                     reasons.push(format!(
                         "pool {} (site {}): {}",
                         p.pool,
@@ -246,9 +256,24 @@ pub fn judge(nodes: &[Option<NodeTraffic>]) -> Vec<Verdict> {
             Verdict {
                 outlier: Some(true),
                 reasons,
+                pools,
             }
         })
         .collect()
+}
+
+/// Every node's traffic over the last `last_s` seconds and its verdict.
+pub async fn survey(
+    farm: &crate::farm::Farm,
+    last_s: u32,
+) -> (Vec<Option<NodeTraffic>>, Vec<Verdict>) {
+    let views = futures::future::join_all(farm.agents.iter().map(|a| a.traffic(last_s))).await;
+    let traffic: Vec<Option<NodeTraffic>> = views
+        .iter()
+        .map(|t| t.as_ref().ok().and_then(NodeTraffic::from_view))
+        .collect();
+    let verdicts = judge(&traffic);
+    (traffic, verdicts)
 }
 
 #[cfg(test)]

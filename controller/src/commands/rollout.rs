@@ -14,7 +14,57 @@ use crate::run::{self, RunRequest, RunSettings};
 pub async fn recycle(args: &RecycleArgs, settings: &Settings) -> CommandResult {
     let mut req = request(&args.rollout, OperationKind::Recycle);
     req.pools = args.pools.clone();
+    if args.outliers {
+        let farm = settings.farm(&args.rollout.inv.inventory)?;
+        let (nodes, pools) = outliers(&farm).await?;
+        if !settings.quiet {
+            eprintln!(
+                "farmctl: outliers: {} (pools: {})",
+                nodes.join(", "),
+                if pools.is_empty() {
+                    "all".to_string()
+                } else {
+                    pools.join(", ")
+                }
+            );
+        }
+        req.nodes = nodes;
+        req.pools = pools;
+        return execute_on(&farm, &args.rollout, req, settings).await;
+    }
     execute(&args.rollout, req, settings).await
+}
+
+/// The sick nodes (and their sick pools) by the traffic-health rule, or a
+/// refusal saying why there are none.
+async fn outliers(farm: &crate::farm::Farm) -> Result<(Vec<String>, Vec<String>), CommandError> {
+    let window = crate::commands::status::TRAFFIC_WINDOW_S;
+    let (_, verdicts) = crate::health::survey(farm, window).await;
+    let mut nodes = Vec::new();
+    let mut pools = Vec::new();
+    let mut said = Vec::new();
+    for (i, v) in verdicts.iter().enumerate() {
+        let name = &farm.node(i).name;
+        match v.outlier {
+            Some(true) => {
+                nodes.push(name.clone());
+                for p in &v.pools {
+                    if !pools.contains(p) {
+                        pools.push(p.clone());
+                    }
+                }
+            }
+            Some(false) => said.push(format!("{name}: like its peers")),
+            None => said.push(format!("{name}: {}", v.reasons.join("; "))),
+        }
+    }
+    if nodes.is_empty() {
+        return Err(CommandError::refused(format!(
+            "--outliers: no node is an outlier over the last {window}s ({}); nothing was touched",
+            said.join("; ")
+        )));
+    }
+    Ok((nodes, pools))
 }
 
 pub async fn reset(args: &RolloutArgs, settings: &Settings) -> CommandResult {

@@ -157,9 +157,9 @@ async fn snapshot(farm: &crate::farm::Farm, settings: &Settings) -> Snapshot {
         Ok(m) => (m, None),
         Err(e) => (Vec::new(), Some(e.to_string())),
     };
-    let (observed, traffic) = tokio::join!(
+    let (observed, (traffic, verdicts)) = tokio::join!(
         observe::observe(farm, &members),
-        futures::future::join_all(farm.agents.iter().map(|a| a.traffic(TRAFFIC_WINDOW_S)))
+        crate::health::survey(farm, TRAFFIC_WINDOW_S)
     );
     let drains = farm.lb.drains();
     let mut nodes: Vec<NodeStatus> = observed
@@ -169,19 +169,7 @@ async fn snapshot(farm: &crate::farm::Farm, settings: &Settings) -> Snapshot {
             node_status(o, &n.name, &n.agent, drains)
         })
         .collect();
-    let traffic: Vec<Option<crate::health::NodeTraffic>> = traffic
-        .iter()
-        .map(|t| {
-            t.as_ref()
-                .ok()
-                .and_then(crate::health::NodeTraffic::from_view)
-        })
-        .collect();
-    for ((n, t), v) in nodes
-        .iter_mut()
-        .zip(&traffic)
-        .zip(crate::health::judge(&traffic))
-    {
+    for ((n, t), v) in nodes.iter_mut().zip(&traffic).zip(verdicts) {
         n.traffic = t.clone();
         n.outlier = v.outlier;
         n.outlier_reasons = v.reasons;
@@ -336,8 +324,8 @@ fn releases(nodes: &[NodeStatus], mixed: &BTreeMap<String, Vec<String>>) -> Stri
         .concat()
 }
 
-/// The window `status` asks the agents for.
-const TRAFFIC_WINDOW_S: u32 = 60;
+/// The window `status` (and `recycle --outliers`) asks the agents for.
+pub const TRAFFIC_WINDOW_S: u32 = 60;
 
 /// What users got per node, when any agent can say.
 fn traffic_table(nodes: &[NodeStatus]) -> String {

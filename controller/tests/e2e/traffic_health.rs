@@ -21,6 +21,16 @@ async fn status_flags_the_node_and_pool_whose_users_get_errors_and_latency() {
         "    faults:\n      error_rate: 0.05\n      extra_latency: 800ms\n".into(),
     );
     let farm = farm(spec).await;
+    let inv = inventory(&farm);
+    // Before any traffic: no data, nothing is recycled.
+    let out = farmctl(&["recycle", "-i", &inv, "--outliers", "--yes"]).await;
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no node is an outlier"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(stderr(&out).contains("not enough data"), "{}", stderr(&out));
     let mut load = farm.sandbox.traffic_spec();
     load.workers = 8;
     load.slow_every = 0;
@@ -40,6 +50,38 @@ async fn status_flags_the_node_and_pool_whose_users_get_errors_and_latency() {
         },
         "every node to log enough user requests"
     );
+    // On call: only the sick node's pool is recycled, under the same
+    // drain/verify/return as any run, the load still going.
+    let out = farmctl(&[
+        "recycle",
+        "-i",
+        &inv,
+        "--outliers",
+        "--yes",
+        "--output",
+        "json",
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let run = json(&out);
+    let recycled: Vec<&str> = run["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(recycled, ["web02"], "{run:#}");
+    assert!(stderr(&out).contains("pools: ShopPool"), "{}", stderr(&out));
+    let per_node: Vec<usize> = ["web01", "web02", "web03", "web04"]
+        .iter()
+        .map(|n| {
+            events(&farm)
+                .iter()
+                .filter(|e| e.node == *n && e.event == "recycle")
+                .count()
+        })
+        .collect();
+    assert_eq!(per_node, [0, 1, 0, 0]);
     let report = traffic.stop().await;
     let nodes = st["nodes"].as_array().unwrap();
     let flags: Vec<&serde_json::Value> = nodes.iter().map(|n| &n["outlier"]).collect();
