@@ -64,3 +64,28 @@ impl From<farm_inventory::LoadError> for CommandError {
 }
 
 pub type CommandResult = Result<ExitStatus, CommandError>;
+
+impl CommandError {
+    /// The answer a pipeline gets on stdout (`--output json|jsonl`) when
+    /// the command ends with this error: `outcome` (`refused`,
+    /// `bad_input`, `failed`), `exit_code`, `reason`, and `problems` (the
+    /// message's listed items, one per node or field, when it lists any).
+    pub fn answer(&self) -> serde_json::Value {
+        let outcome = match self.status {
+            ExitStatus::Refused => "refused",
+            ExitStatus::BadInput => "bad_input",
+            _ => "failed",
+        };
+        let problems: Vec<String> = self
+            .message
+            .lines()
+            .filter_map(|l| l.trim_start().strip_prefix("- ").map(str::to_string))
+            .collect();
+        serde_json::json!({
+            "outcome": outcome,
+            "exit_code": self.status.code(),
+            "reason": self.message,
+            "problems": problems,
+        })
+    }
+}

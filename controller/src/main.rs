@@ -70,6 +70,15 @@ fn main() {
         Ok(status) => status.code(),
         Err(e) => {
             eprintln!("farmctl: {e}");
+            // A pipeline gets its answer on stdout whatever the outcome.
+            match cli.command.output() {
+                Some(Output::Json) => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&e.answer()).unwrap_or_default()
+                ),
+                Some(Output::Jsonl) => JsonLines::refused(&e.answer()),
+                _ => {}
+            }
             e.status.code()
         }
     };

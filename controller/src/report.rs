@@ -288,6 +288,18 @@ impl JsonLines {
         Self::emit(fields);
     }
 
+    /// The last line of a stream whose command was refused or failed
+    /// before it had a run: `run_finished` with the outcome word and why.
+    pub fn refused(answer: &serde_json::Value) {
+        let mut fields = answer.clone();
+        fields["event"] = "run_finished".into();
+        fields["time"] = crate::clock::now().into();
+        if fields.get("run_id").is_none() {
+            fields["run_id"] = serde_json::Value::Null;
+        }
+        Self::emit(fields);
+    }
+
     /// The last line of a run's stream.
     pub fn finished(report: &RunReport) {
         Self::emit(serde_json::json!({

@@ -14,6 +14,7 @@ mod haproxy;
 mod lb_drivers;
 mod metrics;
 mod notify;
+mod refusals;
 mod resume;
 mod rolling;
 mod safety;
