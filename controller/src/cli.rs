@@ -125,7 +125,7 @@ pub struct InventoryArgs {
     /// The farm's inventory file.
     #[arg(short, long, value_name = "FILE", env = "FARMCTL_INVENTORY")]
     pub inventory: PathBuf,
-    #[arg(long, value_enum, default_value = "text")]
+    #[arg(short = 'o', long, value_enum, default_value = "text")]
     pub output: Output,
 }
 
@@ -201,7 +201,7 @@ pub struct RunsArgs {
     /// Only this farm's runs (every farm's by default).
     #[arg(long, value_name = "NAME", global = true)]
     pub farm: Option<String>,
-    #[arg(long, value_enum, default_value = "text")]
+    #[arg(short = 'o', long, value_enum, default_value = "text")]
     pub output: Output,
 }
 
@@ -223,7 +223,7 @@ pub struct RunShowArgs {
     /// capacity line, versions, errors.
     #[arg(long, value_name = "FILE")]
     pub html: Option<PathBuf>,
-    #[arg(long, value_enum, default_value = "text")]
+    #[arg(short = 'o', long, value_enum, default_value = "text")]
     pub output: Output,
 }
 
@@ -246,7 +246,7 @@ pub struct ResumeArgs {
     /// the command that returns one left out of rotation); the rest go on.
     #[arg(long)]
     pub skip_failed: bool,
-    #[arg(long, value_enum, default_value = "text")]
+    #[arg(short = 'o', long, value_enum, default_value = "text")]
     pub output: Output,
 }
 
@@ -325,7 +325,7 @@ pub struct DemoArgs {
     /// Run a rolling deployment of a generated release 2.0.0 instead.
     #[arg(long)]
     pub deploy: bool,
-    #[arg(long, value_enum, default_value = "text")]
+    #[arg(short = 'o', long, value_enum, default_value = "text")]
     pub output: Output,
 }
 

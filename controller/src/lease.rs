@@ -25,10 +25,14 @@ pub struct LeaseSet {
 
 /// `user@host` of whoever runs farmctl.
 pub fn holder() -> String {
+    // A service or a container often has no USER: the OS account then.
     let user = std::env::var("USER")
         .or_else(|_| std::env::var("LOGNAME"))
         .or_else(|_| std::env::var("USERNAME"))
-        .unwrap_or_else(|_| "unknown".into());
+        .ok()
+        .filter(|u| !u.trim().is_empty())
+        .or_else(|| whoami::fallible::username().ok())
+        .unwrap_or_else(|| "unknown".into());
     let host = std::env::var("HOSTNAME")
         .or_else(|_| std::env::var("COMPUTERNAME"))
         .ok()

@@ -22,10 +22,27 @@ pub async fn run(args: &ResumeArgs, settings: &Settings) -> CommandResult {
     )
     .await?;
     let farm = inv.as_ref().map(|i| i.farm.clone());
-    let loaded = store
-        .find(farm.as_deref(), args.run_id.as_deref())
-        .await
-        .map_err(CommandError::bad_input)?;
+    let loaded = match store.find(farm.as_deref(), args.run_id.as_deref()).await {
+        Ok(l) => l,
+        // Nothing to resume is an answer, not an error (a pipeline that
+        // resumes "whatever was cut" goes on).
+        Err(e) if args.run_id.is_none() && e.0.starts_with("no unfinished run in ") => {
+            let reason = format!("nothing to resume: {e}");
+            match args.output {
+                crate::cli::Output::Text => {
+                    if !settings.quiet {
+                        eprintln!("farmctl: {reason}");
+                    }
+                }
+                o => crate::commands::print_json(
+                    o,
+                    &serde_json::json!({"outcome": "nothing_to_resume", "exit_code": 0, "reason": reason}),
+                ),
+            }
+            return Ok(crate::exit::ExitStatus::Done);
+        }
+        Err(e) => return Err(CommandError::bad_input(e)),
+    };
     // The run was confirmed when it started.
     let operator = Terminal { yes: true };
     let report = with_ctrl_c(|stop| {
