@@ -68,6 +68,10 @@ impl ClientTls {
 /// The gRPC client for one agent.
 pub struct GrpcAgent {
     addr: String,
+    /// The node's inventory name (what its certificate must name).
+    node: String,
+    /// Mutual TLS (else plaintext, `--insecure`).
+    tls: bool,
     client: NodeAgentClient<Channel>,
     connect_timeout: Duration,
     request_timeout: Duration,
@@ -112,6 +116,8 @@ impl GrpcAgent {
         Ok(Self {
             addr: addr.to_string(),
             client: NodeAgentClient::new(endpoint.connect_lazy()),
+            node: node.to_string(),
+            tls: tls.is_some(),
             connect_timeout,
             request_timeout,
         })
@@ -172,11 +178,26 @@ impl GrpcAgent {
     }
 
     fn map_err(&self, s: tonic::Status) -> AgentError {
-        // A connection failure surfaces as Unavailable with a transport error.
-        if s.code() == tonic::Code::Unavailable {
+        // A connection failure surfaces as Unavailable with a transport
+        // error (or an h2 protocol error, for plaintext against TLS); its
+        // causes are in the source chain, not the message.
+        let connection = s.code() == tonic::Code::Unavailable
+            || s.message().contains("h2 protocol error")
+            || s.message().contains("transport error");
+        if connection {
+            let mut chain = s.message().to_string();
+            let mut source = std::error::Error::source(&s);
+            while let Some(e) = source {
+                let text = e.to_string();
+                if !chain.contains(&text) {
+                    chain.push_str(": ");
+                    chain.push_str(&text);
+                }
+                source = e.source();
+            }
             AgentError::Unreachable {
                 addr: self.addr.clone(),
-                detail: s.message().to_string(),
+                detail: explain(&self.node, &self.addr, self.tls, &chain),
             }
         } else if s.code() == tonic::Code::Cancelled && s.message().contains("Timeout") {
             AgentError::Timeout(self.request_timeout)
@@ -184,6 +205,51 @@ impl GrpcAgent {
             s.into()
         }
     }
+}
+
+/// A connection error in plain words: the cause, and the one thing to
+/// check; the transport's own words follow in brackets.
+pub fn explain(node: &str, addr: &str, tls: bool, chain: &str) -> String {
+    let has = |s: &str| chain.contains(s);
+    let why = if has("Connection refused") || has("connection refused") {
+        format!("connection refused: nothing listens on {addr} — is farm-agent running there, on that port?")
+    } else if has("dns error")
+        || has("failed to lookup address")
+        || has("Name or service not known")
+    {
+        format!("the host name of {addr} does not resolve: check the node's address or agent in the inventory")
+    } else if has("UnknownIssuer") || has("unknown issuer") {
+        "the agent's certificate is not signed by the CA in agent.tls.ca (UnknownIssuer): point agent.tls.ca at the farm's CA, the one that issued the agents' certificates".to_string()
+    } else if has("NotValidForName") || has("not valid for name") {
+        format!("the agent's certificate does not name `{node}` (NotValidForName): is {addr} really {node}? Else issue its certificate with `farmctl certs issue agent {node}`")
+    } else if has("CaUsedAsEndEntity") || has("used as an end entity") || has("CA used as") {
+        "the agent presents a CA certificate as its own (CaUsedAsEndEntity): give it an agent certificate (`farmctl certs issue agent NODE`)".to_string()
+    } else if has("Expired") || has("certificate expired") {
+        "the agent's certificate has expired: issue it a new one (`farmctl certs issue agent NODE`)"
+            .to_string()
+    } else if has("timed out") || has("deadline has elapsed") {
+        format!("no connection to {addr} in time: a firewall, or the server is down")
+    } else if !tls
+        && (has("http2 error")
+            || has("frame")
+            || has("protocol error")
+            || has("broken pipe")
+            || has("stream closed")
+            || has("connection reset"))
+    {
+        "the agent does not speak plaintext gRPC: it probably wants TLS — drop --insecure and set agent.tls".to_string()
+    } else if tls
+        && (has("tls handshake eof")
+            || has("Connection reset")
+            || has("connection reset")
+            || has("InvalidContentType")
+            || has("CorruptMessage"))
+    {
+        "the agent cut the TLS handshake: it refused this controller's certificate (another CA, revoked, expired), or it speaks plaintext (`--insecure` on the agent) — its audit log says which".to_string()
+    } else {
+        return chain.to_string();
+    };
+    format!("{why} [{chain}]")
 }
 
 fn services_map(s: &[pb::Service]) -> BTreeMap<String, ServiceState> {

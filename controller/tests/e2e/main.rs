@@ -8,6 +8,7 @@ mod common;
 mod cli;
 mod contract;
 mod deploy;
+mod errors;
 mod etcd;
 mod hangs;
 mod haproxy;
