@@ -407,19 +407,19 @@ fn sweep_idle(table: Weak<Connections>) {
 /// killed. Holds its registration until it is dropped.
 pub struct Tracked<S> {
     pub(crate) inner: S,
-    reg: Option<Registration>,
+    /// Held for the connection's life: dropping it frees its place.
+    _reg: Option<Registration>,
     kill: Arc<Kill>,
 }
 
 impl<S> Tracked<S> {
     pub fn new(inner: S, reg: Option<Registration>) -> Self {
         let kill = reg.as_ref().map(|r| r.kill.clone()).unwrap_or_default();
-        Self { inner, reg, kill }
-    }
-
-    /// The registration (kept alive with the connection).
-    pub fn registration(&self) -> Option<&Registration> {
-        self.reg.as_ref()
+        Self {
+            inner,
+            _reg: reg,
+            kill,
+        }
     }
 }
 

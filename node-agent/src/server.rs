@@ -199,12 +199,6 @@ struct Pending {
 }
 
 impl Pending {
-    fn set(&mut self, id: u64, stage: Stage) {
-        if let Some(e) = self.conns.get_mut(&id) {
-            e.1 = stage;
-        }
-    }
-
     /// Stops the oldest connection of the first stage that has one.
     fn evict(&mut self) -> Option<(SocketAddr, Stage)> {
         let (&id, _) = self
@@ -339,7 +333,7 @@ impl Handshake {
         let acceptor =
             tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), tcp);
         let hello = tokio::time::timeout(self.limits.hello_timeout, acceptor).await;
-        self.stage(id, Some(Stage::Handshaking));
+        self.handshaking(id);
         // Out of the table however this ends.
         let _done = Done(&self.pending, id);
         let start = match hello {
@@ -393,13 +387,11 @@ impl Handshake {
         let _ = self.tx.send(Ok(Tracked::new(conn, Some(reg)))).await;
     }
 
-    fn stage(&self, id: u64, stage: Option<Stage>) {
+    /// Its ClientHello came (or not): no longer silent.
+    fn handshaking(&self, id: u64) {
         let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        match stage {
-            Some(s) => p.set(id, s),
-            None => {
-                p.conns.remove(&id);
-            }
+        if let Some(e) = p.conns.get_mut(&id) {
+            e.1 = Stage::Handshaking;
         }
     }
 

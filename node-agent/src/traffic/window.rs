@@ -109,6 +109,10 @@ impl Window {
     }
 
     fn bucket(&mut self, second: i64) -> Option<&mut Bucket> {
+        // Nearly every line is of the newest second: no search for it.
+        if self.buckets.back().is_some_and(|b| b.second == second) {
+            return self.buckets.back_mut();
+        }
         let newest = self.buckets.back().map_or(second, |b| b.second.max(second));
         if second <= newest - self.span {
             return None; // older than the window: dropped
