@@ -18,6 +18,40 @@ fn count(farm: &Farm, event: &str) -> Vec<usize> {
         .collect()
 }
 
+/// Every node of `farm` healthy and not drained, and each of `also`
+/// (a JSON pointer into the node, its value) as said; `when` names the
+/// moment in the failure message.
+async fn assert_whole(farm: &Farm, also: &[(&str, &str)], when: &str) {
+    let st = status(farm).await;
+    for n in st["nodes"].as_array().unwrap() {
+        assert_eq!(n["drained"], false, "{when}: {n:#}");
+        assert_eq!(n["healthy"], true, "{when}: {n:#}");
+        for (at, want) in also {
+            assert_eq!(
+                n.pointer(at).and_then(|v| v.as_str()),
+                Some(*want),
+                "{when}: {n:#}"
+            );
+        }
+    }
+}
+
+/// `farmctl resume RUN --retry-failed`: it finishes (exit 0); its report.
+async fn resume_retrying(state: &str, run_id: &str) -> serde_json::Value {
+    let out = farmctl(&[
+        "--state-dir",
+        state,
+        "resume",
+        run_id,
+        "--retry-failed",
+        "--output",
+        "json",
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    json(&out)
+}
+
 /// Starts `action`, kills the controller once its journal has `k` phase
 /// lines, resumes, and checks the farm.
 async fn kill_at(farm: &Farm, state: &std::path::Path, action: &str, k: usize, marker: &str) {
@@ -35,21 +69,16 @@ async fn kill_at(farm: &Farm, state: &std::path::Path, action: &str, k: usize, m
     );
     assert_eq!(json(&out)["outcome"], "succeeded");
 
-    let st = status(farm).await;
-    for i in 0..4 {
-        let n = &st["nodes"][i];
-        assert_eq!(n["drained"], false, "{action} killed at {k}: {n:#}");
-        assert_eq!(n["lb_state"], "UP", "{action} killed at {k}: {n:#}");
-        assert_eq!(
-            n["services"]["W3SVC"], "RUNNING",
-            "{action} killed at {k}: {n:#}"
-        );
-        assert_eq!(
-            n["services"]["WAS"], "RUNNING",
-            "{action} killed at {k}: {n:#}"
-        );
-        assert_eq!(n["healthy"], true, "{action} killed at {k}: {n:#}");
-    }
+    assert_whole(
+        farm,
+        &[
+            ("/lb_state", "UP"),
+            ("/services/W3SVC", "RUNNING"),
+            ("/services/WAS", "RUNNING"),
+        ],
+        &format!("{action} killed at {k}"),
+    )
+    .await;
     let after = count(farm, marker);
     let done: Vec<usize> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
     assert_eq!(
@@ -388,12 +417,7 @@ async fn an_agent_restarted_mid_run_answers_the_resumed_operation_from_its_recor
         "{}\n{report:#}",
         stderr(&out)
     );
-    let st = status(&farm).await;
-    for i in 0..4 {
-        let n = &st["nodes"][i];
-        assert_eq!(n["drained"], false, "{n:#}");
-        assert_eq!(n["healthy"], true, "{n:#}");
-    }
+    assert_whole(&farm, &[], "after the resume").await;
 }
 
 /// Two `resume`s of one run on the same host: one drives it, the other is
@@ -480,26 +504,9 @@ async fn a_halted_run_is_finished_by_resume_retrying_its_failed_node() {
         "{err}"
     );
 
-    let out = farmctl(&[
-        "--state-dir",
-        &s,
-        "resume",
-        &run_id,
-        "--retry-failed",
-        "--output",
-        "json",
-    ])
-    .await;
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let report = json(&out);
+    let report = resume_retrying(&s, &run_id).await;
     assert_eq!(report["outcome"], "succeeded", "{report:#}");
-    let st = status(&farm).await;
-    for i in 0..4 {
-        let n = &st["nodes"][i];
-        assert_eq!(n["services"]["W3SVC"], "RUNNING", "{n:#}");
-        assert_eq!(n["healthy"], true, "{n:#}");
-        assert_eq!(n["drained"], false, "{n:#}");
-    }
+    assert_whole(&farm, &[("/services/W3SVC", "RUNNING")], "after the retry").await;
     // Ended now: nothing more to resume.
     let out = farmctl(&["--state-dir", &s, "resume", &run_id]).await;
     assert_ne!(out.status.code(), Some(0), "{}", stderr(&out));
@@ -551,25 +558,9 @@ async fn after_the_controller_and_an_agent_died_together_the_run_is_finished() {
             web01["error"].as_str().is_some_and(|e| !e.is_empty()),
             "{web01:#}"
         );
-        let out = farmctl(&[
-            "--state-dir",
-            &s,
-            "resume",
-            &run_id,
-            "--retry-failed",
-            "--output",
-            "json",
-        ])
-        .await;
-        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        resume_retrying(&s, &run_id).await;
     }
-    let st = status(&farm).await;
-    for i in 0..4 {
-        let n = &st["nodes"][i];
-        assert_eq!(n["drained"], false, "{n:#}");
-        assert_eq!(n["lb_state"], "UP", "{n:#}");
-        assert_eq!(n["healthy"], true, "{n:#}");
-    }
+    assert_whole(&farm, &[("/lb_state", "UP")], "after the resume").await;
     let out = farmctl(&["status", "-i", &inv]).await;
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 }
