@@ -17,6 +17,10 @@ crate::message_error! {
 /// Bodies larger than this are not read (an expected substring must come early).
 const MAX_BODY: usize = 64 * 1024;
 
+/// farmctl's probes' `User-Agent`: the agents count such requests as
+/// checks, not users.
+pub const PROBE_AGENT: &str = "farmctl-probe";
+
 /// One HTTP GET as farmctl's probe (`User-Agent: farmctl-probe`: a
 /// node's traffic figures count it as a check, not a user); returns the
 /// status and (the start of) the body.
@@ -27,7 +31,7 @@ pub async fn get(
     path: &str,
     timeout: Duration,
 ) -> Result<(u16, String), HttpError> {
-    get_as("farmctl-probe", address, port, host, path, timeout).await
+    get_as(PROBE_AGENT, address, port, host, path, timeout).await
 }
 
 /// [`get`] with another `User-Agent`.

@@ -76,7 +76,7 @@ impl TrafficWatch {
                 .map(|d| (Tail::new(d, &["httperr"]), HttpErrReader::default())),
             checks: Checks {
                 paths: logs.check_paths.clone(),
-                user_agents: vec!["farmctl-probe".into()],
+                user_agents: vec![farm_proto::http::PROBE_AGENT.into()],
             },
             since: jiff::Timestamp::now().as_second(),
         }));
