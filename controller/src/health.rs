@@ -298,6 +298,7 @@ mod tests {
                 p95_ms: Some(p95),
                 p99_ms: Some(p95 * 1.2),
                 missing: Vec::new(),
+                latency: Default::default(),
             }],
             unavailable: None,
         })

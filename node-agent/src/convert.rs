@@ -180,5 +180,6 @@ pub fn site_traffic(s: crate::traffic::watch::SiteFigures) -> pb::SiteTraffic {
         p99_ms: f.p99_ms,
         missing_fields: s.missing.iter().map(|m| m.to_string()).collect(),
         malformed_lines: s.malformed,
+        latency_bins: f.latency.0.into_iter().collect(),
     }
 }

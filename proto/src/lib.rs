@@ -12,6 +12,7 @@ pub mod v1 {
 
 pub mod domain;
 pub mod http;
+pub mod latency;
 pub mod names;
 pub mod package;
 pub mod pki;

@@ -568,6 +568,9 @@ impl AgentApi for GrpcAgent {
                         p95_ms: s.p95_ms,
                         p99_ms: s.p99_ms,
                         missing: s.missing_fields,
+                        latency: farm_proto::latency::Histogram(
+                            s.latency_bins.into_iter().collect(),
+                        ),
                     }
                 })
                 .collect(),

@@ -335,6 +335,8 @@ pub struct SiteTrafficView {
     pub p95_ms: Option<f64>,
     pub p99_ms: Option<f64>,
     pub missing: Vec<String>,
+    /// The latency histogram of the user requests.
+    pub latency: farm_proto::latency::Histogram,
 }
 
 /// A node's traffic; `unavailable` says why there is none.

@@ -9,32 +9,8 @@ use std::collections::{BTreeMap, VecDeque};
 use super::httperr::HttpErr;
 use super::w3c::W3cRequest;
 
-/// Latency bins: exact below 32 ms, then 32 bins per power of two, so a
-/// quantile read from them is within 1/32 (3.2 %) of the true value.
-const SUB_BINS: u64 = 32;
-/// A quantile's relative error bound.
-pub const QUANTILE_ERROR: f64 = 1.0 / SUB_BINS as f64;
-
-fn bin_of(ms: u64) -> u32 {
-    if ms < SUB_BINS {
-        return ms as u32;
-    }
-    let exp = 63 - ms.leading_zeros() as u64 - 5; // ms >> exp is in 32..64
-    let mantissa = ms >> exp;
-    (SUB_BINS + exp * SUB_BINS + (mantissa - SUB_BINS)) as u32
-}
-
-/// The middle of a bin, in ms.
-fn value_of(bin: u32) -> f64 {
-    let bin = u64::from(bin);
-    if bin < SUB_BINS {
-        return bin as f64;
-    }
-    let exp = (bin - SUB_BINS) / SUB_BINS;
-    let mantissa = SUB_BINS + (bin - SUB_BINS) % SUB_BINS;
-    let low = (mantissa << exp) as f64;
-    low + ((1u64 << exp) as f64 - 1.0) / 2.0
-}
+use farm_proto::latency::Histogram;
+pub use farm_proto::latency::QUANTILE_ERROR;
 
 /// Which requests are checks, not users.
 #[derive(Debug, Clone, Default)]
@@ -68,8 +44,7 @@ struct Bucket {
     /// 5xx by `status.substatus` (`500.0`, `503.2`).
     errors: BTreeMap<String, u64>,
     /// Latency bins of user requests that logged `time-taken`.
-    latency: BTreeMap<u32, u64>,
-    timed: u64,
+    latency: Histogram,
     httperr: BTreeMap<String, u64>,
 }
 
@@ -91,6 +66,8 @@ pub struct Figures {
     pub p95_ms: Option<f64>,
     pub p99_ms: Option<f64>,
     pub httperr: BTreeMap<String, u64>,
+    /// The latency histogram the quantiles come from.
+    pub latency: Histogram,
 }
 
 /// The last `span` seconds of one site.
@@ -160,8 +137,7 @@ impl Window {
             *b.errors.entry(key).or_default() += 1;
         }
         if let Some(ms) = r.time_taken_ms {
-            *b.latency.entry(bin_of(ms)).or_default() += 1;
-            b.timed += 1;
+            b.latency.record(ms);
         }
     }
 
@@ -175,8 +151,6 @@ impl Window {
     pub fn figures(&self, now: i64, last_s: u64) -> Figures {
         let from = now - last_s as i64;
         let mut f = Figures::default();
-        let mut latency: BTreeMap<u32, u64> = BTreeMap::new();
-        let mut timed = 0;
         let mut oldest = None;
         for b in self
             .buckets
@@ -195,29 +169,15 @@ impl Window {
             for (k, v) in &b.httperr {
                 *f.httperr.entry(k.clone()).or_default() += v;
             }
-            for (k, v) in &b.latency {
-                *latency.entry(*k).or_default() += v;
-            }
-            timed += b.timed;
+            f.latency.merge(&b.latency);
         }
         f.covered_s = oldest
             .map_or(0, |o| (now - o + 1).max(0) as u64)
             .min(last_s);
         f.error_rate = (f.requests > 0).then(|| f.classes[4] as f64 / f.requests as f64);
-        let quantile = |q: f64| -> Option<f64> {
-            if timed == 0 {
-                return None;
-            }
-            let rank = ((q * timed as f64).ceil() as u64).clamp(1, timed);
-            let mut seen = 0;
-            latency.iter().find_map(|(bin, n)| {
-                seen += n;
-                (seen >= rank).then(|| value_of(*bin))
-            })
-        };
-        f.p50_ms = quantile(0.50);
-        f.p95_ms = quantile(0.95);
-        f.p99_ms = quantile(0.99);
+        f.p50_ms = f.latency.quantile(0.50);
+        f.p95_ms = f.latency.quantile(0.95);
+        f.p99_ms = f.latency.quantile(0.99);
         f
     }
 }
@@ -239,17 +199,6 @@ mod tests {
             substatus: Some(if status == 500 { 19 } else { 0 }),
             win32_status: Some(0),
             time_taken_ms: Some(ms),
-        }
-    }
-
-    #[test]
-    fn bins_hold_their_values_within_the_bound() {
-        for ms in [
-            0, 1, 31, 32, 33, 63, 64, 100, 812, 1000, 4276, 65_536, 3_600_000,
-        ] {
-            let v = value_of(bin_of(ms));
-            let err = (v - ms as f64).abs() / (ms as f64).max(1.0);
-            assert!(err <= QUANTILE_ERROR, "{ms} read as {v}");
         }
     }
 
