@@ -35,6 +35,7 @@ pub mod farm;
 pub mod health;
 pub mod human;
 pub mod journal;
+pub mod judge;
 pub mod lb;
 pub mod lease;
 pub mod machine;
