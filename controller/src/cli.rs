@@ -291,6 +291,20 @@ pub struct DeployArgs {
     /// probe expects).
     #[arg(long)]
     pub version: String,
+    #[command(flatten)]
+    pub analysis: AnalysisArgs,
+}
+
+/// Canary analysis flags (over the inventory's `analysis:`).
+#[derive(Args, Debug, Clone, Default)]
+pub struct AnalysisArgs {
+    /// Judge the release on the canaries' real traffic for this long
+    /// before the rest of the farm gets it (`5m`; `0` for no analysis).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub soak: Option<std::time::Duration>,
+    /// Nodes that take the release first (default: `analysis.canaries`, 1).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub canaries: Option<u32>,
 }
 
 #[derive(Args, Debug)]
@@ -304,6 +318,8 @@ pub struct RollbackArgs {
     /// before its current one).
     #[arg(long, value_name = "VERSION")]
     pub to: Option<String>,
+    #[command(flatten)]
+    pub analysis: AnalysisArgs,
 }
 
 #[derive(Args, Debug)]

@@ -36,6 +36,10 @@ pub struct RunRequest {
     pub canary: bool,
     /// A deploy's or rollback's site and version (and package).
     pub deploy: Option<DeployRequest>,
+    /// Overrides `analysis.soak` (`Some(ZERO)`: no analysis).
+    pub soak: Option<Duration>,
+    /// Overrides `analysis.canaries`.
+    pub canaries: Option<u32>,
 }
 
 /// What a deploy or rollback asks for.
@@ -58,6 +62,8 @@ impl RunRequest {
             window: None,
             canary: false,
             deploy: None,
+            soak: None,
+            canaries: None,
         }
     }
 }
@@ -112,7 +118,7 @@ pub struct RunTimeouts {
     pub lease_ttl: Duration,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunSettings {
     pub operation: OperationKind,
     pub farm: String,
@@ -142,6 +148,56 @@ pub struct RunSettings {
     /// Deploy and rollback only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deploy: Option<DeploySettings>,
+    /// Canary analysis (deploy and rollback with a soak).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<AnalysisSettings>,
+}
+
+/// A run's canary analysis, as the judge and a resume need it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AnalysisSettings {
+    /// The first `canaries` nodes of the run take the release first.
+    pub canaries: usize,
+    #[serde(with = "humantime_serde")]
+    pub soak: Duration,
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    pub min_requests: u64,
+    pub errors_max_increase: f64,
+    pub latency_quantile: farm_inventory::LatencyQuantile,
+    pub latency_max_increase: f64,
+    pub on_inconclusive: farm_inventory::OnInconclusive,
+}
+
+impl AnalysisSettings {
+    /// The inventory's `analysis:` with the flags over it; `None` without
+    /// a soak, or for a recycle or reset.
+    fn resolve(inv: &Inventory, req: &RunRequest) -> Option<AnalysisSettings> {
+        if !req.operation.switches_release() {
+            return None;
+        }
+        let a = &inv.analysis;
+        let soak = req.soak.or(a.soak).filter(|s| !s.is_zero())?;
+        Some(AnalysisSettings {
+            canaries: req.canaries.unwrap_or(a.canaries).max(1) as usize,
+            soak,
+            interval: a.interval.min(soak),
+            min_requests: a.min_requests,
+            errors_max_increase: a.errors_max_increase,
+            latency_quantile: a.latency_quantile,
+            latency_max_increase: a.latency_max_increase,
+            on_inconclusive: a.on_inconclusive,
+        })
+    }
+
+    pub fn limits(&self) -> crate::judge::Limits {
+        crate::judge::Limits {
+            min_requests: self.min_requests,
+            errors_max_increase: self.errors_max_increase,
+            quantile: self.latency_quantile.value(),
+            latency_max_increase: self.latency_max_increase,
+        }
+    }
 }
 
 fn lb_name(inv: &Inventory) -> String {
@@ -225,6 +281,7 @@ impl RunSettings {
                 lease_ttl: r.lease_ttl,
             },
             deploy,
+            analysis: AnalysisSettings::resolve(inv, req),
         })
     }
 

@@ -17,6 +17,8 @@ pub struct Inventory {
     /// empty means every pool that serves a site, as the agent sees it.
     pub app_pools: Vec<String>,
     pub rollout: Rollout,
+    /// Canary analysis of deploys.
+    pub analysis: Analysis,
     pub notify: Vec<Notify>,
     /// Where run state lives; `None`: the local journal directory.
     pub state: Option<EtcdStore>,
@@ -463,6 +465,69 @@ farm_proto::named_enum! {
         /// Batches with a barrier: the next batch starts when the whole
         /// previous one is back.
         Batch = "batch",
+    }
+}
+
+farm_proto::named_enum! {
+    /// What a canary analysis that reaches no verdict does.
+    OnInconclusive {
+        /// Roll the canaries back, as for a failure (default).
+        Fail = "fail",
+        /// Ask on a terminal; without one, fail.
+        Pause = "pause",
+        /// Go on with the rollout.
+        Promote = "promote",
+    }
+}
+
+farm_proto::named_enum! {
+    /// The latency quantile a canary analysis judges.
+    LatencyQuantile {
+        P95 = "p95",
+        P99 = "p99",
+    }
+}
+
+impl LatencyQuantile {
+    pub fn value(self) -> f64 {
+        match self {
+            LatencyQuantile::P95 => 0.95,
+            LatencyQuantile::P99 => 0.99,
+        }
+    }
+}
+
+/// Canary analysis of a deploy (`analysis:`): the first `canaries` nodes
+/// serve the new release for `soak` while their traffic is judged against
+/// the nodes still on the old one. Without `soak` there is no analysis.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Analysis {
+    pub canaries: u32,
+    pub soak: Option<Duration>,
+    /// A judgement every `interval` of the soak.
+    pub interval: Duration,
+    /// User requests (each side) below which a window is not enough data.
+    pub min_requests: u64,
+    /// The 5xx rate the canaries may add over the baseline (0.005).
+    pub errors_max_increase: f64,
+    pub latency_quantile: LatencyQuantile,
+    /// The relative latency increase allowed at that quantile (0.2).
+    pub latency_max_increase: f64,
+    pub on_inconclusive: OnInconclusive,
+}
+
+impl Default for Analysis {
+    fn default() -> Self {
+        Analysis {
+            canaries: 1,
+            soak: None,
+            interval: Duration::from_secs(30),
+            min_requests: 100,
+            errors_max_increase: 0.005,
+            latency_quantile: LatencyQuantile::P95,
+            latency_max_increase: 0.2,
+            on_inconclusive: OnInconclusive::Fail,
+        }
     }
 }
 

@@ -17,6 +17,9 @@ pub struct RawInventory {
     pub app_pools: Vec<String>,
     #[serde(default)]
     pub rollout: RawRollout,
+    /// Canary analysis of deploys.
+    #[serde(default)]
+    pub analysis: RawAnalysis,
     /// Webhooks told about runs.
     #[serde(default)]
     pub notify: Vec<RawNotify>,
@@ -226,4 +229,40 @@ pub struct RawRollout {
     pub strategy: Option<String>,
     /// A reset's graceful stop timeout (`iisreset /stop /timeout:N`).
     pub stop_timeout: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAnalysis {
+    pub canaries: Option<i64>,
+    pub soak: Option<String>,
+    pub interval: Option<String>,
+    pub min_requests: Option<i64>,
+    #[serde(default)]
+    pub errors: RawAnalysisErrors,
+    #[serde(default)]
+    pub latency: RawAnalysisLatency,
+    /// `fail` (default), `pause` or `promote`.
+    pub on_inconclusive: Option<String>,
+    /// A share of a normal node's traffic for the canaries: refused (no
+    /// driver sets weights yet), named so the refusal says why.
+    pub canary_weight: Option<serde_yaml::Value>,
+    /// Judging each later node after its return: refused (not built yet).
+    pub stabilize: Option<serde_yaml::Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAnalysisErrors {
+    /// `"0.5%"`, or a fraction (`0.005`).
+    pub max_increase: Option<serde_yaml::Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAnalysisLatency {
+    /// `p95` (default) or `p99`.
+    pub quantile: Option<String>,
+    /// `"20%"`, or a fraction (`0.2`).
+    pub max_increase: Option<serde_yaml::Value>,
 }

@@ -15,5 +15,7 @@ pub async fn run(args: &DeployArgs, settings: &Settings) -> CommandResult {
         version: args.version.clone(),
         package: Some(args.package.clone()),
     });
+    req.soak = args.analysis.soak;
+    req.canaries = args.analysis.canaries;
     execute(&args.rollout, req, settings).await
 }

@@ -23,6 +23,8 @@ pub async fn run(args: &RollbackArgs, settings: &Settings) -> CommandResult {
         version,
         package: None,
     });
+    req.soak = args.analysis.soak;
+    req.canaries = args.analysis.canaries;
     execute_on(&farm, &args.rollout, req, settings).await
 }
 

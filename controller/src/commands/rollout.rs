@@ -81,6 +81,8 @@ pub fn request(args: &RolloutArgs, operation: OperationKind) -> RunRequest {
         window: args.window.clone(),
         canary: args.canary,
         deploy: None,
+        soak: None,
+        canaries: None,
     }
 }
 

@@ -12,7 +12,7 @@ mod sections;
 use lb::{check_member, load_balancer};
 pub use lb::{parse_fingerprint, DEFAULT_EXEC_TIMEOUT, DEFAULT_LB_TIMEOUT, EXEC_PLACEHOLDERS};
 pub use sections::check_max_unavailable;
-use sections::{probe, rollout};
+use sections::{analysis, probe, rollout};
 
 pub const DEFAULT_AGENT_PORT: u16 = 7443;
 pub const DEFAULT_HEALTH_FILE: &str = "/health.htm";
@@ -474,6 +474,7 @@ pub fn validate(raw: RawInventory) -> Result<Inventory, Vec<InventoryError>> {
     }
 
     let rollout = rollout(&mut errors, &raw.rollout, nodes.len());
+    let analysis = analysis(&mut errors, &raw.analysis, nodes.len());
     let state = raw.state.as_ref().and_then(|s| state(&mut errors, s));
     let notify = raw
         .notify
@@ -491,6 +492,7 @@ pub fn validate(raw: RawInventory) -> Result<Inventory, Vec<InventoryError>> {
             sites,
             app_pools: raw.app_pools,
             rollout,
+            analysis,
             notify,
             state,
         })

@@ -173,3 +173,108 @@ pub fn check_max_unavailable(value: Capacity, node_count: usize) -> Result<(), V
         _ => Ok(()),
     }
 }
+
+/// A share written `"0.5%"` or as a fraction (`0.005`), between 0 and 1.
+pub fn parse_share(value: &serde_yaml::Value) -> Result<f64, String> {
+    let share = match value {
+        serde_yaml::Value::Number(n) => n.as_f64().ok_or_else(|| format!("{n} is not a number"))?,
+        serde_yaml::Value::String(s) => match s.trim().strip_suffix('%') {
+            Some(p) => {
+                p.trim()
+                    .parse::<f64>()
+                    .map_err(|_| format!("`{s}` is not a percentage like \"0.5%\""))?
+                    / 100.0
+            }
+            None => s
+                .trim()
+                .parse::<f64>()
+                .map_err(|_| format!("`{s}` is not a percentage like \"0.5%\" or a fraction"))?,
+        },
+        _ => return Err("expected a percentage like \"0.5%\" or a fraction like 0.005".into()),
+    };
+    if !(0.0..=1.0).contains(&share) || share.is_nan() {
+        return Err(format!("{share} is not between 0% and 100%"));
+    }
+    Ok(share)
+}
+
+pub(super) fn analysis(errors: &mut Errors, a: &RawAnalysis, node_count: usize) -> Analysis {
+    let d = Analysis::default();
+    let canaries = match a.canaries {
+        None => d.canaries,
+        Some(n) if n >= 1 && (node_count == 0 || (n as usize) < node_count) => n as u32,
+        Some(n) => {
+            errors.add(
+                "analysis.canaries",
+                format!(
+                    "{n}: needs at least 1 canary and fewer than the farm's {node_count} node(s) (the rest are the baseline)"
+                ),
+            );
+            d.canaries
+        }
+    };
+    let min_requests = match a.min_requests {
+        None => d.min_requests,
+        Some(n) if n >= 1 => n as u64,
+        Some(n) => {
+            errors.add("analysis.min_requests", format!("{n} is not a count above 0"));
+            d.min_requests
+        }
+    };
+    let mut share = |at: &str, v: Option<&serde_yaml::Value>, default: f64| match v {
+        None => default,
+        Some(v) => parse_share(v).unwrap_or_else(|m| {
+            errors.add(at, m);
+            default
+        }),
+    };
+    let errors_max_increase = share(
+        "analysis.errors.max_increase",
+        a.errors.max_increase.as_ref(),
+        d.errors_max_increase,
+    );
+    let latency_max_increase = share(
+        "analysis.latency.max_increase",
+        a.latency.max_increase.as_ref(),
+        d.latency_max_increase,
+    );
+    if a.canary_weight.is_some() {
+        errors.add(
+            "analysis.canary_weight",
+            "not supported: no load balancer driver of this farmctl sets member weights yet; the canaries take a normal node's share",
+        );
+    }
+    if a.stabilize.is_some() {
+        errors.add(
+            "analysis.stabilize",
+            "not supported yet: only the canaries are judged (during `soak`)",
+        );
+    }
+    let soak = a
+        .soak
+        .as_deref()
+        .map(|s| errors.duration("analysis.soak", Some(s), Duration::from_secs(300)));
+    let interval = errors.duration("analysis.interval", a.interval.as_deref(), d.interval);
+    let interval = match soak {
+        Some(soak) if interval > soak => soak,
+        _ => interval,
+    };
+    Analysis {
+        canaries,
+        soak,
+        interval,
+        min_requests,
+        errors_max_increase,
+        latency_quantile: errors.word(
+            "analysis.latency.quantile",
+            a.latency.quantile.as_deref(),
+            d.latency_quantile,
+        ),
+        latency_max_increase,
+        on_inconclusive: errors.word(
+            "analysis.on_inconclusive",
+            a.on_inconclusive.as_deref(),
+            d.on_inconclusive,
+        ),
+    }
+}
