@@ -13,6 +13,11 @@ pub trait Operator: Send + Sync {
     async fn confirm_run(&self, question: &str) -> bool;
     /// The canary is back in rotation: go on with the other nodes?
     async fn confirm_canary(&self, canary: &NodeReport) -> bool;
+    /// The canary analysis reached no verdict (`on_inconclusive: pause`):
+    /// promote the release anyway? Never yes without a person to ask.
+    async fn promote_inconclusive(&self, _why: &str) -> bool {
+        false
+    }
 }
 
 /// Says yes to everything (`--yes`, the demo, tests).
@@ -69,6 +74,13 @@ impl Operator for Terminal {
             "canary {} is back in rotation ({}). Go on with the other nodes?",
             canary.name,
             pids.join(", ")
+        ))
+        .await
+    }
+
+    async fn promote_inconclusive(&self, why: &str) -> bool {
+        Self::ask(format!(
+            "the canary analysis reached no verdict ({why}). Promote the release to the other nodes anyway?"
         ))
         .await
     }

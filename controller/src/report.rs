@@ -32,6 +32,56 @@ pub struct RunReport {
     pub nodes: Vec<NodeReport>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub traffic: Option<TrafficReport>,
+    /// The canary analysis, when the run had one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<AnalysisReport>,
+    /// With an analysis: whether the switched nodes were rolled back.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rolled_back: Option<bool>,
+}
+
+/// A canary analysis: the verdict and every interval's figures.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct AnalysisReport {
+    /// `pass`, `fail` or `inconclusive`; `null` when the soak was cut
+    /// (the operator stopped the run): a resume judges again.
+    pub verdict: Option<crate::judge::Outcome>,
+    pub reason: String,
+    pub canaries: Vec<String>,
+    /// The nodes still on the old release the canaries were judged against.
+    pub baseline: Vec<String>,
+    pub soak_s: f64,
+    pub intervals: Vec<IntervalReport>,
+    /// What the switched nodes go back to on a failure.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rollback_to: Option<String>,
+}
+
+/// One judgement of a soak, over the soak so far.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
+pub struct IntervalReport {
+    pub at: String,
+    /// Seconds into the soak.
+    pub elapsed_s: f64,
+    pub result: crate::judge::Outcome,
+    pub metrics: Vec<crate::judge::Metric>,
+}
+
+impl IntervalReport {
+    /// One line for people: the result and each metric's figures.
+    pub fn line(&self) -> String {
+        let metrics: Vec<String> = self
+            .metrics
+            .iter()
+            .map(|m| format!("{} {}: {}", m.name, m.result, m.reason))
+            .collect();
+        format!(
+            "analysis at {:.0}s: {} — {}",
+            self.elapsed_s,
+            self.result,
+            metrics.join("; ")
+        )
+    }
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -160,6 +210,22 @@ pub fn summary(r: &RunReport) -> String {
                 .map(|e| format!(" error: {e}"))
                 .unwrap_or_default()
         ));
+    }
+    if let Some(a) = &r.analysis {
+        out.push_str(&format!(
+            "analysis: {} after {:.0}s on {} against {}: {}\n",
+            a.verdict.map_or("cut short", |v| v.as_str()),
+            a.intervals.last().map_or(0.0, |i| i.elapsed_s),
+            a.canaries.join(", "),
+            a.baseline.join(", "),
+            a.reason
+        ));
+        if r.rolled_back == Some(true) {
+            out.push_str(&format!(
+                "rolled back: every node the release reached serves {} again\n",
+                a.rollback_to.as_deref().unwrap_or("the previous release")
+            ));
+        }
     }
     if let Some(t) = &r.traffic {
         out.push_str(&format!(

@@ -453,16 +453,26 @@ impl OperationId {
     /// retry's `_retryN`.
     pub fn run_of(id: &str) -> &str {
         let run = id.split_once('.').map_or(id, |(run, _)| run);
-        match run.rsplit_once(RETRY_MARK) {
+        let run = match run.rsplit_once(RETRY_MARK) {
             Some((base, n)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => base,
             _ => run,
-        }
+        };
+        run.strip_suffix(ROLLBACK_MARK).unwrap_or(run)
+    }
+
+    /// The run id under which a run's automatic rollback (a failed canary
+    /// analysis) acts: its ids differ from the deploy's at the same node,
+    /// and still count as the run's under its lease.
+    pub fn rollback_run(run: &str) -> String {
+        format!("{run}{ROLLBACK_MARK}")
     }
 }
 
 /// Between a run id and a retry's attempt number in operation ids (run
 /// ids never hold `_`).
 const RETRY_MARK: &str = "_retry";
+/// After a run id in the ids of its automatic rollback.
+const ROLLBACK_MARK: &str = "_rollback";
 
 impl fmt::Display for OperationId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -509,6 +519,10 @@ mod tests {
             "20261121T105500-1a2b3c"
         );
         assert_eq!(OperationId::run_of("r_retryx.web01.drain"), "r_retryx");
+        let back =
+            OperationId::attempt(&OperationId::rollback_run("r1"), "web01", OpStep::Drain, 2);
+        assert_eq!(back.to_string(), "r1_rollback_retry2.web01.drain");
+        assert_eq!(OperationId::run_of(&back.to_string()), "r1");
         for bad in [
             "r1",
             "r1.web01",

@@ -76,6 +76,41 @@ pub enum Record {
     Run(Box<Header>),
     Phase(PhaseRecord),
     End(EndRecord),
+    /// A judgement of the canaries during the soak.
+    Interval(crate::report::IntervalReport),
+    /// The canary analysis reached its verdict: a resume acts on it (goes
+    /// on, or rolls back), never judges again.
+    Verdict(VerdictRecord),
+    /// The rollback after a failed verdict finished.
+    RolledBack(RolledBackRecord),
+}
+
+/// The verdict of a canary analysis.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VerdictRecord {
+    pub t: String,
+    pub verdict: crate::judge::Outcome,
+    /// What was decided: `promote` or `roll_back`.
+    pub action: VerdictAction,
+    pub reason: String,
+    pub canaries: Vec<String>,
+    /// The release the switched nodes go back to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback_to: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VerdictAction {
+    Promote,
+    RollBack,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RolledBackRecord {
+    pub t: String,
+    /// Every switched node serves the earlier release again.
+    pub ok: bool,
 }
 
 pub use crate::clock::now;

@@ -45,6 +45,10 @@ pub struct LoadedRun {
     pub torn_lines: usize,
     /// Every phase record, in journal order.
     pub records: Vec<PhaseRecord>,
+    /// The canary analysis: its judgements, verdict and rollback.
+    pub intervals: Vec<crate::report::IntervalReport>,
+    pub verdict: Option<super::VerdictRecord>,
+    pub rolled_back: Option<bool>,
 }
 
 impl LoadedRun {
@@ -113,6 +117,9 @@ pub fn parse(
     let mut end = None;
     let mut torn_lines = 0;
     let mut records = Vec::new();
+    let mut intervals = Vec::new();
+    let mut verdict = None;
+    let mut rolled_back = None;
     for (n, line) in lines.enumerate() {
         let line = line.map_err(|e| err(Some(n + 1), e.to_string()))?;
         if line.trim().is_empty() {
@@ -152,6 +159,15 @@ pub fn parse(
                 end = None;
             }
             Record::End(e) => end = Some(e),
+            Record::Interval(i) => intervals.push(i),
+            Record::Verdict(v) => {
+                verdict = Some(v);
+                end = None;
+            }
+            Record::RolledBack(r) => {
+                rolled_back = Some(r.ok);
+                end = None;
+            }
         }
     }
     let header = header.ok_or_else(|| err(None, "no run header".into()))?;
@@ -164,6 +180,9 @@ pub fn parse(
         node_seconds,
         torn_lines,
         records,
+        intervals,
+        verdict,
+        rolled_back,
     })
 }
 

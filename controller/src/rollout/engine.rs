@@ -30,6 +30,9 @@ use crate::operator::Operator;
 use crate::report::{NodeReport, Reporter, RunOutcome, RunReport};
 use crate::window::WindowGuard;
 
+mod canary;
+pub use canary::AnalysisState;
+
 /// One run over a farm: the contract it keeps, what it talks to, and where
 /// it starts from. Built the same way for a new run and a resumed one.
 pub struct Run<'a> {
@@ -57,6 +60,8 @@ pub struct Run<'a> {
     /// Where each node stood when an earlier controller stopped.
     resume: HashMap<usize, ResumePoint>,
     failures_accepted: bool,
+    /// Where the canary analysis stands (a resume reads it in the journal).
+    analysis_state: AnalysisState,
 }
 
 type NodeFuture<'r> = Pin<Box<dyn Future<Output = (usize, NodeReport)> + Send + 'r>>;
@@ -71,8 +76,14 @@ struct Progress {
     failures: u32,
     /// Batches started (batch strategy).
     batch: usize,
-    /// The canary has not been confirmed yet: one node at a time.
-    canary_pending: bool,
+    /// The canaries, while they are not all back and judged (or
+    /// confirmed): no other node starts.
+    canary: Option<Vec<usize>>,
+    /// The canary analysis, once it ran.
+    analysis: Option<crate::report::AnalysisReport>,
+    /// The verdict rolls the switched nodes back (to this release).
+    rollback: Option<Option<String>>,
+    rolled_back: Option<bool>,
     /// Pausing (`rollout.pause`): nothing starts before this.
     not_before: Option<Instant>,
     halted: Option<String>,
@@ -119,6 +130,7 @@ impl<'a> Run<'a> {
             failed_out_before: 0,
             resume: HashMap::new(),
             failures_accepted: false,
+            analysis_state: AnalysisState::Judge,
         })
     }
 
@@ -161,6 +173,12 @@ impl<'a> Run<'a> {
         self
     }
 
+    /// Where the canary analysis stood when the run was cut.
+    pub fn analysis(mut self, state: AnalysisState) -> Self {
+        self.analysis_state = state;
+        self
+    }
+
     pub fn resuming(mut self, points: HashMap<usize, ResumePoint>, failed_out: usize) -> Self {
         self.resume = points;
         self.failed_out_before = failed_out;
@@ -194,7 +212,10 @@ impl<'a> Run<'a> {
             succeeded: 0,
             failures: 0,
             batch: 0,
-            canary_pending: false,
+            canary: None,
+            analysis: None,
+            rollback: None,
+            rolled_back: None,
             not_before: None,
             halted: None,
             to_stage: VecDeque::new(),
@@ -226,8 +247,16 @@ impl<'a> Run<'a> {
                 }
             }
         }
-        p.canary_pending =
-            self.settings.canary && p.succeeded == 0 && p.failures == 0 && at_work.is_empty();
+        p.canary = self
+            .canary_set(&p)
+            .filter(|_| self.settings.analysis.is_some() || at_work.is_empty());
+        if let AnalysisState::RollBack(to) = &self.analysis_state {
+            // The verdict was reached before the cut: nothing more is
+            // deployed; the switched nodes go back.
+            p.halted = Some("the canary analysis failed the release (before the resume)".into());
+            p.queue.clear();
+            p.rollback = Some(to.clone());
+        }
         if self.stages() {
             p.to_stage = p.queue.clone();
         }
@@ -235,6 +264,16 @@ impl<'a> Run<'a> {
 
         let mut stop = self.stop.clone();
         loop {
+            let canaries_back = p.halted.is_none()
+                && at_work.is_empty()
+                && p.canary
+                    .as_ref()
+                    .is_some_and(|c| c.iter().all(|i| p.reports.contains_key(i)));
+            if canaries_back {
+                if let Some(c) = p.canary.take() {
+                    self.canaries_back(&mut p, c).await;
+                }
+            }
             if p.halted.is_none() {
                 self.start_staging(&mut p, &mut stagings);
                 self.fill(&mut p, &mut at_work);
@@ -263,6 +302,9 @@ impl<'a> Run<'a> {
                     p.not_before = None;
                 }
             }
+        }
+        if let Some(to) = p.rollback.take() {
+            p.rolled_back = Some(self.roll_back(&mut p, to).await);
         }
         if p.halted.is_none() && p.failures > self.settings.max_failures {
             p.halted = Some(format!(
@@ -351,8 +393,10 @@ impl<'a> Run<'a> {
                 }));
                 break;
             }
-            if p.canary_pending && p.out.at_work > 0 {
-                break; // the canary goes alone
+            if let Some(c) = &p.canary {
+                if !p.queue.front().is_some_and(|f| c.contains(f)) {
+                    break; // the canaries go first, and alone
+                }
             }
             if let Some(&front) = p.queue.front().filter(|_| self.stages()) {
                 match p.staged.get(&front) {
@@ -366,14 +410,11 @@ impl<'a> Run<'a> {
                     Some(Ok(_)) => {}
                 }
             }
-            let mut limit = if batch {
+            let limit = if batch {
                 self.capacity.step(p.batch)
             } else {
                 self.capacity.window(p.succeeded)
             };
-            if p.canary_pending {
-                limit = limit.min(1);
-            }
             if let Err(blocked) = self.capacity.may_start(p.out, limit) {
                 if at_work.is_empty() {
                     p.halted = Some(format!("{blocked}; the remaining nodes were not started"));
@@ -411,18 +452,6 @@ impl<'a> Run<'a> {
             NodeOutcome::Skipped => {}
         }
         self.reporter.node_finished(&report);
-        if p.canary_pending {
-            p.canary_pending = false;
-            if report.outcome == NodeOutcome::Succeeded
-                && !p.queue.is_empty()
-                && !self.operator.confirm_canary(&report).await
-            {
-                p.halted = Some(format!(
-                    "stopped after the canary {} (not confirmed)",
-                    report.name
-                ));
-            }
-        }
         p.reports.insert(i, report);
         let between_batches = self.settings.strategy == Strategy::Window || idle;
         if let (Some(pause), true) = (self.settings.pause, between_batches) {
@@ -466,6 +495,8 @@ impl<'a> Run<'a> {
             halted: p.halted,
             nodes,
             traffic: None,
+            rolled_back: p.analysis.as_ref().map(|_| p.rolled_back.unwrap_or(false)),
+            analysis: p.analysis,
         };
         if let Some(j) = self.journal {
             let end = Record::End(EndRecord {

@@ -38,6 +38,17 @@ pub async fn resume(
         )));
     }
     if let Some(end) = &loaded.end {
+        let rolled_back = loaded
+            .verdict
+            .as_ref()
+            .is_some_and(|v| v.action == crate::journal::VerdictAction::RollBack)
+            && loaded.rolled_back == Some(true);
+        if rolled_back {
+            return Err(CommandError::bad_input(format!(
+                "run {run_id} ended: its canary analysis rolled the release back ({}); nothing to resume — a new deploy starts over",
+                loaded.verdict.as_ref().map_or("", |v| v.reason.as_str())
+            )));
+        }
         if end.outcome == RunOutcome::Succeeded {
             return Err(CommandError::bad_input(format!(
                 "run {run_id} already ended ({}); nothing to resume",
@@ -275,7 +286,10 @@ pub async fn resume_on(
             .window(window)
             .out_before(out_before)
             .resuming(points, failed_out)
-            .failures_accepted(env.failed == super::FailedNodes::Skip);
+            .failures_accepted(env.failed == super::FailedNodes::Skip)
+            .analysis(crate::rollout::engine::AnalysisState::from_verdict(
+                loaded.verdict.as_ref(),
+            ));
         let (stop, stop_reason) = env.stop_with_lock(lock.as_ref());
         if let Some(stop) = stop {
             run = run.stop(stop);

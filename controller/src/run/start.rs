@@ -180,6 +180,15 @@ pub async fn check(farm: &Farm, settings: &RunSettings) -> Result<Checked, Comma
     {
         return Err(refused);
     }
+    if let Some(a) = &settings.analysis {
+        if selected.len() <= a.canaries {
+            return Err(CommandError::refused(format!(
+                "the canary analysis needs nodes still on the old release to compare with: the {op} has {} node(s) to do and {} canary(ies) (deploy without --soak, or to more nodes); nothing was touched",
+                selected.len(),
+                a.canaries
+            )));
+        }
+    }
     let waves = plan::waves(
         &selected,
         &settings.capacity(),
@@ -247,6 +256,8 @@ fn nothing_to_do(
         halted: None,
         nodes: Vec::new(),
         traffic: None,
+        analysis: None,
+        rolled_back: None,
     };
     add_current(farm, &mut report, &checked.current, settings);
     report

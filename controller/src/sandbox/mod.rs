@@ -98,7 +98,7 @@ mod agents;
 mod haproxy;
 mod releases;
 
-pub use releases::release_package;
+pub use releases::{faulty_release_package, release_package};
 
 use haproxy::start_haproxy;
 

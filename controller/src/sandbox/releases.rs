@@ -37,6 +37,17 @@ pub fn release_package(dir: &Path, version: &str) -> std::io::Result<PathBuf> {
     crate::release::write_package(&dir.join(format!("release-{version}.zip")), &entries)
 }
 
+/// A release package of `version` that misbehaves in the simulator: its
+/// `farm-sim.yaml` (the `faults` keys of a sim pool: `error_rate`,
+/// `error_status`, `extra_latency`, `hang_rate`) applies while a site
+/// serves it.
+pub fn faulty_release_package(dir: &Path, version: &str, faults: &str) -> std::io::Result<PathBuf> {
+    let mut files = content(version);
+    files.push(("farm-sim.yaml", faults.as_bytes().to_vec()));
+    let entries: Vec<(&str, &[u8])> = files.iter().map(|(n, b)| (*n, b.as_slice())).collect();
+    crate::release::write_package(&dir.join(format!("release-{version}.zip")), &entries)
+}
+
 /// Stages [`FIRST_RELEASE`] on every node and switches the site to it, then
 /// empties the event logs: tests see only what happens after the hand-over.
 pub(super) async fn seed(

@@ -5,6 +5,7 @@
 //! binaries of their own).
 mod common;
 
+mod canary;
 mod cli;
 mod contract;
 mod deploy;

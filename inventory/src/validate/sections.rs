@@ -217,7 +217,10 @@ pub(super) fn analysis(errors: &mut Errors, a: &RawAnalysis, node_count: usize) 
         None => d.min_requests,
         Some(n) if n >= 1 => n as u64,
         Some(n) => {
-            errors.add("analysis.min_requests", format!("{n} is not a count above 0"));
+            errors.add(
+                "analysis.min_requests",
+                format!("{n} is not a count above 0"),
+            );
             d.min_requests
         }
     };

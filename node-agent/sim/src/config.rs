@@ -138,7 +138,38 @@ pub struct PoolFaults {
     /// Every request of the pool takes this much longer.
     #[serde(with = "humantime_serde")]
     pub extra_latency: Option<Duration>,
+    /// This share of its requests (0..1) never answer until the pool's
+    /// worker goes (a recycle, a stop).
+    pub hang_rate: f64,
 }
+
+impl PoolFaults {
+    pub fn any(&self) -> bool {
+        self.error_rate > 0.0 || self.extra_latency.is_some() || self.hang_rate > 0.0
+    }
+
+    /// Out-of-range values, named (`at` is where the faults are).
+    pub fn check(&self, at: &str) -> Result<(), String> {
+        for (key, v) in [
+            ("error_rate", self.error_rate),
+            ("hang_rate", self.hang_rate),
+        ] {
+            if !(0.0..=1.0).contains(&v) {
+                return Err(format!("{at}.{key}: {v} is not between 0 and 1"));
+            }
+        }
+        if let Some(s) = self.error_status {
+            if !(100..=599).contains(&s) {
+                return Err(format!("{at}.error_status: {s} is not an HTTP status"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A release's own faults: `farm-sim.yaml` at the root of its package
+/// (the `faults` keys of a pool), applied while the site serves it.
+pub const RELEASE_FAULTS_FILE: &str = "farm-sim.yaml";
 
 fn yes() -> bool {
     true
@@ -197,18 +228,8 @@ pub fn parse(text: &str) -> Result<SimFile, SimFileError> {
         ));
     }
     for (i, p) in sim.app_pools.iter().enumerate() {
-        if !(0.0..=1.0).contains(&p.faults.error_rate) {
-            errors.push(format!(
-                "app_pools[{i}].faults.error_rate: {} is not between 0 and 1",
-                p.faults.error_rate
-            ));
-        }
-        if let Some(s) = p.faults.error_status {
-            if !(100..=599).contains(&s) {
-                errors.push(format!(
-                    "app_pools[{i}].faults.error_status: {s} is not an HTTP status"
-                ));
-            }
+        if let Err(e) = p.faults.check(&format!("app_pools[{i}].faults")) {
+            errors.push(e);
         }
     }
     if sim.sites.is_empty() {

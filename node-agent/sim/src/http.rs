@@ -335,7 +335,12 @@ async fn handle(
         ));
     }
     // A misbehaving application: slower, and failing some requests.
-    if let Some(f) = sim.pool_faults(&site.app_pool) {
+    if let Some(f) = sim.faults(&site.name, &site.app_pool) {
+        if sim.fault_hit(&format!("{}#hang", site.app_pool), f.hang_rate) {
+            // Hung in the application: no answer until the worker goes.
+            worker.killed().await;
+            return Err(Cut);
+        }
         if let Some(extra) = f.extra_latency {
             tokio::select! {
                 _ = tokio::time::sleep(extra) => {}

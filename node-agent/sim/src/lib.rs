@@ -49,6 +49,9 @@ struct Inner {
     pub(crate) logs: Option<logs::Logs>,
     /// Requests served per pool, for its faults' error rate.
     served: Mutex<std::collections::HashMap<String, u64>>,
+    /// Each release folder's own faults (`farm-sim.yaml`), read once.
+    release_faults:
+        Mutex<std::collections::HashMap<std::path::PathBuf, Option<config::PoolFaults>>>,
 }
 
 struct State {
@@ -139,6 +142,7 @@ impl Simulator {
             inner: Arc::new(Inner {
                 logs: cfg.logs.as_deref().map(logs::Logs::new),
                 served: Mutex::default(),
+                release_faults: Mutex::default(),
                 state: Mutex::new(State {
                     w3svc: ServiceState::Running,
                     was: ServiceState::Running,
@@ -260,14 +264,50 @@ impl Simulator {
     }
 
     /// The folder `site` serves its files from now.
-    /// The pool's faults, when it has any.
-    pub(crate) fn pool_faults(&self, pool: &str) -> Option<&config::PoolFaults> {
+    /// What a request of `site` (in `pool`) suffers: the faults of the
+    /// release the site serves (its `farm-sim.yaml`), else its pool's.
+    pub(crate) fn faults(&self, site: &str, pool: &str) -> Option<config::PoolFaults> {
+        if let Some(f) = self
+            .site_root(site)
+            .and_then(|root| self.release_faults(&root))
+        {
+            return Some(f);
+        }
         self.cfg()
             .app_pools
             .iter()
             .find(|p| p.name == pool)
-            .map(|p| &p.faults)
-            .filter(|f| f.error_rate > 0.0 || f.extra_latency.is_some())
+            .map(|p| p.faults.clone())
+            .filter(config::PoolFaults::any)
+    }
+
+    /// A release folder's `farm-sim.yaml`, read once (a release's files
+    /// do not change once staged). A bad file is said once and ignored.
+    fn release_faults(&self, root: &std::path::Path) -> Option<config::PoolFaults> {
+        let mut cache = self
+            .inner
+            .release_faults
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(f) = cache.get(root) {
+            return f.clone();
+        }
+        let path = root.join(config::RELEASE_FAULTS_FILE);
+        let faults = match std::fs::read_to_string(&path) {
+            Err(_) => None,
+            Ok(text) => match serde_yaml::from_str::<config::PoolFaults>(&text)
+                .map_err(|e| e.to_string())
+                .and_then(|f| f.check(config::RELEASE_FAULTS_FILE).map(|()| f))
+            {
+                Ok(f) => Some(f).filter(config::PoolFaults::any),
+                Err(e) => {
+                    tracing::warn!("{}: ignored: {e}", path.display());
+                    None
+                }
+            },
+        };
+        cache.insert(root.to_path_buf(), faults.clone());
+        faults
     }
 
     /// Whether this request of `pool` is one of its `rate` errors: spread

@@ -1,0 +1,422 @@
+//! The canary phase of a run: the first nodes go alone; with an analysis
+//! (`analysis.soak`) they then serve real traffic for the soak while the
+//! pure [`crate::judge`] compares them, every interval, with the nodes
+//! still on the old release over the same seconds. A pass lets the rollout
+//! go on; a failure ends the soak at once and rolls every switched node
+//! back — all together within the capacity rules, no soak on the way
+//! back — under the run's lease and ids of its own.
+use farm_inventory::OnInconclusive;
+use farm_proto::domain::{NodeOutcome, OperationId, OperationKind, Phase};
+use futures::future::join_all;
+use tokio::time::Instant;
+
+use super::{Progress, Run};
+use crate::contract::{AnalysisSettings, DeploySettings, RunSettings};
+use crate::journal::{Record, RolledBackRecord, VerdictAction, VerdictRecord};
+use crate::judge::{self, Outcome, Sample};
+use crate::report::{AnalysisReport, IntervalReport, NodeReport, Reporter, RunReport};
+
+/// The Traffic window an agent keeps, in seconds.
+const AGENT_WINDOW_S: u64 = 300;
+
+/// Where a run's analysis stands, from its journal when it is resumed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AnalysisState {
+    /// No verdict yet: the canaries are judged (again, after a resume —
+    /// a soak that was cut never promotes them).
+    Judge,
+    /// The verdict let the rollout go on.
+    Promoted,
+    /// The verdict rolls the switched nodes back to this release.
+    RollBack(Option<String>),
+}
+
+impl AnalysisState {
+    /// From a journal's verdict record.
+    pub fn from_verdict(v: Option<&crate::journal::VerdictRecord>) -> Self {
+        match v {
+            None => AnalysisState::Judge,
+            Some(v) if v.action == VerdictAction::Promote => AnalysisState::Promoted,
+            Some(v) => AnalysisState::RollBack(v.rollback_to.clone()),
+        }
+    }
+}
+
+impl Run<'_> {
+    /// The run's canaries: its first nodes (one without an analysis, for
+    /// `--canary`), unless the journal says they were judged already.
+    pub(super) fn canary_set(&self, p: &Progress) -> Option<Vec<usize>> {
+        match (&self.settings.analysis, &self.analysis_state) {
+            (Some(a), AnalysisState::Judge) => {
+                Some(self.nodes.iter().copied().take(a.canaries).collect())
+            }
+            (Some(_), _) => None,
+            (None, _) => (self.settings.canary && p.succeeded == 0 && p.failures == 0)
+                .then(|| self.nodes.iter().copied().take(1).collect()),
+        }
+    }
+
+    /// Every canary is back: confirm (`--canary`) or judge (analysis).
+    pub(super) async fn canaries_back(&self, p: &mut Progress, canaries: Vec<usize>) {
+        let ok: Vec<usize> = canaries
+            .iter()
+            .copied()
+            .filter(|i| {
+                p.reports
+                    .get(i)
+                    .is_some_and(|r| r.outcome == NodeOutcome::Succeeded)
+            })
+            .collect();
+        let Some(a) = &self.settings.analysis else {
+            if let Some(first) = ok.first().and_then(|i| p.reports.get(i)) {
+                if !p.queue.is_empty() && !self.operator.confirm_canary(first).await {
+                    p.halted = Some(format!(
+                        "stopped after the canary {} (not confirmed)",
+                        first.name
+                    ));
+                }
+            }
+            return;
+        };
+        if ok.is_empty() {
+            p.halted = Some(
+                "the canaries failed: no node serves the release to judge it; later nodes were not touched"
+                    .into(),
+            );
+            return;
+        }
+        let baseline: Vec<usize> = p.queue.iter().copied().collect();
+        let mut report = self.soak(a, &ok, &baseline).await;
+        let Some(verdict) = report.verdict else {
+            p.halted = Some(format!(
+                "{}; `farmctl resume {}` judges the canaries again",
+                report.reason, self.id
+            ));
+            p.analysis = Some(report);
+            return;
+        };
+        let action = match (verdict, a.on_inconclusive) {
+            (Outcome::Pass, _) | (Outcome::Inconclusive, OnInconclusive::Promote) => {
+                VerdictAction::Promote
+            }
+            (Outcome::Fail, _) | (Outcome::Inconclusive, OnInconclusive::Fail) => {
+                VerdictAction::RollBack
+            }
+            (Outcome::Inconclusive, OnInconclusive::Pause) => {
+                if self.operator.promote_inconclusive(&report.reason).await {
+                    VerdictAction::Promote
+                } else {
+                    VerdictAction::RollBack
+                }
+            }
+        };
+        if action == VerdictAction::RollBack {
+            report.rollback_to = self.previous_release(&ok).await;
+        }
+        let record = Record::Verdict(VerdictRecord {
+            t: crate::clock::now(),
+            verdict,
+            action,
+            reason: report.reason.clone(),
+            canaries: report.canaries.clone(),
+            rollback_to: report.rollback_to.clone(),
+        });
+        if let Some(j) = self.journal {
+            if let Err(e) = j.append(&record).await {
+                // Without the verdict on disk a resume would judge again:
+                // safe, so the run goes on with what it decided.
+                tracing::error!("could not write the canary verdict to the journal: {e}");
+            }
+        }
+        match action {
+            VerdictAction::Promote => self.reporter.note(&format!(
+                "canary analysis: {verdict} — the release goes on to the other nodes ({})",
+                report.reason
+            )),
+            VerdictAction::RollBack => {
+                self.reporter.note(&format!(
+                    "canary analysis: {verdict} — rolling back ({})",
+                    report.reason
+                ));
+                p.halted = Some(format!(
+                    "the canary analysis found the release {}: {}",
+                    match verdict {
+                        Outcome::Fail => "worse than the old one",
+                        _ => "not proven (on_inconclusive: fail)",
+                    },
+                    report.reason
+                ));
+                p.rollback = Some(report.rollback_to.clone());
+            }
+        }
+        p.analysis = Some(report);
+        if action == VerdictAction::Promote && self.settings.canary {
+            if let Some(first) = ok.first().and_then(|i| p.reports.get(i)) {
+                if !p.queue.is_empty() && !self.operator.confirm_canary(first).await {
+                    p.halted = Some(format!(
+                        "stopped after the canary {} (not confirmed)",
+                        first.name
+                    ));
+                }
+            }
+        }
+    }
+
+    /// The canaries serve real traffic for the soak; a judgement every
+    /// interval over the soak so far; a failure ends it at once.
+    async fn soak(
+        &self,
+        a: &AnalysisSettings,
+        canaries: &[usize],
+        baseline: &[usize],
+    ) -> AnalysisReport {
+        let names = |v: &[usize]| {
+            v.iter()
+                .map(|&i| self.name(i).to_string())
+                .collect::<Vec<_>>()
+        };
+        let mut report = AnalysisReport {
+            verdict: None,
+            reason: String::new(),
+            canaries: names(canaries),
+            baseline: names(baseline),
+            soak_s: a.soak.as_secs_f64(),
+            intervals: Vec::new(),
+            rollback_to: None,
+        };
+        self.reporter.note(&format!(
+            "canary analysis: {} serve(s) the release; judging against {} for {} (every {})",
+            report.canaries.join(", "),
+            if baseline.is_empty() {
+                "no baseline".to_string()
+            } else {
+                report.baseline.join(", ")
+            },
+            humantime::format_duration(a.soak),
+            humantime::format_duration(a.interval)
+        ));
+        let limits = a.limits();
+        let started = Instant::now();
+        let end = started + a.soak;
+        let mut next = started + a.interval;
+        let mut stop = self.stop.clone();
+        loop {
+            let at = next.min(end);
+            tokio::select! {
+                () = tokio::time::sleep_until(at) => {}
+                _ = async { if let Some(s) = &mut stop { let _ = s.wait_for(|s| *s).await; } },
+                    if stop.as_ref().is_some_and(|s| !*s.borrow()) => {
+                    report.reason = "the soak was cut short by the operator's stop".into();
+                    return report;
+                }
+            }
+            let elapsed = started.elapsed();
+            let last_s = elapsed
+                .as_secs_f64()
+                .ceil()
+                .clamp(1.0, AGENT_WINDOW_S as f64) as u32;
+            let (c, b) = tokio::join!(self.sample(canaries, last_s), self.sample(baseline, last_s));
+            let j = judge::judge(&c, &b, &limits);
+            let interval = IntervalReport {
+                at: crate::clock::now(),
+                elapsed_s: elapsed.as_secs_f64(),
+                result: j.result,
+                metrics: j.metrics.clone(),
+            };
+            self.reporter.note(&interval.line());
+            if let Some(jn) = self.journal {
+                if let Err(e) = jn.append(&Record::Interval(interval.clone())).await {
+                    tracing::warn!("could not journal a canary judgement: {e}");
+                }
+            }
+            report.intervals.push(interval);
+            if j.result == Outcome::Fail || Instant::now() >= end {
+                report.verdict = Some(j.result);
+                report.reason = j.reason();
+                return report;
+            }
+            next += a.interval;
+        }
+    }
+
+    /// The deployed site's traffic on `nodes` over the last `last_s`
+    /// seconds, pooled. A node that cannot say is left out (and said so).
+    async fn sample(&self, nodes: &[usize], last_s: u32) -> Sample {
+        let site = self
+            .settings
+            .deploy
+            .as_ref()
+            .map(|d| d.site.as_str())
+            .unwrap_or("");
+        let views = join_all(nodes.iter().map(|&i| self.farm.agent(i).traffic(last_s))).await;
+        let mut total = Sample::default();
+        for (&i, view) in nodes.iter().zip(views) {
+            match view {
+                Ok(v) if v.unavailable.is_none() => {
+                    for s in v.sites.iter().filter(|s| s.site.eq_ignore_ascii_case(site)) {
+                        total.add(&Sample {
+                            requests: s.requests,
+                            errors: s.classes[4],
+                            latency: s.latency.clone(),
+                        });
+                    }
+                }
+                Ok(v) => self.reporter.detail(
+                    self.name(i),
+                    &format!(
+                        "no traffic figures for the canary analysis: {}",
+                        v.unavailable.unwrap_or_default()
+                    ),
+                ),
+                Err(e) => self.reporter.detail(
+                    self.name(i),
+                    &format!("no traffic figures for the canary analysis: {e}"),
+                ),
+            }
+        }
+        total
+    }
+
+    /// The release the canaries served before this one.
+    async fn previous_release(&self, canaries: &[usize]) -> Option<String> {
+        let d = self.settings.deploy.as_ref()?;
+        for &i in canaries {
+            if let Ok(kept) = self.farm.agent(i).releases(&d.site).await {
+                if let Some(r) = kept.into_iter().find(|r| r.previous) {
+                    return Some(r.version);
+                }
+            }
+        }
+        None
+    }
+
+    /// Rolls every node this run switched back to `to`, through the same
+    /// engine (drain, switch, prove the version, return) with no soak;
+    /// their reports say where they ended. Whether all are back.
+    pub(super) async fn roll_back(&self, p: &mut Progress, to: Option<String>) -> bool {
+        let switched: Vec<usize> = self
+            .nodes
+            .iter()
+            .copied()
+            .filter(|i| {
+                p.reports
+                    .get(i)
+                    .is_some_and(|r| r.outcome == NodeOutcome::Succeeded)
+            })
+            .collect();
+        let (Some(to), Some(d)) = (to, self.settings.deploy.as_ref()) else {
+            self.reporter.note(
+                "cannot roll back: no node keeps an earlier release of the site; the switched nodes stay on the new one",
+            );
+            return false;
+        };
+        if switched.is_empty() {
+            return true;
+        }
+        let expect = self
+            .farm
+            .inventory
+            .sites
+            .iter()
+            .find(|s| s.name == d.site)
+            .and_then(|s| s.version_probe.as_ref())
+            .map_or_else(|| to.clone(), |v| v.expected(&to));
+        let settings = RunSettings {
+            operation: OperationKind::Rollback,
+            nodes: switched.iter().map(|&i| self.name(i).to_string()).collect(),
+            deploy: Some(DeploySettings {
+                version: to.clone(),
+                package: None,
+                version_expect: expect,
+                ..d.clone()
+            }),
+            analysis: None,
+            canary: false,
+            pause: None,
+            ..self.settings.clone()
+        };
+        self.reporter.note(&format!(
+            "rolling {} back to release {to}",
+            settings.nodes.join(", ")
+        ));
+        let quiet = Nested(self.reporter);
+        let id = OperationId::rollback_run(&self.id);
+        let back = match Run::new(&id, self.farm, &settings, &quiet, self.operator) {
+            Ok(run) => {
+                let run = run.out_before(self.out_before + p.out.failed);
+                Box::pin(run.execute()).await
+            }
+            Err(e) => {
+                self.reporter.note(&format!("cannot roll back: {e}"));
+                return false;
+            }
+        };
+        let ok = back.succeeded();
+        self.merge_rollback(p, &back);
+        if let Some(j) = self.journal {
+            let record = Record::RolledBack(RolledBackRecord {
+                t: crate::clock::now(),
+                ok,
+            });
+            if let Err(e) = j.append(&record).await {
+                tracing::error!("could not journal the end of the rollback: {e}");
+            }
+        }
+        ok
+    }
+
+    /// Each rolled-back node's report says where it ended.
+    fn merge_rollback(&self, p: &mut Progress, back: &RunReport) {
+        for n in &back.nodes {
+            let Some(i) = self.farm.index_of(&n.name) else {
+                continue;
+            };
+            let Some(r) = p.reports.get_mut(&i) else {
+                continue;
+            };
+            r.in_rotation = n.in_rotation;
+            if n.version.is_some() {
+                r.version = n.version.clone();
+            }
+            for (k, ms) in &n.phase_ms {
+                *r.phase_ms.entry(format!("rollback_{k}")).or_default() += ms;
+            }
+            if n.outcome == NodeOutcome::Failed {
+                r.outcome = NodeOutcome::Failed;
+                r.error = Some(format!(
+                    "rollback: {}",
+                    n.error.as_deref().unwrap_or("failed")
+                ));
+            }
+        }
+    }
+}
+
+/// The rollback run's events, inside the run that started it: its nodes'
+/// phases and details, not a second start and end.
+struct Nested<'a>(&'a dyn Reporter);
+
+impl Reporter for Nested<'_> {
+    fn phase(&self, node: &str, phase: Phase) {
+        self.0.phase(node, phase);
+    }
+    fn detail(&self, node: &str, message: &str) {
+        self.0.detail(node, message);
+    }
+    fn node_finished(&self, node: &NodeReport) {
+        let how = match node.outcome {
+            NodeOutcome::Succeeded => format!(
+                "rolled back: serves {} and is in rotation",
+                node.version.as_deref().unwrap_or("the earlier release")
+            ),
+            _ => format!(
+                "rollback FAILED: {}",
+                node.error.as_deref().unwrap_or("no reason given")
+            ),
+        };
+        self.0.detail(&node.name, &how);
+    }
+    fn note(&self, message: &str) {
+        self.0.note(message);
+    }
+}
