@@ -341,6 +341,10 @@ pub struct DemoArgs {
     /// Run a rolling deployment of a generated release 2.0.0 instead.
     #[arg(long)]
     pub deploy: bool,
+    /// With --deploy: release 2.0.0 fails 5% of its requests (its
+    /// farm-sim.yaml); a 20s canary soak catches it and rolls it back.
+    #[arg(long, requires = "deploy")]
+    pub bad_release: bool,
     #[arg(short = 'o', long, value_enum, default_value = "text")]
     pub output: Output,
 }

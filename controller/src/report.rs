@@ -171,7 +171,10 @@ pub fn summary(r: &RunReport) -> String {
     if let Some(h) = &r.halted {
         out.push_str(&format!("halted: {h}\n"));
         let failed = r.nodes.iter().any(|n| n.outcome == NodeOutcome::Failed);
-        out.push_str(&format!(
+        if r.rolled_back == Some(true) {
+            out.push_str("nothing to resume: the release was rolled back; deploy a fixed one\n");
+        } else {
+            out.push_str(&format!(
             "to finish it: farmctl resume {}{}\n",
             r.run_id,
             if failed {
@@ -180,6 +183,7 @@ pub fn summary(r: &RunReport) -> String {
                 ""
             }
         ));
+        }
     }
     for n in &r.nodes {
         let pids = n

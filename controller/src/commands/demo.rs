@@ -11,7 +11,9 @@ use crate::exit::{CommandError, CommandResult, ExitStatus};
 use crate::farm::{Farm, Transport};
 use crate::operator::AssumeYes;
 use crate::run::{self, DeployRequest, RunRequest, RunSettings};
-use crate::sandbox::{release_package, Sandbox, SandboxSpec, SITE, SITE_HOST};
+use crate::sandbox::{
+    faulty_release_package, release_package, Sandbox, SandboxSpec, SITE, SITE_HOST,
+};
 use crate::traffic::Traffic;
 
 pub async fn run(args: &DemoArgs, settings: &Settings) -> CommandResult {
@@ -59,8 +61,12 @@ const NEXT_RELEASE: &str = "2.0.0";
 
 async fn demo(args: &DemoArgs, settings: &Settings, sandbox: &Sandbox) -> CommandResult {
     let inventory = sandbox.inventory.clone();
-    let package = release_package(&sandbox.dir, NEXT_RELEASE)
-        .map_err(|e| CommandError::failed(format!("could not write the demo's release: {e}")))?;
+    let package = if args.bad_release {
+        faulty_release_package(&sandbox.dir, NEXT_RELEASE, "error_rate: 0.05\n")
+    } else {
+        release_package(&sandbox.dir, NEXT_RELEASE)
+    }
+    .map_err(|e| CommandError::failed(format!("could not write the demo's release: {e}")))?;
     if args.serve {
         println!(
             "simulated farm of {} nodes is up; inventory: {}",
@@ -113,6 +119,9 @@ async fn demo(args: &DemoArgs, settings: &Settings, sandbox: &Sandbox) -> Comman
             version: NEXT_RELEASE.into(),
             package: Some(package),
         });
+        if args.bad_release {
+            request.soak = Some(std::time::Duration::from_secs(20));
+        }
     }
     let run_settings = RunSettings::resolve(&farm.inventory, &request)?;
     // The demo keeps its journals with its farm unless told otherwise.

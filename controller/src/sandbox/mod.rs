@@ -272,5 +272,8 @@ fn inventory_yaml(
             String::new()
         },
     ));
+    // A canary soak (`deploy --soak`) on a sandbox's light traffic: a
+    // judgement every 5 s, 50 requests enough.
+    y.push_str("analysis:\n  interval: 5s\n  min_requests: 50\n");
     y
 }
