@@ -234,6 +234,31 @@ impl Reporter for Notified<'_> {
     fn note(&self, message: &str) {
         self.inner.note(message);
     }
+    fn analysis_interval(&self, interval: &crate::report::IntervalReport) {
+        self.inner.analysis_interval(interval);
+    }
+    fn analysis_verdict(&self, a: &crate::report::AnalysisReport, action: &str) {
+        self.inner.analysis_verdict(a, action);
+        if let Some(n) = self.notifier {
+            let verdict = a.verdict.map_or("cut short", |v| v.as_str());
+            let text = format!(
+                "{}: canary analysis {verdict} on {}: {} ({})",
+                n.subject(),
+                a.canaries.join(", "),
+                if action == "promote" {
+                    "the release goes on"
+                } else {
+                    "ROLLING BACK"
+                },
+                a.reason
+            );
+            n.send(
+                NotifyEvent::Verdict,
+                json!({"verdict": a.verdict, "action": action, "reason": a.reason, "canaries": a.canaries, "rollback_to": a.rollback_to}),
+                text,
+            );
+        }
+    }
     fn node_finished(&self, r: &NodeReport) {
         self.inner.node_finished(r);
         if let (Some(n), NodeOutcome::Failed) = (self.notifier, r.outcome) {

@@ -150,6 +150,23 @@ pub trait Reporter: Send + Sync {
     fn detail(&self, _node: &str, _message: &str) {}
     fn node_finished(&self, _node: &NodeReport) {}
     fn note(&self, _message: &str) {}
+    /// A judgement of the canaries during the soak.
+    fn analysis_interval(&self, interval: &IntervalReport) {
+        self.note(&interval.line());
+    }
+    /// The canary analysis decided: `promote` or `roll_back`.
+    fn analysis_verdict(&self, analysis: &AnalysisReport, action: &str) {
+        self.note(&format!(
+            "canary analysis: {} — {} ({})",
+            analysis.verdict.map_or("cut short", |v| v.as_str()),
+            if action == "promote" {
+                "the release goes on to the other nodes"
+            } else {
+                "rolling back"
+            },
+            analysis.reason
+        ));
+    }
     fn run_finished(&self, _report: &RunReport) {}
 }
 
@@ -317,6 +334,14 @@ impl Reporter for Tee {
     fn note(&self, message: &str) {
         self.0.iter().for_each(|r| r.note(message));
     }
+    fn analysis_interval(&self, interval: &IntervalReport) {
+        self.0.iter().for_each(|r| r.analysis_interval(interval));
+    }
+    fn analysis_verdict(&self, analysis: &AnalysisReport, action: &str) {
+        self.0
+            .iter()
+            .for_each(|r| r.analysis_verdict(analysis, action));
+    }
     fn run_finished(&self, report: &RunReport) {
         self.0.iter().for_each(|r| r.run_finished(report));
     }
@@ -417,5 +442,28 @@ impl Reporter for JsonLines {
     }
     fn note(&self, message: &str) {
         self.event("note", serde_json::json!({"message": message}));
+    }
+    fn analysis_interval(&self, interval: &IntervalReport) {
+        self.event(
+            "analysis_interval",
+            serde_json::json!({
+                "elapsed_s": interval.elapsed_s,
+                "result": interval.result,
+                "metrics": interval.metrics,
+            }),
+        );
+    }
+    fn analysis_verdict(&self, a: &AnalysisReport, action: &str) {
+        self.event(
+            "analysis_verdict",
+            serde_json::json!({
+                "verdict": a.verdict,
+                "action": action,
+                "reason": a.reason,
+                "canaries": a.canaries,
+                "baseline": a.baseline,
+                "rollback_to": a.rollback_to,
+            }),
+        );
     }
 }

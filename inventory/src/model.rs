@@ -69,6 +69,8 @@ pub enum NotifyEvent {
     NodeFailed,
     Halted,
     Finished,
+    /// A canary analysis reached its verdict.
+    Verdict,
 }
 
 impl NotifyEvent {
@@ -78,6 +80,7 @@ impl NotifyEvent {
             NotifyEvent::NodeFailed => "node_failed",
             NotifyEvent::Halted => "halted",
             NotifyEvent::Finished => "finished",
+            NotifyEvent::Verdict => "verdict",
         }
     }
 }

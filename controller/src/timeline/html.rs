@@ -186,6 +186,10 @@ svg text{{font-size:12px}}#errors li{{margin:4px 0}}\
     }
     h.push_str("</svg>\n");
 
+    if let Some(a) = &t.analysis {
+        analysis(&mut h, a);
+    }
+
     // Nodes: outcome, version, error where it happened.
     h.push_str("<h2>Nodes</h2>\n<table id=\"nodes\"><tr><th>node</th><th>ended</th>");
     if t.release.is_some() {
@@ -245,6 +249,120 @@ svg text{{font-size:12px}}#errors li{{margin:4px 0}}\
     }
     h.push_str("<p><small>farmctl runs show --html</small></p>\n</body></html>\n");
     h
+}
+
+/// One chart of a soak: the canaries' and the baseline's value of a
+/// metric at each judgement.
+fn chart(
+    h: &mut String,
+    id: &str,
+    label: &str,
+    points: &[(f64, Option<f64>, Option<f64>)],
+    unit: &dyn Fn(f64) -> String,
+) {
+    let (w, ht) = (WIDTH, 120.0);
+    let end = points.iter().map(|p| p.0).fold(1.0, f64::max);
+    let top = points
+        .iter()
+        .flat_map(|p| [p.1, p.2])
+        .flatten()
+        .fold(0.0, f64::max)
+        .max(f64::MIN_POSITIVE);
+    let x = |t: f64| LEFT + t / end * w;
+    let y = |v: f64| 10.0 + (1.0 - v / top) * (ht - 30.0);
+    let line = |pick: &dyn Fn(&(f64, Option<f64>, Option<f64>)) -> Option<f64>| {
+        points
+            .iter()
+            .filter_map(|p| pick(p).map(|v| format!("{:.1},{:.1}", x(p.0), y(v))))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let _ = write!(
+        h,
+        "<h3>{label}</h3>\n<svg id=\"{id}\" width=\"{}\" height=\"{ht}\" role=\"img\">\
+<text x=\"4\" y=\"{:.1}\">{}</text><text x=\"4\" y=\"{:.1}\">0</text>\
+<polyline class=\"canary\" fill=\"none\" stroke=\"#a20025\" stroke-width=\"2\" points=\"{}\"><title>canaries</title></polyline>\
+<polyline class=\"baseline\" fill=\"none\" stroke=\"#1ba1e2\" stroke-width=\"2\" points=\"{}\"><title>baseline</title></polyline>\
+<text x=\"{:.1}\" y=\"{:.1}\">{:.0}s</text></svg>\n",
+        LEFT + w + 20.0,
+        y(top) + 4.0,
+        esc(&unit(top)),
+        y(0.0) + 4.0,
+        line(&|p| p.1),
+        line(&|p| p.2),
+        LEFT + w - 30.0,
+        ht - 2.0,
+        end
+    );
+}
+
+/// The canary analysis: verdict, the canaries' and the baseline's error
+/// rate and latency over the soak, and every judgement's figures.
+fn analysis(h: &mut String, a: &super::AnalysisLine) {
+    let verdict = a
+        .verdict
+        .map_or("no verdict (the soak was cut)", |v| v.as_str());
+    let _ = write!(
+        h,
+        "<h2>Canary analysis</h2>\n<p id=\"verdict\" class=\"{}\">{}{}{}</p>\n\
+<div class=\"legend\"><span><i style=\"background:#a20025\"></i>canaries</span><span><i style=\"background:#1ba1e2\"></i>baseline</span></div>\n",
+        if a.verdict == Some(crate::judge::Outcome::Pass) { "succeeded" } else { "failed" },
+        esc(verdict),
+        a.reason.as_ref().map(|r| format!(": {}", esc(r))).unwrap_or_default(),
+        match (a.rolled_back, &a.rollback_to) {
+            (Some(true), Some(v)) => format!(" — rolled back to {}", esc(v)),
+            (Some(false), _) => " — the rollback did not finish".into(),
+            _ => String::new(),
+        }
+    );
+    let figures = |prefix: &str| -> Vec<(f64, Option<f64>, Option<f64>)> {
+        a.intervals
+            .iter()
+            .map(|i| {
+                let (c, b) = super::AnalysisLine::figure(i, prefix);
+                (i.elapsed_s, c, b)
+            })
+            .collect()
+    };
+    chart(
+        h,
+        "analysis-errors",
+        "5xx rate",
+        &figures("error_rate"),
+        &|v| format!("{:.1}%", v * 100.0),
+    );
+    chart(
+        h,
+        "analysis-latency",
+        "latency",
+        &figures("latency_"),
+        &|v| format!("{v:.0} ms"),
+    );
+    h.push_str("<table id=\"intervals\"><tr><th>at</th><th>result</th><th>metric</th><th>canaries</th><th>baseline</th><th>limit</th><th>why</th></tr>\n");
+    for i in &a.intervals {
+        for m in &i.metrics {
+            let fmt = |v: Option<f64>| match v {
+                None => "—".to_string(),
+                Some(v) if m.name == "error_rate" => format!("{:.2}%", v * 100.0),
+                Some(v) => format!("{v:.0} ms"),
+            };
+            let _ = writeln!(
+                h,
+                "<tr><td>{:.0}s</td><td class=\"{}\">{}</td><td>{}</td><td>{} ({} req)</td><td>{} ({} req)</td><td>{}</td><td>{}</td></tr>",
+                i.elapsed_s,
+                if m.result == crate::judge::Outcome::Fail { "failed" } else { "" },
+                m.result,
+                esc(&m.name),
+                fmt(m.canary),
+                m.canary_requests,
+                fmt(m.baseline),
+                m.baseline_requests,
+                fmt(m.limit),
+                esc(&m.reason)
+            );
+        }
+    }
+    h.push_str("</table>\n");
 }
 
 #[cfg(test)]

@@ -58,6 +58,32 @@ pub struct Timeline {
     pub release: Option<String>,
     pub nodes: Vec<NodeLine>,
     pub capacity: Vec<CapacityPoint>,
+    /// The canary analysis, when the run had one.
+    pub analysis: Option<AnalysisLine>,
+}
+
+/// A run's canary analysis as its journal tells it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AnalysisLine {
+    /// Every judgement of the soak (a resumed run's too).
+    pub intervals: Vec<crate::report::IntervalReport>,
+    /// `None` while no verdict was reached.
+    pub verdict: Option<crate::judge::Outcome>,
+    pub action: Option<crate::journal::VerdictAction>,
+    pub reason: Option<String>,
+    pub rollback_to: Option<String>,
+    /// `Some(true)` once every switched node is back.
+    pub rolled_back: Option<bool>,
+}
+
+impl AnalysisLine {
+    /// An interval's figure for a metric: (canary, baseline).
+    pub fn figure(i: &crate::report::IntervalReport, prefix: &str) -> (Option<f64>, Option<f64>) {
+        i.metrics
+            .iter()
+            .find(|m| m.name.starts_with(prefix))
+            .map_or((None, None), |m| (m.canary, m.baseline))
+    }
 }
 
 fn at(t: &str) -> Option<SystemTime> {
@@ -118,8 +144,16 @@ impl Timeline {
                         r.detail.clone().unwrap_or_else(|| "failed".into()),
                     )
                 });
+                let rolled_back_to = run
+                    .verdict
+                    .as_ref()
+                    .filter(|_| run.rolled_back == Some(true))
+                    .and_then(|v| v.rollback_to.clone());
                 let version = release.as_ref().and_then(|v| match last {
-                    Phase::Done => Some(v.clone()),
+                    Phase::Done => Some(rolled_back_to.map_or_else(
+                        || v.clone(),
+                        |back| format!("{back} (rolled back from {v})"),
+                    )),
                     _ if mine.iter().any(|r| r.phase == Phase::Reverting) => {
                         Some("previous (switched back)".into())
                     }
@@ -150,6 +184,16 @@ impl Timeline {
             release,
             nodes,
             capacity,
+            analysis: settings
+                .and_then(|s| s.analysis.as_ref())
+                .map(|_| AnalysisLine {
+                    intervals: run.intervals.clone(),
+                    verdict: run.verdict.as_ref().map(|v| v.verdict),
+                    action: run.verdict.as_ref().map(|v| v.action),
+                    reason: run.verdict.as_ref().map(|v| v.reason.clone()),
+                    rollback_to: run.verdict.as_ref().and_then(|v| v.rollback_to.clone()),
+                    rolled_back: run.rolled_back,
+                }),
         }
     }
 
@@ -192,6 +236,32 @@ impl Timeline {
             }
             if let Some((t, e)) = &n.error {
                 s.push_str(&format!("    FAILED at +{}: {e}\n", secs(*t)));
+            }
+        }
+        if let Some(a) = &self.analysis {
+            s.push_str(&format!(
+                "canary analysis: {}{}\n",
+                a.verdict
+                    .map_or("no verdict (the soak was cut)", |v| v.as_str()),
+                a.reason
+                    .as_ref()
+                    .map(|r| format!(": {r}"))
+                    .unwrap_or_default()
+            ));
+            for i in &a.intervals {
+                s.push_str(&format!("    {}\n", i.line()));
+            }
+            match (a.action, a.rolled_back) {
+                (Some(crate::journal::VerdictAction::RollBack), Some(true)) => {
+                    s.push_str(&format!(
+                        "rolled back to {}\n",
+                        a.rollback_to.as_deref().unwrap_or("the previous release")
+                    ))
+                }
+                (Some(crate::journal::VerdictAction::RollBack), _) => {
+                    s.push_str("rolling back: not finished (`farmctl resume` finishes it)\n")
+                }
+                _ => {}
             }
         }
         let lowest = self

@@ -129,6 +129,43 @@ async fn a_canary_that_fails_users_is_rolled_back_and_a_good_one_goes_on() {
     assert_eq!(releases(&farm).await, [FIRST_RELEASE; 4]);
     // Only the canary ever served it (there and back).
     assert_eq!(switches(&farm), [4, 0, 0, 0]);
+    // The journal tells it again: the judgements, the verdict, the
+    // rollback; the page draws both sides over the soak.
+    let run_id = r["run_id"].as_str().unwrap();
+    let html = farm.sandbox.dir.join("canary.html");
+    let out = farmctl(&[
+        "runs",
+        "show",
+        run_id,
+        "--html",
+        &html.display().to_string(),
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("canary analysis: fail: error_rate"), "{text}");
+    assert!(text.contains("rolled back to 1.0.0"), "{text}");
+    assert!(text.contains("on 1.0.0 (rolled back from 2.0.1)"), "{text}");
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(page.contains("id=\"analysis-errors\"") && page.contains("id=\"intervals\""));
+
+    // 500 ms slower: caught on latency the same way.
+    let slow =
+        faulty_release_package(&farm.sandbox.dir, "2.0.2", "extra_latency: 500ms\n").unwrap();
+    let out = deploy(&inv, &slow, "2.0.2").await;
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let r = json(&out);
+    assert_eq!(r["analysis"]["verdict"], "fail", "{r:#}");
+    assert!(
+        r["analysis"]["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("latency_p95"),
+        "{r:#}"
+    );
+    assert_eq!(r["rolled_back"], true);
+    assert_eq!(releases(&farm).await, [FIRST_RELEASE; 4]);
+    assert_eq!(switches(&farm), [6, 0, 0, 0]);
 
     // A good release under the same load passes and reaches every node.
     let out = deploy(&inv, &good, "2.0.0").await;
@@ -145,5 +182,91 @@ async fn a_canary_that_fails_users_is_rolled_back_and_a_good_one_goes_on() {
     assert!(
         report.failures.keys().all(|k| k.contains("500")),
         "{report:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_controller_killed_during_the_soak_never_promotes_the_canary() {
+    let farm = farm(SandboxSpec::default()).await;
+    let inv = inventory(&farm);
+    let state = tempfile::tempdir().unwrap();
+    let state_arg = state.path().display().to_string();
+    let good = release_package(&farm.sandbox.dir, "2.0.0").unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_farmctl"))
+        .args(["--state-dir", &state_arg, "-q", "deploy", "-i", &inv])
+        .args(["--site", "shop", "--package", &good.display().to_string()])
+        .args(["--version", "2.0.0", "--soak", "10s", "--yes"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    // Killed as soon as the canary is back: in the soak.
+    let journal = farm_proto::eventually!(
+        Duration::from_secs(60),
+        async {
+            let runs = state.path().join("runs");
+            std::fs::read_dir(&runs)
+                .ok()?
+                .flatten()
+                .map(|e| e.path())
+                .find(|p| {
+                    p.extension().is_some_and(|x| x == "jsonl")
+                        && std::fs::read_to_string(p)
+                            .is_ok_and(|t| t.contains("\"node\":\"web01\",\"phase\":\"done\""))
+                })
+        },
+        "the canary to be back in rotation"
+    );
+    child.start_kill().unwrap();
+    let _ = child.wait().await;
+    let text = std::fs::read_to_string(&journal).unwrap();
+    assert!(
+        !text.contains("\"type\":\"verdict\""),
+        "killed after the verdict:\n{text}"
+    );
+    let run_id = journal.file_stem().unwrap().to_str().unwrap().to_string();
+    assert_eq!(releases(&farm).await, ["2.0.0", "1.0.0", "1.0.0", "1.0.0"]);
+
+    // Resumed with no traffic at all: judged again, inconclusive, not
+    // promoted — rolled back; every judgement is a jsonl event.
+    let out = farmctl(&[
+        "--state-dir",
+        &state_arg,
+        "resume",
+        &run_id,
+        "--output",
+        "jsonl",
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let events: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert!(kinds.contains(&"analysis_interval"), "{kinds:?}");
+    let verdict = events
+        .iter()
+        .find(|e| e["event"] == "analysis_verdict")
+        .unwrap();
+    assert_eq!(verdict["verdict"], "inconclusive", "{verdict:#}");
+    assert_eq!(verdict["action"], "roll_back");
+    let last = events.last().unwrap();
+    assert_eq!(last["event"], "run_finished");
+    assert_eq!(last["report"]["rolled_back"], true, "{last:#}");
+    assert_eq!(releases(&farm).await, [FIRST_RELEASE; 4]);
+    assert_eq!(switches(&farm), [2, 0, 0, 0]);
+    // Finished: a second resume has nothing to do.
+    let again = farmctl(&["--state-dir", &state_arg, "resume", &run_id]).await;
+    assert_eq!(again.status.code(), Some(2), "{}", stderr(&again));
+    assert!(
+        stderr(&again).contains("rolled the release back"),
+        "{}",
+        stderr(&again)
     );
 }

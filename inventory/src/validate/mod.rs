@@ -264,6 +264,7 @@ fn notify(errors: &mut Errors, i: usize, n: &RawNotify) -> Notify {
             NotifyEvent::NodeFailed,
             NotifyEvent::Halted,
             NotifyEvent::Finished,
+            NotifyEvent::Verdict,
         ],
         Some(list) => list
             .iter()
@@ -273,10 +274,13 @@ fn notify(errors: &mut Errors, i: usize, n: &RawNotify) -> Notify {
                 "node_failed" => Some(NotifyEvent::NodeFailed),
                 "halted" => Some(NotifyEvent::Halted),
                 "finished" => Some(NotifyEvent::Finished),
+                "verdict" => Some(NotifyEvent::Verdict),
                 other => {
                     errors.add(
                         format!("notify[{i}].events[{k}]"),
-                        format!("`{other}`: expected started, node_failed, halted or finished"),
+                        format!(
+                            "`{other}`: expected started, node_failed, halted, finished or verdict"
+                        ),
                     );
                     None
                 }

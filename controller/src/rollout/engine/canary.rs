@@ -128,21 +128,21 @@ impl Run<'_> {
                 tracing::error!("could not write the canary verdict to the journal: {e}");
             }
         }
+        self.reporter.analysis_verdict(
+            &report,
+            match action {
+                VerdictAction::Promote => "promote",
+                VerdictAction::RollBack => "roll_back",
+            },
+        );
         match action {
-            VerdictAction::Promote => self.reporter.note(&format!(
-                "canary analysis: {verdict} — the release goes on to the other nodes ({})",
-                report.reason
-            )),
+            VerdictAction::Promote => {}
             VerdictAction::RollBack => {
-                self.reporter.note(&format!(
-                    "canary analysis: {verdict} — rolling back ({})",
-                    report.reason
-                ));
                 p.halted = Some(format!(
                     "the canary analysis found the release {}: {}",
                     match verdict {
                         Outcome::Fail => "worse than the old one",
-                        _ => "not proven (on_inconclusive: fail)",
+                        _ => "not proven (inconclusive)",
                     },
                     report.reason
                 ));
@@ -223,7 +223,7 @@ impl Run<'_> {
                 result: j.result,
                 metrics: j.metrics.clone(),
             };
-            self.reporter.note(&interval.line());
+            self.reporter.analysis_interval(&interval);
             if let Some(jn) = self.journal {
                 if let Err(e) = jn.append(&Record::Interval(interval.clone())).await {
                     tracing::warn!("could not journal a canary judgement: {e}");
@@ -418,5 +418,11 @@ impl Reporter for Nested<'_> {
     }
     fn note(&self, message: &str) {
         self.0.note(message);
+    }
+    fn analysis_interval(&self, interval: &IntervalReport) {
+        self.0.analysis_interval(interval);
+    }
+    fn analysis_verdict(&self, a: &AnalysisReport, action: &str) {
+        self.0.analysis_verdict(a, action);
     }
 }
