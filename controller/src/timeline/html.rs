@@ -251,15 +251,12 @@ svg text{{font-size:12px}}#errors li{{margin:4px 0}}\
     h
 }
 
+/// A judgement's second into the soak, the canaries' and the baseline's value.
+type Point = (f64, Option<f64>, Option<f64>);
+
 /// One chart of a soak: the canaries' and the baseline's value of a
 /// metric at each judgement.
-fn chart(
-    h: &mut String,
-    id: &str,
-    label: &str,
-    points: &[(f64, Option<f64>, Option<f64>)],
-    unit: &dyn Fn(f64) -> String,
-) {
+fn chart(h: &mut String, id: &str, label: &str, points: &[Point], unit: &dyn Fn(f64) -> String) {
     let (w, ht) = (WIDTH, 120.0);
     let end = points.iter().map(|p| p.0).fold(1.0, f64::max);
     let top = points
@@ -270,7 +267,7 @@ fn chart(
         .max(f64::MIN_POSITIVE);
     let x = |t: f64| LEFT + t / end * w;
     let y = |v: f64| 10.0 + (1.0 - v / top) * (ht - 30.0);
-    let line = |pick: &dyn Fn(&(f64, Option<f64>, Option<f64>)) -> Option<f64>| {
+    let line = |pick: &dyn Fn(&Point) -> Option<f64>| {
         points
             .iter()
             .filter_map(|p| pick(p).map(|v| format!("{:.1},{:.1}", x(p.0), y(v))))
@@ -315,7 +312,7 @@ fn analysis(h: &mut String, a: &super::AnalysisLine) {
             _ => String::new(),
         }
     );
-    let figures = |prefix: &str| -> Vec<(f64, Option<f64>, Option<f64>)> {
+    let figures = |prefix: &str| -> Vec<Point> {
         a.intervals
             .iter()
             .map(|i| {
