@@ -116,6 +116,14 @@ pub struct RunTimeouts {
     pub stop: Duration,
     #[serde(with = "humantime_serde")]
     pub lease_ttl: Duration,
+    /// A node step that makes no progress for this long fails
+    /// (`rollout.progress_deadline`); none: each step's own bound only.
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub progress_deadline: Option<Duration>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -279,6 +287,7 @@ impl RunSettings {
                 return_: r.healthy_timeout.max(Duration::from_secs(30)),
                 stop: r.stop_timeout,
                 lease_ttl: r.lease_ttl,
+                progress_deadline: r.progress_deadline,
             },
             deploy,
             analysis: AnalysisSettings::resolve(inv, req),

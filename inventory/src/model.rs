@@ -557,6 +557,8 @@ pub struct Rollout {
     /// `iisreset /stop /timeout:N` of a reset: how long in-flight requests
     /// get before the stop is forced.
     pub stop_timeout: Duration,
+    /// A node step that makes no progress for this long fails.
+    pub progress_deadline: Option<Duration>,
 }
 
 impl Rollout {

@@ -229,6 +229,8 @@ pub struct RawRollout {
     pub strategy: Option<String>,
     /// A reset's graceful stop timeout (`iisreset /stop /timeout:N`).
     pub stop_timeout: Option<String>,
+    /// A node step that makes no progress for this long fails.
+    pub progress_deadline: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -494,12 +494,39 @@ impl NodeRun<'_> {
         }
     }
 
+    /// Does `action`, within `rollout.progress_deadline` when there is
+    /// one: a step that makes no progress for that long fails the node
+    /// like any failure of that step.
     async fn perform(
         &self,
         agent: &dyn AgentApi,
         action: Action,
         report: &mut NodeReport,
     ) -> Event {
+        let Some(limit) = self.settings.timeouts.progress_deadline else {
+            return self.act(agent, action, report).await;
+        };
+        let failed = |step: &str| {
+            format!(
+                "no progress in {step} within rollout.progress_deadline ({})",
+                humantime::format_duration(limit)
+            )
+        };
+        let stuck = match &action {
+            Action::Drain => Event::DrainFailed(failed("the drain")),
+            Action::Quiesce { .. } => Event::LoadUnknown(failed("quiescing")),
+            Action::Operate { .. } => Event::OperationFailed(failed("the operation")),
+            Action::Probe { .. } => Event::Unhealthy(failed("the health probe")),
+            Action::Return { .. } => Event::ReturnFailed(failed("the return")),
+            Action::Switch { .. } => Event::SwitchFailed(failed("the switch")),
+            Action::Revert { .. } => Event::RevertFailed(failed("the switch back")),
+        };
+        tokio::time::timeout(limit, self.act(agent, action, report))
+            .await
+            .unwrap_or(stuck)
+    }
+
+    async fn act(&self, agent: &dyn AgentApi, action: Action, report: &mut NodeReport) -> Event {
         let node = self.farm.node(self.node);
         let lb = &*self.farm.lb;
         let left = |deadline: Instant| deadline.saturating_duration_since(Instant::now());

@@ -759,3 +759,30 @@ async fn arr_servers_are_drained_until_no_request_is_left() {
     assert_eq!(arr.iter().filter(|w| **w == What::Drained).count(), 3);
     assert_eq!(arr.iter().filter(|w| **w == What::Returned).count(), 3);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_step_without_progress_fails_at_the_progress_deadline() {
+    // web01's recycle never ends (the agent holds the call for an hour);
+    // the operation's own bound is longer still.
+    let mut b = nodes(3);
+    b[0].operate_time = Duration::from_secs(3_600);
+    let ff = fake_farm(
+        b,
+        "rollout: {operation_timeout: 2h, progress_deadline: 30s}\n",
+    );
+    let s = settings(&ff);
+    let started = Instant::now();
+    let report = run(&ff, &s).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(120),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(outcomes(&report), [Failed, Skipped, Skipped]);
+    let error = report.nodes[0].error.as_deref().unwrap();
+    assert!(
+        error.contains("no progress in the operation within rollout.progress_deadline (30s)"),
+        "{error}"
+    );
+    assert!(report.halted.is_some());
+}

@@ -157,6 +157,13 @@ pub(super) fn rollout(errors: &mut Errors, r: &RawRollout, node_count: usize) ->
             r.stop_timeout.as_deref(),
             Duration::from_secs(60),
         ),
+        progress_deadline: r.progress_deadline.as_deref().map(|d| {
+            errors.duration(
+                "rollout.progress_deadline",
+                Some(d),
+                Duration::from_secs(600),
+            )
+        }),
     }
 }
 

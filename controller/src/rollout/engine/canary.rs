@@ -18,6 +18,8 @@ use crate::report::{AnalysisReport, IntervalReport, NodeReport, Reporter, RunRep
 
 /// The Traffic window an agent keeps, in seconds.
 const AGENT_WINDOW_S: u64 = 300;
+/// How long past the soak a verdict may take before it is inconclusive.
+const VERDICT_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Where a run's analysis stands, from its journal when it is resumed.
 #[derive(Debug, Clone, PartialEq)]
@@ -215,7 +217,20 @@ impl Run<'_> {
                 .as_secs_f64()
                 .ceil()
                 .clamp(1.0, AGENT_WINDOW_S as f64) as u32;
-            let (c, b) = tokio::join!(self.sample(canaries, last_s), self.sample(baseline, last_s));
+            // A verdict within the soak plus a bound, or none: figures
+            // that do not come make the analysis inconclusive, not stuck.
+            let figures = tokio::time::timeout_at(end + VERDICT_GRACE.max(a.interval), async {
+                tokio::join!(self.sample(canaries, last_s), self.sample(baseline, last_s))
+            })
+            .await;
+            let Ok((c, b)) = figures else {
+                report.verdict = Some(Outcome::Inconclusive);
+                report.reason = format!(
+                    "no verdict within the soak plus {}: the agents' traffic figures did not come",
+                    humantime::format_duration(VERDICT_GRACE.max(a.interval))
+                );
+                return report;
+            };
             let j = judge::judge(&c, &b, &limits);
             let interval = IntervalReport {
                 at: crate::clock::now(),
