@@ -134,10 +134,28 @@ impl Judgement {
 
 /// Judges the canaries against the baseline.
 pub fn judge(canary: &Sample, baseline: &Sample, limits: &Limits) -> Judgement {
-    let metrics = vec![
-        errors(canary, baseline, limits),
+    judge_with_lb(canary, baseline, None, limits)
+}
+
+/// Judges the canaries against the baseline from the nodes' own logs and,
+/// when the load balancer counts them, from its view too (`lb`: canary,
+/// baseline): its 5xx, failed connections and failed responses, judged
+/// like the 5xx rate (`lb_error_rate`) — errors a node never logged.
+pub fn judge_with_lb(
+    canary: &Sample,
+    baseline: &Sample,
+    lb: Option<(&Sample, &Sample)>,
+    limits: &Limits,
+) -> Judgement {
+    let mut metrics = vec![
+        errors("error_rate", canary, baseline, limits),
         latency(canary, baseline, limits),
     ];
+    if let Some((c, b)) = lb {
+        let mut m = errors("lb_error_rate", c, b, limits);
+        m.test = format!("{} (the load balancer's counts)", m.test);
+        metrics.push(m);
+    }
     let result = if metrics.iter().any(|m| m.result == Outcome::Fail) {
         Outcome::Fail
     } else if metrics.iter().any(|m| m.result == Outcome::Inconclusive) {
@@ -166,11 +184,11 @@ fn too_few(canary: u64, baseline: u64, min: u64, what: &str) -> Option<String> {
     }
 }
 
-fn errors(c: &Sample, b: &Sample, limits: &Limits) -> Metric {
+fn errors(name: &str, c: &Sample, b: &Sample, limits: &Limits) -> Metric {
     let (pc, pb) = (c.error_rate(), b.error_rate());
     let limit = pb.map(|pb| pb + limits.errors_max_increase);
     let mut m = Metric {
-        name: "error_rate".into(),
+        name: name.into(),
         canary: pc,
         baseline: pb,
         limit,
@@ -397,6 +415,31 @@ mod tests {
         // Slower by a few milliseconds only: below the floor, a pass.
         let j = judge(&sample(600, 0, 3), &sample(1_800, 0, 1), &limits());
         assert_eq!(metric(&j, "latency_p95").result, Outcome::Pass, "{j:?}");
+    }
+
+    #[test]
+    fn errors_only_the_balancer_saw_fail_the_canary() {
+        // The node's log is clean (the failures never reached IIS), the
+        // LB saw 20 failed connections in 400 on the canary.
+        let lb_canary = Sample {
+            requests: 400,
+            errors: 20,
+            ..Sample::default()
+        };
+        let lb_baseline = Sample {
+            requests: 1_200,
+            errors: 0,
+            ..Sample::default()
+        };
+        let j = judge_with_lb(
+            &sample(380, 0, 10),
+            &sample(1_200, 0, 10),
+            Some((&lb_canary, &lb_baseline)),
+            &limits(),
+        );
+        assert_eq!(metric(&j, "error_rate").result, Outcome::Pass);
+        assert_eq!(metric(&j, "lb_error_rate").result, Outcome::Fail, "{j:?}");
+        assert_eq!(j.result, Outcome::Fail);
     }
 
     #[test]

@@ -43,6 +43,45 @@ pub struct NodeStatus {
     /// Far from its peers on the same window (`null`: not enough data).
     pub outlier: Option<bool>,
     pub outlier_reasons: Vec<String>,
+    /// The node's traffic as the load balancer counts it (counters since
+    /// the LB started; `null` when the driver cannot say).
+    pub lb_traffic: Option<crate::lb::LbTraffic>,
+    /// The LB saw failures the node's log cannot show (failed connections
+    /// and responses) since the previous reading of `--watch`; `null`
+    /// without two readings or an LB that counts.
+    pub lb_disagrees: Option<bool>,
+    pub lb_disagree_reason: Option<String>,
+}
+
+/// Failures only the LB saw, between two readings, that flag a node:
+/// at least this many...
+const DISAGREE_MIN: u64 = 5;
+/// ...and this share of the requests it sent the node.
+const DISAGREE_SHARE: f64 = 0.01;
+
+/// Whether the LB saw failures the node cannot have logged between two
+/// readings (`then`, `now`), and what.
+pub fn lb_disagreement(
+    then: &crate::lb::LbTraffic,
+    now: &crate::lb::LbTraffic,
+    seconds: f64,
+) -> (bool, Option<String>) {
+    let d = now.since(then);
+    let unseen = d.connect_errors.unwrap_or(0) + d.response_errors.unwrap_or(0);
+    let sent = d.requests().max(1);
+    if unseen >= DISAGREE_MIN && unseen as f64 >= DISAGREE_SHARE * sent as f64 {
+        (
+            true,
+            Some(format!(
+                "the load balancer saw {} failed connection(s) and {} failed response(s) in {} request(s) over the last {seconds:.0}s that never reach the node's log",
+                d.connect_errors.unwrap_or(0),
+                d.response_errors.unwrap_or(0),
+                d.requests()
+            )),
+        )
+    } else {
+        (false, None)
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -91,6 +130,9 @@ fn node_status(o: &Observation, name: &str, agent: &str, drains: bool) -> NodeSt
         traffic: None,
         outlier: None,
         outlier_reasons: Vec::new(),
+        lb_traffic: None,
+        lb_disagrees: None,
+        lb_disagree_reason: None,
     };
     match &o.view {
         Ok(v) => {
@@ -157,10 +199,12 @@ async fn snapshot(farm: &crate::farm::Farm, settings: &Settings) -> Snapshot {
         Ok(m) => (m, None),
         Err(e) => (Vec::new(), Some(e.to_string())),
     };
-    let (observed, (traffic, verdicts)) = tokio::join!(
+    let (observed, (traffic, verdicts), lb_traffic) = tokio::join!(
         observe::observe(farm, &members),
-        crate::health::survey(farm, TRAFFIC_WINDOW_S)
+        crate::health::survey(farm, TRAFFIC_WINDOW_S),
+        farm.lb.traffic(&farm.inventory.nodes)
     );
+    let lb_traffic = lb_traffic.ok().flatten().unwrap_or_default();
     let drains = farm.lb.drains();
     let mut nodes: Vec<NodeStatus> = observed
         .iter()
@@ -169,6 +213,9 @@ async fn snapshot(farm: &crate::farm::Farm, settings: &Settings) -> Snapshot {
             node_status(o, &n.name, &n.agent, drains)
         })
         .collect();
+    for (n, t) in nodes.iter_mut().zip(lb_traffic) {
+        n.lb_traffic = t;
+    }
     for ((n, t), v) in nodes.iter_mut().zip(&traffic).zip(verdicts) {
         n.traffic = t.clone();
         n.outlier = v.outlier;
@@ -248,8 +295,24 @@ async fn watch(farm: &crate::farm::Farm, args: &StatusArgs, settings: &Settings)
     let output = args.inv.output;
     let terminal = output == Output::Text && std::io::stdout().is_terminal();
     let mut shown = 0u64;
+    let mut previous: Option<(std::time::Instant, Vec<Option<crate::lb::LbTraffic>>)> = None;
     loop {
-        let snap = snapshot(farm, settings).await;
+        let mut snap = snapshot(farm, settings).await;
+        let now = std::time::Instant::now();
+        if let Some((at, before)) = &previous {
+            let seconds = now.duration_since(*at).as_secs_f64();
+            for (n, then) in snap.nodes.iter_mut().zip(before) {
+                if let (Some(then), Some(lb)) = (then, &n.lb_traffic) {
+                    let (flag, why) = lb_disagreement(then, lb, seconds);
+                    n.lb_disagrees = Some(flag);
+                    n.lb_disagree_reason = why;
+                }
+            }
+        }
+        previous = Some((
+            now,
+            snap.nodes.iter().map(|n| n.lb_traffic.clone()).collect(),
+        ));
         let when = crate::clock::now();
         let mut out = std::io::stdout().lock();
         match output {
@@ -368,6 +431,13 @@ fn traffic_table(nodes: &[NodeStatus]) -> String {
             }
         ));
     }
+    for n in nodes.iter().filter(|n| n.lb_disagrees == Some(true)) {
+        out.push_str(&format!(
+            "{}: LB DISAGREES: {}\n",
+            n.name,
+            n.lb_disagree_reason.as_deref().unwrap_or("")
+        ));
+    }
     out
 }
 
@@ -423,4 +493,35 @@ fn table(nodes: &[NodeStatus]) -> String {
         ));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lb_disagreement;
+    use crate::lb::LbTraffic;
+
+    fn counts(responses: u64, econ: u64, eresp: u64) -> LbTraffic {
+        LbTraffic {
+            responses: Some(responses),
+            status_5xx: Some(0),
+            connect_errors: Some(econ),
+            response_errors: Some(eresp),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn failures_only_the_balancer_saw_are_flagged() {
+        let then = counts(1_000, 2, 0);
+        // 200 more requests, 9 more failed connections, 3 cut responses.
+        let (flag, why) = lb_disagreement(&then, &counts(1_200, 11, 3), 2.0);
+        assert!(flag);
+        assert!(why
+            .unwrap()
+            .contains("9 failed connection(s) and 3 failed response(s)"));
+        // A few in many: noise, not a disagreement.
+        assert!(!lb_disagreement(&then, &counts(5_000, 4, 0), 2.0).0);
+        // Counters that went back (the LB restarted): counted from zero.
+        assert!(!lb_disagreement(&then, &counts(10, 0, 0), 2.0).0);
+    }
 }

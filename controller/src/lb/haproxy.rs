@@ -37,6 +37,8 @@ pub struct ServerStat {
     pub status: String,
     /// Current sessions.
     pub scur: u64,
+    /// What users got through it, when the columns are there.
+    pub traffic: super::LbTraffic,
 }
 
 impl Haproxy {
@@ -205,16 +207,52 @@ pub fn parse_stat(text: &str) -> Result<Vec<(String, ServerStat)>, StatError> {
             .ok_or_else(|| StatError(format!("no `{name}` column")))
     };
     let (px, sv, scur, status) = (col("pxname")?, col("svname")?, col("scur")?, col("status")?);
+    // Counters: by name, absent columns (older builds, trimmed answers)
+    // read as unknown; empty fields are empty, not 0.
+    let opt = |name: &str| headers.iter().position(|h| h == name);
+    let hrsp: Vec<Option<usize>> = [
+        "hrsp_1xx",
+        "hrsp_2xx",
+        "hrsp_3xx",
+        "hrsp_4xx",
+        "hrsp_5xx",
+        "hrsp_other",
+    ]
+    .iter()
+    .map(|n| opt(n))
+    .collect();
+    let (econ, eresp, qcur, rtime, ttime) = (
+        opt("econ"),
+        opt("eresp"),
+        opt("qcur"),
+        opt("rtime"),
+        opt("ttime"),
+    );
     let mut out = Vec::new();
     for rec in rdr.records() {
         let rec = rec.map_err(|e| e.to_string())?;
         let get = |i: usize| rec.get(i).unwrap_or("").to_string();
+        let num = |i: Option<usize>| {
+            i.and_then(|i| rec.get(i))
+                .and_then(|v| v.parse::<u64>().ok())
+        };
+        let responses: Vec<Option<u64>> = hrsp.iter().map(|&i| num(i)).collect();
+        let answered = responses.iter().flatten().sum::<u64>();
         out.push((
             get(px),
             ServerStat {
                 name: get(sv),
                 status: get(status),
                 scur: get(scur).parse().unwrap_or(0),
+                traffic: super::LbTraffic {
+                    responses: responses.iter().any(Option::is_some).then_some(answered),
+                    status_5xx: responses[4],
+                    connect_errors: num(econ),
+                    response_errors: num(eresp),
+                    queue: num(qcur),
+                    rtime_ms: num(rtime),
+                    ttime_ms: num(ttime),
+                },
             },
         ));
     }
@@ -246,6 +284,24 @@ impl LoadBalancer for Haproxy {
 
     fn drains(&self) -> bool {
         true
+    }
+
+    async fn traffic(
+        &self,
+        nodes: &[Node],
+    ) -> Result<Option<Vec<Option<super::LbTraffic>>>, LbError> {
+        let servers = self.servers().await?;
+        Ok(Some(
+            nodes
+                .iter()
+                .map(|n| {
+                    servers
+                        .iter()
+                        .find(|s| s.name == n.lb_server)
+                        .map(|s| s.traffic.clone())
+                })
+                .collect(),
+        ))
     }
 
     async fn members(&self, nodes: &[Node]) -> Result<Vec<Member>, LbError> {
@@ -316,6 +372,29 @@ shop,web02,0,0,0,5,,60,DRAIN,1,L7OK,\"a, b\"\n\
 shop,web03,0,0,0,0,,0,MAINT,1,,\n\
 shop,BACKEND,0,0,2,10,200,120,UP,3,,\n";
 
+    /// The reference's verbatim HAProxy 2.6 `show stat` lines (blue/green).
+    const STAT_26: &str = "# pxname,svname,qcur,qmax,scur,smax,slim,stot,bin,bout,dreq,dresp,ereq,econ,eresp,wretr,wredis,status,weight,act,bck,chkfail,chkdown,lastchg,downtime,qlimit,pid,iid,sid,throttle,lbtot,tracked,type,rate,rate_lim,rate_max,check_status,check_code,check_duration,hrsp_1xx,hrsp_2xx,hrsp_3xx,hrsp_4xx,hrsp_5xx,hrsp_other,hanafail,req_rate,req_rate_max,req_tot,cli_abrt,srv_abrt,comp_in,comp_out,comp_byp,comp_rsp,lastsess,last_chk,last_agt,qtime,ctime,rtime,ttime,agent_status,agent_code,agent_duration,check_desc,agent_desc,check_rise,check_fall,check_health,agent_rise,agent_fall,agent_health,addr,cookie,mode,algo,conn_rate,conn_rate_max,conn_tot,intercepted,dcon,dses,wrew,connect,reuse,cache_lookups,cache_hits,srv_icur,src_ilim,qtime_max,ctime_max,rtime_max,ttime_max,eint,idle_conn_cur,safe_conn_cur,used_conn_cur,need_conn_est,uweight,agg_server_check_status,-,ssl_sess,ssl_reused_sess,ssl_failed_handshake,h2_headers_rcvd,h2_data_rcvd,h2_settings_rcvd,h2_rst_stream_rcvd,h2_goaway_rcvd,h2_detected_conn_protocol_errors,h2_detected_strm_protocol_errors,h2_rst_stream_resp,h2_goaway_resp,h2_open_connections,h2_backend_open_streams,h2_total_connections,h2_backend_total_streams,h1_open_connections,h1_open_streams,h1_total_connections,h1_total_streams,h1_bytes_in,h1_bytes_out,h1_spliced_bytes_in,h1_spliced_bytes_out,\n\
+blue,blue,0,0,0,1,10,3,243,2067,,0,,0,0,0,0,UP,1,1,0,0,1,547,0,,1,3,1,,3,,2,0,,1,L7OK,200,2,0,3,0,0,0,0,,,,3,0,0,,,,,497,,,0,0,1,1,,,,Layer7 check passed,,2,2,3,,,,[::1]:3000,,http,,,,,,,,0,3,0,,,0,,0,0,1,1,0,0,0,0,1,1,,-,0,0,0,,,,,,,,,,,,,,,,,,,,,,\n\
+green,green,0,0,0,0,10,0,0,0,,0,,0,0,0,0,DOWN,1,1,0,1,2,551,551,,1,4,1,,0,,2,0,,0,L4CON,,0,0,0,0,0,0,0,,,,0,0,0,,,,,-1,Connection refused,,0,0,0,0,,,,Layer4 connection problem,,2,2,0,,,,[::1]:4000,,http,,,,,,,,0,0,0,,,0,,0,0,0,0,0,0,0,0,1,1,,-,0,0,0,,,,,,,,,,,,,,,,,,,,,,\n";
+
+    #[test]
+    fn show_stat_counters_of_a_real_haproxy_26() {
+        let s = parse_stat(STAT_26).unwrap();
+        let blue = &s[0].1;
+        assert_eq!((blue.name.as_str(), blue.status.as_str()), ("blue", "UP"));
+        // hrsp_2xx 3; rtime 1, ttime 1; no connect or response error.
+        let t = &blue.traffic;
+        assert_eq!(t.responses, Some(3));
+        assert_eq!(t.status_5xx, Some(0));
+        assert_eq!((t.connect_errors, t.response_errors), (Some(0), Some(0)));
+        assert_eq!(
+            (t.rtime_ms, t.ttime_ms, t.queue),
+            (Some(1), Some(1), Some(0))
+        );
+        assert_eq!(s[1].1.status, "DOWN");
+        assert_eq!(s[1].1.traffic.responses, Some(0));
+    }
+
     #[test]
     fn show_stat_is_read_by_header_name() {
         let s = parse_stat(STAT).unwrap();
@@ -329,7 +408,11 @@ shop,BACKEND,0,0,2,10,200,120,UP,3,,\n";
             &ServerStat {
                 name: "web01".into(),
                 status: "UP".into(),
-                scur: 2
+                scur: 2,
+                traffic: crate::lb::LbTraffic {
+                    queue: Some(0),
+                    ..Default::default()
+                }
             }
         );
         assert_eq!(shop[1].status, "DRAIN");

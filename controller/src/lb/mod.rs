@@ -224,6 +224,56 @@ pub enum LbError {
     },
 }
 
+/// A node's traffic as the load balancer saw it: cumulative counters
+/// (since the LB's start; take differences) and current gauges. `None`:
+/// this LB does not count it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct LbTraffic {
+    /// Responses the node gave through the LB (all classes).
+    pub responses: Option<u64>,
+    pub status_5xx: Option<u64>,
+    /// Connections to the node that failed (HAProxy `econ`).
+    pub connect_errors: Option<u64>,
+    /// Responses that failed or were cut (HAProxy `eresp`).
+    pub response_errors: Option<u64>,
+    /// Requests queued for the node now.
+    pub queue: Option<u64>,
+    /// Average response and total times, ms, over the LB's last requests.
+    pub rtime_ms: Option<u64>,
+    pub ttime_ms: Option<u64>,
+}
+
+impl LbTraffic {
+    /// What users did not get from the node, as the LB saw it: 5xx,
+    /// failed connections, failed responses.
+    pub fn failures(&self) -> u64 {
+        self.status_5xx.unwrap_or(0)
+            + self.connect_errors.unwrap_or(0)
+            + self.response_errors.unwrap_or(0)
+    }
+
+    /// Requests the node was sent: answered or failed to connect.
+    pub fn requests(&self) -> u64 {
+        self.responses.unwrap_or(0) + self.connect_errors.unwrap_or(0)
+    }
+
+    /// The counters' growth since `before` (a restarted LB counts again
+    /// from zero: then from zero).
+    pub fn since(&self, before: &LbTraffic) -> LbTraffic {
+        let d = |now: Option<u64>, then: Option<u64>| match (now, then) {
+            (Some(n), Some(t)) if n >= t => Some(n - t),
+            (n, _) => n,
+        };
+        LbTraffic {
+            responses: d(self.responses, before.responses),
+            status_5xx: d(self.status_5xx, before.status_5xx),
+            connect_errors: d(self.connect_errors, before.connect_errors),
+            response_errors: d(self.response_errors, before.response_errors),
+            ..self.clone()
+        }
+    }
+}
+
 /// One node as the load balancer driver needs it.
 pub struct Target<'a> {
     pub node: &'a Node,
@@ -267,6 +317,12 @@ pub trait LoadBalancer: Send + Sync {
     /// while the node is out, so a drain the LB forgot (a reload, a config
     /// sync) is noticed. `None` when this driver cannot tell.
     async fn still_drained(&self, _target: &Target<'_>) -> Result<Option<bool>, LbError> {
+        Ok(None)
+    }
+
+    /// Each node's traffic as the LB counts it (in `nodes` order; `None`
+    /// for a node it does not know); `None` when this driver cannot say.
+    async fn traffic(&self, _nodes: &[Node]) -> Result<Option<Vec<Option<LbTraffic>>>, LbError> {
         Ok(None)
     }
 

@@ -117,6 +117,14 @@ async fn a_canary_that_fails_users_is_rolled_back_and_a_good_one_goes_on() {
         .unwrap()
         .clone();
     assert_eq!(errors["result"], "fail", "{errors:#}");
+    // Cross-checked with HAProxy's counts of the same requests.
+    let lb = last["metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "lb_error_rate")
+        .unwrap_or_else(|| panic!("no LB metric: {last:#}"));
+    assert!(lb["canary"].as_f64().unwrap() > 0.02, "{lb:#}");
     assert!(errors["canary"].as_f64().unwrap() > 0.02, "{errors:#}");
     assert_eq!(errors["baseline"].as_f64().unwrap(), 0.0, "{errors:#}");
     // A clear failure ends the soak early.

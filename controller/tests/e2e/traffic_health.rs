@@ -97,6 +97,15 @@ async fn status_flags_the_node_and_pool_whose_users_get_errors_and_latency() {
         t["checks"].as_u64().unwrap() > 0,
         "HAProxy's health checks counted apart"
     );
+    // The balancer's own counts: every node answered through it, and it
+    // saw web02's 500s too.
+    for n in nodes {
+        assert!(n["lb_traffic"]["responses"].as_u64().unwrap() > 0, "{n:#}");
+    }
+    assert!(
+        web02["lb_traffic"]["status_5xx"].as_u64().unwrap() > 0,
+        "{web02:#}"
+    );
     for n in [&nodes[0], &nodes[2], &nodes[3]] {
         assert_eq!(n["traffic"]["status_5xx"], 0, "{n:#}");
         assert!(

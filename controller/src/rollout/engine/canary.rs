@@ -198,6 +198,8 @@ impl Run<'_> {
             humantime::format_duration(a.interval)
         ));
         let limits = a.limits();
+        // The LB's counters at the start of the soak, when it counts.
+        let lb_start = self.lb_traffic().await;
         let started = Instant::now();
         let end = started + a.soak;
         let mut next = started + a.interval;
@@ -231,7 +233,14 @@ impl Run<'_> {
                 );
                 return report;
             };
-            let j = judge::judge(&c, &b, &limits);
+            let lb = match (&lb_start, self.lb_traffic().await) {
+                (Some(then), Some(now)) => Some((
+                    lb_sample(canaries, then, &now),
+                    lb_sample(baseline, then, &now),
+                )),
+                _ => None,
+            };
+            let j = judge::judge_with_lb(&c, &b, lb.as_ref().map(|(c, b)| (c, b)), &limits);
             let interval = IntervalReport {
                 at: crate::clock::now(),
                 elapsed_s: elapsed.as_secs_f64(),
@@ -290,6 +299,19 @@ impl Run<'_> {
             }
         }
         total
+    }
+
+    /// Every node's counters as the load balancer keeps them; `None` when
+    /// it does not count (or cannot be read: the node-side judgement
+    /// stands alone, said in a detail).
+    async fn lb_traffic(&self) -> Option<Vec<Option<crate::lb::LbTraffic>>> {
+        match self.farm.lb.traffic(&self.farm.inventory.nodes).await {
+            Ok(view) => view,
+            Err(e) => {
+                tracing::warn!("the load balancer's counters could not be read: {e}");
+                None
+            }
+        }
     }
 
     /// The release the canaries served before this one.
@@ -405,6 +427,23 @@ impl Run<'_> {
             }
         }
     }
+}
+
+/// `nodes`' traffic through the load balancer between two readings.
+fn lb_sample(
+    nodes: &[usize],
+    then: &[Option<crate::lb::LbTraffic>],
+    now: &[Option<crate::lb::LbTraffic>],
+) -> Sample {
+    let mut s = Sample::default();
+    for &i in nodes {
+        if let (Some(Some(a)), Some(Some(b))) = (then.get(i), now.get(i)) {
+            let d = b.since(a);
+            s.requests += d.requests();
+            s.errors += d.failures();
+        }
+    }
+    s
 }
 
 /// The rollback run's events, inside the run that started it: its nodes'
