@@ -175,6 +175,13 @@ pub struct AnalysisSettings {
     pub latency_quantile: farm_inventory::LatencyQuantile,
     pub latency_max_increase: f64,
     pub on_inconclusive: farm_inventory::OnInconclusive,
+    /// Each later node is judged this long after its return.
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub stabilize: Option<Duration>,
 }
 
 impl AnalysisSettings {
@@ -195,6 +202,7 @@ impl AnalysisSettings {
             latency_quantile: a.latency_quantile,
             latency_max_increase: a.latency_max_increase,
             on_inconclusive: a.on_inconclusive,
+            stabilize: a.stabilize,
         })
     }
 

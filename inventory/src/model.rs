@@ -517,6 +517,8 @@ pub struct Analysis {
     /// The relative latency increase allowed at that quantile (0.2).
     pub latency_max_increase: f64,
     pub on_inconclusive: OnInconclusive,
+    /// Each node after the canaries is judged this long after its return.
+    pub stabilize: Option<Duration>,
 }
 
 impl Default for Analysis {
@@ -530,6 +532,7 @@ impl Default for Analysis {
             latency_quantile: LatencyQuantile::P95,
             latency_max_increase: 0.2,
             on_inconclusive: OnInconclusive::Fail,
+            stabilize: None,
         }
     }
 }

@@ -249,8 +249,8 @@ pub struct RawAnalysis {
     /// A share of a normal node's traffic for the canaries: refused (no
     /// driver sets weights yet), named so the refusal says why.
     pub canary_weight: Option<serde_yaml::Value>,
-    /// Judging each later node after its return: refused (not built yet).
-    pub stabilize: Option<serde_yaml::Value>,
+    /// Judging each later node this long after its return.
+    pub stabilize: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -91,6 +91,9 @@ struct Progress {
     /// taken, or why it failed).
     to_stage: VecDeque<usize>,
     staged: HashMap<usize, Result<u64, StepError>>,
+    /// Nodes back on the new release, judged once their stabilization
+    /// period (`analysis.stabilize`) is over; each holds its slot.
+    stabilizing: Vec<canary::Stabilizing>,
 }
 
 impl<'a> Run<'a> {
@@ -220,6 +223,7 @@ impl<'a> Run<'a> {
             halted: None,
             to_stage: VecDeque::new(),
             staged: HashMap::new(),
+            stabilizing: Vec::new(),
         };
         let mut at_work: FuturesUnordered<NodeFuture<'_>> = FuturesUnordered::new();
         // Resuming: finished nodes stay as they were; nodes caught mid-way
@@ -278,10 +282,14 @@ impl<'a> Run<'a> {
                 self.start_staging(&mut p, &mut stagings);
                 self.fill(&mut p, &mut at_work);
             }
-            if at_work.is_empty() && (p.halted.is_some() || p.queue.is_empty()) {
+            if at_work.is_empty()
+                && p.stabilizing.is_empty()
+                && (p.halted.is_some() || p.queue.is_empty())
+            {
                 break;
             }
             let pause = p.not_before;
+            let stable_at = p.stabilizing.iter().map(|s| s.until).min();
             tokio::select! {
                 finished = at_work.next(), if !at_work.is_empty() => {
                     if let Some((i, report)) = finished {
@@ -295,6 +303,9 @@ impl<'a> Run<'a> {
                 }
                 _ = tokio::time::sleep_until(pause.unwrap_or_else(Instant::now)), if pause.is_some() => {
                     p.not_before = None;
+                }
+                _ = tokio::time::sleep_until(stable_at.unwrap_or_else(Instant::now)), if stable_at.is_some() => {
+                    self.stabilized(&mut p).await;
                 }
                 _ = async { if let Some(s) = &mut stop { let _ = s.wait_for(|s| *s).await; } },
                     if stop.as_ref().is_some_and(|s| !*s.borrow()) => {
@@ -416,7 +427,8 @@ impl<'a> Run<'a> {
                 self.capacity.window(p.succeeded)
             };
             if let Err(blocked) = self.capacity.may_start(p.out, limit) {
-                if at_work.is_empty() {
+                // Nodes at work or stabilizing free their slot later.
+                if at_work.is_empty() && p.stabilizing.is_empty() {
                     p.halted = Some(format!("{blocked}; the remaining nodes were not started"));
                 }
                 break;
@@ -440,6 +452,9 @@ impl<'a> Run<'a> {
         p.out.at_work -= 1;
         if let Some(Ok(ms)) = p.staged.get(&i) {
             report.phase_ms.insert("staging".into(), *ms);
+        }
+        if report.outcome == NodeOutcome::Succeeded && self.stabilizes(p, i) {
+            p.out.at_work += 1; // the slot is held until it is judged
         }
         match report.outcome {
             NodeOutcome::Succeeded => p.succeeded += 1,

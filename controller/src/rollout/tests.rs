@@ -786,3 +786,102 @@ async fn a_step_without_progress_fails_at_the_progress_deadline() {
     );
     assert!(report.halted.is_some());
 }
+
+fn analysed(ff: &FakeFarm, stabilize: Option<Duration>) -> RunSettings {
+    let mut s = deploy(ff, true);
+    s.analysis = Some(crate::contract::AnalysisSettings {
+        canaries: 1,
+        soak: Duration::from_secs(60),
+        interval: Duration::from_secs(20),
+        min_requests: 100,
+        errors_max_increase: 0.005,
+        latency_quantile: farm_inventory::LatencyQuantile::P95,
+        latency_max_increase: 0.2,
+        on_inconclusive: farm_inventory::OnInconclusive::Fail,
+        stabilize,
+    });
+    s
+}
+
+fn serving(ff: &FakeFarm) -> Vec<String> {
+    ff.nodes.iter().map(|n| n.serving()).collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_canary_ends_its_soak_early_and_is_rolled_back_alone() {
+    let b: Vec<Behaviour> = (0..4)
+        .map(|_| Behaviour {
+            rps: 20,
+            new_release_errors: 0.05,
+            ..Behaviour::default()
+        })
+        .collect();
+    let ff = fake_farm(b, "");
+    let s = analysed(&ff, None);
+    let started = Instant::now();
+    let report = run(&ff, &s).await;
+    let a = report.analysis.as_ref().unwrap();
+    assert_eq!(a.verdict, Some(crate::judge::Outcome::Fail), "{a:?}");
+    assert_eq!(a.intervals.len(), 1, "the first judgement fails it");
+    assert!(started.elapsed() < Duration::from_secs(60));
+    assert_eq!(report.rolled_back, Some(true));
+    assert_eq!(serving(&ff), ["1.0.0"; 4]);
+    // Only the canary was ever drained (there and back); the others had
+    // the release staged ahead, never switched to it.
+    for n in ["web02", "web03", "web04"] {
+        assert_eq!(ff.log.of(n), [What::Uploaded], "{n}");
+    }
+    assert!(report.nodes.iter().all(|n| n.in_rotation));
+    assert!(!report.succeeded());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_release_that_breaks_on_a_later_node_stops_at_its_stabilization() {
+    // Only web03 fails on the new release (a node-specific load).
+    let b: Vec<Behaviour> = (0..5)
+        .map(|i| Behaviour {
+            rps: 20,
+            new_release_errors: if i == 2 { 0.2 } else { 0.0 },
+            ..Behaviour::default()
+        })
+        .collect();
+    let ff = fake_farm(b, "");
+    let s = analysed(&ff, Some(Duration::from_secs(30)));
+    let report = run(&ff, &s).await;
+    let a = report.analysis.as_ref().unwrap();
+    assert_eq!(a.verdict, Some(crate::judge::Outcome::Fail), "{a:?}");
+    assert!(
+        a.reason.starts_with("web03 after its stabilization"),
+        "{}",
+        a.reason
+    );
+    assert!(report
+        .halted
+        .as_deref()
+        .unwrap()
+        .contains("under more traffic"));
+    assert_eq!(report.rolled_back, Some(true));
+    assert_eq!(serving(&ff), ["1.0.0"; 5]);
+    // web04 and web05 never got it: the stabilization held the slot.
+    assert_eq!(ff.log.of("web04"), [What::Uploaded]);
+    assert_eq!(ff.log.of("web05"), [What::Uploaded]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_good_release_passes_its_soak_and_every_node_its_stabilization() {
+    let b: Vec<Behaviour> = (0..4)
+        .map(|_| Behaviour {
+            rps: 20,
+            ..Behaviour::default()
+        })
+        .collect();
+    let ff = fake_farm(b, "");
+    let s = analysed(&ff, Some(Duration::from_secs(10)));
+    let report = run(&ff, &s).await;
+    assert!(report.succeeded(), "{report:?}");
+    let a = report.analysis.as_ref().unwrap();
+    assert_eq!(a.verdict, Some(crate::judge::Outcome::Pass));
+    assert_eq!(a.intervals.len(), 3, "a judgement every 20s of 60s");
+    assert_eq!(report.rolled_back, Some(false));
+    assert_eq!(serving(&ff), ["2.0.0"; 4]);
+}

@@ -55,6 +55,11 @@ pub struct Behaviour {
     /// This long after the first drain the LB puts the node back on its
     /// own (a reload without server state, a config sync).
     pub lb_forgets_drain_after: Option<Duration>,
+    /// User requests a second its IIS log shows (0: the agent cannot say).
+    pub rps: u64,
+    /// The share of them answered 500 while the site serves a release
+    /// other than 1.0.0.
+    pub new_release_errors: f64,
 }
 
 impl Default for Behaviour {
@@ -72,6 +77,8 @@ impl Default for Behaviour {
             stage_fails: false,
             bad_version: false,
             lb_forgets_drain_after: None,
+            rps: 0,
+            new_release_errors: 0.0,
         }
     }
 }
@@ -342,6 +349,45 @@ impl AgentApi for FakeNode {
             already: false,
             files: 1,
             bytes: package.size,
+        })
+    }
+
+    async fn traffic(&self, last_s: u32) -> Result<crate::agent::TrafficView, AgentError> {
+        self.reachable()?;
+        let b = self.behaviour();
+        if b.rps == 0 {
+            return Ok(crate::agent::TrafficView {
+                sites: Vec::new(),
+                unavailable: Some("no traffic figures".into()),
+            });
+        }
+        let requests = b.rps * u64::from(last_s);
+        let errors = if self.st().serving == "1.0.0" {
+            0
+        } else {
+            (requests as f64 * b.new_release_errors).round() as u64
+        };
+        let mut latency = farm_proto::latency::Histogram::default();
+        for k in 0..requests {
+            latency.record(10 + k % 7);
+        }
+        Ok(crate::agent::TrafficView {
+            sites: vec![crate::agent::SiteTrafficView {
+                site: "shop".into(),
+                pool: "ShopPool".into(),
+                covered_s: u64::from(last_s),
+                requests,
+                checks: 0,
+                classes: [0, requests - errors, 0, 0, errors],
+                errors: Default::default(),
+                httperr: Default::default(),
+                p50_ms: latency.quantile(0.5),
+                p95_ms: latency.quantile(0.95),
+                p99_ms: latency.quantile(0.99),
+                missing: Vec::new(),
+                latency,
+            }],
+            unavailable: None,
         })
     }
 

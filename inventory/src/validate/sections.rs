@@ -254,12 +254,6 @@ pub(super) fn analysis(errors: &mut Errors, a: &RawAnalysis, node_count: usize) 
             "not supported: no load balancer driver of this farmctl sets member weights yet; the canaries take a normal node's share",
         );
     }
-    if a.stabilize.is_some() {
-        errors.add(
-            "analysis.stabilize",
-            "not supported yet: only the canaries are judged (during `soak`)",
-        );
-    }
     let soak = a
         .soak
         .as_deref()
@@ -286,5 +280,9 @@ pub(super) fn analysis(errors: &mut Errors, a: &RawAnalysis, node_count: usize) 
             a.on_inconclusive.as_deref(),
             d.on_inconclusive,
         ),
+        stabilize: a
+            .stabilize
+            .as_deref()
+            .map(|s| errors.duration("analysis.stabilize", Some(s), Duration::from_secs(30))),
     }
 }

@@ -21,6 +21,15 @@ const AGENT_WINDOW_S: u64 = 300;
 /// How long past the soak a verdict may take before it is inconclusive.
 const VERDICT_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// A node back on the new release, judged at `until` against `baseline`
+/// (the nodes still on the old release when it came back).
+#[derive(Debug, Clone)]
+pub(super) struct Stabilizing {
+    pub node: usize,
+    pub until: Instant,
+    pub baseline: Vec<usize>,
+}
+
 /// Where a run's analysis stands, from its journal when it is resumed.
 #[derive(Debug, Clone, PartialEq)]
 pub enum AnalysisState {
@@ -161,6 +170,119 @@ impl Run<'_> {
                     ));
                 }
             }
+        }
+    }
+
+    /// Whether node `i`, just back, is judged after `analysis.stabilize`
+    /// (not a canary: they had their soak); if so it is booked.
+    pub(super) fn stabilizes(&self, p: &mut Progress, i: usize) -> bool {
+        let Some(d) = self.settings.analysis.as_ref().and_then(|a| a.stabilize) else {
+            return false;
+        };
+        if p.canary.is_some() || p.rollback.is_some() || p.halted.is_some() {
+            return false;
+        }
+        p.stabilizing.push(Stabilizing {
+            node: i,
+            until: Instant::now() + d,
+            baseline: p.queue.iter().copied().collect(),
+        });
+        self.reporter.detail(
+            self.name(i),
+            &format!(
+                "stabilizing: judged in {} against the nodes still on the old release",
+                humantime::format_duration(d)
+            ),
+        );
+        true
+    }
+
+    /// Judges every node whose stabilization is over: itself against the
+    /// nodes still on the old release over the period. A failure halts
+    /// the run and rolls every switched node back; not enough data (or
+    /// no node left to compare with) lets it go on, said so.
+    pub(super) async fn stabilized(&self, p: &mut Progress) {
+        let Some(a) = self.settings.analysis.as_ref() else {
+            return;
+        };
+        let period = a.stabilize.unwrap_or_default();
+        let now = Instant::now();
+        let (due, rest): (Vec<Stabilizing>, Vec<Stabilizing>) = std::mem::take(&mut p.stabilizing)
+            .into_iter()
+            .partition(|s| s.until <= now);
+        p.stabilizing = rest;
+        for s in due {
+            p.out.at_work -= 1;
+            if p.rollback.is_some() {
+                continue;
+            }
+            let name = self.name(s.node).to_string();
+            let baseline: Vec<usize> = s
+                .baseline
+                .iter()
+                .copied()
+                .filter(|b| p.queue.contains(b))
+                .collect();
+            if baseline.is_empty() {
+                self.reporter.detail(
+                    &name,
+                    "stabilization not judged: no node is left on the old release to compare with",
+                );
+                continue;
+            }
+            let last_s = period.as_secs().clamp(1, AGENT_WINDOW_S) as u32;
+            let node = [s.node];
+            let (c, b) = tokio::join!(self.sample(&node, last_s), self.sample(&baseline, last_s));
+            let j = judge::judge(&c, &b, &a.limits());
+            self.reporter.detail(
+                &name,
+                &format!("stabilization: {} — {}", j.result, j.reason()),
+            );
+            if j.result != Outcome::Fail {
+                continue;
+            }
+            let reason = format!("{name} after its stabilization: {}", j.reason());
+            let rollback_to = self.previous_release(&[s.node]).await;
+            let record = Record::Verdict(VerdictRecord {
+                t: crate::clock::now(),
+                verdict: Outcome::Fail,
+                action: VerdictAction::RollBack,
+                reason: reason.clone(),
+                canaries: vec![name.clone()],
+                rollback_to: rollback_to.clone(),
+            });
+            if let Some(jn) = self.journal {
+                if let Err(e) = jn.append(&record).await {
+                    tracing::error!("could not journal the stabilization verdict: {e}");
+                }
+            }
+            let analysis = p.analysis.get_or_insert_with(|| AnalysisReport {
+                verdict: None,
+                reason: String::new(),
+                canaries: Vec::new(),
+                baseline: Vec::new(),
+                soak_s: 0.0,
+                intervals: Vec::new(),
+                rollback_to: None,
+            });
+            analysis.verdict = Some(Outcome::Fail);
+            analysis.reason = reason.clone();
+            analysis.rollback_to = rollback_to.clone();
+            analysis.intervals.push(IntervalReport {
+                at: crate::clock::now(),
+                elapsed_s: period.as_secs_f64(),
+                result: j.result,
+                metrics: j.metrics,
+            });
+            self.reporter.analysis_verdict(analysis, "roll_back");
+            p.halted = Some(format!("the release failed under more traffic: {reason}"));
+            p.queue.clear();
+            p.rollback = Some(rollback_to);
+        }
+        if p.rollback.is_some() {
+            // Nothing more is judged: every switched node goes back.
+            p.out.at_work -= p.stabilizing.len();
+            p.stabilizing.clear();
         }
     }
 
