@@ -182,6 +182,9 @@ pub struct AnalysisSettings {
         skip_serializing_if = "Option::is_none"
     )]
     pub stabilize: Option<Duration>,
+    /// The canaries' share of a normal node's traffic during the soak (%).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary_weight: Option<u32>,
 }
 
 impl AnalysisSettings {
@@ -203,6 +206,7 @@ impl AnalysisSettings {
             latency_max_increase: a.latency_max_increase,
             on_inconclusive: a.on_inconclusive,
             stabilize: a.stabilize,
+            canary_weight: a.canary_weight,
         })
     }
 

@@ -519,6 +519,9 @@ pub struct Analysis {
     pub on_inconclusive: OnInconclusive,
     /// Each node after the canaries is judged this long after its return.
     pub stabilize: Option<Duration>,
+    /// The canaries' share of a normal node's traffic during the soak, in
+    /// percent (HAProxy only).
+    pub canary_weight: Option<u32>,
 }
 
 impl Default for Analysis {
@@ -533,6 +536,7 @@ impl Default for Analysis {
             latency_max_increase: 0.2,
             on_inconclusive: OnInconclusive::Fail,
             stabilize: None,
+            canary_weight: None,
         }
     }
 }

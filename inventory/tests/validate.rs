@@ -436,3 +436,55 @@ fn windows_paths_in_an_inventory() {
     assert_eq!(tls.cert, std::path::PathBuf::from(r"\\files01\pki\c.pem"));
     assert_eq!(tls.key, dir.path().join(r"keys\k.pem"));
 }
+
+#[test]
+fn the_analysis_section_is_read_and_checked() {
+    let inv = parse(&format!(
+        "{GOOD}analysis:\n  soak: 5m\n  interval: 10m\n  min_requests: 200\n  errors: {{max_increase: \"1%\"}}\n  latency: {{quantile: p99, max_increase: 0.5}}\n  on_inconclusive: pause\n  stabilize: 30s\n"
+    ))
+    .unwrap();
+    let a = &inv.analysis;
+    assert_eq!(a.soak.unwrap().as_secs(), 300);
+    assert_eq!(a.interval.as_secs(), 300, "an interval is at most the soak");
+    assert_eq!(a.min_requests, 200);
+    assert!((a.errors_max_increase - 0.01).abs() < 1e-12);
+    assert_eq!(a.latency_quantile, farm_inventory::LatencyQuantile::P99);
+    assert!((a.latency_max_increase - 0.5).abs() < 1e-12);
+    assert_eq!(a.on_inconclusive, farm_inventory::OnInconclusive::Pause);
+    assert_eq!(a.stabilize.unwrap().as_secs(), 30);
+    // No soak: no analysis, the defaults stand.
+    assert_eq!(parse(GOOD).unwrap().analysis.soak, None);
+
+    let e = errors(&format!(
+        "{GOOD}analysis:\n  canaries: 2\n  soak: soon\n  errors: {{max_increase: \"150%\"}}\n  latency: {{quantile: p50}}\n  on_inconclusive: maybe\n  canary_weight: \"10%\"\n"
+    ));
+    assert!(
+        has(&e, "analysis.canaries", "fewer than the farm's 2 node(s)"),
+        "{e:?}"
+    );
+    assert!(has(&e, "analysis.soak", "not a duration"), "{e:?}");
+    assert!(
+        has(&e, "analysis.errors.max_increase", "between 0% and 100%"),
+        "{e:?}"
+    );
+    assert!(has(&e, "analysis.latency.quantile", "p50"), "{e:?}");
+    assert!(has(&e, "analysis.on_inconclusive", "maybe"), "{e:?}");
+    // The health-file driver has no weights: refused, saying which can.
+    assert!(
+        has(
+            &e,
+            "analysis.canary_weight",
+            "only haproxy sets member weights"
+        ),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn a_canary_weight_is_a_share_haproxy_can_give() {
+    let inv = parse(&format!(
+        "{GOOD}load_balancer: {{kind: haproxy, admin: \"127.0.0.1:9999\", backend: shop}}\nanalysis:\n  soak: 1m\n  canary_weight: \"10%\"\n"
+    ))
+    .unwrap();
+    assert_eq!(inv.analysis.canary_weight, Some(10));
+}

@@ -166,7 +166,12 @@ impl Haproxy {
     }
 
     pub async fn set_state(&self, server: &str, state: &str) -> Result<(), LbError> {
-        let cmd = format!("set server {}/{server} state {state}", self.backend);
+        self.set(server, &format!("state {state}")).await
+    }
+
+    /// `set server B/S <what>`: an empty answer is success.
+    async fn set(&self, server: &str, what: &str) -> Result<(), LbError> {
+        let cmd = format!("set server {}/{server} {what}", self.backend);
         let reply = self.command(&cmd).await?;
         if reply.trim().is_empty() {
             Ok(())
@@ -284,6 +289,13 @@ impl LoadBalancer for Haproxy {
 
     fn drains(&self) -> bool {
         true
+    }
+
+    /// `set server B/S weight N%`: relative to the server's configured
+    /// weight, so `100%` restores it.
+    async fn set_weight(&self, node: &Node, percent: u32) -> Result<(), LbError> {
+        self.set(&node.lb_server, &format!("weight {percent}%"))
+            .await
     }
 
     async fn traffic(
@@ -448,6 +460,23 @@ green,green,0,0,0,0,10,0,0,0,,0,,0,0,0,0,DOWN,1,1,0,1,2,551,551,,1,4,1,,0,,2,0,,
             .await
             .unwrap();
         assert_eq!(task.await.unwrap(), ["set server shop/web01 state drain\n"]);
+    }
+
+    #[tokio::test]
+    async fn a_weight_is_set_relative_to_the_configured_one() {
+        let (addr, task) = fake_api("\n").await;
+        let node = farm_inventory::Node {
+            name: "web01".into(),
+            address: "127.0.0.1".into(),
+            agent: "127.0.0.1:7443".into(),
+            http_port: 80,
+            lb_server: "web01".into(),
+        };
+        Haproxy::new(addr, "shop")
+            .set_weight(&node, 10)
+            .await
+            .unwrap();
+        assert_eq!(task.await.unwrap(), ["set server shop/web01 weight 10%\n"]);
     }
 
     /// The error of draining `server` when the API answers `reply`.

@@ -320,6 +320,18 @@ pub trait LoadBalancer: Send + Sync {
         Ok(None)
     }
 
+    /// Gives `node` this percentage of its configured weight (100: back
+    /// to normal).
+    async fn set_weight(&self, node: &Node, _percent: u32) -> Result<(), LbError> {
+        Err(LbError::Api {
+            lb: self.name(),
+            message: format!(
+                "cannot set the weight of {}: this driver has none",
+                node.name
+            ),
+        })
+    }
+
     /// Each node's traffic as the LB counts it (in `nodes` order; `None`
     /// for a node it does not know); `None` when this driver cannot say.
     async fn traffic(&self, _nodes: &[Node]) -> Result<Option<Vec<Option<LbTraffic>>>, LbError> {

@@ -799,6 +799,7 @@ fn analysed(ff: &FakeFarm, stabilize: Option<Duration>) -> RunSettings {
         latency_max_increase: 0.2,
         on_inconclusive: farm_inventory::OnInconclusive::Fail,
         stabilize,
+        canary_weight: None,
     });
     s
 }

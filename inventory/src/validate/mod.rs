@@ -479,6 +479,15 @@ pub fn validate(raw: RawInventory) -> Result<Inventory, Vec<InventoryError>> {
 
     let rollout = rollout(&mut errors, &raw.rollout, nodes.len());
     let analysis = analysis(&mut errors, &raw.analysis, nodes.len());
+    if analysis.canary_weight.is_some() && !matches!(load_balancer, LoadBalancer::Haproxy { .. }) {
+        errors.add(
+            "analysis.canary_weight",
+            format!(
+                "the {} driver cannot give a node part of its traffic: only haproxy sets member weights (`set server B/S weight N%`); the reference documents no weight call for F5, NetScaler, AWS, ARR or NLB",
+                load_balancer.kind()
+            ),
+        );
+    }
     let state = raw.state.as_ref().and_then(|s| state(&mut errors, s));
     let notify = raw
         .notify

@@ -248,12 +248,20 @@ pub(super) fn analysis(errors: &mut Errors, a: &RawAnalysis, node_count: usize) 
         a.latency.max_increase.as_ref(),
         d.latency_max_increase,
     );
-    if a.canary_weight.is_some() {
-        errors.add(
-            "analysis.canary_weight",
-            "not supported: no load balancer driver of this farmctl sets member weights yet; the canaries take a normal node's share",
-        );
-    }
+    let canary_weight = a.canary_weight.as_ref().and_then(|v| match parse_share(v) {
+        Ok(w) if w > 0.0 => Some(((w * 100.0).round() as u32).max(1)),
+        Ok(_) => {
+            errors.add(
+                "analysis.canary_weight",
+                "must be above 0% (0% sends the canaries nothing to judge)",
+            );
+            None
+        }
+        Err(m) => {
+            errors.add("analysis.canary_weight", m);
+            None
+        }
+    });
     let soak = a
         .soak
         .as_deref()
@@ -284,5 +292,6 @@ pub(super) fn analysis(errors: &mut Errors, a: &RawAnalysis, node_count: usize) 
             .stabilize
             .as_deref()
             .map(|s| errors.duration("analysis.stabilize", Some(s), Duration::from_secs(30))),
+        canary_weight,
     }
 }

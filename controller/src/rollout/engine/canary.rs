@@ -97,7 +97,11 @@ impl Run<'_> {
             return;
         }
         let baseline: Vec<usize> = p.queue.iter().copied().collect();
+        self.weigh(&ok, a.canary_weight).await;
         let mut report = self.soak(a, &ok, &baseline).await;
+        if a.canary_weight.is_some() {
+            self.weigh(&ok, Some(100)).await;
+        }
         let Some(verdict) = report.verdict else {
             p.halted = Some(format!(
                 "{}; `farmctl resume {}` judges the canaries again",
@@ -421,6 +425,28 @@ impl Run<'_> {
             }
         }
         total
+    }
+
+    /// Gives the canaries `percent` of a normal node's weight (a failure
+    /// is said and the soak goes on at full weight).
+    async fn weigh(&self, canaries: &[usize], percent: Option<u32>) {
+        let Some(percent) = percent else { return };
+        for &i in canaries {
+            let node = self.farm.node(i);
+            match self.farm.lb.set_weight(node, percent).await {
+                Ok(()) => self.reporter.detail(
+                    &node.name,
+                    &format!(
+                        "weight {percent}% of a normal node's in {}",
+                        self.farm.lb.name()
+                    ),
+                ),
+                Err(e) => self.reporter.detail(
+                    &node.name,
+                    &format!("could not set its weight to {percent}%: {e}"),
+                ),
+            }
+        }
     }
 
     /// Every node's counters as the load balancer keeps them; `None` when
