@@ -1,6 +1,6 @@
 //! Traffic health end to end: a sandbox farm behind a real HAProxy under
 //! load, one node's pool failing 5% of its requests and 800 ms slower (its
-//! sim file's pool faults). `status` reads every node's own logs through
+//! sim file's pool faults, written while the farm runs). `status` reads every node's own logs through
 //! its agent and flags exactly that node and pool; the others are like
 //! their peers; no request routed to the healthy nodes failed.
 use std::time::Duration;
@@ -11,16 +11,12 @@ use farmctl::traffic::Traffic;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_flags_the_node_and_pool_whose_users_get_errors_and_latency() {
-    let mut spec = SandboxSpec {
+    let farm = farm(SandboxSpec {
         lb_kind: "haproxy".into(),
         releases: false,
         ..SandboxSpec::default()
-    };
-    spec.sim_extra.insert(
-        1,
-        "    faults:\n      error_rate: 0.05\n      extra_latency: 800ms\n".into(),
-    );
-    let farm = farm(spec).await;
+    })
+    .await;
     let inv = inventory(&farm);
     // Before any traffic: no data, nothing is recycled.
     let out = farmctl(&["recycle", "-i", &inv, "--outliers", "--yes"]).await;
@@ -36,6 +32,14 @@ async fn status_flags_the_node_and_pool_whose_users_get_errors_and_latency() {
     load.slow_every = 0;
     load.max_duration = Duration::from_secs(120);
     let traffic = Traffic::start(load);
+    // While the farm serves, web02's application goes bad: its sim file
+    // is edited, and its agent applies the pool's new faults at once.
+    let sim_file = farm.sandbox.dir.join("web02.sim.yaml");
+    let mut text = std::fs::read_to_string(&sim_file).unwrap();
+    text.push_str("    faults:\n      error_rate: 0.05\n      extra_latency: 800ms\n");
+    let edited = sim_file.with_extension("new");
+    std::fs::write(&edited, text).unwrap();
+    std::fs::rename(&edited, &sim_file).unwrap();
     // Until every node has enough user requests in the window to judge.
     let st = farm_proto::eventually!(
         Duration::from_secs(90),

@@ -49,6 +49,8 @@ struct Inner {
     pub(crate) logs: Option<logs::Logs>,
     /// Requests served per pool, for its faults' error rate.
     served: Mutex<std::collections::HashMap<String, u64>>,
+    /// Each pool's faults, as the sim file says now (re-read on change).
+    pool_faults: Mutex<std::collections::HashMap<String, config::PoolFaults>>,
     /// Each release folder's own faults (`farm-sim.yaml`), read once.
     release_faults:
         Mutex<std::collections::HashMap<std::path::PathBuf, Option<config::PoolFaults>>>,
@@ -102,6 +104,9 @@ impl PoolSim {
     }
 }
 
+/// How often the sim file is looked at for changes.
+const FILE_WATCH: Duration = Duration::from_millis(250);
+
 /// Why a request cannot be served by a worker.
 pub(crate) enum Refusal {
     /// 503: pool stopped, rotating, or IIS stopping.
@@ -142,6 +147,12 @@ impl Simulator {
             inner: Arc::new(Inner {
                 logs: cfg.logs.as_deref().map(logs::Logs::new),
                 served: Mutex::default(),
+                pool_faults: Mutex::new(
+                    cfg.app_pools
+                        .iter()
+                        .map(|p| (p.name.clone(), p.faults.clone()))
+                        .collect(),
+                ),
                 release_faults: Mutex::default(),
                 state: Mutex::new(State {
                     w3svc: ServiceState::Running,
@@ -273,12 +284,75 @@ impl Simulator {
         {
             return Some(f);
         }
-        self.cfg()
-            .app_pools
-            .iter()
-            .find(|p| p.name == pool)
-            .map(|p| p.faults.clone())
+        self.inner
+            .pool_faults
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(pool)
+            .cloned()
             .filter(config::PoolFaults::any)
+    }
+
+    /// Watches the sim file: when it changes on disk, its pools' `faults`
+    /// take effect at once (a test or an operator makes one node sick
+    /// while the farm runs); other changes need a restart, said so. A
+    /// file that no longer parses keeps the faults in force, said so.
+    pub fn watch_file(&self, path: std::path::PathBuf) {
+        let sim = self.clone();
+        let mut shutdown = self.inner.shutdown.subscribe();
+        tokio::spawn(async move {
+            let stamp = |p: &std::path::Path| {
+                std::fs::metadata(p)
+                    .ok()
+                    .map(|m| (m.modified().ok(), m.len()))
+            };
+            let mut seen = stamp(&path);
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep(FILE_WATCH) => {}
+                    _ = shutdown.changed() => return,
+                }
+                let now = stamp(&path);
+                if now == seen {
+                    continue;
+                }
+                seen = now;
+                sim.reload_faults(&path);
+            }
+        });
+    }
+
+    fn reload_faults(&self, path: &std::path::Path) {
+        let parsed = std::fs::read_to_string(path)
+            .map_err(|e| e.to_string())
+            .and_then(|t| config::parse(&t).map_err(|e| e.to_string()));
+        let file = match parsed {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!(
+                    "sim file {} changed but cannot be used ({e}); the faults in force stay",
+                    path.display()
+                );
+                return;
+            }
+        };
+        let mut faults = self
+            .inner
+            .pool_faults
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        for p in &file.app_pools {
+            if let Some(f) = faults.get_mut(&p.name) {
+                if *f != p.faults {
+                    tracing::info!(pool = %p.name, faults = ?p.faults, "sim file changed: the pool's faults take effect");
+                    *f = p.faults.clone();
+                }
+            }
+        }
+        tracing::info!(
+            "sim file {} re-read: only app_pools[].faults take effect while the agent runs",
+            path.display()
+        );
     }
 
     /// A release folder's `farm-sim.yaml`, read once (a release's files

@@ -106,6 +106,7 @@ async fn start_backend(s: &AgentSettings) -> Result<Started, RunError> {
                 message: e.to_string(),
             })?;
             let sim = Simulator::start(file).await.map_err(RunError::SimPorts)?;
+            sim.watch_file(path.clone());
             let sites = sim
                 .sites()
                 .iter()
