@@ -40,6 +40,9 @@ pub struct RunRequest {
     pub soak: Option<Duration>,
     /// Overrides `analysis.canaries`.
     pub canaries: Option<u32>,
+    /// Capture each pool's diagnostics before it is recycled
+    /// (`recycle --outliers`).
+    pub diagnose: bool,
 }
 
 /// What a deploy or rollback asks for.
@@ -64,6 +67,7 @@ impl RunRequest {
             deploy: None,
             soak: None,
             canaries: None,
+            diagnose: false,
         }
     }
 }
@@ -159,6 +163,9 @@ pub struct RunSettings {
     /// Canary analysis (deploy and rollback with a soak).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub analysis: Option<AnalysisSettings>,
+    /// Each pool's diagnostics are captured before it is recycled.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub diagnose: bool,
 }
 
 /// A run's canary analysis, as the judge and a resume need it.
@@ -303,6 +310,7 @@ impl RunSettings {
             },
             deploy,
             analysis: AnalysisSettings::resolve(inv, req),
+            diagnose: req.diagnose,
         })
     }
 

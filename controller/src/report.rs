@@ -107,6 +107,10 @@ pub struct NodeReport {
     /// Times the load balancer put the node back while it was out and it
     /// was drained again.
     pub lb_redrains: u32,
+    /// `recycle --outliers`: what each sick pool was doing just before
+    /// it was recycled.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub diagnostics: Vec<crate::agent::Diagnostics>,
 }
 
 impl NodeReport {
@@ -124,6 +128,7 @@ impl NodeReport {
             version: None,
             hooks: Vec::new(),
             lb_redrains: 0,
+            diagnostics: Vec::new(),
         }
     }
 }

@@ -81,6 +81,8 @@ pub struct Tools {
     pub sc: String,
     pub taskkill: String,
     pub typeperf: String,
+    /// For the WAS events of a pool's diagnostics.
+    pub wevtutil: String,
     /// For the `arr` and `nlb` load balancer members.
     pub powershell: String,
 }
@@ -94,6 +96,7 @@ impl Tools {
             sc: "sc".into(),
             taskkill: "taskkill".into(),
             typeperf: "typeperf".into(),
+            wevtutil: "wevtutil".into(),
             powershell: "powershell".into(),
         }
     }
@@ -112,6 +115,7 @@ impl Default for Tools {
             sc: path(sys.join("sc.exe")),
             taskkill: path(sys.join("taskkill.exe")),
             typeperf: path(sys.join("typeperf.exe")),
+            wevtutil: path(sys.join("wevtutil.exe")),
             powershell: path(
                 sys.join("WindowsPowerShell")
                     .join("v1.0")

@@ -183,3 +183,49 @@ pub fn site_traffic(s: crate::traffic::watch::SiteFigures) -> pb::SiteTraffic {
         latency_bins: f.latency.0.into_iter().collect(),
     }
 }
+
+/// A pool's diagnostics on the wire.
+pub fn diagnostics(d: crate::iis::PoolDiagnostics) -> pb::DiagnoseReply {
+    pb::DiagnoseReply {
+        pool: d.pool,
+        requests: d
+            .requests
+            .into_iter()
+            .map(|r| pb::RunningRequest {
+                id: r.id,
+                verb: r.verb,
+                url: r.url,
+                elapsed_ms: r.elapsed_ms,
+                client: r.client.unwrap_or_default(),
+                stage: r.stage.unwrap_or_default(),
+                module: r.module.unwrap_or_default(),
+            })
+            .collect(),
+        workers: d
+            .workers
+            .into_iter()
+            .map(|w| pb::WorkerFigures {
+                pid: w.pid,
+                cpu_percent: w.cpu_percent,
+                private_bytes: w.private_bytes,
+                active_requests: w.active_requests,
+            })
+            .collect(),
+        queue: d.queue,
+        rejected: d.rejected,
+        state: d.state.unwrap_or_default(),
+        events: d
+            .events
+            .into_iter()
+            .map(|e| pb::WasEvent {
+                id: e.id,
+                level: e.level,
+                date: e.date,
+                pool: e.pool.unwrap_or_default(),
+                pid: e.pid,
+                message: e.message,
+            })
+            .collect(),
+        notes: d.notes,
+    }
+}

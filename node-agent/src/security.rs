@@ -142,6 +142,8 @@ pub enum Call {
     LbMember,
     /// What users got (the node's traffic records).
     Traffic,
+    /// A pool's running requests, workers and events.
+    Diagnose,
 }
 
 impl Call {
@@ -161,6 +163,7 @@ impl Call {
             Call::LbState => "LbMember(state)",
             Call::LbMember => "LbMember",
             Call::Traffic => "Traffic",
+            Call::Diagnose => "Diagnose",
         }
     }
 

@@ -539,6 +539,63 @@ impl AgentApi for GrpcAgent {
             .map(|r| r.removed)
     }
 
+    async fn diagnose(
+        &self,
+        pool: &str,
+        min_elapsed_ms: u64,
+    ) -> Result<super::Diagnostics, AgentError> {
+        let msg = pb::DiagnoseRequest {
+            pool: pool.to_string(),
+            min_elapsed_ms,
+        };
+        let r = self
+            .unary(msg, |mut c, r| async move { c.diagnose(r).await })
+            .await?;
+        let some = |s: String| (!s.is_empty()).then_some(s);
+        let events: Vec<super::WasEventView> = r
+            .events
+            .into_iter()
+            .map(|e| super::WasEventView {
+                id: e.id,
+                level: e.level,
+                date: e.date,
+                pid: e.pid,
+                message: e.message,
+            })
+            .collect();
+        Ok(super::Diagnostics {
+            pool: r.pool,
+            requests: r
+                .requests
+                .into_iter()
+                .map(|q| super::RunningRequestView {
+                    verb: q.verb,
+                    url: q.url,
+                    elapsed_ms: q.elapsed_ms,
+                    client: some(q.client),
+                    stage: some(q.stage),
+                    module: some(q.module),
+                })
+                .collect(),
+            workers: r
+                .workers
+                .into_iter()
+                .map(|w| super::WorkerView {
+                    pid: w.pid,
+                    cpu_percent: w.cpu_percent,
+                    private_bytes: w.private_bytes,
+                    active_requests: w.active_requests,
+                })
+                .collect(),
+            queue: r.queue,
+            rejected: r.rejected,
+            rapid_fail: events.iter().any(|e| e.id == 5002) && r.state.as_str() != "Running",
+            state: some(r.state),
+            events,
+            notes: r.notes,
+        })
+    }
+
     async fn traffic(&self, last_s: u32) -> Result<TrafficView, AgentError> {
         let reply = self
             .unary(pb::TrafficRequest { last_s }, |mut c, r| async move {

@@ -311,6 +311,16 @@ pub trait AgentApi: Send + Sync {
     /// What users got on the node's sites over the last `last_s` seconds
     /// (the agent's Traffic call). An agent that cannot say answers with
     /// `unavailable` set.
+    /// What `pool` is doing now (requests running at least
+    /// `min_elapsed_ms`, workers, queue, WAS events).
+    async fn diagnose(&self, pool: &str, _min_elapsed_ms: u64) -> Result<Diagnostics, AgentError> {
+        Ok(Diagnostics {
+            pool: pool.to_string(),
+            notes: vec!["this agent cannot diagnose a pool".into()],
+            ..Diagnostics::default()
+        })
+    }
+
     async fn traffic(&self, _last_s: u32) -> Result<TrafficView, AgentError> {
         Ok(TrafficView {
             sites: Vec::new(),
@@ -337,6 +347,105 @@ pub struct SiteTrafficView {
     pub missing: Vec<String>,
     /// The latency histogram of the user requests.
     pub latency: farm_proto::latency::Histogram,
+}
+
+/// What a pool was doing when it was captured, before a recycle of it
+/// (`recycle --outliers`): in the report (`nodes[].diagnostics`) and the
+/// journal.
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
+pub struct Diagnostics {
+    pub pool: String,
+    pub requests: Vec<RunningRequestView>,
+    pub workers: Vec<WorkerView>,
+    pub queue: Option<u64>,
+    pub rejected: Option<u64>,
+    /// `Running`, `Disabled`, ...
+    pub state: Option<String>,
+    /// WAS's events about the pool, newest first.
+    pub events: Vec<WasEventView>,
+    /// WAS disabled the pool after a series of worker failures (event
+    /// 5002: rapid-fail protection).
+    pub rapid_fail: bool,
+    /// What could not be read, and why.
+    pub notes: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct RunningRequestView {
+    pub verb: String,
+    pub url: String,
+    pub elapsed_ms: Option<u64>,
+    pub client: Option<String>,
+    pub stage: Option<String>,
+    pub module: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
+pub struct WorkerView {
+    pub pid: u32,
+    pub cpu_percent: Option<f64>,
+    pub private_bytes: Option<u64>,
+    pub active_requests: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct WasEventView {
+    pub id: u32,
+    pub level: String,
+    pub date: String,
+    pub pid: Option<u32>,
+    pub message: String,
+}
+
+impl Diagnostics {
+    /// One line for people.
+    pub fn line(&self) -> String {
+        let mut parts = Vec::new();
+        if self.rapid_fail {
+            parts.push("STOPPED BY RAPID-FAIL PROTECTION (WAS event 5002)".to_string());
+        }
+        let longest = self.requests.first().map(|r| {
+            format!(
+                " (longest {} {} {})",
+                r.elapsed_ms
+                    .map_or("?".into(), |ms| format!("{:.1}s", ms as f64 / 1000.0)),
+                r.verb,
+                r.url
+            )
+        });
+        parts.push(format!(
+            "{} running request(s){}",
+            self.requests.len(),
+            longest.unwrap_or_default()
+        ));
+        for w in &self.workers {
+            parts.push(format!(
+                "worker {}: {} CPU, {} private, {} active",
+                w.pid,
+                w.cpu_percent.map_or("?".into(), |c| format!("{c:.1}%")),
+                w.private_bytes
+                    .map_or("?".into(), |b| format!("{} MB", b / (1024 * 1024))),
+                w.active_requests.map_or("?".into(), |a| a.to_string())
+            ));
+        }
+        if let Some(q) = self.queue {
+            parts.push(format!("queue {q}"));
+        }
+        if let Some(s) = &self.state {
+            parts.push(format!("state {s}"));
+        }
+        if !self.events.is_empty() {
+            parts.push(format!(
+                "WAS events {}",
+                self.events
+                    .iter()
+                    .map(|e| e.id.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        format!("diagnostics of {}: {}", self.pool, parts.join("; "))
+    }
 }
 
 /// A node's traffic; `unavailable` says why there is none.

@@ -30,6 +30,7 @@ pub async fn recycle(args: &RecycleArgs, settings: &Settings) -> CommandResult {
         }
         req.nodes = nodes;
         req.pools = pools;
+        req.diagnose = true;
         return execute_on(&farm, &args.rollout, req, settings).await;
     }
     execute(&args.rollout, req, settings).await
@@ -83,6 +84,7 @@ pub fn request(args: &RolloutArgs, operation: OperationKind) -> RunRequest {
         deploy: None,
         soak: None,
         canaries: None,
+        diagnose: false,
     }
 }
 

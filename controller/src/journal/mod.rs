@@ -83,6 +83,15 @@ pub enum Record {
     Verdict(VerdictRecord),
     /// The rollback after a failed verdict finished.
     RolledBack(RolledBackRecord),
+    /// What a node's pools were doing before they were recycled.
+    Diagnostics(DiagnosticsRecord),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DiagnosticsRecord {
+    pub t: String,
+    pub node: String,
+    pub pools: Vec<crate::agent::Diagnostics>,
 }
 
 /// The verdict of a canary analysis.

@@ -49,6 +49,8 @@ pub struct LoadedRun {
     pub intervals: Vec<crate::report::IntervalReport>,
     pub verdict: Option<super::VerdictRecord>,
     pub rolled_back: Option<bool>,
+    /// Each node's captured diagnostics (`recycle --outliers`).
+    pub diagnostics: BTreeMap<String, Vec<crate::agent::Diagnostics>>,
 }
 
 impl LoadedRun {
@@ -120,6 +122,7 @@ pub fn parse(
     let mut intervals = Vec::new();
     let mut verdict = None;
     let mut rolled_back = None;
+    let mut diagnostics = BTreeMap::new();
     for (n, line) in lines.enumerate() {
         let line = line.map_err(|e| err(Some(n + 1), e.to_string()))?;
         if line.trim().is_empty() {
@@ -168,6 +171,9 @@ pub fn parse(
                 rolled_back = Some(r.ok);
                 end = None;
             }
+            Record::Diagnostics(d) => {
+                diagnostics.insert(d.node, d.pools);
+            }
         }
     }
     let header = header.ok_or_else(|| err(None, "no run header".into()))?;
@@ -183,6 +189,7 @@ pub fn parse(
         intervals,
         verdict,
         rolled_back,
+        diagnostics,
     })
 }
 

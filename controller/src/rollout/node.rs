@@ -42,6 +42,9 @@ pub(super) struct NodeRun<'r> {
 /// in rotation.
 pub const RETURNED: &str = "returned to rotation";
 
+/// Requests running at least this long are listed in a pool's diagnostics.
+const DIAGNOSE_ELAPSED_MS: u64 = 500;
+
 /// How often the LB is asked whether a node out of rotation is still out.
 const DRAIN_WATCH: Duration = Duration::from_millis(500);
 
@@ -82,6 +85,9 @@ impl NodeRun<'_> {
         let agent = self.farm.agent(i);
         let mut report = NodeReport::new(self.name());
         let (mut node, mut step) = self.start(agent).await;
+        if self.settings.diagnose && self.resume.is_none() {
+            report.diagnostics = self.diagnose(agent).await;
+        }
         if node.state != State::Pending {
             report.in_rotation = false;
         }
@@ -242,6 +248,45 @@ impl NodeRun<'_> {
             }
         }
         (node, Step::Act(action))
+    }
+
+    /// What each pool to recycle is doing before the node is touched,
+    /// said, journaled and kept for the report. Capturing never stops
+    /// the recycle: what cannot be read is a note.
+    async fn diagnose(&self, agent: &dyn AgentApi) -> Vec<crate::agent::Diagnostics> {
+        let pools: Vec<String> = if self.settings.pools.is_empty() {
+            agent
+                .status()
+                .await
+                .map(|v| v.pools.iter().map(|p| p.name.clone()).collect())
+                .unwrap_or_default()
+        } else {
+            self.settings.pools.clone()
+        };
+        let mut out = Vec::new();
+        for pool in pools {
+            let d = match agent.diagnose(&pool, DIAGNOSE_ELAPSED_MS).await {
+                Ok(d) => d,
+                Err(e) => crate::agent::Diagnostics {
+                    pool: pool.clone(),
+                    notes: vec![format!("could not be captured: {e}")],
+                    ..Default::default()
+                },
+            };
+            self.reporter.detail(self.name(), &d.line());
+            out.push(d);
+        }
+        if let Some(j) = self.journal {
+            let record = crate::journal::Record::Diagnostics(crate::journal::DiagnosticsRecord {
+                t: crate::clock::now(),
+                node: self.name().to_string(),
+                pools: out.clone(),
+            });
+            if let Err(e) = j.append(&record).await {
+                tracing::warn!("could not journal the diagnostics of {}: {e}", self.name());
+            }
+        }
+        out
     }
 
     /// Journals a node's new phase; entering `operating`, with the worker

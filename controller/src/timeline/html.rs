@@ -189,6 +189,55 @@ svg text{{font-size:12px}}#errors li{{margin:4px 0}}\
     if let Some(a) = &t.analysis {
         analysis(&mut h, a);
     }
+    if !t.diagnostics.is_empty() {
+        h.push_str("<h2>Diagnostics before the recycle</h2>\n<div id=\"diagnostics\">");
+        for (node, pools) in &t.diagnostics {
+            for d in pools {
+                let _ = write!(
+                    h,
+                    "<h3>{} — {}</h3><p class=\"{}\">{}</p>",
+                    esc(node),
+                    esc(&d.pool),
+                    if d.rapid_fail { "failed" } else { "" },
+                    esc(&d.line())
+                );
+                if !d.requests.is_empty() {
+                    h.push_str("<table><tr><th>elapsed</th><th>request</th><th>client</th><th>stage</th><th>module</th></tr>");
+                    for r in &d.requests {
+                        let _ = write!(
+                            h,
+                            "<tr><td>{}</td><td>{} {}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                            r.elapsed_ms.map_or("?".into(), |ms| format!("{ms} ms")),
+                            esc(&r.verb),
+                            esc(&r.url),
+                            esc(r.client.as_deref().unwrap_or("")),
+                            esc(r.stage.as_deref().unwrap_or("")),
+                            esc(r.module.as_deref().unwrap_or(""))
+                        );
+                    }
+                    h.push_str("</table>");
+                }
+                if !d.events.is_empty() {
+                    h.push_str("<ul>");
+                    for e in &d.events {
+                        let _ = write!(
+                            h,
+                            "<li>WAS {} {} {}: {}</li>",
+                            e.id,
+                            esc(&e.level),
+                            esc(&e.date),
+                            esc(&e.message)
+                        );
+                    }
+                    h.push_str("</ul>");
+                }
+                for n in &d.notes {
+                    let _ = write!(h, "<p><small>{}</small></p>", esc(n));
+                }
+            }
+        }
+        h.push_str("</div>\n");
+    }
 
     // Nodes: outcome, version, error where it happened.
     h.push_str("<h2>Nodes</h2>\n<table id=\"nodes\"><tr><th>node</th><th>ended</th>");

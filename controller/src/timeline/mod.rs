@@ -60,6 +60,8 @@ pub struct Timeline {
     pub capacity: Vec<CapacityPoint>,
     /// The canary analysis, when the run had one.
     pub analysis: Option<AnalysisLine>,
+    /// What each node's pools were doing before they were recycled.
+    pub diagnostics: std::collections::BTreeMap<String, Vec<crate::agent::Diagnostics>>,
 }
 
 /// A run's canary analysis as its journal tells it.
@@ -184,6 +186,7 @@ impl Timeline {
             release,
             nodes,
             capacity,
+            diagnostics: run.diagnostics.clone(),
             analysis: settings
                 .and_then(|s| s.analysis.as_ref())
                 .map(|_| AnalysisLine {
@@ -236,6 +239,29 @@ impl Timeline {
             }
             if let Some((t, e)) = &n.error {
                 s.push_str(&format!("    FAILED at +{}: {e}\n", secs(*t)));
+            }
+        }
+        for (node, pools) in &self.diagnostics {
+            for d in pools {
+                s.push_str(&format!("{node}: {}\n", d.line()));
+                for r in &d.requests {
+                    s.push_str(&format!(
+                        "    {} {} {} {}\n",
+                        r.elapsed_ms.map_or("?".into(), |ms| format!("{ms} ms")),
+                        r.verb,
+                        r.url,
+                        r.module.as_deref().unwrap_or("")
+                    ));
+                }
+                for e in &d.events {
+                    s.push_str(&format!(
+                        "    WAS {} {} {}: {}\n",
+                        e.id, e.level, e.date, e.message
+                    ));
+                }
+                for n in &d.notes {
+                    s.push_str(&format!("    note: {n}\n"));
+                }
             }
         }
         if let Some(a) = &self.analysis {

@@ -54,8 +54,21 @@ async fn status_flags_the_node_and_pool_whose_users_get_errors_and_latency() {
         },
         "every node to log enough user requests"
     );
-    // On call: only the sick node's pool is recycled, under the same
-    // drain/verify/return as any run, the load still going.
+    // A slow request is running on web02 when the on-call recycle starts.
+    let web02_port = farm.sandbox.nodes[1].http_port;
+    let slow = tokio::spawn(async move {
+        farmctl::probe::get(
+            "127.0.0.1",
+            web02_port,
+            Some(farmctl::sandbox::SITE_HOST),
+            "/slow?ms=4000",
+            Duration::from_secs(20),
+        )
+        .await
+    });
+    tokio::time::sleep(Duration::from_millis(1500)).await; // let it be running > 500 ms
+                                                           // On call: only the sick node's pool is recycled, under the same
+                                                           // drain/verify/return as any run, the load still going.
     let out = farmctl(&[
         "recycle",
         "-i",
@@ -75,6 +88,25 @@ async fn status_flags_the_node_and_pool_whose_users_get_errors_and_latency() {
         .map(|n| n["name"].as_str().unwrap())
         .collect();
     assert_eq!(recycled, ["web02"], "{run:#}");
+    // What the sick pool was doing, captured before it was recycled: the
+    // slow request, its worker, its state.
+    let d = &run["nodes"][0]["diagnostics"][0];
+    assert_eq!(d["pool"], "ShopPool", "{run:#}");
+    let requests = d["requests"].as_array().unwrap();
+    assert!(
+        requests
+            .iter()
+            .any(|r| r["url"] == "/slow?ms=4000" && r["elapsed_ms"].as_u64().unwrap() >= 500),
+        "{d:#}"
+    );
+    assert_eq!(d["state"], "Running");
+    assert!(d["workers"][0]["pid"].as_u64().unwrap() > 0, "{d:#}");
+    assert_eq!(d["rapid_fail"], false);
+    assert!(slow.await.unwrap().is_ok());
+    let shown = farmctl(&["runs", "show", run["run_id"].as_str().unwrap()]).await;
+    let text = String::from_utf8_lossy(&shown.stdout);
+    assert!(text.contains("web02: diagnostics of ShopPool: "), "{text}");
+    assert!(text.contains("GET /slow?ms=4000"), "{text}");
     assert!(stderr(&out).contains("pools: ShopPool"), "{}", stderr(&out));
     let per_node: Vec<usize> = ["web01", "web02", "web03", "web04"]
         .iter()

@@ -165,6 +165,83 @@ pub trait Iis: Send + Sync + 'static {
     fn traffic_logs(&self) -> Option<TrafficLogs> {
         None
     }
+    /// What a sick pool is doing, captured before it is recycled: the
+    /// requests running in it for at least `min_elapsed_ms`, its workers'
+    /// CPU and memory, its queue, its recent WAS events. Whatever cannot
+    /// be read is named in `notes`, the rest still given.
+    async fn diagnose(
+        &self,
+        pool: &str,
+        _min_elapsed_ms: u64,
+    ) -> Result<PoolDiagnostics, IisError> {
+        Ok(PoolDiagnostics {
+            pool: pool.to_string(),
+            notes: vec![format!(
+                "the {} backend cannot diagnose a pool",
+                self.backend()
+            )],
+            ..PoolDiagnostics::default()
+        })
+    }
+}
+
+/// One request running in a pool now (`appcmd list requests`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunningRequest {
+    pub id: String,
+    pub verb: String,
+    pub url: String,
+    pub elapsed_ms: Option<u64>,
+    pub client: Option<String>,
+    /// The pipeline stage and module it is in (newer IIS only).
+    pub stage: Option<String>,
+    pub module: Option<String>,
+}
+
+/// A worker process of a pool, from the performance counters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkerFigures {
+    pub pid: u32,
+    /// `% Processor Time` (may exceed 100 on several cores).
+    pub cpu_percent: Option<f64>,
+    pub private_bytes: Option<u64>,
+    pub active_requests: Option<u64>,
+}
+
+/// A WAS event about a pool (System log, `Microsoft-Windows-WAS`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WasEvent {
+    pub id: u32,
+    pub level: String,
+    /// As the log prints it (local time or UTC, 3 or 7 decimals).
+    pub date: String,
+    pub pool: Option<String>,
+    pub pid: Option<u32>,
+    pub message: String,
+}
+
+impl WasEvent {
+    /// 5002: WAS disabled the pool after a series of worker failures.
+    pub fn rapid_fail(&self) -> bool {
+        self.id == 5002
+    }
+}
+
+/// What a pool was doing when it was captured.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PoolDiagnostics {
+    pub pool: String,
+    pub requests: Vec<RunningRequest>,
+    pub workers: Vec<WorkerFigures>,
+    /// `HTTP Service Request Queues(<pool>)\CurrentQueueSize`.
+    pub queue: Option<u64>,
+    /// `...\RejectedRequests` (since the queue was made).
+    pub rejected: Option<u64>,
+    /// `APP_POOL_WAS(<pool>)\Current Application Pool State`, in words.
+    pub state: Option<String>,
+    /// Newest first.
+    pub events: Vec<WasEvent>,
+    pub notes: Vec<String>,
 }
 
 /// Where a node's traffic records are written.

@@ -363,6 +363,18 @@ impl Iis for Simulator {
         Ok(())
     }
 
+    async fn diagnose(&self, pool: &str, min_elapsed_ms: u64) -> Result<PoolDiagnostics, IisError> {
+        if !self
+            .lock()
+            .pools
+            .iter()
+            .any(|p| p.cfg.name.eq_ignore_ascii_case(pool))
+        {
+            return Err(IisError::NoSuchPool(pool.to_string()));
+        }
+        Ok(self.diagnostics(pool, min_elapsed_ms))
+    }
+
     fn traffic_logs(&self) -> Option<TrafficLogs> {
         let dir = self.cfg().logs.clone()?;
         Some(TrafficLogs {

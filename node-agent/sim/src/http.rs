@@ -315,6 +315,16 @@ async fn handle(
         sim,
         worker: worker.clone(),
     };
+    let _running = sim.running(super::RunningEntry {
+        pool: site.app_pool.clone(),
+        verb: req.method().to_string(),
+        url: req
+            .uri()
+            .path_and_query()
+            .map_or_else(|| req.uri().path().to_string(), |p| p.to_string()),
+        client: None,
+        started: tokio::time::Instant::now(),
+    });
     // Cold start: the first requests of a new worker wait for JIT and caches.
     tokio::select! {
         _ = tokio::time::sleep_until(worker.warm_at()) => {}

@@ -51,6 +51,12 @@ struct Inner {
     served: Mutex<std::collections::HashMap<String, u64>>,
     /// Each pool's faults, as the sim file says now (re-read on change).
     pool_faults: Mutex<std::collections::HashMap<String, config::PoolFaults>>,
+    /// The requests running now, for `diagnose` (what `appcmd list
+    /// requests` shows on IIS).
+    running: Mutex<std::collections::HashMap<u64, RunningEntry>>,
+    next_request: std::sync::atomic::AtomicU64,
+    /// WAS's events (newest last), as IIS writes them to the System log.
+    was_events: Mutex<Vec<crate::WasEvent>>,
     /// Each release folder's own faults (`farm-sim.yaml`), read once.
     release_faults:
         Mutex<std::collections::HashMap<std::path::PathBuf, Option<config::PoolFaults>>>,
@@ -104,6 +110,33 @@ impl PoolSim {
     }
 }
 
+/// A request being served, as `appcmd list requests` would show it.
+#[derive(Debug, Clone)]
+pub(crate) struct RunningEntry {
+    pub pool: String,
+    pub verb: String,
+    pub url: String,
+    pub client: Option<String>,
+    pub started: Instant,
+}
+
+/// Removes a running request from the table when it ends.
+pub(crate) struct RunningGuard<'a> {
+    sim: &'a Simulator,
+    id: u64,
+}
+
+impl Drop for RunningGuard<'_> {
+    fn drop(&mut self) {
+        self.sim
+            .inner
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.id);
+    }
+}
+
 /// How often the sim file is looked at for changes.
 const FILE_WATCH: Duration = Duration::from_millis(250);
 
@@ -154,6 +187,9 @@ impl Simulator {
                         .collect(),
                 ),
                 release_faults: Mutex::default(),
+                running: Mutex::default(),
+                next_request: std::sync::atomic::AtomicU64::new(0xfb00_0000_8000_0000),
+                was_events: Mutex::default(),
                 state: Mutex::new(State {
                     w3svc: ServiceState::Running,
                     was: ServiceState::Running,
@@ -291,6 +327,121 @@ impl Simulator {
             .get(pool)
             .cloned()
             .filter(config::PoolFaults::any)
+    }
+
+    /// Books a request running in `pool` until the guard drops.
+    pub(crate) fn running(&self, entry: RunningEntry) -> RunningGuard<'_> {
+        let id = self
+            .inner
+            .next_request
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.inner
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, entry);
+        RunningGuard { sim: self, id }
+    }
+
+    fn was_event(&self, id: u32, level: &str, pool: &str, pid: Option<u32>, message: String) {
+        let date = jiff::Timestamp::now()
+            .strftime("%Y-%m-%dT%H:%M:%S%.3f")
+            .to_string();
+        let mut events = self
+            .inner
+            .was_events
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        events.push(crate::WasEvent {
+            id,
+            level: level.into(),
+            date,
+            pool: Some(pool.into()),
+            pid,
+            message,
+        });
+        let excess = events.len().saturating_sub(100);
+        events.drain(..excess);
+    }
+
+    /// What `diagnose` tells of `pool`: its running requests (at least
+    /// `min_elapsed_ms` old, longest first), its worker, its WAS events.
+    pub(crate) fn diagnostics(&self, pool: &str, min_elapsed_ms: u64) -> crate::PoolDiagnostics {
+        let now = Instant::now();
+        let mut requests: Vec<(u64, crate::RunningRequest)> = self
+            .inner
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|(_, r)| r.pool.eq_ignore_ascii_case(pool))
+            .map(|(id, r)| {
+                let ms = now.duration_since(r.started).as_millis() as u64;
+                (
+                    ms,
+                    crate::RunningRequest {
+                        id: format!("{id:016x}"),
+                        verb: r.verb.clone(),
+                        url: r.url.clone(),
+                        elapsed_ms: Some(ms),
+                        client: r.client.clone(),
+                        stage: Some("ExecuteRequestHandler".into()),
+                        module: Some("ManagedPipelineHandler".into()),
+                    },
+                )
+            })
+            .filter(|(ms, _)| *ms >= min_elapsed_ms)
+            .collect();
+        requests.sort_by_key(|r| std::cmp::Reverse(r.0));
+        let st = self.lock();
+        let p = st
+            .pools
+            .iter()
+            .find(|p| p.cfg.name.eq_ignore_ascii_case(pool));
+        let workers = p
+            .and_then(|p| p.active.as_ref())
+            .map(|w| crate::WorkerFigures {
+                pid: w.pid,
+                cpu_percent: None,
+                private_bytes: None,
+                active_requests: Some(w.active()),
+            })
+            .into_iter()
+            .collect();
+        let state = p.map(|p| {
+            match p.state {
+                PoolState::Started => "Running",
+                _ => "Disabled",
+            }
+            .to_string()
+        });
+        drop(st);
+        let mut events: Vec<crate::WasEvent> = self
+            .inner
+            .was_events
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|e| {
+                e.pool
+                    .as_deref()
+                    .is_some_and(|p| p.eq_ignore_ascii_case(pool))
+            })
+            .cloned()
+            .collect();
+        events.reverse();
+        crate::PoolDiagnostics {
+            pool: pool.to_string(),
+            requests: requests.into_iter().map(|(_, r)| r).take(50).collect(),
+            workers,
+            queue: None,
+            rejected: None,
+            state,
+            events,
+            notes: vec![
+                "the simulator has no worker processes to measure: CPU and private bytes are not known".into(),
+            ],
+        }
     }
 
     /// Watches the sim file: when it changes on disk, its pools' `faults`
@@ -439,9 +590,16 @@ impl Simulator {
             if let Some(p) = st.pools.iter_mut().find(|p| p.cfg.name == pool) {
                 if p.active.as_ref().is_some_and(|a| Arc::ptr_eq(a, &worker)) {
                     // Five crashes in a row: rapid-fail protection stops the pool.
+                    let pid = worker.pid;
                     p.kill_all();
                     p.state = PoolState::Stopped;
                     drop(st);
+                    sim.was_event(5009, "Warning", &pool, Some(pid), format!(
+                        "A process serving application pool '{pool}' terminated unexpectedly. The process id was '{pid}'. The process exit code was '0xc0000005'."
+                    ));
+                    sim.was_event(5002, "Error", &pool, None, format!(
+                        "Application pool '{pool}' is being automatically disabled due to a series of failures in the process(es) serving that application pool."
+                    ));
                     sim.state_changed();
                     sim.event("pool_crashed", &pool);
                 }

@@ -58,6 +58,11 @@ impl Worker {
         let _ = rx.wait_for(|n| *n == 0).await;
     }
 
+    /// Requests it is serving now.
+    pub fn active(&self) -> u64 {
+        *self.in_flight.borrow()
+    }
+
     pub fn begin(&self) {
         self.total.fetch_add(1, Ordering::Relaxed);
         self.in_flight.send_modify(|n| *n += 1);

@@ -215,6 +215,14 @@ impl State {
                 "ERROR ( hresult:80004001, message:Command execution failed.\r\nNot implemented\r\n )\r\n",
             ),
             ["list", "requests"] => Output::ok(""),
+            // The reference's verbatim samples (IIS 7.0 and with stage).
+            ["list", "requests", pool, elapsed]
+                if pool.starts_with("/apppool.name:") && elapsed.starts_with("/elapsed:") =>
+            {
+                Output::ok(
+                    "REQUEST \"fb0000008000000e\" (url:GET /wait.aspx?time=10000,time:4276 msec,client:localhost)\r\nREQUEST \" fa000000080000026\" (url:GET /loop.php, time:2840 msec, client:localhost, stage:ExecuteRequestHandler, module:FastCgiModule)\r\n",
+                )
+            }
             [verb @ ("recycle" | "start" | "stop"), "apppool", arg] => {
                 let Some(name) = arg.strip_prefix("/apppool.name:") else {
                     return Output::exit(1, "ERROR ( message:Unknown attribute. )\r\n");
@@ -332,6 +340,82 @@ impl State {
         }
     }
 
+    /// One typeperf sample of a pool's diagnostic counters (the documented
+    /// CSV shape): queue 7, 2 rejected, Running, each worker 3 active
+    /// requests, 12.5 % CPU, 150 MB private bytes; an unrelated process.
+    fn diagnostic_counters(&self) -> Output {
+        let mut header = vec!["\"(PDH-CSV 4.0)\"".to_string()];
+        let mut values = vec!["\"11/21/2026 10:00:00.123\"".to_string()];
+        let mut add = |path: String, value: &str| {
+            header.push(format!("\"\\\\WEB01{path}\""));
+            values.push(format!("\"{value}\""));
+        };
+        for p in &self.pools {
+            add(
+                format!(r"\HTTP Service Request Queues({})\CurrentQueueSize", p.name),
+                "7.000000",
+            );
+            add(
+                format!(r"\HTTP Service Request Queues({})\RejectedRequests", p.name),
+                "2.000000",
+            );
+            add(
+                format!(r"\APP_POOL_WAS({})\Current Application Pool State", p.name),
+                "3.000000",
+            );
+        }
+        let workers: Vec<(u32, String)> = self
+            .pools
+            .iter()
+            .flat_map(|p| p.pids.iter().map(|pid| (*pid, p.name.clone())))
+            .collect();
+        for (pid, pool) in &workers {
+            add(
+                format!(r"\W3SVC_W3WP({pid}_{pool})\Active Requests"),
+                "3.000000",
+            );
+        }
+        add(r"\Process(svchost)\ID Process".into(), "812.000000");
+        for (k, (pid, _)) in workers.iter().enumerate() {
+            let inst = if k == 0 {
+                "w3wp".to_string()
+            } else {
+                format!("w3wp#{k}")
+            };
+            add(
+                format!(r"\Process({inst})\ID Process"),
+                &format!("{pid}.000000"),
+            );
+            add(format!(r"\Process({inst})\% Processor Time"), "12.500000");
+            add(
+                format!(r"\Process({inst})\Private Bytes"),
+                "157286400.000000",
+            );
+        }
+        Output::ok(format!(
+            "\r\n{}\r\n{}\r\nExiting, please wait...\r\nThe command completed successfully.\r\n",
+            header.join(","),
+            values.join(",")
+        ))
+    }
+
+    /// WAS's last events, newest first, in wevtutil's text layout: the
+    /// first pool's worker crashed and rapid-fail protection stopped it.
+    fn was_events(&self) -> Output {
+        let Some(p) = self.pools.first() else {
+            return Output::ok("");
+        };
+        let event = |n: usize, id: u32, level: &str, text: String| {
+            format!("Event[{n}]:\r\n  Log Name: System\r\n  Source: Microsoft-Windows-WAS\r\n  Date: 2026-11-21T10:00:0{n}.000\r\n  Event ID: {id}\r\n  Task: None\r\n  Level: {level}\r\n  Opcode: Info\r\n  Keyword: Classic\r\n  User: N/A\r\n  User Name: N/A\r\n  Computer: WEB01\r\n  Description:\r\n{text}\r\n\r\n")
+        };
+        let pid = p.pids.first().copied().unwrap_or(0);
+        Output::ok(format!(
+            "{}{}",
+            event(0, 5002, "Error", format!("Application pool '{}' is being automatically disabled due to a series of failures in the process(es) serving that application pool.", p.name)),
+            event(1, 5009, "Warning", format!("A process serving application pool '{}' terminated unexpectedly. The process id was '{pid}'. The process exit code was '0xc0000005'.", p.name)),
+        ))
+    }
+
     fn taskkill(&mut self, args: &[String]) -> Output {
         if args != ["/F", "/FI", "SERVICES eq was"] {
             return Output::exit(1, "ERROR: Invalid argument/option.\r\n");
@@ -360,6 +444,10 @@ impl CommandRunner for FakeIis {
             "iisreset" => st.iisreset(args),
             "sc" => st.sc(args),
             "taskkill" => st.taskkill(args),
+            "typeperf" if args.first().is_some_and(|a| a.starts_with(r"\HTTP Service Request Queues(")) => {
+                st.diagnostic_counters()
+            }
+            "wevtutil" => st.was_events(),
             "typeperf" => Output::ok(
                 "\r\n\"(PDH-CSV 4.0)\",\"\\\\WEB01\\W3SVC_W3WP(_Total)\\Active Requests\"\r\n\"11/21/2026 10:00:00.123\",\"2.000000\"\r\n\r\nThe command completed successfully.\r\n",
             ),

@@ -21,6 +21,73 @@ use crate::iis::*;
 use config::{Timeouts, Tools};
 use runner::{CommandRunner, Output, RunError};
 
+/// The typeperf argv of a pool's diagnostics: its queue and state, every
+/// worker's active requests, and every process's id, CPU and private
+/// bytes (`Process(*)`: a partial wildcard is not documented; the
+/// workers are picked by PID).
+fn diagnostic_counters(pool: &str) -> Vec<String> {
+    vec![
+        format!(r"\HTTP Service Request Queues({pool})\CurrentQueueSize"),
+        format!(r"\HTTP Service Request Queues({pool})\RejectedRequests"),
+        format!(r"\APP_POOL_WAS({pool})\Current Application Pool State"),
+        r"\W3SVC_W3WP(*)\Active Requests".into(),
+        r"\Process(*)\ID Process".into(),
+        r"\Process(*)\% Processor Time".into(),
+        r"\Process(*)\Private Bytes".into(),
+        "-sc".into(),
+        "1".into(),
+    ]
+}
+
+/// A pool's figures from one typeperf sample.
+fn pool_counters(d: &mut PoolDiagnostics, counters: &[crate::traffic::counters::Counter]) {
+    use crate::traffic::counters::{pool_state, w3wp_instance};
+    let of = |object: &str, instance: &str, counter: &str| {
+        counters
+            .iter()
+            .find(|c| {
+                c.object == object
+                    && c.instance.eq_ignore_ascii_case(instance)
+                    && c.counter == counter
+            })
+            .and_then(|c| c.value)
+    };
+    d.queue = of("HTTP Service Request Queues", &d.pool, "CurrentQueueSize").map(|v| v as u64);
+    d.rejected = of("HTTP Service Request Queues", &d.pool, "RejectedRequests").map(|v| v as u64);
+    d.state = of("APP_POOL_WAS", &d.pool, "Current Application Pool State").map(pool_state);
+    for c in counters
+        .iter()
+        .filter(|c| c.object == "W3SVC_W3WP" && c.counter == "Active Requests")
+    {
+        let Some((pid, pool)) = w3wp_instance(&c.instance) else {
+            continue;
+        };
+        if !pool.eq_ignore_ascii_case(&d.pool) {
+            continue;
+        }
+        // The Process instance (w3wp#N) whose ID Process is this PID.
+        let process = counters
+            .iter()
+            .find(|p| {
+                p.object == "Process"
+                    && p.counter == "ID Process"
+                    && p.value == Some(f64::from(pid))
+            })
+            .map(|p| p.instance.clone());
+        let of_process = |counter: &str| process.as_deref().and_then(|i| of("Process", i, counter));
+        d.workers.push(WorkerFigures {
+            pid,
+            cpu_percent: of_process("% Processor Time"),
+            private_bytes: of_process("Private Bytes").map(|v| v as u64),
+            active_requests: c.value.map(|v| v as u64),
+        });
+    }
+    if counters.is_empty() {
+        d.notes
+            .push("performance counters: none could be read".into());
+    }
+}
+
 /// The counter read when the Request Monitor feature is not installed.
 pub const ACTIVE_REQUESTS_COUNTER: &str = r"\W3SVC_W3WP(_Total)\Active Requests";
 
@@ -232,6 +299,72 @@ impl Iis for CommandBackend {
             }
             _ => None,
         })
+    }
+
+    async fn diagnose(&self, pool: &str, min_elapsed_ms: u64) -> Result<PoolDiagnostics, IisError> {
+        Self::check(pool)?;
+        let mut d = PoolDiagnostics {
+            pool: pool.to_string(),
+            ..PoolDiagnostics::default()
+        };
+        let counter_args = diagnostic_counters(pool);
+        let counter_args: Vec<&str> = counter_args.iter().map(String::as_str).collect();
+        let (pool_arg, elapsed_arg) = (
+            format!("/apppool.name:{pool}"),
+            format!("/elapsed:{min_elapsed_ms}"),
+        );
+        let list = ["list", "requests", pool_arg.as_str(), elapsed_arg.as_str()];
+        let (requests, counters, events) = tokio::join!(
+            self.appcmd(&list),
+            self.run(&self.tools.typeperf, &counter_args, self.timeouts.command),
+            self.run(
+                &self.tools.wevtutil,
+                &[
+                    "qe",
+                    "System",
+                    "/q:*[System[Provider[@Name='Microsoft-Windows-WAS']]]",
+                    "/c:50",
+                    "/rd:true",
+                    "/f:text",
+                ],
+                self.timeouts.command,
+            ),
+        );
+        match requests {
+            Ok(text) => d.requests = crate::traffic::requests::parse(&text),
+            Err(e) => d.notes.push(format!(
+                "running requests: {e} (the Request Monitor feature may not be installed)"
+            )),
+        }
+        match counters {
+            Ok(o) if o.code == Some(0) => {
+                pool_counters(&mut d, &crate::traffic::counters::parse(&o.stdout))
+            }
+            Ok(o) => d.notes.push(format!(
+                "performance counters: typeperf exited {:?}: {}",
+                o.code,
+                o.stdout.trim()
+            )),
+            Err(e) => d.notes.push(format!("performance counters: {e}")),
+        }
+        match events {
+            Ok(o) if o.code == Some(0) => {
+                d.events = crate::traffic::events::parse(&o.stdout)
+                    .into_iter()
+                    .filter(|e| {
+                        e.pool
+                            .as_deref()
+                            .is_some_and(|p| p.eq_ignore_ascii_case(pool))
+                    })
+                    .take(10)
+                    .collect();
+            }
+            Ok(o) => d
+                .notes
+                .push(format!("WAS events: wevtutil exited {:?}", o.code)),
+            Err(e) => d.notes.push(format!("WAS events: {e}")),
+        }
+        Ok(d)
     }
 
     async fn recycle_pool(&self, pool: &str) -> Result<(), IisError> {

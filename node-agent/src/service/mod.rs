@@ -624,6 +624,21 @@ impl NodeAgent for AgentService {
         ticket.close_with(Ok(Response::new(reply)))
     }
 
+    async fn diagnose(
+        &self,
+        req: Request<pb::DiagnoseRequest>,
+    ) -> Result<Response<pb::DiagnoseReply>, Status> {
+        let pool = req.get_ref().pool.clone();
+        let ticket = self.admit(&req, Call::Diagnose, std::slice::from_ref(&pool), "")?;
+        let result = self
+            .iis
+            .diagnose(&pool, req.get_ref().min_elapsed_ms)
+            .await
+            .map(|d| Response::new(convert::diagnostics(d)))
+            .map_err(|e| Status::from(AgentError::from(e)));
+        ticket.close_with(result)
+    }
+
     async fn release_lease(
         &self,
         req: Request<pb::ReleaseLeaseRequest>,

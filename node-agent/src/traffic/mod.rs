@@ -1,8 +1,11 @@
 //! Reading what users got from IIS's own records: the W3C access log
 //! ([`w3c`]), the HTTP.sys error log ([`httperr`]) and the requests running
-//! now ([`requests`], `appcmd list requests`). Parsers only, built from the
+//! now ([`requests`], `appcmd list requests`), WAS's events ([`events`],
+//! `wevtutil`) and the performance counters ([`counters`], `typeperf`). Parsers only, built from the
 //! formats' documentation and verbatim samples; every column is mapped
 //! from the file's own `#Fields` line, which may change mid-file.
+pub mod counters;
+pub mod events;
 pub mod httperr;
 pub mod requests;
 pub mod tail;

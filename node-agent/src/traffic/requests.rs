@@ -4,18 +4,7 @@
 //! The separator is `,` or `, `, and the url may hold commas itself, so
 //! the known keys are what splits it.
 
-/// One running request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RunningRequest {
-    pub id: String,
-    pub verb: String,
-    pub url: String,
-    pub elapsed_ms: Option<u64>,
-    pub client: Option<String>,
-    /// The pipeline stage and module it is in (newer IIS only).
-    pub stage: Option<String>,
-    pub module: Option<String>,
-}
+pub use crate::iis::RunningRequest;
 
 const KEYS: [&str; 5] = ["url", "time", "client", "stage", "module"];
 

@@ -16,6 +16,7 @@ fn tools() -> Tools {
         sc: r"C:\Windows\system32\sc.exe".into(),
         taskkill: r"C:\Windows\system32\taskkill.exe".into(),
         typeperf: r"C:\Windows\system32\typeperf.exe".into(),
+        wevtutil: r"C:\Windows\system32\wevtutil.exe".into(),
         powershell: r"C:\Windows\System32\WindowsPowerShell\v1.0\powershell.exe".into(),
     }
 }
@@ -445,4 +446,46 @@ async fn a_site_is_pointed_at_another_folder_with_the_exact_command() {
     assert!(b.set_site_path("a\"b", r"D:\x").await.is_err());
     assert!(b.set_site_path("ShopSite", "D:\\x\"&calc").await.is_err());
     assert!(fake.log().is_empty(), "a hostile name ran a command");
+}
+
+#[tokio::test]
+async fn a_pools_diagnostics_come_from_appcmd_typeperf_and_wevtutil() {
+    let fake = Arc::new(FakeIis::new(&["Shop", "Api"], FakeFaults::default()));
+    let d = backend(&fake).diagnose("Shop", 1000).await.unwrap();
+    assert_eq!(d.notes, Vec::<String>::new());
+    // The requests, from the reference's verbatim lines.
+    assert_eq!(d.requests.len(), 2);
+    assert_eq!(d.requests[0].url, "/wait.aspx?time=10000");
+    assert_eq!(d.requests[0].elapsed_ms, Some(4276));
+    assert_eq!(d.requests[1].module.as_deref(), Some("FastCgiModule"));
+    // The counters: queue, rejected, state, and Shop's one worker found
+    // among the processes by its PID.
+    assert_eq!((d.queue, d.rejected), (Some(7), Some(2)));
+    assert_eq!(d.state.as_deref(), Some("Running"));
+    assert_eq!(d.workers.len(), 1, "{:?}", d.workers);
+    let w = &d.workers[0];
+    assert_eq!(w.cpu_percent, Some(12.5));
+    assert_eq!(w.private_bytes, Some(157_286_400));
+    assert_eq!(w.active_requests, Some(3));
+    // WAS's events about the pool, newest first: rapid-fail protection.
+    assert_eq!(
+        d.events.iter().map(|e| e.id).collect::<Vec<_>>(),
+        [5002, 5009]
+    );
+    assert!(d.events[0].rapid_fail());
+    // Argv only, each tool once.
+    let log = fake.log();
+    assert!(
+        log.contains(&"appcmd list requests /apppool.name:Shop /elapsed:1000".to_string()),
+        "{log:?}"
+    );
+    assert!(log.iter().any(|l| l.starts_with(r"typeperf \HTTP Service Request Queues(Shop)\CurrentQueueSize")), "{log:?}");
+    assert!(
+        log.iter().any(|l| l.starts_with(
+            "wevtutil qe System /q:*[System[Provider[@Name='Microsoft-Windows-WAS']]]"
+        )),
+        "{log:?}"
+    );
+    // A name that is not a pool name is refused before any tool runs.
+    assert!(backend(&fake).diagnose("../x", 0).await.is_err());
 }
