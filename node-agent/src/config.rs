@@ -83,6 +83,8 @@ pub struct Tools {
     pub typeperf: String,
     /// For the WAS events of a pool's diagnostics.
     pub wevtutil: String,
+    /// `netsh http flush logbuffer` before a traffic window is read.
+    pub netsh: String,
     /// For the `arr` and `nlb` load balancer members.
     pub powershell: String,
 }
@@ -97,6 +99,7 @@ impl Tools {
             taskkill: "taskkill".into(),
             typeperf: "typeperf".into(),
             wevtutil: "wevtutil".into(),
+            netsh: "netsh".into(),
             powershell: "powershell".into(),
         }
     }
@@ -116,6 +119,7 @@ impl Default for Tools {
             taskkill: path(sys.join("taskkill.exe")),
             typeperf: path(sys.join("typeperf.exe")),
             wevtutil: path(sys.join("wevtutil.exe")),
+            netsh: path(sys.join("netsh.exe")),
             powershell: path(
                 sys.join("WindowsPowerShell")
                     .join("v1.0")

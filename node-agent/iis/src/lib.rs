@@ -165,6 +165,9 @@ pub trait Iis: Send + Sync + 'static {
     fn traffic_logs(&self) -> Option<TrafficLogs> {
         None
     }
+    /// Writes out what the server still buffers of its logs (HTTP.sys),
+    /// so a window read next is complete. Best effort.
+    async fn flush_logs(&self) {}
     /// What a sick pool is doing, captured before it is recycled: the
     /// requests running in it for at least `min_elapsed_ms`, its workers'
     /// CPU and memory, its queue, its recent WAS events. Whatever cannot

@@ -133,7 +133,9 @@ async fn start_backend(s: &AgentSettings) -> Result<Started, RunError> {
                 config.tools.clone(),
                 config.timeouts.clone(),
                 config.health_files.clone(),
-            );
+            )
+            .discover_logs()
+            .await;
             Ok(Started {
                 node,
                 iis: Arc::new(backend),

@@ -215,6 +215,24 @@ impl State {
                 "ERROR ( hresult:80004001, message:Command execution failed.\r\nNot implemented\r\n )\r\n",
             ),
             ["list", "requests"] => Output::ok(""),
+            // Effective settings (IIS 8.5's `/xml /config:*` shape): the
+            // first site logs W3C to files under the default folder, the
+            // second to ETW only.
+            ["list", "site", "/xml", "/config:*"] => Output::ok(format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\r\n<appcmd>\r\n{}</appcmd>\r\n",
+                self.pools
+                    .iter()
+                    .enumerate()
+                    .map(|(i, p)| format!(
+                        "    <SITE SITE.NAME=\"{name}\" SITE.ID=\"{id}\" bindings=\"http/*:{port}:\" state=\"Started\">\r\n        <site name=\"{name}\" id=\"{id}\" serverAutoStart=\"true\">\r\n            <logFile logFormat=\"W3C\" logTargetW3C=\"{target}\" directory=\"%SystemDrive%\\inetpub\\logs\\LogFiles\" period=\"Daily\" />\r\n            <application path=\"/\" applicationPool=\"{pool}\">\r\n                <virtualDirectory path=\"/\" physicalPath=\"C:\\sites\\{name}\" />\r\n            </application>\r\n        </site>\r\n    </SITE>\r\n",
+                        name = format!("{}Site", p.name),
+                        id = i + 1,
+                        port = 80 + i,
+                        target = if i == 0 { "File" } else { "ETW" },
+                        pool = p.name,
+                    ))
+                    .collect::<String>()
+            )),
             // The reference's verbatim samples (IIS 7.0 and with stage).
             ["list", "requests", pool, elapsed]
                 if pool.starts_with("/apppool.name:") && elapsed.starts_with("/elapsed:") =>
@@ -448,6 +466,7 @@ impl CommandRunner for FakeIis {
                 st.diagnostic_counters()
             }
             "wevtutil" => st.was_events(),
+            "netsh" if args == ["http", "flush", "logbuffer"] => Output::ok("\r\nOk.\r\n\r\n"),
             "typeperf" => Output::ok(
                 "\r\n\"(PDH-CSV 4.0)\",\"\\\\WEB01\\W3SVC_W3WP(_Total)\\Active Requests\"\r\n\"11/21/2026 10:00:00.123\",\"2.000000\"\r\n\r\nThe command completed successfully.\r\n",
             ),

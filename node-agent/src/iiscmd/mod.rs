@@ -96,6 +96,9 @@ pub struct CommandBackend {
     tools: Tools,
     timeouts: Timeouts,
     health_files: Vec<PathBuf>,
+    /// Where the sites' logs are, once [`CommandBackend::discover_logs`]
+    /// found out.
+    logs: Option<TrafficLogs>,
 }
 
 fn drained_path(p: &std::path::Path) -> PathBuf {
@@ -116,7 +119,72 @@ impl CommandBackend {
             tools,
             timeouts,
             health_files,
+            logs: None,
         }
+    }
+
+    /// Reads where each site's W3C log is from IIS's own configuration
+    /// (`appcmd list site /xml /config:*`: the effective `logFile`
+    /// settings, defaults included) and keeps it for the Traffic call. A
+    /// site that does not log W3C to files is left out, said why.
+    pub async fn discover_logs(mut self) -> Self {
+        match self.find_logs().await {
+            Ok(logs) => self.logs = Some(logs),
+            Err(e) => tracing::warn!("the sites' logs were not found, Traffic will say so: {e}"),
+        }
+        self
+    }
+
+    async fn find_logs(&self) -> Result<TrafficLogs, IisError> {
+        let xml = self.appcmd(&["list", "site", "/xml", "/config:*"]).await?;
+        let sites = parse::site_logs(&xml).map_err(|detail| IisError::Parse {
+            command: "appcmd list site /xml /config:*".into(),
+            detail,
+        })?;
+        let mut found = Vec::new();
+        for s in sites {
+            let w3c = s
+                .format
+                .as_deref()
+                .is_none_or(|f| f.eq_ignore_ascii_case("W3C"));
+            let to_file = s
+                .target
+                .as_deref()
+                .is_none_or(|t| t.split(',').any(|x| x.trim().eq_ignore_ascii_case("File")));
+            if !w3c || !to_file {
+                tracing::warn!(
+                    site = %s.name,
+                    "left out of traffic health: its log is {} to {} (W3C to a file is read)",
+                    s.format.as_deref().unwrap_or("?"),
+                    s.target.as_deref().unwrap_or("?")
+                );
+                continue;
+            }
+            let dir = s
+                .directory
+                .clone()
+                .unwrap_or_else(|| r"%SystemDrive%\inetpub\logs\LogFiles".into());
+            found.push(SiteLogs {
+                site: s.name.clone(),
+                id: s.id,
+                pool: s.pool.clone().unwrap_or_default(),
+                w3c_dir: PathBuf::from(expand(&dir)).join(format!("W3SVC{}", s.id)),
+            });
+        }
+        Ok(TrafficLogs {
+            sites: found,
+            httperr_dir: Some(PathBuf::from(expand(
+                r"%SystemRoot%\System32\LogFiles\HTTPERR",
+            ))),
+            // The LB asks for the health file by its name at the site's
+            // root (`C:\inetpub\health\health.htm` → `/health.htm`).
+            check_paths: self
+                .health_files
+                .iter()
+                .map(|f| f.to_string_lossy().into_owned())
+                .filter_map(|f| f.rsplit(['\\', '/']).next().map(|n| format!("/{n}")))
+                .collect(),
+        })
     }
 
     async fn run(
@@ -299,6 +367,27 @@ impl Iis for CommandBackend {
             }
             _ => None,
         })
+    }
+
+    fn traffic_logs(&self) -> Option<TrafficLogs> {
+        self.logs.clone()
+    }
+
+    /// `netsh http flush logbuffer` (elevated): judged by its exit code,
+    /// its text is not documented.
+    async fn flush_logs(&self) {
+        match self
+            .run(
+                &self.tools.netsh,
+                &["http", "flush", "logbuffer"],
+                self.timeouts.command,
+            )
+            .await
+        {
+            Ok(o) if o.code == Some(0) => {}
+            Ok(o) => tracing::debug!(code = ?o.code, "netsh http flush logbuffer failed"),
+            Err(e) => tracing::debug!("netsh http flush logbuffer: {e}"),
+        }
     }
 
     async fn diagnose(&self, pool: &str, min_elapsed_ms: u64) -> Result<PoolDiagnostics, IisError> {

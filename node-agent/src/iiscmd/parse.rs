@@ -177,6 +177,62 @@ pub fn iisreset_failed(text: &str) -> bool {
     })
 }
 
+/// One site's log settings in `appcmd list site /xml /config:*` (the
+/// effective values: `/config:*` emits defaults too).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SiteLogConfig {
+    pub name: String,
+    pub id: u32,
+    /// `<logFile directory>` as written (variables not expanded).
+    pub directory: Option<String>,
+    /// `W3C`, `IIS`, `NCSA`, `Custom`.
+    pub format: Option<String>,
+    /// `File`, `ETW`, `File,ETW`.
+    pub target: Option<String>,
+    /// The root application's pool.
+    pub pool: Option<String>,
+}
+
+/// Every `SITE` of `appcmd list site /xml /config:*`.
+pub fn site_logs(xml: &str) -> Result<Vec<SiteLogConfig>, String> {
+    let doc = roxmltree::Document::parse(xml.trim_start_matches('\u{feff}'))
+        .map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    for site in doc.descendants().filter(|n| n.has_tag_name("SITE")) {
+        let name = site
+            .attribute("SITE.NAME")
+            .ok_or("a SITE without SITE.NAME")?;
+        let id = site
+            .attribute("SITE.ID")
+            .and_then(|i| i.parse().ok())
+            .ok_or_else(|| format!("site {name}: no numeric SITE.ID"))?;
+        let inner = site.descendants().find(|n| n.has_tag_name("site"));
+        let log = inner.and_then(|s| s.children().find(|n| n.has_tag_name("logFile")));
+        let pool = inner
+            .and_then(|s| {
+                s.children()
+                    .find(|n| n.has_tag_name("application") && n.attribute("path") == Some("/"))
+            })
+            .and_then(|a| a.attribute("applicationPool"))
+            .map(str::to_string);
+        out.push(SiteLogConfig {
+            name: name.to_string(),
+            id,
+            directory: log
+                .and_then(|l| l.attribute("directory"))
+                .map(str::to_string),
+            format: log
+                .and_then(|l| l.attribute("logFormat"))
+                .map(str::to_string),
+            target: log
+                .and_then(|l| l.attribute("logTargetW3C"))
+                .map(str::to_string),
+            pool,
+        });
+    }
+    Ok(out)
+}
+
 /// The value of a one-sample `typeperf "<counter>" -sc 1` run.
 pub fn typeperf_value(text: &str) -> Option<f64> {
     lines(text)
@@ -189,6 +245,48 @@ pub fn typeperf_value(text: &str) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The reference's verbatim `/xml /config:*` start (IIS 8.5, sous-chefs
+    /// iis#249), completed with the documented elements; a second site
+    /// whose log goes to ETW only.
+    const SITES_XML: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
+<appcmd>
+    <SITE SITE.NAME="MyWebSite" SITE.ID="1" bindings="http/*:80:,https/*:443:" state="Started">
+        <site name="MyWebSite" id="1" serverAutoStart="true">
+            <bindings>
+                <binding protocol="http" bindingInformation="*:80:" />
+            </bindings>
+            <logFile logExtFileFlags="Date, Time, ClientIP, UserName, ServerIP, Method, UriStem, UriQuery, HttpStatus, Win32Status, TimeTaken, ServerPort, UserAgent, Referer, HttpSubStatus" customLogPluginClsid="" logFormat="W3C" logTargetW3C="File" directory="%SystemDrive%\inetpub\logs\LogFiles" period="Daily" />
+            <application path="/" applicationPool="ShopPool">
+                <virtualDirectory path="/" physicalPath="D:\sites\shop" />
+            </application>
+            <application path="/api" applicationPool="ApiPool" />
+        </site>
+    </SITE>
+    <SITE SITE.NAME="Quiet" SITE.ID="3" bindings="http/*:82:" state="Stopped">
+        <site name="Quiet" id="3">
+            <logFile logFormat="W3C" logTargetW3C="ETW" directory="D:\IISLogs" />
+            <application path="/" applicationPool="QuietPool" />
+        </site>
+    </SITE>
+</appcmd>
+"#;
+
+    #[test]
+    fn site_ids_and_log_folders_from_the_xml() {
+        let sites = site_logs(SITES_XML).unwrap();
+        assert_eq!(sites.len(), 2);
+        assert_eq!(sites[0].name, "MyWebSite");
+        assert_eq!(sites[0].id, 1);
+        assert_eq!(
+            sites[0].directory.as_deref(),
+            Some(r"%SystemDrive%\inetpub\logs\LogFiles")
+        );
+        assert_eq!(sites[0].pool.as_deref(), Some("ShopPool"));
+        assert_eq!(sites[1].target.as_deref(), Some("ETW"));
+        assert!(site_logs("not xml").is_err());
+        assert!(site_logs("<appcmd><SITE SITE.NAME=\"x\"/></appcmd>").is_err());
+    }
 
     #[test]
     fn attributes_with_commas_stay_whole() {

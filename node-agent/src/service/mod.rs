@@ -611,6 +611,7 @@ impl NodeAgent for AgentService {
                 ..Default::default()
             },
             Some(watch) => {
+                self.iis.flush_logs().await;
                 let sites = tokio::task::spawn_blocking(move || watch.figures(last))
                     .await
                     .map_err(|e| Status::internal(format!("reading the logs failed: {e}")))?;

@@ -17,6 +17,7 @@ fn tools() -> Tools {
         taskkill: r"C:\Windows\system32\taskkill.exe".into(),
         typeperf: r"C:\Windows\system32\typeperf.exe".into(),
         wevtutil: r"C:\Windows\system32\wevtutil.exe".into(),
+        netsh: r"C:\Windows\system32\netsh.exe".into(),
         powershell: r"C:\Windows\System32\WindowsPowerShell\v1.0\powershell.exe".into(),
     }
 }
@@ -488,4 +489,47 @@ async fn a_pools_diagnostics_come_from_appcmd_typeperf_and_wevtutil() {
     );
     // A name that is not a pool name is refused before any tool runs.
     assert!(backend(&fake).diagnose("../x", 0).await.is_err());
+}
+
+#[tokio::test]
+async fn the_sites_logs_are_found_in_iis_config_and_flushed_before_a_read() {
+    let fake = Arc::new(FakeIis::new(&["Shop", "Api"], FakeFaults::default()));
+    let backend = CommandBackend::new(
+        fake.clone(),
+        tools(),
+        Timeouts::default(),
+        vec![r"C:\inetpub\health\health.htm".into()],
+    )
+    .discover_logs()
+    .await;
+    let logs = backend.traffic_logs().expect("logs found");
+    // ApiSite logs to ETW only: left out.
+    assert_eq!(logs.sites.len(), 1, "{logs:?}");
+    let shop = &logs.sites[0];
+    assert_eq!(
+        (shop.site.as_str(), shop.id, shop.pool.as_str()),
+        ("ShopSite", 1, "Shop")
+    );
+    let dir = shop.w3c_dir.to_string_lossy().into_owned();
+    assert!(
+        dir.ends_with("W3SVC1") && dir.contains(r"inetpub\logs\LogFiles"),
+        "{dir}"
+    );
+    assert!(
+        !dir.contains("%SystemDrive%") || std::env::var("SystemDrive").is_err(),
+        "{dir}"
+    );
+    assert!(logs
+        .httperr_dir
+        .unwrap()
+        .to_string_lossy()
+        .ends_with("HTTPERR"));
+    assert_eq!(logs.check_paths, ["/health.htm"]);
+    backend.flush_logs().await;
+    assert!(
+        fake.log()
+            .contains(&"netsh http flush logbuffer".to_string()),
+        "{:?}",
+        fake.log()
+    );
 }
