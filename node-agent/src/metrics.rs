@@ -32,13 +32,49 @@ struct CallLabel {
     call: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SiteLabel {
+    site: String,
+    pool: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SiteClassLabel {
+    site: String,
+    pool: String,
+    /// `1xx` .. `5xx`.
+    class: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SiteQuantileLabel {
+    site: String,
+    pool: String,
+    quantile: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SiteReasonLabel {
+    site: String,
+    pool: String,
+    reason: String,
+}
+
 /// What a scrape reads from the node at that moment.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Live {
     pub in_flight: Option<u64>,
     pub drained: bool,
     pub leased: bool,
+    /// Each site's traffic over the last minute (the Traffic call's
+    /// figures), when the agent reads its logs.
+    pub sites: Vec<crate::traffic::watch::SiteFigures>,
 }
+
+/// The window the per-site gauges cover, in seconds.
+pub const SITE_WINDOW_S: u64 = 60;
+
+type FloatGauge = Gauge<f64, std::sync::atomic::AtomicU64>;
 
 pub type LiveFn = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Live> + Send>> + Send + Sync>;
 
@@ -51,6 +87,11 @@ pub struct Metrics {
     drained: Gauge<i64, std::sync::atomic::AtomicI64>,
     leased: Gauge<i64, std::sync::atomic::AtomicI64>,
     scrapes: Counter<u64, AtomicU64>,
+    site_requests: Family<SiteLabel, FloatGauge>,
+    site_checks: Family<SiteLabel, FloatGauge>,
+    site_responses: Family<SiteClassLabel, FloatGauge>,
+    site_latency: Family<SiteQuantileLabel, FloatGauge>,
+    site_httperr: Family<SiteReasonLabel, FloatGauge>,
 }
 
 impl Default for Metrics {
@@ -96,7 +137,42 @@ impl Default for Metrics {
         );
         let scrapes = Counter::default();
         registry.register("scrapes", "Scrapes of this endpoint", scrapes.clone());
+        let site_requests = Family::<SiteLabel, FloatGauge>::default();
+        registry.register(
+            "site_requests_last_minute",
+            "User requests of the site over the last minute, from its W3C log (health checks and probes apart)",
+            site_requests.clone(),
+        );
+        let site_checks = Family::<SiteLabel, FloatGauge>::default();
+        registry.register(
+            "site_checks_last_minute",
+            "Health-check and probe requests of the site over the last minute",
+            site_checks.clone(),
+        );
+        let site_responses = Family::<SiteClassLabel, FloatGauge>::default();
+        registry.register(
+            "site_responses_last_minute",
+            "User responses of the site over the last minute by status class",
+            site_responses.clone(),
+        );
+        let site_latency = Family::<SiteQuantileLabel, FloatGauge>::default();
+        registry.register(
+            "site_latency_ms",
+            "time-taken quantiles of the site's user requests over the last minute, ms (-1: no timed request)",
+            site_latency.clone(),
+        );
+        let site_httperr = Family::<SiteReasonLabel, FloatGauge>::default();
+        registry.register(
+            "site_httperr_last_minute",
+            "HTTP.sys errors of the site over the last minute by reason (AppOffline, QueueFull, ...)",
+            site_httperr.clone(),
+        );
         Metrics {
+            site_requests,
+            site_checks,
+            site_responses,
+            site_latency,
+            site_httperr,
             registry,
             requests,
             durations,
@@ -147,6 +223,47 @@ impl Metrics {
         );
         self.drained.set(i64::from(live.drained));
         self.leased.set(i64::from(live.leased));
+        // The per-site gauges say the last minute as it is now: sites and
+        // reasons seen before but not now read 0, not their old values.
+        self.site_httperr.clear();
+        for s in &live.sites {
+            let site = || SiteLabel {
+                site: s.site.clone(),
+                pool: s.pool.clone(),
+            };
+            let f = &s.figures;
+            self.site_requests
+                .get_or_create(&site())
+                .set(f.requests as f64);
+            self.site_checks.get_or_create(&site()).set(f.checks as f64);
+            for (i, n) in f.classes.iter().enumerate() {
+                self.site_responses
+                    .get_or_create(&SiteClassLabel {
+                        site: s.site.clone(),
+                        pool: s.pool.clone(),
+                        class: format!("{}xx", i + 1),
+                    })
+                    .set(*n as f64);
+            }
+            for (q, v) in [("0.5", f.p50_ms), ("0.95", f.p95_ms), ("0.99", f.p99_ms)] {
+                self.site_latency
+                    .get_or_create(&SiteQuantileLabel {
+                        site: s.site.clone(),
+                        pool: s.pool.clone(),
+                        quantile: q.into(),
+                    })
+                    .set(v.unwrap_or(-1.0));
+            }
+            for (reason, n) in &f.httperr {
+                self.site_httperr
+                    .get_or_create(&SiteReasonLabel {
+                        site: s.site.clone(),
+                        pool: s.pool.clone(),
+                        reason: reason.clone(),
+                    })
+                    .set(*n as f64);
+            }
+        }
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
             out.clear();
@@ -199,5 +316,36 @@ pub async fn serve(
                 .serve_connection(TokioIo::new(tcp), service)
                 .await;
         });
+    }
+}
+
+#[cfg(test)]
+mod site_tests {
+    use super::*;
+
+    #[test]
+    fn site_figures_are_encoded() {
+        let m = Metrics::default();
+        let mut figures = crate::traffic::window::Figures::default();
+        figures.requests = 20;
+        figures.classes[1] = 20;
+        figures.p95_ms = Some(12.0);
+        figures.httperr.insert("AppOffline".into(), 2);
+        let text = m.encode(Live {
+            sites: vec![crate::traffic::watch::SiteFigures {
+                site: "shop".into(),
+                pool: "ShopPool".into(),
+                figures,
+                missing: Vec::new(),
+                malformed: 0,
+            }],
+            ..Live::default()
+        });
+        assert!(
+            text.contains(
+                "farm_agent_site_requests_last_minute{site=\"shop\",pool=\"ShopPool\"} 20"
+            ),
+            "{text}"
+        );
     }
 }

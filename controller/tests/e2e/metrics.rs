@@ -91,6 +91,62 @@ async fn a_scrape_counts_every_call_by_outcome_and_the_refused_handshakes() {
         .unwrap()
             >= 1.0
     );
+    // Per site, from the node's own log: 20 user requests now (the
+    // recycle's probes count apart, as checks).
+    for _ in 0..20 {
+        let (status, _) = farm_proto::http::get_as(
+            "Mozilla/5.0",
+            "127.0.0.1",
+            node.http_port,
+            Some(farmctl::sandbox::SITE_HOST),
+            "/",
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+        assert_eq!(status, 200);
+    }
+    let site = "site=\"shop\",pool=\"ShopPool\"";
+    farm_proto::assert_eventually!(
+        Duration::from_secs(10),
+        async {
+            text = scrape(&addr).await;
+            sample(
+                &text,
+                &format!("farm_agent_site_requests_last_minute{{{site}}}"),
+            )
+            .unwrap_or(0.0)
+                >= 20.0
+        },
+        "the site's user requests in the metrics:\n{text}"
+    );
+    assert!(
+        sample(
+            &text,
+            &format!("farm_agent_site_responses_last_minute{{{site},class=\"2xx\"}}")
+        )
+        .unwrap()
+            >= 20.0,
+        "{text}"
+    );
+    assert!(
+        sample(
+            &text,
+            &format!("farm_agent_site_checks_last_minute{{{site}}}")
+        )
+        .unwrap()
+            >= 1.0,
+        "{text}"
+    );
+    assert!(
+        sample(
+            &text,
+            &format!("farm_agent_site_latency_ms{{{site},quantile=\"0.95\"}}")
+        )
+        .unwrap()
+            >= 0.0,
+        "{text}"
+    );
     // Nothing but /metrics there.
     let (host, port) = addr.rsplit_once(':').unwrap();
     let (status, _) = farmctl::probe::get(

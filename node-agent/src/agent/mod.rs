@@ -243,23 +243,33 @@ pub async fn run(
             Arc::new(SystemRunner),
         ))
     });
+    let traffic = crate::traffic::watch::TrafficWatch::for_backend(&*iis);
     let mut service =
         crate::service::AgentService::new(started.node.clone(), iis.clone(), settings.ops.clone())
             .with_deployments(deployments)
             .with_lb_members(started.lb_members.clone())
-            .with_traffic(crate::traffic::watch::TrafficWatch::for_backend(&*iis));
+            .with_traffic(traffic.clone());
     if let Some(state) = state {
         service = service.with_state(Arc::new(state));
     }
     if let Some((listener, m)) = metrics {
         let leases = service.leases();
         let live: crate::metrics::LiveFn = Arc::new(move || {
-            let (iis, leases) = (iis.clone(), leases.clone());
+            let (iis, leases, traffic) = (iis.clone(), leases.clone(), traffic.clone());
             Box::pin(async move {
+                let sites = match traffic {
+                    Some(watch) => tokio::task::spawn_blocking(move || {
+                        watch.figures(crate::metrics::SITE_WINDOW_S)
+                    })
+                    .await
+                    .unwrap_or_default(),
+                    None => Vec::new(),
+                };
                 crate::metrics::Live {
                     in_flight: iis.in_flight().await.ok().flatten(),
                     drained: !iis.health_file_present().await.unwrap_or(true),
                     leased: leases.current().is_some(),
+                    sites,
                 }
             })
         });
