@@ -326,11 +326,13 @@ mod site_tests {
     #[test]
     fn site_figures_are_encoded() {
         let m = Metrics::default();
-        let mut figures = crate::traffic::window::Figures::default();
-        figures.requests = 20;
-        figures.classes[1] = 20;
-        figures.p95_ms = Some(12.0);
-        figures.httperr.insert("AppOffline".into(), 2);
+        let figures = crate::traffic::window::Figures {
+            requests: 20,
+            classes: [0, 20, 0, 0, 0],
+            p95_ms: Some(12.0),
+            httperr: [("AppOffline".to_string(), 2)].into(),
+            ..Default::default()
+        };
         let text = m.encode(Live {
             sites: vec![crate::traffic::watch::SiteFigures {
                 site: "shop".into(),
