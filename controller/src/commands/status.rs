@@ -155,9 +155,9 @@ fn node_status(o: &Observation, name: &str, agent: &str, drains: bool) -> NodeSt
 }
 
 /// The farm at one moment.
-struct Snapshot {
-    farm: String,
-    nodes: Vec<NodeStatus>,
+pub struct Snapshot {
+    pub farm: String,
+    pub nodes: Vec<NodeStatus>,
     mixed_versions: BTreeMap<String, Vec<String>>,
     lb_error: Option<String>,
 }
@@ -194,7 +194,8 @@ impl Snapshot {
     }
 }
 
-async fn snapshot(farm: &crate::farm::Farm, settings: &Settings) -> Snapshot {
+/// The farm now, as `status` shows it (agents, probes, LB, traffic).
+pub async fn snapshot(farm: &crate::farm::Farm, settings: &Settings) -> Snapshot {
     let (members, lb_error) = match observe::members(farm).await {
         Ok(m) => (m, None),
         Err(e) => (Vec::new(), Some(e.to_string())),

@@ -61,6 +61,10 @@ struct Args {
     /// Benchmark a rolling deployment instead of a recycle.
     #[arg(long)]
     deploy: bool,
+    /// Benchmark `farmctl status` with traffic figures instead: user
+    /// requests to every node, then status snapshots timed.
+    #[arg(long, conflicts_with = "deploy")]
+    status: bool,
     /// The deployment's package size.
     #[arg(long, default_value_t = 50)]
     package_mb: u64,
@@ -95,7 +99,9 @@ async fn main() {
                 std::process::exit(2);
             }
         };
-        let mode = if args.deploy {
+        let mode = if args.status {
+            Mode::Status
+        } else if args.deploy {
             Mode::Deploy {
                 package_mb: args.package_mb,
             }
@@ -118,6 +124,7 @@ async fn main() {
 enum Mode {
     Recycle(Vec<Strategy>),
     Deploy { package_mb: u64 },
+    Status,
 }
 
 async fn bench(
@@ -163,6 +170,11 @@ async fn bench(
     };
     let strategies = match mode {
         Mode::Recycle(s) => s,
+        Mode::Status => {
+            let line = status_bench(&farm, &sandbox, &settings, nodes).await;
+            sandbox.stop().await;
+            return line.map(|l| vec![l]);
+        }
         Mode::Deploy { package_mb } => {
             let line = deploy::bench(
                 &farm,
@@ -299,4 +311,121 @@ fn mean_ms(report: &RunReport, phase: &str) -> Duration {
         .map(|n| n.phase_ms.get(phase).copied().unwrap_or(0))
         .sum();
     Duration::from_millis(sum / report.nodes.len().max(1) as u64)
+}
+
+/// User requests per node before the status snapshots are timed.
+const STATUS_REQUESTS: usize = 60;
+const STATUS_RUNS: usize = 5;
+
+/// `status` of the farm with traffic: every node serves
+/// [`STATUS_REQUESTS`] user requests, then five snapshots (agents,
+/// probes, LB, every node's Traffic figures and the outlier rule) are
+/// timed; each must show every node's traffic.
+async fn status_bench(
+    farm: &Farm,
+    sandbox: &Sandbox,
+    settings: &Settings,
+    nodes: usize,
+) -> Result<String, String> {
+    use futures::stream::StreamExt;
+    let t = Instant::now();
+    let targets: Vec<u16> = sandbox
+        .nodes
+        .iter()
+        .flat_map(|n| std::iter::repeat_n(n.http_port, STATUS_REQUESTS))
+        .collect();
+    let failed = futures::stream::iter(targets)
+        .map(|port| async move {
+            farm_proto::http::get_as(
+                "farmctl-bench-user",
+                "127.0.0.1",
+                port,
+                Some(farmctl::sandbox::SITE_HOST),
+                "/",
+                Duration::from_secs(10),
+            )
+            .await
+            .map_or(1, |(s, _)| usize::from(s != 200))
+        })
+        .buffer_unordered(64)
+        .fold(0, |a, f| async move { a + f })
+        .await;
+    eprintln!(
+        "farmctl-bench: {} user requests sent in {:.1}s ({failed} failed)",
+        nodes * STATUS_REQUESTS,
+        t.elapsed().as_secs_f64()
+    );
+    let mut times = Vec::new();
+    let mut own_cpu = Vec::new();
+    for _ in 0..STATUS_RUNS {
+        let t = Instant::now();
+        let cpu = own_cpu_seconds();
+        let snap = farmctl::commands::status::snapshot(farm, settings).await;
+        times.push(t.elapsed().as_secs_f64());
+        own_cpu.push(own_cpu_seconds() - cpu);
+        let without = snap
+            .nodes
+            .iter()
+            .filter(|n| {
+                n.traffic
+                    .as_ref()
+                    .is_none_or(|t| t.requests < STATUS_REQUESTS as u64)
+            })
+            .count();
+        if without > 0 {
+            return Err(format!("{without} node(s) without their traffic in status"));
+        }
+    }
+    // Its parts, measured apart: every node's Traffic figures (and the
+    // outlier rule), and the rest (agents' status, probes, LB).
+    let mut survey = Vec::new();
+    let mut observe = Vec::new();
+    for _ in 0..STATUS_RUNS {
+        let t = Instant::now();
+        let _ = farmctl::health::survey(farm, farmctl::commands::status::TRAFFIC_WINDOW_S).await;
+        survey.push(t.elapsed().as_secs_f64());
+        let t = Instant::now();
+        let members = farmctl::observe::members(farm).await.unwrap_or_default();
+        let _ = farmctl::observe::observe(farm, &members).await;
+        observe.push(t.elapsed().as_secs_f64());
+    }
+    survey.sort_by(f64::total_cmp);
+    observe.sort_by(f64::total_cmp);
+    println!(
+        "  of which: traffic figures of every node (median) {:.0} ms; agents' status, probes and LB (median) {:.0} ms",
+        survey[survey.len() / 2] * 1000.0,
+        observe[observe.len() / 2] * 1000.0
+    );
+    times.sort_by(f64::total_cmp);
+    own_cpu.sort_by(f64::total_cmp);
+    let median = times[times.len() / 2];
+    let worst = times[times.len() - 1];
+    println!(
+        "  the controller's own CPU per snapshot (median) {:.0} ms; the rest of the wall time is the {nodes} agents, which share this machine's cores with it",
+        own_cpu[own_cpu.len() / 2] * 1000.0
+    );
+    println!(
+        "status of {nodes} nodes with traffic: median {:.0} ms, worst {:.0} ms over {STATUS_RUNS} snapshots (each node {STATUS_REQUESTS} user requests in the window)",
+        median * 1000.0,
+        worst * 1000.0
+    );
+    Ok(format!(
+        "status nodes={nodes} median_ms={:.0} worst_ms={:.0} controller_cpu_ms={:.0}",
+        median * 1000.0,
+        worst * 1000.0,
+        own_cpu[own_cpu.len() / 2] * 1000.0
+    ))
+}
+
+/// This process's CPU time (user + system), in seconds; 0 off Linux.
+fn own_cpu_seconds() -> f64 {
+    let Ok(text) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    let Some((_, rest)) = text.rsplit_once(')') else {
+        return 0.0;
+    };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let tick = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (tick(11) + tick(12)) / 100.0
 }
