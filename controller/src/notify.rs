@@ -149,7 +149,8 @@ fn body(format: NotifyFormat, post: &Post) -> Value {
         NotifyFormat::Slack => json!({ "text": post.text }),
         NotifyFormat::Teams => {
             let bad = matches!(post.event, NotifyEvent::NodeFailed | NotifyEvent::Halted)
-                || post.body["outcome"] == "failed";
+                || post.body["outcome"] == "failed"
+                || post.body["outcome"] == "stopped";
             json!({
                 "@type": "MessageCard",
                 "@context": "https://schema.org/extensions",

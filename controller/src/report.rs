@@ -15,6 +15,10 @@ farm_proto::named_enum! {
         Succeeded = "succeeded",
         /// Failed or halted part-way.
         Failed = "failed",
+        /// The operator stopped it (Ctrl-C, `n` at the canary question):
+        /// the nodes at work were finished, later ones not started. Exit 1
+        /// as a failure; `farmctl resume` goes on.
+        Stopped = "stopped",
     }
 }
 
@@ -184,7 +188,11 @@ pub fn summary(r: &RunReport) -> String {
     let mut out = format!(
         "{} {} of farm {}: {} in {:.1}s (run {})\n",
         r.action,
-        if r.succeeded() { "done" } else { "FAILED" },
+        match r.outcome {
+            RunOutcome::Succeeded => "done",
+            RunOutcome::Stopped => "STOPPED",
+            RunOutcome::Failed => "FAILED",
+        },
         r.farm,
         r.outcome,
         r.duration_ms as f64 / 1000.0,

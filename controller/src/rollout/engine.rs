@@ -87,6 +87,8 @@ struct Progress {
     /// Pausing (`rollout.pause`): nothing starts before this.
     not_before: Option<Instant>,
     halted: Option<String>,
+    /// The operator stopped the run (not a failure of it).
+    stopped: bool,
     /// Deploy: nodes still to stage, in order, and what staging did (ms
     /// taken, or why it failed).
     to_stage: VecDeque<usize>,
@@ -219,6 +221,7 @@ impl<'a> Run<'a> {
             analysis: None,
             rollback: None,
             rolled_back: None,
+            stopped: false,
             not_before: None,
             halted: None,
             to_stage: VecDeque::new(),
@@ -399,6 +402,7 @@ impl<'a> Run<'a> {
                     .stop_reason
                     .as_ref()
                     .and_then(|r| r.lock().unwrap_or_else(|e| e.into_inner()).clone());
+                p.stopped = why.is_none();
                 p.halted = Some(why.unwrap_or_else(|| {
                     "stopped by the operator; later nodes were not touched".into()
                 }));
@@ -502,6 +506,8 @@ impl<'a> Run<'a> {
             farm: self.farm.inventory.farm.clone(),
             outcome: if ok {
                 RunOutcome::Succeeded
+            } else if p.stopped && nodes.iter().all(|n| n.outcome != NodeOutcome::Failed) {
+                RunOutcome::Stopped
             } else {
                 RunOutcome::Failed
             },

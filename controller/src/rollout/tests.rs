@@ -149,6 +149,7 @@ async fn the_canary_goes_alone_and_a_no_stops_the_run() {
     let (_, report, asked) = canary_run(false).await;
     assert_eq!(asked, 1);
     assert_eq!(outcomes(&report), [Succeeded, Skipped, Skipped, Skipped]);
+    assert_eq!(report.outcome, crate::report::RunOutcome::Stopped);
     assert!(report.halted.unwrap().contains("canary web01"));
 
     let (ff, report, asked) = canary_run(true).await;
@@ -229,6 +230,7 @@ async fn the_first_stop_finishes_the_nodes_at_work_and_starts_no_other() {
         outcomes(&report),
         [Succeeded, Succeeded, Skipped, Skipped, Skipped, Skipped]
     );
+    assert_eq!(report.outcome, crate::report::RunOutcome::Stopped);
     assert!(report.halted.unwrap().contains("stopped by the operator"));
     assert!(report.nodes.iter().all(|n| n.in_rotation));
     assert_eq!(ff.log.max_out(0), 2);

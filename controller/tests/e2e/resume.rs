@@ -195,7 +195,9 @@ async fn the_first_ctrl_c_finishes_the_node_at_work_and_stops_with_all_in_rotati
         ])
         .await,
     );
-    assert_eq!(runs["runs"][0]["outcome"], "failed");
+    // Stopped, not failed: its own outcome word, exit code 1 as before.
+    assert_eq!(report["outcome"], "stopped", "{report:#}");
+    assert_eq!(runs["runs"][0]["outcome"], "stopped");
 }
 
 #[tokio::test]

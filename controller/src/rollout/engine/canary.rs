@@ -81,6 +81,7 @@ impl Run<'_> {
         let Some(a) = &self.settings.analysis else {
             if let Some(first) = ok.first().and_then(|i| p.reports.get(i)) {
                 if !p.queue.is_empty() && !self.operator.confirm_canary(first).await {
+                    p.stopped = true;
                     p.halted = Some(format!(
                         "stopped after the canary {} (not confirmed)",
                         first.name
@@ -168,6 +169,7 @@ impl Run<'_> {
         if action == VerdictAction::Promote && self.settings.canary {
             if let Some(first) = ok.first().and_then(|i| p.reports.get(i)) {
                 if !p.queue.is_empty() && !self.operator.confirm_canary(first).await {
+                    p.stopped = true;
                     p.halted = Some(format!(
                         "stopped after the canary {} (not confirmed)",
                         first.name
