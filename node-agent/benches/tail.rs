@@ -82,7 +82,11 @@ fn main() {
                 .to_string();
             let mut batch = String::new();
             for k in 0..per_tick {
-                let status = if (written + k).is_multiple_of(100) { 500 } else { 200 };
+                let status = if (written + k).is_multiple_of(100) {
+                    500
+                } else {
+                    200
+                };
                 batch.push_str(&format!(
                     "{now} 10.0.1.11 GET /shop/item.aspx id={} 80 - 203.0.113.{} Mozilla/5.0+(Windows+NT+10.0;+Win64;+x64)+AppleWebKit/537.36 https://shop.example.com/ {status} 0 0 {}\r\n",
                     written + k,

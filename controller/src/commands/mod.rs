@@ -4,6 +4,7 @@ pub mod certs;
 pub mod demo;
 pub mod deploy;
 pub mod drain;
+pub mod inventory_files;
 pub mod plan;
 pub mod resume;
 pub mod rollback;

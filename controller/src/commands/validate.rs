@@ -1,5 +1,5 @@
-//! `farmctl validate -i FILE`: 0 when the inventory is valid, 2 otherwise,
-//! with every problem listed.
+//! `farmctl validate -i FILE`: 0 when the inventory is valid and every
+//! file it names can be read, 2 otherwise, with every problem listed.
 use crate::cli::{InventoryArgs, Output};
 use crate::commands::{load_inventory, print_json, Settings};
 use crate::exit::{CommandResult, ExitStatus};
@@ -13,6 +13,38 @@ pub fn run(args: &InventoryArgs, settings: &Settings) -> CommandResult {
         }
         (Err(e), Output::Text) => return Err(e),
     };
+    let (problems, warnings) = super::inventory_files::check(&inv, settings.insecure);
+    if !problems.is_empty() {
+        match args.output {
+            o @ (Output::Json | Output::Jsonl) => print_json(
+                o,
+                &serde_json::json!({
+                    "valid": false,
+                    "error": format!("{}: {} problem(s) with the files it names", args.inventory.display(), problems.len()),
+                    "errors": problems,
+                    "warnings": warnings,
+                }),
+            ),
+            Output::Text => {
+                eprintln!(
+                    "farmctl: {}: the inventory is well formed, but:",
+                    args.inventory.display()
+                );
+                for p in &problems {
+                    eprintln!("  {}: {}", p.path, p.message);
+                }
+                for w in &warnings {
+                    eprintln!("  warning: {}: {}", w.path, w.message);
+                }
+            }
+        }
+        return Ok(ExitStatus::BadInput);
+    }
+    if args.output == Output::Text && !settings.quiet {
+        for w in &warnings {
+            eprintln!("farmctl: warning: {}: {}", w.path, w.message);
+        }
+    }
     match args.output {
         o @ (Output::Json | Output::Jsonl) => print_json(
             o,
@@ -21,6 +53,7 @@ pub fn run(args: &InventoryArgs, settings: &Settings) -> CommandResult {
                 "farm": inv.farm,
                 "nodes": inv.nodes.iter().map(|n| &n.name).collect::<Vec<_>>(),
                 "load_balancer": inv.load_balancer.kind(),
+                "warnings": warnings,
             }),
         ),
         Output::Text if !settings.quiet => println!(

@@ -88,7 +88,7 @@ async fn the_inventory_can_come_from_farmctl_inventory() {
     .unwrap();
     let path = inv.display().to_string();
     let out = farmctl_env(
-        &["validate", "--output", "json"],
+        &["validate", "--insecure", "--output", "json"],
         &[("FARMCTL_INVENTORY", &path)],
     )
     .await;
@@ -104,4 +104,54 @@ async fn the_inventory_can_come_from_farmctl_inventory() {
     let out = farmctl(&["validate"]).await;
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("--inventory"), "{}", stderr(&out));
+}
+
+#[tokio::test]
+async fn validate_checks_every_file_the_inventory_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let inv = dir.path().join("farm.yaml");
+    let base = "farm: shop\nnodes:\n  - {name: web01, address: 10.0.0.1}\nsites:\n  - name: shop\n";
+    // No TLS: every other command would stop on it; validate says so
+    // now, unless plaintext is what is meant.
+    std::fs::write(&inv, base).unwrap();
+    let path = inv.display().to_string();
+    let out = farmctl(&["validate", "-i", &path]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("agent.tls: not set"),
+        "{}",
+        stderr(&out)
+    );
+    let out = farmctl(&["validate", "-i", &path, "--insecure"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // TLS files that are not there, and a webhook file: each named.
+    std::fs::write(dir.path().join("ca.pem"), "x").unwrap();
+    std::fs::write(
+        &inv,
+        format!("{base}agent:\n  tls: {{ca: ca.pem, cert: certs/c.pem, key: certs/c-key.pem}}\nnotify:\n  - {{url_file: hook.txt}}\n  - {{url_env: FARMCTL_TEST_NO_SUCH_VAR}}\n"),
+    )
+    .unwrap();
+    let out = farmctl(&["validate", "-i", &path, "--output", "json"]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let v = json(&out);
+    assert_eq!(v["valid"], false);
+    let places: Vec<&str> = v["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        places,
+        ["agent.tls.cert", "agent.tls.key", "notify[0]"],
+        "{v:#}"
+    );
+    assert!(
+        v["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("c.pem"),
+        "{v:#}"
+    );
+    assert_eq!(v["warnings"][0]["path"], "notify[1]", "{v:#}");
 }
