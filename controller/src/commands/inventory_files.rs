@@ -28,13 +28,10 @@ pub fn check(inv: &Inventory, insecure: bool) -> (Vec<FileProblem>, Vec<FileProb
             });
         }
     };
-    match &inv.agent.tls {
-        Some(t) => {
-            file("agent.tls.ca", &t.ca, "the CA file");
-            file("agent.tls.cert", &t.cert, "the certificate file");
-            file("agent.tls.key", &t.key, "the key file");
-        }
-        None => {}
+    if let Some(t) = &inv.agent.tls {
+        file("agent.tls.ca", &t.ca, "the CA file");
+        file("agent.tls.cert", &t.cert, "the certificate file");
+        file("agent.tls.key", &t.key, "the key file");
     }
     if let Some(api) = inv.load_balancer.http_api() {
         if let Trust::Ca(p) = &api.trust {
