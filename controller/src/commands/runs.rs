@@ -100,10 +100,28 @@ async fn show(
     settings: &Settings,
 ) -> CommandResult {
     let run = match &args.run_id {
-        Some(id) => store
-            .find(farm, Some(id))
-            .await
-            .map_err(CommandError::bad_input)?,
+        Some(id) => match store.find(farm, Some(id)).await {
+            Ok(r) => r,
+            Err(e) => {
+                // Name what there is: the newest runs.
+                let runs = store.list(farm).await.unwrap_or_default();
+                let newest: Vec<String> = runs
+                    .iter()
+                    .rev()
+                    .take(5)
+                    .map(|r| format!("{} ({}, {})", r.run_id(), r.header.action, r.outcome()))
+                    .collect();
+                return Err(CommandError::bad_input(if newest.is_empty() {
+                    format!("no run {id}: {e}; there are no runs in {}", store.label())
+                } else {
+                    format!(
+                        "no run {id} in {}; the newest: {}",
+                        store.label(),
+                        newest.join(", ")
+                    )
+                }));
+            }
+        },
         None => store
             .list(farm)
             .await

@@ -144,6 +144,21 @@ async fn a_run_streams_its_events_and_draws_its_picture() {
     assert!(text.contains(&format!("run {run_id}: recycle")), "{text}");
     assert!(text.contains("    operating"), "{text}");
     assert!(text.contains("FAILED at +"), "{text}");
+    // An unknown run: the newest ones are named.
+    let out = farmctl(&[
+        "--state-dir",
+        &state,
+        "runs",
+        "show",
+        "20990101T000000-abcdef",
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains(&format!("the newest: {run_id} (recycle, failed)")),
+        "{}",
+        stderr(&out)
+    );
 
     let Some(browser) = chromium() else {
         eprintln!("SKIPPED the browser half: no chromium on PATH (apt-get install -y chromium; .ci/run does)");
