@@ -400,11 +400,10 @@ fn resolve_deploy(
         .iter()
         .find(|s| s.name.eq_ignore_ascii_case(&d.site))
     else {
-        let known: Vec<&str> = inv.sites.iter().map(|s| s.name.as_str()).collect();
         return Err(CommandError::bad_input(format!(
-            "--site {}: not in the inventory (sites: {})",
+            "--site {}: not in the inventory{}",
             d.site,
-            known.join(", ")
+            crate::human::did_you_mean(&d.site, inv.sites.iter().map(|s| s.name.as_str()))
         )));
     };
     farm_proto::names::check_version(&d.version)
@@ -454,9 +453,14 @@ fn select_nodes(inv: &Inventory, names: &[String]) -> Result<Vec<String>, Comman
         .map(String::as_str)
         .collect();
     if !unknown.is_empty() {
+        let known = || inv.nodes.iter().map(|n| n.name.as_str());
         return Err(CommandError::bad_input(format!(
             "--nodes: not in the inventory: {}",
-            unknown.join(", ")
+            unknown
+                .iter()
+                .map(|u| format!("{u}{}", crate::human::did_you_mean(u, known())))
+                .collect::<Vec<_>>()
+                .join(", ")
         )));
     }
     Ok(inv

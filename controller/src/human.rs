@@ -45,3 +45,43 @@ mod tests {
         assert_eq!(f(3_725_000), "1h 2m 5s");
     }
 }
+
+/// What to say after an unknown `name` among `known` (case-insensitive):
+/// ` (did you mean web01?)` when one is close, else ` (there are: a, b)`.
+pub fn did_you_mean<'a>(name: &str, known: impl IntoIterator<Item = &'a str>) -> String {
+    let known: Vec<&str> = known.into_iter().collect();
+    let lower = name.to_ascii_lowercase();
+    let close = known
+        .iter()
+        .map(|k| (strsim::jaro_winkler(&lower, &k.to_ascii_lowercase()), *k))
+        .filter(|(score, _)| *score >= 0.88)
+        .max_by(|a, b| a.0.total_cmp(&b.0));
+    match close {
+        Some((_, k)) => format!(" (did you mean {k}?)"),
+        None if known.is_empty() => String::new(),
+        None if known.len() > 10 => format!(" (there are: {}, ...)", known[..10].join(", ")),
+        None => format!(" (there are: {})", known.join(", ")),
+    }
+}
+
+#[cfg(test)]
+mod suggestion_tests {
+    use super::did_you_mean;
+
+    #[test]
+    fn a_close_name_is_suggested_else_what_exists_is_listed() {
+        assert_eq!(
+            did_you_mean("web1", ["web01", "web02"]),
+            " (did you mean web01?)"
+        );
+        assert_eq!(
+            did_you_mean("ShopPol", ["ShopPool", "ApiPool"]),
+            " (did you mean ShopPool?)"
+        );
+        assert_eq!(
+            did_you_mean("xyz", ["web01", "web02"]),
+            " (there are: web01, web02)"
+        );
+        assert_eq!(did_you_mean("xyz", []), "");
+    }
+}

@@ -97,9 +97,10 @@ pub fn check(
             }
             for p in pools {
                 match v.pool(p) {
-                    None => pf
-                        .problems
-                        .push(format!("{name}: application pool `{p}` not found")),
+                    None => pf.problems.push(format!(
+                        "{name}: application pool `{p}` not found{}",
+                        crate::human::did_you_mean(p, v.pools.iter().map(|x| x.name.as_str()))
+                    )),
                     Some(pv) if pv.state != PoolState::Started => pf
                         .problems
                         .push(format!("{name}: application pool `{p}` is {}", pv.state)),

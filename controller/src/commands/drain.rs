@@ -33,8 +33,12 @@ pub async fn run(args: &DrainArgs, drain: bool, settings: &Settings) -> CommandR
     let farm = settings.farm(&args.inv.inventory)?;
     let Some(idx) = farm.index_of(&args.node) else {
         return Err(CommandError::bad_input(format!(
-            "node `{}` is not in the inventory",
-            args.node
+            "node `{}` is not in the inventory{}",
+            args.node,
+            crate::human::did_you_mean(
+                &args.node,
+                farm.inventory.nodes.iter().map(|n| n.name.as_str())
+            )
         )));
     };
     let lb = &*farm.lb;

@@ -224,7 +224,21 @@ async fn bad_input_exits_2_names_the_place_and_touches_nothing() {
     let out = farmctl(&["recycle", "-i", &inv, "--yes", "--pool", "NoSuchPool"]).await;
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     assert!(
-        stderr(&out).contains("application pool `NoSuchPool` not found"),
+        stderr(&out).contains("application pool `NoSuchPool` not found (there are: ShopPool)"),
+        "{}",
+        stderr(&out)
+    );
+    // A near miss is suggested; so is a node's.
+    let out = farmctl(&["recycle", "-i", &inv, "--yes", "--pool", "ShopPol"]).await;
+    assert!(
+        stderr(&out).contains("(did you mean ShopPool?)"),
+        "{}",
+        stderr(&out)
+    );
+    let out = farmctl(&["recycle", "-i", &inv, "--yes", "--nodes", "web1"]).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("web1 (did you mean web01?)"),
         "{}",
         stderr(&out)
     );
