@@ -101,7 +101,12 @@ pub fn print_json(output: crate::cli::Output, value: &impl serde::Serialize) {
 /// Runs `run` with Ctrl-C handled: the first finishes the nodes at work
 /// and starts no other; the second exits at once, leaving the journal for
 /// `farmctl resume`.
-pub async fn with_ctrl_c<T, F>(run: impl FnOnce(watch::Receiver<bool>) -> F) -> T
+/// The first Ctrl-C is acknowledged at once through `reporter` (above the
+/// progress bars on a terminal, a line or event otherwise).
+pub async fn with_ctrl_c<T, F>(
+    reporter: Arc<dyn Reporter>,
+    run: impl FnOnce(watch::Receiver<bool>) -> F,
+) -> T
 where
     F: std::future::Future<Output = T>,
 {
@@ -110,7 +115,9 @@ where
         if tokio::signal::ctrl_c().await.is_err() {
             return;
         }
-        eprintln!("farmctl: stopping after the nodes at work are done (Ctrl-C again to stop now)");
+        reporter.note(
+            "Ctrl-C: stopping after the nodes at work are done, no other node starts (Ctrl-C again to stop now)",
+        );
         stop_tx.send_replace(true);
         if tokio::signal::ctrl_c().await.is_ok() {
             eprintln!(

@@ -45,7 +45,7 @@ pub async fn run(args: &ResumeArgs, settings: &Settings) -> CommandResult {
     };
     // The run was confirmed when it started.
     let operator = Terminal { yes: true };
-    let report = with_ctrl_c(|stop| {
+    let report = with_ctrl_c(settings.reporter.clone(), |stop| {
         let mut env = settings.run_env(&operator, Some(stop));
         env.takeover = args.force_takeover;
         env.failed = match (args.retry_failed, args.skip_failed) {

@@ -108,7 +108,7 @@ pub async fn execute_on(
 ) -> CommandResult {
     let run_settings = RunSettings::resolve(&farm.inventory, &req)?;
     let operator = Terminal { yes: args.yes };
-    let report = with_ctrl_c(|stop| {
+    let report = with_ctrl_c(settings.reporter.clone(), |stop| {
         let env = settings.run_env(&operator, Some(stop.clone()));
         async move {
             if args.wait_for_window {

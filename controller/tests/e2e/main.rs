@@ -20,6 +20,7 @@ mod refusals;
 mod resume;
 mod rolling;
 mod safety;
+mod terminal;
 mod timeline;
 mod traffic_health;
 mod watch;
