@@ -481,12 +481,11 @@ fn table(nodes: &[NodeStatus]) -> String {
                 .as_ref()
                 .map(|l| {
                     format!(
-                        " | run {} by {}{}",
-                        l.run_id,
-                        l.holder,
+                        " | leased: {}{}",
+                        l.describe(crate::clock::now_unix_ms()),
                         n.run_phase
                             .as_ref()
-                            .map(|p| format!(": {p}"))
+                            .map(|p| format!("; its journal: {p}"))
                             .unwrap_or_default()
                     )
                 })

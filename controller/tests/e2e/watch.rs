@@ -107,7 +107,13 @@ async fn watch_shows_snapshots_with_the_runs_phase_and_leaves_on_ctrl_c() {
         .lines()
         .find(|l| l.starts_with("web01") && l.contains(": operating"))
         .unwrap();
-    assert!(line.contains("| run ") && line.contains(" by "), "{line}");
+    // Who holds it, since when, until when.
+    assert!(
+        line.contains("| leased: ")
+            && line.contains(" for run ")
+            && line.contains(" ago, runs out in "),
+        "{line}"
+    );
     let out = run.await.unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 }
