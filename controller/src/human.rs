@@ -85,3 +85,64 @@ mod suggestion_tests {
         assert_eq!(did_you_mean("xyz", []), "");
     }
 }
+
+/// Whether stdout gets colour: a terminal, and no `NO_COLOR`.
+pub fn colour_stdout() -> bool {
+    use std::io::IsTerminal;
+    std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stdout().is_terminal()
+}
+
+/// Each line of a table or summary coloured by what it says: red when
+/// something is wrong (failed, down, unreachable, stopped IIS, out of
+/// rotation), yellow when a node is out on purpose or a run was stopped,
+/// green when it succeeded; unchanged when `on` is false. Whole lines are
+/// coloured, so columns stay aligned.
+pub fn paint(text: &str, on: bool) -> String {
+    if !on {
+        return text.to_string();
+    }
+    let red = [
+        " failed ", "FAILED", "OUT OF ROTATION", " NO ", "unhealthy", " Stopped", "STOPPED ",
+        " DOWN ", "MISSING", "YES:", "LB DISAGREES", "unreachable",
+    ];
+    let yellow = [" YES ", " DRAIN", " MAINT", "STOPPED of", "leased:", "skipped "];
+    let green = [" succeeded ", " healthy", "done of"];
+    let mut out = String::with_capacity(text.len() + 64);
+    for line in text.split_inclusive('\n') {
+        let (body, end) = match line.strip_suffix('\n') {
+            Some(b) => (b, "\n"),
+            None => (line, ""),
+        };
+        let code = if red.iter().any(|k| body.contains(k)) {
+            Some("31")
+        } else if yellow.iter().any(|k| body.contains(k)) {
+            Some("33")
+        } else if green.iter().any(|k| body.contains(k)) {
+            Some("32")
+        } else {
+            None
+        };
+        match code {
+            Some(c) => out.push_str(&format!("\x1b[{c}m{body}\x1b[0m{end}")),
+            None => out.push_str(line),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod paint_tests {
+    use super::paint;
+
+    #[test]
+    fn lines_are_coloured_by_state_and_never_without_a_terminal() {
+        let text = "  web01        succeeded in rotation\n  web02        failed    OUT OF ROTATION\n  web03        skipped   in rotation\nheader\n";
+        assert_eq!(paint(text, false), text);
+        let p = paint(text, true);
+        let lines: Vec<&str> = p.lines().collect();
+        assert!(lines[0].starts_with("\x1b[32m"), "{p:?}");
+        assert!(lines[1].starts_with("\x1b[31m"), "{p:?}");
+        assert!(lines[2].starts_with("\x1b[33m"), "{p:?}");
+        assert_eq!(lines[3], "header");
+    }
+}

@@ -127,7 +127,10 @@ pub fn finish(report: &RunReport, output: Output) -> CommandResult {
         Output::Json => print_json(output, report),
         // The events went out as they happened; this is the last one.
         Output::Jsonl => crate::report::JsonLines::finished(report),
-        Output::Text => print!("{}", summary(report)),
+        Output::Text => print!(
+            "{}",
+            crate::human::paint(&summary(report), crate::human::colour_stdout())
+        ),
     }
     Ok(if report.succeeded() {
         ExitStatus::Done

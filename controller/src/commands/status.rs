@@ -275,9 +275,12 @@ pub async fn run(args: &StatusArgs, settings: &Settings) -> CommandResult {
             o @ (Output::Json | Output::Jsonl) => snap.json(o),
             Output::Text => print!(
                 "{}",
-                table(&snap.nodes)
-                    + &traffic_table(&snap.nodes)
-                    + &releases(&snap.nodes, &snap.mixed_versions)
+                crate::human::paint(
+                    &(table(&snap.nodes)
+                        + &traffic_table(&snap.nodes)
+                        + &releases(&snap.nodes, &snap.mixed_versions)),
+                    crate::human::colour_stdout()
+                )
             ),
         }
         return Ok(if snap.all_well() {
@@ -328,7 +331,7 @@ async fn watch(farm: &crate::farm::Farm, args: &StatusArgs, settings: &Settings)
                     "\x1b[H\x1b[2Jfarm {} at {when}, every {} (Ctrl-C to leave)\n\n{}",
                     snap.farm,
                     humantime::format_duration(args.interval),
-                    snap.text()
+                    crate::human::paint(&snap.text(), crate::human::colour_stdout())
                 );
             }
             Output::Text => {
