@@ -102,10 +102,27 @@ pub fn paint(text: &str, on: bool) -> String {
         return text.to_string();
     }
     let red = [
-        " failed ", "FAILED", "OUT OF ROTATION", " NO ", "unhealthy", " Stopped", "STOPPED ",
-        " DOWN ", "MISSING", "YES:", "LB DISAGREES", "unreachable",
+        " failed ",
+        "FAILED",
+        "OUT OF ROTATION",
+        " NO ",
+        "unhealthy",
+        " Stopped",
+        "STOPPED ",
+        " DOWN ",
+        "MISSING",
+        "YES:",
+        "LB DISAGREES",
+        "unreachable",
     ];
-    let yellow = [" YES ", " DRAIN", " MAINT", "STOPPED of", "leased:", "skipped "];
+    let yellow = [
+        " YES ",
+        " DRAIN",
+        " MAINT",
+        "STOPPED of",
+        "leased:",
+        "skipped ",
+    ];
     let green = [" succeeded ", " healthy", "done of"];
     let mut out = String::with_capacity(text.len() + 64);
     for line in text.split_inclusive('\n') {

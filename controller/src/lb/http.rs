@@ -351,7 +351,35 @@ fn describe(e: &reqwest::Error) -> String {
         text.push_str(&s.to_string());
         source = s.source();
     }
-    text
+    match advice(&text, e.is_timeout()) {
+        Some(what) => format!("{what} [{text}]"),
+        None => text,
+    }
+}
+
+/// What to check, in plain words, for a management API that gave no HTTP
+/// answer (the transport's own words follow in brackets).
+fn advice(chain: &str, timed_out: bool) -> Option<&'static str> {
+    let has = |s: &str| chain.contains(s);
+    Some(if has("CaUsedAsEndEntity") || has("CA used as") {
+        "the certificate given as load_balancer.tls.ca is the appliance's own (a CA certificate used as an end entity): trust it by load_balancer.tls.fingerprint (its sha256) instead"
+    } else if has("UnknownIssuer") || has("unknown issuer") {
+        "the appliance's certificate is not signed by load_balancer.tls.ca: give the CA that signed it, or trust it by load_balancer.tls.fingerprint"
+    } else if has("NotValidForName") || has("not valid for name") {
+        "the appliance's certificate does not name the host of load_balancer.url: use the name it was issued for, or load_balancer.tls.fingerprint"
+    } else if has("Expired") || has("certificate expired") {
+        "the appliance's certificate has expired"
+    } else if has("Connection refused") || has("connection refused") {
+        "connection refused: nothing listens at load_balancer.url's host and port"
+    } else if has("dns error") || has("failed to lookup address") {
+        "the host of load_balancer.url does not resolve"
+    } else if timed_out || has("timed out") {
+        "no answer in time from load_balancer.url: a firewall, a wrong address, or the appliance is down"
+    } else if has("InvalidContentType") || has("wrong version number") || has("record overflow") {
+        "no TLS at load_balancer.url: does the management API speak plain HTTP there (or another port)?"
+    } else {
+        return None;
+    })
 }
 
 /// The start of a body, on one line, for an error message.
@@ -376,4 +404,36 @@ pub fn segment(s: &str) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod advice_tests {
+    use super::advice;
+
+    #[test]
+    fn each_cause_says_what_to_check() {
+        let ca = advice(
+            "error sending request: invalid peer certificate: CaUsedAsEndEntity",
+            false,
+        );
+        assert!(ca.unwrap().contains("load_balancer.tls.fingerprint"));
+        assert!(advice(
+            "tcp connect error: Connection refused (os error 111)",
+            false
+        )
+        .unwrap()
+        .contains("nothing listens"));
+        assert!(
+            advice("dns error: failed to lookup address information", false)
+                .unwrap()
+                .contains("does not resolve")
+        );
+        assert!(advice("operation timed out", true)
+            .unwrap()
+            .contains("no answer in time"));
+        assert!(advice("invalid peer certificate: UnknownIssuer", false)
+            .unwrap()
+            .contains("not signed by"));
+        assert_eq!(advice("something else", false), None);
+    }
 }

@@ -262,6 +262,25 @@ async fn a_management_certificate_that_is_not_the_pinned_one_is_refused() {
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     assert!(stderr(&out).contains("not the pinned"), "{}", stderr(&out));
     assert!(ns.state.actions.lock().unwrap().is_empty());
+    // The appliance's own certificate given as its CA: the error says
+    // what to do instead.
+    let block = ns.inventory("FARMCTL_NS_PW", "headers").replace(
+        &format!("tls: {{fingerprint: \"{}\"}}", ns.https.fingerprint),
+        &format!("tls: {{ca: {}}}", ns.https.leaf_file.display()),
+    );
+    set_load_balancer(&farm, &block, &[]);
+    let out = farmctl_env(
+        &["recycle", "-i", &inventory(&farm), "--yes"],
+        &[("FARMCTL_NS_PW", crate::common::fake_netscaler::PASSWORD)],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("load_balancer.tls.fingerprint"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(ns.state.actions.lock().unwrap().is_empty());
 }
 
 /// The exec driver's three commands: a state file per node, a log of

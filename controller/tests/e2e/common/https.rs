@@ -61,6 +61,9 @@ pub struct Https {
     pub ca_file: PathBuf,
     /// The server certificate's sha256, hex.
     pub fingerprint: String,
+    /// The server's own certificate (PEM): what a user gives as `tls.ca`
+    /// by mistake.
+    pub leaf_file: PathBuf,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -137,6 +140,8 @@ pub async fn serve(dir: &Path, name: &str, handler: Handler) -> Https {
         pki::issue_agent(&ca, "localhost", &["127.0.0.1".into()], pki::Validity::LEAF).unwrap();
     let ca_file = dir.join(format!("{name}-ca.pem"));
     std::fs::write(&ca_file, &ca.cert_pem).unwrap();
+    let leaf_file = dir.join(format!("{name}-server.pem"));
+    std::fs::write(&leaf_file, &leaf.cert_pem).unwrap();
     use rustls::pki_types::pem::PemObject;
     let certs: Vec<rustls::pki_types::CertificateDer<'static>> =
         rustls::pki_types::CertificateDer::pem_slice_iter(leaf.cert_pem.as_bytes())
@@ -179,6 +184,7 @@ pub async fn serve(dir: &Path, name: &str, handler: Handler) -> Https {
         url,
         ca_file,
         fingerprint,
+        leaf_file,
         task,
     }
 }
