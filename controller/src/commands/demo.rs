@@ -30,6 +30,16 @@ pub async fn run(args: &DemoArgs, settings: &Settings) -> CommandResult {
             temp.path().to_path_buf()
         }
     };
+    // One demo per folder: a second would overwrite the first's farm.
+    let _in_use = crate::store::pid_lock(&dir.join("demo.lock")).map_err(|e| match e {
+        crate::store::PidLockError::Held(pid) => CommandError::refused(format!(
+            "{} is in use by another farmctl demo (PID {pid}); stop it first or choose another --dir",
+            dir.display()
+        )),
+        crate::store::PidLockError::Io(e) => {
+            CommandError::failed(format!("could not use {}: {e}", dir.display()))
+        }
+    })?;
     let haproxy = crate::sandbox::haproxy_binary().is_some();
     if !haproxy && !settings.quiet {
         eprintln!(

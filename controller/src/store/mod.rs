@@ -165,41 +165,21 @@ impl Store {
     /// guard is dropped (or the process dies). With etcd the farm lock
     /// does this.
     pub fn lock_run(&self, run_id: &str) -> Result<Option<RunFileLock>, CommandError> {
-        use std::io::{Read, Seek, Write};
         let Store::Files(dir) = self else {
             return Ok(None);
         };
         let runs = crate::journal::runs_dir(dir);
         let path = runs.join(format!("{run_id}.lock"));
-        let open = std::fs::create_dir_all(&runs).and_then(|()| {
-            std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(&path)
-        });
-        let mut file = open.map_err(|e| {
-            CommandError::refused(format!(
+        let file = pid_lock(&path).map_err(|e| match e {
+            PidLockError::Held(pid) => CommandError::refused(format!(
+                "run {run_id} is being driven by another farmctl (PID {pid}) on this host; \
+                 nothing was touched — wait for it, or stop it first"
+            )),
+            PidLockError::Io(e) => CommandError::refused(format!(
                 "could not lock run {run_id} ({}: {e}); nothing was touched",
                 path.display()
-            ))
+            )),
         })?;
-        // Named in full: newer std has an inherent `File::try_lock`.
-        if fs4::FileExt::try_lock(&file).is_err() {
-            let mut pid = String::new();
-            let _ = file.read_to_string(&mut pid);
-            return Err(CommandError::refused(format!(
-                "run {run_id} is being driven by another farmctl (PID {}) on this host; \
-                 nothing was touched — wait for it, or stop it first",
-                pid.trim()
-            )));
-        }
-        let _ = file
-            .set_len(0)
-            .and_then(|()| file.rewind())
-            .and_then(|()| write!(file, "{}", std::process::id()))
-            .and_then(|()| file.flush());
         Ok(Some(RunFileLock { _file: file }))
     }
 
@@ -313,4 +293,40 @@ pub fn farm_of(run: &LoadedRun) -> String {
         .as_ref()
         .map(|s| s.farm.clone())
         .unwrap_or_default()
+}
+
+/// Why an exclusive PID lock was not taken.
+#[derive(Debug)]
+pub enum PidLockError {
+    /// Another process holds it: its PID, as it wrote it.
+    Held(String),
+    Io(std::io::Error),
+}
+
+/// An exclusive lock on `path` (created with its folder), holding this
+/// process's PID, until the file is dropped or the process dies.
+pub fn pid_lock(path: &std::path::Path) -> Result<std::fs::File, PidLockError> {
+    use std::io::{Read, Seek, Write};
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(PidLockError::Io)?;
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(PidLockError::Io)?;
+    // Named in full: newer std has an inherent `File::try_lock`.
+    if fs4::FileExt::try_lock(&file).is_err() {
+        let mut pid = String::new();
+        let _ = file.read_to_string(&mut pid);
+        return Err(PidLockError::Held(pid.trim().to_string()));
+    }
+    let _ = file
+        .set_len(0)
+        .and_then(|()| file.rewind())
+        .and_then(|()| write!(file, "{}", std::process::id()))
+        .and_then(|()| file.flush());
+    Ok(file)
 }

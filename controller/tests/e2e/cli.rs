@@ -155,3 +155,41 @@ async fn validate_checks_every_file_the_inventory_names() {
     );
     assert_eq!(v["warnings"][0]["path"], "notify[1]", "{v:#}");
 }
+
+#[tokio::test]
+async fn a_second_demo_refuses_a_folder_in_use() {
+    // Another demo holds the folder (its lock, taken here by flock(1):
+    // the same kind of lock farmctl takes).
+    let dir = tempfile::tempdir().unwrap();
+    let lock = dir.path().join("demo.lock");
+    let mut holder = tokio::process::Command::new("flock")
+        .args([lock.to_str().unwrap(), "sleep", "60"])
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    farm_proto::assert_eventually!(
+        std::time::Duration::from_secs(10),
+        async {
+            // Held: a non-blocking try fails.
+            std::process::Command::new("flock")
+                .args(["-n", lock.to_str().unwrap(), "true"])
+                .status()
+                .is_ok_and(|s| !s.success())
+        },
+        "flock to hold the lock"
+    );
+    let d = dir.path().display().to_string();
+    let out = farmctl(&["demo", "--serve", "--dir", &d, "--nodes", "2"]).await;
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("is in use by another farmctl demo"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        !dir.path().join("inventory.yaml").exists(),
+        "nothing written"
+    );
+    holder.start_kill().unwrap();
+    let _ = holder.wait().await;
+}
