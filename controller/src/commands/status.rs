@@ -87,6 +87,9 @@ pub fn lb_disagreement(
 #[derive(Debug, Serialize)]
 struct StatusReport<'a> {
     farm: String,
+    /// When the snapshot was taken (RFC 3339, UTC): each `--watch` line
+    /// says its own moment.
+    time: String,
     nodes: Vec<&'a NodeStatus>,
     /// Sites whose nodes serve different releases: the versions seen.
     mixed_versions: BTreeMap<String, Vec<String>>,
@@ -187,6 +190,7 @@ impl Snapshot {
             output,
             &StatusReport {
                 farm: self.farm.clone(),
+                time: crate::clock::now(),
                 nodes: self.nodes.iter().collect(),
                 mixed_versions: self.mixed_versions.clone(),
             },

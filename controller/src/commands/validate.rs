@@ -1,17 +1,37 @@
 //! `farmctl validate -i FILE`: 0 when the inventory is valid and every
 //! file it names can be read, 2 otherwise, with every problem listed.
 use crate::cli::{InventoryArgs, Output};
-use crate::commands::{load_inventory, print_json, Settings};
+use crate::commands::{print_json, Settings};
 use crate::exit::{CommandResult, ExitStatus};
 
 pub fn run(args: &InventoryArgs, settings: &Settings) -> CommandResult {
-    let inv = match (load_inventory(&args.inventory), args.output) {
+    let inv = match (farm_inventory::load(&args.inventory), args.output) {
         (Ok(inv), _) => inv,
         (Err(e), o @ (Output::Json | Output::Jsonl)) => {
-            print_json(o, &serde_json::json!({"valid": false, "error": e.message}));
+            // Each error at its place, as a list; `error` the whole text.
+            let errors: Vec<serde_json::Value> = match &e {
+                farm_inventory::LoadError::Invalid { errors, .. } => errors
+                    .iter()
+                    .map(|x| {
+                        serde_json::json!({
+                            "path": x.path,
+                            "line": x.line_col.map(|(l, _)| l),
+                            "column": x.line_col.map(|(_, c)| c),
+                            "message": x.message,
+                        })
+                    })
+                    .collect(),
+                other => vec![serde_json::json!({
+                    "path": "", "line": null, "column": null, "message": other.to_string(),
+                })],
+            };
+            print_json(
+                o,
+                &serde_json::json!({"valid": false, "error": e.to_string(), "errors": errors}),
+            );
             return Ok(ExitStatus::BadInput);
         }
-        (Err(e), Output::Text) => return Err(e),
+        (Err(e), Output::Text) => return Err(e.into()),
     };
     let (problems, warnings) = super::inventory_files::check(&inv, settings.insecure);
     if !problems.is_empty() {

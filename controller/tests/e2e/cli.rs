@@ -154,6 +154,14 @@ async fn validate_checks_every_file_the_inventory_names() {
         "{v:#}"
     );
     assert_eq!(v["warnings"][0]["path"], "notify[1]", "{v:#}");
+    // A file that is not YAML: its errors as a list too, with line and
+    // column.
+    std::fs::write(&inv, "farm: shop\nnodes: [\n").unwrap();
+    let out = farmctl(&["validate", "-i", &path, "--output", "json"]).await;
+    assert_eq!(out.status.code(), Some(2));
+    let v = json(&out);
+    assert_eq!(v["errors"][0]["line"], 3, "{v:#}");
+    assert!(v["errors"][0]["column"].is_number(), "{v:#}");
 }
 
 #[tokio::test]

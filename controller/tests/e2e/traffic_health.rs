@@ -119,6 +119,10 @@ async fn status_flags_the_node_and_pool_whose_users_get_errors_and_latency() {
         .collect();
     assert_eq!(per_node, [0, 1, 0, 0]);
     let report = traffic.stop().await;
+    assert!(
+        st["time"].as_str().is_some_and(|t| t.ends_with('Z')),
+        "{st:#}"
+    );
     let nodes = st["nodes"].as_array().unwrap();
     let flags: Vec<&serde_json::Value> = nodes.iter().map(|n| &n["outlier"]).collect();
     assert_eq!(flags, [false, true, false, false], "{st:#}");
