@@ -61,8 +61,8 @@ async fn status_flags_the_node_and_pool_whose_users_get_errors_and_latency() {
             "127.0.0.1",
             web02_port,
             Some(farmctl::sandbox::SITE_HOST),
-            "/slow?ms=4000",
-            Duration::from_secs(20),
+            "/slow?ms=10000",
+            Duration::from_secs(40),
         )
         .await
     });
@@ -96,7 +96,7 @@ async fn status_flags_the_node_and_pool_whose_users_get_errors_and_latency() {
     assert!(
         requests
             .iter()
-            .any(|r| r["url"] == "/slow?ms=4000" && r["elapsed_ms"].as_u64().unwrap() >= 500),
+            .any(|r| r["url"] == "/slow?ms=10000" && r["elapsed_ms"].as_u64().unwrap() >= 500),
         "{d:#}"
     );
     assert_eq!(d["state"], "Running");
@@ -106,7 +106,7 @@ async fn status_flags_the_node_and_pool_whose_users_get_errors_and_latency() {
     let shown = farmctl(&["runs", "show", run["run_id"].as_str().unwrap()]).await;
     let text = String::from_utf8_lossy(&shown.stdout);
     assert!(text.contains("web02: diagnostics of ShopPool: "), "{text}");
-    assert!(text.contains("GET /slow?ms=4000"), "{text}");
+    assert!(text.contains("GET /slow?ms=10000"), "{text}");
     assert!(stderr(&out).contains("pools: ShopPool"), "{}", stderr(&out));
     let per_node: Vec<usize> = ["web01", "web02", "web03", "web04"]
         .iter()
