@@ -108,9 +108,7 @@ pub async fn run(args: &PlanArgs, settings: &Settings) -> CommandResult {
         estimate_s: estimate.as_secs(),
         estimate_basis: format!(
             "{} per step ({basis})",
-            humantime::format_duration(std::time::Duration::from_millis(
-                per_node.as_millis() as u64
-            ))
+            crate::human::duration(per_node)
         ),
         window: run.window.as_ref().map(ToString::to_string),
         fits_window: fits,
@@ -150,7 +148,7 @@ fn text(p: &Plan) -> String {
     }
     s.push_str(&format!(
         "estimated duration: {} ({})\n",
-        humantime::format_duration(std::time::Duration::from_secs(p.estimate_s.max(1))),
+        crate::human::duration(std::time::Duration::from_secs(p.estimate_s.max(1))),
         p.estimate_basis
     ));
     for n in &p.notes {
