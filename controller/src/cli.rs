@@ -37,7 +37,7 @@ impl Command {
     /// The command's `--output`, when it has one.
     pub fn output(&self) -> Option<Output> {
         Some(match self {
-            Command::Validate(a) => a.output,
+            Command::Validate(a) => a.inv.output,
             Command::Status(a) => a.inv.output,
             Command::Recycle(a) => a.rollout.inv.output,
             Command::Reset(a) => a.inv.output,
@@ -59,7 +59,7 @@ impl Command {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Check an inventory file and report every problem in it.
-    Validate(InventoryArgs),
+    Validate(ValidateArgs),
     /// Show every node: agent, drain state, IIS services, pools, health.
     Status(StatusArgs),
     /// Rolling recycle of application pools, node by node.
@@ -127,6 +127,17 @@ pub struct InventoryArgs {
     pub inventory: PathBuf,
     #[arg(short = 'o', long, value_enum, default_value = "text")]
     pub output: Output,
+}
+
+#[derive(Args, Debug)]
+pub struct ValidateArgs {
+    #[command(flatten)]
+    pub inv: InventoryArgs,
+    /// Also connect: each agent (over the inventory's TLS), the load
+    /// balancer (its members), each node's sites (the probes), and print
+    /// a checklist of what to fix. Exit 1 when a check fails.
+    #[arg(long)]
+    pub connect: bool,
 }
 
 #[derive(Args, Debug)]

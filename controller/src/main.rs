@@ -49,7 +49,7 @@ fn main() {
     };
     let result = runtime.block_on(async {
         match &cli.command {
-            Command::Validate(a) => commands::validate::run(a, &settings),
+            Command::Validate(a) => commands::validate::run(a, &settings).await,
             Command::Status(a) => commands::status::run(a, &settings).await,
             Command::Recycle(a) => commands::rollout::recycle(a, &settings).await,
             Command::Reset(a) => commands::rollout::reset(a, &settings).await,

@@ -106,10 +106,7 @@ pub async fn run(args: &PlanArgs, settings: &Settings) -> CommandResult {
         strategy: run.strategy.as_str(),
         steps,
         estimate_s: estimate.as_secs(),
-        estimate_basis: format!(
-            "{} per step ({basis})",
-            crate::human::duration(per_node)
-        ),
+        estimate_basis: format!("{} per step ({basis})", crate::human::duration(per_node)),
         window: run.window.as_ref().map(ToString::to_string),
         fits_window: fits,
         notes: checked.notes.clone(),

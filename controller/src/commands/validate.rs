@@ -1,10 +1,11 @@
 //! `farmctl validate -i FILE`: 0 when the inventory is valid and every
 //! file it names can be read, 2 otherwise, with every problem listed.
-use crate::cli::{InventoryArgs, Output};
+use crate::cli::{Output, ValidateArgs};
 use crate::commands::{print_json, Settings};
 use crate::exit::{CommandResult, ExitStatus};
 
-pub fn run(args: &InventoryArgs, settings: &Settings) -> CommandResult {
+pub async fn run(v: &ValidateArgs, settings: &Settings) -> CommandResult {
+    let args = &v.inv;
     let inv = match (farm_inventory::load(&args.inventory), args.output) {
         (Ok(inv), _) => inv,
         (Err(e), o @ (Output::Json | Output::Jsonl)) => {
@@ -65,10 +66,17 @@ pub fn run(args: &InventoryArgs, settings: &Settings) -> CommandResult {
             eprintln!("farmctl: warning: {}: {}", w.path, w.message);
         }
     }
+    let checks = if v.connect {
+        Some(connect(args, settings).await?)
+    } else {
+        None
+    };
+    let failed = checks.as_ref().is_some_and(|c| c.iter().any(|c| !c.ok));
     match args.output {
         o @ (Output::Json | Output::Jsonl) => print_json(
             o,
             &serde_json::json!({
+                "checks": checks,
                 "valid": true,
                 "farm": inv.farm,
                 "nodes": inv.nodes.iter().map(|n| &n.name).collect::<Vec<_>>(),
@@ -86,5 +94,105 @@ pub fn run(args: &InventoryArgs, settings: &Settings) -> CommandResult {
         ),
         Output::Text => {}
     }
-    Ok(ExitStatus::Done)
+    if let (Some(checks), Output::Text) = (&checks, args.output) {
+        for c in checks {
+            println!(
+                "  [{}] {}: {}",
+                if c.ok { "ok" } else { "FIX" },
+                c.check,
+                c.detail
+            );
+        }
+    }
+    Ok(if failed {
+        ExitStatus::Failed
+    } else {
+        ExitStatus::Done
+    })
+}
+
+/// One thing `validate --connect` tried.
+#[derive(Debug, serde::Serialize)]
+pub struct Check {
+    pub check: String,
+    pub ok: bool,
+    pub detail: String,
+}
+
+/// Each agent, the load balancer and each node's sites, as `status` would
+/// reach them — nothing is changed anywhere.
+async fn connect(
+    args: &crate::cli::InventoryArgs,
+    settings: &Settings,
+) -> Result<Vec<Check>, crate::exit::CommandError> {
+    let farm = settings.farm(&args.inventory)?;
+    let mut checks = Vec::new();
+    let members = match crate::observe::members(&farm).await {
+        Ok(m) => {
+            let missing: Vec<&str> = m
+                .iter()
+                .filter(|x| x.state.is_none())
+                .map(|x| x.node.as_str())
+                .collect();
+            checks.push(Check {
+                check: format!("load balancer {}", farm.lb.name()),
+                ok: missing.is_empty(),
+                detail: if m.is_empty() {
+                    "reachable (this driver does not list members)".into()
+                } else if missing.is_empty() {
+                    format!("answers; every node is a member ({})", m.len())
+                } else {
+                    format!(
+                        "answers, but these nodes are not members: {} (check nodes[].lb_server)",
+                        missing.join(", ")
+                    )
+                },
+            });
+            m
+        }
+        Err(e) => {
+            checks.push(Check {
+                check: format!("load balancer {}", farm.lb.name()),
+                ok: false,
+                detail: e.to_string(),
+            });
+            Vec::new()
+        }
+    };
+    for o in crate::observe::observe(&farm, &members).await {
+        let node = farm.node(o.node);
+        checks.push(Check {
+            check: format!("agent of {} ({})", node.name, node.agent),
+            ok: o.view.is_ok(),
+            detail: match &o.view {
+                Ok(v) => format!(
+                    "answers over {}; backend {}, IIS {}",
+                    if settings.insecure {
+                        "plaintext (--insecure)"
+                    } else {
+                        "mutual TLS"
+                    },
+                    v.backend,
+                    if v.iis_running() {
+                        "running"
+                    } else {
+                        "NOT running"
+                    }
+                ),
+                Err(e) => e.to_string(),
+            },
+        });
+        checks.push(Check {
+            check: format!(
+                "sites of {} ({}:{})",
+                node.name, node.address, node.http_port
+            ),
+            ok: o.health.is_ok(),
+            detail: match &o.health {
+                Ok(()) => "every site's probe answers as expected".into(),
+                Err(e) => e.to_string(),
+            },
+        });
+    }
+    Ok(checks)
 }

@@ -46,6 +46,27 @@ async fn connection_errors_say_what_to_check() {
     .await;
     assert!(e.contains("connection refused: nothing listens on"), "{e}");
 
+    // validate --connect: the same, as a checklist; the rest is fine.
+    let refused = farm.sandbox.dir.join("refused.yaml").display().to_string();
+    let out = farmctl(&["validate", "-i", &refused, "--connect", "--output", "json"]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let v = json(&out);
+    let checks = v["checks"].as_array().unwrap();
+    let failed: Vec<&str> = checks
+        .iter()
+        .filter(|c| c["ok"] == false)
+        .map(|c| c["check"].as_str().unwrap())
+        .collect();
+    assert_eq!(failed.len(), 1, "{v:#}");
+    assert!(failed[0].starts_with("agent of web01"), "{v:#}");
+    let good = farmctl(&["validate", "-i", &inventory(&farm), "--connect"]).await;
+    assert_eq!(good.status.code(), Some(0), "{}", stderr(&good));
+    let list = String::from_utf8_lossy(&good.stdout);
+    assert!(
+        list.contains("[ok] agent of web02") && list.contains("[ok] sites of web01"),
+        "{list}"
+    );
+
     // web01's address answers with web02's certificate.
     let swapped = text
         .replace(web01.as_str(), "SWAP")
