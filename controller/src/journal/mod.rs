@@ -85,6 +85,16 @@ pub enum Record {
     RolledBack(RolledBackRecord),
     /// What a node's pools were doing before they were recycled.
     Diagnostics(DiagnosticsRecord),
+    /// A controller took the run up again (`farmctl resume`).
+    Resumed(ResumedRecord),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResumedRecord {
+    pub t: String,
+    pub holder: String,
+    #[serde(default)]
+    pub pid: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

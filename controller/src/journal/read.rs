@@ -51,6 +51,9 @@ pub struct LoadedRun {
     pub rolled_back: Option<bool>,
     /// Each node's captured diagnostics (`recycle --outliers`).
     pub diagnostics: BTreeMap<String, Vec<crate::agent::Diagnostics>>,
+    /// Each resume: when, by whom, and the time of the last record before
+    /// it (when the controller before it went silent or ended).
+    pub resumes: Vec<(super::ResumedRecord, Option<String>)>,
 }
 
 impl LoadedRun {
@@ -123,6 +126,8 @@ pub fn parse(
     let mut verdict = None;
     let mut rolled_back = None;
     let mut diagnostics = BTreeMap::new();
+    let mut resumes = Vec::new();
+    let mut last_t: Option<String> = None;
     for (n, line) in lines.enumerate() {
         let line = line.map_err(|e| err(Some(n + 1), e.to_string()))?;
         if line.trim().is_empty() {
@@ -142,6 +147,11 @@ pub fn parse(
                 ))
             }
         };
+        if let Some(t) = record_time(&rec) {
+            if !matches!(rec, Record::Resumed(_)) {
+                last_t = Some(t);
+            }
+        }
         match rec {
             Record::Run(h) => header = Some(*h),
             Record::Phase(p) => {
@@ -172,7 +182,13 @@ pub fn parse(
                 end = None;
             }
             Record::Diagnostics(d) => {
+                last_t = Some(d.t.clone());
                 diagnostics.insert(d.node, d.pools);
+            }
+            Record::Resumed(r) => {
+                resumes.push((r, last_t.clone()));
+                end = None;
+                continue;
             }
         }
     }
@@ -190,6 +206,21 @@ pub fn parse(
         verdict,
         rolled_back,
         diagnostics,
+        resumes,
+    })
+}
+
+/// When a record was written, for the records that say.
+fn record_time(rec: &Record) -> Option<String> {
+    Some(match rec {
+        Record::Run(h) => h.started_at.clone(),
+        Record::Phase(p) => p.t.clone(),
+        Record::End(e) => e.t.clone(),
+        Record::Interval(i) => i.at.clone(),
+        Record::Verdict(v) => v.t.clone(),
+        Record::RolledBack(r) => r.t.clone(),
+        Record::Diagnostics(d) => d.t.clone(),
+        Record::Resumed(r) => r.t.clone(),
     })
 }
 

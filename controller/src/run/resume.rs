@@ -255,6 +255,17 @@ pub async fn resume_on(
                 loaded.path.display()
             ))
         })?;
+        let resumed = crate::journal::Record::Resumed(crate::journal::ResumedRecord {
+            t: crate::clock::now(),
+            holder: crate::lease::holder(),
+            pid: Some(std::process::id()),
+        });
+        journal.append(&resumed).await.map_err(|e| {
+            CommandError::refused(format!(
+                "could not write to the journal {}: {e} (nothing was touched)",
+                loaded.path.display()
+            ))
+        })?;
         for &i in &retried {
             let name = &farm.node(i).name;
             let attempt = points[&i].attempt;

@@ -95,6 +95,20 @@ svg text{{font-size:12px}}#errors li{{margin:4px 0}}\
                 esc(w)
             ))
             .unwrap_or_default()
+            + &t.resumes
+                .iter()
+                .map(|r| format!(
+                    "<tr class=\"resumed\"><th>resumed</th><td>at +{} by {}{}</td></tr>",
+                    secs(r.at_ms),
+                    esc(&r.holder),
+                    r.silent_from_ms
+                        .map(|f| format!(
+                            " — the controller before was silent from +{} (died or stopped)",
+                            secs(f)
+                        ))
+                        .unwrap_or_default()
+                ))
+                .collect::<String>()
     );
 
     // The timeline: one row per node, one bar per phase.

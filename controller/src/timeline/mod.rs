@@ -62,6 +62,17 @@ pub struct Timeline {
     pub analysis: Option<AnalysisLine>,
     /// What each node's pools were doing before they were recycled.
     pub diagnostics: std::collections::BTreeMap<String, Vec<crate::agent::Diagnostics>>,
+    /// Each time a controller took the run up again.
+    pub resumes: Vec<ResumeMark>,
+}
+
+/// A resume: the controller before it went silent (or ended) at
+/// `silent_from_ms`, another took the run up at `at_ms`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ResumeMark {
+    pub at_ms: u64,
+    pub silent_from_ms: Option<u64>,
+    pub holder: String,
 }
 
 /// A run's canary analysis as its journal tells it.
@@ -187,6 +198,15 @@ impl Timeline {
             nodes,
             capacity,
             diagnostics: run.diagnostics.clone(),
+            resumes: run
+                .resumes
+                .iter()
+                .map(|(r, before)| ResumeMark {
+                    at_ms: ms(&r.t),
+                    silent_from_ms: before.as_deref().map(&ms),
+                    holder: r.holder.clone(),
+                })
+                .collect(),
             analysis: settings
                 .and_then(|s| s.analysis.as_ref())
                 .map(|_| AnalysisLine {
@@ -218,6 +238,19 @@ impl Timeline {
         }
         if let Some(h) = &self.halted {
             s.push_str(&format!("halted: {h}\n"));
+        }
+        for r in &self.resumes {
+            s.push_str(&format!(
+                "resumed at +{} by {}{}\n",
+                secs(r.at_ms),
+                r.holder,
+                r.silent_from_ms
+                    .map(|f| format!(
+                        " (the controller before had written nothing since +{}: it died or stopped)",
+                        secs(f)
+                    ))
+                    .unwrap_or_default()
+            ));
         }
         for n in &self.nodes {
             let span = match (n.segments.first(), n.segments.last()) {

@@ -67,7 +67,22 @@ async fn kill_at(farm: &Farm, state: &std::path::Path, action: &str, k: usize, m
         "{action} killed at {k}: {}",
         stderr(&out)
     );
-    assert_eq!(json(&out)["outcome"], "succeeded");
+    let report = json(&out);
+    assert_eq!(report["outcome"], "succeeded");
+    // runs show tells the controller's death and the resume.
+    let shown = farmctl(&[
+        "--state-dir",
+        &state_arg,
+        "runs",
+        "show",
+        report["run_id"].as_str().unwrap(),
+    ])
+    .await;
+    let text = String::from_utf8_lossy(&shown.stdout);
+    assert!(
+        text.contains("resumed at +") && text.contains("it died or stopped"),
+        "{action} killed at {k}: {text}"
+    );
 
     assert_whole(
         farm,
