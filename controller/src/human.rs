@@ -163,3 +163,48 @@ mod paint_tests {
         assert_eq!(lines[3], "header");
     }
 }
+
+/// The terminal's width when stdout is one (`COLUMNS` first), else none.
+pub fn stdout_width() -> Option<usize> {
+    use std::io::IsTerminal;
+    if !std::io::stdout().is_terminal() {
+        return None;
+    }
+    if let Some(c) = std::env::var("COLUMNS").ok().and_then(|c| c.parse().ok()) {
+        return Some(c);
+    }
+    console::Term::stdout().size_checked().map(|(_, w)| usize::from(w))
+}
+
+/// Each line cut to `width` characters with an ellipsis, so a table row
+/// never wraps mid-row; unchanged without a width.
+pub fn fit(text: &str, width: Option<usize>) -> String {
+    let Some(width) = width.filter(|w| *w > 1) else {
+        return text.to_string();
+    };
+    text.split_inclusive('\n')
+        .map(|line| {
+            let (body, end) = match line.strip_suffix('\n') {
+                Some(b) => (b, "\n"),
+                None => (line, ""),
+            };
+            if body.chars().count() <= width {
+                line.to_string()
+            } else {
+                let cut: String = body.chars().take(width - 1).collect();
+                format!("{cut}…{end}")
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod fit_tests {
+    use super::fit;
+
+    #[test]
+    fn long_lines_are_cut_with_an_ellipsis() {
+        assert_eq!(fit("abcdef\nab\n", Some(4)), "abc…\nab\n");
+        assert_eq!(fit("abcdef\n", None), "abcdef\n");
+    }
+}

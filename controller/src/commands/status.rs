@@ -280,9 +280,12 @@ pub async fn run(args: &StatusArgs, settings: &Settings) -> CommandResult {
             Output::Text => print!(
                 "{}",
                 crate::human::paint(
-                    &(table(&snap.nodes)
-                        + &traffic_table(&snap.nodes)
-                        + &releases(&snap.nodes, &snap.mixed_versions)),
+                    &crate::human::fit(
+                        &(table(&snap.nodes)
+                            + &traffic_table(&snap.nodes)
+                            + &releases(&snap.nodes, &snap.mixed_versions)),
+                        crate::human::stdout_width()
+                    ),
                     crate::human::colour_stdout()
                 )
             ),
@@ -335,7 +338,10 @@ async fn watch(farm: &crate::farm::Farm, args: &StatusArgs, settings: &Settings)
                     "\x1b[H\x1b[2Jfarm {} at {when}, every {} (Ctrl-C to leave)\n\n{}",
                     snap.farm,
                     humantime::format_duration(args.interval),
-                    crate::human::paint(&snap.text(), crate::human::colour_stdout())
+                    crate::human::paint(
+                        &crate::human::fit(&snap.text(), crate::human::stdout_width()),
+                        crate::human::colour_stdout()
+                    )
                 );
             }
             Output::Text => {
