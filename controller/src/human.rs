@@ -173,7 +173,9 @@ pub fn stdout_width() -> Option<usize> {
     if let Some(c) = std::env::var("COLUMNS").ok().and_then(|c| c.parse().ok()) {
         return Some(c);
     }
-    console::Term::stdout().size_checked().map(|(_, w)| usize::from(w))
+    console::Term::stdout()
+        .size_checked()
+        .map(|(_, w)| usize::from(w))
 }
 
 /// Each line cut to `width` characters with an ellipsis, so a table row

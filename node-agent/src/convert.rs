@@ -38,6 +38,7 @@ pub fn status(
             .pools
             .into_iter()
             .map(|p| pb::AppPool {
+                stopped_by: p.stopped_by.unwrap_or_default(),
                 name: p.name,
                 state: pool_state(p.state) as i32,
                 workers: p

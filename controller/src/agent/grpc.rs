@@ -271,6 +271,7 @@ impl From<pb::NodeStatus> for NodeView {
                     name: p.name,
                     state: PoolState::from_wire(p.state),
                     pids: p.workers.iter().map(|w| w.pid).collect(),
+                    stopped_by: (!p.stopped_by.is_empty()).then_some(p.stopped_by),
                 })
                 .collect(),
             sites: s

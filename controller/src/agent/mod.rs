@@ -31,6 +31,10 @@ pub struct PoolView {
     pub name: String,
     pub state: PoolState,
     pub pids: Vec<u32>,
+    /// Why a stopped pool is stopped, when the agent knows (rapid-fail
+    /// protection).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stopped_by: Option<String>,
 }
 
 /// A run's lease on a node.

@@ -466,7 +466,16 @@ fn table(nodes: &[NodeStatus]) -> String {
             .iter()
             .map(|p| {
                 let pids: Vec<String> = p.pids.iter().map(u32::to_string).collect();
-                format!("{} {} [{}]", p.name, p.state, pids.join(","))
+                format!(
+                    "{} {} [{}]{}",
+                    p.name,
+                    p.state,
+                    pids.join(","),
+                    p.stopped_by
+                        .as_ref()
+                        .map(|r| format!(" (stopped by {r})"))
+                        .unwrap_or_default()
+                )
             })
             .collect::<Vec<_>>()
             .join("; ");

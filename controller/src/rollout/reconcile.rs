@@ -71,6 +71,7 @@ mod tests {
             .map(|(a, b)| (a.to_string(), *b))
             .collect(),
             pools: vec![PoolView {
+                stopped_by: None,
                 name: "Shop".into(),
                 state: PoolState::Started,
                 pids: pids.to_vec(),

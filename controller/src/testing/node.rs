@@ -201,6 +201,7 @@ impl AgentApi for FakeNode {
             backend: "fake".into(),
             services: iis_running(),
             pools: vec![PoolView {
+                stopped_by: None,
                 name: "Shop".into(),
                 state: PoolState::Started,
                 pids: st.pids.clone(),

@@ -29,6 +29,9 @@ pub struct PoolStatus {
     pub name: String,
     pub state: PoolState,
     pub workers: Vec<WorkerInfo>,
+    /// Why a stopped pool is stopped, when WAS said (rapid-fail
+    /// protection: event 5002).
+    pub stopped_by: Option<String>,
 }
 
 impl PoolStatus {

@@ -41,6 +41,9 @@ impl Iis for Simulator {
                     } else {
                         PoolState::Stopped
                     },
+                    stopped_by: (p.state == PoolState::Stopped)
+                        .then(|| self.rapid_fail_of(&p.cfg.name))
+                        .flatten(),
                     workers: p
                         .workers()
                         .filter(|w| !w.is_killed())

@@ -329,6 +329,24 @@ impl Simulator {
             .filter(config::PoolFaults::any)
     }
 
+    /// "rapid-fail protection (...)" when WAS disabled `pool` (its last
+    /// event about it is 5002).
+    pub(crate) fn rapid_fail_of(&self, pool: &str) -> Option<String> {
+        self.inner
+            .was_events
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .rev()
+            .find(|e| {
+                e.pool
+                    .as_deref()
+                    .is_some_and(|p| p.eq_ignore_ascii_case(pool))
+            })
+            .filter(|e| e.rapid_fail())
+            .map(|e| format!("rapid-fail protection (WAS event 5002 at {})", e.date))
+    }
+
     /// Books a request running in `pool` until the guard drops.
     pub(crate) fn running(&self, entry: RunningEntry) -> RunningGuard<'_> {
         let id = self

@@ -123,6 +123,45 @@ impl CommandBackend {
         }
     }
 
+    /// Names the stopped pools whose newest WAS event is 5002 (rapid-fail
+    /// protection). Best effort: without the events nothing is named.
+    async fn name_rapid_fails(&self, pools: &mut [PoolStatus]) {
+        let Ok(out) = self
+            .run(
+                &self.tools.wevtutil,
+                &[
+                    "qe",
+                    "System",
+                    "/q:*[System[Provider[@Name='Microsoft-Windows-WAS']]]",
+                    "/c:50",
+                    "/rd:true",
+                    "/f:text",
+                ],
+                self.timeouts.command,
+            )
+            .await
+        else {
+            return;
+        };
+        if out.code != Some(0) {
+            return;
+        }
+        let events = crate::traffic::events::parse(&out.stdout);
+        for p in pools.iter_mut().filter(|p| p.state == PoolState::Stopped) {
+            let newest = events.iter().find(|e| {
+                e.pool
+                    .as_deref()
+                    .is_some_and(|x| x.eq_ignore_ascii_case(&p.name))
+            });
+            if let Some(e) = newest.filter(|e| e.rapid_fail()) {
+                p.stopped_by = Some(format!(
+                    "rapid-fail protection (WAS event 5002 at {})",
+                    e.date
+                ));
+            }
+        }
+    }
+
     /// Reads where each site's W3C log is from IIS's own configuration
     /// (`appcmd list site /xml /config:*`: the effective `logFile`
     /// settings, defaults included) and keeps it for the Traffic call. A
@@ -311,6 +350,7 @@ impl Iis for CommandBackend {
         }
         status.pools = parse::objects(&pools, "APPPOOL")
             .map(|p| PoolStatus {
+                stopped_by: None,
                 state: parse::pool_state(p.attr("state").unwrap_or("")),
                 workers: workers
                     .remove(&p.id.to_ascii_lowercase())
@@ -318,6 +358,10 @@ impl Iis for CommandBackend {
                 name: p.id,
             })
             .collect();
+        // A stopped pool: did WAS stop it (rapid-fail protection)?
+        if status.pools.iter().any(|p| p.state == PoolState::Stopped) {
+            self.name_rapid_fails(&mut status.pools).await;
+        }
         let root_pools: HashMap<String, String> = parse::objects(&apps, "APP")
             .filter_map(|a| {
                 let site = a.id.strip_suffix('/')?.to_string();

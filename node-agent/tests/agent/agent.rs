@@ -363,6 +363,25 @@ async fn a_pool_that_crashes_after_recycle_ends_up_stopped() {
     );
     let st = status(&a).await;
     assert_eq!(st.pools[0].state, pb::PoolState::Stopped as i32);
+    // Named as WAS's doing, as IIS's event log says it.
+    assert!(
+        st.pools[0].stopped_by.starts_with("rapid-fail protection (WAS event 5002"),
+        "{:?}",
+        st.pools[0]
+    );
+    // Its diagnostics carry the events (newest first) and the state.
+    let d = a
+        .client
+        .diagnose(pb::DiagnoseRequest {
+            pool: "Shop".into(),
+            min_elapsed_ms: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let ids: Vec<u32> = d.events.iter().map(|e| e.id).collect();
+    assert_eq!(ids, [5002, 5009], "{d:?}");
+    assert_eq!(d.state, "Disabled");
 }
 
 #[tokio::test]

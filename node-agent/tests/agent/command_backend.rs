@@ -533,3 +533,27 @@ async fn the_sites_logs_are_found_in_iis_config_and_flushed_before_a_read() {
         fake.log()
     );
 }
+
+#[tokio::test]
+async fn a_pool_stopped_by_rapid_fail_protection_is_named_in_status() {
+    // WAS's newest event about `Off` is 5002: it disabled the pool.
+    let fake = Arc::new(FakeIis::new(&[], FakeFaults::default()).with_idle_pool("Off", false));
+    let st = backend(&fake).status().await.unwrap();
+    let off = st.pools.iter().find(|p| p.name == "Off").unwrap();
+    assert_eq!(off.state, PoolState::Stopped);
+    assert!(
+        off.stopped_by
+            .as_deref()
+            .is_some_and(|r| r.starts_with("rapid-fail protection (WAS event 5002")),
+        "{off:?}"
+    );
+    // A running farm asks WAS nothing.
+    let fake = fake_iis(FakeFaults::default());
+    let st = backend(&fake).status().await.unwrap();
+    assert!(st.pools.iter().all(|p| p.stopped_by.is_none()));
+    assert!(
+        !fake.log().iter().any(|l| l.starts_with("wevtutil")),
+        "{:?}",
+        fake.log()
+    );
+}
