@@ -75,6 +75,15 @@ async fn man_pages_for_the_tool_and_each_command() {
             "{page} is not a man page"
         );
     }
+    let main = std::fs::read_to_string(dir.path().join("farmctl.1")).unwrap();
+    for section in [
+        ".SH \"EXIT STATUS\"",
+        ".SH ENVIRONMENT",
+        ".SH EXAMPLES",
+        "FARMCTL_INVENTORY",
+    ] {
+        assert!(main.contains(section), "farmctl.1 has no {section}");
+    }
 }
 
 #[tokio::test]

@@ -365,7 +365,9 @@ async fn a_pool_that_crashes_after_recycle_ends_up_stopped() {
     assert_eq!(st.pools[0].state, pb::PoolState::Stopped as i32);
     // Named as WAS's doing, as IIS's event log says it.
     assert!(
-        st.pools[0].stopped_by.starts_with("rapid-fail protection (WAS event 5002"),
+        st.pools[0]
+            .stopped_by
+            .starts_with("rapid-fail protection (WAS event 5002"),
         "{:?}",
         st.pools[0]
     );
