@@ -258,6 +258,23 @@ pub async fn snapshot(farm: &crate::farm::Farm, settings: &Settings) -> Snapshot
                 .map(|r| r.phase_of(&s.name).to_string());
         }
     }
+    // A node its run has out of rotation and is working on: its sites not
+    // answering is expected (an IIS reset stops them), said as such.
+    for n in &mut nodes {
+        let working = matches!(
+            n.run_phase.as_deref(),
+            Some("quiescing" | "switching" | "operating" | "verifying" | "reverting")
+        );
+        if let (true, Some(e), Some(l)) = (working, &n.error, &n.lease) {
+            if n.reachable {
+                n.error = Some(format!(
+                    "expected while run {} works on it ({}): {e}",
+                    l.run_id,
+                    n.run_phase.as_deref().unwrap_or("")
+                ));
+            }
+        }
+    }
     let mixed_versions = mixed(&nodes);
     Snapshot {
         farm: farm.inventory.farm.clone(),
