@@ -431,12 +431,15 @@ impl Reporter for JsonLines {
         );
     }
     fn phase(&self, node: &str, phase: Phase) {
-        self.event("phase", serde_json::json!({"node": node, "phase": phase}));
+        self.event(
+            "phase",
+            serde_json::json!({"node": node, "name": node, "phase": phase}),
+        );
     }
     fn detail(&self, node: &str, message: &str) {
         self.event(
             "detail",
-            serde_json::json!({"node": node, "message": message}),
+            serde_json::json!({"node": node, "name": node, "message": message}),
         );
     }
     fn node_finished(&self, n: &NodeReport) {
@@ -444,6 +447,7 @@ impl Reporter for JsonLines {
             "node_finished",
             serde_json::json!({
                 "node": n.name,
+                "name": n.name,
                 "outcome": n.outcome,
                 "in_rotation": n.in_rotation,
                 "error": n.error,

@@ -17,6 +17,9 @@ struct RunLine {
     outcome: String,
     nodes_done: usize,
     nodes: usize,
+    /// The same counts, named as counts everywhere (`*_count`).
+    nodes_count: usize,
+    nodes_done_count: usize,
     journal: String,
 }
 
@@ -64,6 +67,12 @@ pub async fn run(args: &RunsArgs, settings: &Settings) -> CommandResult {
                 .filter(|p| p.phase == farm_proto::domain::Phase::Done)
                 .count(),
             nodes: r.header.nodes.len(),
+            nodes_count: r.header.nodes.len(),
+            nodes_done_count: r
+                .last
+                .values()
+                .filter(|p| p.phase == farm_proto::domain::Phase::Done)
+                .count(),
         })
         .collect();
     match args.output {

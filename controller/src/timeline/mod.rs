@@ -27,6 +27,10 @@ pub struct NodeLine {
     /// Where the node ended: `done`, `failed`, or the phase the journal
     /// stops in.
     pub last: Phase,
+    /// The node's result in the words of reports: `succeeded`, `failed`,
+    /// or `unfinished` while the journal stops mid-way, `skipped` when it
+    /// never started.
+    pub outcome: &'static str,
     pub segments: Vec<Segment>,
     /// Why it failed, and when (ms from the start).
     pub error: Option<(u64, String)>,
@@ -174,6 +178,12 @@ impl Timeline {
                 });
                 NodeLine {
                     name: name.clone(),
+                    outcome: match last {
+                        Phase::Done => "succeeded",
+                        Phase::Failed => "failed",
+                        Phase::Pending => "skipped",
+                        _ => "unfinished",
+                    },
                     last,
                     segments,
                     error,

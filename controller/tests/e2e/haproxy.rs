@@ -212,6 +212,16 @@ async fn on_call_drain_and_undrain_respect_min_healthy() {
         .map(|s| s["batch"].as_array().unwrap().len())
         .collect();
     assert_eq!(sizes, [1, 2, 1]);
+    // Numbers as numbers, counts as `*_count`, times in ms (beside the
+    // older keys).
+    let plan = json(&out);
+    assert_eq!(
+        plan["max_unavailable_steps"],
+        serde_json::json!([1, 2]),
+        "{plan:#}"
+    );
+    assert_eq!(plan["nodes_count"], 4);
+    assert!(plan["estimate_ms"].as_u64().unwrap() >= 1000, "{plan:#}");
 
     for node in ["web02", "web03"] {
         let out = farmctl(&["drain", "-i", &inv, node, "--output", "json"]).await;

@@ -144,6 +144,21 @@ async fn a_run_streams_its_events_and_draws_its_picture() {
     assert!(text.contains(&format!("run {run_id}: recycle")), "{text}");
     assert!(text.contains("    operating"), "{text}");
     assert!(text.contains("FAILED at +"), "{text}");
+    // The same in JSON: each node's result under `outcome`, as in reports.
+    let shown = json(
+        &farmctl(&[
+            "--state-dir",
+            &state,
+            "runs",
+            "show",
+            run_id,
+            "--output",
+            "json",
+        ])
+        .await,
+    );
+    assert_eq!(shown["nodes"][1]["outcome"], "failed", "{shown:#}");
+    assert_eq!(shown["nodes"][0]["outcome"], "succeeded", "{shown:#}");
     // An unknown run: the newest ones are named.
     let out = farmctl(&[
         "--state-dir",
