@@ -188,6 +188,10 @@ pub struct RolloutArgs {
 pub enum PlanAction {
     Recycle,
     Reset,
+    /// A deployment (`--site`, `--version`, `--package`).
+    Deploy,
+    /// A rollback (`--site`, and `--to` or the release before).
+    Rollback,
 }
 
 #[derive(Args, Debug)]
@@ -200,6 +204,18 @@ pub struct PlanArgs {
     /// Application pool (recycle), as for `farmctl recycle`.
     #[arg(long = "pool", value_name = "NAME")]
     pub pools: Vec<String>,
+    /// deploy, rollback: the inventory's site.
+    #[arg(long)]
+    pub site: Option<String>,
+    /// deploy: the release's version.
+    #[arg(long)]
+    pub version: Option<String>,
+    /// deploy: the release package.
+    #[arg(long, value_name = "FILE.zip")]
+    pub package: Option<std::path::PathBuf>,
+    /// rollback: the release to go back to (default: the one before).
+    #[arg(long, value_name = "VERSION")]
+    pub to: Option<String>,
 }
 
 #[derive(Args, Debug)]

@@ -51,11 +51,42 @@ pub async fn run(args: &PlanArgs, settings: &Settings) -> CommandResult {
     let op = match args.action {
         PlanAction::Recycle => OperationKind::Recycle,
         PlanAction::Reset => OperationKind::Reset,
+        PlanAction::Deploy => OperationKind::Deploy,
+        PlanAction::Rollback => OperationKind::Rollback,
     };
     let r = &args.rollout;
     let mut req = request(r, op);
     req.pools = args.pools.clone();
     let farm = settings.farm(&r.inv.inventory)?;
+    let need = |v: &Option<String>, flag: &str| {
+        v.clone().ok_or_else(|| {
+            crate::exit::CommandError::bad_input(format!("plan {op} needs --{flag}"))
+        })
+    };
+    match args.action {
+        PlanAction::Deploy => {
+            req.deploy = Some(crate::run::DeployRequest {
+                site: need(&args.site, "site")?,
+                version: need(&args.version, "version")?,
+                package: Some(args.package.clone().ok_or_else(|| {
+                    crate::exit::CommandError::bad_input("plan deploy needs --package")
+                })?),
+            });
+        }
+        PlanAction::Rollback => {
+            let site = need(&args.site, "site")?;
+            let version = match &args.to {
+                Some(v) => v.clone(),
+                None => super::rollback::previous_release(&farm, &site, &r.nodes).await?,
+            };
+            req.deploy = Some(crate::run::DeployRequest {
+                site,
+                version,
+                package: None,
+            });
+        }
+        PlanAction::Recycle | PlanAction::Reset => {}
+    }
     let run = RunSettings::resolve(&farm.inventory, &req)?;
     let env = settings.run_env(&crate::operator::AssumeYes, None);
     let window = env.window_guard(&run)?;

@@ -30,7 +30,7 @@ pub async fn run(args: &RollbackArgs, settings: &Settings) -> CommandResult {
 
 /// The release every node (of `names`, or all) served before its current
 /// one, when they agree.
-async fn previous_release(
+pub(crate) async fn previous_release(
     farm: &Farm,
     site: &str,
     names: &[String],

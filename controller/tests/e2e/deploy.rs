@@ -178,6 +178,30 @@ async fn a_rolling_deploy_and_its_rollback_fail_no_request() {
     assert_eq!(all_served(&farm).await, ["1.0.0"; 4]);
     let inv = inventory(&farm);
 
+    // What it would do, first: four steps, nothing touched.
+    let pkg = package(&farm, "2.0.0");
+    let out = farmctl(&[
+        "plan",
+        "deploy",
+        "-i",
+        &inv,
+        "--site",
+        "shop",
+        "--version",
+        "2.0.0",
+        "--package",
+        &pkg,
+        "--output",
+        "json",
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(json(&out)["steps"].as_array().unwrap().len(), 4);
+    assert_eq!(json(&out)["action"], "deploy");
+    let out = farmctl(&["plan", "deploy", "-i", &inv, "--site", "shop"]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("needs --version"), "{}", stderr(&out));
+
     // Deploy 2.0.0 under load, requests in flight on every node.
     let monitor = StatsMonitor::start(&farm);
     let (stop, versions_seen) = watch_versions(&farm);
@@ -228,6 +252,14 @@ async fn a_rolling_deploy_and_its_rollback_fail_no_request() {
     assert_eq!(again.status.code(), Some(0), "{}", stderr(&again));
     assert_eq!(outcomes(&json(&again)), ["skipped"; 4]);
     assert_eq!(count(&farm, "web01", "drain"), drains_before);
+
+    // The rollback's plan names the release it goes back to.
+    let out = farmctl(&[
+        "plan", "rollback", "-i", &inv, "--site", "shop", "--output", "json",
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(json(&out)["steps"].as_array().unwrap().len(), 4);
 
     // Back to what the nodes served before, no upload, under load.
     let traffic = Traffic::start(long_requests(&farm));
