@@ -63,6 +63,9 @@ const STATUS: [&str; 7] = [
     "appcmd list vdir",
 ];
 const STATUS_IIS_DOWN: [&str; 2] = ["sc query W3SVC", "sc query WAS"];
+/// With a pool stopped, status asks WAS why (read-only).
+const WAS_EVENTS: [&str; 1] =
+    ["wevtutil qe System /q:*[System[Provider[@Name='Microsoft-Windows-WAS']]] /c:50 /rd:true /f:text"];
 
 /// Builds an expected sequence from pieces.
 fn seq(parts: &[&[&str]]) -> Vec<String> {
@@ -160,7 +163,7 @@ async fn a_stopped_pool_fails_before_anything_is_touched() {
     );
     assert_eq!(
         fake.log(),
-        seq(&[&STATUS]),
+        seq(&[&STATUS, &WAS_EVENTS]),
         "something was run after the check"
     );
 
@@ -179,6 +182,7 @@ async fn a_stopped_pool_fails_before_anything_is_touched() {
         fake.log(),
         seq(&[
             &STATUS,
+            &WAS_EVENTS,
             &["appcmd start apppool /apppool.name:Off"],
             &STATUS
         ])
