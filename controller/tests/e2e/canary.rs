@@ -94,8 +94,11 @@ async fn a_canary_that_fails_users_is_rolled_back_and_a_good_one_goes_on() {
     assert_eq!(switches(&farm), [2, 0, 0, 0]);
 
     let load = || {
+        // About 160 requests/s through HAProxy: plenty for a judgement
+        // every 5 s, light enough for the other tests running beside.
         let mut load = farm.sandbox.traffic_spec();
-        load.workers = 6;
+        load.workers = 4;
+        load.pace = Duration::from_millis(25);
         load.slow_every = 0;
         load.max_duration = Duration::from_secs(240);
         load
