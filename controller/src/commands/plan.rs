@@ -120,7 +120,14 @@ pub async fn run(args: &PlanArgs, settings: &Settings) -> CommandResult {
         &settings.state_dir(),
     )
     .await?;
-    let (per_node, basis) = store.estimate_per_node(&farm.inventory.farm, op).await;
+    let (per_node, basis) = match store.estimate_per_node(&farm.inventory.farm, op).await {
+        // No history: what this inventory's own settings imply.
+        (_, basis) if basis.starts_with("no past runs") => (
+            derived_per_node(&farm.inventory, op),
+            "no past runs: from the inventory's probe settings and LB detection".to_string(),
+        ),
+        known => known,
+    };
     let pauses = run.pause.unwrap_or_default() * waves.len().saturating_sub(1) as u32;
     let estimate = per_node * waves.len() as u32 + pauses;
     let fits = window.as_ref().map(|w| {
@@ -158,6 +165,29 @@ pub async fn run(args: &PlanArgs, settings: &Settings) -> CommandResult {
     } else {
         ExitStatus::Done
     })
+}
+
+/// A node's time without history: the LB noticing the drain and the
+/// return (health-file detection, else a second each), a few seconds of
+/// quiesce and operation (a reset: its stop and start), and every site's
+/// probe reaching `successes` good answers.
+fn derived_per_node(inv: &farm_inventory::Inventory, op: OperationKind) -> std::time::Duration {
+    use std::time::Duration;
+    let detection = match &inv.load_balancer {
+        farm_inventory::LoadBalancer::HealthFile { detection, .. } => *detection * 2,
+        _ => Duration::from_secs(2),
+    };
+    let operation = match op {
+        OperationKind::Reset => Duration::from_secs(15),
+        _ => Duration::from_secs(5),
+    };
+    let probes: Duration = inv
+        .sites
+        .iter()
+        .map(|s| s.probe.interval * s.probe.successes)
+        .max()
+        .unwrap_or(Duration::from_secs(3));
+    detection + operation + probes
 }
 
 fn text(p: &Plan) -> String {
