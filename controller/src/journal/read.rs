@@ -182,7 +182,6 @@ pub fn parse(
                 end = None;
             }
             Record::Diagnostics(d) => {
-                last_t = Some(d.t.clone());
                 diagnostics.insert(d.node, d.pools);
             }
             Record::Resumed(r) => {

@@ -25,24 +25,7 @@ async fn releases(farm: &Farm) -> Vec<String> {
 /// Switch calls farmctl made on each node, from the agents' audit logs.
 fn switches(farm: &Farm) -> Vec<usize> {
     (0..farm.sandbox.nodes.len())
-        .map(|i| {
-            let path = farm
-                .sandbox
-                .dir
-                .join(format!("web{:02}.audit.jsonl", i + 1));
-            std::fs::read_to_string(path)
-                .unwrap_or_default()
-                .lines()
-                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-                .filter(|v| v["call"] == "Switch")
-                .filter(|v| {
-                    !v["operation_id"]
-                        .as_str()
-                        .unwrap_or("")
-                        .starts_with("sandbox.")
-                })
-                .count()
-        })
+        .map(|i| audited(farm, i, "Switch").len())
         .collect()
 }
 

@@ -96,27 +96,6 @@ fn count(farm: &Farm, node: &str, event: &str) -> usize {
         .count()
 }
 
-/// The agent's audit lines of `call` made by farmctl (not the sandbox's
-/// own set-up), on node `i`.
-fn audited(farm: &Farm, i: usize, call: &str) -> Vec<Value> {
-    let path = farm
-        .sandbox
-        .dir
-        .join(format!("web{:02}.audit.jsonl", i + 1));
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
-        .filter(|v| v["call"] == call)
-        .filter(|v| {
-            !v["operation_id"]
-                .as_str()
-                .unwrap_or("")
-                .starts_with("sandbox.")
-        })
-        .collect()
-}
-
 /// Everything under a node's releases folder, relative to it.
 fn release_tree(farm: &Farm, i: usize) -> Vec<String> {
     let root = farm.sandbox.dir.join(format!("web{:02}", i + 1));

@@ -250,37 +250,40 @@ async fn a_management_certificate_that_is_not_the_pinned_one_is_refused() {
     let farm = farm(SandboxSpec { nodes: 2, ..spec() }).await;
     let names: Vec<String> = ["web01", "web02"].iter().map(|n| n.to_string()).collect();
     let ns = FakeNetscaler::start(&farm.sandbox.dir, &names).await;
-    let block = ns
-        .inventory("FARMCTL_NS_PW", "headers")
-        .replace(&ns.https.fingerprint, &"ab".repeat(32));
-    set_load_balancer(&farm, &block, &[]);
-    let out = farmctl_env(
-        &["recycle", "-i", &inventory(&farm), "--yes"],
-        &[("FARMCTL_NS_PW", crate::common::fake_netscaler::PASSWORD)],
+    // A recycle with the LB's trust set by `tls`: refused before
+    // anything changes on the appliance, saying `wanted`.
+    let refused_with = |tls: String, wanted: &'static str| {
+        let block = ns.inventory("FARMCTL_NS_PW", "headers").replace(
+            &format!("tls: {{fingerprint: \"{}\"}}", ns.https.fingerprint),
+            &tls,
+        );
+        set_load_balancer(&farm, &block, &[]);
+        let farm = &farm;
+        let ns = &ns;
+        async move {
+            let out = farmctl_env(
+                &["recycle", "-i", &inventory(farm), "--yes"],
+                &[("FARMCTL_NS_PW", crate::common::fake_netscaler::PASSWORD)],
+            )
+            .await;
+            assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+            assert!(stderr(&out).contains(wanted), "{}", stderr(&out));
+            assert!(ns.state.actions.lock().unwrap().is_empty());
+        }
+    };
+    // Another certificate than the pinned one.
+    refused_with(
+        format!("tls: {{fingerprint: \"{}\"}}", "ab".repeat(32)),
+        "not the pinned",
     )
     .await;
-    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
-    assert!(stderr(&out).contains("not the pinned"), "{}", stderr(&out));
-    assert!(ns.state.actions.lock().unwrap().is_empty());
     // The appliance's own certificate given as its CA: the error says
     // what to do instead.
-    let block = ns.inventory("FARMCTL_NS_PW", "headers").replace(
-        &format!("tls: {{fingerprint: \"{}\"}}", ns.https.fingerprint),
-        &format!("tls: {{ca: {}}}", ns.https.leaf_file.display()),
-    );
-    set_load_balancer(&farm, &block, &[]);
-    let out = farmctl_env(
-        &["recycle", "-i", &inventory(&farm), "--yes"],
-        &[("FARMCTL_NS_PW", crate::common::fake_netscaler::PASSWORD)],
+    refused_with(
+        format!("tls: {{ca: {}}}", ns.https.leaf_file.display()),
+        "load_balancer.tls.fingerprint",
     )
     .await;
-    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("load_balancer.tls.fingerprint"),
-        "{}",
-        stderr(&out)
-    );
-    assert!(ns.state.actions.lock().unwrap().is_empty());
 }
 
 /// The exec driver's three commands: a state file per node, a log of

@@ -69,9 +69,27 @@ async fn status_flags_the_node_and_pool_whose_users_get_errors_and_latency() {
         )
         .await
     });
-    tokio::time::sleep(Duration::from_millis(1500)).await; // let it be running > 500 ms
-                                                           // On call: only the sick node's pool is recycled, under the same
-                                                           // drain/verify/return as any run, the load still going.
+    // Until web02's agent sees it running for 500 ms (what a capture
+    // lists).
+    let client = farmctl::farm::Farm::connect(
+        farm_inventory::load(&farm.sandbox.inventory).unwrap(),
+        farmctl::farm::Transport::Tls,
+    )
+    .unwrap();
+    farm_proto::assert_eventually!(
+        Duration::from_secs(20),
+        async {
+            use farmctl::agent::AgentApi;
+            client
+                .agent(1)
+                .diagnose("ShopPool", 500)
+                .await
+                .is_ok_and(|d| d.requests.iter().any(|r| r.url == "/slow?ms=10000"))
+        },
+        "web02 to be serving the slow request for 500 ms"
+    );
+    // On call: only the sick node's pool is recycled, under the same
+    // drain/verify/return as any run, the load still going.
     let out = farmctl(&[
         "recycle",
         "-i",

@@ -123,10 +123,10 @@ impl CommandBackend {
         }
     }
 
-    /// Names the stopped pools whose newest WAS event is 5002 (rapid-fail
-    /// protection). Best effort: without the events nothing is named.
-    async fn name_rapid_fails(&self, pools: &mut [PoolStatus]) {
-        let Ok(out) = self
+    /// WAS's last 50 events, newest first (`wevtutil qe System ...
+    /// /f:text`), or why not, in words.
+    async fn was_events(&self) -> Result<Vec<WasEvent>, String> {
+        let out = self
             .run(
                 &self.tools.wevtutil,
                 &[
@@ -140,13 +140,19 @@ impl CommandBackend {
                 self.timeouts.command,
             )
             .await
-        else {
+            .map_err(|e| e.to_string())?;
+        match out.code {
+            Some(0) => Ok(crate::traffic::events::parse(&out.stdout)),
+            code => Err(format!("wevtutil exited {code:?}")),
+        }
+    }
+
+    /// Names the stopped pools whose newest WAS event is 5002 (rapid-fail
+    /// protection). Best effort: without the events nothing is named.
+    async fn name_rapid_fails(&self, pools: &mut [PoolStatus]) {
+        let Ok(events) = self.was_events().await else {
             return;
         };
-        if out.code != Some(0) {
-            return;
-        }
-        let events = crate::traffic::events::parse(&out.stdout);
         for p in pools.iter_mut().filter(|p| p.state == PoolState::Stopped) {
             let newest = events.iter().find(|e| {
                 e.pool
@@ -450,18 +456,7 @@ impl Iis for CommandBackend {
         let (requests, counters, events) = tokio::join!(
             self.appcmd(&list),
             self.run(&self.tools.typeperf, &counter_args, self.timeouts.command),
-            self.run(
-                &self.tools.wevtutil,
-                &[
-                    "qe",
-                    "System",
-                    "/q:*[System[Provider[@Name='Microsoft-Windows-WAS']]]",
-                    "/c:50",
-                    "/rd:true",
-                    "/f:text",
-                ],
-                self.timeouts.command,
-            ),
+            self.was_events(),
         );
         match requests {
             Ok(text) => d.requests = crate::traffic::requests::parse(&text),
@@ -481,8 +476,8 @@ impl Iis for CommandBackend {
             Err(e) => d.notes.push(format!("performance counters: {e}")),
         }
         match events {
-            Ok(o) if o.code == Some(0) => {
-                d.events = crate::traffic::events::parse(&o.stdout)
+            Ok(events) => {
+                d.events = events
                     .into_iter()
                     .filter(|e| {
                         e.pool
@@ -492,9 +487,6 @@ impl Iis for CommandBackend {
                     .take(10)
                     .collect();
             }
-            Ok(o) => d
-                .notes
-                .push(format!("WAS events: wevtutil exited {:?}", o.code)),
             Err(e) => d.notes.push(format!("WAS events: {e}")),
         }
         Ok(d)

@@ -69,25 +69,9 @@ impl Run<'_> {
 
     /// Every canary is back: confirm (`--canary`) or judge (analysis).
     pub(super) async fn canaries_back(&self, p: &mut Progress, canaries: Vec<usize>) {
-        let ok: Vec<usize> = canaries
-            .iter()
-            .copied()
-            .filter(|i| {
-                p.reports
-                    .get(i)
-                    .is_some_and(|r| r.outcome == NodeOutcome::Succeeded)
-            })
-            .collect();
+        let ok = Self::succeeded(p, canaries);
         let Some(a) = &self.settings.analysis else {
-            if let Some(first) = ok.first().and_then(|i| p.reports.get(i)) {
-                if !p.queue.is_empty() && !self.operator.confirm_canary(first).await {
-                    p.stopped = true;
-                    p.halted = Some(format!(
-                        "stopped after the canary {} (not confirmed)",
-                        first.name
-                    ));
-                }
-            }
+            self.confirm_canary(p, &ok).await;
             return;
         };
         if ok.is_empty() {
@@ -167,16 +151,35 @@ impl Run<'_> {
         }
         p.analysis = Some(report);
         if action == VerdictAction::Promote && self.settings.canary {
-            if let Some(first) = ok.first().and_then(|i| p.reports.get(i)) {
-                if !p.queue.is_empty() && !self.operator.confirm_canary(first).await {
-                    p.stopped = true;
-                    p.halted = Some(format!(
-                        "stopped after the canary {} (not confirmed)",
-                        first.name
-                    ));
-                }
-            }
+            self.confirm_canary(p, &ok).await;
         }
+    }
+
+    /// `--canary`: the operator's yes after the first canary is back, or
+    /// the run stops (an operator's stop, not a failure).
+    async fn confirm_canary(&self, p: &mut Progress, ok: &[usize]) {
+        let Some(first) = ok.first().and_then(|i| p.reports.get(i)) else {
+            return;
+        };
+        if !p.queue.is_empty() && !self.operator.confirm_canary(first).await {
+            p.stopped = true;
+            p.halted = Some(format!(
+                "stopped after the canary {} (not confirmed)",
+                first.name
+            ));
+        }
+    }
+
+    /// Those of `nodes` this run switched successfully.
+    fn succeeded(p: &Progress, nodes: impl IntoIterator<Item = usize>) -> Vec<usize> {
+        nodes
+            .into_iter()
+            .filter(|i| {
+                p.reports
+                    .get(i)
+                    .is_some_and(|r| r.outcome == NodeOutcome::Succeeded)
+            })
+            .collect()
     }
 
     /// Whether node `i`, just back, is judged after `analysis.stabilize`
@@ -481,16 +484,7 @@ impl Run<'_> {
     /// engine (drain, switch, prove the version, return) with no soak;
     /// their reports say where they ended. Whether all are back.
     pub(super) async fn roll_back(&self, p: &mut Progress, to: Option<String>) -> bool {
-        let switched: Vec<usize> = self
-            .nodes
-            .iter()
-            .copied()
-            .filter(|i| {
-                p.reports
-                    .get(i)
-                    .is_some_and(|r| r.outcome == NodeOutcome::Succeeded)
-            })
-            .collect();
+        let switched = Self::succeeded(p, self.nodes.iter().copied());
         let (Some(to), Some(d)) = (to, self.settings.deploy.as_ref()) else {
             self.reporter.note(
                 "cannot roll back: no node keeps an earlier release of the site; the switched nodes stay on the new one",

@@ -353,3 +353,24 @@ pub fn recycle_started(farm: &Farm, node: &str) -> Option<std::time::SystemTime>
         .and_then(|v| v["t_us"].as_u64())
         .map(|us| std::time::UNIX_EPOCH + std::time::Duration::from_micros(us))
 }
+
+/// The agent's audit lines of `call` made by farmctl (not the sandbox's
+/// own set-up), on node `i`.
+pub fn audited(farm: &Farm, i: usize, call: &str) -> Vec<Value> {
+    let path = farm
+        .sandbox
+        .dir
+        .join(format!("web{:02}.audit.jsonl", i + 1));
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|v| v["call"] == call)
+        .filter(|v| {
+            !v["operation_id"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("sandbox.")
+        })
+        .collect()
+}
