@@ -79,7 +79,6 @@ async fn status_flags_the_node_and_pool_whose_users_get_errors_and_latency() {
     farm_proto::assert_eventually!(
         Duration::from_secs(20),
         async {
-            use farmctl::agent::AgentApi;
             client
                 .agent(1)
                 .diagnose("ShopPool", 500)
