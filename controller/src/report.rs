@@ -31,6 +31,13 @@ pub struct RunReport {
     pub outcome: RunOutcome,
     pub started_at: String,
     pub duration_ms: u64,
+    /// A resumed run: when its first controller started it, and the whole
+    /// run's time since (controllers' silence included), where `started_at`
+    /// and `duration_ms` are this controller's part.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run_started_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run_duration_ms: Option<u64>,
     /// Why the run stopped before the end, if it did.
     pub halted: Option<String>,
     pub nodes: Vec<NodeReport>,
@@ -186,7 +193,7 @@ impl Reporter for Silent {}
 /// The human summary printed at the end of a run.
 pub fn summary(r: &RunReport) -> String {
     let mut out = format!(
-        "{} {} of farm {}: {} in {:.1}s (run {})\n",
+        "{} {} of farm {}: {} in {:.1}s (run {}{})\n",
         r.action,
         match r.outcome {
             RunOutcome::Succeeded => "done",
@@ -196,7 +203,14 @@ pub fn summary(r: &RunReport) -> String {
         r.farm,
         r.outcome,
         r.duration_ms as f64 / 1000.0,
-        r.run_id
+        r.run_id,
+        match (&r.run_started_at, r.run_duration_ms) {
+            (Some(at), Some(ms)) => format!(
+                "; resumed: {:.1}s since it started at {at}",
+                ms as f64 / 1000.0
+            ),
+            _ => String::new(),
+        }
     );
     if let Some(h) = &r.halted {
         out.push_str(&format!("halted: {h}\n"));

@@ -59,6 +59,10 @@ pub struct PhaseRecord {
     pub pids: Option<BTreeMap<String, Vec<u32>>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// Worker PIDs per pool after the operation, recorded with `done`, so
+    /// a resumed run's summary still shows them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pids_after: Option<BTreeMap<String, Vec<u32>>>,
 }
 
 /// The run ended (absent when the controller died).
@@ -286,6 +290,23 @@ impl Journal {
             phase,
             pids,
             detail,
+            pids_after: None,
+        }))
+    }
+
+    /// A node finished, its pools running `pids_after`.
+    pub fn done(
+        &self,
+        node: &str,
+        pids_after: BTreeMap<String, Vec<u32>>,
+    ) -> impl std::future::Future<Output = std::io::Result<()>> + use<> {
+        self.submit(&Record::Phase(PhaseRecord {
+            t: now(),
+            node: node.into(),
+            phase: Phase::Done,
+            pids: None,
+            detail: None,
+            pids_after: (!pids_after.is_empty()).then_some(pids_after),
         }))
     }
 }

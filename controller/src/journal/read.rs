@@ -38,6 +38,8 @@ pub struct LoadedRun {
     pub last: BTreeMap<String, PhaseRecord>,
     /// The last `pids` recorded per node (entering `operating`).
     pub pids: BTreeMap<String, BTreeMap<String, Vec<u32>>>,
+    /// The PIDs each finished node's pools ran after the operation.
+    pub pids_after: BTreeMap<String, BTreeMap<String, Vec<u32>>>,
     pub end: Option<EndRecord>,
     /// Seconds from a node's first phase to its `done`, per finished node.
     pub node_seconds: Vec<f64>,
@@ -117,6 +119,7 @@ pub fn parse(
     let mut header: Option<Header> = None;
     let mut last = BTreeMap::new();
     let mut pids = BTreeMap::new();
+    let mut pids_after = BTreeMap::new();
     let mut first_seen: BTreeMap<String, std::time::SystemTime> = BTreeMap::new();
     let mut node_seconds = Vec::new();
     let mut end = None;
@@ -158,6 +161,9 @@ pub fn parse(
                 if let Some(x) = &p.pids {
                     pids.insert(p.node.clone(), x.clone());
                 }
+                if let Some(x) = &p.pids_after {
+                    pids_after.insert(p.node.clone(), x.clone());
+                }
                 if let Ok(at) = humantime::parse_rfc3339(&p.t) {
                     let first = *first_seen.entry(p.node.clone()).or_insert(at);
                     if p.phase == Phase::Done {
@@ -197,6 +203,7 @@ pub fn parse(
         header,
         last,
         pids,
+        pids_after,
         end,
         node_seconds,
         torn_lines,

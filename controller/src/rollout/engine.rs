@@ -59,6 +59,8 @@ pub struct Run<'a> {
     failed_out_before: usize,
     /// Where each node stood when an earlier controller stopped.
     resume: HashMap<usize, ResumePoint>,
+    /// A resumed run: when its first controller started it (RFC 3339).
+    begun_at: Option<String>,
     failures_accepted: bool,
     /// Where the canary analysis stands (a resume reads it in the journal).
     analysis_state: AnalysisState,
@@ -134,6 +136,7 @@ impl<'a> Run<'a> {
             out_before: 0,
             failed_out_before: 0,
             resume: HashMap::new(),
+            begun_at: None,
             failures_accepted: false,
             analysis_state: AnalysisState::Judge,
         })
@@ -187,6 +190,13 @@ impl<'a> Run<'a> {
     pub fn resuming(mut self, points: HashMap<usize, ResumePoint>, failed_out: usize) -> Self {
         self.resume = points;
         self.failed_out_before = failed_out;
+        self
+    }
+
+    /// A resumed run first started at `started_at` (its journal header's
+    /// time): the report gives the whole run's time beside this part's.
+    pub fn begun_at(mut self, started_at: &str) -> Self {
+        self.begun_at = Some(started_at.to_string());
         self
     }
 
@@ -513,6 +523,13 @@ impl<'a> Run<'a> {
             },
             started_at,
             duration_ms: started.elapsed().as_millis() as u64,
+            run_duration_ms: self.begun_at.as_deref().map(|t| {
+                humantime::parse_rfc3339_weak(t)
+                    .ok()
+                    .and_then(|t| std::time::SystemTime::now().duration_since(t).ok())
+                    .map_or(0, |d| d.as_millis() as u64)
+            }),
+            run_started_at: self.begun_at.clone(),
             halted: p.halted,
             nodes,
             traffic: None,
@@ -561,7 +578,12 @@ impl<'a> Run<'a> {
         let mut r = NodeReport::new(self.name(i));
         r.outcome = outcome;
         r.in_rotation = outcome == NodeOutcome::Succeeded;
-        r.error = self.resume.get(&i).and_then(|p| p.detail.clone());
+        if let Some(p) = self.resume.get(&i) {
+            r.error = p.detail.clone();
+            r.pids_before = p.pids.clone().unwrap_or_default();
+            r.pids_after = p.pids_after.clone().unwrap_or_default();
+            r.phase_ms = p.phase_ms.clone();
+        }
         r
     }
 }

@@ -9,6 +9,7 @@ use tokio::time::Instant;
 
 use super::reconcile::{evidence, ResumePoint};
 use crate::machine::{self, Action, Event, FailedStep, Failure, NodeState, Policy, State};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use farm_inventory::Site;
@@ -91,6 +92,11 @@ impl NodeRun<'_> {
         if node.state != State::Pending {
             report.in_rotation = false;
         }
+        if let Some(point) = self.resume {
+            // What the journal tells of the part before the resume.
+            report.pids_before = point.pids.clone().unwrap_or_default();
+            report.phase_ms = point.phase_ms.clone();
+        }
         loop {
             let acted = Instant::now();
             let event = match step {
@@ -128,7 +134,7 @@ impl NodeRun<'_> {
                 report.in_rotation = false;
             }
             let journaled = Instant::now();
-            let written = self.journal_phase(agent, &next).await;
+            let written = self.journal_phase(agent, &next, &report.pids_after).await;
             tracing::debug!(
                 node = %self.name(),
                 phase = %next.phase(),
@@ -185,6 +191,12 @@ impl NodeRun<'_> {
             State::Done => {
                 report.outcome = NodeOutcome::Succeeded;
                 report.in_rotation = true;
+                if report.pids_after.is_empty() && !report.pids_before.is_empty() {
+                    // Operated before a resume: the PIDs it runs now.
+                    if let Ok(v) = agent.status().await {
+                        report.pids_after = v.pids_of(&self.settings.pools);
+                    }
+                }
             }
             State::Failed(f) => {
                 report.outcome = NodeOutcome::Failed;
@@ -299,7 +311,12 @@ impl NodeRun<'_> {
     /// them resumes from the record before, whose action is safe to repeat,
     /// and the writer keeps the order, so they are on disk before anything
     /// submitted after them.
-    async fn journal_phase(&self, agent: &dyn AgentApi, next: &NodeState) -> std::io::Result<()> {
+    async fn journal_phase(
+        &self,
+        agent: &dyn AgentApi,
+        next: &NodeState,
+        pids_after: &BTreeMap<String, Vec<u32>>,
+    ) -> std::io::Result<()> {
         let Some(j) = self.journal else {
             return Ok(());
         };
@@ -317,7 +334,12 @@ impl NodeRun<'_> {
             State::Reverting(f) => Some(f.reason.clone()),
             _ => None,
         };
-        let written = j.phase(self.name(), next.phase(), pids, detail);
+        let written: std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send>> =
+            if next.phase() == Phase::Done {
+                Box::pin(j.done(self.name(), pids_after.clone()))
+            } else {
+                Box::pin(j.phase(self.name(), next.phase(), pids, detail))
+            };
         let failing = self
             .journal_trouble
             .lock()

@@ -12,6 +12,10 @@ pub struct ResumePoint {
     pub phase: Phase,
     /// Worker PIDs per pool just before the operation started, if it did.
     pub pids: Option<BTreeMap<String, Vec<u32>>>,
+    /// A finished node's PIDs after the operation, as journaled.
+    pub pids_after: Option<BTreeMap<String, Vec<u32>>>,
+    /// Milliseconds the journal shows the node spent in each phase.
+    pub phase_ms: BTreeMap<String, u64>,
     pub detail: Option<String>,
     /// The attempt at the node (1, or more once a resume retried it):
     /// its operation ids say which.

@@ -301,6 +301,8 @@ async fn resume_from(ff: &FakeFarm, phase: Phase, pids: Option<Vec<u32>>) -> Run
         attempt: 1,
         phase,
         pids: pids.map(|p| BTreeMap::from([("Shop".to_string(), p)])),
+        pids_after: None,
+        phase_ms: BTreeMap::new(),
         detail: None,
     };
     if phase.is_mid_way() {
@@ -614,6 +616,8 @@ async fn a_deploy_resumed_mid_switch_or_mid_revert_switches_once() {
         attempt: 1,
         phase: Phase::Switching,
         pids: None,
+        pids_after: None,
+        phase_ms: BTreeMap::new(),
         detail: None,
     };
     let report = Run::new("r1", &ff.farm, &s, &Silent, &AssumeYes)
@@ -640,6 +644,8 @@ async fn a_deploy_resumed_mid_switch_or_mid_revert_switches_once() {
                     attempt: 1,
                     phase: Phase::Reverting,
                     pids: None,
+                    pids_after: None,
+                    phase_ms: BTreeMap::new(),
                     detail: Some("GET /version.txt did not answer 2.0.0".into()),
                 },
             )]),
@@ -658,6 +664,8 @@ async fn a_deploy_resumed_mid_switch_or_mid_revert_switches_once() {
                     attempt: 1,
                     phase: Phase::Reverting,
                     pids: None,
+                    pids_after: None,
+                    phase_ms: BTreeMap::new(),
                     detail: None,
                 },
             )]),

@@ -132,6 +132,7 @@ pub async fn resume_on(
         ))
     })?;
     let observed = observe::observe(farm, &members).await;
+    let timeline = crate::timeline::Timeline::of(loaded);
     let mut points = HashMap::new();
     let (mut pending, mut handled) = (Vec::new(), Vec::new());
     let mut unreachable = Vec::new();
@@ -162,6 +163,13 @@ pub async fn resume_on(
             ResumePoint {
                 phase,
                 pids: loaded.pids.get(name).cloned(),
+                pids_after: loaded.pids_after.get(name).cloned(),
+                phase_ms: timeline
+                    .nodes
+                    .iter()
+                    .find(|l| &l.name == name)
+                    .map(|l| l.phase_ms())
+                    .unwrap_or_default(),
                 detail: loaded.last.get(name).and_then(|r| r.detail.clone()),
                 attempt,
             },
@@ -297,6 +305,7 @@ pub async fn resume_on(
             .window(window)
             .out_before(out_before)
             .resuming(points, failed_out)
+            .begun_at(&loaded.header.started_at)
             .failures_accepted(env.failed == super::FailedNodes::Skip)
             .analysis(crate::rollout::engine::AnalysisState::from_verdict(
                 loaded.verdict.as_ref(),

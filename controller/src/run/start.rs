@@ -253,6 +253,8 @@ fn nothing_to_do(
         outcome: RunOutcome::Succeeded,
         started_at: crate::clock::now(),
         duration_ms: 0,
+        run_started_at: None,
+        run_duration_ms: None,
         halted: None,
         nodes: Vec::new(),
         traffic: None,

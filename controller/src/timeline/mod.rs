@@ -32,10 +32,28 @@ pub struct NodeLine {
     /// never started.
     pub outcome: &'static str,
     pub segments: Vec<Segment>,
+    /// Milliseconds in each phase (the report's `phase_ms`).
+    pub phase_ms: std::collections::BTreeMap<String, u64>,
+    /// Worker PIDs per pool before and after the operation, as journaled.
+    pub pids_before: std::collections::BTreeMap<String, Vec<u32>>,
+    pub pids_after: std::collections::BTreeMap<String, Vec<u32>>,
+    /// Whether the node was serving when the journal ends.
+    pub in_rotation: bool,
     /// Why it failed, and when (ms from the start).
     pub error: Option<(u64, String)>,
     /// Deploys: the release it ended on, as far as the journal tells.
     pub version: Option<String>,
+}
+
+impl NodeLine {
+    /// Milliseconds in each phase, as a report counts them.
+    pub fn phase_ms(&self) -> std::collections::BTreeMap<String, u64> {
+        let mut m = std::collections::BTreeMap::new();
+        for s in self.segments.iter().filter(|s| s.phase != Phase::Pending) {
+            *m.entry(s.phase.as_str().to_string()).or_default() += s.end_ms - s.start_ms;
+        }
+        m
+    }
 }
 
 /// Nodes in rotation from `at_ms` on.
@@ -176,7 +194,8 @@ impl Timeline {
                     }
                     _ => None,
                 });
-                NodeLine {
+                let in_rotation = !mine.iter().fold(false, |out, r| out_after(out, r));
+                let mut line = NodeLine {
                     name: name.clone(),
                     outcome: match last {
                         Phase::Done => "succeeded",
@@ -186,9 +205,15 @@ impl Timeline {
                     },
                     last,
                     segments,
+                    phase_ms: Default::default(),
+                    pids_before: run.pids.get(name).cloned().unwrap_or_default(),
+                    pids_after: run.pids_after.get(name).cloned().unwrap_or_default(),
+                    in_rotation,
                     error,
                     version,
-                }
+                };
+                line.phase_ms = line.phase_ms();
+                line
             })
             .collect();
         let farm_nodes = settings.map_or(h.nodes.len(), |s| s.farm_nodes.len().max(h.nodes.len()));
@@ -249,9 +274,14 @@ impl Timeline {
         if let Some(h) = &self.halted {
             s.push_str(&format!("halted: {h}\n"));
         }
-        for r in &self.resumes {
+        for (k, r) in self.resumes.iter().enumerate() {
+            let part = self
+                .resumes
+                .get(k + 1)
+                .map_or(self.duration_ms, |next| next.at_ms)
+                .saturating_sub(r.at_ms);
             s.push_str(&format!(
-                "resumed at +{} by {}{}\n",
+                "resumed at +{} by {}{}; that part took {}\n",
                 secs(r.at_ms),
                 r.holder,
                 r.silent_from_ms
@@ -259,7 +289,8 @@ impl Timeline {
                         " (the controller before had written nothing since +{}: it died or stopped)",
                         secs(f)
                     ))
-                    .unwrap_or_default()
+                    .unwrap_or_default(),
+                secs(part)
             ));
         }
         for n in &self.nodes {
@@ -350,6 +381,15 @@ impl Timeline {
     }
 }
 
+/// Whether a node is out of rotation after record `r`, `was_out` before it.
+fn out_after(was_out: bool, r: &crate::journal::PhaseRecord) -> bool {
+    match r.phase {
+        // Failed where it was; a second record says it was put back.
+        Phase::Failed => was_out && !r.detail.as_deref().is_some_and(|d| d.starts_with(RETURNED)),
+        p => out_of_rotation(p),
+    }
+}
+
 /// Nodes in rotation over the run: every change of the number of nodes
 /// out (the run's own; nodes out before it are not in its journal).
 fn capacity(run: &LoadedRun, ms: &dyn Fn(&str) -> u64, total: usize) -> Vec<CapacityPoint> {
@@ -359,14 +399,7 @@ fn capacity(run: &LoadedRun, ms: &dyn Fn(&str) -> u64, total: usize) -> Vec<Capa
         in_rotation: total,
     }];
     for r in &run.records {
-        let out = match r.phase {
-            // Failed where it was; a second record says it was put back.
-            Phase::Failed => {
-                out_now.get(r.node.as_str()).copied().unwrap_or(false)
-                    && !r.detail.as_deref().is_some_and(|d| d.starts_with(RETURNED))
-            }
-            p => out_of_rotation(p),
-        };
+        let out = out_after(out_now.get(r.node.as_str()).copied().unwrap_or(false), r);
         out_now.insert(&r.node, out);
         let n = total.saturating_sub(out_now.values().filter(|o| **o).count());
         let t = ms(&r.t);

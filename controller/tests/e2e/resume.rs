@@ -69,6 +69,35 @@ async fn kill_at(farm: &Farm, state: &std::path::Path, action: &str, k: usize, m
     );
     let report = json(&out);
     assert_eq!(report["outcome"], "succeeded");
+    // Nodes finished before the kill keep their PIDs in the summary.
+    for n in report["nodes"].as_array().unwrap() {
+        assert!(
+            n["pids_after"].as_object().is_some_and(|p| !p.is_empty()),
+            "{action} killed at {k}: {} has no PIDs after: {report:#}",
+            n["name"]
+        );
+    }
+    // The run's whole time agrees with what `runs show` says of it.
+    let shown = json(
+        &farmctl(&[
+            "--state-dir",
+            &state_arg,
+            "runs",
+            "show",
+            report["run_id"].as_str().unwrap(),
+            "--output",
+            "json",
+        ])
+        .await,
+    );
+    let (whole, shown_ms) = (
+        report["run_duration_ms"].as_u64().unwrap(),
+        shown["duration_ms"].as_u64().unwrap(),
+    );
+    assert!(
+        whole >= report["duration_ms"].as_u64().unwrap() && whole.abs_diff(shown_ms) < 1500,
+        "{action} killed at {k}: resume says {whole} ms, runs show {shown_ms} ms"
+    );
     // runs show tells the controller's death and the resume.
     let shown = farmctl(&[
         "--state-dir",
