@@ -441,7 +441,12 @@ impl Reporter for JsonLines {
         *self.run_id.lock().unwrap_or_else(|e| e.into_inner()) = run_id.to_string();
         self.event(
             "run_started",
-            serde_json::json!({"action": action, "nodes": nodes}),
+            serde_json::json!({
+                "action": action,
+                "nodes": nodes,
+                "nodes_count": nodes.len(),
+                "node_list": nodes.iter().map(|n| serde_json::json!({"name": n})).collect::<Vec<_>>(),
+            }),
         );
     }
     fn phase(&self, node: &str, phase: Phase) {

@@ -20,6 +20,8 @@ use crate::quiesce::{quiesce, Quiesced};
 #[derive(Debug, Serialize)]
 struct DrainReport {
     node: String,
+    /// `node`, in the words of every other output.
+    name: String,
     action: &'static str,
     /// The node is out of rotation now.
     drained: bool,
@@ -90,6 +92,7 @@ pub async fn run(args: &DrainArgs, drain: bool, settings: &Settings) -> CommandR
         });
         DrainReport {
             node: node.name.clone(),
+            name: node.name.clone(),
             action: "drain",
             drained: true,
             quiesced: Some(quiesced),
@@ -137,6 +140,7 @@ pub async fn run(args: &DrainArgs, drain: bool, settings: &Settings) -> CommandR
         ));
         DrainReport {
             node: node.name.clone(),
+            name: node.name.clone(),
             action: "undrain",
             drained: false,
             quiesced: None,

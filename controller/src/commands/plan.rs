@@ -25,6 +25,12 @@ struct Step {
 }
 
 #[derive(Debug, Serialize)]
+struct PlannedNode {
+    name: String,
+    step: usize,
+}
+
+#[derive(Debug, Serialize)]
 struct Plan {
     action: OperationKind,
     farm: String,
@@ -32,6 +38,8 @@ struct Plan {
     nodes: usize,
     /// `nodes`, named as a count; numbers as numbers beside the text.
     nodes_count: usize,
+    /// The run's nodes as objects: each with the step that takes it out.
+    node_list: Vec<PlannedNode>,
     already_out: Vec<String>,
     max_unavailable: String,
     max_unavailable_steps: Vec<usize>,
@@ -144,6 +152,15 @@ pub async fn run(args: &PlanArgs, settings: &Settings) -> CommandResult {
         },
         nodes: total,
         nodes_count: total,
+        node_list: steps
+            .iter()
+            .flat_map(|s| {
+                s.batch.iter().map(|n| PlannedNode {
+                    name: n.clone(),
+                    step: s.step,
+                })
+            })
+            .collect(),
         already_out,
         max_unavailable: run.max_unavailable.clone(),
         max_unavailable_steps: run.max_unavailable_steps.clone(),

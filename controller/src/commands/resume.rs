@@ -36,7 +36,7 @@ pub async fn run(args: &ResumeArgs, settings: &Settings) -> CommandResult {
                 }
                 o => crate::commands::print_json(
                     o,
-                    &serde_json::json!({"outcome": "nothing_to_resume", "exit_code": 0, "reason": reason}),
+                    &serde_json::json!({"outcome": "nothing_to_resume", "exit_code": 0, "reason": reason, "problems": []}),
                 ),
             }
             return Ok(crate::exit::ExitStatus::Done);

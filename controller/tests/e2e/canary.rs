@@ -93,6 +93,7 @@ async fn a_canary_that_fails_users_is_rolled_back_and_a_good_one_goes_on() {
     let out = deploy(&inv, &bad, "2.0.1").await;
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let r = json(&out);
+    crate::common::schema::check("report", &r);
     let a = &r["analysis"];
     assert_eq!(a["verdict"], "fail", "{r:#}");
     assert_eq!(a["canaries"], serde_json::json!(["web01"]));
@@ -181,6 +182,7 @@ async fn a_canary_that_fails_users_is_rolled_back_and_a_good_one_goes_on() {
     let report = traffic.stop().await;
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let r = json(&out);
+    crate::common::schema::check("report", &r);
     assert_eq!(r["analysis"]["verdict"], "pass", "{r:#}");
     assert_eq!(r["rolled_back"], false);
     assert_eq!(releases(&farm).await, ["2.0.0"; 4]);

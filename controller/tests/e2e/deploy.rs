@@ -192,6 +192,7 @@ async fn a_rolling_deploy_and_its_rollback_fail_no_request() {
     let changes = monitor.finish().await;
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let report = json(&out);
+    crate::common::schema::check("report", &report);
     assert_eq!(report["outcome"], "succeeded");
     assert_eq!(versions(&report), ["2.0.0"; 4]);
     assert!(load.requests_sent > 100, "{load:?}");

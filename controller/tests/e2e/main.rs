@@ -20,6 +20,7 @@ mod refusals;
 mod resume;
 mod rolling;
 mod safety;
+mod schemas;
 mod terminal;
 mod timeline;
 mod traffic_health;

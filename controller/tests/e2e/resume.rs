@@ -68,6 +68,7 @@ async fn kill_at(farm: &Farm, state: &std::path::Path, action: &str, k: usize, m
         stderr(&out)
     );
     let report = json(&out);
+    crate::common::schema::check("report", &report);
     assert_eq!(report["outcome"], "succeeded");
     // Nodes finished before the kill keep their PIDs in the summary.
     for n in report["nodes"].as_array().unwrap() {
@@ -90,6 +91,7 @@ async fn kill_at(farm: &Farm, state: &std::path::Path, action: &str, k: usize, m
         ])
         .await,
     );
+    crate::common::schema::check("runs-show", &shown);
     let (whole, shown_ms) = (
         report["run_duration_ms"].as_u64().unwrap(),
         shown["duration_ms"].as_u64().unwrap(),

@@ -101,6 +101,7 @@ async fn status_flags_the_node_and_pool_whose_users_get_errors_and_latency() {
     .await;
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let run = json(&out);
+    crate::common::schema::check("report", &run);
     let recycled: Vec<&str> = run["nodes"]
         .as_array()
         .unwrap()
@@ -143,6 +144,7 @@ async fn status_flags_the_node_and_pool_whose_users_get_errors_and_latency() {
         st["time"].as_str().is_some_and(|t| t.ends_with('Z')),
         "{st:#}"
     );
+    crate::common::schema::check("status", &st);
     let nodes = st["nodes"].as_array().unwrap();
     let flags: Vec<&serde_json::Value> = nodes.iter().map(|n| &n["outlier"]).collect();
     assert_eq!(flags, [false, true, false, false], "{st:#}");

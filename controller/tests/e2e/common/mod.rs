@@ -85,6 +85,7 @@ pub mod fake_f5;
 pub mod fake_netscaler;
 pub mod https;
 pub mod members;
+pub mod schema;
 
 /// A client for node `i` of the sandbox, as the controller builds it.
 pub fn agent(farm: &Farm, i: usize) -> std::sync::Arc<dyn farmctl::agent::AgentApi> {
