@@ -245,13 +245,13 @@ mod tests {
             }
             #[cfg(windows)]
             if private && under_wine() {
-                eprintln!(
+                crate::errln!(
                     "SKIPPED the ACL read-back of {}: upstream Wine accepts a file's DACL but does not keep it (only wine-staging stores file ACLs); this check runs on a real Windows",
                     path.display()
                 );
             } else {
                 let sddl = dacl_sddl(&path).unwrap();
-                eprintln!("{}: {sddl}", path.display());
+                crate::errln!("{}: {sddl}", path.display());
                 if private {
                     assert!(
                         sddl.starts_with("D:P"),

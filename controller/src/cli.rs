@@ -16,24 +16,102 @@ pub struct Cli {
     /// No progress output; only the result.
     #[arg(short, long, global = true)]
     pub quiet: bool,
-    /// Talk plaintext gRPC to the agents (they must run with --insecure
-    /// too); without it the inventory's agent.tls is required.
-    #[arg(long, global = true)]
-    pub insecure: bool,
-    /// Where run journals are kept (default: $FARMCTL_STATE_DIR, else the
-    /// user's state directory: ~/.local/state/farmctl on Linux, %LOCALAPPDATA%\farmctl on Windows).
-    #[arg(long, global = true, value_name = "DIR")]
-    pub state_dir: Option<PathBuf>,
-    /// Keep run state on etcd: `etcd://host:port[,host:port]` or `etcds://...`
-    /// (TLS files in FARMCTL_ETCD_CA/CERT/KEY); default the inventory's
-    /// `state:`, else the journal directory.
-    #[arg(long, global = true, value_name = "URL", env = "FARMCTL_STATE_STORE")]
-    pub state_store: Option<String>,
+    /// Accepted before any command; shown with the commands it acts on.
+    #[command(flatten)]
+    pub conn: ConnArgs,
+    /// Accepted before any command; shown with the commands it acts on.
+    #[command(flatten)]
+    pub state: StateArgs,
     #[command(subcommand)]
     pub command: Command,
 }
 
+/// How the agents are reached: given to the commands that talk to them.
+#[derive(Args, Debug, Clone, Default)]
+pub struct ConnArgs {
+    /// Talk plaintext gRPC to the agents (they must run with --insecure
+    /// too); without it the inventory's agent.tls is required.
+    #[arg(long)]
+    pub insecure: bool,
+}
+
+/// Where run state is kept: given to the commands that read or write it.
+#[derive(Args, Debug, Clone, Default)]
+pub struct StateArgs {
+    /// Where run journals are kept (default: $FARMCTL_STATE_DIR, else the
+    /// user's state directory: ~/.local/state/farmctl on Linux, %LOCALAPPDATA%\farmctl on Windows).
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Keep run state on etcd: `etcd://host:port[,host:port]` or `etcds://...`
+    /// (TLS files in FARMCTL_ETCD_CA/CERT/KEY); default $FARMCTL_STATE_STORE,
+    /// else the inventory's `state:`, else the journal directory.
+    #[arg(long, value_name = "URL")]
+    pub state_store: Option<String>,
+}
+
+impl Cli {
+    /// `--insecure`, before the command or after it.
+    pub fn insecure(&self) -> bool {
+        self.conn.insecure || self.command.conn().is_some_and(|c| c.insecure)
+    }
+
+    /// `--state-dir`/`--state-store`: the command's own first, then the
+    /// ones given before it.
+    pub fn state(&self) -> StateArgs {
+        let mut given = self.command.state();
+        given.push(&self.state);
+        StateArgs {
+            state_dir: given.iter().find_map(|s| s.state_dir.clone()),
+            state_store: given
+                .iter()
+                .find_map(|s| s.state_store.clone())
+                .or_else(|| {
+                    std::env::var("FARMCTL_STATE_STORE")
+                        .ok()
+                        .filter(|v| !v.is_empty())
+                }),
+        }
+    }
+}
+
 impl Command {
+    /// The command's `--insecure`, when it talks to agents.
+    pub fn conn(&self) -> Option<&ConnArgs> {
+        Some(match self {
+            Command::Validate(a) => &a.inv.conn,
+            Command::Status(a) => &a.inv.conn,
+            Command::Recycle(a) => &a.rollout.inv.conn,
+            Command::Reset(a) => &a.inv.conn,
+            Command::Deploy(a) => &a.rollout.inv.conn,
+            Command::Rollback(a) => &a.rollout.inv.conn,
+            Command::Drain(a) | Command::Undrain(a) => &a.inv.conn,
+            Command::Plan(a) => &a.rollout.inv.conn,
+            Command::Resume(a) => &a.conn,
+            _ => return None,
+        })
+    }
+
+    /// The command's `--state-dir`/`--state-store`, when it keeps runs:
+    /// a subcommand's (`runs show`) before its parent's (`runs`).
+    pub fn state(&self) -> Vec<&StateArgs> {
+        vec![match self {
+            Command::Status(a) => &a.state,
+            Command::Recycle(a) => &a.rollout.state,
+            Command::Reset(a) => &a.state,
+            Command::Deploy(a) => &a.rollout.state,
+            Command::Rollback(a) => &a.rollout.state,
+            Command::Plan(a) => &a.rollout.state,
+            Command::Runs(a) => match &a.show {
+                Some(RunsCommand::Show(s)) => return vec![&s.state, &a.state],
+                Some(RunsCommand::Import(i)) => return vec![&i.state, &a.state],
+                None => &a.state,
+            },
+            Command::Resume(a) => &a.state,
+            Command::Demo(a) => &a.state,
+            _ => return Vec::new(),
+        }]
+    }
+
     /// The command's `--output`, when it has one.
     pub fn output(&self) -> Option<Output> {
         Some(match self {
@@ -47,7 +125,7 @@ impl Command {
             Command::Plan(a) => a.rollout.inv.output,
             Command::Runs(a) => match &a.show {
                 Some(RunsCommand::Show(s)) => s.output,
-                Some(RunsCommand::Import) | None => a.output,
+                Some(RunsCommand::Import(_)) | None => a.output,
             },
             Command::Resume(a) => a.output,
             Command::Demo(a) => a.output,
@@ -127,6 +205,8 @@ pub struct InventoryArgs {
     pub inventory: PathBuf,
     #[arg(short = 'o', long, value_enum, default_value = "text")]
     pub output: Output,
+    #[command(flatten)]
+    pub conn: ConnArgs,
 }
 
 #[derive(Args, Debug)]
@@ -144,6 +224,8 @@ pub struct ValidateArgs {
 pub struct StatusArgs {
     #[command(flatten)]
     pub inv: InventoryArgs,
+    #[command(flatten)]
+    pub state: StateArgs,
     /// Keep watching: redraw in place on a terminal, a snapshot per
     /// refresh otherwise, until Ctrl-C.
     #[arg(short, long)]
@@ -160,6 +242,8 @@ pub struct StatusArgs {
 pub struct RolloutArgs {
     #[command(flatten)]
     pub inv: InventoryArgs,
+    #[command(flatten)]
+    pub state: StateArgs,
     /// Started before the maintenance window opens: wait for it (a
     /// countdown on a terminal, a line a minute otherwise) instead of
     /// refusing.
@@ -230,6 +314,8 @@ pub struct RunsArgs {
     pub farm: Option<String>,
     #[arg(short = 'o', long, value_enum, default_value = "text")]
     pub output: Output,
+    #[command(flatten)]
+    pub state: StateArgs,
 }
 
 #[derive(Subcommand, Debug)]
@@ -239,7 +325,13 @@ pub enum RunsCommand {
     /// Copy the runs of the local journal directory into the shared store
     /// (etcd), so the team's history has them; runs already there are
     /// left as they are.
-    Import,
+    Import(ImportArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ImportArgs {
+    #[command(flatten)]
+    pub state: StateArgs,
 }
 
 #[derive(Args, Debug)]
@@ -252,6 +344,8 @@ pub struct RunShowArgs {
     pub html: Option<PathBuf>,
     #[arg(short = 'o', long, value_enum, default_value = "text")]
     pub output: Output,
+    #[command(flatten)]
+    pub state: StateArgs,
 }
 
 #[derive(Args, Debug)]
@@ -275,6 +369,10 @@ pub struct ResumeArgs {
     pub skip_failed: bool,
     #[arg(short = 'o', long, value_enum, default_value = "text")]
     pub output: Output,
+    #[command(flatten)]
+    pub conn: ConnArgs,
+    #[command(flatten)]
+    pub state: StateArgs,
 }
 
 #[derive(Args, Debug)]
@@ -374,6 +472,8 @@ pub struct DemoArgs {
     pub bad_release: bool,
     #[arg(short = 'o', long, value_enum, default_value = "text")]
     pub output: Output,
+    #[command(flatten)]
+    pub state: StateArgs,
 }
 
 #[derive(Args, Debug)]

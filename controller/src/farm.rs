@@ -42,7 +42,7 @@ impl Farm {
             }
             (None, Transport::Insecure { quiet }) => {
                 if !quiet {
-                    eprintln!("farmctl: WARNING: --insecure: talking plaintext gRPC to the agents, without authentication");
+                    crate::errln!("farmctl: WARNING: --insecure: talking plaintext gRPC to the agents, without authentication");
                 }
                 None
             }

@@ -34,16 +34,16 @@ fn main() {
     };
     let settings = Settings {
         quiet: cli.quiet,
-        insecure: cli.insecure,
-        state_dir: cli.state_dir.clone(),
-        state_store: cli.state_store.clone(),
+        insecure: cli.insecure(),
+        state_dir: cli.state().state_dir,
+        state_store: cli.state().state_store,
         clock: farmctl::window::system_clock(),
         reporter,
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("farmctl: could not start the async runtime: {e}");
+            farmctl::errln!("farmctl: could not start the async runtime: {e}");
             std::process::exit(ExitStatus::Failed.code());
         }
     };
@@ -69,10 +69,10 @@ fn main() {
     let code = match result {
         Ok(status) => status.code(),
         Err(e) => {
-            eprintln!("farmctl: {e}");
+            farmctl::errln!("farmctl: {e}");
             // A pipeline gets its answer on stdout whatever the outcome.
             match cli.command.output() {
-                Some(Output::Json) => println!(
+                Some(Output::Json) => farmctl::outln!(
                     "{}",
                     serde_json::to_string_pretty(&e.answer()).unwrap_or_default()
                 ),

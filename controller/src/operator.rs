@@ -45,7 +45,7 @@ impl Terminal {
         if !std::io::stdin().is_terminal() {
             return false;
         }
-        eprint!("{question} [y/N] ");
+        crate::err!("{question} [y/N] ");
         let read = tokio::task::spawn_blocking(|| {
             let mut answer = String::new();
             std::io::stdin().read_line(&mut answer).map(|_| answer)

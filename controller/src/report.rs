@@ -303,7 +303,7 @@ impl Lines {
     }
 
     fn line(&self, text: &str) {
-        eprintln!("{:>8.2}s {text}", self.start.elapsed().as_secs_f64());
+        crate::errln!("{:>8.2}s {text}", self.start.elapsed().as_secs_f64());
     }
 }
 

@@ -30,7 +30,7 @@ pub fn run(args: &CertsArgs, settings: &Settings) -> CommandResult {
     };
     if !settings.quiet {
         for p in written {
-            println!("wrote {}", p.display());
+            crate::outln!("wrote {}", p.display());
         }
     }
     Ok(ExitStatus::Done)

@@ -42,7 +42,7 @@ pub async fn run(args: &DemoArgs, settings: &Settings) -> CommandResult {
     })?;
     let haproxy = crate::sandbox::haproxy_binary().is_some();
     if !haproxy && !settings.quiet {
-        eprintln!(
+        crate::errln!(
             "note: haproxy is not installed (apt-get install -y haproxy); using health-file drain \
              with a built-in health-checking balancer instead"
         );
@@ -58,7 +58,7 @@ pub async fn run(args: &DemoArgs, settings: &Settings) -> CommandResult {
     let result = tokio::select! {
         r = demo(args, settings, &sandbox) => r,
         _ = shutdown_signal() => {
-            eprintln!("farmctl: interrupted; stopping the simulated farm");
+            crate::errln!("farmctl: interrupted; stopping the simulated farm");
             Ok(ExitStatus::Failed)
         }
     };
@@ -78,40 +78,42 @@ async fn demo(args: &DemoArgs, settings: &Settings, sandbox: &Sandbox) -> Comman
     }
     .map_err(|e| CommandError::failed(format!("could not write the demo's release: {e}")))?;
     if args.serve {
-        println!(
+        crate::outln!(
             "simulated farm of {} nodes is up; inventory: {}",
             sandbox.nodes.len(),
             inventory.display()
         );
         for n in &sandbox.nodes {
-            println!(
+            crate::outln!(
                 "  {}  agent {}  site http://127.0.0.1:{}/ (Host: {SITE_HOST})",
-                n.name, n.agent, n.http_port
+                n.name,
+                n.agent,
+                n.http_port
             );
         }
         if let Some(h) = &sandbox.haproxy {
-            println!(
+            crate::outln!(
                 "  haproxy frontend http://127.0.0.1:{} (Host: {SITE_HOST}), runtime API {} (backend {})",
                 h.frontend, h.admin, h.backend
             );
         }
-        println!("try:");
-        println!("  farmctl status  -i {}", inventory.display());
-        println!("  farmctl recycle -i {} --yes", inventory.display());
-        println!(
+        crate::outln!("try:");
+        crate::outln!("  farmctl status  -i {}", inventory.display());
+        crate::outln!("  farmctl recycle -i {} --yes", inventory.display());
+        crate::outln!(
             "  farmctl deploy  -i {} --site {SITE} --package {} --version {NEXT_RELEASE} --yes",
             inventory.display(),
             package.display()
         );
-        println!(
+        crate::outln!(
             "  farmctl rollback -i {} --site {SITE} --yes",
             inventory.display()
         );
-        println!(
+        crate::outln!(
             "  curl -H 'Host: {SITE_HOST}' http://127.0.0.1:{}/",
             sandbox.nodes[0].http_port
         );
-        println!("Ctrl-C (or SIGTERM) stops the farm.");
+        crate::outln!("Ctrl-C (or SIGTERM) stops the farm.");
         shutdown_signal().await;
         return Ok(ExitStatus::Done);
     }
@@ -154,7 +156,7 @@ async fn demo(args: &DemoArgs, settings: &Settings, sandbox: &Sandbox) -> Comman
     report.traffic = Some(traffic);
     let status = finish(&report, args.output)?;
     if args.output == Output::Text && !settings.quiet {
-        println!("(farm files were in {})", sandbox.dir.display());
+        crate::outln!("(farm files were in {})", sandbox.dir.display());
     }
     Ok(status)
 }

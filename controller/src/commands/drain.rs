@@ -64,7 +64,7 @@ pub async fn run(args: &DrainArgs, drain: bool, settings: &Settings) -> CommandR
     };
     let say = |m: &str| {
         if !settings.quiet {
-            eprintln!("{m}");
+            crate::errln!("{m}");
         }
     };
     let timeout = farm.inventory.rollout.drain_timeout;
@@ -184,7 +184,7 @@ async fn check_lease(
             None => Ok(Some(view)),
         },
         Err(e) if force => {
-            eprintln!(
+            crate::errln!(
                 "farmctl: WARNING: could not ask {node}'s agent whether a run holds the node ({e}); {verb} it anyway (--force)"
             );
             Ok(None)

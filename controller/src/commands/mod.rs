@@ -93,8 +93,8 @@ pub fn print_json(output: crate::cli::Output, value: &impl serde::Serialize) {
         serde_json::to_string_pretty(value)
     };
     match text {
-        Ok(s) => println!("{s}"),
-        Err(e) => eprintln!("farmctl: could not write JSON: {e}"),
+        Ok(s) => crate::outln!("{s}"),
+        Err(e) => crate::errln!("farmctl: could not write JSON: {e}"),
     }
 }
 
@@ -120,7 +120,7 @@ where
         );
         stop_tx.send_replace(true);
         if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!(
+            crate::errln!(
                 "farmctl: stopped at once; the journal is kept: `farmctl resume` continues the run"
             );
             std::process::exit(ExitStatus::Failed.code());

@@ -175,7 +175,7 @@ pub async fn run(args: &PlanArgs, settings: &Settings) -> CommandResult {
     };
     match r.inv.output {
         o @ (Output::Json | Output::Jsonl) => print_json(o, &plan),
-        Output::Text => print!("{}", text(&plan)),
+        Output::Text => crate::out!("{}", text(&plan)),
     }
     Ok(if fits == Some(false) {
         ExitStatus::Refused

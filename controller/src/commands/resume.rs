@@ -31,7 +31,7 @@ pub async fn run(args: &ResumeArgs, settings: &Settings) -> CommandResult {
             match args.output {
                 crate::cli::Output::Text => {
                     if !settings.quiet {
-                        eprintln!("farmctl: {reason}");
+                        crate::errln!("farmctl: {reason}");
                     }
                 }
                 o => crate::commands::print_json(

@@ -18,7 +18,7 @@ pub async fn recycle(args: &RecycleArgs, settings: &Settings) -> CommandResult {
         let farm = settings.farm(&args.rollout.inv.inventory)?;
         let (nodes, pools) = outliers(&farm).await?;
         if !settings.quiet {
-            eprintln!(
+            crate::errln!(
                 "farmctl: outliers: {} (pools: {})",
                 nodes.join(", "),
                 if pools.is_empty() {
@@ -127,7 +127,7 @@ pub fn finish(report: &RunReport, output: Output) -> CommandResult {
         Output::Json => print_json(output, report),
         // The events went out as they happened; this is the last one.
         Output::Jsonl => crate::report::JsonLines::finished(report),
-        Output::Text => print!(
+        Output::Text => crate::out!(
             "{}",
             crate::human::paint(&summary(report), crate::human::colour_stdout())
         ),
@@ -160,16 +160,18 @@ async fn wait_for_window(
     let mut say = |left: std::time::Duration| {
         let left = humantime::format_duration(std::time::Duration::from_secs(left.as_secs()));
         if terminal {
-            eprint!("\r\x1b[2Kwaiting for the maintenance window {window}: it opens in {left}");
+            crate::err!("\r\x1b[2Kwaiting for the maintenance window {window}: it opens in {left}");
         } else if !quiet {
-            eprintln!("farmctl: waiting for the maintenance window {window}: it opens in {left}");
+            crate::errln!(
+                "farmctl: waiting for the maintenance window {window}: it opens in {left}"
+            );
         }
     };
     let opened =
         crate::window::wait_until_open(&window, &*settings.clock, every, Some(stop), &mut say)
             .await;
     if terminal {
-        eprintln!();
+        crate::errln!();
     }
     if opened {
         Ok(())

@@ -41,7 +41,7 @@ pub async fn run(args: &RunsArgs, settings: &Settings) -> CommandResult {
         Some(RunsCommand::Show(show)) => {
             return self::show(show, &store, args.farm.as_deref(), settings).await
         }
-        Some(RunsCommand::Import) => return import(&store, settings).await,
+        Some(RunsCommand::Import(_)) => return import(&store, settings).await,
         None => {}
     }
     // (`state_dir` in JSON: the journal directory, or the store's name)
@@ -79,14 +79,18 @@ pub async fn run(args: &RunsArgs, settings: &Settings) -> CommandResult {
         o @ (Output::Json | Output::Jsonl) => {
             print_json(o, &serde_json::json!({ "state_dir": state, "runs": runs }))
         }
-        Output::Text if runs.is_empty() => println!("no runs in {state}"),
+        Output::Text if runs.is_empty() => crate::outln!("no runs in {state}"),
         Output::Text => {
-            println!(
+            crate::outln!(
                 "{:<24} {:<8} {:<25} {:<11} {:<6} HOLDER",
-                "RUN", "ACTION", "STARTED", "OUTCOME", "DONE"
+                "RUN",
+                "ACTION",
+                "STARTED",
+                "OUTCOME",
+                "DONE"
             );
             for r in &runs {
-                println!(
+                crate::outln!(
                     "{:<24} {:<8} {:<25} {:<11} {:<6} {}",
                     r.run_id,
                     r.action,
@@ -144,12 +148,12 @@ async fn show(
             CommandError::failed(format!("could not write {}: {e}", path.display()))
         })?;
         if !settings.quiet && args.output == Output::Text {
-            eprintln!("wrote {}", path.display());
+            crate::errln!("wrote {}", path.display());
         }
     }
     match args.output {
         o @ (Output::Json | Output::Jsonl) => print_json(o, &timeline),
-        Output::Text => print!("{}", timeline.text()),
+        Output::Text => crate::out!("{}", timeline.text()),
     }
     Ok(ExitStatus::Done)
 }
@@ -183,9 +187,9 @@ async fn import(store: &Store, settings: &Settings) -> CommandResult {
             }
         }
     }
-    println!("{copied} run(s) imported into {}", store.label());
+    crate::outln!("{copied} run(s) imported into {}", store.label());
     for s in skipped {
-        println!("  skipped {s}");
+        crate::outln!("  skipped {s}");
     }
     Ok(ExitStatus::Done)
 }

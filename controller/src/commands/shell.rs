@@ -7,7 +7,11 @@ use crate::exit::{CommandError, CommandResult, ExitStatus};
 
 pub fn completions(args: &CompletionsArgs) -> CommandResult {
     let mut cmd = Cli::command();
-    clap_complete::generate(args.shell, &mut cmd, "farmctl", &mut std::io::stdout());
+    // Generated in memory: written straight to a closed stdout, the
+    // generator would panic.
+    let mut script = Vec::new();
+    clap_complete::generate(args.shell, &mut cmd, "farmctl", &mut script);
+    crate::out!("{}", String::from_utf8_lossy(&script));
     Ok(ExitStatus::Done)
 }
 
@@ -27,7 +31,7 @@ pub fn man(args: &ManArgs) -> CommandResult {
     let mut text = std::fs::read_to_string(&main).map_err(fail)?;
     text.push_str(MAN_EXTRA);
     std::fs::write(&main, text).map_err(fail)?;
-    println!("man pages written to {}", args.dir.display());
+    crate::outln!("man pages written to {}", args.dir.display());
     Ok(ExitStatus::Done)
 }
 

@@ -290,11 +290,11 @@ pub async fn run(args: &StatusArgs, settings: &Settings) -> CommandResult {
     if !args.watch {
         let snap = snapshot(&farm, settings).await;
         if let Some(e) = &snap.lb_error {
-            eprintln!("farmctl: load balancer: {e}");
+            crate::errln!("farmctl: load balancer: {e}");
         }
         match output {
             o @ (Output::Json | Output::Jsonl) => snap.json(o),
-            Output::Text => print!(
+            Output::Text => crate::out!(
                 "{}",
                 crate::human::paint(
                     &crate::human::fit(
@@ -379,7 +379,7 @@ async fn watch(farm: &crate::farm::Farm, args: &StatusArgs, settings: &Settings)
             _ = tokio::time::sleep(args.interval) => {}
             _ = tokio::signal::ctrl_c() => {
                 if terminal {
-                    println!();
+                    crate::outln!();
                 }
                 return Ok(ExitStatus::Done);
             }

@@ -47,15 +47,15 @@ pub async fn run(v: &ValidateArgs, settings: &Settings) -> CommandResult {
                 }),
             ),
             Output::Text => {
-                eprintln!(
+                crate::errln!(
                     "farmctl: {}: the inventory is well formed, but:",
                     args.inventory.display()
                 );
                 for p in &problems {
-                    eprintln!("  {}: {}", p.path, p.message);
+                    crate::errln!("  {}: {}", p.path, p.message);
                 }
                 for w in &warnings {
-                    eprintln!("  warning: {}: {}", w.path, w.message);
+                    crate::errln!("  warning: {}: {}", w.path, w.message);
                 }
             }
         }
@@ -63,7 +63,7 @@ pub async fn run(v: &ValidateArgs, settings: &Settings) -> CommandResult {
     }
     if args.output == Output::Text && !settings.quiet {
         for w in &warnings {
-            eprintln!("farmctl: warning: {}: {}", w.path, w.message);
+            crate::errln!("farmctl: warning: {}: {}", w.path, w.message);
         }
     }
     let checks = if v.connect {
@@ -92,7 +92,7 @@ pub async fn run(v: &ValidateArgs, settings: &Settings) -> CommandResult {
                 "warnings": warnings,
             }),
         ),
-        Output::Text if !settings.quiet => println!(
+        Output::Text if !settings.quiet => crate::outln!(
             "{}: valid; farm {} with {} node(s), {} site(s), load balancer {}",
             args.inventory.display(),
             inv.farm,
@@ -104,7 +104,7 @@ pub async fn run(v: &ValidateArgs, settings: &Settings) -> CommandResult {
     }
     if let (Some(checks), Output::Text) = (&checks, args.output) {
         for c in checks {
-            println!(
+            crate::outln!(
                 "  [{}] {}: {}",
                 if c.ok { "ok" } else { "FIX" },
                 c.check,

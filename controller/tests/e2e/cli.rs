@@ -210,3 +210,92 @@ async fn a_second_demo_refuses_a_folder_in_use() {
     holder.start_kill().unwrap();
     let _ = holder.wait().await;
 }
+
+/// `--insecure`, `--state-dir` and `--state-store` appear in the help of
+/// the commands they act on only; given before any command they still
+/// work, and after it where they act.
+#[tokio::test]
+async fn global_flags_are_shown_where_they_act() {
+    let help = |args: &'static [&'static str]| async move {
+        let out = farmctl(args).await;
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", stderr(&out));
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    for args in [
+        &["certs", "init", "--help"][..],
+        &["completions", "--help"],
+        &["man", "--help"],
+    ] {
+        let text = help(args).await;
+        for flag in ["--insecure", "--state-dir", "--state-store"] {
+            assert!(!text.contains(flag), "{args:?} lists {flag}:\n{text}");
+        }
+    }
+    let text = help(&["drain", "--help"]).await;
+    assert!(
+        text.contains("--insecure") && !text.contains("--state-dir"),
+        "{text}"
+    );
+    let text = help(&["runs", "show", "--help"]).await;
+    assert!(
+        !text.contains("--insecure") && text.contains("--state-dir"),
+        "{text}"
+    );
+    for args in [&["recycle", "--help"][..], &["resume", "--help"]] {
+        let text = help(args).await;
+        for flag in ["--insecure", "--state-dir", "--state-store"] {
+            assert!(text.contains(flag), "{args:?} lacks {flag}:\n{text}");
+        }
+    }
+    // Where it does not act, after the command it is an error that says so;
+    // before the command it is accepted.
+    let out = farmctl(&["certs", "init", "--insecure", "--dir", "/nonexistent/x"]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--insecure"), "{}", stderr(&out));
+
+    // Every position of --state-dir reaches `runs show`.
+    let state = tempfile::tempdir().unwrap();
+    let s = state.path().display().to_string();
+    for args in [
+        vec!["--state-dir", &s, "runs", "show", "nosuch"],
+        vec!["runs", "--state-dir", &s, "show", "nosuch"],
+        vec!["runs", "show", "nosuch", "--state-dir", &s],
+    ] {
+        let out = farmctl(&args).await;
+        assert!(stderr(&out).contains(&s), "{args:?}: {}", stderr(&out));
+    }
+}
+
+/// A closed stdout (`farmctl ... | head -1`) never makes farmctl panic.
+#[tokio::test]
+async fn a_closed_stdout_is_not_a_panic() {
+    let example = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../inventory/examples/farm.yaml"
+    );
+    for args in [
+        &["completions", "bash"][..],
+        &["validate", "-i", example, "--insecure"],
+        &["runs", "--state-dir", "/nonexistent/farmctl-state"],
+    ] {
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_farmctl"))
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let out =
+            tokio::time::timeout(std::time::Duration::from_secs(60), child.wait_with_output())
+                .await
+                .unwrap()
+                .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.code() != Some(101) && !err.contains("panicked"),
+            "{args:?}: {:?} {err}",
+            out.status
+        );
+    }
+}
