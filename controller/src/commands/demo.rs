@@ -97,16 +97,17 @@ async fn demo(args: &DemoArgs, settings: &Settings, sandbox: &Sandbox) -> Comman
                 h.frontend, h.admin, h.backend
             );
         }
+        let me = invocation();
         crate::outln!("try:");
-        crate::outln!("  farmctl status  -i {}", inventory.display());
-        crate::outln!("  farmctl recycle -i {} --yes", inventory.display());
+        crate::outln!("  {me} status  -i {}", inventory.display());
+        crate::outln!("  {me} recycle -i {} --yes", inventory.display());
         crate::outln!(
-            "  farmctl deploy  -i {} --site {SITE} --package {} --version {NEXT_RELEASE} --yes",
+            "  {me} deploy  -i {} --site {SITE} --package {} --version {NEXT_RELEASE} --yes",
             inventory.display(),
             package.display()
         );
         crate::outln!(
-            "  farmctl rollback -i {} --site {SITE} --yes",
+            "  {me} rollback -i {} --site {SITE} --yes",
             inventory.display()
         );
         crate::outln!(
@@ -175,4 +176,29 @@ pub async fn shutdown_signal() {
         }
     }
     let _ = tokio::signal::ctrl_c().await;
+}
+
+/// How the user runs this farmctl: `farmctl` when that name on PATH is
+/// this very program, else its full path (after `cargo build` it is not
+/// on PATH).
+fn invocation() -> String {
+    let Ok(me) = std::env::current_exe().and_then(std::fs::canonicalize) else {
+        return "farmctl".into();
+    };
+    let name = if cfg!(windows) { "farmctl.exe" } else { "farmctl" };
+    let on_path = std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path)
+            .filter_map(|d| std::fs::canonicalize(d.join(name)).ok())
+            .next()
+            .is_some_and(|found| found == me)
+    });
+    if on_path {
+        return "farmctl".into();
+    }
+    let shown = me.display().to_string();
+    if shown.contains(' ') {
+        format!("\"{shown}\"")
+    } else {
+        shown
+    }
 }
