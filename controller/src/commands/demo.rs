@@ -185,7 +185,11 @@ fn invocation() -> String {
     let Ok(me) = std::env::current_exe().and_then(std::fs::canonicalize) else {
         return "farmctl".into();
     };
-    let name = if cfg!(windows) { "farmctl.exe" } else { "farmctl" };
+    let name = if cfg!(windows) {
+        "farmctl.exe"
+    } else {
+        "farmctl"
+    };
     let on_path = std::env::var_os("PATH").is_some_and(|path| {
         std::env::split_paths(&path)
             .filter_map(|d| std::fs::canonicalize(d.join(name)).ok())

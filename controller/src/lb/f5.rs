@@ -21,7 +21,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 use super::http::{excerpt, segment, Api, Reply, Verdict};
-use super::{LbError, LbState, LoadBalancer, Member, MemberState, Target};
+use super::{LbError, LbState, LbTraffic, LoadBalancer, Member, MemberState, Target};
 use crate::secret::Password;
 
 /// How often a member is read while waiting on it.
@@ -57,6 +57,10 @@ pub struct F5Member {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct F5Stats {
     pub cur_conns: u64,
+    /// `totRequests` (a counter) and `connq.depth` (connections queued
+    /// now), when the device gives them.
+    pub tot_requests: Option<u64>,
+    pub queue: Option<u64>,
     /// `available`, `offline`, `unknown`.
     pub availability: String,
     /// `up`, `down`, `unchecked`, ...
@@ -219,6 +223,16 @@ impl F5 {
         })
     }
 
+    async fn traffic_of(&self, node: &Node) -> Result<LbTraffic, LbError> {
+        let s = self.stats(node).await?;
+        Ok(LbTraffic {
+            requests_total: s.tot_requests,
+            connections: Some(s.cur_conns),
+            queue: s.queue,
+            ..LbTraffic::default()
+        })
+    }
+
     pub async fn stats(&self, node: &Node) -> Result<F5Stats, LbError> {
         let what = "read the pool member's stats";
         let path = format!("{}/stats", self.member_path(&node.lb_server));
@@ -296,6 +310,8 @@ pub fn parse_stats(v: &Value) -> Option<F5Stats> {
     };
     Some(F5Stats {
         cur_conns: value("serverside.curConns")?,
+        tot_requests: value("totRequests"),
+        queue: value("connq.depth"),
         availability: description("status.availabilityState"),
         monitor: description("monitorStatus"),
     })
@@ -360,6 +376,14 @@ impl LoadBalancer for F5 {
 
     async fn wait_sessions_gone(&self, node: &Node, timeout: Duration) -> Result<bool, LbError> {
         super::sessions_gone(timeout, POLL, || self.stats(node), |s| s.cur_conns == 0).await
+    }
+
+    /// Each member's stats (one call per member, a few at a time): the
+    /// requests the F5 sent it, its connections and queue. No response
+    /// classes: the pool member stats count connections and requests only.
+    async fn traffic(&self, nodes: &[Node]) -> Result<Option<Vec<Option<LbTraffic>>>, LbError> {
+        let reads: Vec<_> = nodes.iter().map(|n| self.traffic_of(n)).collect();
+        super::traffic_each(reads).await
     }
 
     async fn undrain(&self, t: &Target<'_>, timeout: Duration) -> Result<Duration, LbError> {
@@ -433,11 +457,36 @@ mod tests {
             s,
             F5Stats {
                 cur_conns: 7,
+                tot_requests: None,
+                queue: None,
                 availability: "available".into(),
                 monitor: "up".into()
             }
         );
         assert!(parse_stats(&json!({"entries": {}})).is_none());
+    }
+
+    /// The entry list of a `/members/stats` answer as F5's telemetry
+    /// streaming mocks it (ver 14.1.0): the request counter and the queue.
+    #[test]
+    fn requests_and_queue_are_read_from_the_member_stats() {
+        let v = json!({"entries": {
+          "https://localhost/mgmt/tm/ltm/pool/~Common~test_pool_0/members/~Common~_auto_192.168.2.2:80/stats": { "nestedStats": {
+            "kind": "tm:ltm:pool:members:membersstats",
+            "selfLink": "https://localhost/mgmt/tm/ltm/pool/~Common~test_pool_0/members/~Common~_auto_192.168.2.2:80/stats?ver=14.1.0",
+            "entries": { "addr": {"description": "192.168.2.2"}, "connq.depth": {"value": 3}, "curSessions": {"value": 0},
+              "monitorRule": {"description": "/Common/http (pool monitor)"}, "monitorStatus": {"description": "up"},
+              "nodeName": {"description": "/Common/_auto_192.168.2.2"}, "poolName": {"description": "/Common/test_pool_0"}, "port": {"value": 80},
+              "serverside.bitsIn": {"value": 0}, "serverside.curConns": {"value": 2}, "serverside.maxConns": {"value": 0},
+              "serverside.totConns": {"value": 0}, "sessionStatus": {"description": "enabled"},
+              "status.availabilityState": {"description": "available"}, "status.enabledState": {"description": "enabled"},
+              "status.statusReason": {"description": "Pool member is available"}, "totRequests": {"value": 1234} } } }
+        }});
+        let s = parse_stats(&v).unwrap();
+        assert_eq!(
+            (s.cur_conns, s.tot_requests, s.queue),
+            (2, Some(1234), Some(3))
+        );
     }
 
     #[test]
@@ -465,6 +514,8 @@ mod tests {
         };
         let s = |a: &str, mon: &str| F5Stats {
             cur_conns: 0,
+            tot_requests: None,
+            queue: None,
             availability: a.into(),
             monitor: mon.into(),
         };

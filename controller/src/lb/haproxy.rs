@@ -226,12 +226,13 @@ pub fn parse_stat(text: &str) -> Result<Vec<(String, ServerStat)>, StatError> {
     .iter()
     .map(|n| opt(n))
     .collect();
-    let (econ, eresp, qcur, rtime, ttime) = (
+    let (econ, eresp, qcur, rtime, ttime, req_tot) = (
         opt("econ"),
         opt("eresp"),
         opt("qcur"),
         opt("rtime"),
         opt("ttime"),
+        opt("req_tot"),
     );
     let mut out = Vec::new();
     for rec in rdr.records() {
@@ -257,6 +258,8 @@ pub fn parse_stat(text: &str) -> Result<Vec<(String, ServerStat)>, StatError> {
                     queue: num(qcur),
                     rtime_ms: num(rtime),
                     ttime_ms: num(ttime),
+                    requests_total: num(req_tot),
+                    connections: num(Some(scur)),
                 },
             },
         ));
@@ -423,6 +426,7 @@ green,green,0,0,0,0,10,0,0,0,,0,,0,0,0,0,DOWN,1,1,0,1,2,551,551,,1,4,1,,0,,2,0,,
                 scur: 2,
                 traffic: crate::lb::LbTraffic {
                     queue: Some(0),
+                    connections: Some(2),
                     ..Default::default()
                 }
             }

@@ -97,6 +97,28 @@ where
     Ok(out)
 }
 
+/// Every node's traffic counters, read member by member (a few at a
+/// time, in `nodes` order): a node the LB has no member for is `None`, any
+/// other error fails the whole answer.
+pub(crate) async fn traffic_each<Fut>(
+    reads: impl IntoIterator<Item = Fut>,
+) -> Result<Option<Vec<Option<LbTraffic>>>, LbError>
+where
+    Fut: std::future::Future<Output = Result<LbTraffic, LbError>>,
+{
+    use futures::StreamExt;
+    let all: Vec<_> = futures::stream::iter(reads).buffered(16).collect().await;
+    let mut out = Vec::with_capacity(all.len());
+    for t in all {
+        out.push(match t {
+            Ok(t) => Some(t),
+            Err(LbError::NoMember { .. }) => None,
+            Err(e) => return Err(e),
+        });
+    }
+    Ok(Some(out))
+}
+
 /// Reads `read` every `every` until `gone` holds (`true`) or `timeout`
 /// passes (`false`); a read that fails ends the wait with its error. The
 /// one poll of every driver's `wait_sessions_gone`.
@@ -241,6 +263,12 @@ pub struct LbTraffic {
     /// Average response and total times, ms, over the LB's last requests.
     pub rtime_ms: Option<u64>,
     pub ttime_ms: Option<u64>,
+    /// Requests the LB sent the node since it started (F5 `totRequests`,
+    /// NetScaler `totalrequests`, HAProxy `req_tot`).
+    pub requests_total: Option<u64>,
+    /// Connections to the node open now (F5 `serverside.curConns`,
+    /// NetScaler `curclntconnections`, HAProxy `scur`).
+    pub connections: Option<u64>,
 }
 
 impl LbTraffic {
@@ -254,7 +282,10 @@ impl LbTraffic {
 
     /// Requests the node was sent: answered or failed to connect.
     pub fn requests(&self) -> u64 {
-        self.responses.unwrap_or(0) + self.connect_errors.unwrap_or(0)
+        match self.responses {
+            Some(r) => r + self.connect_errors.unwrap_or(0),
+            None => self.requests_total.unwrap_or(0),
+        }
     }
 
     /// The counters' growth since `before` (a restarted LB counts again
@@ -269,6 +300,7 @@ impl LbTraffic {
             status_5xx: d(self.status_5xx, before.status_5xx),
             connect_errors: d(self.connect_errors, before.connect_errors),
             response_errors: d(self.response_errors, before.response_errors),
+            requests_total: d(self.requests_total, before.requests_total),
             ..self.clone()
         }
     }

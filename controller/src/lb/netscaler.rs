@@ -19,7 +19,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 use super::http::{excerpt, segment, Api, Reply, Verdict};
-use super::{LbError, LbState, LoadBalancer, Member, MemberState, Target};
+use super::{LbError, LbState, LbTraffic, LoadBalancer, Member, MemberState, Target};
 use crate::secret::Password;
 
 const POLL: Duration = Duration::from_millis(200);
@@ -43,6 +43,8 @@ pub struct NsStat {
     /// `UP`, `DOWN`, `UNKNOWN`, `BUSY`, `OFS`, `TROFS`, `TROFS_DOWN`.
     pub state: String,
     pub client_connections: u64,
+    /// `totalrequests`: requests the service received (a counter).
+    pub total_requests: Option<u64>,
 }
 
 impl Netscaler {
@@ -214,6 +216,15 @@ impl Netscaler {
         }
     }
 
+    async fn traffic_of(&self, node: &Node) -> Result<LbTraffic, LbError> {
+        let stats = self.stats(node).await?;
+        Ok(LbTraffic {
+            requests_total: stats.iter().map(|s| s.total_requests).sum::<Option<u64>>(),
+            connections: Some(stats.iter().map(|s| s.client_connections).sum()),
+            ..LbTraffic::default()
+        })
+    }
+
     /// The figures of every service `node` stands for.
     pub async fn stats(&self, node: &Node) -> Result<Vec<NsStat>, LbError> {
         match &self.member {
@@ -333,16 +344,20 @@ fn split_member(m: &str) -> (&str, u16) {
 /// A stat object's state and client connections (a string, or a number).
 fn stat_of(v: &Value, name: &str) -> Option<NsStat> {
     let state = v["state"].as_str()?.to_string();
-    let conns = &v["curclntconnections"];
-    let client_connections = conns
-        .as_str()
-        .and_then(|s| s.trim().parse().ok())
-        .or_else(|| conns.as_u64())
-        .unwrap_or(0);
+    // Numbers come as JSON strings or numbers, whatever the template says.
+    let number = |k: &str| {
+        let x = &v[k];
+        x.as_str()
+            .and_then(|s| s.trim().parse::<f64>().ok())
+            .or_else(|| x.as_f64())
+            .filter(|n| *n >= 0.0)
+            .map(|n| n as u64)
+    };
     Some(NsStat {
         name: v["name"].as_str().unwrap_or(name).to_string(),
         state,
-        client_connections,
+        client_connections: number("curclntconnections").unwrap_or(0),
+        total_requests: number("totalrequests"),
     })
 }
 
@@ -442,6 +457,14 @@ impl LoadBalancer for Netscaler {
         .await
     }
 
+    /// Each service's `stat` figures (all of a node's services summed):
+    /// the requests the ADC sent it and its client connections. No
+    /// response classes: the service stats do not count them.
+    async fn traffic(&self, nodes: &[Node]) -> Result<Option<Vec<Option<LbTraffic>>>, LbError> {
+        let reads: Vec<_> = nodes.iter().map(|n| self.traffic_of(n)).collect();
+        super::traffic_each(reads).await
+    }
+
     async fn undrain(&self, t: &Target<'_>, timeout: Duration) -> Result<Duration, LbError> {
         let start = Instant::now();
         self.post_action(t.node, false).await?;
@@ -470,9 +493,17 @@ mod tests {
             NsStat {
                 name: "svc_web01".into(),
                 state: "OFS".into(),
-                client_connections: 0
+                client_connections: 0,
+                total_requests: None,
             }
         );
+        // Counters as strings (jbvmio/netscaler's types) or numbers (the
+        // payload template's doubles).
+        let v = json!({"state": "UP", "curclntconnections": "4", "totalrequests": "98765"});
+        assert_eq!(stat_of(&v, "svc").unwrap().total_requests, Some(98765));
+        let v = json!({"state": "UP", "curclntconnections": 4.0, "totalrequests": 98765.0});
+        let s = stat_of(&v, "svc").unwrap();
+        assert_eq!((s.client_connections, s.total_requests), (4, Some(98765)));
         let v = json!({"state": "TROFS", "curclntconnections": "12"});
         assert_eq!(stat_of(&v, "svc").unwrap().client_connections, 12);
         assert_eq!(lb_state("UP"), LbState::Up);
@@ -488,6 +519,7 @@ mod tests {
             name: name.into(),
             state: state.into(),
             client_connections: 0,
+            total_requests: None,
         };
         let m = combined(&[s("a", "UP"), s("b", "TROFS")]);
         assert_eq!(m.state, LbState::Draining);

@@ -100,12 +100,20 @@ async fn f5_rolling_recycle_through_token_expiry_and_transient_errors() {
     let inv = inventory(&farm);
     let state = state_dir(&farm);
 
+    // The F5's own count of each member's requests, beside the node's.
+    f5.members.set_requests(&member_of("web02"), 4321);
     let st = farmctl_env(&["status", "-i", &inv, "--output", "json"], &env).await;
     assert_eq!(st.status.code(), Some(0), "{}", stderr(&st));
+    let st = json(&st);
     assert!(
-        (0..4).all(|i| json(&st)["nodes"][i]["lb_state"] == "monitor-enabled/up"),
-        "{}",
-        json(&st)
+        (0..4).all(|i| st["nodes"][i]["lb_state"] == "monitor-enabled/up"),
+        "{st}"
+    );
+    assert_eq!(st["nodes"][1]["lb_traffic"]["requests_total"], 4321, "{st}");
+    assert_eq!(st["nodes"][0]["lb_traffic"]["requests_total"], 0, "{st}");
+    assert_eq!(
+        st["nodes"][1]["lb_traffic"]["status_5xx"],
+        serde_json::Value::Null
     );
 
     let out = farmctl_env(
@@ -243,6 +251,14 @@ async fn netscaler_rolling_recycle_with_a_session_that_expires_and_on_call_drain
     assert_eq!(u.status.code(), Some(0), "{}", stderr(&u));
     assert!(ns.members.checked_up("web02"));
     assert_eq!(ns.members.changes().len(), before + 2);
+
+    // The ADC's own count of each service's requests, beside the node's.
+    ns.members.set_requests("web03", 777);
+    let st = farmctl_env(&["status", "-i", &inv, "--output", "json"], &env).await;
+    assert_eq!(st.status.code(), Some(0), "{}", stderr(&st));
+    let st = json(&st);
+    assert_eq!(st["nodes"][2]["lb_traffic"]["requests_total"], 777, "{st}");
+    assert!(st["nodes"][2]["lb_traffic"]["connections"].is_u64(), "{st}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

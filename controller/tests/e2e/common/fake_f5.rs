@@ -1,5 +1,6 @@
-//! An F5 BIG-IP iControl REST fake, written from the contract in
-//! `shared/reference/load-balancers.md` only: token login (tokens expire),
+//! An F5 BIG-IP iControl REST fake, written only from the documented
+//! contract (the README's `f5` section and the iControl REST reference it
+//! cites): token login (tokens expire),
 //! basic auth for the local user, one pool's members with session/state,
 //! member stats in the `entries.<selfLink>.nestedStats.entries` shape,
 //! PATCH limited to `state`/`session` (an Operator account), the 404 body
@@ -185,6 +186,8 @@ fn handle(members: &Members, st: &F5State, req: Req) -> Resp {
                 "entries": { self_link: { "nestedStats": { "entries": {
                     "monitorStatus": {"description": monitor},
                     "serverside.curConns": {"value": conns},
+                    "totRequests": {"value": members.requests(&member)},
+                    "connq.depth": {"value": 0},
                     "status.availabilityState": {"description": availability},
                     "status.enabledState": {"description": if members.is_out(&member) { "disabled" } else { "enabled" }},
                 }}}}}),

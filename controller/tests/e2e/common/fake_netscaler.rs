@@ -1,5 +1,5 @@
-//! A NetScaler NITRO fake, written from the contract in
-//! `shared/reference/load-balancers.md` only: login with a
+//! A NetScaler NITRO fake, written only from the documented contract (the
+//! README's `netscaler` section and the NITRO API reference it cites): login with a
 //! `NITRO_AUTH_TOKEN` cookie (sessions expire) or `X-NITRO-USER`/`-PASS`
 //! headers, graceful disable/enable of services, `stat/service` with its
 //! counters as JSON strings, `TROFS` while connections run down then `OFS`,
@@ -165,6 +165,7 @@ fn handle(members: &Members, st: &NsState, req: Req) -> Resp {
                    "service": [{"name": name, "state": state,
                                 "curclntconnections": conns.to_string(),
                                 "cursrvrconnections": conns.to_string(),
+                                "totalrequests": members.requests(name).to_string(),
                                 "servicetype": "HTTP"}]}),
         );
     }

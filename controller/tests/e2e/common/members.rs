@@ -21,6 +21,8 @@ pub struct Members {
     members: Mutex<HashMap<String, Member>>,
     changes: Mutex<Vec<(SystemTime, String, Change)>>,
     zero_reported: Mutex<HashMap<String, SystemTime>>,
+    /// Requests the LB says it sent each member (its request counter).
+    requests: Mutex<HashMap<String, u64>>,
     /// Connections of a member in rotation...
     pub baseline: u64,
     /// ...that run down to zero this long after a drain.
@@ -49,10 +51,25 @@ impl Members {
             ),
             changes: Mutex::default(),
             zero_reported: Mutex::default(),
+            requests: Mutex::default(),
             baseline: 5,
             decay,
             checking,
         }
+    }
+
+    /// Sets the member's request counter.
+    pub fn set_requests(&self, name: &str, n: u64) {
+        self.requests.lock().unwrap().insert(name.to_string(), n);
+    }
+
+    pub fn requests(&self, name: &str) -> u64 {
+        self.requests
+            .lock()
+            .unwrap()
+            .get(name)
+            .copied()
+            .unwrap_or(0)
     }
 
     pub fn exists(&self, name: &str) -> bool {
