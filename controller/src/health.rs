@@ -38,6 +38,13 @@ pub struct PoolTraffic {
     pub requests: u64,
     pub error_rate: Option<f64>,
     pub latency_ms: Latency,
+    /// The pool's request queue now and its longest over the window, its
+    /// workers' CPU (%) and private bytes: `null` where the agent cannot
+    /// read the performance counters.
+    pub queue: Option<u64>,
+    pub queue_max: Option<u64>,
+    pub cpu_percent: Option<f64>,
+    pub private_bytes: Option<u64>,
 }
 
 /// A node's traffic in `status --output json` (`nodes[].traffic`).
@@ -54,8 +61,16 @@ pub struct NodeTraffic {
     pub error_rate: Option<f64>,
     /// The worst site's quantiles (a node's sites are not merged).
     pub latency_ms: Latency,
-    /// Request queue length: not read yet (the performance counters).
+    /// Requests waiting in the node's pools' HTTP.sys queues now, and the
+    /// most over the window (performance counters; `null` where the agent
+    /// cannot read them).
     pub queue: Option<u64>,
+    pub queue_max: Option<u64>,
+    /// The pools' workers: CPU (%, may pass 100 on several cores) and
+    /// private bytes, summed; requests they run now.
+    pub cpu_percent: Option<f64>,
+    pub private_bytes: Option<u64>,
+    pub active_requests: Option<u64>,
     /// HTTP.sys errors by reason.
     pub httperr: BTreeMap<String, u64>,
     /// 5xx by status.substatus.
@@ -87,6 +102,7 @@ impl NodeTraffic {
         let mut httperr = BTreeMap::new();
         let mut errors = BTreeMap::new();
         let mut missing = Vec::new();
+        let gauges = pools_once(sites);
         for s in sites {
             for (k, n) in &s.httperr {
                 *httperr.entry(k.clone()).or_insert(0) += n;
@@ -116,13 +132,39 @@ impl NodeTraffic {
                 p95: worst(sites.iter().map(|s| s.p95_ms)),
                 p99: worst(sites.iter().map(|s| s.p99_ms)),
             },
-            queue: None,
+            queue: sum(gauges.iter().map(|g| g.queue)),
+            queue_max: sum(gauges.iter().map(|g| g.queue_max)),
+            cpu_percent: sum(gauges.iter().map(|g| g.cpu_percent)),
+            private_bytes: sum(gauges.iter().map(|g| g.private_bytes)),
+            active_requests: sum(gauges.iter().map(|g| g.active_requests)),
             httperr,
             errors,
             pools: sites.iter().map(pool_traffic).collect(),
             missing_fields: missing,
         })
     }
+}
+
+/// Each pool's gauges once, however many sites it serves.
+fn pools_once(sites: &[SiteTrafficView]) -> Vec<&crate::agent::PoolGauges> {
+    let mut seen: Vec<String> = Vec::new();
+    let mut out = Vec::new();
+    for s in sites {
+        let pool = s.pool.to_ascii_lowercase();
+        if seen.contains(&pool) {
+            continue;
+        }
+        seen.push(pool);
+        out.extend(s.gauges.as_ref());
+    }
+    out
+}
+
+/// The sum of the figures known; `None` when none is.
+fn sum<T: std::iter::Sum<T>>(values: impl Iterator<Item = Option<T>>) -> Option<T> {
+    let mut known = values.flatten().peekable();
+    known.peek()?;
+    Some(known.sum())
 }
 
 fn pool_traffic(s: &SiteTrafficView) -> PoolTraffic {
@@ -136,6 +178,10 @@ fn pool_traffic(s: &SiteTrafficView) -> PoolTraffic {
             p95: s.p95_ms,
             p99: s.p99_ms,
         },
+        queue: s.gauges.as_ref().and_then(|g| g.queue),
+        queue_max: s.gauges.as_ref().and_then(|g| g.queue_max),
+        cpu_percent: s.gauges.as_ref().and_then(|g| g.cpu_percent),
+        private_bytes: s.gauges.as_ref().and_then(|g| g.private_bytes),
     }
 }
 
@@ -299,6 +345,7 @@ mod tests {
                 p99_ms: Some(p95 * 1.2),
                 missing: Vec::new(),
                 latency: Default::default(),
+                gauges: None,
             }],
             unavailable: None,
         })

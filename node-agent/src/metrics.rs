@@ -60,6 +60,13 @@ struct SiteReasonLabel {
     reason: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SiteGaugeLabel {
+    site: String,
+    pool: String,
+    gauge: String,
+}
+
 /// What a scrape reads from the node at that moment.
 #[derive(Debug, Clone, Default)]
 pub struct Live {
@@ -92,6 +99,8 @@ pub struct Metrics {
     site_responses: Family<SiteClassLabel, FloatGauge>,
     site_latency: Family<SiteQuantileLabel, FloatGauge>,
     site_httperr: Family<SiteReasonLabel, FloatGauge>,
+    /// The site's pool's gauges, from the performance counters.
+    site_gauges: Family<SiteGaugeLabel, FloatGauge>,
 }
 
 impl Default for Metrics {
@@ -167,7 +176,14 @@ impl Default for Metrics {
             "HTTP.sys errors of the site over the last minute by reason (AppOffline, QueueFull, ...)",
             site_httperr.clone(),
         );
+        let site_gauges = Family::<SiteGaugeLabel, FloatGauge>::default();
+        registry.register(
+            "site_pool",
+            "The site's pool from the performance counters, newest reading: gauge=queue (HTTP.sys request queue), rejected (requests the queue turned away), active_requests, cpu_percent and private_bytes (its workers, summed)",
+            site_gauges.clone(),
+        );
         Metrics {
+            site_gauges,
             site_requests,
             site_checks,
             site_responses,
@@ -253,6 +269,25 @@ impl Metrics {
                         quantile: q.into(),
                     })
                     .set(v.unwrap_or(-1.0));
+            }
+            if let Some(g) = &s.gauges {
+                for (gauge, v) in [
+                    ("queue", g.queue.map(|v| v as f64)),
+                    ("rejected", g.rejected.map(|v| v as f64)),
+                    ("active_requests", g.active_requests.map(|v| v as f64)),
+                    ("cpu_percent", g.cpu_percent),
+                    ("private_bytes", g.private_bytes.map(|v| v as f64)),
+                ] {
+                    if let Some(v) = v {
+                        self.site_gauges
+                            .get_or_create(&SiteGaugeLabel {
+                                site: s.site.clone(),
+                                pool: s.pool.clone(),
+                                gauge: gauge.into(),
+                            })
+                            .set(v);
+                    }
+                }
             }
             for (reason, n) in &f.httperr {
                 self.site_httperr
@@ -340,6 +375,11 @@ mod site_tests {
                 figures,
                 missing: Vec::new(),
                 malformed: 0,
+                gauges: Some(crate::traffic::watch::GaugeFigures {
+                    queue: Some(3),
+                    cpu_percent: Some(12.5),
+                    ..Default::default()
+                }),
             }],
             ..Live::default()
         });
@@ -349,5 +389,80 @@ mod site_tests {
             ),
             "{text}"
         );
+        assert!(
+            text.contains(
+                "farm_agent_site_pool{site=\"shop\",pool=\"ShopPool\",gauge=\"queue\"} 3"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "farm_agent_site_pool{site=\"shop\",pool=\"ShopPool\",gauge=\"cpu_percent\"} 12.5"
+            ),
+            "{text}"
+        );
+    }
+}
+
+/// Every metric name the README gives is one a scrape really has, and
+/// every metric a scrape has is in the README: an alert copied from the
+/// README fires.
+#[cfg(test)]
+mod readme_tests {
+    use super::*;
+
+    #[test]
+    fn the_readme_names_exactly_the_metrics_a_scrape_has() {
+        let m = Metrics::default();
+        m.request("Recycle", "ok", 0.1);
+        let text = m.encode(Live {
+            sites: vec![crate::traffic::watch::SiteFigures {
+                site: "shop".into(),
+                pool: "ShopPool".into(),
+                figures: crate::traffic::window::Figures {
+                    requests: 1,
+                    httperr: [("QueueFull".to_string(), 1)].into(),
+                    ..Default::default()
+                },
+                missing: Vec::new(),
+                malformed: 0,
+                gauges: Some(crate::traffic::watch::GaugeFigures {
+                    queue: Some(0),
+                    ..Default::default()
+                }),
+            }],
+            ..Live::default()
+        });
+        // Families (`# TYPE name`) and sample names (`name{...} v`).
+        let mut families = std::collections::BTreeSet::new();
+        let mut samples = std::collections::BTreeSet::new();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                families.insert(rest.split_whitespace().next().unwrap().to_string());
+            } else if !line.starts_with('#') && !line.is_empty() {
+                let name = line.split(['{', ' ']).next().unwrap();
+                samples.insert(name.to_string());
+            }
+        }
+        let readme = include_str!("../../README.md");
+        let named: std::collections::BTreeSet<String> = readme
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|w| w.starts_with("farm_agent_"))
+            .map(str::to_string)
+            .collect();
+        for n in &named {
+            assert!(
+                samples.contains(n) || families.contains(n),
+                "the README names {n}, which no scrape has; a scrape has {samples:?}"
+            );
+        }
+        for f in &families {
+            assert!(
+                named
+                    .iter()
+                    .any(|n| n == f || n.starts_with(&format!("{f}_"))),
+                "{f} is scraped but the README does not name it"
+            );
+        }
     }
 }

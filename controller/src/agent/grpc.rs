@@ -629,6 +629,15 @@ impl AgentApi for GrpcAgent {
                         latency: farm_proto::latency::Histogram(
                             s.latency_bins.into_iter().collect(),
                         ),
+                        gauges: s.gauges_age_s.map(|age_s| crate::agent::PoolGauges {
+                            queue: s.queue,
+                            queue_max: s.queue_max,
+                            rejected: s.rejected,
+                            active_requests: s.active_requests,
+                            cpu_percent: s.cpu_percent,
+                            private_bytes: s.private_bytes,
+                            age_s,
+                        }),
                     }
                 })
                 .collect(),

@@ -427,8 +427,17 @@ fn traffic_table(nodes: &[NodeStatus]) -> String {
         return String::new();
     }
     let mut out = format!(
-        "\n{:<12} {:>7} {:>6} {:>7} {:>7} {:<18} {}\n",
-        "NODE", "REQ/S", "5XX", "P95 MS", "P99 MS", "HTTP.SYS", "OUTLIER"
+        "\n{:<12} {:>7} {:>6} {:>7} {:>7} {:>7} {:>6} {:>7} {:<18} {}\n",
+        "NODE",
+        "REQ/S",
+        "5XX",
+        "P95 MS",
+        "P99 MS",
+        "QUEUE",
+        "CPU %",
+        "MEM MB",
+        "HTTP.SYS",
+        "OUTLIER"
     );
     for n in nodes {
         let Some(t) = &n.traffic else {
@@ -442,14 +451,24 @@ fn traffic_table(nodes: &[NodeStatus]) -> String {
             .map(|(k, v)| format!("{k} {v}"))
             .collect::<Vec<_>>()
             .join(", ");
+        // Now, and the most over the window when it was more.
+        let queue = match (t.queue, t.queue_max) {
+            (Some(q), Some(m)) if m > q => format!("{q}/{m}"),
+            (Some(q), _) => q.to_string(),
+            _ => "-".to_string(),
+        };
         out.push_str(&format!(
-            "{:<12} {:>7.1} {:>6} {:>7} {:>7} {:<18} {}\n",
+            "{:<12} {:>7.1} {:>6} {:>7} {:>7} {:>7} {:>6} {:>7} {:<18} {}\n",
             n.name,
             t.rps,
             t.error_rate
                 .map_or("-".to_string(), |r| format!("{:.1}%", r * 100.0)),
             ms(t.latency_ms.p95),
             ms(t.latency_ms.p99),
+            queue,
+            ms(t.cpu_percent),
+            t.private_bytes
+                .map_or("-".to_string(), |b| format!("{}", b / (1024 * 1024))),
             if httperr.is_empty() {
                 "-".to_string()
             } else {

@@ -387,6 +387,7 @@ impl AgentApi for FakeNode {
                 p99_ms: latency.quantile(0.99),
                 missing: Vec::new(),
                 latency,
+                gauges: None,
             }],
             unavailable: None,
         })

@@ -159,6 +159,11 @@ async fn status_flags_the_node_and_pool_whose_users_get_errors_and_latency() {
         t["checks"].as_u64().unwrap() > 0,
         "HAProxy's health checks counted apart"
     );
+    // The pool's gauges beside the logs: the simulator serves every
+    // request at once, so nothing waits in its queue.
+    assert_eq!(t["queue"], 0, "{t:#}");
+    assert!(t["active_requests"].is_u64(), "{t:#}");
+    assert_eq!(t["pools"][0]["queue"], 0, "{t:#}");
     // The balancer's own counts: every node answered through it, and it
     // saw web02's 500s too.
     for n in nodes {

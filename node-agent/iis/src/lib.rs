@@ -171,6 +171,11 @@ pub trait Iis: Send + Sync + 'static {
     /// Writes out what the server still buffers of its logs (HTTP.sys),
     /// so a window read next is complete. Best effort.
     async fn flush_logs(&self) {}
+    /// Every pool's gauges now (one reading of the counters). Empty
+    /// where the backend has none.
+    async fn pool_gauges(&self) -> Result<Vec<PoolGauges>, IisError> {
+        Ok(Vec::new())
+    }
     /// What a sick pool is doing, captured before it is recycled: the
     /// requests running in it for at least `min_elapsed_ms`, its workers'
     /// CPU and memory, its queue, its recent WAS events. Whatever cannot
@@ -202,6 +207,22 @@ pub struct RunningRequest {
     /// The pipeline stage and module it is in (newer IIS only).
     pub stage: Option<String>,
     pub module: Option<String>,
+}
+
+/// A pool's gauges of the moment, from the performance counters: what
+/// the node's traffic window keeps beside the logs.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PoolGauges {
+    pub pool: String,
+    /// Requests waiting in the pool's HTTP.sys queue (`CurrentQueueSize`).
+    pub queue: Option<u64>,
+    /// Requests the queue turned away since it was made (a counter).
+    pub rejected: Option<u64>,
+    /// Requests its workers run now.
+    pub active_requests: Option<u64>,
+    /// Its workers' `% Processor Time` and private bytes, summed.
+    pub cpu_percent: Option<f64>,
+    pub private_bytes: Option<u64>,
 }
 
 /// A worker process of a pool, from the performance counters.

@@ -366,6 +366,10 @@ impl Iis for Simulator {
         Ok(())
     }
 
+    async fn pool_gauges(&self) -> Result<Vec<crate::PoolGauges>, IisError> {
+        Ok(self.gauges())
+    }
+
     async fn diagnose(&self, pool: &str, min_elapsed_ms: u64) -> Result<PoolDiagnostics, IisError> {
         if !self
             .lock()

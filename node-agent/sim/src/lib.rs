@@ -384,6 +384,37 @@ impl Simulator {
 
     /// What `diagnose` tells of `pool`: its running requests (at least
     /// `min_elapsed_ms` old, longest first), its worker, its WAS events.
+    /// Every pool's gauges: the requests it runs now; its queue is 0 (the
+    /// simulator serves each request at once, nothing waits); no worker
+    /// processes to measure CPU or memory of.
+    pub(crate) fn gauges(&self) -> Vec<crate::PoolGauges> {
+        let running = self
+            .inner
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .map(|r| r.pool.to_ascii_lowercase())
+            .collect::<Vec<_>>();
+        self.lock()
+            .pools
+            .iter()
+            .map(|p| crate::PoolGauges {
+                pool: p.cfg.name.clone(),
+                queue: Some(0),
+                rejected: Some(0),
+                active_requests: Some(
+                    running
+                        .iter()
+                        .filter(|r| **r == p.cfg.name.to_ascii_lowercase())
+                        .count() as u64,
+                ),
+                cpu_percent: None,
+                private_bytes: None,
+            })
+            .collect()
+    }
+
     pub(crate) fn diagnostics(&self, pool: &str, min_elapsed_ms: u64) -> crate::PoolDiagnostics {
         let now = Instant::now();
         let mut requests: Vec<(u64, crate::RunningRequest)> = self

@@ -243,7 +243,7 @@ pub async fn run(
             Arc::new(SystemRunner),
         ))
     });
-    let traffic = crate::traffic::watch::TrafficWatch::for_backend(&*iis);
+    let traffic = crate::traffic::watch::TrafficWatch::for_backend(iis.clone());
     let mut service =
         crate::service::AgentService::new(started.node.clone(), iis.clone(), settings.ops.clone())
             .with_deployments(deployments)

@@ -39,6 +39,75 @@ fn diagnostic_counters(pool: &str) -> Vec<String> {
     ]
 }
 
+/// Every pool's gauges in one typeperf sample: the counters of all
+/// queues and workers (instances `*`, matched to pools by name and PID).
+const GAUGE_COUNTERS: [&str; 8] = [
+    r"\HTTP Service Request Queues(*)\CurrentQueueSize",
+    r"\HTTP Service Request Queues(*)\RejectedRequests",
+    r"\W3SVC_W3WP(*)\Active Requests",
+    r"\Process(*)\ID Process",
+    r"\Process(*)\% Processor Time",
+    r"\Process(*)\Private Bytes",
+    "-sc",
+    "1",
+];
+
+/// Each pool's gauges from one sample of [`GAUGE_COUNTERS`]: the pools
+/// are the request queues' instances (`_Total` and the `---` names
+/// windows_exporter also skips left out) and the workers' pools.
+pub fn gauges(counters: &[crate::traffic::counters::Counter]) -> Vec<crate::iis::PoolGauges> {
+    use crate::traffic::counters::w3wp_instance;
+    let mut pools: Vec<String> = Vec::new();
+    let mut add = |p: &str| {
+        if !p.is_empty()
+            && p != "_Total"
+            && !p.starts_with("---")
+            && !pools.iter().any(|q| q.eq_ignore_ascii_case(p))
+        {
+            pools.push(p.to_string());
+        }
+    };
+    for c in counters {
+        match c.object.as_str() {
+            "HTTP Service Request Queues" => add(&c.instance),
+            "W3SVC_W3WP" => {
+                if let Some((_, pool)) = w3wp_instance(&c.instance) {
+                    add(&pool);
+                }
+            }
+            _ => {}
+        }
+    }
+    pools
+        .into_iter()
+        .map(|pool| {
+            let mut d = PoolDiagnostics {
+                pool,
+                ..PoolDiagnostics::default()
+            };
+            pool_counters(&mut d, counters);
+            let sum_f =
+                |f: fn(&WorkerFigures) -> Option<f64>| d.workers.iter().map(f).sum::<Option<f64>>();
+            crate::iis::PoolGauges {
+                queue: d.queue,
+                rejected: d.rejected,
+                active_requests: d
+                    .workers
+                    .iter()
+                    .map(|w| w.active_requests)
+                    .sum::<Option<u64>>(),
+                cpu_percent: sum_f(|w| w.cpu_percent),
+                private_bytes: d
+                    .workers
+                    .iter()
+                    .map(|w| w.private_bytes)
+                    .sum::<Option<u64>>(),
+                pool: d.pool,
+            }
+        })
+        .collect()
+}
+
 /// A pool's figures from one typeperf sample.
 fn pool_counters(d: &mut PoolDiagnostics, counters: &[crate::traffic::counters::Counter]) {
     use crate::traffic::counters::{pool_state, w3wp_instance};
@@ -440,6 +509,20 @@ impl Iis for CommandBackend {
         }
     }
 
+    async fn pool_gauges(&self) -> Result<Vec<crate::iis::PoolGauges>, IisError> {
+        let out = self
+            .run(&self.tools.typeperf, &GAUGE_COUNTERS, self.timeouts.command)
+            .await?;
+        if out.code != Some(0) {
+            return Err(IisError::Command {
+                command: "typeperf".into(),
+                code: out.code.unwrap_or(-1),
+                message: out.stdout.trim().to_string(),
+            });
+        }
+        Ok(gauges(&crate::traffic::counters::parse(&out.stdout)))
+    }
+
     async fn diagnose(&self, pool: &str, min_elapsed_ms: u64) -> Result<PoolDiagnostics, IisError> {
         Self::check(pool)?;
         let mut d = PoolDiagnostics {
@@ -620,5 +703,45 @@ impl Iis for CommandBackend {
             })?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A sample in the documented CSV shape: `_Total` and a `---` queue
+    /// are no pools; a pool with two workers sums them; a worker whose
+    /// process counters could not be read leaves CPU unknown, not 0.
+    #[test]
+    fn gauges_per_pool_from_one_sample() {
+        let text = concat!(
+            "\r\n\"(PDH-CSV 4.0)\",",
+            "\"\\\\WEB01\\HTTP Service Request Queues(_Total)\\CurrentQueueSize\",",
+            "\"\\\\WEB01\\HTTP Service Request Queues(---Logs)\\CurrentQueueSize\",",
+            "\"\\\\WEB01\\HTTP Service Request Queues(Shop)\\CurrentQueueSize\",",
+            "\"\\\\WEB01\\W3SVC_W3WP(10_Shop)\\Active Requests\",",
+            "\"\\\\WEB01\\W3SVC_W3WP(11_Shop)\\Active Requests\",",
+            "\"\\\\WEB01\\W3SVC_W3WP(12_Api)\\Active Requests\",",
+            "\"\\\\WEB01\\Process(w3wp)\\ID Process\",",
+            "\"\\\\WEB01\\Process(w3wp#1)\\ID Process\",",
+            "\"\\\\WEB01\\Process(w3wp)\\% Processor Time\",",
+            "\"\\\\WEB01\\Process(w3wp#1)\\% Processor Time\"\r\n",
+            "\"11/21/2026 10:00:00.123\",\"9.000000\",\"1.000000\",\"4.000000\",",
+            "\"2.000000\",\"5.000000\",\"1.000000\",\"10.000000\",\"11.000000\",",
+            "\"30.000000\",\"45.500000\"\r\n"
+        );
+        let g = gauges(&crate::traffic::counters::parse(text));
+        let names: Vec<&str> = g.iter().map(|p| p.pool.as_str()).collect();
+        assert_eq!(names, ["Shop", "Api"]);
+        assert_eq!(g[0].queue, Some(4));
+        assert_eq!(g[0].active_requests, Some(7));
+        assert_eq!(g[0].cpu_percent, Some(75.5));
+        assert_eq!(g[0].private_bytes, None);
+        // Api: a worker but no queue counter, no process figures.
+        assert_eq!(
+            (g[1].queue, g[1].active_requests, g[1].cpu_percent),
+            (None, Some(1), None)
+        );
     }
 }

@@ -1,10 +1,10 @@
 //! The node's traffic, kept current: every second each site's W3C log and
 //! the HTTP.sys error log are tailed into that site's rolling window.
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use farm_iis::{Iis, TrafficLogs};
+use farm_iis::{Iis, PoolGauges, TrafficLogs};
 
 use super::httperr::HttpErrReader;
 use super::tail::Tail;
@@ -15,6 +15,23 @@ use super::window::{Checks, Figures, Window};
 pub const SPAN_S: u64 = 300;
 /// How often the logs are read.
 const EVERY: Duration = Duration::from_secs(1);
+/// How often the pools' gauges (queue, CPU, memory) are read: a typeperf
+/// sample takes a second of its own.
+pub const GAUGE_EVERY: Duration = Duration::from_secs(10);
+
+/// A pool's gauges as a window gives them: the newest reading, and the
+/// longest queue over the window.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct GaugeFigures {
+    pub queue: Option<u64>,
+    pub queue_max: Option<u64>,
+    pub rejected: Option<u64>,
+    pub active_requests: Option<u64>,
+    pub cpu_percent: Option<f64>,
+    pub private_bytes: Option<u64>,
+    /// Seconds since that reading.
+    pub age_s: u64,
+}
 
 /// One site as the watch knows it.
 #[derive(Debug, Clone)]
@@ -25,6 +42,8 @@ pub struct SiteFigures {
     /// Fields the site's log lacks for a judgement (`time-taken`, ...).
     pub missing: Vec<&'static str>,
     pub malformed: u64,
+    /// Its pool's gauges, when the backend reads them.
+    pub gauges: Option<GaugeFigures>,
 }
 
 struct Site {
@@ -41,6 +60,8 @@ struct State {
     checks: Checks,
     /// When the watch started (Unix s): a window cannot cover more.
     since: i64,
+    /// The pools' gauges over the span, newest last (Unix s, readings).
+    gauges: VecDeque<(i64, Vec<PoolGauges>)>,
 }
 
 /// The node's traffic windows, updated by a task of their own.
@@ -79,6 +100,7 @@ impl TrafficWatch {
                 user_agents: vec![farm_proto::http::PROBE_AGENT.into()],
             },
             since: jiff::Timestamp::now().as_second(),
+            gauges: VecDeque::new(),
         }));
         let weak = Arc::downgrade(&state);
         tokio::spawn(async move {
@@ -98,9 +120,46 @@ impl TrafficWatch {
         TrafficWatch { state }
     }
 
-    /// For the backend's logs, where it can say where they are.
-    pub fn for_backend(iis: &dyn Iis) -> Option<TrafficWatch> {
-        iis.traffic_logs().map(TrafficWatch::start)
+    /// For the backend's logs, where it can say where they are, with its
+    /// pools' gauges read every [`GAUGE_EVERY`].
+    pub fn for_backend(iis: std::sync::Arc<dyn Iis>) -> Option<TrafficWatch> {
+        let watch = iis.traffic_logs().map(TrafficWatch::start)?;
+        watch.sample_gauges(iis, GAUGE_EVERY);
+        Some(watch)
+    }
+
+    /// Reads `iis`'s pool gauges now and every `every`, keeping the span's.
+    pub fn sample_gauges(&self, iis: std::sync::Arc<dyn Iis>, every: Duration) {
+        let weak = Arc::downgrade(&self.state);
+        tokio::spawn(async move {
+            let mut said = false;
+            loop {
+                let reading = iis.pool_gauges().await;
+                let Some(state) = weak.upgrade() else { return };
+                match reading {
+                    Ok(g) if !g.is_empty() => {
+                        let now = jiff::Timestamp::now().as_second();
+                        let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
+                        st.gauges.push_back((now, g));
+                        while st
+                            .gauges
+                            .front()
+                            .is_some_and(|(t, _)| now - t > SPAN_S as i64)
+                        {
+                            st.gauges.pop_front();
+                        }
+                    }
+                    Ok(_) => {} // none (yet)
+                    Err(e) if !said => {
+                        said = true;
+                        tracing::warn!("the pools' performance counters could not be read: {e}");
+                    }
+                    Err(_) => {}
+                }
+                drop(state);
+                tokio::time::sleep(every).await;
+            }
+        });
     }
 
     /// Every site's figures over the last `last_s` seconds (read up to now
@@ -112,6 +171,7 @@ impl TrafficWatch {
         let last = last_s.clamp(1, SPAN_S);
         // What the window covers: no more than the watch has been there.
         let watched = (now - st.since + 1).max(1) as u64;
+        let gauges = |pool: &str| gauge_figures(&st.gauges, pool, now, last);
         st.sites
             .iter()
             .map(|(name, s)| {
@@ -123,10 +183,48 @@ impl TrafficWatch {
                     figures,
                     missing: s.reader.stats.missing.clone(),
                     malformed: s.reader.stats.malformed,
+                    gauges: gauges(&s.pool),
                 }
             })
             .collect()
     }
+}
+
+/// `pool`'s newest reading (if it is recent: within three sampling
+/// periods) and the longest queue over the last `last` seconds.
+fn gauge_figures(
+    readings: &VecDeque<(i64, Vec<PoolGauges>)>,
+    pool: &str,
+    now: i64,
+    last: u64,
+) -> Option<GaugeFigures> {
+    let of = |g: &Vec<PoolGauges>| {
+        g.iter()
+            .find(|p| p.pool.eq_ignore_ascii_case(pool))
+            .cloned()
+    };
+    let (at, newest) = readings
+        .iter()
+        .rev()
+        .find_map(|(t, g)| of(g).map(|p| (*t, p)))?;
+    let age = (now - at).max(0) as u64;
+    if age > 3 * GAUGE_EVERY.as_secs() {
+        return None;
+    }
+    let queue_max = readings
+        .iter()
+        .filter(|(t, _)| now - t <= last as i64)
+        .filter_map(|(_, g)| of(g).and_then(|p| p.queue))
+        .max();
+    Some(GaugeFigures {
+        queue: newest.queue,
+        queue_max: queue_max.or(newest.queue),
+        rejected: newest.rejected,
+        active_requests: newest.active_requests,
+        cpu_percent: newest.cpu_percent,
+        private_bytes: newest.private_bytes,
+        age_s: age,
+    })
 }
 
 fn read_once(st: &mut State) {

@@ -561,3 +561,29 @@ async fn a_pool_stopped_by_rapid_fail_protection_is_named_in_status() {
         fake.log()
     );
 }
+
+#[tokio::test]
+async fn every_pools_gauges_come_from_one_typeperf_sample() {
+    let fake = Arc::new(FakeIis::new(&["Shop", "Api"], FakeFaults::default()));
+    let gauges = backend(&fake).pool_gauges().await.unwrap();
+    let names: Vec<&str> = gauges.iter().map(|g| g.pool.as_str()).collect();
+    assert_eq!(names, ["Shop", "Api"]);
+    for g in &gauges {
+        // Each pool's one worker, found among the processes by its PID;
+        // the unrelated process (svchost) counted for none.
+        assert_eq!((g.queue, g.rejected), (Some(7), Some(2)), "{g:?}");
+        assert_eq!(g.active_requests, Some(3), "{g:?}");
+        assert_eq!(g.cpu_percent, Some(12.5), "{g:?}");
+        assert_eq!(g.private_bytes, Some(157_286_400), "{g:?}");
+    }
+    // One call, argv only, every instance asked for.
+    let log = fake.log();
+    assert_eq!(log.len(), 1, "{log:?}");
+    assert!(
+        log[0].starts_with(
+            r"typeperf \HTTP Service Request Queues(*)\CurrentQueueSize \HTTP Service Request Queues(*)\RejectedRequests"
+        ),
+        "{log:?}"
+    );
+    assert!(log[0].ends_with("-sc 1"), "{log:?}");
+}
