@@ -23,7 +23,8 @@ const ERROR_MARGIN: f64 = 0.02;
 const LATENCY_FACTOR: f64 = 2.0;
 const LATENCY_MARGIN_MS: f64 = 200.0;
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct Latency {
     pub p50: Option<f64>,
     pub p95: Option<f64>,
@@ -31,7 +32,8 @@ pub struct Latency {
 }
 
 /// One pool's (site's) share of a node's traffic.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct PoolTraffic {
     pub pool: String,
     pub site: String,
@@ -48,7 +50,8 @@ pub struct PoolTraffic {
 }
 
 /// A node's traffic in `status --output json` (`nodes[].traffic`).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct NodeTraffic {
     /// Seconds the figures cover.
     pub window_s: u64,
@@ -91,6 +94,21 @@ fn worst(values: impl Iterator<Item = Option<f64>>) -> Option<f64> {
 }
 
 impl NodeTraffic {
+    /// One line for people: `240 requests in 60s, 5xx 5.0%, p95 850 ms`.
+    pub fn line(&self) -> String {
+        let mut s = format!("{} request(s) in {}s", self.requests, self.window_s);
+        if let Some(r) = self.error_rate {
+            s.push_str(&format!(", 5xx {:.1}%", r * 100.0));
+        }
+        if let Some(p) = self.latency_ms.p95 {
+            s.push_str(&format!(", p95 {p:.0} ms"));
+        }
+        if let Some(q) = self.queue {
+            s.push_str(&format!(", queue {q}"));
+        }
+        s
+    }
+
     pub fn from_view(v: &TrafficView) -> Option<NodeTraffic> {
         if v.unavailable.is_some() {
             return None;

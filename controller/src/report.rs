@@ -122,6 +122,12 @@ pub struct NodeReport {
     /// it was recycled.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub diagnostics: Vec<crate::agent::Diagnostics>,
+    /// `recycle --outliers`: the node's traffic over the window before the
+    /// recycle, and since it returned (at the end of the run).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub traffic_before: Option<crate::health::NodeTraffic>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub traffic_after: Option<crate::health::NodeTraffic>,
 }
 
 impl NodeReport {
@@ -140,6 +146,8 @@ impl NodeReport {
             hooks: Vec::new(),
             lb_redrains: 0,
             diagnostics: Vec::new(),
+            traffic_before: None,
+            traffic_after: None,
         }
     }
 }

@@ -89,6 +89,8 @@ pub enum Record {
     RolledBack(RolledBackRecord),
     /// What a node's pools were doing before they were recycled.
     Diagnostics(DiagnosticsRecord),
+    /// A diagnosed node's traffic after its recycle.
+    TrafficAfter(TrafficAfterRecord),
     /// A controller took the run up again (`farmctl resume`).
     Resumed(ResumedRecord),
 }
@@ -106,6 +108,17 @@ pub struct DiagnosticsRecord {
     pub t: String,
     pub node: String,
     pub pools: Vec<crate::agent::Diagnostics>,
+    /// The node's traffic over the window before the recycle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traffic: Option<crate::health::NodeTraffic>,
+}
+
+/// A diagnosed node's traffic since it returned, at the end of the run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrafficAfterRecord {
+    pub t: String,
+    pub node: String,
+    pub traffic: crate::health::NodeTraffic,
 }
 
 /// The verdict of a canary analysis.

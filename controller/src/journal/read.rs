@@ -53,6 +53,9 @@ pub struct LoadedRun {
     pub rolled_back: Option<bool>,
     /// Each node's captured diagnostics (`recycle --outliers`).
     pub diagnostics: BTreeMap<String, Vec<crate::agent::Diagnostics>>,
+    /// A diagnosed node's traffic before its recycle and after it.
+    pub traffic_before: BTreeMap<String, crate::health::NodeTraffic>,
+    pub traffic_after: BTreeMap<String, crate::health::NodeTraffic>,
     /// Each resume: when, by whom, and the time of the last record before
     /// it (when the controller before it went silent or ended).
     pub resumes: Vec<(super::ResumedRecord, Option<String>)>,
@@ -129,6 +132,8 @@ pub fn parse(
     let mut verdict = None;
     let mut rolled_back = None;
     let mut diagnostics = BTreeMap::new();
+    let mut traffic_before = BTreeMap::new();
+    let mut traffic_after = BTreeMap::new();
     let mut resumes = Vec::new();
     let mut last_t: Option<String> = None;
     for (n, line) in lines.enumerate() {
@@ -188,7 +193,13 @@ pub fn parse(
                 end = None;
             }
             Record::Diagnostics(d) => {
+                if let Some(t) = d.traffic {
+                    traffic_before.insert(d.node.clone(), t);
+                }
                 diagnostics.insert(d.node, d.pools);
+            }
+            Record::TrafficAfter(a) => {
+                traffic_after.insert(a.node, a.traffic);
             }
             Record::Resumed(r) => {
                 resumes.push((r, last_t.clone()));
@@ -212,6 +223,8 @@ pub fn parse(
         verdict,
         rolled_back,
         diagnostics,
+        traffic_before,
+        traffic_after,
         resumes,
     })
 }
@@ -226,6 +239,7 @@ fn record_time(rec: &Record) -> Option<String> {
         Record::Verdict(v) => v.t.clone(),
         Record::RolledBack(r) => r.t.clone(),
         Record::Diagnostics(d) => d.t.clone(),
+        Record::TrafficAfter(a) => a.t.clone(),
         Record::Resumed(r) => r.t.clone(),
     })
 }

@@ -98,6 +98,8 @@ struct Progress {
     /// Nodes back on the new release, judged once their stabilization
     /// period (`analysis.stabilize`) is over; each holds its slot.
     stabilizing: Vec<canary::Stabilizing>,
+    /// Diagnosed nodes (`recycle --outliers`): when each was back.
+    returned: HashMap<usize, Instant>,
 }
 
 impl<'a> Run<'a> {
@@ -237,6 +239,7 @@ impl<'a> Run<'a> {
             to_stage: VecDeque::new(),
             staged: HashMap::new(),
             stabilizing: Vec::new(),
+            returned: HashMap::new(),
         };
         let mut at_work: FuturesUnordered<NodeFuture<'_>> = FuturesUnordered::new();
         // Resuming: finished nodes stay as they were; nodes caught mid-way
@@ -480,6 +483,9 @@ impl<'a> Run<'a> {
             }
             NodeOutcome::Skipped => {}
         }
+        if report.outcome == NodeOutcome::Succeeded && !report.diagnostics.is_empty() {
+            p.returned.insert(i, Instant::now());
+        }
         self.reporter.node_finished(&report);
         p.reports.insert(i, report);
         let between_batches = self.settings.strategy == Strategy::Window || idle;
@@ -494,12 +500,45 @@ impl<'a> Run<'a> {
         }
     }
 
+    /// Each diagnosed node's traffic since it returned: whether the
+    /// recycle helped, as far as the time since can tell (`farmctl
+    /// status` gives the full window later). Journaled.
+    async fn traffic_after(&self, p: &mut Progress) {
+        let asks = p.returned.iter().map(|(&i, &back)| async move {
+            let since = back.elapsed().as_secs().clamp(1, 300) as u32;
+            let seen = self.farm.agent(i).traffic(since).await.ok();
+            (
+                i,
+                seen.and_then(|v| crate::health::NodeTraffic::from_view(&v)),
+            )
+        });
+        for (i, traffic) in futures::future::join_all(asks).await {
+            let Some(t) = traffic else { continue };
+            self.reporter
+                .detail(self.name(i), &format!("traffic after: {}", t.line()));
+            if let Some(j) = self.journal {
+                let record = Record::TrafficAfter(crate::journal::TrafficAfterRecord {
+                    t: crate::clock::now(),
+                    node: self.name(i).to_string(),
+                    traffic: t.clone(),
+                });
+                if let Err(e) = j.append(&record).await {
+                    tracing::warn!("could not journal the traffic of {}: {e}", self.name(i));
+                }
+            }
+            if let Some(r) = p.reports.get_mut(&i) {
+                r.traffic_after = Some(t);
+            }
+        }
+    }
+
     async fn report(
         &self,
         mut p: Progress,
         started: std::time::Instant,
         started_at: String,
     ) -> RunReport {
+        self.traffic_after(&mut p).await;
         let nodes: Vec<NodeReport> = self
             .nodes
             .iter()

@@ -87,7 +87,7 @@ impl NodeRun<'_> {
         let mut report = NodeReport::new(self.name());
         let (mut node, mut step) = self.start(agent).await;
         if self.settings.diagnose && self.resume.is_none() {
-            report.diagnostics = self.diagnose(agent).await;
+            (report.diagnostics, report.traffic_before) = self.diagnose(agent).await;
         }
         if node.state != State::Pending {
             report.in_rotation = false;
@@ -265,7 +265,13 @@ impl NodeRun<'_> {
     /// What each pool to recycle is doing before the node is touched,
     /// said, journaled and kept for the report. Capturing never stops
     /// the recycle: what cannot be read is a note.
-    async fn diagnose(&self, agent: &dyn AgentApi) -> Vec<crate::agent::Diagnostics> {
+    async fn diagnose(
+        &self,
+        agent: &dyn AgentApi,
+    ) -> (
+        Vec<crate::agent::Diagnostics>,
+        Option<crate::health::NodeTraffic>,
+    ) {
         let pools: Vec<String> = if self.settings.pools.is_empty() {
             agent
                 .status()
@@ -288,17 +294,28 @@ impl NodeRun<'_> {
             self.reporter.detail(self.name(), &d.line());
             out.push(d);
         }
+        // What its users got before: the window status judged it on.
+        let traffic = agent
+            .traffic(crate::commands::status::TRAFFIC_WINDOW_S)
+            .await
+            .ok()
+            .and_then(|v| crate::health::NodeTraffic::from_view(&v));
+        if let Some(t) = &traffic {
+            self.reporter
+                .detail(self.name(), &format!("traffic before: {}", t.line()));
+        }
         if let Some(j) = self.journal {
             let record = crate::journal::Record::Diagnostics(crate::journal::DiagnosticsRecord {
                 t: crate::clock::now(),
                 node: self.name().to_string(),
                 pools: out.clone(),
+                traffic: traffic.clone(),
             });
             if let Err(e) = j.append(&record).await {
                 tracing::warn!("could not journal the diagnostics of {}: {e}", self.name());
             }
         }
-        out
+        (out, traffic)
     }
 
     /// Journals a node's new phase; entering `operating`, with the worker

@@ -206,6 +206,14 @@ svg text{{font-size:12px}}#errors li{{margin:4px 0}}\
     if !t.diagnostics.is_empty() {
         h.push_str("<h2>Diagnostics before the recycle</h2>\n<div id=\"diagnostics\">");
         for (node, pools) in &t.diagnostics {
+            if let Some(line) = t.traffic_change(node) {
+                let _ = write!(
+                    h,
+                    "<p class=\"traffic\"><b>{}</b> traffic {}</p>",
+                    esc(node),
+                    esc(&line)
+                );
+            }
             for d in pools {
                 let _ = write!(
                     h,

@@ -84,6 +84,9 @@ pub struct Timeline {
     pub analysis: Option<AnalysisLine>,
     /// What each node's pools were doing before they were recycled.
     pub diagnostics: std::collections::BTreeMap<String, Vec<crate::agent::Diagnostics>>,
+    /// A diagnosed node's traffic before its recycle and after it.
+    pub traffic_before: std::collections::BTreeMap<String, crate::health::NodeTraffic>,
+    pub traffic_after: std::collections::BTreeMap<String, crate::health::NodeTraffic>,
     /// Each time a controller took the run up again.
     pub resumes: Vec<ResumeMark>,
 }
@@ -233,6 +236,8 @@ impl Timeline {
             nodes,
             capacity,
             diagnostics: run.diagnostics.clone(),
+            traffic_before: run.traffic_before.clone(),
+            traffic_after: run.traffic_after.clone(),
             resumes: run
                 .resumes
                 .iter()
@@ -253,6 +258,24 @@ impl Timeline {
                     rolled_back: run.rolled_back,
                 }),
         }
+    }
+
+    /// A diagnosed node's traffic before its recycle and after it, in
+    /// words (`None` when neither is known).
+    pub fn traffic_change(&self, node: &str) -> Option<String> {
+        let before = self.traffic_before.get(node);
+        let after = self.traffic_after.get(node);
+        if before.is_none() && after.is_none() {
+            return None;
+        }
+        let said = |t: Option<&crate::health::NodeTraffic>| {
+            t.map_or("not known".to_string(), crate::health::NodeTraffic::line)
+        };
+        Some(format!(
+            "before the recycle: {}; after it: {}",
+            said(before),
+            said(after)
+        ))
     }
 
     /// Each node's phases with their times, and what went wrong.
@@ -316,6 +339,9 @@ impl Timeline {
             }
         }
         for (node, pools) in &self.diagnostics {
+            if let Some(line) = self.traffic_change(node) {
+                s.push_str(&format!("{node}: traffic {line}\n"));
+            }
             for d in pools {
                 s.push_str(&format!("{node}: {}\n", d.line()));
                 for r in &d.requests {

@@ -123,11 +123,21 @@ async fn status_flags_the_node_and_pool_whose_users_get_errors_and_latency() {
     assert_eq!(d["state"], "Running");
     assert!(d["workers"][0]["pid"].as_u64().unwrap() > 0, "{d:#}");
     assert_eq!(d["rapid_fail"], false);
+    // Its users' figures before the recycle (the sick window), and since
+    // it returned (the load goes on).
+    let before = &run["nodes"][0]["traffic_before"];
+    assert!(before["error_rate"].as_f64().unwrap() > 0.02, "{before:#}");
+    let after = &run["nodes"][0]["traffic_after"];
+    assert!(after["window_s"].as_u64().unwrap() >= 1, "{after:#}");
     assert!(slow.await.unwrap().is_ok());
     let shown = farmctl(&["runs", "show", run["run_id"].as_str().unwrap()]).await;
     let text = String::from_utf8_lossy(&shown.stdout);
     assert!(text.contains("web02: diagnostics of ShopPool: "), "{text}");
     assert!(text.contains("GET /slow?ms=10000"), "{text}");
+    assert!(
+        text.contains("web02: traffic before the recycle: ") && text.contains("; after it: "),
+        "{text}"
+    );
     assert!(stderr(&out).contains("pools: ShopPool"), "{}", stderr(&out));
     let per_node: Vec<usize> = ["web01", "web02", "web03", "web04"]
         .iter()
