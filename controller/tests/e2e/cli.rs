@@ -299,3 +299,32 @@ async fn a_closed_stdout_is_not_a_panic() {
         );
     }
 }
+
+/// The README's example inventory is one `validate` accepts (with the
+/// certificate files it names in place).
+#[tokio::test]
+async fn the_readmes_example_inventory_is_valid() {
+    let readme = include_str!("../../../README.md");
+    let section = readme
+        .split("### An example inventory")
+        .nth(1)
+        .expect("the README has an example inventory");
+    let yaml = section
+        .split("```yaml\n")
+        .nth(1)
+        .and_then(|s| s.split("```").next())
+        .expect("a yaml block");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("certs")).unwrap();
+    for f in ["ca.pem", "controller-ops.pem", "controller-ops-key.pem"] {
+        std::fs::write(dir.path().join("certs").join(f), "placeholder\n").unwrap();
+    }
+    let path = dir.path().join("farm.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let out = farmctl(&["validate", "-i", path.to_str().unwrap(), "-o", "json"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}\n{yaml}", stderr(&out));
+    let v = json(&out);
+    assert_eq!(v["valid"], true, "{v:#}");
+    assert_eq!(v["nodes_count"], 3, "{v:#}");
+    assert_eq!(v["load_balancer"], "haproxy", "{v:#}");
+}
