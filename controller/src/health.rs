@@ -332,6 +332,14 @@ pub async fn survey(
     last_s: u32,
 ) -> (Vec<Option<NodeTraffic>>, Vec<Verdict>) {
     let views = futures::future::join_all(farm.agents.iter().map(|a| a.traffic(last_s))).await;
+    judged(&views)
+}
+
+/// Each node's traffic from its agent's answer, and the outlier rule's
+/// verdicts on them.
+pub fn judged(
+    views: &[Result<TrafficView, crate::agent::AgentError>],
+) -> (Vec<Option<NodeTraffic>>, Vec<Verdict>) {
     let traffic: Vec<Option<NodeTraffic>> = views
         .iter()
         .map(|t| t.as_ref().ok().and_then(NodeTraffic::from_view))

@@ -94,18 +94,59 @@ pub async fn members(farm: &Farm) -> Result<Vec<Member>, LbError> {
 
 /// Every node of the farm, observed concurrently.
 pub async fn observe(farm: &Farm, members: &[Member]) -> Vec<Observation> {
+    observe_asking(farm, members, None).await.0
+}
+
+/// [`observe`], and every node's traffic over the last `last_s` seconds
+/// asked in the same call to its agent (`farmctl status`).
+pub async fn observe_with_traffic(
+    farm: &Farm,
+    members: &[Member],
+    last_s: u32,
+) -> (
+    Vec<Observation>,
+    Vec<Result<crate::agent::TrafficView, AgentError>>,
+) {
+    let (observed, traffic) = observe_asking(farm, members, Some(last_s)).await;
+    (observed, traffic.into_iter().flatten().collect())
+}
+
+async fn observe_asking(
+    farm: &Farm,
+    members: &[Member],
+    traffic_s: Option<u32>,
+) -> (
+    Vec<Observation>,
+    Vec<Option<Result<crate::agent::TrafficView, AgentError>>>,
+) {
+    let by_name: std::collections::HashMap<&str, &Member> =
+        members.iter().map(|m| (m.node.as_str(), m)).collect();
     join_all(farm.inventory.nodes.iter().enumerate().map(|(i, node)| {
         let agent = farm.agent(i);
-        let member = members.iter().find(|m| m.node == node.name).cloned();
+        let member = by_name.get(node.name.as_str()).map(|m| (*m).clone());
         async move {
-            let (view, health) = tokio::join!(agent.status(), farm.probe_once(i));
-            Observation {
-                node: i,
-                view,
-                member,
-                health,
-            }
+            let asked = async {
+                match traffic_s {
+                    Some(s) => {
+                        let (view, traffic) = agent.status_and_traffic(s).await;
+                        (view, Some(traffic))
+                    }
+                    None => (agent.status().await, None),
+                }
+            };
+            let ((view, traffic), health) = tokio::join!(asked, farm.probe_once(i));
+            (
+                Observation {
+                    node: i,
+                    view,
+                    member,
+                    health,
+                },
+                traffic,
+            )
         }
     }))
     .await
+    .into_iter()
+    .unzip()
 }

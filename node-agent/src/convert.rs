@@ -69,6 +69,7 @@ pub fn status(
         lease: None,
         notice: String::new(),
         operation: None,
+        traffic: None,
     }
 }
 

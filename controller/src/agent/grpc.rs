@@ -365,6 +365,7 @@ impl AgentApi for GrpcAgent {
     async fn finished_operation(&self, op_id: &str) -> Result<Option<OperationReport>, AgentError> {
         let msg = pb::StatusRequest {
             operation_id: op_id.into(),
+            ..Default::default()
         };
         let status = self
             .unary(msg, |mut c, r| async move { c.status(r).await })
@@ -603,45 +604,31 @@ impl AgentApi for GrpcAgent {
                 c.traffic(r).await
             })
             .await?;
-        Ok(TrafficView {
-            unavailable: (!reply.unavailable.is_empty()).then_some(reply.unavailable),
-            sites: reply
-                .sites
-                .into_iter()
-                .map(|s| {
-                    let mut classes = [0; 5];
-                    for (c, n) in classes.iter_mut().zip(&s.classes) {
-                        *c = *n;
-                    }
-                    SiteTrafficView {
-                        site: s.site,
-                        pool: s.pool,
-                        covered_s: u64::from(s.covered_s),
-                        requests: s.requests,
-                        checks: s.checks,
-                        classes,
-                        errors: s.errors.into_iter().collect(),
-                        httperr: s.httperr.into_iter().collect(),
-                        p50_ms: s.p50_ms,
-                        p95_ms: s.p95_ms,
-                        p99_ms: s.p99_ms,
-                        missing: s.missing_fields,
-                        latency: farm_proto::latency::Histogram(
-                            s.latency_bins.into_iter().collect(),
-                        ),
-                        gauges: s.gauges_age_s.map(|age_s| crate::agent::PoolGauges {
-                            queue: s.queue,
-                            queue_max: s.queue_max,
-                            rejected: s.rejected,
-                            active_requests: s.active_requests,
-                            cpu_percent: s.cpu_percent,
-                            private_bytes: s.private_bytes,
-                            age_s,
-                        }),
-                    }
-                })
-                .collect(),
-        })
+        Ok(traffic_view(reply))
+    }
+
+    async fn status_and_traffic(
+        &self,
+        last_s: u32,
+    ) -> (
+        Result<NodeView, AgentError>,
+        Result<TrafficView, AgentError>,
+    ) {
+        let msg = pb::StatusRequest {
+            traffic_last_s: last_s,
+            ..Default::default()
+        };
+        match self
+            .unary(msg, |mut c, r| async move { c.status(r).await })
+            .await
+        {
+            Err(e) => (Err(e.clone()), Err(e)),
+            Ok(mut status) => match status.traffic.take() {
+                Some(t) => (Ok(status.into()), Ok(traffic_view(t))),
+                // An agent older than the field: the Traffic call.
+                None => (Ok(status.into()), self.traffic(last_s).await),
+            },
+        }
     }
 
     async fn lb_member(&self, call: &LbMemberCall) -> Result<LbMemberView, AgentError> {
@@ -739,5 +726,46 @@ impl AgentApi for GrpcAgent {
             Ok(r) => r,
             Err(_) => Err(AgentError::Timeout(timeout)),
         }
+    }
+}
+
+/// A Traffic answer as the controller reads it.
+fn traffic_view(reply: pb::TrafficReply) -> TrafficView {
+    TrafficView {
+        unavailable: (!reply.unavailable.is_empty()).then_some(reply.unavailable),
+        sites: reply
+            .sites
+            .into_iter()
+            .map(|s| {
+                let mut classes = [0; 5];
+                for (c, n) in classes.iter_mut().zip(&s.classes) {
+                    *c = *n;
+                }
+                SiteTrafficView {
+                    site: s.site,
+                    pool: s.pool,
+                    covered_s: u64::from(s.covered_s),
+                    requests: s.requests,
+                    checks: s.checks,
+                    classes,
+                    errors: s.errors.into_iter().collect(),
+                    httperr: s.httperr.into_iter().collect(),
+                    p50_ms: s.p50_ms,
+                    p95_ms: s.p95_ms,
+                    p99_ms: s.p99_ms,
+                    missing: s.missing_fields,
+                    latency: farm_proto::latency::Histogram(s.latency_bins.into_iter().collect()),
+                    gauges: s.gauges_age_s.map(|age_s| crate::agent::PoolGauges {
+                        queue: s.queue,
+                        queue_max: s.queue_max,
+                        rejected: s.rejected,
+                        active_requests: s.active_requests,
+                        cpu_percent: s.cpu_percent,
+                        private_bytes: s.private_bytes,
+                        age_s,
+                    }),
+                }
+            })
+            .collect(),
     }
 }

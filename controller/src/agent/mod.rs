@@ -325,6 +325,18 @@ pub trait AgentApi: Send + Sync {
         })
     }
 
+    /// The node's status and its traffic over `last_s` seconds — in one
+    /// call where the agent can (`farmctl status` of a large farm).
+    async fn status_and_traffic(
+        &self,
+        last_s: u32,
+    ) -> (
+        Result<NodeView, AgentError>,
+        Result<TrafficView, AgentError>,
+    ) {
+        tokio::join!(self.status(), self.traffic(last_s))
+    }
+
     async fn traffic(&self, _last_s: u32) -> Result<TrafficView, AgentError> {
         Ok(TrafficView {
             sites: Vec::new(),

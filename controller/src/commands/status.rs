@@ -204,11 +204,12 @@ pub async fn snapshot(farm: &crate::farm::Farm, settings: &Settings) -> Snapshot
         Ok(m) => (m, None),
         Err(e) => (Vec::new(), Some(e.to_string())),
     };
-    let (observed, (traffic, verdicts), lb_traffic) = tokio::join!(
-        observe::observe(farm, &members),
-        crate::health::survey(farm, TRAFFIC_WINDOW_S),
+    // Each agent answers its status and its traffic in one call.
+    let ((observed, views), lb_traffic) = tokio::join!(
+        observe::observe_with_traffic(farm, &members, TRAFFIC_WINDOW_S),
         farm.lb.traffic(&farm.inventory.nodes)
     );
+    let (traffic, verdicts) = crate::health::judged(&views);
     let lb_traffic = lb_traffic.ok().flatten().unwrap_or_default();
     let drains = farm.lb.drains();
     let mut nodes: Vec<NodeStatus> = observed

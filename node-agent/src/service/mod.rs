@@ -53,6 +53,29 @@ pub struct AgentService {
 }
 
 impl AgentService {
+    /// The node's traffic over the last `last` seconds (the Traffic
+    /// call's answer, also given with Status when asked).
+    async fn traffic_reply(&self, last: u64) -> Result<pb::TrafficReply, Status> {
+        let Some(watch) = self.traffic.clone() else {
+            return Ok(pb::TrafficReply {
+                unavailable: format!(
+                    "this agent (backend {}) does not know where its sites' logs are",
+                    self.iis.backend()
+                ),
+                ..Default::default()
+            });
+        };
+        self.iis.flush_logs().await;
+        let sites = tokio::task::spawn_blocking(move || watch.figures(last))
+            .await
+            .map_err(|e| Status::internal(format!("reading the logs failed: {e}")))?;
+        Ok(pb::TrafficReply {
+            sites: sites.into_iter().map(convert::site_traffic).collect(),
+            unavailable: String::new(),
+            quantile_error: crate::traffic::window::QUANTILE_ERROR,
+        })
+    }
+
     pub fn new(node: impl Into<String>, iis: Arc<dyn Iis>, cfg: OpsConfig) -> Self {
         Self {
             node: node.into(),
@@ -359,6 +382,10 @@ impl NodeAgent for AgentService {
             if !asked.is_empty() {
                 status.operation = self.ops.lookup(asked);
             }
+            let traffic_s = req.get_ref().traffic_last_s;
+            if traffic_s > 0 {
+                status.traffic = Some(self.traffic_reply(u64::from(traffic_s)).await?);
+            }
             Ok(Response::new(status))
         }
         .await;
@@ -602,27 +629,8 @@ impl NodeAgent for AgentService {
             0 => 60,
             s => u64::from(s),
         };
-        let reply = match self.traffic.clone() {
-            None => pb::TrafficReply {
-                unavailable: format!(
-                    "this agent (backend {}) does not know where its sites' logs are",
-                    self.iis.backend()
-                ),
-                ..Default::default()
-            },
-            Some(watch) => {
-                self.iis.flush_logs().await;
-                let sites = tokio::task::spawn_blocking(move || watch.figures(last))
-                    .await
-                    .map_err(|e| Status::internal(format!("reading the logs failed: {e}")))?;
-                pb::TrafficReply {
-                    sites: sites.into_iter().map(convert::site_traffic).collect(),
-                    unavailable: String::new(),
-                    quantile_error: crate::traffic::window::QUANTILE_ERROR,
-                }
-            }
-        };
-        ticket.close_with(Ok(Response::new(reply)))
+        let reply = self.traffic_reply(last).await;
+        ticket.close_with(reply.map(Response::new))
     }
 
     async fn diagnose(

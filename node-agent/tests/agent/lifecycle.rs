@@ -169,6 +169,7 @@ mod unix {
             .await
             .status(pb::StatusRequest {
                 operation_id: "run2.t1.recycle".into(),
+                ..Default::default()
             })
             .await
             .unwrap()

@@ -369,5 +369,26 @@ async fn the_traffic_call_answers_from_the_logs() {
     assert!(shop.p99_ms.unwrap() >= 190.0, "{shop:?}");
     assert!(shop.p50_ms.unwrap() < 100.0, "{shop:?}");
     assert!(shop.missing_fields.is_empty());
+    // The pool's gauges: the simulator's queue is 0.
+    assert_eq!(shop.queue, Some(0), "{shop:?}");
+    assert!(shop.gauges_age_s.is_some(), "{shop:?}");
+    // Status gives the same figures when asked (`farmctl status`: one
+    // call per node), and none when not.
+    let status = client
+        .status(farm_proto::v1::StatusRequest {
+            traffic_last_s: 60,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let with = status.traffic.expect("traffic asked with status");
+    assert_eq!(with.sites[0].requests, 10, "{with:?}");
+    let status = client
+        .status(farm_proto::v1::StatusRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(status.traffic.is_none());
     let _ = stop.send(());
 }
