@@ -167,6 +167,13 @@ impl Call {
         }
     }
 
+    /// Calls that only read (the viewer role's): answered ones are logged
+    /// at debug, so a monitor asking every few seconds does not fill the
+    /// log (the audit log still has each).
+    pub fn reads_only(self) -> bool {
+        !self.needs_operator()
+    }
+
     fn needs_operator(self) -> bool {
         !matches!(
             self,

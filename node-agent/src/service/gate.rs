@@ -67,7 +67,11 @@ impl Ticket {
         if std::mem::replace(&mut self.closed, true) {
             return;
         }
-        tracing::info!(call = self.call.name(), identity = %self.who.name, %outcome, "request");
+        if self.call.reads_only() && outcome == "ok" {
+            tracing::debug!(call = self.call.name(), identity = %self.who.name, %outcome, "request");
+        } else {
+            tracing::info!(call = self.call.name(), identity = %self.who.name, %outcome, "request");
+        }
         if let Some(m) = &self.metrics {
             m.request(
                 self.call.name(),
