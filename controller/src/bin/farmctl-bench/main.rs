@@ -393,6 +393,29 @@ async fn status_bench(
         .await;
         agents.push(t.elapsed().as_secs_f64());
     }
+    // And apart: the agents' calls alone, the probes alone.
+    let mut calls = Vec::new();
+    let mut probes = Vec::new();
+    for _ in 0..STATUS_RUNS {
+        let t = Instant::now();
+        let _ = futures::future::join_all(
+            farm.agents
+                .iter()
+                .map(|a| a.status_and_traffic(farmctl::commands::status::TRAFFIC_WINDOW_S)),
+        )
+        .await;
+        calls.push(t.elapsed().as_secs_f64());
+        let t = Instant::now();
+        let _ = futures::future::join_all((0..nodes).map(|i| farm.probe_once(i))).await;
+        probes.push(t.elapsed().as_secs_f64());
+    }
+    calls.sort_by(f64::total_cmp);
+    probes.sort_by(f64::total_cmp);
+    println!(
+        "  apart (median): the agents' status-and-traffic calls {:.0} ms; the probes of every site {:.0} ms",
+        calls[calls.len() / 2] * 1000.0,
+        probes[probes.len() / 2] * 1000.0
+    );
     agents.sort_by(f64::total_cmp);
     lb.sort_by(f64::total_cmp);
     println!(
