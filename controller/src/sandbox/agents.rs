@@ -123,6 +123,9 @@ pub(super) fn spawn(
             "10ms",
             "--metrics-listen",
             "127.0.0.1:0",
+            // Many agents share this host: one serving thread each.
+            "--worker-threads",
+            "1",
             "-v",
             "--sim",
         ])

@@ -95,6 +95,21 @@ pub struct Args {
     /// (the operation is then recorded as interrupted) [default: 60s].
     #[arg(long, value_parser = humantime::parse_duration)]
     pub stop_grace: Option<Duration>,
+    /// Threads serving calls [default: one per CPU]. One is plenty for a
+    /// node's agent; the sandbox runs many agents on one host with 1.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub worker_threads: Option<u16>,
+}
+
+impl Args {
+    /// The agent's async runtime, with `--worker-threads` if given.
+    pub fn runtime(&self) -> std::io::Result<tokio::runtime::Runtime> {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        if let Some(n) = self.worker_threads {
+            b.worker_threads(usize::from(n));
+        }
+        b.enable_all().build()
+    }
 }
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy)]

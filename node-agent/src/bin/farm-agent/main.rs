@@ -18,7 +18,7 @@ fn main() {
         Some(Command::Service(cmd)) => service(cmd),
         None => {
             let _log = init_logging(args.verbose, args.log_format, args.log_dir.as_deref());
-            tokio::runtime::Runtime::new()
+            args.runtime()
                 .map_err(anyhow::Error::from)
                 .and_then(|rt| rt.block_on(run(args, async {}, shutdown_signal())))
         }

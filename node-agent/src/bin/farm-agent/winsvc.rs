@@ -220,7 +220,7 @@ fn serve(name: &str, args: Args) -> anyhow::Result<()> {
         log::Level::Info,
         &format!("farm-agent service `{name}` starting"),
     );
-    let runtime = tokio::runtime::Runtime::new().context("tokio runtime")?;
+    let runtime = args.runtime().context("tokio runtime")?;
     let result = runtime.block_on(crate::run(
         args,
         async move {
