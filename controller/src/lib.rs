@@ -28,36 +28,34 @@
 /// written is dropped and the run goes on.
 #[macro_export]
 macro_rules! out {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = write!(std::io::stdout().lock(), $($arg)*);
-    }};
+    ($($arg:tt)*) => { $crate::__say!(stdout, write, $($arg)*) };
 }
 
 /// `println!` that never panics (see [`out!`]).
 #[macro_export]
 macro_rules! outln {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
-    }};
-}
-
-/// `eprintln!` that never panics (see [`out!`]).
-#[macro_export]
-macro_rules! errln {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
-    }};
+    ($($arg:tt)*) => { $crate::__say!(stdout, writeln, $($arg)*) };
 }
 
 /// `eprint!` that never panics (see [`out!`]).
 #[macro_export]
 macro_rules! err {
-    ($($arg:tt)*) => {{
+    ($($arg:tt)*) => { $crate::__say!(stderr, write, $($arg)*) };
+}
+
+/// `eprintln!` that never panics (see [`out!`]).
+#[macro_export]
+macro_rules! errln {
+    ($($arg:tt)*) => { $crate::__say!(stderr, writeln, $($arg)*) };
+}
+
+/// The one body of [`out!`], [`outln!`], [`err!`] and [`errln!`].
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __say {
+    ($stream:ident, $how:ident, $($arg:tt)*) => {{
         use std::io::Write as _;
-        let _ = write!(std::io::stderr().lock(), $($arg)*);
+        let _ = $how!(std::io::$stream().lock(), $($arg)*);
     }};
 }
 

@@ -168,16 +168,7 @@ impl From<AgentError> for tonic::Status {
 /// One site's traffic figures on the wire.
 pub fn site_traffic(s: crate::traffic::watch::SiteFigures) -> pb::SiteTraffic {
     let f = s.figures;
-    let age = s.gauges.as_ref().map(|g| g.age_s);
-    let g = s.gauges.unwrap_or_default();
-    pb::SiteTraffic {
-        queue: g.queue,
-        queue_max: g.queue_max,
-        rejected: g.rejected,
-        active_requests: g.active_requests,
-        cpu_percent: g.cpu_percent,
-        private_bytes: g.private_bytes,
-        gauges_age_s: age,
+    let mut wire = pb::SiteTraffic {
         site: s.site,
         pool: s.pool,
         covered_s: f.covered_s.min(u64::from(u32::MAX)) as u32,
@@ -192,7 +183,12 @@ pub fn site_traffic(s: crate::traffic::watch::SiteFigures) -> pb::SiteTraffic {
         missing_fields: s.missing.iter().map(|m| m.to_string()).collect(),
         malformed_lines: s.malformed,
         latency_bins: f.latency.0.into_iter().collect(),
+        ..Default::default()
+    };
+    if let Some(g) = &s.gauges {
+        g.to_wire(&mut wire);
     }
+    wire
 }
 
 /// A pool's diagnostics on the wire.

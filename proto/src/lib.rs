@@ -11,6 +11,7 @@ pub mod v1 {
 }
 
 pub mod domain;
+pub mod gauges;
 pub mod http;
 pub mod latency;
 pub mod names;

@@ -741,7 +741,9 @@ fn traffic_view(reply: pb::TrafficReply) -> TrafficView {
                 for (c, n) in classes.iter_mut().zip(&s.classes) {
                     *c = *n;
                 }
+                let gauges = farm_proto::gauges::PoolGauges::from_wire(&s);
                 SiteTrafficView {
+                    gauges,
                     site: s.site,
                     pool: s.pool,
                     covered_s: u64::from(s.covered_s),
@@ -755,15 +757,6 @@ fn traffic_view(reply: pb::TrafficReply) -> TrafficView {
                     p99_ms: s.p99_ms,
                     missing: s.missing_fields,
                     latency: farm_proto::latency::Histogram(s.latency_bins.into_iter().collect()),
-                    gauges: s.gauges_age_s.map(|age_s| crate::agent::PoolGauges {
-                        queue: s.queue,
-                        queue_max: s.queue_max,
-                        rejected: s.rejected,
-                        active_requests: s.active_requests,
-                        cpu_percent: s.cpu_percent,
-                        private_bytes: s.private_bytes,
-                        age_s,
-                    }),
                 }
             })
             .collect(),

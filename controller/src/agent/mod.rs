@@ -367,18 +367,7 @@ pub struct SiteTrafficView {
     pub gauges: Option<PoolGauges>,
 }
 
-/// A pool's queue, workers' CPU and memory, from the performance counters:
-/// the newest reading (`age_s` old) and the longest queue over the window.
-#[derive(Debug, Clone, PartialEq, Default, serde::Serialize)]
-pub struct PoolGauges {
-    pub queue: Option<u64>,
-    pub queue_max: Option<u64>,
-    pub rejected: Option<u64>,
-    pub active_requests: Option<u64>,
-    pub cpu_percent: Option<f64>,
-    pub private_bytes: Option<u64>,
-    pub age_s: u64,
-}
+pub use farm_proto::gauges::PoolGauges;
 
 /// What a pool was doing when it was captured, before a recycle of it
 /// (`recycle --outliers`): in the report (`nodes[].diagnostics`) and the

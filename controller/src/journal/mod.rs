@@ -297,30 +297,23 @@ impl Journal {
         pids: Option<BTreeMap<String, Vec<u32>>>,
         detail: Option<String>,
     ) -> impl std::future::Future<Output = std::io::Result<()>> + use<> {
-        self.submit(&Record::Phase(PhaseRecord {
+        self.phase_record(PhaseRecord {
             t: now(),
             node: node.into(),
             phase,
             pids,
             detail,
             pids_after: None,
-        }))
+        })
     }
 
-    /// A node finished, its pools running `pids_after`.
-    pub fn done(
+    /// A node's phase record as built by the caller (a finished node's
+    /// carries the PIDs it runs after the operation).
+    pub fn phase_record(
         &self,
-        node: &str,
-        pids_after: BTreeMap<String, Vec<u32>>,
+        r: PhaseRecord,
     ) -> impl std::future::Future<Output = std::io::Result<()>> + use<> {
-        self.submit(&Record::Phase(PhaseRecord {
-            t: now(),
-            node: node.into(),
-            phase: Phase::Done,
-            pids: None,
-            detail: None,
-            pids_after: (!pids_after.is_empty()).then_some(pids_after),
-        }))
+        self.submit(&Record::Phase(r))
     }
 }
 

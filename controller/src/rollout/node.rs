@@ -351,12 +351,15 @@ impl NodeRun<'_> {
             State::Reverting(f) => Some(f.reason.clone()),
             _ => None,
         };
-        let written: std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send>> =
-            if next.phase() == Phase::Done {
-                Box::pin(j.done(self.name(), pids_after.clone()))
-            } else {
-                Box::pin(j.phase(self.name(), next.phase(), pids, detail))
-            };
+        let done = next.phase() == Phase::Done && !pids_after.is_empty();
+        let written = j.phase_record(crate::journal::PhaseRecord {
+            t: crate::clock::now(),
+            node: self.name().to_string(),
+            phase: next.phase(),
+            pids,
+            detail,
+            pids_after: done.then(|| pids_after.clone()),
+        });
         let failing = self
             .journal_trouble
             .lock()

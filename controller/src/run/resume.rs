@@ -168,7 +168,7 @@ pub async fn resume_on(
                     .nodes
                     .iter()
                     .find(|l| &l.name == name)
-                    .map(|l| l.phase_ms())
+                    .map(|l| l.phase_ms.clone())
                     .unwrap_or_default(),
                 detail: loaded.last.get(name).and_then(|r| r.detail.clone()),
                 attempt,

@@ -45,15 +45,13 @@ pub struct NodeLine {
     pub version: Option<String>,
 }
 
-impl NodeLine {
-    /// Milliseconds in each phase, as a report counts them.
-    pub fn phase_ms(&self) -> std::collections::BTreeMap<String, u64> {
-        let mut m = std::collections::BTreeMap::new();
-        for s in self.segments.iter().filter(|s| s.phase != Phase::Pending) {
-            *m.entry(s.phase.as_str().to_string()).or_default() += s.end_ms - s.start_ms;
-        }
-        m
+/// Milliseconds in each phase, as a report counts them (pending apart).
+fn phase_ms(segments: &[Segment]) -> std::collections::BTreeMap<String, u64> {
+    let mut m = std::collections::BTreeMap::new();
+    for s in segments.iter().filter(|s| s.phase != Phase::Pending) {
+        *m.entry(s.phase.as_str().to_string()).or_default() += s.end_ms - s.start_ms;
     }
+    m
 }
 
 /// Nodes in rotation from `at_ms` on.
@@ -198,7 +196,7 @@ impl Timeline {
                     _ => None,
                 });
                 let in_rotation = !mine.iter().fold(false, |out, r| out_after(out, r));
-                let mut line = NodeLine {
+                NodeLine {
                     name: name.clone(),
                     outcome: match last {
                         Phase::Done => "succeeded",
@@ -207,16 +205,14 @@ impl Timeline {
                         _ => "unfinished",
                     },
                     last,
+                    phase_ms: phase_ms(&segments),
                     segments,
-                    phase_ms: Default::default(),
                     pids_before: run.pids.get(name).cloned().unwrap_or_default(),
                     pids_after: run.pids_after.get(name).cloned().unwrap_or_default(),
                     in_rotation,
                     error,
                     version,
-                };
-                line.phase_ms = line.phase_ms();
-                line
+                }
             })
             .collect();
         let farm_nodes = settings.map_or(h.nodes.len(), |s| s.farm_nodes.len().max(h.nodes.len()));

@@ -86,22 +86,15 @@ pub fn gauges(counters: &[crate::traffic::counters::Counter]) -> Vec<crate::iis:
                 ..PoolDiagnostics::default()
             };
             pool_counters(&mut d, counters);
-            let sum_f =
-                |f: fn(&WorkerFigures) -> Option<f64>| d.workers.iter().map(f).sum::<Option<f64>>();
+            // Summed over the pool's workers: unknown when one worker's
+            // figure is (a partial sum would read as the whole).
+            let w = &d.workers;
             crate::iis::PoolGauges {
                 queue: d.queue,
                 rejected: d.rejected,
-                active_requests: d
-                    .workers
-                    .iter()
-                    .map(|w| w.active_requests)
-                    .sum::<Option<u64>>(),
-                cpu_percent: sum_f(|w| w.cpu_percent),
-                private_bytes: d
-                    .workers
-                    .iter()
-                    .map(|w| w.private_bytes)
-                    .sum::<Option<u64>>(),
+                active_requests: w.iter().map(|w| w.active_requests).sum(),
+                cpu_percent: w.iter().map(|w| w.cpu_percent).sum(),
+                private_bytes: w.iter().map(|w| w.private_bytes).sum(),
                 pool: d.pool,
             }
         })

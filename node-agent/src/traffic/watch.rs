@@ -27,17 +27,7 @@ pub const GAUGE_EVERY: Duration = Duration::from_secs(10);
 
 /// A pool's gauges as a window gives them: the newest reading, and the
 /// longest queue over the window.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct GaugeFigures {
-    pub queue: Option<u64>,
-    pub queue_max: Option<u64>,
-    pub rejected: Option<u64>,
-    pub active_requests: Option<u64>,
-    pub cpu_percent: Option<f64>,
-    pub private_bytes: Option<u64>,
-    /// Seconds since that reading.
-    pub age_s: u64,
-}
+pub use farm_proto::gauges::PoolGauges as GaugeFigures;
 
 /// One site as the watch knows it.
 #[derive(Debug, Clone)]

@@ -377,79 +377,68 @@ async fn status_bench(
         }
     }
     // Its parts, measured apart: every agent's status and traffic (one
-    // call each) with the probes, and the load balancer's view.
-    let mut agents = Vec::new();
-    let mut lb = Vec::new();
+    // call each) with the probes; the agents' calls alone, the probes
+    // alone; the load balancer's view.
+    let window = farmctl::commands::status::TRAFFIC_WINDOW_S;
+    let (mut agents, mut calls, mut probes, mut lb) = (vec![], vec![], vec![], vec![]);
     for _ in 0..STATUS_RUNS {
-        let t = Instant::now();
-        let members = farmctl::observe::members(farm).await.unwrap_or_default();
-        lb.push(t.elapsed().as_secs_f64());
-        let t = Instant::now();
-        let _ = farmctl::observe::observe_with_traffic(
-            farm,
-            &members,
-            farmctl::commands::status::TRAFFIC_WINDOW_S,
-        )
-        .await;
-        agents.push(t.elapsed().as_secs_f64());
+        let (t, members) = timed(farmctl::observe::members(farm)).await;
+        lb.push(t);
+        let members = members.unwrap_or_default();
+        agents.push(
+            timed(farmctl::observe::observe_with_traffic(
+                farm, &members, window,
+            ))
+            .await
+            .0,
+        );
+        let ask = farm.agents.iter().map(|a| a.status_and_traffic(window));
+        calls.push(timed(futures::future::join_all(ask)).await.0);
+        let probe = (0..nodes).map(|i| farm.probe_once(i));
+        probes.push(timed(futures::future::join_all(probe)).await.0);
     }
-    // And apart: the agents' calls alone, the probes alone.
-    let mut calls = Vec::new();
-    let mut probes = Vec::new();
-    for _ in 0..STATUS_RUNS {
-        let t = Instant::now();
-        let _ = futures::future::join_all(
-            farm.agents
-                .iter()
-                .map(|a| a.status_and_traffic(farmctl::commands::status::TRAFFIC_WINDOW_S)),
-        )
-        .await;
-        calls.push(t.elapsed().as_secs_f64());
-        let t = Instant::now();
-        let _ = futures::future::join_all((0..nodes).map(|i| farm.probe_once(i))).await;
-        probes.push(t.elapsed().as_secs_f64());
-    }
-    calls.sort_by(f64::total_cmp);
-    probes.sort_by(f64::total_cmp);
-    println!(
-        "  apart (median): the agents' status-and-traffic calls {:.0} ms; the probes of every site {:.0} ms",
-        calls[calls.len() / 2] * 1000.0,
-        probes[probes.len() / 2] * 1000.0
-    );
-    agents.sort_by(f64::total_cmp);
-    lb.sort_by(f64::total_cmp);
     println!(
         "  of which: every agent's status and traffic (one call each) with the probes (median) {:.0} ms; the load balancer's members (median) {:.0} ms",
-        agents[agents.len() / 2] * 1000.0,
-        lb[lb.len() / 2] * 1000.0
+        median_ms(&agents),
+        median_ms(&lb)
+    );
+    println!(
+        "  apart (median): the agents' status-and-traffic calls {:.0} ms; the probes of every site {:.0} ms",
+        median_ms(&calls),
+        median_ms(&probes)
     );
     // The first snapshot is a fresh `farmctl status`: a TLS handshake with
     // every agent; the others reuse the connections (`--watch`).
-    let (cold, cold_cpu) = (times[0], own_cpu[0]);
-    times.sort_by(f64::total_cmp);
-    own_cpu.sort_by(f64::total_cmp);
-    let median = times[times.len() / 2];
-    let worst = times[times.len() - 1];
+    let (median, cpu) = (median_ms(&times), median_ms(&own_cpu));
+    let worst = times.iter().copied().fold(0.0, f64::max) * 1000.0;
     println!(
-        "  the controller's own CPU per snapshot (median) {:.0} ms; the rest of the wall time is the {nodes} agents, which share this machine's cores with it",
-        own_cpu[own_cpu.len() / 2] * 1000.0
+        "  the controller's own CPU per snapshot (median) {cpu:.0} ms; the rest of the wall time is the {nodes} agents, which share this machine's cores with it"
     );
     println!(
         "  the first snapshot (a fresh `farmctl status`: TLS handshakes with every agent) {:.0} ms, its controller CPU {:.0} ms",
-        cold * 1000.0,
-        cold_cpu * 1000.0
+        times[0] * 1000.0,
+        own_cpu[0] * 1000.0
     );
     println!(
-        "status of {nodes} nodes with traffic: median {:.0} ms, worst {:.0} ms over {STATUS_RUNS} snapshots (each node {STATUS_REQUESTS} user requests in the window)",
-        median * 1000.0,
-        worst * 1000.0
+        "status of {nodes} nodes with traffic: median {median:.0} ms, worst {worst:.0} ms over {STATUS_RUNS} snapshots (each node {STATUS_REQUESTS} user requests in the window)"
     );
     Ok(format!(
-        "status nodes={nodes} median_ms={:.0} worst_ms={:.0} controller_cpu_ms={:.0}",
-        median * 1000.0,
-        worst * 1000.0,
-        own_cpu[own_cpu.len() / 2] * 1000.0
+        "status nodes={nodes} median_ms={median:.0} worst_ms={worst:.0} controller_cpu_ms={cpu:.0}"
     ))
+}
+
+/// How long `f` took (seconds), and what it gave.
+async fn timed<T>(f: impl std::future::Future<Output = T>) -> (f64, T) {
+    let t = Instant::now();
+    let out = f.await;
+    (t.elapsed().as_secs_f64(), out)
+}
+
+/// The median of seconds, in milliseconds.
+fn median_ms(seconds: &[f64]) -> f64 {
+    let mut v = seconds.to_vec();
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2] * 1000.0
 }
 
 /// This process's CPU time (user + system), in seconds; 0 off Linux.
