@@ -32,11 +32,12 @@ fn main() {
         Some(Output::Jsonl) => Arc::new(Tee(vec![progress, Arc::new(JsonLines::default())])),
         _ => progress,
     };
+    let state = cli.state();
     let settings = Settings {
         quiet: cli.quiet,
         insecure: cli.insecure(),
-        state_dir: cli.state().state_dir,
-        state_store: cli.state().state_store,
+        state_dir: state.state_dir,
+        state_store: state.state_store,
         clock: farmctl::window::system_clock(),
         reporter,
     };

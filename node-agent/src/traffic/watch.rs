@@ -256,3 +256,37 @@ fn read_once(st: &mut State) -> usize {
     }
     lines
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reading(pool: &str, queue: u64) -> Vec<PoolGauges> {
+        vec![PoolGauges {
+            pool: pool.into(),
+            queue: Some(queue),
+            ..PoolGauges::default()
+        }]
+    }
+
+    /// The newest reading, the longest queue over the window asked for,
+    /// and nothing when the newest reading is stale.
+    #[test]
+    fn gauges_newest_reading_and_the_windows_longest_queue() {
+        let now = 1_000;
+        let readings: VecDeque<_> = [
+            (now - 40, reading("Shop", 9)),
+            (now - 15, reading("Other", 50)),
+            (now - 5, reading("Shop", 2)),
+        ]
+        .into();
+        let g = gauge_figures(&readings, "shop", now, 60).unwrap();
+        assert_eq!((g.queue, g.queue_max, g.age_s), (Some(2), Some(9), 5));
+        let g = gauge_figures(&readings, "Shop", now, 10).unwrap();
+        assert_eq!(g.queue_max, Some(2), "only the last 10 s");
+        assert!(gauge_figures(&readings, "Nope", now, 60).is_none());
+        // Three sampling periods without a reading: not known any more.
+        let stale = now + 3 * GAUGE_EVERY.as_secs() as i64;
+        assert!(gauge_figures(&readings, "Shop", stale, 60).is_none());
+    }
+}
