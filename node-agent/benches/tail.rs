@@ -59,6 +59,7 @@ fn main() {
                 id: 1,
                 pool: "ShopPool".into(),
                 w3c_dir: w3c.clone(),
+                period: None,
             }],
             httperr_dir: None,
             check_paths: vec!["/health.htm".into()],

@@ -165,8 +165,9 @@ impl From<AgentError> for tonic::Status {
     }
 }
 
-/// One site's traffic figures on the wire.
-pub fn site_traffic(s: crate::traffic::watch::SiteFigures) -> pb::SiteTraffic {
+/// One site's traffic figures on the wire (`sample`: quote an unreadable
+/// line).
+pub fn site_traffic(s: crate::traffic::watch::SiteFigures, sample: bool) -> pb::SiteTraffic {
     let f = s.figures;
     let mut wire = pb::SiteTraffic {
         site: s.site,
@@ -181,7 +182,20 @@ pub fn site_traffic(s: crate::traffic::watch::SiteFigures) -> pb::SiteTraffic {
         p95_ms: f.p95_ms,
         p99_ms: f.p99_ms,
         missing_fields: s.missing.iter().map(|m| m.to_string()).collect(),
-        malformed_lines: s.malformed,
+        malformed_lines: f.malformed.total(),
+        malformed_reasons: f
+            .malformed
+            .by_reason()
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
+        malformed_sample: match (&f.malformed.sample, sample) {
+            (Some((_, line)), true) => line.clone(),
+            _ => String::new(),
+        },
+        malformed_total: s.malformed_total,
+        since_unix_s: s.since.unwrap_or(0),
+        problem: s.problem.unwrap_or_default(),
         latency_bins: f.latency.0.into_iter().collect(),
         ..Default::default()
     };

@@ -101,6 +101,8 @@ pub struct Metrics {
     site_httperr: Family<SiteReasonLabel, FloatGauge>,
     /// The site's pool's gauges, from the performance counters.
     site_gauges: Family<SiteGaugeLabel, FloatGauge>,
+    site_malformed: Family<SiteReasonLabel, FloatGauge>,
+    site_log_problem: Family<SiteLabel, FloatGauge>,
 }
 
 impl Default for Metrics {
@@ -182,7 +184,21 @@ impl Default for Metrics {
             "The site's pool from the performance counters, newest reading: gauge=queue (HTTP.sys request queue), rejected (requests the queue turned away), active_requests, cpu_percent and private_bytes (its workers, summed)",
             site_gauges.clone(),
         );
+        let site_malformed = Family::<SiteReasonLabel, FloatGauge>::default();
+        registry.register(
+            "site_malformed_last_minute",
+            "Lines of the site's W3C log over the last minute that could not be read, by reason (no_fields, field_count, bad_date, no_date, bad_time, bad_status, too_long)",
+            site_malformed.clone(),
+        );
+        let site_log_problem = Family::<SiteLabel, FloatGauge>::default();
+        registry.register(
+            "site_log_problem",
+            "1 when the site's log folder cannot be followed (missing, unreadable), else 0",
+            site_log_problem.clone(),
+        );
         Metrics {
+            site_malformed,
+            site_log_problem,
             site_gauges,
             site_requests,
             site_checks,
@@ -242,6 +258,7 @@ impl Metrics {
         // The per-site gauges say the last minute as it is now: sites and
         // reasons seen before but not now read 0, not their old values.
         self.site_httperr.clear();
+        self.site_malformed.clear();
         for s in &live.sites {
             let site = || SiteLabel {
                 site: s.site.clone(),
@@ -289,6 +306,18 @@ impl Metrics {
                     }
                 }
             }
+            self.site_log_problem
+                .get_or_create(&site())
+                .set(if s.problem.is_some() { 1.0 } else { 0.0 });
+            for (reason, n) in f.malformed.by_reason() {
+                self.site_malformed
+                    .get_or_create(&SiteReasonLabel {
+                        site: s.site.clone(),
+                        pool: s.pool.clone(),
+                        reason: reason.to_string(),
+                    })
+                    .set(n as f64);
+            }
             for (reason, n) in &f.httperr {
                 self.site_httperr
                     .get_or_create(&SiteReasonLabel {
@@ -329,16 +358,24 @@ pub async fn serve(
                 hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                     let (metrics, live) = (metrics.clone(), live.clone());
                     async move {
-                        let resp = if req.method() == hyper::Method::GET
+                        let head = req.method() == hyper::Method::HEAD;
+                        let resp = if (head || req.method() == hyper::Method::GET)
                             && req.uri().path() == "/metrics"
                         {
+                            // HEAD: what GET answers, without the body.
                             let text = metrics.encode(live().await);
+                            let length = text.len();
                             hyper::Response::builder()
                                 .header(
                                     "content-type",
                                     "application/openmetrics-text; version=1.0.0; charset=utf-8",
                                 )
-                                .body(Full::new(Bytes::from(text)))
+                                .header("content-length", length)
+                                .body(Full::new(if head {
+                                    Bytes::new()
+                                } else {
+                                    Bytes::from(text)
+                                }))
                         } else {
                             hyper::Response::builder()
                                 .status(404)
@@ -374,7 +411,9 @@ mod site_tests {
                 pool: "ShopPool".into(),
                 figures,
                 missing: Vec::new(),
-                malformed: 0,
+                malformed_total: 0,
+                since: None,
+                problem: None,
                 gauges: Some(crate::traffic::watch::GaugeFigures {
                     queue: Some(3),
                     cpu_percent: Some(12.5),
@@ -422,10 +461,17 @@ mod readme_tests {
                 figures: crate::traffic::window::Figures {
                     requests: 1,
                     httperr: [("QueueFull".to_string(), 1)].into(),
+                    malformed: {
+                        let mut m = farm_traffic::malformed::Malformed::default();
+                        m.add(farm_traffic::malformed::Reason::FieldCount, "x");
+                        m
+                    },
                     ..Default::default()
                 },
                 missing: Vec::new(),
-                malformed: 0,
+                malformed_total: 0,
+                since: None,
+                problem: None,
                 gauges: Some(crate::traffic::watch::GaugeFigures {
                     queue: Some(0),
                     ..Default::default()

@@ -289,4 +289,7 @@ pub struct SiteLogs {
     pub id: u32,
     pub pool: String,
     pub w3c_dir: std::path::PathBuf,
+    /// The site's `logFile/@period` as IIS says it (`Daily`, `Hourly`,
+    /// `MaxSize`, ...), when known: which file names it writes.
+    pub period: Option<String>,
 }

@@ -395,6 +395,8 @@ impl Iis for Simulator {
                     id: i as u32 + 1,
                     pool: s.app_pool.clone(),
                     w3c_dir: dir.join(format!("W3SVC{}", i + 1)),
+                    // The simulator writes daily files.
+                    period: Some("Daily".into()),
                 })
                 .collect(),
             httperr_dir: Some(dir.join("HTTPERR")),

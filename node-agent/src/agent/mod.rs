@@ -225,6 +225,9 @@ pub async fn run(
         }
         None => None,
     };
+    // The logs are watched from here on, before the agent says it is
+    // ready: what is written after it answers is this agent's traffic.
+    let traffic = crate::traffic::watch::TrafficWatch::for_backend(started.iis.clone());
     ready(&Ready {
         agent: addr.to_string(),
         node: started.node.clone(),
@@ -243,7 +246,6 @@ pub async fn run(
             Arc::new(SystemRunner),
         ))
     });
-    let traffic = crate::traffic::watch::TrafficWatch::for_backend(iis.clone());
     let mut service =
         crate::service::AgentService::new(started.node.clone(), iis.clone(), settings.ops.clone())
             .with_deployments(deployments)

@@ -276,6 +276,7 @@ impl CommandBackend {
                 id: s.id,
                 pool: s.pool.clone().unwrap_or_default(),
                 w3c_dir: PathBuf::from(expand(&dir)).join(format!("W3SVC{}", s.id)),
+                period: s.period.clone(),
             });
         }
         Ok(TrafficLogs {

@@ -191,6 +191,9 @@ pub struct SiteLogConfig {
     pub target: Option<String>,
     /// The root application's pool.
     pub pool: Option<String>,
+    /// `Daily`, `Hourly`, `Weekly`, `Monthly`, `MaxSize`: the names of
+    /// its files.
+    pub period: Option<String>,
 }
 
 /// Every `SITE` of `appcmd list site /xml /config:*`.
@@ -227,6 +230,7 @@ pub fn site_logs(xml: &str) -> Result<Vec<SiteLogConfig>, String> {
             target: log
                 .and_then(|l| l.attribute("logTargetW3C"))
                 .map(str::to_string),
+            period: log.and_then(|l| l.attribute("period")).map(str::to_string),
             pool,
         });
     }
@@ -283,6 +287,8 @@ mod tests {
             Some(r"%SystemDrive%\inetpub\logs\LogFiles")
         );
         assert_eq!(sites[0].pool.as_deref(), Some("ShopPool"));
+        assert_eq!(sites[0].period.as_deref(), Some("Daily"));
+        assert_eq!(sites[1].period, None);
         assert_eq!(sites[1].target.as_deref(), Some("ETW"));
         assert!(site_logs("not xml").is_err());
         assert!(site_logs("<appcmd><SITE SITE.NAME=\"x\"/></appcmd>").is_err());

@@ -46,6 +46,11 @@ impl Drop for Ticket {
 }
 
 impl Ticket {
+    /// Whether the caller's role would also be let make `call`.
+    pub fn may(&self, authz: &crate::security::Authorization, call: Call) -> bool {
+        authz.check(&self.who, call).is_ok()
+    }
+
     /// What the call is about, for its audit line (names, versions, hook
     /// output), bounded and escaped.
     pub fn detail(&mut self, detail: &str) {

@@ -55,7 +55,7 @@ pub struct AgentService {
 impl AgentService {
     /// The node's traffic over the last `last` seconds (the Traffic
     /// call's answer, also given with Status when asked).
-    async fn traffic_reply(&self, last: u64) -> Result<pb::TrafficReply, Status> {
+    async fn traffic_reply(&self, last: u64, sample: bool) -> Result<pb::TrafficReply, Status> {
         let Some(watch) = self.traffic.clone() else {
             return Ok(pb::TrafficReply {
                 unavailable: format!(
@@ -66,13 +66,20 @@ impl AgentService {
             });
         };
         self.iis.flush_logs().await;
-        let sites = tokio::task::spawn_blocking(move || watch.figures(last))
-            .await
-            .map_err(|e| Status::internal(format!("reading the logs failed: {e}")))?;
+        let (sites, httperr) =
+            tokio::task::spawn_blocking(move || (watch.figures(last), watch.httperr()))
+                .await
+                .map_err(|e| Status::internal(format!("reading the logs failed: {e}")))?;
+        let httperr = httperr.unwrap_or_default();
         Ok(pb::TrafficReply {
-            sites: sites.into_iter().map(convert::site_traffic).collect(),
+            sites: sites
+                .into_iter()
+                .map(|s| convert::site_traffic(s, sample))
+                .collect(),
             unavailable: String::new(),
-            quantile_error: crate::traffic::window::QUANTILE_ERROR,
+            quantile_error: farm_traffic::QUANTILE_ERROR,
+            httperr_malformed_lines: httperr.malformed,
+            httperr_problem: httperr.problem.unwrap_or_default(),
         })
     }
 
@@ -384,7 +391,7 @@ impl NodeAgent for AgentService {
             }
             let traffic_s = req.get_ref().traffic_last_s;
             if traffic_s > 0 {
-                status.traffic = Some(self.traffic_reply(u64::from(traffic_s)).await?);
+                status.traffic = Some(self.traffic_reply(u64::from(traffic_s), false).await?);
             }
             Ok(Response::new(status))
         }
@@ -629,7 +636,9 @@ impl NodeAgent for AgentService {
             0 => 60,
             s => u64::from(s),
         };
-        let reply = self.traffic_reply(last).await;
+        // Log lines name clients and URLs: quoted to operators only.
+        let sample = req.get_ref().malformed_sample && ticket.may(&self.authz, Call::Diagnose);
+        let reply = self.traffic_reply(last, sample).await;
         ticket.close_with(reply.map(Response::new))
     }
 

@@ -1,10 +1,16 @@
 //! The node's traffic, kept current: every second each site's W3C log and
-//! the HTTP.sys error log are tailed into that site's rolling window.
+//! the HTTP.sys error log are tailed into that site's rolling window. The
+//! tails start where the logs end when the agent starts — inside a file
+//! IIS opened hours ago, with the directives in force read back — so the
+//! figures run from the agent's start (`since`), never "no data" until IIS
+//! opens its next file.
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use farm_iis::{Iis, PoolGauges, TrafficLogs};
+use farm_traffic::malformed::Malformed;
+use farm_traffic::names::{Family, Period};
 
 use super::httperr::HttpErrReader;
 use super::tail::Tail;
@@ -34,12 +40,27 @@ pub use farm_proto::gauges::PoolGauges as GaugeFigures;
 pub struct SiteFigures {
     pub site: String,
     pub pool: String,
+    /// The window's figures (unreadable lines by reason among them).
     pub figures: Figures,
     /// Fields the site's log lacks for a judgement (`time-taken`, ...).
     pub missing: Vec<&'static str>,
-    pub malformed: u64,
+    /// Unreadable lines since the watch started.
+    pub malformed_total: u64,
     /// Its pool's gauges, when the backend reads them.
     pub gauges: Option<GaugeFigures>,
+    /// Since when the figures run (Unix s): the watch's start, or when
+    /// the site's log folder could first be read.
+    pub since: Option<i64>,
+    /// Why the site's log cannot be followed now (a folder missing or
+    /// unreadable).
+    pub problem: Option<String>,
+}
+
+/// The HTTP.sys error log as the watch knows it (it belongs to no site).
+#[derive(Debug, Clone, Default)]
+pub struct HttpErrFigures {
+    pub malformed: u64,
+    pub problem: Option<String>,
 }
 
 struct Site {
@@ -48,14 +69,21 @@ struct Site {
     tail: Tail,
     reader: W3cReader,
     window: Window,
+    since: Option<i64>,
+    /// The problem last said in the agent's log.
+    said: Option<String>,
+}
+
+struct HttpErrLog {
+    tail: Tail,
+    reader: HttpErrReader,
+    said: Option<String>,
 }
 
 struct State {
     sites: BTreeMap<String, Site>,
-    httperr: Option<(Tail, HttpErrReader)>,
+    httperr: Option<HttpErrLog>,
     checks: Checks,
-    /// When the watch started (Unix s): a window cannot cover more.
-    since: i64,
     /// The pools' gauges over the span, newest last (Unix s, readings).
     gauges: VecDeque<(i64, Vec<PoolGauges>)>,
 }
@@ -67,37 +95,46 @@ pub struct TrafficWatch {
 }
 
 impl TrafficWatch {
-    /// Starts watching `logs` (from the end of what is already written).
+    /// Starts watching `logs` (from the end of what is already written,
+    /// with the directives in force there).
     pub fn start(logs: TrafficLogs) -> TrafficWatch {
+        let now = jiff::Timestamp::now().as_second();
         let sites = logs
             .sites
             .iter()
             .map(|s| {
+                let period = s.period.as_deref().and_then(Period::parse);
+                let tail = Tail::new(&s.w3c_dir, Family::W3c, period);
+                let since = tail.problem().is_none().then_some(now);
                 (
                     s.site.clone(),
                     Site {
                         pool: s.pool.clone(),
                         id: s.id,
-                        tail: Tail::new(&s.w3c_dir, &["u_ex", "ex"]),
+                        tail,
                         reader: W3cReader::default(),
                         window: Window::new(SPAN_S),
+                        since,
+                        said: None,
                     },
                 )
             })
             .collect();
-        let state = Arc::new(Mutex::new(State {
+        let mut state = State {
             sites,
-            httperr: logs
-                .httperr_dir
-                .as_deref()
-                .map(|d| (Tail::new(d, &["httperr"]), HttpErrReader::default())),
+            httperr: logs.httperr_dir.as_deref().map(|d| HttpErrLog {
+                tail: Tail::new(d, Family::HttpErr, None),
+                reader: HttpErrReader::default(),
+                said: None,
+            }),
             checks: Checks {
                 paths: logs.check_paths.clone(),
                 user_agents: vec![farm_proto::http::PROBE_AGENT.into()],
             },
-            since: jiff::Timestamp::now().as_second(),
             gauges: VecDeque::new(),
-        }));
+        };
+        say_problems(&mut state);
+        let state = Arc::new(Mutex::new(state));
         let weak = Arc::downgrade(&state);
         tokio::spawn(async move {
             let mut every = EVERY;
@@ -168,24 +205,65 @@ impl TrafficWatch {
         read_once(&mut st);
         let now = jiff::Timestamp::now().as_second();
         let last = last_s.clamp(1, SPAN_S);
-        // What the window covers: no more than the watch has been there.
-        let watched = (now - st.since + 1).max(1) as u64;
         let gauges = |pool: &str| gauge_figures(&st.gauges, pool, now, last);
         st.sites
             .iter()
             .map(|(name, s)| {
                 let mut figures = s.window.figures(now, last);
-                figures.covered_s = last.min(watched);
+                // What the window covers: no more than the site has been
+                // watched.
+                figures.covered_s = match s.since {
+                    Some(since) => last.min((now - since + 1).max(1) as u64),
+                    None => 0,
+                };
                 SiteFigures {
                     site: name.clone(),
                     pool: s.pool.clone(),
                     figures,
                     missing: s.reader.stats.missing.clone(),
-                    malformed: s.reader.stats.malformed,
+                    malformed_total: s.reader.stats.malformed.total() + s.tail.too_long(),
                     gauges: gauges(&s.pool),
+                    since: s.since,
+                    problem: s.tail.problem().map(str::to_string),
                 }
             })
             .collect()
+    }
+
+    /// The HTTP.sys error log's state (none when the backend has none).
+    pub fn httperr(&self) -> Option<HttpErrFigures> {
+        let st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        st.httperr.as_ref().map(|h| HttpErrFigures {
+            malformed: h.reader.malformed.total() + h.tail.too_long(),
+            problem: h.tail.problem().map(str::to_string),
+        })
+    }
+}
+
+/// Says in the agent's log when a log folder becomes unreadable and when
+/// it is read again (once each, not every poll).
+fn say_problems(st: &mut State) {
+    for (name, s) in &mut st.sites {
+        let now = s.tail.problem().map(str::to_string);
+        if now != s.said {
+            match &now {
+                Some(p) => {
+                    tracing::warn!(site = %name, "traffic health cannot read this site's log: {p}")
+                }
+                None => tracing::info!(site = %name, "the site's log is read again"),
+            }
+            s.said = now;
+        }
+    }
+    if let Some(h) = &mut st.httperr {
+        let now = h.tail.problem().map(str::to_string);
+        if now != h.said {
+            match &now {
+                Some(p) => tracing::warn!("the HTTP.sys error log cannot be read: {p}"),
+                None => tracing::info!("the HTTP.sys error log is read again"),
+            }
+            h.said = now;
+        }
     }
 }
 
@@ -228,32 +306,51 @@ fn gauge_figures(
 
 /// Reads what the logs have new; how many lines that was.
 fn read_once(st: &mut State) -> usize {
-    let checks = st.checks.clone();
+    let now = jiff::Timestamp::now().as_second();
+    let State {
+        sites,
+        httperr,
+        checks,
+        ..
+    } = st;
     let mut lines = 0;
-    for s in st.sites.values_mut() {
-        for line in s.tail.poll() {
-            lines += 1;
-            if let Some(r) = s.reader.line(&line) {
-                s.window.add(&r, &checks);
+    for s in sites.values_mut() {
+        let (bad_before, long_before) = (s.reader.stats.malformed.clone(), s.tail.too_long());
+        let Site {
+            tail,
+            reader,
+            window,
+            ..
+        } = s;
+        lines += tail.poll(&mut |line| {
+            if let Some(r) = reader.line(line) {
+                window.add(&r, checks);
             }
+        });
+        if s.since.is_none() && s.tail.problem().is_none() {
+            s.since = Some(now);
         }
+        // Unreadable lines have no time of their own: counted when read.
+        let bad: Malformed = s.reader.stats.malformed.since(&bad_before);
+        s.window.add_malformed(now, &bad);
+        s.window.add_too_long(now, s.tail.too_long() - long_before);
     }
-    if let Some((tail, reader)) = &mut st.httperr {
-        for line in tail.poll() {
-            lines += 1;
-            let Some(e) = reader.line(&line) else {
-                continue;
+    if let Some(h) = httperr {
+        let HttpErrLog { tail, reader, .. } = h;
+        lines += tail.poll(&mut |line| {
+            let Some(e) = reader.line(line) else {
+                return;
             };
             // By site id, else by the pool's queue name.
-            let site = st.sites.values_mut().find(|s| {
-                e.site_id.as_deref() == Some(s.id.to_string().as_str())
-                    || e.queue.as_deref() == Some(s.pool.as_str())
+            let site = sites.values_mut().find(|s| {
+                e.site_id == Some(s.id.to_string().as_str()) || e.queue == Some(s.pool.as_str())
             });
             if let Some(s) = site {
                 s.window.add_httperr(&e);
             }
-        }
+        });
     }
+    say_problems(st);
     lines
 }
 

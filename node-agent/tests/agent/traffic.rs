@@ -1,13 +1,9 @@
-//! IIS's traffic records through the parsers: verbatim samples (sources
-//! below) in CRLF and LF, with a BOM, with directives repeated mid-file,
-//! reordered and custom fields, and lines that do not fit.
-//!
-//! Sources of the data lines: krasninja/querycat `docs/input/iisw3c.md`
-//! (IIS 10 defaults); a public note on IIS 10 behind an AWS ALB (custom
-//! X-FORWARDED-FOR); sergey-su/logjoint `ReadersIntegrationTests.cs` (IIS
-//! 7.5, IPv6 zones; HTTP.sys error log); KB 820729 and the Perl module
-//! Ocollector::IIS::Error2 (HTTP.sys reasons); iis-docs appcmd samples 65
-//! and FREB sample 6 (`appcmd list requests`).
+//! The agent's traffic: `appcmd list requests` (iis-docs appcmd sample
+//! 65 and FREB sample 6, verbatim), the simulator's records read by the
+//! same readers as a real server's, and the Traffic call answered from
+//! the logs — also when the log and its header were written before the
+//! agent started (the log readers' own tests on real layouts are in the
+//! farm-traffic crate).
 use farm_agent::traffic::httperr::HttpErrReader;
 use farm_agent::traffic::requests;
 use farm_agent::traffic::w3c::W3cReader;
@@ -18,140 +14,6 @@ fn fixture(name: &str) -> String {
         env!("CARGO_MANIFEST_DIR")
     );
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
-}
-
-fn crlf(text: &str) -> String {
-    text.replace('\n', "\r\n")
-}
-
-#[test]
-fn the_iis10_default_fields_in_lf_crlf_and_with_a_bom() {
-    let text = fixture("w3c-iis10-default.log");
-    for variant in [
-        text.clone(),
-        crlf(&text),
-        format!("\u{feff}{}", crlf(&text)),
-    ] {
-        let mut r = W3cReader::default();
-        let reqs = r.read(&variant);
-        assert_eq!(reqs.len(), 2, "{:?}", r.stats);
-        assert_eq!(r.stats.malformed, 0);
-        assert!(r.stats.missing.is_empty());
-        let q = &reqs[0];
-        assert_eq!(q.at.to_string(), "2022-01-22T00:00:01Z");
-        assert_eq!(q.method.as_deref(), Some("POST"));
-        assert_eq!(
-            q.uri_stem.as_deref(),
-            Some("/member/TrafficSchoolLessonTrack.ashx")
-        );
-        assert_eq!(
-            (q.status, q.substatus, q.win32_status),
-            (200, Some(0), Some(0))
-        );
-        assert_eq!(q.time_taken_ms, Some(31));
-        assert_eq!(q.client_ip.as_deref(), Some("172.69.69.207"));
-        assert!(q
-            .user_agent
-            .as_deref()
-            .unwrap()
-            .starts_with("Mozilla/5.0+(Windows"));
-    }
-}
-
-#[test]
-fn a_custom_field_after_time_taken_and_the_iis75_fields_with_ipv6_zones() {
-    let mut r = W3cReader::default();
-    let reqs = r.read(&fixture("w3c-custom-field.log"));
-    assert_eq!(reqs.len(), 1);
-    assert_eq!((reqs[0].status, reqs[0].time_taken_ms), (304, Some(7)));
-    let mut r = W3cReader::default();
-    let reqs = r.read(&fixture("w3c-iis75.log"));
-    assert_eq!(reqs.len(), 2);
-    assert_eq!(
-        reqs[1].client_ip.as_deref(),
-        Some("fe80::5d3d:c591:3026:46ee%14")
-    );
-    assert_eq!(
-        (reqs[1].status, reqs[1].win32_status, reqs[1].time_taken_ms),
-        (404, Some(2), Some(4))
-    );
-}
-
-#[test]
-fn directives_repeated_mid_file_reset_the_columns_and_reordered_fields_are_read_by_name() {
-    // A restart mid-file with the fields in another order (time-taken
-    // first, no sc-substatus), then a line that does not fit.
-    let text = format!(
-        "{}#Software: Microsoft Internet Information Services 10.0\n#Version: 1.0\n#Date: 2022-01-22 00:15:00\n#Fields: time-taken sc-status time date cs-uri-stem\n812 500 00:15:02 2022-01-22 /checkout\n9 200 00:15:03 2022-01-22\n",
-        fixture("w3c-iis10-default.log")
-    );
-    let mut r = W3cReader::default();
-    let reqs = r.read(&text);
-    assert_eq!(reqs.len(), 3);
-    let q = &reqs[2];
-    assert_eq!(
-        (q.status, q.time_taken_ms, q.substatus),
-        (500, Some(812), None)
-    );
-    assert_eq!(q.at.to_string(), "2022-01-22T00:15:02Z");
-    assert_eq!(q.uri_stem.as_deref(), Some("/checkout"));
-    // The missing sc-substatus is said, not guessed; the short line is
-    // malformed, never shifted into place.
-    assert_eq!(r.stats.missing, ["sc-substatus"]);
-    assert_eq!(r.stats.malformed, 1);
-}
-
-#[test]
-fn a_file_read_in_pieces_keeps_its_columns() {
-    // A tail reads what was appended since its last offset: the pieces
-    // cut lines anywhere, the reader is fed whole lines only.
-    let text = crlf(&fixture("w3c-iis10-default.log"));
-    let mut r = W3cReader::default();
-    let (a, b) = text.split_at(text.find("2022-01-22 00:00:01 10.142").unwrap());
-    assert!(r.read(a).is_empty());
-    assert_eq!(r.read(b).len(), 2);
-}
-
-#[test]
-fn double_spaces_make_a_line_malformed() {
-    let mut r = W3cReader::default();
-    r.line("#Fields: date time cs-uri-stem sc-status time-taken sc-substatus");
-    assert!(r.line("2022-01-22 00:00:01 /a  200 5 0").is_none());
-    assert_eq!(r.stats.malformed, 1);
-}
-
-#[test]
-fn httperr_reasons_queues_and_a_header_repeated_mid_file() {
-    let mut r = HttpErrReader::default();
-    let errs = r.read(&crlf(&fixture("httperr-logjoint.log")));
-    assert_eq!(r.malformed, 0);
-    let reasons: Vec<&str> = errs.iter().map(|e| e.reason.as_str()).collect();
-    assert_eq!(
-        reasons,
-        [
-            "Connection_Abandoned_By_ReqQueue",
-            "Timer_ConnectionIdle",
-            "NotFound"
-        ]
-    );
-    assert_eq!(errs[2].status, Some(404));
-    assert_eq!(errs[0].status, None);
-    assert!(errs[1].benign() && !errs[0].benign());
-
-    let mut r = HttpErrReader::default();
-    let errs = r.read(&fixture("httperr-kb.log"));
-    assert_eq!(r.malformed, 0, "{errs:?}");
-    assert_eq!(errs.len(), 3);
-    assert_eq!(errs[0].reason, "AppOffline");
-    assert_eq!(errs[0].status, Some(503));
-    assert_eq!(errs[0].queue.as_deref(), Some("DefaultAppPool"));
-    assert_eq!(errs[0].site_id.as_deref(), Some("447434323"));
-    assert_eq!(
-        (errs[1].reason.as_str(), errs[1].status),
-        ("ConnLimit", Some(503))
-    );
-    assert_eq!(errs[2].reason, "Timer_MinBytesPerSecond");
-    assert_eq!(errs[2].at.to_string(), "2002-07-05T20:06:01Z");
 }
 
 #[test]
@@ -253,33 +115,27 @@ async fn the_simulator_writes_what_the_readers_read() {
     assert_eq!(text.matches("#Fields:").count(), 2, "{text}");
     let mut r = W3cReader::default();
     let reqs = r.read(&text);
-    assert_eq!(r.stats.malformed, 0, "{text}");
+    assert_eq!(r.stats.malformed.total(), 0, "{text}");
     assert!(r.stats.missing.is_empty());
     assert_eq!(reqs.len(), 4, "{text}");
     assert!(reqs.iter().all(|q| q.status == 200));
-    let slow = reqs
-        .iter()
-        .find(|q| q.uri_stem.as_deref() == Some("/slow"))
-        .unwrap();
+    let slow = reqs.iter().find(|q| q.uri_stem == Some("/slow")).unwrap();
     assert!(slow.time_taken_ms.unwrap() >= 60, "{slow:?}");
     assert_eq!(
         reqs.iter()
-            .filter(|q| q.user_agent.as_deref() == Some("farmctl-probe"))
+            .filter(|q| q.user_agent == Some("farmctl-probe"))
             .count(),
         4
     );
     // The stopped pool's 503 is HTTP.sys's, with its queue; not in W3SVC2.
     assert!(!logs.join("W3SVC2").exists());
     let mut e = HttpErrReader::default();
-    let errs = e.read(&std::fs::read_to_string(logs.join("HTTPERR").join("httperr1.log")).unwrap());
-    assert_eq!(e.malformed, 0);
+    let httperr = std::fs::read_to_string(logs.join("HTTPERR").join("httperr1.log")).unwrap();
+    let errs = e.read(&httperr);
+    assert_eq!(e.malformed.total(), 0);
     assert_eq!(errs.len(), 1);
     assert_eq!(
-        (
-            errs[0].reason.as_str(),
-            errs[0].status,
-            errs[0].queue.as_deref()
-        ),
+        (errs[0].reason, errs[0].status, errs[0].queue),
         ("AppOffline", Some(503), Some("Off"))
     );
     sim.shutdown();
@@ -357,7 +213,10 @@ async fn the_traffic_call_answers_from_the_logs() {
         .await
         .unwrap();
     let reply = client
-        .traffic(farm_proto::v1::TrafficRequest { last_s: 60 })
+        .traffic(farm_proto::v1::TrafficRequest {
+            last_s: 60,
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
@@ -391,4 +250,145 @@ async fn the_traffic_call_answers_from_the_logs() {
         .into_inner();
     assert!(status.traffic.is_none());
     let _ = stop.send(());
+}
+
+/// An agent started (and restarted) while IIS has been writing its log
+/// for hours: the log and its header exist before the agent starts,
+/// another process appends lines after, and every appended line counts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_started_mid_file_counts_every_line_appended_after() {
+    use farm_agent::agent::{self, AgentSettings, Flags};
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    let w3c = logs.join("W3SVC1");
+    std::fs::create_dir_all(&w3c).unwrap();
+    let file = w3c.join(format!(
+        "u_ex{}.log",
+        jiff::Timestamp::now().strftime("%y%m%d")
+    ));
+    let stamp = || {
+        jiff::Timestamp::now()
+            .strftime("%Y-%m-%d %H:%M:%S")
+            .to_string()
+    };
+    let line = |status: u16, ms: u64| {
+        format!(
+            "{} 10.0.1.11 GET /shop - 80 - 203.0.113.7 Mozilla/5.0+(Windows) - {status} 0 0 {ms}\r\n",
+            stamp()
+        )
+    };
+    // Hours of log before the agent: the header written once, at the top.
+    let mut before = String::from("#Software: Microsoft Internet Information Services 10.0\r\n#Version: 1.0\r\n#Date: 2026-12-07 00:00:00\r\n#Fields: date time s-ip cs-method cs-uri-stem cs-uri-query s-port cs-username c-ip cs(User-Agent) cs(Referer) sc-status sc-substatus sc-win32-status time-taken\r\n");
+    for _ in 0..20_000 {
+        before.push_str(&line(200, 5));
+    }
+    std::fs::write(&file, &before).unwrap();
+    let sim = dir.path().join("sim.yaml");
+    std::fs::write(
+        &sim,
+        format!(
+            "node: t\nlogs: {}\nsites:\n  - name: shop\n    host: shop.example\n    app_pool: Shop\napp_pools:\n  - name: Shop\n    startup: 10ms\n    warmup: 0ms\n",
+            logs.display()
+        ),
+    )
+    .unwrap();
+    // Another process appends, as HTTP.sys does.
+    let append = |text: String| {
+        use std::io::Write;
+        let mut child = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("cat >> '{}'", file.display()))
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+        assert!(child.wait().unwrap().success());
+    };
+    let start = || {
+        let flags = Flags {
+            listen: Some("127.0.0.1:0".into()),
+            sim: Some(sim.clone()),
+            insecure: true,
+            ..Flags::default()
+        };
+        let settings = AgentSettings::load(&flags).unwrap();
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(agent::run(
+            settings,
+            move |r| {
+                let _ = ready_tx.send(r.clone());
+            },
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        (ready_rx, stop, task)
+    };
+    // Asks until the window shows `want` user requests (bounded: the
+    // watch reads every second, and every question reads up to now).
+    async fn wait_for(addr: &str, want: u64) -> farm_proto::v1::SiteTraffic {
+        let mut client = farm_proto::NodeAgentClient::connect(format!("http://{addr}"))
+            .await
+            .unwrap();
+        let mut last = None;
+        for _ in 0..50 {
+            let reply = client
+                .traffic(farm_proto::v1::TrafficRequest {
+                    last_s: 300,
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            let site = reply.sites[0].clone();
+            if site.requests >= want {
+                return site;
+            }
+            last = Some(site);
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        panic!("the window never showed {want} requests: {last:?}");
+    }
+
+    let (ready, stop, task) = start();
+    let ready = ready.await.unwrap();
+    let mut text = String::new();
+    for i in 0..100u64 {
+        text.push_str(&line(if i % 10 == 0 { 500 } else { 200 }, 10 + i));
+    }
+    append(text);
+    let shop = wait_for(&ready.agent, 100).await;
+    assert_eq!((shop.requests, shop.classes[4]), (100, 10), "{shop:?}");
+    assert_eq!(shop.malformed_lines, 0, "{shop:?}");
+    assert!(shop.missing_fields.is_empty());
+    assert!(shop.since_unix_s > 0 && shop.problem.is_empty(), "{shop:?}");
+    // p99 of 10..=109 ms: the 99th smallest, 108 ms (within the bins).
+    assert!(
+        (shop.p99_ms.unwrap() - 108.0).abs() <= 108.0 / 32.0,
+        "{shop:?}"
+    );
+    let _ = stop.send(());
+    task.await.unwrap().unwrap();
+
+    // Lines written while no agent runs are history for the next one.
+    append((0..500).map(|_| line(200, 5)).collect());
+    let (ready, stop, task) = start();
+    let ready = ready.await.unwrap();
+    let mut text = String::new();
+    for i in 0..40u64 {
+        text.push_str(&line(if i < 4 { 503 } else { 200 }, 900));
+    }
+    append(text);
+    let shop = wait_for(&ready.agent, 40).await;
+    assert_eq!((shop.requests, shop.classes[4]), (40, 4), "{shop:?}");
+    assert_eq!(shop.errors.get("503.0"), Some(&4));
+    assert_eq!(shop.malformed_lines, 0, "{shop:?}");
+    let _ = stop.send(());
+    task.await.unwrap().unwrap();
 }

@@ -1,16 +1,15 @@
 //! A rolling window of what users got, per site: requests, responses by
 //! status class, 5xx by status.substatus, latency quantiles from
-//! `time-taken`, HTTP.sys errors by reason — in one-second buckets for the
-//! last few minutes, so memory is bounded whatever the request rate.
-//! Health checks (the load balancer's health file, farmctl's own probes)
-//! are counted apart and never as user traffic.
+//! `time-taken`, HTTP.sys errors by reason, unreadable lines by reason —
+//! in one-second buckets for the last few minutes, so memory is bounded
+//! whatever the request rate. Health checks (the load balancer's health
+//! file, farmctl's own probes) are counted apart and never as user traffic.
 use std::collections::{BTreeMap, VecDeque};
 
-use super::httperr::HttpErr;
-use super::w3c::W3cRequest;
-
-use farm_proto::latency::Histogram;
-pub use farm_proto::latency::QUANTILE_ERROR;
+use crate::httperr::HttpErr;
+use crate::malformed::{Malformed, Reason};
+use crate::w3c::W3cRequest;
+use crate::Histogram;
 
 /// Which requests are checks, not users.
 #[derive(Debug, Clone, Default)]
@@ -22,9 +21,9 @@ pub struct Checks {
 }
 
 impl Checks {
-    pub fn is_check(&self, r: &W3cRequest) -> bool {
-        let path = r.uri_stem.as_deref().unwrap_or("");
-        let agent = r.user_agent.as_deref().unwrap_or("");
+    pub fn is_check(&self, r: &W3cRequest<'_>) -> bool {
+        let path = r.uri_stem.unwrap_or("");
+        let agent = r.user_agent.unwrap_or("");
         self.paths.iter().any(|p| p.eq_ignore_ascii_case(path))
             || self
                 .user_agents
@@ -46,6 +45,8 @@ struct Bucket {
     /// Latency bins of user requests that logged `time-taken`.
     latency: Histogram,
     httperr: BTreeMap<String, u64>,
+    /// Lines read this second that could not be read, by reason.
+    malformed: Malformed,
 }
 
 /// Figures of a window, as a Traffic answer carries them.
@@ -68,6 +69,19 @@ pub struct Figures {
     pub httperr: BTreeMap<String, u64>,
     /// The latency histogram the quantiles come from.
     pub latency: Histogram,
+    /// Lines of the window that could not be read, by reason.
+    pub malformed: Malformed,
+}
+
+impl Figures {
+    /// Every figure derived from the counts (rate, quantiles).
+    pub fn derive(&mut self) {
+        self.error_rate =
+            (self.requests > 0).then(|| self.classes[4] as f64 / self.requests as f64);
+        self.p50_ms = self.latency.quantile(0.50);
+        self.p95_ms = self.latency.quantile(0.95);
+        self.p99_ms = self.latency.quantile(0.99);
+    }
 }
 
 /// The last `span` seconds of one site.
@@ -119,8 +133,8 @@ impl Window {
         self.buckets.iter_mut().find(|b| b.second == second)
     }
 
-    pub fn add(&mut self, r: &W3cRequest, checks: &Checks) {
-        let Some(b) = self.bucket(r.at.as_second()) else {
+    pub fn add(&mut self, r: &W3cRequest<'_>, checks: &Checks) {
+        let Some(b) = self.bucket(r.second) else {
             return;
         };
         if checks.is_check(r) {
@@ -141,9 +155,29 @@ impl Window {
         }
     }
 
-    pub fn add_httperr(&mut self, e: &HttpErr) {
-        if let Some(b) = self.bucket(e.at.as_second()) {
-            *b.httperr.entry(e.reason.clone()).or_default() += 1;
+    pub fn add_httperr(&mut self, e: &HttpErr<'_>) {
+        if let Some(b) = self.bucket(e.second) {
+            *b.httperr.entry(e.reason.to_string()).or_default() += 1;
+        }
+    }
+
+    /// Unreadable lines read at `second` (they have no time of their own).
+    pub fn add_malformed(&mut self, second: i64, m: &Malformed) {
+        if m.total() == 0 {
+            return;
+        }
+        if let Some(b) = self.bucket(second) {
+            b.malformed.merge(m);
+        }
+    }
+
+    /// Lines too long to read, at `second`.
+    pub fn add_too_long(&mut self, second: i64, count: u64) {
+        if count == 0 {
+            return;
+        }
+        if let Some(b) = self.bucket(second) {
+            b.malformed.add_unseen(Reason::TooLong, count);
         }
     }
 
@@ -170,14 +204,12 @@ impl Window {
                 *f.httperr.entry(k.clone()).or_default() += v;
             }
             f.latency.merge(&b.latency);
+            f.malformed.merge(&b.malformed);
         }
         f.covered_s = oldest
             .map_or(0, |o| (now - o + 1).max(0) as u64)
             .min(last_s);
-        f.error_rate = (f.requests > 0).then(|| f.classes[4] as f64 / f.requests as f64);
-        f.p50_ms = f.latency.quantile(0.50);
-        f.p95_ms = f.latency.quantile(0.95);
-        f.p99_ms = f.latency.quantile(0.99);
+        f.derive();
         f
     }
 }
@@ -186,14 +218,15 @@ impl Window {
 mod tests {
     use super::*;
 
-    fn req(second: i64, status: u16, ms: u64, path: &str) -> W3cRequest {
+    fn req(second: i64, status: u16, ms: u64, path: &str) -> W3cRequest<'_> {
         W3cRequest {
-            at: jiff::Timestamp::from_second(second).unwrap(),
+            second,
             site: None,
-            method: Some("GET".into()),
-            uri_stem: Some(path.into()),
+            method: Some("GET"),
+            uri_stem: Some(path),
+            uri_query: None,
             host: None,
-            user_agent: Some("Mozilla/5.0".into()),
+            user_agent: Some("Mozilla/5.0"),
             client_ip: None,
             status,
             substatus: Some(if status == 500 { 19 } else { 0 }),
@@ -219,6 +252,10 @@ mod tests {
             }
             w.add(&req(1_000 + s, 200, 1, "/HEALTH.htm"), &checks);
         }
+        let mut bad = Malformed::default();
+        bad.add(Reason::FieldCount, "a b");
+        w.add_malformed(1_099, &bad);
+        w.add_too_long(1_099, 2);
         let f = w.figures(1_099, 60);
         assert_eq!(f.covered_s, 60);
         assert_eq!((f.requests, f.checks), (1_200, 60));
@@ -227,7 +264,12 @@ mod tests {
         assert!((f.error_rate.unwrap() - 0.05).abs() < 1e-9);
         assert_eq!(f.p50_ms, Some(10.0));
         let p99 = f.p99_ms.unwrap();
-        assert!((p99 - 800.0).abs() / 800.0 <= QUANTILE_ERROR, "{p99}");
+        assert!(
+            (p99 - 800.0).abs() / 800.0 <= crate::QUANTILE_ERROR,
+            "{p99}"
+        );
+        assert_eq!(f.malformed.total(), 3);
+        assert_eq!(f.malformed.count(Reason::TooLong), 2);
     }
 
     #[test]
