@@ -81,6 +81,18 @@ pub struct NodeTraffic {
     pub pools: Vec<PoolTraffic>,
     /// Fields the logs lack for a judgement.
     pub missing_fields: Vec<String>,
+    /// Since when the figures run (RFC 3339, UTC): the agent's start, or
+    /// when the sites' logs could first be read. A window asked for
+    /// before it covers less — "no data yet" is not "healthy".
+    pub since: Option<String>,
+    /// Lines of the window the agent could not read, by reason
+    /// (`field_count`, `no_fields`, `no_date`, `bad_date`, `bad_time`,
+    /// `bad_status`, `too_long`).
+    pub malformed: u64,
+    pub malformed_reasons: BTreeMap<String, u64>,
+    /// Why a log cannot be followed now (a site's folder missing or
+    /// unreadable, the HTTP.sys log's): the figures are incomplete.
+    pub problem: Option<String>,
 }
 
 fn rate(errors: u64, requests: u64) -> Option<f64> {
@@ -121,7 +133,15 @@ impl NodeTraffic {
         let mut errors = BTreeMap::new();
         let mut missing = Vec::new();
         let gauges = pools_once(sites);
+        let mut malformed_reasons: BTreeMap<String, u64> = BTreeMap::new();
+        let mut problems: Vec<String> = Vec::new();
         for s in sites {
+            for (k, n) in &s.malformed_reasons {
+                *malformed_reasons.entry(k.clone()).or_insert(0) += n;
+            }
+            if let Some(p) = &s.problem {
+                problems.push(format!("site {}: {p}", s.site));
+            }
             for (k, n) in &s.httperr {
                 *httperr.entry(k.clone()).or_insert(0) += n;
             }
@@ -159,6 +179,22 @@ impl NodeTraffic {
             errors,
             pools: sites.iter().map(pool_traffic).collect(),
             missing_fields: missing,
+            since: sites
+                .iter()
+                .filter_map(|s| s.since)
+                .min()
+                .and_then(|t| jiff::Timestamp::from_second(t).ok())
+                .map(|t| t.to_string()),
+            malformed: sites.iter().map(|s| s.malformed).sum(),
+            malformed_reasons,
+            problem: {
+                problems.extend(
+                    v.httperr_problem
+                        .iter()
+                        .map(|p| format!("HTTP.sys error log: {p}")),
+                );
+                (!problems.is_empty()).then(|| problems.join("; "))
+            },
         })
     }
 }
@@ -283,6 +319,13 @@ pub fn judge(nodes: &[Option<NodeTraffic>]) -> Vec<Verdict> {
                     pools: Vec::new(),
                 };
             };
+            if let Some(p) = &t.problem {
+                return Verdict {
+                    outlier: None,
+                    reasons: vec![format!("its figures are incomplete: {p}")],
+                    pools: Vec::new(),
+                };
+            }
             if !enough(t) {
                 return Verdict {
                     outlier: None,
@@ -404,8 +447,9 @@ mod tests {
                 missing: Vec::new(),
                 latency: Default::default(),
                 gauges: None,
+                ..Default::default()
             }],
-            unavailable: None,
+            ..Default::default()
         })
     }
 

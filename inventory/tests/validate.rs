@@ -488,3 +488,27 @@ fn a_canary_weight_is_a_share_haproxy_can_give() {
     .unwrap();
     assert_eq!(inv.analysis.canary_weight, Some(10));
 }
+
+/// The health-file balancer renames its file on every drain: a site probe
+/// of it could never prove a drained node healthy (it drained web01 and
+/// waited on a 404 until healthy_timeout, then left it out).
+#[test]
+fn a_probe_of_the_health_files_own_file_is_refused() {
+    let text = GOOD.replace("path: /healthz", "path: /HEALTH.htm");
+    let e = errors(&text);
+    assert!(
+        has(&e, "sites[0].probe.path", "health-file balancer's own file"),
+        "{e:?}"
+    );
+    let text = format!(
+        "{}load_balancer: {{kind: health-file, path: /lb/alive.txt}}\n",
+        GOOD.replace("path: /healthz", "path: /lb/alive.txt?x=1")
+    );
+    assert!(has(&errors(&text), "sites[0].probe.path", "own file"));
+    // Another LB kind monitors something else: allowed.
+    let text = format!(
+        "{}load_balancer: {{kind: none}}\n",
+        GOOD.replace("path: /healthz", "path: /health.htm")
+    );
+    parse(&text).unwrap();
+}

@@ -512,3 +512,47 @@ mod readme_tests {
         }
     }
 }
+
+/// `HEAD /metrics` answers as `GET` does, without the body (monitors
+/// check that way).
+#[cfg(test)]
+mod head_tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    async fn ask(addr: std::net::SocketAddr, method: &str) -> String {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(
+            format!("{method} /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        out
+    }
+
+    #[tokio::test]
+    async fn head_is_get_without_the_body() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let live: LiveFn = Arc::new(|| Box::pin(async { Live::default() }));
+        tokio::spawn(serve(
+            listener,
+            Arc::new(Metrics::default()),
+            live,
+            std::future::pending(),
+        ));
+        let get = ask(addr, "GET").await;
+        let head = ask(addr, "HEAD").await;
+        assert!(
+            get.starts_with("HTTP/1.1 200") && head.starts_with("HTTP/1.1 200"),
+            "{head}"
+        );
+        let (head_headers, head_body) = head.split_once("\r\n\r\n").unwrap();
+        assert_eq!(head_body, "", "no body");
+        assert!(head_headers.contains("content-length"), "{head_headers}");
+        assert!(get.contains("farm_agent_scrapes_total"));
+    }
+}

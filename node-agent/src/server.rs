@@ -139,7 +139,11 @@ pub async fn serve(
     );
     let svc = NodeAgentServer::new(service.with_connections(connections.clone()))
         .max_decoding_message_size(MAX_REQUEST_BYTES);
-    let router = builder.add_service(svc);
+    // The standard gRPC health service (`grpc.health.v1.Health`) for
+    // monitors: the agent and its one service serve while it runs.
+    let (health, health_svc) = tonic_health::server::health_reporter();
+    health.set_serving::<NodeAgentServer<AgentService>>().await;
+    let router = builder.add_service(health_svc).add_service(svc);
     match security.tls {
         Some(tls) => {
             let current: CurrentTls = Arc::new(std::sync::RwLock::new(tls));

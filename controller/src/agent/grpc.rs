@@ -599,10 +599,23 @@ impl AgentApi for GrpcAgent {
     }
 
     async fn traffic(&self, last_s: u32) -> Result<TrafficView, AgentError> {
+        let msg = pb::TrafficRequest {
+            last_s,
+            ..Default::default()
+        };
         let reply = self
-            .unary(pb::TrafficRequest { last_s }, |mut c, r| async move {
-                c.traffic(r).await
-            })
+            .unary(msg, |mut c, r| async move { c.traffic(r).await })
+            .await?;
+        Ok(traffic_view(reply))
+    }
+
+    async fn traffic_quoting(&self, last_s: u32) -> Result<TrafficView, AgentError> {
+        let msg = pb::TrafficRequest {
+            last_s,
+            malformed_sample: true,
+        };
+        let reply = self
+            .unary(msg, |mut c, r| async move { c.traffic(r).await })
             .await?;
         Ok(traffic_view(reply))
     }
@@ -731,8 +744,11 @@ impl AgentApi for GrpcAgent {
 
 /// A Traffic answer as the controller reads it.
 fn traffic_view(reply: pb::TrafficReply) -> TrafficView {
+    let text = |s: String| (!s.is_empty()).then_some(s);
     TrafficView {
-        unavailable: (!reply.unavailable.is_empty()).then_some(reply.unavailable),
+        httperr_malformed: reply.httperr_malformed_lines,
+        httperr_problem: text(reply.httperr_problem),
+        unavailable: text(reply.unavailable),
         sites: reply
             .sites
             .into_iter()
@@ -757,6 +773,12 @@ fn traffic_view(reply: pb::TrafficReply) -> TrafficView {
                     p99_ms: s.p99_ms,
                     missing: s.missing_fields,
                     latency: farm_proto::latency::Histogram(s.latency_bins.into_iter().collect()),
+                    malformed: s.malformed_lines,
+                    malformed_reasons: s.malformed_reasons.into_iter().collect(),
+                    malformed_sample: text(s.malformed_sample),
+                    malformed_total: s.malformed_total,
+                    since: (s.since_unix_s > 0).then_some(s.since_unix_s),
+                    problem: text(s.problem),
                 }
             })
             .collect(),

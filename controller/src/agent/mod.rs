@@ -339,9 +339,15 @@ pub trait AgentApi: Send + Sync {
 
     async fn traffic(&self, _last_s: u32) -> Result<TrafficView, AgentError> {
         Ok(TrafficView {
-            sites: Vec::new(),
             unavailable: Some("this agent cannot say".into()),
+            ..TrafficView::default()
         })
+    }
+
+    /// The traffic with one unreadable line quoted per site (the operator
+    /// role's; `validate --connect`).
+    async fn traffic_quoting(&self, last_s: u32) -> Result<TrafficView, AgentError> {
+        self.traffic(last_s).await
     }
 }
 
@@ -365,6 +371,19 @@ pub struct SiteTrafficView {
     pub latency: farm_proto::latency::Histogram,
     /// The pool's gauges (performance counters), when the agent reads them.
     pub gauges: Option<PoolGauges>,
+    /// Lines of the window the agent could not read, by reason
+    /// (`field_count`, `no_fields`, ...), and one of them quoted when
+    /// asked for with the operator role.
+    pub malformed: u64,
+    pub malformed_reasons: BTreeMap<String, u64>,
+    pub malformed_sample: Option<String>,
+    /// Unreadable lines since the agent started.
+    pub malformed_total: u64,
+    /// Since when the figures run (Unix s); `None` while the site's log
+    /// cannot be read (or from an agent too old to say).
+    pub since: Option<i64>,
+    /// Why the site's log cannot be followed now.
+    pub problem: Option<String>,
 }
 
 pub use farm_proto::gauges::PoolGauges;
@@ -473,6 +492,10 @@ impl Diagnostics {
 pub struct TrafficView {
     pub sites: Vec<SiteTrafficView>,
     pub unavailable: Option<String>,
+    /// The HTTP.sys error log: lines the agent could not read since it
+    /// started, and why it cannot follow the log now.
+    pub httperr_malformed: u64,
+    pub httperr_problem: Option<String>,
 }
 
 /// What to ask of a load balancer member.

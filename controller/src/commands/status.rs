@@ -421,6 +421,8 @@ fn releases(nodes: &[NodeStatus], mixed: &BTreeMap<String, Vec<String>>) -> Stri
 
 /// The window `status` (and `recycle --outliers`) asks the agents for.
 pub const TRAFFIC_WINDOW_S: u32 = 60;
+/// The window `validate --connect` reads the logs' unreadable share over.
+pub const LOG_CHECK_WINDOW_S: u32 = 300;
 
 /// What users got per node, when any agent can say.
 fn traffic_table(nodes: &[NodeStatus]) -> String {
@@ -481,6 +483,35 @@ fn traffic_table(nodes: &[NodeStatus]) -> String {
                 None => n.outlier_reasons.join("; "),
             }
         ));
+    }
+    // What the figures do not cover: a log that cannot be followed,
+    // lines that could not be read, a watch younger than the window.
+    for n in nodes {
+        let Some(t) = &n.traffic else { continue };
+        if let Some(p) = &t.problem {
+            out.push_str(&format!("{}: LOGS NOT READ: {p}\n", n.name));
+        }
+        if t.malformed > 0 {
+            let reasons: Vec<String> = t
+                .malformed_reasons
+                .iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect();
+            out.push_str(&format!(
+                "{}: {} log line(s) could not be read ({})\n",
+                n.name,
+                t.malformed,
+                reasons.join(", ")
+            ));
+        }
+        if t.window_s < u64::from(TRAFFIC_WINDOW_S) {
+            if let Some(since) = &t.since {
+                out.push_str(&format!(
+                    "{}: figures since {since} only ({}s of {TRAFFIC_WINDOW_S}s): its agent started then\n",
+                    n.name, t.window_s
+                ));
+            }
+        }
     }
     for n in nodes.iter().filter(|n| n.lb_disagrees == Some(true)) {
         out.push_str(&format!(

@@ -167,7 +167,14 @@ async fn connect(
             Vec::new()
         }
     };
-    for o in crate::observe::observe(&farm, &members).await {
+    let observed = crate::observe::observe(&farm, &members).await;
+    let logs = futures::future::join_all(
+        farm.agents
+            .iter()
+            .map(|a| a.traffic_quoting(crate::commands::status::LOG_CHECK_WINDOW_S)),
+    )
+    .await;
+    for (o, traffic) in observed.into_iter().zip(logs) {
         let node = farm.node(o.node);
         checks.push(Check {
             check: format!("agent of {} ({})", node.name, node.agent),
@@ -201,6 +208,73 @@ async fn connect(
                 Err(e) => e.to_string(),
             },
         });
+        if o.view.is_ok() {
+            if let Ok(t) = &traffic {
+                let (ok, detail) = logs_check(t);
+                checks.push(Check {
+                    check: format!("logs of {}", node.name),
+                    ok,
+                    detail,
+                });
+            }
+        }
     }
     Ok(checks)
+}
+
+/// Unreadable lines past this share of a site's window fail the check.
+const MAX_UNREADABLE: f64 = 0.01;
+
+/// Whether the agent can follow every site's log and read its lines: a
+/// folder it cannot read, or more than 1% of a window's lines unreadable
+/// (quoting one), is to fix before traffic health can be trusted.
+fn logs_check(t: &crate::agent::TrafficView) -> (bool, String) {
+    if let Some(why) = &t.unavailable {
+        return (true, format!("traffic health not available: {why}"));
+    }
+    let mut bad = Vec::new();
+    let mut good = Vec::new();
+    for s in &t.sites {
+        if let Some(p) = &s.problem {
+            bad.push(format!("site {}: {p}", s.site));
+            continue;
+        }
+        let lines = s.requests + s.checks + s.malformed;
+        let share = if lines > 0 {
+            s.malformed as f64 / lines as f64
+        } else {
+            0.0
+        };
+        if share > MAX_UNREADABLE {
+            let reasons: Vec<String> = s
+                .malformed_reasons
+                .iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect();
+            bad.push(format!(
+                "site {}: {} of {} line(s) ({:.1}%) could not be read ({}); {}",
+                s.site,
+                s.malformed,
+                lines,
+                share * 100.0,
+                reasons.join(", "),
+                match &s.malformed_sample {
+                    Some(line) => format!("for example: {line}"),
+                    None => "(a line is quoted to the operator role)".into(),
+                }
+            ));
+        } else if lines == 0 {
+            good.push(format!("site {}: no line yet", s.site));
+        } else {
+            good.push(format!("site {}: {lines} line(s) read", s.site));
+        }
+    }
+    if let Some(p) = &t.httperr_problem {
+        bad.push(format!("HTTP.sys error log: {p}"));
+    }
+    if bad.is_empty() {
+        (true, good.join("; "))
+    } else {
+        (false, bad.join("; "))
+    }
 }

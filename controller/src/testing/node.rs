@@ -358,8 +358,8 @@ impl AgentApi for FakeNode {
         let b = self.behaviour();
         if b.rps == 0 {
             return Ok(crate::agent::TrafficView {
-                sites: Vec::new(),
                 unavailable: Some("no traffic figures".into()),
+                ..Default::default()
             });
         }
         let requests = b.rps * u64::from(last_s);
@@ -387,9 +387,10 @@ impl AgentApi for FakeNode {
                 p99_ms: latency.quantile(0.99),
                 missing: Vec::new(),
                 latency,
-                gauges: None,
+                since: Some(0),
+                ..Default::default()
             }],
-            unavailable: None,
+            ..Default::default()
         })
     }
 

@@ -437,6 +437,20 @@ pub fn validate(raw: RawInventory) -> Result<Inventory, Vec<InventoryError>> {
             }
         }
         let probe = probe(&mut errors, &format!("sites[{i}].probe"), &s.probe);
+        // Every drain renames the health-file balancer's file: a probe of
+        // it could never prove a drained node healthy again.
+        if let LoadBalancer::HealthFile { path, .. } = &load_balancer {
+            let probed = probe.path.split('?').next().unwrap_or("");
+            if probed.eq_ignore_ascii_case(path) {
+                errors.add(
+                    at("probe.path"),
+                    format!(
+                        "`{}` is the health-file balancer's own file (load_balancer.path): every drain renames it, so a drained node could never prove itself healthy; probe an application URL",
+                        probe.path
+                    ),
+                );
+            }
+        }
         let version_probe = s.version_probe.as_ref().map(|v| {
             if !v.path.starts_with('/')
                 || v.path.chars().any(|c| c.is_whitespace() || c.is_control())

@@ -249,6 +249,27 @@ async fn the_traffic_call_answers_from_the_logs() {
         .unwrap()
         .into_inner();
     assert!(status.traffic.is_none());
+    // The standard gRPC health service answers monitors.
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", ready.agent))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    for service in ["", "farm.agent.v1.NodeAgent"] {
+        let reply = health
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            reply.status,
+            tonic_health::pb::health_check_response::ServingStatus::Serving as i32,
+            "{service:?}"
+        );
+    }
     let _ = stop.send(());
 }
 
