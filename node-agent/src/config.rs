@@ -87,6 +87,9 @@ pub struct Tools {
     pub netsh: String,
     /// For the `arr` and `nlb` load balancer members.
     pub powershell: String,
+    /// `reg query`: the performance counters' names in this Windows's
+    /// display language.
+    pub reg: String,
 }
 
 impl Tools {
@@ -101,6 +104,7 @@ impl Tools {
             wevtutil: "wevtutil".into(),
             netsh: "netsh".into(),
             powershell: "powershell".into(),
+            reg: "reg".into(),
         }
     }
 }
@@ -125,6 +129,7 @@ impl Default for Tools {
                     .join("v1.0")
                     .join("powershell.exe"),
             ),
+            reg: path(sys.join("reg.exe")),
         }
     }
 }

@@ -37,7 +37,24 @@ pub struct FakeFaults {
     pub no_request_monitor: bool,
     /// Pools have autoStart off: after `iisreset /start` they stay stopped.
     pub autostart_off: bool,
+    /// An Italian Windows: appcmd's messages translated, the counters
+    /// named `\Processo(*)\% Tempo processo` (English paths fail).
+    pub localized: bool,
 }
+
+/// `reg query` of the counter names: the English list, and an Italian
+/// server's (the indexes of `Process`, `% Processor Time`, `Private
+/// Bytes`, `ID Process`), a REG_MULTI_SZ on one line joined by `\0`.
+const REG_ENGLISH: &str = "\r\nHKEY_LOCAL_MACHINE\\SOFTWARE\\Microsoft\\Windows NT\\CurrentVersion\\Perflib\\009\r\n    Counter    REG_MULTI_SZ    1\\01847\\02\\0System\\06\\0% Processor Time\\0186\\0Private Bytes\\0230\\0Process\\0784\\0ID Process\\0\r\n\r\n";
+const REG_ITALIAN: &str = "\r\nHKEY_LOCAL_MACHINE\\SOFTWARE\\Microsoft\\Windows NT\\CurrentVersion\\Perflib\\CurrentLanguage\r\n    Counter    REG_MULTI_SZ    1\\01847\\02\\0Sistema\\06\\0% Tempo processo\\0186\\0Byte privati\\0230\\0Processo\\0784\\0ID processo\\0\r\n\r\n";
+
+/// English → Italian, as the fake's typeperf names them.
+const ITALIAN: [(&str, &str); 4] = [
+    (r"\Process(", r"\Processo("),
+    (r"\% Processor Time", r"\% Tempo processo"),
+    (r"\Private Bytes", r"\Byte privati"),
+    (r"\ID Process", r"\ID processo"),
+];
 
 struct State {
     services: Svc,
@@ -206,7 +223,11 @@ impl State {
                     }
                     None => Output::exit(
                         1168,
-                        format!("ERROR ( message:Cannot find VDIR object with identifier \"{vdir}\". )\r\n"),
+                        if self.faults.localized {
+                            format!("ERROR ( message:Impossibile trovare l'oggetto VDIR con identificatore \"{vdir}\". )\r\n")
+                        } else {
+                            format!("ERROR ( message:Cannot find VDIR object with identifier \"{vdir}\". )\r\n")
+                        },
                     ),
                 }
             }
@@ -250,7 +271,11 @@ impl State {
                 let Some(p) = self.pool_mut(name) else {
                     return Output::exit(
                         1168,
-                        format!("ERROR ( message:Cannot find APPPOOL object with identifier \"{name}\". )\r\n"),
+                        if self.faults.localized {
+                            format!("ERROR ( message:Impossibile trovare l'oggetto APPPOOL con identificatore \"{name}\". )\r\n")
+                        } else {
+                            format!("ERROR ( message:Cannot find APPPOOL object with identifier \"{name}\". )\r\n")
+                        },
                     );
                 };
                 match verb {
@@ -364,7 +389,13 @@ impl State {
     fn diagnostic_counters(&self) -> Output {
         let mut header = vec!["\"(PDH-CSV 4.0)\"".to_string()];
         let mut values = vec!["\"11/21/2026 10:00:00.123\"".to_string()];
+        let localized = self.faults.localized;
         let mut add = |path: String, value: &str| {
+            let path = if localized {
+                ITALIAN.iter().fold(path, |p, (en, it)| p.replace(en, it))
+            } else {
+                path
+            };
             header.push(format!("\"\\\\WEB01{path}\""));
             values.push(format!("\"{value}\""));
         };
@@ -466,6 +497,22 @@ impl CommandRunner for FakeIis {
                 st.diagnostic_counters()
             }
             "wevtutil" => st.was_events(),
+            "reg" => match args {
+                [q, key, v, c] if q == "query" && v == "/v" && c == "Counter" => {
+                    if key.ends_with(r"Perflib\009") {
+                        Output::ok(REG_ENGLISH)
+                    } else if key.ends_with(r"Perflib\CurrentLanguage") {
+                        Output::ok(if st.faults.localized { REG_ITALIAN } else { REG_ENGLISH })
+                    } else {
+                        Output::exit(1, "ERROR: The system was unable to find the specified registry key or value.\r\n")
+                    }
+                }
+                _ => Output::exit(1, "ERROR: Invalid syntax.\r\n"),
+            },
+            // An English counter path on an Italian Windows.
+            "typeperf" if st.faults.localized && args.iter().any(|a| a.contains(r"\Process(")) => {
+                Output::exit(1, "Error: No valid counters.\r\n")
+            }
             "netsh" if args == ["http", "flush", "logbuffer"] => Output::ok("\r\nOk.\r\n\r\n"),
             "typeperf" => Output::ok(
                 "\r\n\"(PDH-CSV 4.0)\",\"\\\\WEB01\\W3SVC_W3WP(_Total)\\Active Requests\"\r\n\"11/21/2026 10:00:00.123\",\"2.000000\"\r\n\r\nThe command completed successfully.\r\n",

@@ -4,6 +4,7 @@
 /// The config file and the process runner serve more than this backend;
 /// they live at the crate's top and are named here as before.
 pub use crate::{config, runner};
+pub mod counter_names;
 /// A runner that plays IIS, for tests (the `test-util` feature).
 #[cfg(any(test, feature = "test-util"))]
 pub mod fake;
@@ -59,9 +60,12 @@ pub fn gauges(counters: &[crate::traffic::counters::Counter]) -> Vec<crate::iis:
     use crate::traffic::counters::w3wp_instance;
     let mut pools: Vec<String> = Vec::new();
     let mut add = |p: &str| {
+        // `_Total`, the `---` names windows_exporter also skips, and the
+        // `???N` instances a real capture showed are no pools.
         if !p.is_empty()
             && p != "_Total"
             && !p.starts_with("---")
+            && !p.starts_with("???")
             && !pools.iter().any(|q| q.eq_ignore_ascii_case(p))
         {
             pools.push(p.to_string());
@@ -150,6 +154,11 @@ fn pool_counters(d: &mut PoolDiagnostics, counters: &[crate::traffic::counters::
     }
 }
 
+/// appcmd's exit code for an object that does not exist (ERROR_NOT_FOUND,
+/// the Win32 code of HRESULT 0x80070490), whatever language it says it in.
+const ERROR_NOT_FOUND: i32 = 1168;
+const HRESULT_NOT_FOUND: &str = "80070490";
+
 /// The counter read when the Request Monitor feature is not installed.
 pub const ACTIVE_REQUESTS_COUNTER: &str = r"\W3SVC_W3WP(_Total)\Active Requests";
 
@@ -161,6 +170,8 @@ pub struct CommandBackend {
     /// Where the sites' logs are, once [`CommandBackend::discover_logs`]
     /// found out.
     logs: Option<TrafficLogs>,
+    /// The counters' names in this Windows's display language, read once.
+    names: tokio::sync::OnceCell<counter_names::CounterNames>,
 }
 
 fn drained_path(p: &std::path::Path) -> PathBuf {
@@ -182,12 +193,82 @@ impl CommandBackend {
             timeouts,
             health_files,
             logs: None,
+            names: tokio::sync::OnceCell::new(),
         }
+    }
+
+    /// The counters' displayed names (`reg query` of the English and the
+    /// current language's lists, once); English where they cannot be read.
+    async fn counter_names(&self) -> &counter_names::CounterNames {
+        self.names
+            .get_or_init(|| async {
+                let query = |key: &'static str| async move {
+                    match self
+                        .run(&self.tools.reg, &["query", key, "/v", "Counter"], self.timeouts.command)
+                        .await
+                    {
+                        Ok(o) if o.code == Some(0) => Some(o.stdout),
+                        Ok(o) => {
+                            tracing::debug!(code = ?o.code, "reg query {key} failed: counter names kept in English");
+                            None
+                        }
+                        Err(e) => {
+                            tracing::debug!("reg query {key}: {e}: counter names kept in English");
+                            None
+                        }
+                    }
+                };
+                match (
+                    query(counter_names::ENGLISH_KEY).await,
+                    query(counter_names::LOCAL_KEY).await,
+                ) {
+                    (Some(en), Some(local)) => counter_names::CounterNames::from_registry(&en, &local),
+                    _ => counter_names::CounterNames::default(),
+                }
+            })
+            .await
+    }
+
+    /// One `typeperf PATH... -sc 1` sample, the paths asked in the display
+    /// language and the answer read back in English; a row that does not
+    /// match its header is refused.
+    async fn typeperf(
+        &self,
+        args: &[&str],
+    ) -> Result<Vec<crate::traffic::counters::Counter>, IisError> {
+        let names = self.counter_names().await;
+        let args: Vec<String> = args
+            .iter()
+            .map(|a| {
+                if a.starts_with('\\') {
+                    names.localize_path(a)
+                } else {
+                    a.to_string()
+                }
+            })
+            .collect();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = self
+            .run(&self.tools.typeperf, &args, self.timeouts.command)
+            .await?;
+        if out.code != Some(0) {
+            return Err(IisError::Command {
+                command: "typeperf".into(),
+                code: out.code.unwrap_or(-1),
+                message: out.stdout.trim().to_string(),
+            });
+        }
+        crate::traffic::counters::parse(&out.stdout)
+            .map(|c| names.to_english(c))
+            .map_err(|detail| IisError::Parse {
+                command: "typeperf".into(),
+                detail,
+            })
     }
 
     /// WAS's last 50 events, newest first (`wevtutil qe System ...
     /// /f:text`), or why not, in words.
-    async fn was_events(&self) -> Result<Vec<WasEvent>, String> {
+    async fn was_events(&self) -> Result<crate::traffic::events::Events, String> {
         let out = self
             .run(
                 &self.tools.wevtutil,
@@ -212,7 +293,7 @@ impl CommandBackend {
     /// Names the stopped pools whose newest WAS event is 5002 (rapid-fail
     /// protection). Best effort: without the events nothing is named.
     async fn name_rapid_fails(&self, pools: &mut [PoolStatus]) {
-        let Ok(events) = self.was_events().await else {
+        let Ok(crate::traffic::events::Events { events, .. }) = self.was_events().await else {
             return;
         };
         for p in pools.iter_mut().filter(|p| p.state == PoolState::Stopped) {
@@ -326,10 +407,18 @@ impl CommandBackend {
         if out.code == Some(0) && error.is_none() {
             return Ok(out.stdout);
         }
+        // The outcome by the code, not the message: appcmd prints its
+        // messages in the display language (`ERROR ( hresult:` and
+        // `message:` stay English).
+        let not_found = out.code == Some(ERROR_NOT_FOUND)
+            || error
+                .as_ref()
+                .and_then(|e| e.hresult.as_deref())
+                .is_some_and(|h| h.eq_ignore_ascii_case(HRESULT_NOT_FOUND));
         let message = error
             .map(|e| e.message)
             .unwrap_or_else(|| out.text().trim().to_string());
-        if message.contains("Cannot find APPPOOL object") {
+        if not_found {
             if let Some(name) = args.iter().find_map(|a| a.strip_prefix("/apppool.name:")) {
                 return Err(IisError::NoSuchPool(name.to_string()));
             }
@@ -467,18 +556,13 @@ impl Iis for CommandBackend {
         }
         // Without the Request Monitor feature: the perf counter; unknown
         // (not 0) when that fails too.
-        let out = self
-            .run(
-                &self.tools.typeperf,
-                &[ACTIVE_REQUESTS_COUNTER, "-sc", "1"],
-                self.timeouts.command,
-            )
-            .await;
-        Ok(match out {
-            Ok(o) if o.code == Some(0) => {
-                parse::typeperf_value(&o.stdout).map(|v| v.max(0.0).round() as u64)
+        let sample = self.typeperf(&[ACTIVE_REQUESTS_COUNTER, "-sc", "1"]).await;
+        Ok(match sample {
+            Ok(c) => parse::typeperf_value(&c).map(|v| v.round() as u64),
+            Err(e) => {
+                tracing::debug!("the Active Requests counter could not be read: {e}");
+                None
             }
-            _ => None,
         })
     }
 
@@ -504,17 +588,7 @@ impl Iis for CommandBackend {
     }
 
     async fn pool_gauges(&self) -> Result<Vec<crate::iis::PoolGauges>, IisError> {
-        let out = self
-            .run(&self.tools.typeperf, &GAUGE_COUNTERS, self.timeouts.command)
-            .await?;
-        if out.code != Some(0) {
-            return Err(IisError::Command {
-                command: "typeperf".into(),
-                code: out.code.unwrap_or(-1),
-                message: out.stdout.trim().to_string(),
-            });
-        }
-        Ok(gauges(&crate::traffic::counters::parse(&out.stdout)))
+        Ok(gauges(&self.typeperf(&GAUGE_COUNTERS).await?))
     }
 
     async fn diagnose(&self, pool: &str, min_elapsed_ms: u64) -> Result<PoolDiagnostics, IisError> {
@@ -532,7 +606,7 @@ impl Iis for CommandBackend {
         let list = ["list", "requests", pool_arg.as_str(), elapsed_arg.as_str()];
         let (requests, counters, events) = tokio::join!(
             self.appcmd(&list),
-            self.run(&self.tools.typeperf, &counter_args, self.timeouts.command),
+            self.typeperf(&counter_args),
             self.was_events(),
         );
         match requests {
@@ -542,19 +616,19 @@ impl Iis for CommandBackend {
             )),
         }
         match counters {
-            Ok(o) if o.code == Some(0) => {
-                pool_counters(&mut d, &crate::traffic::counters::parse(&o.stdout))
-            }
-            Ok(o) => d.notes.push(format!(
-                "performance counters: typeperf exited {:?}: {}",
-                o.code,
-                o.stdout.trim()
-            )),
+            Ok(c) => pool_counters(&mut d, &c),
             Err(e) => d.notes.push(format!("performance counters: {e}")),
         }
         match events {
-            Ok(events) => {
-                d.events = events
+            Ok(read) => {
+                if read.unreadable > 0 {
+                    d.notes.push(format!(
+                        "WAS events: {} record(s) of wevtutil's output could not be read",
+                        read.unreadable
+                    ));
+                }
+                d.events = read
+                    .events
                     .into_iter()
                     .filter(|e| {
                         e.pool
@@ -660,11 +734,10 @@ impl Iis for CommandBackend {
         let vdir = format!("{site}/");
         let arg = format!("/physicalPath:{path}");
         match self.appcmd(&["set", "vdir", &vdir, &arg]).await {
-            Err(IisError::Command { message, .. })
-                if message.contains("Cannot find VDIR object") =>
-            {
-                Err(IisError::NoSuchSite(site.into()))
-            }
+            Err(IisError::Command {
+                code: ERROR_NOT_FOUND,
+                ..
+            }) => Err(IisError::NoSuchSite(site.into())),
             other => other.map(|_| ()),
         }
     }
@@ -725,7 +798,7 @@ mod tests {
             "\"2.000000\",\"5.000000\",\"1.000000\",\"10.000000\",\"11.000000\",",
             "\"30.000000\",\"45.500000\"\r\n"
         );
-        let g = gauges(&crate::traffic::counters::parse(text));
+        let g = gauges(&crate::traffic::counters::parse(text).unwrap());
         let names: Vec<&str> = g.iter().map(|p| p.pool.as_str()).collect();
         assert_eq!(names, ["Shop", "Api"]);
         assert_eq!(g[0].queue, Some(4));

@@ -237,13 +237,14 @@ pub fn site_logs(xml: &str) -> Result<Vec<SiteLogConfig>, String> {
     Ok(out)
 }
 
-/// The value of a one-sample `typeperf "<counter>" -sc 1` run.
-pub fn typeperf_value(text: &str) -> Option<f64> {
-    lines(text)
-        .filter(|l| l.starts_with('"') && !l.contains("PDH-CSV"))
-        .filter_map(|l| l.rsplit(',').next())
-        .filter_map(|v| v.trim().trim_matches('"').parse::<f64>().ok())
-        .next()
+/// The value of a one-counter `typeperf "<counter>" -sc 1` sample: its
+/// one counter's (paired by the header; a row longer than it was refused
+/// when read), `None` when unreadable.
+pub fn typeperf_value(counters: &[crate::traffic::counters::Counter]) -> Option<f64> {
+    match counters {
+        [one] => one.value,
+        _ => None,
+    }
 }
 
 #[cfg(test)]

@@ -13,40 +13,59 @@ pub struct Counter {
     pub instance: String,
     /// `Active Requests`, `% Processor Time`, ...
     pub counter: String,
-    /// `None`: the sample could not be read.
+    /// `None`: the sample could not be read (`" "`, blank, `-1`).
     pub value: Option<f64>,
 }
 
-/// The counters of the first data row, by the header's names.
-pub fn parse(text: &str) -> Vec<Counter> {
+/// A value cell: a number, or unreadable. typeperf prints `" "` or
+/// nothing for a sample it could not take and `-1` for an instance it
+/// could not read; counters of these objects are never negative, so a
+/// negative value is unreadable too — never 0, which reads as "empty".
+fn value(cell: &str) -> Option<f64> {
+    let v: f64 = cell.trim().parse().ok()?;
+    (v.is_finite() && v >= 0.0).then_some(v)
+}
+
+/// The counters of the first data row, paired with the header's counter
+/// paths by position in one row — so a row with another count of values
+/// than the header has counters is refused (said), never paired up by
+/// guess.
+pub fn parse(text: &str) -> Result<Vec<Counter>, String> {
     let mut rows = text
         .lines()
         .map(super::clean_line)
         .filter(|l| l.trim_start().starts_with('"'))
         .map(cells);
     let Some(header) = rows.next() else {
-        return Vec::new();
+        return Ok(Vec::new());
     };
     if !header.first().is_some_and(|h| h.starts_with("(PDH-CSV")) {
-        return Vec::new();
+        return Ok(Vec::new());
     }
     let Some(values) = rows.next() else {
-        return Vec::new();
+        return Ok(Vec::new());
     };
-    header
+    if values.len() != header.len() {
+        return Err(format!(
+            "typeperf printed {} value(s) for {} counter(s): the sample is not read",
+            values.len().saturating_sub(1),
+            header.len().saturating_sub(1)
+        ));
+    }
+    Ok(header
         .iter()
         .zip(values.iter())
         .skip(1)
-        .filter_map(|(name, value)| {
+        .filter_map(|(name, cell)| {
             let (object, instance, counter) = split_path(name)?;
             Some(Counter {
                 object,
                 instance,
                 counter,
-                value: value.trim().parse().ok(),
+                value: value(cell),
             })
         })
-        .collect()
+        .collect())
 }
 
 /// The quoted cells of a CSV line (typeperf quotes every cell).
@@ -113,7 +132,7 @@ mod tests {
 
     #[test]
     fn counters_by_header_name() {
-        let c = parse(SAMPLE);
+        let c = parse(SAMPLE).unwrap();
         assert_eq!(c.len(), 2);
         assert_eq!(c[0].object, "W3SVC_W3WP");
         assert_eq!(c[0].instance, "4242_DefaultAppPool");
@@ -131,12 +150,36 @@ mod tests {
         // A sample that could not be read is `" "`; a header may carry a
         // time zone; `Requests / Sec` has spaces and slashes.
         let text = "\r\n\"(PDH-CSV 4.0) (Eastern Standard Time)(300)\",\"\\\\WEB01\\W3SVC_W3WP(_Total)\\Requests / Sec\",\"\\\\WEB01\\Process(w3wp#1)\\Private Bytes\"\r\n\"10/27/2014 00:34:04.526\",\"1996.073524\",\" \"\r\n";
-        let c = parse(text);
+        let c = parse(text).unwrap();
         assert_eq!(c[0].counter, "Requests / Sec");
         assert_eq!(c[0].instance, "_Total");
         assert_eq!(c[0].value, Some(1996.073524));
         assert_eq!((c[1].instance.as_str(), c[1].value), ("w3wp#1", None));
-        assert!(parse("Error: No valid counters.\r\n").is_empty());
-        assert!(parse("").is_empty());
+        assert!(parse("Error: No valid counters.\r\n").unwrap().is_empty());
+        assert!(parse("").unwrap().is_empty());
+    }
+
+    /// A real capture with wildcard counters: a header naming 3 counters
+    /// and a row of 22 values, `-1` for unreadable instances. Pairing by
+    /// position would give 3 wrong values and drop 19: refused, said.
+    #[test]
+    fn a_row_longer_than_its_header_is_refused_and_minus_one_is_unknown() {
+        let mut row = String::from("\"12/07/2026 03:00:00.100\"");
+        for v in ["-1", "3.000000", "-1", "0.000000"].iter().cycle().take(22) {
+            row.push_str(&format!(",\"{v}\""));
+        }
+        let text = format!(
+            "\r\n\"(PDH-CSV 4.0)\",\"\\\\WEB01\\HTTP Service Request Queues(*)\\CurrentQueueSize\",\"\\\\WEB01\\W3SVC_W3WP(*)\\Active Requests\",\"\\\\WEB01\\Process(*)\\ID Process\"\r\n{row}\r\n"
+        );
+        let e = parse(&text).unwrap_err();
+        assert!(e.contains("22 value(s) for 3 counter(s)"), "{e}");
+        // Where the counts agree, -1 and blanks are unknown, never 0.
+        let text = "\"(PDH-CSV 4.0)\",\"\\\\W\\HTTP Service Request Queues(???3)\\CurrentQueueSize\",\"\\\\W\\HTTP Service Request Queues(Shop)\\CurrentQueueSize\",\"\\\\W\\W3SVC_W3WP(1_Shop)\\Active Requests\"\r\n\"12/07/2026 03:00:00.100\",\"-1\",\"\",\"2.000000\"\r\n";
+        let c = parse(text).unwrap();
+        assert_eq!(
+            c.iter().map(|c| c.value).collect::<Vec<_>>(),
+            [None, None, Some(2.0)]
+        );
+        assert_eq!(c[0].instance, "???3");
     }
 }

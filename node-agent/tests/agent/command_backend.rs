@@ -19,6 +19,7 @@ fn tools() -> Tools {
         wevtutil: r"C:\Windows\system32\wevtutil.exe".into(),
         netsh: r"C:\Windows\system32\netsh.exe".into(),
         powershell: r"C:\Windows\System32\WindowsPowerShell\v1.0\powershell.exe".into(),
+        reg: r"C:\Windows\system32\reg.exe".into(),
     }
 }
 
@@ -356,6 +357,8 @@ async fn in_flight_falls_back_to_the_counter_then_to_unknown() {
         fake.log(),
         [
             "appcmd list requests",
+            r"reg query HKLM\SOFTWARE\Microsoft\Windows NT\CurrentVersion\Perflib\009 /v Counter",
+            r"reg query HKLM\SOFTWARE\Microsoft\Windows NT\CurrentVersion\Perflib\CurrentLanguage /v Counter",
             r"typeperf \W3SVC_W3WP(_Total)\Active Requests -sc 1"
         ]
     );
@@ -576,8 +579,13 @@ async fn every_pools_gauges_come_from_one_typeperf_sample() {
         assert_eq!(g.cpu_percent, Some(12.5), "{g:?}");
         assert_eq!(g.private_bytes, Some(157_286_400), "{g:?}");
     }
-    // One call, argv only, every instance asked for.
-    let log = fake.log();
+    // One call, argv only, every instance asked for (after the counter
+    // names were read from the registry, once).
+    let log: Vec<String> = fake
+        .log()
+        .into_iter()
+        .filter(|l| !l.starts_with("reg query"))
+        .collect();
     assert_eq!(log.len(), 1, "{log:?}");
     assert!(
         log[0].starts_with(
@@ -586,4 +594,51 @@ async fn every_pools_gauges_come_from_one_typeperf_sample() {
         "{log:?}"
     );
     assert!(log[0].ends_with("-sc 1"), "{log:?}");
+}
+
+/// An Italian Windows: appcmd's messages are translated and the counters
+/// have Italian names. A pool that does not exist is still known by its
+/// code (1168), its message kept as printed; the counters are asked by
+/// their Italian names (found through the registry's counter index) and
+/// read back as the English ones.
+#[tokio::test]
+async fn a_localized_windows_is_read_by_codes_and_counter_indexes() {
+    let faults = FakeFaults {
+        localized: true,
+        ..Default::default()
+    };
+    let fake = Arc::new(FakeIis::new(&["Shop"], faults));
+    let b = backend(&fake);
+    assert_eq!(
+        b.recycle_pool("Nope").await,
+        Err(IisError::NoSuchPool("Nope".into()))
+    );
+    assert_eq!(
+        b.set_site_path("nosite", r"C:\sites\x").await,
+        Err(IisError::NoSuchSite("nosite".into()))
+    );
+    let gauges = b.pool_gauges().await.unwrap();
+    assert_eq!(gauges.len(), 1);
+    assert_eq!(gauges[0].cpu_percent, Some(12.5), "{gauges:?}");
+    assert_eq!(gauges[0].private_bytes, Some(157_286_400), "{gauges:?}");
+    let log = fake.log();
+    let typeperf = log.iter().find(|l| l.starts_with("typeperf")).unwrap();
+    assert!(
+        typeperf.contains(r"\Processo(*)\% Tempo processo"),
+        "{typeperf}"
+    );
+    assert!(!typeperf.contains(r"\Process(*)"), "{typeperf}");
+    assert_eq!(log.iter().filter(|l| l.starts_with("reg query")).count(), 2);
+    // Read once: a second sample asks no more.
+    b.pool_gauges().await.unwrap();
+    assert_eq!(
+        fake.log()
+            .iter()
+            .filter(|l| l.starts_with("reg query"))
+            .count(),
+        2
+    );
+    // The diagnostics read the workers too.
+    let d = b.diagnose("Shop", 500).await.unwrap();
+    assert_eq!(d.workers[0].cpu_percent, Some(12.5), "{d:?}");
 }

@@ -119,11 +119,15 @@ fn service_state_is_read_by_number_not_by_localized_text() {
 
 #[test]
 fn typeperf_counter_value() {
-    assert_eq!(
-        typeperf_value(&fixture("typeperf_active_requests.txt")),
-        Some(3.0)
-    );
-    assert_eq!(typeperf_value("Error: No valid counters.\r\n"), None);
+    let read = |text: &str| typeperf_value(&farm_agent::traffic::counters::parse(text).unwrap());
+    assert_eq!(read(&fixture("typeperf_active_requests.txt")), Some(3.0));
+    assert_eq!(read("Error: No valid counters.\r\n"), None);
+    // Two counters where one was asked: not the last cell of the row.
+    let two = "\"(PDH-CSV 4.0)\",\"\\\\W\\W3SVC_W3WP(_Total)\\Active Requests\",\"\\\\W\\W3SVC_W3WP(1_A)\\Active Requests\"\r\n\"12/07/2026 03:00:00.100\",\"2.000000\",\"9.000000\"\r\n";
+    assert_eq!(read(two), None);
+    // Unreadable is unknown, never 0.
+    let minus = "\"(PDH-CSV 4.0)\",\"\\\\W\\W3SVC_W3WP(_Total)\\Active Requests\"\r\n\"12/07/2026 03:00:00.100\",\"-1\"\r\n";
+    assert_eq!(read(minus), None);
 }
 
 #[test]
