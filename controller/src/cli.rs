@@ -129,6 +129,7 @@ impl Command {
             },
             Command::Resume(a) => a.output,
             Command::Demo(a) => a.output,
+            Command::Logs(a) => a.output,
             Command::Certs(_) | Command::Completions(_) | Command::Man(_) => return None,
         })
     }
@@ -167,6 +168,53 @@ pub enum Command {
     Completions(CompletionsArgs),
     /// Write the man pages (farmctl.1 and one per command) into a folder.
     Man(ManArgs),
+    /// Read IIS logs copied off the servers (files, a folder per server,
+    /// zips): what users got per server and site, and which server is an
+    /// outlier, by the same rule as `status`.
+    Logs(LogsArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct LogsArgs {
+    /// Log files, folders (one per server: web01/, web02/, ...) or zips,
+    /// as copied off the servers; W3C logs and HTTP.sys error logs.
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+    /// Only lines at or after this time (RFC 3339, or `YYYY-MM-DD[ HH:MM[:SS]]` in UTC).
+    #[arg(long, value_name = "TIME")]
+    pub from: Option<String>,
+    /// Only lines before this time.
+    #[arg(long, value_name = "TIME")]
+    pub to: Option<String>,
+    /// Only this site: its folder `W3SVC<id>`, or the id.
+    #[arg(long, value_name = "SITE")]
+    pub site: Option<String>,
+    /// Also the figures per step of this long (`1m`, `5m`, `1h`): a table
+    /// and a terminal chart, and `series` in JSON.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub by: Option<std::time::Duration>,
+    /// Requests for this URL path are health checks, not users
+    /// (repeatable; farmctl's own probes always are).
+    #[arg(long = "check-path", value_name = "PATH")]
+    pub check_paths: Vec<String>,
+    /// Also write one self-contained HTML page with the tables and plots.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
+    /// Keep reading the folders as they grow (as the agent does) and
+    /// print the figures every --interval over the last --window.
+    #[arg(long)]
+    pub follow: bool,
+    /// --follow: time between prints.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub interval: std::time::Duration,
+    /// --follow: what each print covers.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub window: std::time::Duration,
+    /// --follow: stop after this many prints.
+    #[arg(long, requires = "follow")]
+    pub count: Option<u64>,
+    #[arg(short = 'o', long, value_enum, default_value = "text")]
+    pub output: Output,
 }
 
 #[derive(Args, Debug)]

@@ -361,15 +361,16 @@ pub fn judge(nodes: &[Option<NodeTraffic>]) -> Vec<Verdict> {
             for p in &t.pools {
                 let pool = breaks(p.error_rate, p.latency_ms.p95, peer_err, peer_p95);
                 if !pool.is_empty() && p.requests > 0 {
-                    if !pools.contains(&p.pool) {
+                    if !p.pool.is_empty() && !pools.contains(&p.pool) {
                         pools.push(p.pool.clone());
                     }
-                    reasons.push(format!(
-                        "pool {} (site {}): {}",
-                        p.pool,
-                        p.site,
-                        pool.join(", ")
-                    ));
+                    // Logs read offline know the site, not its pool.
+                    let which = if p.pool.is_empty() {
+                        format!("site {}", p.site)
+                    } else {
+                        format!("pool {} (site {})", p.pool, p.site)
+                    };
+                    reasons.push(format!("{which}: {}", pool.join(", ")));
                 }
             }
             Verdict {

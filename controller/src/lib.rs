@@ -15,6 +15,8 @@
 //! - [`journal`]: the crash-safe run journal; [`lease`]: the farm's leases;
 //!   [`window`]: maintenance windows; [`operator`]: confirmations.
 //! - [`report`]: run reports and the `Reporter` trait.
+//! - [`logs`]: `farmctl logs`, the logs copied off the servers read by the
+//!   agent's own readers and judged by the same rule as `status`.
 //! - [`sandbox`]: a simulated farm of real agent processes (demo, tests,
 //!   benchmarks); [`traffic`]: an HTTP load generator; [`certfiles`]: the
 //!   farm's certificate files; [`release`]: release packages; [`secret`]:
@@ -74,6 +76,7 @@ pub mod journal;
 pub mod judge;
 pub mod lb;
 pub mod lease;
+pub mod logs;
 pub mod machine;
 pub mod notify;
 pub mod observe;

@@ -65,6 +65,7 @@ fn main() {
             Command::Demo(a) => commands::demo::run(a, &settings).await,
             Command::Completions(a) => commands::shell::completions(a),
             Command::Man(a) => commands::shell::man(a),
+            Command::Logs(a) => commands::logs::run(a, &settings).await,
         }
     });
     let code = match result {

@@ -9,9 +9,12 @@
 /// A log line without its line ending (CRLF, LF, or the `\r\r\n` some
 /// tools print) and, on a file's first line, without a UTF-8 BOM.
 pub fn clean_line(line: &str) -> &str {
-    line.strip_prefix('\u{feff}')
-        .unwrap_or(line)
-        .trim_end_matches(['\r', '\n'])
+    let line = line.strip_prefix('\u{feff}').unwrap_or(line);
+    let mut end = line.len();
+    while end > 0 && matches!(line.as_bytes()[end - 1], b'\r' | b'\n') {
+        end -= 1;
+    }
+    &line[..end]
 }
 
 /// A directive line `#Name: value` as (`Name`, `value`); `None` for a
@@ -40,19 +43,65 @@ pub fn split_fields<'a, const N: usize>(
     map: &[u8],
     out: &mut [&'a str; N],
 ) -> usize {
-    let mut n = 0;
-    for token in line.split(' ') {
-        if token.is_empty() {
-            continue;
-        }
-        if let Some(&slot) = map.get(n) {
-            if let Some(cell) = out.get_mut(usize::from(slot)) {
-                *cell = token;
+    let bytes = line.as_bytes();
+    let (mut n, mut start) = (0usize, 0usize);
+    // Where each kept column's token is; sliced once at the end.
+    let mut at = [(0usize, 0usize); N];
+    let mut token = |end: usize, start: &mut usize, n: &mut usize| {
+        if end > *start {
+            let slot = usize::from(map.get(*n).copied().unwrap_or(SKIP));
+            if let Some(cell) = at.get_mut(slot) {
+                *cell = (*start, end);
             }
+            *n += 1;
         }
-        n += 1;
+        *start = end + 1;
+    };
+    // The spaces of 16 bytes at a time as the bits of one mask (safe
+    // SIMD: a reader goes through millions of lines, and splitting them
+    // token by token — `str::split`, `memchr` per token — cost more than
+    // the rest of the reading together).
+    let space = wide::u8x16::splat(b' ');
+    let mut base = 0;
+    let mut blocks = bytes.chunks_exact(16);
+    for block in &mut blocks {
+        let v = wide::u8x16::new(block.try_into().unwrap_or([0; 16]));
+        let mut bits = v.cmp_eq(space).move_mask() as u32;
+        while bits != 0 {
+            token(base + bits.trailing_zeros() as usize, &mut start, &mut n);
+            bits &= bits - 1;
+        }
+        base += 16;
+    }
+    for (i, b) in blocks.remainder().iter().enumerate() {
+        if *b == b' ' {
+            token(base + i, &mut start, &mut n);
+        }
+    }
+    token(bytes.len(), &mut start, &mut n);
+    for (cell, &(s, e)) in out.iter_mut().zip(at.iter()) {
+        if e > s {
+            *cell = line.get(s..e).unwrap_or("");
+        }
     }
     n
+}
+
+/// Digits as a number; `None` for anything else or an overflow (what
+/// `str::parse` says, without its generality: a reader parses millions).
+pub fn digits(s: &str) -> Option<u64> {
+    if s.is_empty() || s.len() > 19 {
+        return s.parse().ok();
+    }
+    let mut v = 0u64;
+    for b in s.bytes() {
+        let d = b.wrapping_sub(b'0');
+        if d > 9 {
+            return None;
+        }
+        v = v * 10 + u64::from(d);
+    }
+    Some(v)
 }
 
 /// Two ASCII digits as a number.
@@ -219,6 +268,22 @@ mod tests {
         assert_eq!(parse_time("10:00:00.123"), Some(36_000));
         assert_eq!(parse_time("24:00:00"), None);
         assert_eq!(parse_time("1:00:00"), None);
+    }
+
+    proptest::proptest! {
+        /// The word-at-a-time split is `split_whitespace` on spaces, at
+        /// every length and position (a 64-byte block edge included).
+        #[test]
+        fn the_split_is_the_plain_split(line in "[a-c ]{0,200}") {
+            let map: Vec<u8> = (0..8).collect();
+            let mut out = [""; 8];
+            let n = split_fields(&line, &map, &mut out);
+            let plain: Vec<&str> = line.split(' ').filter(|t| !t.is_empty()).collect();
+            proptest::prop_assert_eq!(n, plain.len());
+            for (k, t) in plain.iter().take(8).enumerate() {
+                proptest::prop_assert_eq!(out[k], *t);
+            }
+        }
     }
 
     #[test]

@@ -61,9 +61,12 @@ impl LineBuf {
         // default); per line only where it fails.
         match std::str::from_utf8(whole) {
             Ok(s) => {
-                for line in s.split('\n') {
-                    self.one(line, each);
+                let mut start = 0;
+                for nl in memchr::memchr_iter(b'\n', whole) {
+                    self.one(&s[start..nl], each);
+                    start = nl + 1;
                 }
+                self.one(&s[start..], each);
             }
             Err(_) => {
                 for line in whole.split(|b| *b == b'\n') {

@@ -159,7 +159,12 @@ impl W3cReader {
     /// directive, a blank line or one that cannot be read (counted by
     /// reason).
     pub fn line<'a>(&mut self, raw: &'a str) -> Option<W3cRequest<'a>> {
-        let line = fields::clean_line(raw);
+        // A tail's lines come without their ends; a whole text's with.
+        let line = if raw.ends_with(['\r', '\n']) || raw.starts_with('\u{feff}') {
+            fields::clean_line(raw)
+        } else {
+            raw
+        };
         if line.starts_with('#') {
             match fields::directive(line) {
                 Some((name, value)) if name.eq_ignore_ascii_case("Fields") => {
@@ -174,7 +179,7 @@ impl W3cReader {
             }
             return None;
         }
-        if line.trim().is_empty() {
+        if line.is_empty() || (line.starts_with([' ', '\t']) && line.trim().is_empty()) {
             return None;
         }
         self.stats.lines += 1;
@@ -198,9 +203,9 @@ impl W3cReader {
         }
         let has = |s: u8| c.has[usize::from(s)];
         let time = fields::parse_time(v[usize::from(TIME)]).ok_or(Reason::BadTime)?;
-        let status = v[usize::from(STATUS)]
-            .parse::<u16>()
-            .map_err(|_| Reason::BadStatus)?;
+        let status = fields::digits(v[usize::from(STATUS)])
+            .and_then(|s| u16::try_from(s).ok())
+            .ok_or(Reason::BadStatus)?;
         let second = if has(DATE) {
             let days = self
                 .dates
@@ -221,9 +226,13 @@ impl W3cReader {
             host: get(HOST),
             user_agent: get(AGENT),
             client_ip: get(CLIENT),
-            substatus: get(SUBSTATUS).and_then(|x| x.parse().ok()),
-            win32_status: get(WIN32).and_then(|x| x.parse().ok()),
-            time_taken_ms: get(TAKEN).and_then(|x| x.parse().ok()),
+            substatus: get(SUBSTATUS)
+                .and_then(fields::digits)
+                .and_then(|x| u32::try_from(x).ok()),
+            win32_status: get(WIN32)
+                .and_then(fields::digits)
+                .and_then(|x| u32::try_from(x).ok()),
+            time_taken_ms: get(TAKEN).and_then(fields::digits),
         })
     }
 

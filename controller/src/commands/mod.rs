@@ -5,6 +5,7 @@ pub mod demo;
 pub mod deploy;
 pub mod drain;
 pub mod inventory_files;
+pub mod logs;
 pub mod plan;
 pub mod resume;
 pub mod rollback;

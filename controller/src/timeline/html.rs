@@ -7,7 +7,7 @@ use farm_proto::domain::Phase;
 use super::Timeline;
 
 /// Every text from the journal goes through here.
-fn esc(s: &str) -> String {
+pub(crate) fn esc(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
