@@ -319,19 +319,18 @@ pub fn judge(nodes: &[Option<NodeTraffic>]) -> Vec<Verdict> {
                     pools: Vec::new(),
                 };
             };
-            if let Some(p) = &t.problem {
-                return Verdict {
-                    outlier: None,
-                    reasons: vec![format!("its figures are incomplete: {p}")],
-                    pools: Vec::new(),
-                };
-            }
             if !enough(t) {
                 return Verdict {
                     outlier: None,
                     reasons: vec![format!(
-                        "not enough data: {} request(s) in {}s ({MIN_REQUESTS} needed)",
-                        t.requests, t.window_s
+                        "not enough data: {} request(s) in {}s ({MIN_REQUESTS} needed){}",
+                        t.requests,
+                        t.window_s,
+                        // "No data" because a log cannot be read: said.
+                        t.problem
+                            .as_ref()
+                            .map(|p| format!("; {p}"))
+                            .unwrap_or_default()
                     )],
                     pools: Vec::new(),
                 };

@@ -66,6 +66,11 @@ pub struct Tail {
     /// Lines dropped for their length, over every file.
     too_long: u64,
     scratch: Vec<u8>,
+    /// The folder has been listed at least once.
+    seen: bool,
+    /// A folder not made yet is no problem (HTTP.sys makes `HTTPERR`
+    /// when it first logs).
+    absent_ok: bool,
 }
 
 struct Candidate {
@@ -95,7 +100,19 @@ impl Tail {
             problem: None,
             too_long: 0,
             scratch: Vec::new(),
+            seen: false,
+            absent_ok: false,
         }
+    }
+
+    /// A folder that was never there is not said to be a problem (one
+    /// that disappears still is).
+    pub fn absent_ok(mut self) -> Self {
+        self.absent_ok = true;
+        if !self.seen {
+            self.problem = None;
+        }
+        self
     }
 
     pub fn dir(&self) -> &Path {
@@ -125,6 +142,7 @@ impl Tail {
     fn list(&mut self) -> Option<Vec<(OsString, LogName, std::fs::DirEntry)>> {
         match std::fs::read_dir(&self.dir) {
             Ok(entries) => {
+                self.seen = true;
                 let files = entries
                     .flatten()
                     .filter_map(|e| {
@@ -136,12 +154,17 @@ impl Tail {
                 Some(files)
             }
             Err(e) => {
-                self.problem = Some(match e.kind() {
-                    std::io::ErrorKind::NotFound => {
-                        format!("the log folder {} does not exist", self.dir.display())
+                self.problem = match e.kind() {
+                    std::io::ErrorKind::NotFound if self.seen => {
+                        Some(format!("the log folder {} disappeared", self.dir.display()))
                     }
-                    _ => format!("the log folder {} cannot be read: {e}", self.dir.display()),
-                });
+                    std::io::ErrorKind::NotFound if self.absent_ok => None,
+                    std::io::ErrorKind::NotFound => Some(format!(
+                        "the log folder {} does not exist (no request logged there yet, or the site logs elsewhere)",
+                        self.dir.display()
+                    )),
+                    _ => Some(format!("the log folder {} cannot be read: {e}", self.dir.display())),
+                };
                 None
             }
         }
@@ -612,6 +635,20 @@ mod tests {
         assert_eq!(t.too_long(), 1);
         std::fs::remove_dir_all(&logs).unwrap();
         assert!(poll(&mut t).is_empty());
-        assert!(t.problem().is_some());
+        assert!(
+            t.problem().unwrap().contains("disappeared"),
+            "{:?}",
+            t.problem()
+        );
+        // HTTP.sys makes its folder when it first logs: not there yet is
+        // no problem; gone is.
+        let mut e = Tail::new(&dir.path().join("HTTPERR"), Family::HttpErr, None).absent_ok();
+        assert!(poll(&mut e).is_empty());
+        assert_eq!(e.problem(), None);
+        std::fs::create_dir(dir.path().join("HTTPERR")).unwrap();
+        poll(&mut e);
+        std::fs::remove_dir(dir.path().join("HTTPERR")).unwrap();
+        poll(&mut e);
+        assert!(e.problem().unwrap().contains("disappeared"));
     }
 }

@@ -14,6 +14,7 @@ mod etcd;
 mod hangs;
 mod haproxy;
 mod lb_drivers;
+mod logs;
 mod metrics;
 mod notify;
 mod refusals;

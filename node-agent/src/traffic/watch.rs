@@ -123,7 +123,7 @@ impl TrafficWatch {
         let mut state = State {
             sites,
             httperr: logs.httperr_dir.as_deref().map(|d| HttpErrLog {
-                tail: Tail::new(d, Family::HttpErr, None),
+                tail: Tail::new(d, Family::HttpErr, None).absent_ok(),
                 reader: HttpErrReader::default(),
                 said: None,
             }),
