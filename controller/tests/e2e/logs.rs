@@ -198,3 +198,69 @@ async fn logs_give_what_status_gave_and_what_an_independent_reading_counts() {
     }
     let _ = inv;
 }
+
+/// `--follow` reads a live folder as the agent does: from its end, with
+/// the directives in force read back, every line appended counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follow_counts_the_lines_appended_to_a_live_folder() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let w3c = dir.path().join("web01").join("W3SVC1");
+    std::fs::create_dir_all(&w3c).unwrap();
+    let file = w3c.join(format!(
+        "u_ex{}.log",
+        jiff::Timestamp::now().strftime("%y%m%d")
+    ));
+    let line = |status: u16| {
+        format!(
+            "{} GET /shop {status} 0 12\r\n",
+            jiff::Timestamp::now().strftime("%Y-%m-%d %H:%M:%S")
+        )
+    };
+    let mut f = std::fs::File::create(&file).unwrap();
+    write!(f, "#Software: Microsoft Internet Information Services 10.0\r\n#Fields: date time cs-method cs-uri-stem sc-status sc-substatus time-taken\r\n").unwrap();
+    for _ in 0..500 {
+        f.write_all(line(200).as_bytes()).unwrap();
+    }
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_farmctl"))
+        .args([
+            "logs",
+            "--follow",
+            "--interval",
+            "1s",
+            "--count",
+            "30",
+            "-o",
+            "jsonl",
+        ])
+        .arg(dir.path().join("web01"))
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines =
+        tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(child.stdout.take().unwrap()));
+    // The first print: what was there before is history.
+    let first: serde_json::Value =
+        serde_json::from_str(&lines.next_line().await.unwrap().unwrap()).unwrap();
+    crate::common::schema::check("logs", &first);
+    assert_eq!(first["nodes"][0]["traffic"]["requests"], 0, "{first:#}");
+    for k in 0..40 {
+        f.write_all(line(if k % 10 == 0 { 503 } else { 200 }).as_bytes())
+            .unwrap();
+    }
+    f.flush().unwrap();
+    let seen = farm_proto::eventually!(
+        std::time::Duration::from_secs(20),
+        async {
+            let v: serde_json::Value =
+                serde_json::from_str(&lines.next_line().await.ok()??).ok()?;
+            (v["nodes"][0]["traffic"]["requests"] == 40).then_some(v)
+        },
+        "the appended lines in a print"
+    );
+    assert_eq!(seen["nodes"][0]["name"], "web01");
+    assert_eq!(seen["nodes"][0]["traffic"]["status_5xx"], 4, "{seen:#}");
+    assert!(seen["time"].is_string());
+    let _ = child.kill().await;
+}
