@@ -43,6 +43,9 @@ pub struct RunRequest {
     /// Capture each pool's diagnostics before it is recycled
     /// (`recycle --outliers`).
     pub diagnose: bool,
+    /// Per node, its own pools to recycle instead of `pools` (`recycle
+    /// --outliers`: each node's sick pools, never another's).
+    pub node_pools: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 /// What a deploy or rollback asks for.
@@ -68,6 +71,7 @@ impl RunRequest {
             soak: None,
             canaries: None,
             diagnose: false,
+            node_pools: Default::default(),
         }
     }
 }
@@ -166,6 +170,10 @@ pub struct RunSettings {
     /// Each pool's diagnostics are captured before it is recycled.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub diagnose: bool,
+    /// Per node, the pools to recycle on it when they are not `pools`
+    /// (`recycle --outliers`: each node's own sick pools).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub node_pools: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 /// A run's canary analysis, as the judge and a resume need it.
@@ -235,7 +243,7 @@ impl RunSettings {
     /// Resolves the request against the inventory. Bad flags are bad
     /// input (exit 2), named.
     pub fn resolve(inv: &Inventory, req: &RunRequest) -> Result<RunSettings, CommandError> {
-        for p in &req.pools {
+        for p in req.pools.iter().chain(req.node_pools.values().flatten()) {
             farm_proto::names::check_pool_name(p)
                 .map_err(|e| CommandError::bad_input(format!("--pool {p:?}: {e}")))?;
         }
@@ -311,7 +319,16 @@ impl RunSettings {
             deploy,
             analysis: AnalysisSettings::resolve(inv, req),
             diagnose: req.diagnose,
+            node_pools: req.node_pools.clone(),
         })
+    }
+
+    /// The pools the run recycles on `node`: its own when the run names
+    /// them per node, else the run's.
+    pub fn pools_for(&self, node: &str) -> &[String] {
+        self.node_pools
+            .get(node)
+            .map_or(self.pools.as_slice(), Vec::as_slice)
     }
 
     pub fn capacity(&self) -> Capacity {

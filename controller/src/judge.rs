@@ -2,22 +2,30 @@
 //! nodes still on the old release) over the same minutes. Pure: figures
 //! in, a judgement out, no I/O and no clock.
 //!
-//! The rule (README, "Canary analysis"):
-//! - **errors** — the 5xx rate. The canaries *fail* when their rate is
-//!   above the baseline's by more than `errors.max_increase` *and* Fisher's
-//!   exact test (one-sided: the canaries fail more often than the
-//!   baseline) puts the difference beyond chance (p < [`ALPHA`]). Fisher's
-//!   test is exact for rare events: 3 errors in 100 canary requests against
-//!   none in 2,000 is a failure, where a normal approximation sees nothing.
-//!   Above the limit but not yet beyond chance: *inconclusive*. At or
-//!   below the limit: *pass*.
+//! Every metric tests the limit it states, with evidence both ways
+//! (README, "Canary analysis"):
+//! - **errors** — the 5xx rate. A 99.8 % confidence interval is put on the
+//!   canaries' rate minus the baseline's (Newcombe's hybrid score interval,
+//!   from the two Wilson intervals: right for rare events, where a normal
+//!   approximation sees nothing). The canaries *fail* when the bottom of
+//!   it is above `errors.max_increase` — worse than baseline + the margin
+//!   beyond chance —, *pass* when the top of it is at or below it — not
+//!   worse than that, beyond chance —, and are *inconclusive* between.
 //! - **latency** — a quantile (`p95`/`p99`) of `time-taken`. A
-//!   distribution-free confidence interval (order statistics, z = 3.09) is
-//!   put on each side's quantile from the pooled histograms; the canaries
-//!   *fail* when the bottom of theirs is above the top of the baseline's
-//!   by more than `latency.max_increase` and by more than
-//!   [`LATENCY_FLOOR_MS`] (IIS logs whole milliseconds). Above the limit
-//!   but with overlapping intervals: *inconclusive*. Otherwise *pass*.
+//!   distribution-free interval (order statistics, z = 3.09) on each
+//!   side's quantile from the pooled histograms: *fail* when the bottom of
+//!   the canaries' is above the top of the baseline's by more than
+//!   `latency.max_increase` (and [`LATENCY_FLOOR_MS`]); *pass* when the top
+//!   of the canaries' is at or below the baseline's quantile plus the
+//!   allowance; *inconclusive* between.
+//! - **unanswered** — requests the load balancer sent a node that its log
+//!   never recorded (hung, cut), as a share of what it sent: judged like
+//!   the 5xx rate, with the same margin. A release that hangs requests
+//!   logs no error.
+//! - **hung** — requests running now for longer than the agent's
+//!   threshold: the canaries' count against what the baseline's would be
+//!   at the canaries' traffic; *fail* when more than twice that (and 2)
+//!   beyond chance (Poisson, p < [`ALPHA`]); it never makes a pass alone.
 //! - Fewer than `min_requests` (user requests; timed requests for latency)
 //!   on either side is *inconclusive*: no data is never a pass.
 //!
@@ -45,6 +53,11 @@ pub struct Sample {
     pub errors: u64,
     /// `time-taken` of the user requests that logged it.
     pub latency: Histogram,
+    /// Requests running now for longer than the agent's threshold, summed
+    /// over the side's nodes; `None` where an agent cannot say.
+    pub hung: Option<u64>,
+    /// The side's nodes.
+    pub nodes: u64,
 }
 
 impl Sample {
@@ -52,6 +65,12 @@ impl Sample {
         self.requests += other.requests;
         self.errors += other.errors;
         self.latency.merge(&other.latency);
+        self.hung = match (self.hung, other.hung) {
+            (Some(a), Some(b)) => Some(a + b),
+            (None, b) if self.nodes == 0 => b,
+            _ => None,
+        };
+        self.nodes += other.nodes;
     }
 
     fn error_rate(&self) -> Option<f64> {
@@ -147,6 +166,27 @@ pub fn judge_with_lb(
     lb: Option<(&Sample, &Sample)>,
     limits: &Limits,
 ) -> Judgement {
+    judge_all(canary, baseline, lb, None, limits)
+}
+
+/// What the load balancer sent each side over the window, against what
+/// the side's logs recorded: the requests that never answered.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Sent {
+    pub canary: u64,
+    pub baseline: u64,
+}
+
+/// Every metric: the logs' errors and latency, the load balancer's
+/// errors (`lb`), the requests it sent that were never logged (`sent`),
+/// and the requests hung now.
+pub fn judge_all(
+    canary: &Sample,
+    baseline: &Sample,
+    lb: Option<(&Sample, &Sample)>,
+    sent: Option<Sent>,
+    limits: &Limits,
+) -> Judgement {
     let mut metrics = vec![
         errors("error_rate", canary, baseline, limits),
         latency(canary, baseline, limits),
@@ -154,6 +194,31 @@ pub fn judge_with_lb(
     if let Some((c, b)) = lb {
         let mut m = errors("lb_error_rate", c, b, limits);
         m.test = format!("{} (the load balancer's counts)", m.test);
+        metrics.push(m);
+    }
+    if let Some(s) = sent {
+        // Never answered: sent, not logged (a negative difference — the
+        // log holds requests the LB did not send — is none).
+        let side = |sent: u64, logged: u64| Sample {
+            requests: sent,
+            errors: sent.saturating_sub(logged),
+            latency: Histogram::default(),
+            hung: None,
+            nodes: 0,
+        };
+        let mut m = errors(
+            "unanswered_rate",
+            &side(s.canary, canary.requests),
+            &side(s.baseline, baseline.requests),
+            limits,
+        );
+        m.test = format!(
+            "{} (sent by the load balancer, not in the node's log)",
+            m.test
+        );
+        metrics.push(m);
+    }
+    if let Some(m) = hung(canary, baseline) {
         metrics.push(m);
     }
     let result = if metrics.iter().any(|m| m.result == Outcome::Fail) {
@@ -203,8 +268,13 @@ fn errors(name: &str, c: &Sample, b: &Sample, limits: &Limits) -> Metric {
         return m;
     }
     let (pc, pb, limit) = (pc.unwrap_or(0.0), pb.unwrap_or(0.0), limit.unwrap_or(0.0));
-    let p = fisher_greater(c.errors, c.requests, b.errors, b.requests);
-    m.test = format!("fisher exact, one-sided: p = {p:.2e}");
+    let margin = limits.errors_max_increase;
+    let (low, high) = difference_interval(c.errors, c.requests, b.errors, b.requests);
+    m.test = format!(
+        "difference of rates, 99.8% interval (Newcombe): {:+.2} to {:+.2} points",
+        low * 100.0,
+        high * 100.0
+    );
     let said = format!(
         "canaries {} ({} of {}), baseline {} ({} of {}), limit {}",
         percent(pc),
@@ -215,25 +285,157 @@ fn errors(name: &str, c: &Sample, b: &Sample, limits: &Limits) -> Metric {
         b.requests,
         percent(limit)
     );
-    (m.result, m.reason) = if pc <= limit {
-        (Outcome::Pass, said)
-    } else if p < ALPHA {
+    let points = |d: f64| format!("{:+.2} points", d * 100.0);
+    (m.result, m.reason) = if low > margin {
         (
             Outcome::Fail,
-            format!("{said}: above the limit beyond chance (p = {p:.1e} < {ALPHA})"),
+            format!(
+                "{said}: worse than the limit beyond chance (at least {} over the baseline, {} allowed)",
+                points(low),
+                points(margin)
+            ),
+        )
+    } else if high <= margin {
+        (
+            Outcome::Pass,
+            format!(
+                "{said}: within the limit beyond chance (at most {})",
+                points(high)
+            ),
         )
     } else {
         (
             Outcome::Inconclusive,
-            format!("{said}: above the limit, but it may be chance yet (p = {p:.2})"),
+            format!(
+                "{said}: not yet told from the limit ({} to {} over the baseline, {} allowed)",
+                points(low),
+                points(high),
+                points(margin)
+            ),
         )
     };
     m
 }
 
+/// The Wilson score interval of `x` in `n` at [`Z`].
+fn wilson(x: u64, n: u64) -> (f64, f64) {
+    let (x, n) = (x as f64, n as f64);
+    let p = x / n;
+    let z2 = Z * Z;
+    let centre = (p + z2 / (2.0 * n)) / (1.0 + z2 / n);
+    let half = Z * (p * (1.0 - p) / n + z2 / (4.0 * n * n)).sqrt() / (1.0 + z2 / n);
+    ((centre - half).max(0.0), (centre + half).min(1.0))
+}
+
+/// A 99.8 % interval on `x/n − y/m` (Newcombe's hybrid score method, his
+/// method 10: good coverage for rare events and small samples).
+pub fn difference_interval(x: u64, n: u64, y: u64, m: u64) -> (f64, f64) {
+    let (p1, p2) = (x as f64 / n as f64, y as f64 / m as f64);
+    let ((l1, u1), (l2, u2)) = (wilson(x, n), wilson(y, m));
+    let d = p1 - p2;
+    (
+        d - ((p1 - l1).powi(2) + (u2 - p2).powi(2)).sqrt(),
+        d + ((u1 - p1).powi(2) + (p2 - l2).powi(2)).sqrt(),
+    )
+}
+
+/// P(X ≥ x) for X ~ Binomial(n, p): the chance of `x` or more failures in
+/// `n` if each failed with probability `p`.
+pub fn binomial_at_least(x: u64, n: u64, p: f64) -> f64 {
+    if x == 0 {
+        return 1.0;
+    }
+    if x > n || p <= 0.0 {
+        return if x > n {
+            0.0
+        } else {
+            f64::from(u8::from(p > 0.0))
+        };
+    }
+    if p >= 1.0 || x as f64 <= n as f64 * p {
+        // At or below what is expected: no evidence of more.
+        return 1.0;
+    }
+    // pmf(x), then each next term from the one before (they only fall
+    // past the mean).
+    let mut term = (ln_choose(n, x) + x as f64 * p.ln() + (n - x) as f64 * (1.0 - p).ln()).exp();
+    let mut sum = 0.0;
+    let ratio = p / (1.0 - p);
+    for k in x..=n {
+        sum += term;
+        if term < sum * 1e-15 {
+            break;
+        }
+        term *= (n - k) as f64 / (k + 1) as f64 * ratio;
+    }
+    sum.min(1.0)
+}
+
+/// P(X ≥ k) for X ~ Poisson(λ).
+pub fn poisson_at_least(k: u64, lambda: f64) -> f64 {
+    if k == 0 {
+        return 1.0;
+    }
+    // 1 − P(X ≤ k−1), summed in log space for large λ.
+    let mut term = (-lambda).exp();
+    let mut below = term;
+    for i in 1..k {
+        term *= lambda / i as f64;
+        below += term;
+        if term < 1e-300 && i as f64 > lambda {
+            break;
+        }
+    }
+    (1.0 - below).clamp(0.0, 1.0)
+}
+
+/// The canaries' hung requests against what the baseline's would be at
+/// the canaries' traffic.
+fn hung(c: &Sample, b: &Sample) -> Option<Metric> {
+    let (hc, hb) = (c.hung?, b.hung?);
+    if b.nodes == 0 || c.nodes == 0 {
+        return None;
+    }
+    // The baseline's per request (a canary at 10% weight gets a tenth).
+    let per_request = if b.requests > 0 {
+        hb as f64 / b.requests as f64
+    } else {
+        hb as f64 / b.nodes as f64
+    };
+    let expected = if b.requests > 0 {
+        per_request * c.requests as f64
+    } else {
+        per_request * c.nodes as f64
+    };
+    let limit = (2.0 * expected).max(expected + 2.0);
+    let p = poisson_at_least(hc, limit);
+    let said = format!(
+        "canaries {hc} hung, the baseline's rate would give {expected:.1}, limit {limit:.1}"
+    );
+    let (result, reason) = if hc as f64 > limit && p < ALPHA {
+        (
+            Outcome::Fail,
+            format!("{said}: above the limit beyond chance (p = {p:.1e} < {ALPHA})"),
+        )
+    } else {
+        (Outcome::Pass, said)
+    };
+    Some(Metric {
+        name: "hung".into(),
+        canary: Some(hc as f64),
+        baseline: Some(hb as f64),
+        limit: Some(limit),
+        canary_requests: c.requests,
+        baseline_requests: b.requests,
+        result,
+        test: format!("poisson, one-sided: p = {p:.2e}"),
+        reason,
+    })
+}
+
 /// The one-sided 99.8 % interval on the `q` quantile of `h`: the values at
 /// the order statistics n·q ∓ z·√(n·q·(1−q)).
-fn quantile_interval(h: &Histogram, q: f64) -> Option<(f64, f64)> {
+pub fn quantile_interval(h: &Histogram, q: f64) -> Option<(f64, f64)> {
     let n = h.count() as f64;
     let spread = Z * (n * q * (1.0 - q)).sqrt();
     let low = (n * q - spread).floor().max(1.0) as u64;
@@ -277,17 +479,20 @@ fn latency(c: &Sample, b: &Sample, limits: &Limits) -> Metric {
     );
     let said = format!("canaries {vc:.0} ms, baseline {vb:.0} ms, limit {limit:.0} ms");
     let allowed_top = (b_high * (1.0 + limits.latency_max_increase)).max(b_high + LATENCY_FLOOR_MS);
-    (m.result, m.reason) = if vc <= limit {
-        (Outcome::Pass, said)
-    } else if c_low > allowed_top {
+    (m.result, m.reason) = if c_low > allowed_top {
         (
             Outcome::Fail,
             format!("{said}: above the limit beyond chance (the canaries' interval starts at {c_low:.0} ms)"),
         )
+    } else if c_high <= limit {
+        (
+            Outcome::Pass,
+            format!("{said}: within the limit beyond chance (the canaries' interval ends at {c_high:.0} ms)"),
+        )
     } else {
         (
             Outcome::Inconclusive,
-            format!("{said}: above the limit, but the intervals still meet"),
+            format!("{said}: not yet told from the limit (the canaries' interval reaches {c_high:.0} ms)"),
         )
     };
     m
@@ -356,6 +561,7 @@ mod tests {
             requests,
             errors,
             latency,
+            ..Sample::default()
         }
     }
 
@@ -374,7 +580,7 @@ mod tests {
         assert_eq!(m.canary, Some(0.03));
         assert_eq!(m.baseline, Some(0.0));
         assert_eq!(m.limit, Some(0.005));
-        assert!(m.test.contains("fisher"), "{}", m.test);
+        assert!(m.test.contains("Newcombe"), "{}", m.test);
     }
 
     #[test]
@@ -390,9 +596,102 @@ mod tests {
     }
 
     #[test]
-    fn a_release_like_the_old_one_passes() {
+    fn a_release_like_the_old_one_passes_once_the_evidence_is_there() {
+        // 600 requests cannot show a release is within half a point of
+        // the old one: not yet a pass.
         let j = judge(&sample(600, 1, 10), &sample(1_800, 2, 10), &limits());
+        assert_eq!(
+            metric(&j, "error_rate").result,
+            Outcome::Inconclusive,
+            "{j:?}"
+        );
+        let j = judge(&sample(6_000, 10, 10), &sample(18_000, 30, 10), &limits());
         assert_eq!(j.result, Outcome::Pass, "{j:?}");
+    }
+
+    /// The counter-examples: the test tests the limit it states.
+    #[test]
+    fn the_error_test_tests_the_stated_limit_both_ways() {
+        // +0.4 points over a 1% baseline (0.5 allowed), 100 req/s per
+        // node for a minute: never a failure.
+        let j = judge(&sample(6_000, 84, 10), &sample(18_000, 180, 10), &limits());
+        assert_ne!(metric(&j, "error_rate").result, Outcome::Fail, "{j:?}");
+        // +1 point over a 1% baseline at 5 req/s per node: never a pass.
+        let j = judge(&sample(150, 3, 10), &sample(450, 4, 10), &limits());
+        assert_ne!(metric(&j, "error_rate").result, Outcome::Pass, "{j:?}");
+        // +5 points with enough traffic: a failure.
+        let j = judge(&sample(1_000, 60, 10), &sample(3_000, 30, 10), &limits());
+        assert_eq!(metric(&j, "error_rate").result, Outcome::Fail, "{j:?}");
+    }
+
+    #[test]
+    fn requests_that_never_answer_fail_the_canary() {
+        // The LB sent 1,000 to the canary and its log holds 950; the
+        // baseline's logs hold what it was sent but for a few in flight.
+        let sent = Sent {
+            canary: 1_000,
+            baseline: 3_000,
+        };
+        let j = judge_all(
+            &sample(950, 0, 10),
+            &sample(2_996, 0, 10),
+            None,
+            Some(sent),
+            &limits(),
+        );
+        let m = metric(&j, "unanswered_rate");
+        assert_eq!(m.result, Outcome::Fail, "{m:?}");
+        assert_eq!(j.result, Outcome::Fail);
+        // A node whose log holds more than it was sent (direct traffic):
+        // nothing unanswered.
+        let j = judge_all(
+            &sample(1_200, 0, 10),
+            &sample(2_996, 0, 10),
+            None,
+            Some(sent),
+            &limits(),
+        );
+        assert_ne!(metric(&j, "unanswered_rate").result, Outcome::Fail);
+    }
+
+    #[test]
+    fn hung_requests_fail_the_canary_and_a_few_are_chance() {
+        let with = |requests: u64, hung: u64, nodes: u64| Sample {
+            hung: Some(hung),
+            nodes,
+            ..sample(requests, 0, 10)
+        };
+        // 62 hung on the canary against 0–1 per baseline node.
+        let j = judge(&with(654, 62, 1), &with(2_100, 2, 3), &limits());
+        assert_eq!(metric(&j, "hung").result, Outcome::Fail, "{j:?}");
+        // A couple more than the baseline's: chance.
+        let j = judge(&with(700, 2, 1), &with(2_100, 1, 3), &limits());
+        assert_eq!(metric(&j, "hung").result, Outcome::Pass, "{j:?}");
+        // A canary at a tenth of the traffic is judged at its share.
+        let j = judge(&with(70, 10, 1), &with(2_100, 0, 3), &limits());
+        assert_eq!(metric(&j, "hung").result, Outcome::Fail, "{j:?}");
+        // An agent that cannot say: no hung metric.
+        let j = judge(&sample(700, 0, 10), &with(2_100, 0, 3), &limits());
+        assert!(j.metrics.iter().all(|m| m.name != "hung"));
+    }
+
+    #[test]
+    fn binomial_tail() {
+        // 2 errors in 60 against a limit of 3%: likely chance.
+        let p = binomial_at_least(2, 60, 0.03);
+        assert!(p > 0.5 && p < 0.6, "{p}");
+        // By hand: P(X >= 2 | 3, 0.5) = 4/8.
+        assert!((binomial_at_least(2, 3, 0.5) - 0.5).abs() < 1e-12);
+        assert!(binomial_at_least(30, 600, 0.02) < 1e-3);
+        assert_eq!(binomial_at_least(0, 10, 0.1), 1.0);
+        assert_eq!(binomial_at_least(11, 10, 0.1), 0.0);
+    }
+
+    #[test]
+    fn poisson_tail() {
+        assert!((poisson_at_least(1, 2.0) - (1.0 - (-2.0f64).exp())).abs() < 1e-12);
+        assert_eq!(poisson_at_least(0, 5.0), 1.0);
+        assert!(poisson_at_least(62, 2.0) < 1e-40);
     }
 
     #[test]
@@ -437,7 +736,7 @@ mod tests {
             Some((&lb_canary, &lb_baseline)),
             &limits(),
         );
-        assert_eq!(metric(&j, "error_rate").result, Outcome::Pass);
+        assert_ne!(metric(&j, "error_rate").result, Outcome::Fail);
         assert_eq!(metric(&j, "lb_error_rate").result, Outcome::Fail, "{j:?}");
         assert_eq!(j.result, Outcome::Fail);
     }

@@ -261,7 +261,7 @@ pub fn next(
                 F::Quiesce,
                 format!(
                     "requests still in flight after drain_timeout ({})",
-                    humantime::format_duration(policy.drain_timeout)
+                    crate::human::duration(policy.drain_timeout)
                 ),
                 true,
                 now,

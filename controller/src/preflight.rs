@@ -30,14 +30,14 @@ impl Preflight {
 }
 
 /// Judges the observed farm for a run of `selected` nodes acting on
-/// `pools`. Nodes in `ignore` (already handled by a resumed run) are left
-/// out of the verdict.
+/// `pools` (per node). Nodes in `ignore` (already handled by a resumed
+/// run) are left out of the verdict.
 pub fn check(
     farm: &Farm,
     observed: &[Observation],
     selected: &[usize],
     ignore: &[usize],
-    pools: &[String],
+    pools: &dyn Fn(&str) -> Vec<String>,
 ) -> Preflight {
     let drains = farm.lb.drains();
     let mut pf = Preflight::default();
@@ -95,7 +95,7 @@ pub fn check(
                     services.join(", ")
                 ));
             }
-            for p in pools {
+            for p in &pools(name) {
                 match v.pool(p) {
                     None => pf.problems.push(format!(
                         "{name}: application pool `{p}` not found{}",

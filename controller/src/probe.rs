@@ -28,14 +28,14 @@ pub enum ProbeError {
         path: String,
         want: String,
     },
-    #[error("not healthy within {}: {last}", humantime::format_duration(*within))]
+    #[error("not healthy within {}: {last}", crate::human::duration(*within))]
     NotHealthy {
         within: Duration,
         last: Box<ProbeError>,
     },
     #[error(
         "site {site}: GET {path} did not answer 200 with {expect:?} within {}; {seen}",
-        humantime::format_duration(*within)
+        crate::human::duration(*within)
     )]
     NotServing {
         site: String,
@@ -54,7 +54,10 @@ pub enum ProbeError {
 /// Probing a node's sites.
 #[async_trait]
 pub trait Prober: Send + Sync {
-    /// Every site once: Ok when all answer as expected.
+    /// Every site, judged on a few probes: Ok when all answer as
+    /// expected (a site that fails once is asked twice more and is healthy
+    /// when two of three answer well: a pool failing 1% of its requests is
+    /// not "unhealthy" on one unlucky answer).
     async fn once(&self, node: &Node, sites: &[Site]) -> Result<(), ProbeError>;
     /// Until every site answered well `successes` times in a row, or
     /// `timeout` passes.
@@ -192,9 +195,39 @@ pub async fn probe_site(node: &Node, site: &Site) -> Result<(), ProbeError> {
     Ok(())
 }
 
-/// Probes every site once; the first problem found, if any.
+/// Another look after a failed probe, this long after it.
+const RECHECK: Duration = Duration::from_millis(200);
+
+/// One site on a few probes: healthy when the first answers well, or two
+/// of three do; else the last problem seen.
+pub async fn probe_site_settled(node: &Node, site: &Site) -> Result<(), ProbeError> {
+    let first = match probe_site(node, site).await {
+        Ok(()) => return Ok(()),
+        Err(e) => e,
+    };
+    // Refused or not answering: the node is down, not unlucky.
+    if matches!(first, ProbeError::NoAnswer { .. }) {
+        return Err(first);
+    }
+    let mut last = first;
+    let mut good = 0;
+    for _ in 0..2 {
+        tokio::time::sleep(RECHECK).await;
+        match probe_site(node, site).await {
+            Ok(()) => good += 1,
+            Err(e) => last = e,
+        }
+        if good == 2 {
+            return Ok(());
+        }
+    }
+    Err(last)
+}
+
+/// Probes every site (each on a few probes, [`probe_site_settled`]); the
+/// first problem found, if any.
 pub async fn probe_node_once(node: &Node, sites: &[Site]) -> Result<(), ProbeError> {
-    let results = join_all(sites.iter().map(|s| probe_site(node, s))).await;
+    let results = join_all(sites.iter().map(|s| probe_site_settled(node, s))).await;
     results
         .into_iter()
         .collect::<Result<Vec<_>, _>>()

@@ -125,13 +125,19 @@ impl Traffic {
             }
         }
         let next = Arc::new(AtomicUsize::new(0));
+        // Each backend's own count of requests: every one gets the same
+        // mix of URLs (a global count falls on the same backends each
+        // time round a round robin).
+        let sent_to: Arc<Vec<AtomicU64>> =
+            Arc::new(spec.backends.iter().map(|_| AtomicU64::new(0)).collect());
         let deadline = tokio::time::Instant::now() + spec.max_duration;
         for _ in 0..spec.workers {
-            let (spec, up, next, counters, mut stop_rx) = (
+            let (spec, up, next, counters, sent_to, mut stop_rx) = (
                 spec.clone(),
                 up.clone(),
                 next.clone(),
                 counters.clone(),
+                sent_to.clone(),
                 stop.subscribe(),
             );
             tasks.push(tokio::spawn(async move {
@@ -153,7 +159,8 @@ impl Traffic {
                         None => counters.fail("no backend up".into()),
                         Some(i) => {
                             let b = &spec.backends[i];
-                            let path = if spec.slow_every > 0 && n % spec.slow_every == 0 {
+                            let k = sent_to[i].fetch_add(1, Ordering::Relaxed) + 1;
+                            let path = if spec.slow_every > 0 && k % spec.slow_every == 0 {
                                 format!("/slow?ms={}", spec.slow_ms)
                             } else {
                                 "/".to_string()

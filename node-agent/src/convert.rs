@@ -197,6 +197,15 @@ pub fn site_traffic(s: crate::traffic::watch::SiteFigures, sample: bool) -> pb::
         since_unix_s: s.since.unwrap_or(0),
         problem: s.problem.unwrap_or_default(),
         latency_bins: f.latency.0.into_iter().collect(),
+        urls: f
+            .urls
+            .into_iter()
+            .map(|(stem, requests, total_ms)| pb::UrlTime {
+                stem,
+                requests,
+                total_ms,
+            })
+            .collect(),
         ..Default::default()
     };
     if let Some(g) = &s.gauges {

@@ -195,6 +195,11 @@ impl Summary {
             httperr: self.httperr.clone(),
             latency: self.bins.histogram(),
             malformed: self.malformed.clone(),
+            urls: self
+                .top_urls(crate::window::URLS_KEPT, |u| u.requests)
+                .into_iter()
+                .map(|(u, s)| (u, s.requests, s.total_ms))
+                .collect(),
             ..Figures::default()
         };
         f.derive();

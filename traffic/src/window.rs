@@ -4,7 +4,7 @@
 //! in one-second buckets for the last few minutes, so memory is bounded
 //! whatever the request rate. Health checks (the load balancer's health
 //! file, farmctl's own probes) are counted apart and never as user traffic.
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use crate::httperr::HttpErr;
 use crate::malformed::{Malformed, Reason};
@@ -71,6 +71,24 @@ pub struct Figures {
     pub latency: Histogram,
     /// Lines of the window that could not be read, by reason.
     pub malformed: Malformed,
+    /// The user requests' URLs (`cs-uri-stem`) with their count and the
+    /// sum of their `time-taken` (ms), the busiest first (at most
+    /// [`URLS_KEPT`]): a node's latency compared with its peers' on the
+    /// same URLs when their mixes differ.
+    pub urls: Vec<(String, u64, u64)>,
+}
+
+/// URLs kept per step of the URL window, and given in [`Figures::urls`].
+pub const URLS_KEPT: usize = 64;
+/// The URL window's step (coarser than the per-second buckets: it holds
+/// strings).
+const URL_STEP_S: i64 = 10;
+
+/// Per step, each URL's count and time taken.
+#[derive(Debug, Clone, Default)]
+struct UrlStep {
+    start: i64,
+    urls: HashMap<String, (u64, u64)>,
 }
 
 impl Figures {
@@ -89,6 +107,7 @@ impl Figures {
 pub struct Window {
     span: i64,
     buckets: VecDeque<Bucket>,
+    url_steps: VecDeque<UrlStep>,
 }
 
 impl Window {
@@ -96,6 +115,52 @@ impl Window {
         Self {
             span: span_s.max(1) as i64,
             buckets: VecDeque::new(),
+            url_steps: VecDeque::new(),
+        }
+    }
+
+    /// A user request's URL and time, in its step (bounded: a step holds
+    /// at most [`URLS_KEPT`] URLs, the rest are not kept per URL).
+    fn add_url(&mut self, second: i64, stem: &str, ms: u64) {
+        let start = second.div_euclid(URL_STEP_S) * URL_STEP_S;
+        let newest = self.url_steps.back().map_or(start, |s| s.start.max(start));
+        if start <= newest - self.span {
+            return;
+        }
+        if !self.url_steps.iter().any(|s| s.start == start) {
+            let at = self
+                .url_steps
+                .iter()
+                .position(|s| s.start > start)
+                .unwrap_or(self.url_steps.len());
+            self.url_steps.insert(
+                at,
+                UrlStep {
+                    start,
+                    urls: HashMap::new(),
+                },
+            );
+        }
+        while self
+            .url_steps
+            .front()
+            .is_some_and(|s| s.start <= newest - self.span - URL_STEP_S)
+        {
+            self.url_steps.pop_front();
+        }
+        let Some(step) = self.url_steps.iter_mut().rev().find(|s| s.start == start) else {
+            return;
+        };
+        let full = step.urls.len() >= URLS_KEPT;
+        match step.urls.get_mut(stem) {
+            Some(u) => {
+                u.0 += 1;
+                u.1 += ms;
+            }
+            None if full => {}
+            None => {
+                step.urls.insert(stem.to_string(), (1, ms));
+            }
         }
     }
 
@@ -152,6 +217,9 @@ impl Window {
         }
         if let Some(ms) = r.time_taken_ms {
             b.latency.record(ms);
+            if let Some(stem) = r.uri_stem {
+                self.add_url(r.second, stem, ms);
+            }
         }
     }
 
@@ -209,6 +277,26 @@ impl Window {
         f.covered_s = oldest
             .map_or(0, |o| (now - o + 1).max(0) as u64)
             .min(last_s);
+        // URLs of the steps wholly inside the window.
+        let mut urls: HashMap<&str, (u64, u64)> = HashMap::new();
+        for step in self
+            .url_steps
+            .iter()
+            .filter(|s| s.start > from && s.start <= now)
+        {
+            for (u, (n, ms)) in &step.urls {
+                let e = urls.entry(u.as_str()).or_default();
+                e.0 += n;
+                e.1 += ms;
+            }
+        }
+        let mut urls: Vec<(String, u64, u64)> = urls
+            .into_iter()
+            .map(|(u, (n, ms))| (u.to_string(), n, ms))
+            .collect();
+        urls.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        urls.truncate(URLS_KEPT);
+        f.urls = urls;
         f.derive();
         f
     }
@@ -258,6 +346,11 @@ mod tests {
         w.add_too_long(1_099, 2);
         let f = w.figures(1_099, 60);
         assert_eq!(f.covered_s, 60);
+        // The URLs of the window's whole 10-second steps: /shop alone
+        // (the health file is a check).
+        assert_eq!(f.urls.len(), 1);
+        assert_eq!(f.urls[0].0, "/shop");
+        assert_eq!(f.urls[0].1, 20 * 60);
         assert_eq!((f.requests, f.checks), (1_200, 60));
         assert_eq!(f.classes[4], 60);
         assert_eq!(f.errors.get("500.19"), Some(&60));

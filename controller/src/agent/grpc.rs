@@ -746,6 +746,10 @@ impl AgentApi for GrpcAgent {
 fn traffic_view(reply: pb::TrafficReply) -> TrafficView {
     let text = |s: String| (!s.is_empty()).then_some(s);
     TrafficView {
+        in_flight: reply.in_flight,
+        hung: reply.hung,
+        hung_after_s: reply.hung_after_s,
+        oldest_ms: reply.oldest_ms,
         httperr_malformed: reply.httperr_malformed_lines,
         httperr_problem: text(reply.httperr_problem),
         unavailable: text(reply.unavailable),
@@ -779,6 +783,11 @@ fn traffic_view(reply: pb::TrafficReply) -> TrafficView {
                     malformed_total: s.malformed_total,
                     since: (s.since_unix_s > 0).then_some(s.since_unix_s),
                     problem: text(s.problem),
+                    urls: s
+                        .urls
+                        .into_iter()
+                        .map(|u| (u.stem, u.requests, u.total_ms))
+                        .collect(),
                 }
             })
             .collect(),

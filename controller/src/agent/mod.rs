@@ -384,6 +384,8 @@ pub struct SiteTrafficView {
     pub since: Option<i64>,
     /// Why the site's log cannot be followed now.
     pub problem: Option<String>,
+    /// The window's busiest URLs: (stem, timed requests, their ms summed).
+    pub urls: Vec<(String, u64, u64)>,
 }
 
 pub use farm_proto::gauges::PoolGauges;
@@ -496,6 +498,12 @@ pub struct TrafficView {
     /// started, and why it cannot follow the log now.
     pub httperr_malformed: u64,
     pub httperr_problem: Option<String>,
+    /// Requests running now, those running longer than `hung_after_s`,
+    /// and the oldest's age; `None` where the agent cannot say.
+    pub in_flight: Option<u64>,
+    pub hung: Option<u64>,
+    pub hung_after_s: u32,
+    pub oldest_ms: Option<u64>,
 }
 
 /// What to ask of a load balancer member.

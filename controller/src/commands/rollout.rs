@@ -16,56 +16,62 @@ pub async fn recycle(args: &RecycleArgs, settings: &Settings) -> CommandResult {
     req.pools = args.pools.clone();
     if args.outliers {
         let farm = settings.farm(&args.rollout.inv.inventory)?;
-        let (nodes, pools) = outliers(&farm).await?;
+        let sick = outliers(&farm).await?;
         if !settings.quiet {
-            crate::errln!(
-                "farmctl: outliers: {} (pools: {})",
-                nodes.join(", "),
-                if pools.is_empty() {
-                    "all".to_string()
-                } else {
-                    pools.join(", ")
-                }
-            );
+            let each: Vec<String> = sick
+                .iter()
+                .map(|(node, pools)| {
+                    format!(
+                        "{node} (pools: {})",
+                        if pools.is_empty() {
+                            "all".to_string()
+                        } else {
+                            pools.join(", ")
+                        }
+                    )
+                })
+                .collect();
+            crate::errln!("farmctl: outliers: {}", each.join(", "));
         }
-        req.nodes = nodes;
-        req.pools = pools;
+        // Each node recycles its own sick pools, never another node's.
+        req.nodes = sick.iter().map(|(n, _)| n.clone()).collect();
+        req.node_pools = sick
+            .into_iter()
+            .filter(|(_, pools)| !pools.is_empty())
+            .collect();
         req.diagnose = true;
         return execute_on(&farm, &args.rollout, req, settings).await;
     }
     execute(&args.rollout, req, settings).await
 }
 
-/// The sick nodes (and their sick pools) by the traffic-health rule, or a
-/// refusal saying why there are none.
-async fn outliers(farm: &crate::farm::Farm) -> Result<(Vec<String>, Vec<String>), CommandError> {
+/// The sick nodes, each with its own sick pools (none named: all its
+/// pools), by the traffic-health rule, or a refusal saying per node why
+/// there are none.
+async fn outliers(farm: &crate::farm::Farm) -> Result<Vec<(String, Vec<String>)>, CommandError> {
     let window = crate::commands::status::TRAFFIC_WINDOW_S;
     let (_, verdicts) = crate::health::survey(farm, window).await;
-    let mut nodes = Vec::new();
-    let mut pools = Vec::new();
+    let mut sick = Vec::new();
     let mut said = Vec::new();
     for (i, v) in verdicts.iter().enumerate() {
         let name = &farm.node(i).name;
         match v.outlier {
-            Some(true) => {
-                nodes.push(name.clone());
-                for p in &v.pools {
-                    if !pools.contains(p) {
-                        pools.push(p.clone());
-                    }
-                }
-            }
+            Some(true) => sick.push((name.clone(), v.pools.clone())),
             Some(false) => said.push(format!("{name}: like its peers")),
             None => said.push(format!("{name}: {}", v.reasons.join("; "))),
         }
     }
-    if nodes.is_empty() {
+    if sick.is_empty() {
+        // One line per node: the refusal's `problems` in JSON.
         return Err(CommandError::refused(format!(
-            "--outliers: no node is an outlier over the last {window}s ({}); nothing was touched",
-            said.join("; ")
+            "--outliers: no node is an outlier over the last {window}s; nothing was touched:\n{}",
+            said.iter()
+                .map(|s| format!("- {s}"))
+                .collect::<Vec<_>>()
+                .join("\n")
         )));
     }
-    Ok((nodes, pools))
+    Ok(sick)
 }
 
 pub async fn reset(args: &RolloutArgs, settings: &Settings) -> CommandResult {
@@ -85,6 +91,7 @@ pub fn request(args: &RolloutArgs, operation: OperationKind) -> RunRequest {
         soak: None,
         canaries: None,
         diagnose: false,
+        node_pools: Default::default(),
     }
 }
 

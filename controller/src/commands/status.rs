@@ -51,6 +51,10 @@ pub struct NodeStatus {
     /// without two readings or an LB that counts.
     pub lb_disagrees: Option<bool>,
     pub lb_disagree_reason: Option<String>,
+    /// The node's weight in the load balancer now and as configured
+    /// (`null` for drivers without weights): a canary soak changes it, a
+    /// run killed mid-soak may leave it changed.
+    pub lb_weight: Option<crate::lb::weights::Weight>,
 }
 
 /// Failures only the LB saw, between two readings, that flag a node:
@@ -136,6 +140,7 @@ fn node_status(o: &Observation, name: &str, agent: &str, drains: bool) -> NodeSt
         lb_traffic: None,
         lb_disagrees: None,
         lb_disagree_reason: None,
+        lb_weight: None,
     };
     match &o.view {
         Ok(v) => {
@@ -174,6 +179,11 @@ impl Snapshot {
                 .nodes
                 .iter()
                 .all(|n| n.reachable && n.healthy && (n.drained != Some(true) || n.lease.is_some()))
+            // A weight a run changed and no run holds: left by a dead run.
+            && self
+                .nodes
+                .iter()
+                .all(|n| n.lease.is_some() || !n.lb_weight.is_some_and(|w| w.changed()))
     }
 
     fn text(&self) -> String {
@@ -205,12 +215,13 @@ pub async fn snapshot(farm: &crate::farm::Farm, settings: &Settings) -> Snapshot
         Err(e) => (Vec::new(), Some(e.to_string())),
     };
     // Each agent answers its status and its traffic in one call.
-    let ((observed, views), lb_traffic) = tokio::join!(
+    let ((observed, views), lb_traffic, weights) = tokio::join!(
         observe::observe_with_traffic(farm, &members, TRAFFIC_WINDOW_S),
-        farm.lb.traffic(&farm.inventory.nodes)
+        farm.lb.traffic(&farm.inventory.nodes),
+        farm.lb.weights(&farm.inventory.nodes)
     );
-    let (traffic, verdicts) = crate::health::judged(&views);
     let lb_traffic = lb_traffic.ok().flatten().unwrap_or_default();
+    let (traffic, verdicts) = crate::health::judged(&views, &crate::health::rtimes(&lb_traffic));
     let drains = farm.lb.drains();
     let mut nodes: Vec<NodeStatus> = observed
         .iter()
@@ -221,6 +232,12 @@ pub async fn snapshot(farm: &crate::farm::Farm, settings: &Settings) -> Snapshot
         .collect();
     for (n, t) in nodes.iter_mut().zip(lb_traffic) {
         n.lb_traffic = t;
+    }
+    for (n, w) in nodes
+        .iter_mut()
+        .zip(weights.ok().flatten().unwrap_or_default())
+    {
+        n.lb_weight = w;
     }
     for ((n, t), v) in nodes.iter_mut().zip(&traffic).zip(verdicts) {
         n.traffic = t.clone();
@@ -355,7 +372,7 @@ async fn watch(farm: &crate::farm::Farm, args: &StatusArgs, settings: &Settings)
                     out,
                     "\x1b[H\x1b[2Jfarm {} at {when}, every {} (Ctrl-C to leave)\n\n{}",
                     snap.farm,
-                    humantime::format_duration(args.interval),
+                    crate::human::duration(args.interval),
                     crate::human::paint(
                         &crate::human::fit(&snap.text(), crate::human::stdout_width()),
                         crate::human::colour_stdout()
@@ -511,6 +528,21 @@ fn traffic_table(nodes: &[NodeStatus]) -> String {
                     n.name, t.window_s
                 ));
             }
+        }
+    }
+    for n in nodes {
+        if let Some(w) = n.lb_weight.filter(|w| w.changed()) {
+            out.push_str(&format!(
+                "{}: LB WEIGHT {} (initial {}){}\n",
+                n.name,
+                w.current,
+                w.initial,
+                if n.lease.is_some() {
+                    " while a run holds it"
+                } else {
+                    ": no run holds it — left by a run that stopped; the next run puts it back"
+                }
+            ));
         }
     }
     for n in nodes.iter().filter(|n| n.lb_disagrees == Some(true)) {

@@ -59,10 +59,15 @@ pub struct PhaseRecord {
     pub pids: Option<BTreeMap<String, Vec<u32>>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
-    /// Worker PIDs per pool after the operation, recorded with `done`, so
-    /// a resumed run's summary still shows them.
+    /// Worker PIDs per pool after the operation, recorded with `done` (and
+    /// with `failed` when the operation ran), so a resumed run's summary
+    /// still shows them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pids_after: Option<BTreeMap<String, Vec<u32>>>,
+    /// Where a failed node failed (`verify`, `quiesce`, ...), kept for a
+    /// resumed run's summary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_step: Option<String>,
 }
 
 /// The run ended (absent when the controller died).
@@ -304,6 +309,7 @@ impl Journal {
             pids,
             detail,
             pids_after: None,
+            failed_step: None,
         })
     }
 

@@ -98,7 +98,7 @@ impl Exec {
             Err(_) => {
                 return Err(fail(format!(
                     "did not finish within {} (killed)",
-                    humantime::format_duration(self.timeout)
+                    crate::human::duration(self.timeout)
                 )))
             }
         };

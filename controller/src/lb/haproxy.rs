@@ -128,41 +128,33 @@ impl Haproxy {
             })
     }
 
-    /// A server's administrative state bits from `show servers state`
-    /// (0: ready; 0x08 drain, 0x01 maint, ...), by header name. The
+    /// Every server of the backend as `show servers state` has it: its
+    /// administrative state bits (0: ready; 0x08 drain, 0x01 maint, ...)
+    /// and its weight now and as configured, by header name. The
     /// operational status in `show stat` cannot tell a drained server whose
     /// check fails from one that is merely down.
-    pub async fn admin_state(&self, node: &str, server: &str) -> Result<u32, LbError> {
+    pub async fn servers_state(&self) -> Result<Vec<ServerState>, LbError> {
         let text = self
             .command(&format!("show servers state {}", self.backend))
             .await?;
-        let bad = |m: String| LbError::Api {
+        parse_servers_state(&text).map_err(|m| LbError::Api {
             lb: self.name(),
             message: format!("could not read `show servers state`: {m}"),
-        };
-        let header = text
-            .lines()
-            .find_map(|l| l.strip_prefix('#'))
-            .ok_or_else(|| bad(format!("no `# be_id ...` header in {:?}", text.trim())))?;
-        let cols: Vec<&str> = header.split_whitespace().collect();
-        let col = |name: &str| {
-            cols.iter()
-                .position(|c| *c == name)
-                .ok_or_else(|| bad(format!("no `{name}` column")))
-        };
-        let (name_at, admin_at) = (col("srv_name")?, col("srv_admin_state")?);
-        text.lines()
-            .filter(|l| !l.starts_with('#'))
-            .map(|l| l.split_whitespace().collect::<Vec<_>>())
-            .find(|f| f.get(name_at) == Some(&server))
+        })
+    }
+
+    /// A server's administrative state bits.
+    pub async fn admin_state(&self, node: &str, server: &str) -> Result<u32, LbError> {
+        self.servers_state()
+            .await?
+            .into_iter()
+            .find(|s| s.name == server)
+            .map(|s| s.admin)
             .ok_or_else(|| LbError::NoMember {
                 lb: self.name(),
                 node: node.to_string(),
                 member: format!("server `{server}`"),
-            })?
-            .get(admin_at)
-            .and_then(|v| v.parse().ok())
-            .ok_or_else(|| bad(format!("no admin state for `{server}`")))
+            })
     }
 
     pub async fn set_state(&self, server: &str, state: &str) -> Result<(), LbError> {
@@ -182,6 +174,48 @@ impl Haproxy {
             })
         }
     }
+}
+
+/// A server in `show servers state`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerState {
+    pub name: String,
+    pub admin: u32,
+    pub weight: super::weights::Weight,
+}
+
+/// `show servers state B`: a version line, a `# be_id ...` header, then
+/// space-separated rows, by header name.
+pub fn parse_servers_state(text: &str) -> Result<Vec<ServerState>, String> {
+    let header = text
+        .lines()
+        .find_map(|l| l.strip_prefix('#'))
+        .ok_or_else(|| format!("no `# be_id ...` header in {:?}", text.trim()))?;
+    let cols: Vec<&str> = header.split_whitespace().collect();
+    let col = |name: &str| {
+        cols.iter()
+            .position(|c| *c == name)
+            .ok_or_else(|| format!("no `{name}` column"))
+    };
+    let (name_at, admin_at) = (col("srv_name")?, col("srv_admin_state")?);
+    let (uweight_at, iweight_at) = (col("srv_uweight")?, col("srv_iweight")?);
+    Ok(text
+        .lines()
+        .skip_while(|l| !l.starts_with('#'))
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter_map(|f| {
+            let num = |at: usize| f.get(at).and_then(|v| v.parse::<u32>().ok());
+            Some(ServerState {
+                name: f.get(name_at)?.to_string(),
+                admin: num(admin_at)?,
+                weight: super::weights::Weight {
+                    current: num(uweight_at)?,
+                    initial: num(iweight_at)?,
+                },
+            })
+        })
+        .collect())
 }
 
 async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
@@ -294,11 +328,49 @@ impl LoadBalancer for Haproxy {
         true
     }
 
-    /// `set server B/S weight N%`: relative to the server's configured
-    /// weight, so `100%` restores it.
-    async fn set_weight(&self, node: &Node, percent: u32) -> Result<(), LbError> {
-        self.set(&node.lb_server, &format!("weight {percent}%"))
-            .await
+    async fn weights(
+        &self,
+        nodes: &[Node],
+    ) -> Result<Option<Vec<Option<super::weights::Weight>>>, LbError> {
+        let state = self.servers_state().await?;
+        Ok(Some(
+            nodes
+                .iter()
+                .map(|n| {
+                    state
+                        .iter()
+                        .find(|s| s.name == n.lb_server)
+                        .map(|s| s.weight)
+                })
+                .collect(),
+        ))
+    }
+
+    /// `set server B/S weight N` (absolute: a percentage is relative to
+    /// the configured weight and rounds a weight of 1 down to 0), then
+    /// `get weight B/S` to see each one took.
+    async fn set_weights(&self, set: &[(&Node, u32)]) -> Result<(), LbError> {
+        for (node, weight) in set {
+            self.set(&node.lb_server, &format!("weight {weight}"))
+                .await?;
+        }
+        for (node, weight) in set {
+            let cmd = format!("get weight {}/{}", self.backend, node.lb_server);
+            let reply = self.command(&cmd).await?;
+            // `1 (initial 1)`
+            let now: Option<u32> = reply.split_whitespace().next().and_then(|v| v.parse().ok());
+            if now != Some(*weight) {
+                return Err(LbError::Api {
+                    lb: self.name(),
+                    message: format!(
+                        "the weight of {} did not take: `{cmd}` says {:?}, {weight} was set",
+                        node.name,
+                        reply.trim()
+                    ),
+                });
+            }
+        }
+        Ok(())
     }
 
     async fn traffic(
@@ -466,21 +538,21 @@ green,green,0,0,0,0,10,0,0,0,,0,,0,0,0,0,DOWN,1,1,0,1,2,551,551,,1,4,1,,0,,2,0,,
         assert_eq!(task.await.unwrap(), ["set server shop/web01 state drain\n"]);
     }
 
-    #[tokio::test]
-    async fn a_weight_is_set_relative_to_the_configured_one() {
-        let (addr, task) = fake_api("\n").await;
-        let node = farm_inventory::Node {
-            name: "web01".into(),
-            address: "127.0.0.1".into(),
-            agent: "127.0.0.1:7443".into(),
-            http_port: 80,
-            lb_server: "web01".into(),
-        };
-        Haproxy::new(addr, "shop")
-            .set_weight(&node, 10)
-            .await
-            .unwrap();
-        assert_eq!(task.await.unwrap(), ["set server shop/web01 weight 10%\n"]);
+    #[test]
+    fn servers_state_gives_admin_bits_and_weights() {
+        let text = "1\n# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight srv_iweight srv_time_since_last_change srv_check_status srv_check_result srv_check_health srv_check_state srv_agent_state bk_f_forced_id srv_f_forced_id srv_fqdn srv_port srvrecord srv_use_ssl srv_check_port srv_check_addr srv_agent_addr srv_agent_port\n2 shop 1 web01 127.0.0.1 2 8 0 1 42 6 3 4 6 0 0 0 - 8080 - 0 0 - - 0\n2 shop 2 web02 127.0.0.1 2 0 10 1 42 6 3 4 6 0 0 0 - 8081 - 0 0 - - 0\n\n";
+        let s = parse_servers_state(text).unwrap();
+        assert_eq!(s.len(), 2);
+        assert_eq!((s[0].name.as_str(), s[0].admin), ("web01", 8));
+        assert_eq!(
+            s[0].weight,
+            super::super::weights::Weight {
+                current: 0,
+                initial: 1
+            }
+        );
+        assert!(s[1].weight.changed());
+        assert!(parse_servers_state("garbage").is_err());
     }
 
     /// The error of draining `server` when the API answers `reply`.

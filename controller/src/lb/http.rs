@@ -295,7 +295,7 @@ impl Api {
                     lb: self.lb.clone(),
                     detail: format!(
                         "{what}: no good answer within {} ({last})",
-                        humantime::format_duration(self.timeout)
+                        crate::human::duration(self.timeout)
                     ),
                 });
             }

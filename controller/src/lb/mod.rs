@@ -11,6 +11,7 @@ mod health_file;
 pub mod http;
 mod netscaler;
 mod nlb;
+pub mod weights;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -352,14 +353,23 @@ pub trait LoadBalancer: Send + Sync {
         Ok(None)
     }
 
-    /// Gives `node` this percentage of its configured weight (100: back
-    /// to normal).
-    async fn set_weight(&self, node: &Node, _percent: u32) -> Result<(), LbError> {
+    /// Each node's weight now and as configured (in `nodes` order; `None`
+    /// for a node it does not know); `None` when this driver has no
+    /// weights.
+    async fn weights(
+        &self,
+        _nodes: &[Node],
+    ) -> Result<Option<Vec<Option<weights::Weight>>>, LbError> {
+        Ok(None)
+    }
+
+    /// Sets these absolute weights, and reads them back.
+    async fn set_weights(&self, set: &[(&Node, u32)]) -> Result<(), LbError> {
         Err(LbError::Api {
             lb: self.name(),
             message: format!(
                 "cannot set the weight of {}: this driver has none",
-                node.name
+                set.first().map_or("a node", |(n, _)| n.name.as_str())
             ),
         })
     }

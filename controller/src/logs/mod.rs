@@ -149,6 +149,7 @@ pub fn site_view(site: &str, f: &Figures) -> SiteTrafficView {
         malformed_total: f.malformed.total(),
         since: None,
         problem: None,
+        urls: f.urls.clone(),
     }
 }
 

@@ -217,6 +217,10 @@ impl<'a> Run<'a> {
             .collect();
         self.reporter
             .run_started(&self.id, self.settings.operation, &names);
+        // A run killed mid-soak leaves the canaries' weights changed: put
+        // back before anything else (this run may be its resume or its
+        // rollback).
+        self.unweigh().await;
 
         let mut p = Progress {
             queue: VecDeque::new(),
@@ -493,7 +497,7 @@ impl<'a> Run<'a> {
             if !p.queue.is_empty() && p.halted.is_none() {
                 self.reporter.note(&format!(
                     "pausing {} before the next node",
-                    humantime::format_duration(pause)
+                    crate::human::duration(pause)
                 ));
                 p.not_before = Some(Instant::now() + pause);
             }
@@ -622,6 +626,7 @@ impl<'a> Run<'a> {
             r.pids_before = p.pids.clone().unwrap_or_default();
             r.pids_after = p.pids_after.clone().unwrap_or_default();
             r.phase_ms = p.phase_ms.clone();
+            r.failed_step = p.failed_step;
         }
         r
     }

@@ -194,7 +194,7 @@ impl NodeRun<'_> {
                 if report.pids_after.is_empty() && !report.pids_before.is_empty() {
                     // Operated before a resume: the PIDs it runs now.
                     if let Ok(v) = agent.status().await {
-                        report.pids_after = v.pids_of(&self.settings.pools);
+                        report.pids_after = v.pids_of(self.settings.pools_for(self.name()));
                     }
                 }
             }
@@ -272,14 +272,14 @@ impl NodeRun<'_> {
         Vec<crate::agent::Diagnostics>,
         Option<crate::health::NodeTraffic>,
     ) {
-        let pools: Vec<String> = if self.settings.pools.is_empty() {
+        let pools: Vec<String> = if self.settings.pools_for(self.name()).is_empty() {
             agent
                 .status()
                 .await
                 .map(|v| v.pools.iter().map(|p| p.name.clone()).collect())
                 .unwrap_or_default()
         } else {
-            self.settings.pools.clone()
+            self.settings.pools_for(self.name()).to_vec()
         };
         let mut out = Vec::new();
         for pool in pools {
@@ -342,7 +342,7 @@ impl NodeRun<'_> {
                 .status()
                 .await
                 .ok()
-                .map(|v| v.pids_of(&self.settings.pools))
+                .map(|v| v.pids_of(self.settings.pools_for(self.name())))
         } else {
             None
         };
@@ -351,14 +351,18 @@ impl NodeRun<'_> {
             State::Reverting(f) => Some(f.reason.clone()),
             _ => None,
         };
-        let done = next.phase() == Phase::Done && !pids_after.is_empty();
+        let ended = matches!(next.phase(), Phase::Done | Phase::Failed) && !pids_after.is_empty();
         let written = j.phase_record(crate::journal::PhaseRecord {
             t: crate::clock::now(),
             node: self.name().to_string(),
             phase: next.phase(),
             pids,
             detail,
-            pids_after: done.then(|| pids_after.clone()),
+            pids_after: ended.then(|| pids_after.clone()),
+            failed_step: match &next.state {
+                State::Failed(f) => Some(f.step.to_string()),
+                _ => None,
+            },
         });
         let failing = self
             .journal_trouble
@@ -450,7 +454,10 @@ impl NodeRun<'_> {
     /// The pools to recycle: the run's, or in a deploy without one named,
     /// the pool the agent says serves the site.
     async fn pools(&self, agent: &dyn AgentApi) -> Vec<String> {
-        match (&self.settings.deploy, self.settings.pools.is_empty()) {
+        match (
+            &self.settings.deploy,
+            self.settings.pools_for(self.name()).is_empty(),
+        ) {
             (Some(d), true) => match agent.status().await {
                 Ok(v) => v
                     .site(&d.site)
@@ -460,7 +467,7 @@ impl NodeRun<'_> {
                     .collect(),
                 Err(_) => Vec::new(),
             },
-            _ => self.settings.pools.clone(),
+            _ => self.settings.pools_for(self.name()).to_vec(),
         }
     }
 
@@ -596,7 +603,7 @@ impl NodeRun<'_> {
         let failed = |step: &str| {
             format!(
                 "no progress in {step} within rollout.progress_deadline ({})",
-                humantime::format_duration(limit)
+                crate::human::duration(limit)
             )
         };
         let stuck = match &action {
@@ -636,7 +643,20 @@ impl NodeRun<'_> {
             }
             Action::Quiesce { deadline } => match quiesce(lb, agent, node, left(deadline)).await {
                 Ok(Quiesced::Idle) => Event::Idle,
-                Ok(Quiesced::TimedOut) => Event::DrainTimedOut,
+                Ok(Quiesced::TimedOut) => {
+                    if self.settings.timeouts.on_drain_timeout
+                        == farm_inventory::OnDrainTimeout::Proceed
+                    {
+                        self.reporter.detail(
+                            &node.name,
+                            &format!(
+                                "requests still in flight after drain_timeout ({}): going on (the recycle ends them)",
+                                crate::human::duration(self.settings.timeouts.drain)
+                            ),
+                        );
+                    }
+                    Event::DrainTimedOut
+                }
                 Err(e) => Event::LoadUnknown(e.to_string()),
             },
             Action::Operate { deadline } => {

@@ -17,6 +17,8 @@ pub struct ResumePoint {
     /// Milliseconds the journal shows the node spent in each phase.
     pub phase_ms: BTreeMap<String, u64>,
     pub detail: Option<String>,
+    /// Where a failed node failed.
+    pub failed_step: Option<crate::machine::FailedStep>,
     /// The attempt at the node (1, or more once a resume retried it):
     /// its operation ids say which.
     pub attempt: u32,

@@ -298,6 +298,7 @@ async fn resume_from(ff: &FakeFarm, phase: Phase, pids: Option<Vec<u32>>) -> Run
     let mut s = settings(ff);
     s.nodes = vec!["web01".into()];
     let point = ResumePoint {
+        failed_step: None,
         attempt: 1,
         phase,
         pids: pids.map(|p| BTreeMap::from([("Shop".to_string(), p)])),
@@ -613,6 +614,7 @@ async fn a_deploy_resumed_mid_switch_or_mid_revert_switches_once() {
     run(&ff, &s).await;
     let switches = ff.log.count(What::Switched);
     let point = ResumePoint {
+        failed_step: None,
         attempt: 1,
         phase: Phase::Switching,
         pids: None,
@@ -641,6 +643,7 @@ async fn a_deploy_resumed_mid_switch_or_mid_revert_switches_once() {
             HashMap::from([(
                 0,
                 ResumePoint {
+                    failed_step: None,
                     attempt: 1,
                     phase: Phase::Reverting,
                     pids: None,
@@ -661,6 +664,7 @@ async fn a_deploy_resumed_mid_switch_or_mid_revert_switches_once() {
             HashMap::from([(
                 0,
                 ResumePoint {
+                    failed_step: None,
                     attempt: 1,
                     phase: Phase::Reverting,
                     pids: None,
@@ -895,4 +899,33 @@ async fn a_good_release_passes_its_soak_and_every_node_its_stabilization() {
     assert_eq!(a.intervals.len(), 3, "a judgement every 20s of 60s");
     assert_eq!(report.rolled_back, Some(false));
     assert_eq!(serving(&ff), ["2.0.0"; 4]);
+}
+
+/// `resume --skip-failed`: a node that failed before the resume keeps,
+/// in the summary, where it failed and the PIDs it ran after its
+/// operation (the journal has both).
+#[tokio::test(start_paused = true)]
+async fn a_skipped_failed_node_keeps_its_failed_step_and_pids_after() {
+    let ff = fake_farm(nodes(2), "");
+    let s = settings(&ff);
+    let failed = ResumePoint {
+        failed_step: Some(crate::machine::FailedStep::Verify),
+        attempt: 1,
+        phase: Phase::Failed,
+        pids: Some(BTreeMap::from([("ShopPool".to_string(), vec![10])])),
+        pids_after: Some(BTreeMap::from([("ShopPool".to_string(), vec![11])])),
+        phase_ms: BTreeMap::from([("operating".to_string(), 1200)]),
+        detail: Some("verify: the pool's new worker did not start".into()),
+    };
+    let report = Run::new("r1", &ff.farm, &s, &Silent, &AssumeYes)
+        .unwrap()
+        .resuming(HashMap::from([(0, failed)]), 0)
+        .failures_accepted(true)
+        .execute()
+        .await;
+    let web01 = &report.nodes[0];
+    assert_eq!(web01.outcome, NodeOutcome::Failed);
+    assert_eq!(web01.failed_step, Some(crate::machine::FailedStep::Verify));
+    assert_eq!(web01.pids_after.get("ShopPool"), Some(&vec![11]));
+    assert_eq!(report.nodes[1].outcome, NodeOutcome::Succeeded);
 }

@@ -171,6 +171,12 @@ pub async fn resume_on(
                     .map(|l| l.phase_ms.clone())
                     .unwrap_or_default(),
                 detail: loaded.last.get(name).and_then(|r| r.detail.clone()),
+                failed_step: loaded
+                    .records
+                    .iter()
+                    .rev()
+                    .filter(|r| &r.node == name)
+                    .find_map(|r| r.failed_step.as_deref()?.parse().ok()),
                 attempt,
             },
         );
@@ -212,7 +218,7 @@ pub async fn resume_on(
     let result = async {
         // A fresh preflight: the nodes still to do must be fit, and every
         // node out of rotation that is not this run's doing counts.
-        let pf = preflight::check(farm, &observed, &pending, &handled, &settings.pools);
+        let pf = preflight::check(farm, &observed, &pending, &handled, &|n: &str| settings.pools_for(n).to_vec());
         if let Some(refused) = pf.refusal("cannot resume (nothing was touched)") {
             return Err(refused);
         }

@@ -443,7 +443,7 @@ impl Writer {
             if tokio::time::Instant::now() + pause >= deadline {
                 return Err((
                     ErrorKind::TimedOut,
-                    format!("{last} (for {})", humantime::format_duration(WRITE_WITHIN)),
+                    format!("{last} (for {})", crate::human::duration(WRITE_WITHIN)),
                 ));
             }
             tokio::time::sleep(pause).await;

@@ -171,6 +171,12 @@ pub trait Iis: Send + Sync + 'static {
     /// Writes out what the server still buffers of its logs (HTTP.sys),
     /// so a window read next is complete. Best effort.
     async fn flush_logs(&self) {}
+    /// How long each request running now has run (ms), where the backend
+    /// can say (`appcmd list requests`; the simulator's own); `None`
+    /// where it cannot (no Request Monitor feature).
+    async fn running(&self) -> Result<Option<Vec<u64>>, IisError> {
+        Ok(None)
+    }
     /// Every pool's gauges now (one reading of the counters). Empty
     /// where the backend has none.
     async fn pool_gauges(&self) -> Result<Vec<PoolGauges>, IisError> {

@@ -382,6 +382,10 @@ impl Iis for Simulator {
         Ok(self.diagnostics(pool, min_elapsed_ms))
     }
 
+    async fn running(&self) -> Result<Option<Vec<u64>>, IisError> {
+        Ok(Some(self.running_ms()))
+    }
+
     fn traffic_logs(&self) -> Option<TrafficLogs> {
         let dir = self.cfg().logs.clone()?;
         Some(TrafficLogs {

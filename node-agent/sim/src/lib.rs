@@ -415,6 +415,18 @@ impl Simulator {
             .collect()
     }
 
+    /// How long each request running now has run (ms).
+    pub(crate) fn running_ms(&self) -> Vec<u64> {
+        let now = Instant::now();
+        self.inner
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .map(|r| now.duration_since(r.started).as_millis() as u64)
+            .collect()
+    }
+
     pub(crate) fn diagnostics(&self, pool: &str, min_elapsed_ms: u64) -> crate::PoolDiagnostics {
         let now = Instant::now();
         let mut requests: Vec<(u64, crate::RunningRequest)> = self

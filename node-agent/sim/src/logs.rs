@@ -95,8 +95,11 @@ impl Logs {
     pub fn request(&self, e: &Entry<'_>) {
         let now = jiff::Timestamp::now();
         let name = format!("u_ex{}.log", now.strftime("%y%m%d"));
+        // date time s-ip cs-method cs-uri-stem cs-uri-query s-port
+        // cs-username c-ip cs(User-Agent) cs(Referer) sc-status
+        // sc-substatus sc-win32-status time-taken
         let line = format!(
-            "{} {} {} {} {} - {} {} {} - {} {} 0 {}",
+            "{} {} {} {} {} {} - {} {} - {} {} 0 {}",
             now.strftime("%Y-%m-%d %H:%M:%S"),
             e.server.ip(),
             field(Some(e.method)),

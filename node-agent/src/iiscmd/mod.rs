@@ -570,6 +570,20 @@ impl Iis for CommandBackend {
         self.logs.clone()
     }
 
+    async fn running(&self) -> Result<Option<Vec<u64>>, IisError> {
+        // Without the Request Monitor feature appcmd cannot list them:
+        // unknown, never "none running".
+        Ok(match self.appcmd(&["list", "requests"]).await {
+            Ok(text) => Some(
+                crate::traffic::requests::parse(&text)
+                    .into_iter()
+                    .map(|r| r.elapsed_ms.unwrap_or(0))
+                    .collect(),
+            ),
+            Err(_) => None,
+        })
+    }
+
     /// `netsh http flush logbuffer` (elevated): judged by its exit code,
     /// its text is not documented.
     async fn flush_logs(&self) {

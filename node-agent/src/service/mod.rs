@@ -71,7 +71,17 @@ impl AgentService {
                 .await
                 .map_err(|e| Status::internal(format!("reading the logs failed: {e}")))?;
         let httperr = httperr.unwrap_or_default();
+        let running = self.iis.running().await.ok().flatten();
+        let hung_after = crate::traffic::watch::HUNG_AFTER;
         Ok(pb::TrafficReply {
+            in_flight: running.as_ref().map(|r| r.len() as u64),
+            hung: running.as_ref().map(|r| {
+                r.iter()
+                    .filter(|ms| **ms >= hung_after.as_millis() as u64)
+                    .count() as u64
+            }),
+            hung_after_s: hung_after.as_secs() as u32,
+            oldest_ms: running.as_ref().and_then(|r| r.iter().max().copied()),
             sites: sites
                 .into_iter()
                 .map(|s| convert::site_traffic(s, sample))
@@ -492,11 +502,18 @@ impl NodeAgent for AgentService {
             .and(valid_pools(&req.pools))
             .and(self.leased_check(&req.operation_id));
         let (_, ticket) = ticket_check(valid, ticket)?;
-        let (iis, cfg) = (self.iis.clone(), self.cfg.clone());
+        let (iis, cfg, traffic) = (self.iis.clone(), self.cfg.clone(), self.traffic.clone());
         let id = req.operation_id.clone();
         let stream =
             self.stream_operation(ticket, &id, CallKind::Recycle, move |progress| async move {
-                ops::recycle(&*iis, &req.pools, req.start_stopped, &cfg, &progress).await
+                let done =
+                    ops::recycle(&*iis, &req.pools, req.start_stopped, &cfg, &progress).await;
+                // The pools' traffic windows start again: what their old
+                // workers did is not the new ones'.
+                if let (true, Some(w)) = (done.success, traffic) {
+                    w.restart(&req.pools);
+                }
+                done
             })?;
         Ok(Response::new(stream))
     }
@@ -512,12 +529,18 @@ impl NodeAgent for AgentService {
             0 => self.cfg.stop_timeout,
             s => Duration::from_secs(u64::from(s.min(3600))),
         };
-        let (iis, cfg) = (self.iis.clone(), self.cfg.clone());
+        let (iis, cfg, traffic) = (self.iis.clone(), self.cfg.clone(), self.traffic.clone());
         let stream = self.stream_operation(
             ticket,
             &req.operation_id,
             CallKind::Reset,
-            move |progress| async move { ops::reset(&*iis, stop_timeout, &cfg, &progress).await },
+            move |progress| async move {
+                let done = ops::reset(&*iis, stop_timeout, &cfg, &progress).await;
+                if let (true, Some(w)) = (done.success, traffic) {
+                    w.restart(&[]);
+                }
+                done
+            },
         )?;
         Ok(Response::new(stream))
     }

@@ -27,6 +27,9 @@ const EVERY: Duration = Duration::from_secs(1);
 /// on one host (the sandbox) wake a fifth as often. Every question (the
 /// Traffic call, a scrape) reads up to the moment first anyway.
 const IDLE_EVERY: Duration = Duration::from_secs(5);
+/// A request running longer than this is hung (said apart in the Traffic
+/// answer: a release that hangs requests logs no error).
+pub const HUNG_AFTER: Duration = Duration::from_secs(10);
 /// How often the pools' gauges (queue, CPU, memory) are read: a typeperf
 /// sample takes a second of its own.
 pub const GAUGE_EVERY: Duration = Duration::from_secs(10);
@@ -209,13 +212,14 @@ impl TrafficWatch {
         st.sites
             .iter()
             .map(|(name, s)| {
-                let mut figures = s.window.figures(now, last);
                 // What the window covers: no more than the site has been
-                // watched.
-                figures.covered_s = match s.since {
-                    Some(since) => last.min((now - since + 1).max(1) as u64),
+                // watched (or since its pool was recycled).
+                let covered = match s.since {
+                    Some(since) => last.min((now - since + 1).max(0) as u64),
                     None => 0,
                 };
+                let mut figures = s.window.figures(now, covered);
+                figures.covered_s = covered;
                 SiteFigures {
                     site: name.clone(),
                     pool: s.pool.clone(),
@@ -228,6 +232,19 @@ impl TrafficWatch {
                 }
             })
             .collect()
+    }
+
+    /// The windows of `pools`' sites (every site when empty) start again
+    /// from the next second: a recycled pool, a reset node, is judged on
+    /// what it does from now on, not on what its old workers did.
+    pub fn restart(&self, pools: &[String]) {
+        let next = jiff::Timestamp::now().as_second() + 1;
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        for s in st.sites.values_mut() {
+            if pools.is_empty() || pools.iter().any(|p| p.eq_ignore_ascii_case(&s.pool)) {
+                s.since = Some(next);
+            }
+        }
     }
 
     /// The HTTP.sys error log's state (none when the backend has none).

@@ -112,6 +112,11 @@ async fn the_simulator_writes_what_the_readers_read() {
         .starts_with("u_ex"));
     let text = std::fs::read_to_string(&file).unwrap();
     assert!(text.contains("\r\n"), "CRLF as IIS writes it");
+    // s-port and cs-username in their own columns.
+    let first = text.lines().find(|l| !l.starts_with('#')).unwrap();
+    let tokens: Vec<&str> = first.split(' ').collect();
+    assert_eq!(tokens[6], shop.to_string(), "{first}");
+    assert_eq!(tokens[7], "-", "{first}");
     assert_eq!(text.matches("#Fields:").count(), 2, "{text}");
     let mut r = W3cReader::default();
     let reqs = r.read(&text);

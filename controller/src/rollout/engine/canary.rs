@@ -85,7 +85,7 @@ impl Run<'_> {
         self.weigh(&ok, a.canary_weight).await;
         let mut report = self.soak(a, &ok, &baseline).await;
         if a.canary_weight.is_some() {
-            self.weigh(&ok, Some(100)).await;
+            self.unweigh().await;
         }
         let Some(verdict) = report.verdict else {
             p.halted = Some(format!(
@@ -200,7 +200,7 @@ impl Run<'_> {
             self.name(i),
             &format!(
                 "stabilizing: judged in {} against the nodes still on the old release",
-                humantime::format_duration(d)
+                crate::human::duration(d)
             ),
         );
         true
@@ -325,8 +325,8 @@ impl Run<'_> {
             } else {
                 report.baseline.join(", ")
             },
-            humantime::format_duration(a.soak),
-            humantime::format_duration(a.interval)
+            crate::human::duration(a.soak),
+            crate::human::duration(a.interval)
         ));
         let limits = a.limits();
         // The LB's counters at the start of the soak, when it counts.
@@ -360,7 +360,7 @@ impl Run<'_> {
                 report.verdict = Some(Outcome::Inconclusive);
                 report.reason = format!(
                     "no verdict within the soak plus {}: the agents' traffic figures did not come",
-                    humantime::format_duration(VERDICT_GRACE.max(a.interval))
+                    crate::human::duration(VERDICT_GRACE.max(a.interval))
                 );
                 return report;
             };
@@ -371,7 +371,13 @@ impl Run<'_> {
                 )),
                 _ => None,
             };
-            let j = judge::judge_with_lb(&c, &b, lb.as_ref().map(|(c, b)| (c, b)), &limits);
+            // What the LB sent each side, against what their logs hold:
+            // requests that never answered (hung, cut) log no error.
+            let sent = lb.as_ref().map(|(c, b)| judge::Sent {
+                canary: c.requests,
+                baseline: b.requests,
+            });
+            let j = judge::judge_all(&c, &b, lb.as_ref().map(|(c, b)| (c, b)), sent, &limits);
             let interval = IntervalReport {
                 at: crate::clock::now(),
                 elapsed_s: elapsed.as_secs_f64(),
@@ -408,13 +414,17 @@ impl Run<'_> {
         for (&i, view) in nodes.iter().zip(views) {
             match view {
                 Ok(v) if v.unavailable.is_none() => {
+                    let mut node = Sample {
+                        hung: v.hung,
+                        nodes: 1,
+                        ..Sample::default()
+                    };
                     for s in v.sites.iter().filter(|s| s.site.eq_ignore_ascii_case(site)) {
-                        total.add(&Sample {
-                            requests: s.requests,
-                            errors: s.classes[4],
-                            latency: s.latency.clone(),
-                        });
+                        node.requests += s.requests;
+                        node.errors += s.classes[4];
+                        node.latency.merge(&s.latency);
                     }
+                    total.add(&node);
                 }
                 Ok(v) => self.reporter.detail(
                     self.name(i),
@@ -432,25 +442,66 @@ impl Run<'_> {
         total
     }
 
-    /// Gives the canaries `percent` of a normal node's weight (a failure
-    /// is said and the soak goes on at full weight).
+    /// Gives each canary `percent` of a normal node's traffic, with whole
+    /// weights (the other servers' scaled up: a percentage of a weight of
+    /// 1 is 0), read back after setting. A failure is said and the soak
+    /// goes on at full weight.
     async fn weigh(&self, canaries: &[usize], percent: Option<u32>) {
         let Some(percent) = percent else { return };
-        for &i in canaries {
-            let node = self.farm.node(i);
-            match self.farm.lb.set_weight(node, percent).await {
-                Ok(()) => self.reporter.detail(
-                    &node.name,
-                    &format!(
-                        "weight {percent}% of a normal node's in {}",
-                        self.farm.lb.name()
-                    ),
-                ),
-                Err(e) => self.reporter.detail(
-                    &node.name,
-                    &format!("could not set its weight to {percent}%: {e}"),
-                ),
+        let nodes = &self.farm.inventory.nodes;
+        let say = |m: String| self.reporter.note(&m);
+        let known = match self.farm.lb.weights(nodes).await {
+            Ok(Some(w)) if w.iter().all(Option::is_some) => w.into_iter().flatten().collect::<Vec<_>>(),
+            Ok(Some(_)) => return say("canary weight: not every node is a server of the load balancer; the canaries keep a normal node's share".into()),
+            Ok(None) => return say(format!("canary weight: {} has no weights; the canaries keep a normal node's share", self.farm.lb.name())),
+            Err(e) => return say(format!("canary weight: could not read the weights ({e}); the canaries keep a normal node's share")),
+        };
+        let (cw, ow): (Vec<_>, Vec<_>) = (0..nodes.len()).partition(|i| canaries.contains(i));
+        let pick = |idx: &[usize]| idx.iter().map(|&i| known[i]).collect::<Vec<_>>();
+        let (c, o, made) =
+            crate::lb::weights::shares(&pick(&cw), &pick(&ow), f64::from(percent) / 100.0);
+        let set: Vec<(&farm_inventory::Node, u32)> = cw
+            .iter()
+            .zip(&c)
+            .chain(ow.iter().zip(&o))
+            .map(|(&i, &w)| (&nodes[i], w))
+            .collect();
+        match self.farm.lb.set_weights(&set).await {
+            Ok(()) => {
+                for (&i, w) in cw.iter().zip(&c) {
+                    self.reporter.detail(
+                        &nodes[i].name,
+                        &format!(
+                            "weight {w} against {} for the others in {}: {:.0}% of a normal node's traffic ({percent}% asked)",
+                            o.iter().map(u32::to_string).collect::<Vec<_>>().join("/"),
+                            self.farm.lb.name(),
+                            made * 100.0
+                        ),
+                    );
+                }
             }
+            Err(e) => {
+                say(format!(
+                    "canary weight: could not set {percent}%: {e}; putting the weights back"
+                ));
+                self.unweigh().await;
+            }
+        }
+    }
+
+    /// Every weight back to its initial value (after the soak, on a
+    /// verdict; a run started later does the same for a run killed
+    /// mid-soak).
+    pub(super) async fn unweigh(&self) {
+        match crate::lb::weights::restore(&*self.farm.lb, &self.farm.inventory.nodes).await {
+            Ok(done) => {
+                for d in done {
+                    self.reporter.note(&d);
+                }
+            }
+            Err(e) => self.reporter.note(&format!(
+                "the load balancer's weights could not be put back: {e}; `farmctl status` shows them"
+            )),
         }
     }
 
@@ -514,10 +565,16 @@ impl Run<'_> {
             analysis: None,
             canary: false,
             pause: None,
+            // Requests hung in the bad release never finish by themselves:
+            // they must not hold its rollback (the recycle ends them).
+            timeouts: crate::contract::RunTimeouts {
+                on_drain_timeout: farm_inventory::OnDrainTimeout::Proceed,
+                ..self.settings.timeouts.clone()
+            },
             ..self.settings.clone()
         };
         self.reporter.note(&format!(
-            "rolling {} back to release {to}",
+            "rolling {} back to release {to} (requests still in flight after drain_timeout do not hold it)",
             settings.nodes.join(", ")
         ));
         let quiet = Nested(self.reporter);
