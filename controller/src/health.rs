@@ -103,8 +103,8 @@ pub struct NodeTraffic {
     /// Fields the logs lack for a judgement.
     pub missing_fields: Vec<String>,
     /// Since when the figures run (RFC 3339, UTC): the agent's start, or
-    /// when the sites' logs could first be read. A window asked for
-    /// before it covers less — "no data yet" is not "healthy".
+    /// the last recycle of a pool (its window starts again). A window
+    /// asked for before it covers less — "no data yet" is not "healthy".
     pub since: Option<String>,
     /// Lines of the window the agent could not read, by reason
     /// (`field_count`, `no_fields`, `no_date`, `bad_date`, `bad_time`,

@@ -4,13 +4,15 @@
 //!
 //! Every metric tests the limit it states, with evidence both ways
 //! (README, "Canary analysis"):
-//! - **errors** — the 5xx rate. A 99.8 % confidence interval is put on the
-//!   canaries' rate minus the baseline's (Newcombe's hybrid score interval,
-//!   from the two Wilson intervals: right for rare events, where a normal
-//!   approximation sees nothing). The canaries *fail* when the bottom of
-//!   it is above `errors.max_increase` — worse than baseline + the margin
-//!   beyond chance —, *pass* when the top of it is at or below it — not
-//!   worse than that, beyond chance —, and are *inconclusive* between.
+//! - **errors** — the 5xx rate. Bounds are put on the canaries' rate
+//!   minus the baseline's (Newcombe's hybrid score method, from the two
+//!   Wilson intervals: right for rare events, where a normal approximation
+//!   sees nothing). The canaries *fail* when the lower bound (one-sided
+//!   0.001, asked at every judgement) is above `errors.max_increase` —
+//!   worse than baseline + the margin beyond chance —, *pass* when the
+//!   upper bound (one-sided 0.01, asked once: only the soak's last
+//!   judgement promotes) is at or below it — not worse than that beyond
+//!   chance —, and are *inconclusive* between.
 //! - **latency** — a quantile (`p95`/`p99`) of `time-taken`. A
 //!   distribution-free interval (order statistics, z = 3.09) on each
 //!   side's quantile from the pooled histograms: *fail* when the bottom of
@@ -38,8 +40,14 @@ use serde::{Deserialize, Serialize};
 /// a soak, so it is strict: ten looks at 0.001 keep a good release's false
 /// rollbacks near 1 %.
 pub const ALPHA: f64 = 0.001;
-/// z of a two-sided 99.8 % interval (one-sided 0.001).
+/// z of a one-sided 0.001 bound: a failure's evidence. It is asked at
+/// every judgement of a soak, so it is strict: ten looks at 0.001 keep a
+/// good release's false rollbacks near 1 %.
 const Z: f64 = 3.09;
+/// z of a one-sided 0.01 bound: a pass's evidence. Only the soak's last
+/// judgement promotes, so it is asked once: a release worse than the limit
+/// is promoted at most 1 % of the time.
+const Z_PASS: f64 = 2.33;
 /// Latency differences below this are never a failure: `time-taken` is in
 /// whole milliseconds and a few are scheduling noise.
 pub const LATENCY_FLOOR_MS: f64 = 5.0;
@@ -56,6 +64,12 @@ pub struct Sample {
     /// Requests running now for longer than the agent's threshold, summed
     /// over the side's nodes; `None` where an agent cannot say.
     pub hung: Option<u64>,
+    /// Requests running now (sent, not logged yet: not unanswered),
+    /// summed over the side's nodes; `None` where an agent cannot say.
+    pub in_flight: Option<u64>,
+    /// User requests the side's agents have read since they started (a
+    /// counter); `None` where an agent cannot say.
+    pub requests_total: Option<u64>,
     /// The side's nodes.
     pub nodes: u64,
 }
@@ -65,11 +79,14 @@ impl Sample {
         self.requests += other.requests;
         self.errors += other.errors;
         self.latency.merge(&other.latency);
-        self.hung = match (self.hung, other.hung) {
+        let sum = |a: Option<u64>, b: Option<u64>| match (a, b) {
             (Some(a), Some(b)) => Some(a + b),
             (None, b) if self.nodes == 0 => b,
             _ => None,
         };
+        self.hung = sum(self.hung, other.hung);
+        self.in_flight = sum(self.in_flight, other.in_flight);
+        self.requests_total = sum(self.requests_total, other.requests_total);
         self.nodes += other.nodes;
     }
 
@@ -169,12 +186,26 @@ pub fn judge_with_lb(
     judge_all(canary, baseline, lb, None, limits)
 }
 
-/// What the load balancer sent each side over the window, against what
-/// the side's logs recorded: the requests that never answered.
+/// What the load balancer sent a side over the soak, and how many of
+/// those the side answered (logged, or still running).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Sent {
-    pub canary: u64,
-    pub baseline: u64,
+    pub sent: u64,
+    pub answered: u64,
+}
+
+impl Sent {
+    /// From the load balancer's count of what it sent over the soak and
+    /// the side's counters at the soak's start and now: requests read
+    /// since, and requests running then and now. The LB is read just
+    /// before the agents each time, so what the agents read can only be
+    /// more than what the LB had sent: a request is unanswered only when
+    /// it is neither in the log nor running.
+    pub fn between(sent: u64, start: &Sample, now: &Sample) -> Option<Sent> {
+        let read = now.requests_total?.checked_sub(start.requests_total?)?;
+        let answered = (read + now.in_flight?).saturating_sub(start.in_flight?);
+        Some(Sent { sent, answered })
+    }
 }
 
 /// Every metric: the logs' errors and latency, the load balancer's
@@ -184,7 +215,7 @@ pub fn judge_all(
     canary: &Sample,
     baseline: &Sample,
     lb: Option<(&Sample, &Sample)>,
-    sent: Option<Sent>,
+    sent: Option<(Sent, Sent)>,
     limits: &Limits,
 ) -> Judgement {
     let mut metrics = vec![
@@ -196,22 +227,15 @@ pub fn judge_all(
         m.test = format!("{} (the load balancer's counts)", m.test);
         metrics.push(m);
     }
-    if let Some(s) = sent {
-        // Never answered: sent, not logged (a negative difference — the
-        // log holds requests the LB did not send — is none).
-        let side = |sent: u64, logged: u64| Sample {
-            requests: sent,
-            errors: sent.saturating_sub(logged),
-            latency: Histogram::default(),
-            hung: None,
-            nodes: 0,
+    if let Some((c, b)) = sent {
+        // Never answered: sent, neither logged nor running (the log
+        // holding more than the LB sent is none unanswered).
+        let side = |s: Sent| Sample {
+            requests: s.sent,
+            errors: s.sent.saturating_sub(s.answered),
+            ..Sample::default()
         };
-        let mut m = errors(
-            "unanswered_rate",
-            &side(s.canary, canary.requests),
-            &side(s.baseline, baseline.requests),
-            limits,
-        );
+        let mut m = errors("unanswered_rate", &side(c), &side(b), limits);
         m.test = format!(
             "{} (sent by the load balancer, not in the node's log)",
             m.test
@@ -271,7 +295,7 @@ fn errors(name: &str, c: &Sample, b: &Sample, limits: &Limits) -> Metric {
     let margin = limits.errors_max_increase;
     let (low, high) = difference_interval(c.errors, c.requests, b.errors, b.requests);
     m.test = format!(
-        "difference of rates, 99.8% interval (Newcombe): {:+.2} to {:+.2} points",
+        "difference of rates, Newcombe bounds (99.9% low, 99% high): {:+.2} to {:+.2} points",
         low * 100.0,
         high * 100.0
     );
@@ -317,22 +341,24 @@ fn errors(name: &str, c: &Sample, b: &Sample, limits: &Limits) -> Metric {
     m
 }
 
-/// The Wilson score interval of `x` in `n` at [`Z`].
-fn wilson(x: u64, n: u64) -> (f64, f64) {
+/// The Wilson score interval of `x` in `n` at `z`.
+fn wilson(x: u64, n: u64, z: f64) -> (f64, f64) {
     let (x, n) = (x as f64, n as f64);
     let p = x / n;
-    let z2 = Z * Z;
+    let z2 = z * z;
     let centre = (p + z2 / (2.0 * n)) / (1.0 + z2 / n);
-    let half = Z * (p * (1.0 - p) / n + z2 / (4.0 * n * n)).sqrt() / (1.0 + z2 / n);
+    let half = z * (p * (1.0 - p) / n + z2 / (4.0 * n * n)).sqrt() / (1.0 + z2 / n);
     ((centre - half).max(0.0), (centre + half).min(1.0))
 }
 
-/// A 99.8 % interval on `x/n − y/m` (Newcombe's hybrid score method, his
-/// method 10: good coverage for rare events and small samples).
+/// Bounds on `x/n − y/m` (Newcombe's hybrid score method, his method 10:
+/// good coverage for rare events and small samples): the lower one-sided
+/// at 0.001 (a failure's evidence), the upper at 0.01 (a pass's).
 pub fn difference_interval(x: u64, n: u64, y: u64, m: u64) -> (f64, f64) {
     let (p1, p2) = (x as f64 / n as f64, y as f64 / m as f64);
-    let ((l1, u1), (l2, u2)) = (wilson(x, n), wilson(y, m));
     let d = p1 - p2;
+    let ((l1, _), (_, u2)) = (wilson(x, n, Z), wilson(y, m, Z));
+    let ((_, u1), (l2, _)) = (wilson(x, n, Z_PASS), wilson(y, m, Z_PASS));
     (
         d - ((p1 - l1).powi(2) + (u2 - p2).powi(2)).sqrt(),
         d + ((u1 - p1).powi(2) + (p2 - l2).powi(2)).sqrt(),
@@ -433,11 +459,15 @@ fn hung(c: &Sample, b: &Sample) -> Option<Metric> {
     })
 }
 
-/// The one-sided 99.8 % interval on the `q` quantile of `h`: the values at
-/// the order statistics n·q ∓ z·√(n·q·(1−q)).
+/// The 99.8 % interval on the `q` quantile of `h`: the values at the
+/// order statistics n·q ∓ z·√(n·q·(1−q)).
 pub fn quantile_interval(h: &Histogram, q: f64) -> Option<(f64, f64)> {
+    quantile_interval_at(h, q, Z)
+}
+
+fn quantile_interval_at(h: &Histogram, q: f64, z: f64) -> Option<(f64, f64)> {
     let n = h.count() as f64;
-    let spread = Z * (n * q * (1.0 - q)).sqrt();
+    let spread = z * (n * q * (1.0 - q)).sqrt();
     let low = (n * q - spread).floor().max(1.0) as u64;
     let high = (n * q + spread).ceil() as u64 + 1;
     Some((h.at_rank(low)?, h.at_rank(high)?))
@@ -479,6 +509,8 @@ fn latency(c: &Sample, b: &Sample, limits: &Limits) -> Metric {
     );
     let said = format!("canaries {vc:.0} ms, baseline {vb:.0} ms, limit {limit:.0} ms");
     let allowed_top = (b_high * (1.0 + limits.latency_max_increase)).max(b_high + LATENCY_FLOOR_MS);
+    // A pass's evidence: the top of the canaries' one-sided 99 % bound.
+    let c_high = quantile_interval_at(&c.latency, q, Z_PASS).map_or(c_high, |(_, h)| h);
     (m.result, m.reason) = if c_low > allowed_top {
         (
             Outcome::Fail,
@@ -626,17 +658,27 @@ mod tests {
 
     #[test]
     fn requests_that_never_answer_fail_the_canary() {
-        // The LB sent 1,000 to the canary and its log holds 950; the
-        // baseline's logs hold what it was sent but for a few in flight.
-        let sent = Sent {
-            canary: 1_000,
-            baseline: 3_000,
+        // The LB sent 1,000 to the canary; its agent read 940 since and
+        // 10 more run now than at the start; the baseline answered all.
+        let counters = |total: u64, in_flight: u64| Sample {
+            requests_total: Some(total),
+            in_flight: Some(in_flight),
+            ..Sample::default()
         };
+        let c = Sent::between(1_000, &counters(5_000, 2), &counters(5_940, 12)).unwrap();
+        assert_eq!(
+            c,
+            Sent {
+                sent: 1_000,
+                answered: 950
+            }
+        );
+        let b = Sent::between(3_000, &counters(9_000, 3), &counters(11_998, 5)).unwrap();
         let j = judge_all(
             &sample(950, 0, 10),
             &sample(2_996, 0, 10),
             None,
-            Some(sent),
+            Some((c, b)),
             &limits(),
         );
         let m = metric(&j, "unanswered_rate");
@@ -644,14 +686,20 @@ mod tests {
         assert_eq!(j.result, Outcome::Fail);
         // A node whose log holds more than it was sent (direct traffic):
         // nothing unanswered.
+        let more = Sent {
+            sent: 1_000,
+            answered: 1_200,
+        };
         let j = judge_all(
             &sample(1_200, 0, 10),
             &sample(2_996, 0, 10),
             None,
-            Some(sent),
+            Some((more, b)),
             &limits(),
         );
         assert_ne!(metric(&j, "unanswered_rate").result, Outcome::Fail);
+        // An agent restarted (its counter went back): not said.
+        assert_eq!(Sent::between(10, &counters(500, 0), &counters(20, 0)), None);
     }
 
     #[test]

@@ -44,6 +44,9 @@ pub struct TrafficSpec {
     /// Hard bounds: the generator stops by itself.
     pub max_requests: u64,
     pub max_duration: Duration,
+    /// How long a request is waited for before the client gives up (as
+    /// users do: a hung request does not hold a worker for ever).
+    pub timeout: Duration,
 }
 
 impl TrafficSpec {
@@ -57,6 +60,7 @@ impl TrafficSpec {
             slow_ms: 250,
             max_requests: 2_000_000,
             max_duration: Duration::from_secs(600),
+            timeout: Duration::from_secs(30),
         }
     }
 }
@@ -171,7 +175,7 @@ impl Traffic {
                                 b.port,
                                 b.host.as_deref(),
                                 &path,
-                                Duration::from_secs(30),
+                                spec.timeout,
                             )
                             .await
                             {

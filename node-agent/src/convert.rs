@@ -194,6 +194,7 @@ pub fn site_traffic(s: crate::traffic::watch::SiteFigures, sample: bool) -> pb::
             _ => String::new(),
         },
         malformed_total: s.malformed_total,
+        requests_total: s.requests_total,
         since_unix_s: s.since.unwrap_or(0),
         problem: s.problem.unwrap_or_default(),
         latency_bins: f.latency.0.into_iter().collect(),

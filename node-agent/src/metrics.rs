@@ -414,6 +414,7 @@ mod site_tests {
                 malformed_total: 0,
                 since: None,
                 problem: None,
+                requests_total: 0,
                 gauges: Some(crate::traffic::watch::GaugeFigures {
                     queue: Some(3),
                     cpu_percent: Some(12.5),
@@ -472,6 +473,7 @@ mod readme_tests {
                 malformed_total: 0,
                 since: None,
                 problem: None,
+                requests_total: 0,
                 gauges: Some(crate::traffic::watch::GaugeFigures {
                     queue: Some(0),
                     ..Default::default()

@@ -24,6 +24,11 @@ fn text(bytes: &[u8]) -> Cow<'_, str> {
 }
 
 impl LineBuf {
+    /// Bytes held for a cut line (bounded by [`MAX_LINE`]).
+    pub fn held(&self) -> usize {
+        self.partial.capacity()
+    }
+
     /// Whether a cut line is waiting for its end.
     pub fn is_cut(&self) -> bool {
         !self.partial.is_empty() || self.skipping

@@ -604,6 +604,34 @@ mod tests {
         assert_eq!(poll(&mut t), ["#Fields: sc-status", "six"]);
     }
 
+    /// 100 MB without a newline (a crash's zeros, a binary dropped in the
+    /// folder): dropped and counted, never held.
+    #[test]
+    fn a_hundred_megabyte_line_is_dropped_and_memory_stays_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("u_ex261207.log");
+        append(&a, HEAD);
+        let mut t = Tail::new(dir.path(), Family::W3c, None);
+        let mut f = std::fs::OpenOptions::new().append(true).open(&a).unwrap();
+        let chunk = vec![0u8; 1 << 20];
+        for _ in 0..100 {
+            f.write_all(&chunk).unwrap();
+            assert!(poll(&mut t).iter().all(|l| l.starts_with('#')));
+            let held: usize = t.files.values().map(|s| s.buf.held()).sum();
+            assert!(held <= crate::lines::MAX_LINE, "{held} bytes held");
+        }
+        f.write_all(b"\r\n2026-12-07 00:00:09 200\r\n").unwrap();
+        let mut got = Vec::new();
+        for _ in 0..100 {
+            t.poll(&mut |l| got.push(l.to_string()));
+            if !got.is_empty() {
+                break;
+            }
+        }
+        assert_eq!(got.last().unwrap(), "2026-12-07 00:00:09 200");
+        assert_eq!(t.too_long(), 1);
+    }
+
     #[test]
     fn a_long_line_is_dropped_and_a_missing_folder_is_said() {
         let dir = tempfile::tempdir().unwrap();

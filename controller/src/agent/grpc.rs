@@ -783,6 +783,7 @@ fn traffic_view(reply: pb::TrafficReply) -> TrafficView {
                     malformed_total: s.malformed_total,
                     since: (s.since_unix_s > 0).then_some(s.since_unix_s),
                     problem: text(s.problem),
+                    requests_total: s.requests_total,
                     urls: s
                         .urls
                         .into_iter()

@@ -386,6 +386,8 @@ pub struct SiteTrafficView {
     pub problem: Option<String>,
     /// The window's busiest URLs: (stem, timed requests, their ms summed).
     pub urls: Vec<(String, u64, u64)>,
+    /// User requests the agent read since it started (a counter).
+    pub requests_total: u64,
 }
 
 pub use farm_proto::gauges::PoolGauges;

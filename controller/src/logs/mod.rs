@@ -150,6 +150,7 @@ pub fn site_view(site: &str, f: &Figures) -> SiteTrafficView {
         since: None,
         problem: None,
         urls: f.urls.clone(),
+        requests_total: f.requests,
     }
 }
 

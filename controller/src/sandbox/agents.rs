@@ -82,8 +82,21 @@ pub(super) fn spawn(
         .as_ref()
         .map(|a| format!("    port: {}\n", a.http_port))
         .unwrap_or_default();
+    let (second_site, second_pool) = if spec.second_site {
+        (
+            format!(
+                "  - name: {}\n    host: {}\n    app_pool: {}\n    share_port_with: {SITE}\n",
+                super::SECOND_SITE,
+                super::SECOND_SITE_HOST,
+                super::SECOND_POOL
+            ),
+            format!("  - name: {}\n{}", super::SECOND_POOL, spec.pool_yaml),
+        )
+    } else {
+        (String::new(), String::new())
+    };
     let sim = format!(
-        "node: {name}\nhealth_file: {HEALTH_FILE}\nevent_log: {log}\nlogs: {logs}\ntimings:\n{timings}sites:\n  - name: {SITE}\n    host: {SITE_HOST}\n    app_pool: {POOL}\n{port}{physical_path}app_pools:\n  - name: {POOL}\n{pool}{extra}\n",
+        "node: {name}\nhealth_file: {HEALTH_FILE}\nevent_log: {log}\nlogs: {logs}\ntimings:\n{timings}sites:\n  - name: {SITE}\n    host: {SITE_HOST}\n    app_pool: {POOL}\n{port}{physical_path}{second_site}app_pools:\n  - name: {POOL}\n{pool}{second_pool}{extra}\n",
         log = yaml_path(&event_log),
         logs = yaml_path(&dir.join(format!("{name}.logs"))),
         timings = spec.timings_yaml,

@@ -33,6 +33,9 @@ pub struct SandboxSpec {
     /// `DIR/webNN/releases`, and release 1.0.0 of the site is staged and
     /// active on every node before the farm is handed over.
     pub releases: bool,
+    /// A second site on each node, `reports` ([`SECOND_SITE_HOST`]) in its
+    /// own pool [`SECOND_POOL`], bound on the same port by host header.
+    pub second_site: bool,
 }
 
 impl Default for SandboxSpec {
@@ -52,9 +55,15 @@ impl Default for SandboxSpec {
                 .into(),
             timings_yaml: "  iis_stop: 300ms\n  iis_start: 500ms\n".into(),
             releases: true,
+            second_site: false,
         }
     }
 }
+
+/// The second site's name, host and pool (`SandboxSpec::second_site`).
+pub const SECOND_SITE: &str = "reports";
+pub const SECOND_SITE_HOST: &str = "reports.example.com";
+pub const SECOND_POOL: &str = "ReportsPool";
 
 pub const SITE_HOST: &str = "shop.example.com";
 /// The sandbox controller's certificate name (role operator).
@@ -260,7 +269,7 @@ fn inventory_yaml(
         ));
     }
     y.push_str(&format!(
-        "sites:\n  - name: {SITE}\n    host: {SITE_HOST}\n{version_probe}    probe:\n      path: /\n      expect_status: 200\n      expect_body: \"pool={POOL}\"\n      timeout: 2s\n      interval: 100ms\n      successes: 3\napp_pools: [{POOL}]\nrollout:\n  max_unavailable: {}\n  min_healthy: \"{}\"\n  drain_timeout: {}\n  healthy_timeout: {}\n  operation_timeout: 60s\n{}",
+        "sites:\n  - name: {SITE}\n    host: {SITE_HOST}\n{version_probe}    probe:\n      path: /\n      expect_status: 200\n      expect_body: \"pool={POOL}\"\n      timeout: 2s\n      interval: 100ms\n      successes: 3\n{second}app_pools: [{POOL}{second_pool}]\nrollout:\n  max_unavailable: {}\n  min_healthy: \"{}\"\n  drain_timeout: {}\n  healthy_timeout: {}\n  operation_timeout: 60s\n{}",
         spec.max_unavailable,
         spec.min_healthy,
         humantime::format_duration(spec.drain_timeout),
@@ -271,9 +280,21 @@ fn inventory_yaml(
         } else {
             String::new()
         },
+        second = if spec.second_site {
+            format!("  - name: {SECOND_SITE}\n    host: {SECOND_SITE_HOST}\n    app_pool: {SECOND_POOL}\n    probe:\n      path: /\n      expect_body: \"pool={SECOND_POOL}\"\n      timeout: 2s\n      interval: 100ms\n      successes: 3\n")
+        } else {
+            String::new()
+        },
+        second_pool = if spec.second_site {
+            format!(", {SECOND_POOL}")
+        } else {
+            String::new()
+        },
     ));
     // A canary soak (`deploy --soak`) on a sandbox's light traffic: a
     // judgement every 5 s, 50 requests enough.
-    y.push_str("analysis:\n  interval: 5s\n  min_requests: 50\n");
+    // A sandbox has little traffic: a good release can show it adds less
+    // than 1 point of 5xx within a short soak, not half a point.
+    y.push_str("analysis:\n  interval: 5s\n  min_requests: 50\n  errors: {max_increase: \"1%\"}\n");
     y
 }

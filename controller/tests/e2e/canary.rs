@@ -30,6 +30,15 @@ fn switches(farm: &Farm) -> Vec<usize> {
 }
 
 async fn deploy(inv: &str, package: &std::path::Path, version: &str) -> std::process::Output {
+    deploy_soaking(inv, package, version, "20s").await
+}
+
+async fn deploy_soaking(
+    inv: &str,
+    package: &std::path::Path,
+    version: &str,
+    soak: &str,
+) -> std::process::Output {
     farmctl(&[
         "deploy",
         "-i",
@@ -41,7 +50,7 @@ async fn deploy(inv: &str, package: &std::path::Path, version: &str) -> std::pro
         "--version",
         version,
         "--soak",
-        "20s",
+        soak,
         "--yes",
         "--output",
         "json",
@@ -176,9 +185,11 @@ async fn a_canary_that_fails_users_is_rolled_back_and_a_good_one_goes_on() {
     );
 
     // A good release under the same load passes, reaches every node, and
-    // fails no request.
+    // fails no request. A pass needs evidence: the canary's rate proven
+    // under the limit (a few hundred requests; a loaded machine sends
+    // fewer, so the soak is longer).
     let traffic = Traffic::start(load());
-    let out = deploy(&inv, &good, "2.0.0").await;
+    let out = deploy_soaking(&inv, &good, "2.0.0", "45s").await;
     let report = traffic.stop().await;
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let r = json(&out);

@@ -1,5 +1,5 @@
 //! `farmctl logs` end to end: a sandbox farm behind a real HAProxy under
-//! load, one node's application failing 10% of its requests. The logs its
+//! load, one node's application failing 20% of its requests. The logs its
 //! agents wrote, read by `farmctl logs` (one folder per server), give the
 //! figures `status` gave for the same window — one computation — and the
 //! same counts as an independent reading of the files (a few lines of
@@ -48,10 +48,10 @@ async fn logs_give_what_status_gave_and_what_an_independent_reading_counts() {
     })
     .await;
     let inv = inventory(&farm);
-    // web02's application fails 10% of its requests from the start.
+    // web02's application fails 20% of its requests from the start.
     let sim_file = farm.sandbox.dir.join("web02.sim.yaml");
     let mut text = std::fs::read_to_string(&sim_file).unwrap();
-    text.push_str("    faults:\n      error_rate: 0.10\n");
+    text.push_str("    faults:\n      error_rate: 0.20\n");
     let edited = sim_file.with_extension("new");
     std::fs::write(&edited, text).unwrap();
     std::fs::rename(&edited, &sim_file).unwrap();
@@ -61,9 +61,9 @@ async fn logs_give_what_status_gave_and_what_an_independent_reading_counts() {
     load.slow_every = 0;
     load.max_duration = Duration::from_secs(60);
     let traffic = Traffic::start(load);
-    // Until every node has enough user requests to be judged, then the
-    // load stops: the window holds all of it, and no request is at its
-    // edges when status and logs read it.
+    // Until every node has enough user requests to tell web02's errors
+    // from chance, then the load stops: status's minute holds all of it,
+    // and no request is at its edges when status and logs read it.
     farm_proto::assert_eventually!(
         Duration::from_secs(45),
         async {

@@ -8,6 +8,7 @@ mod common;
 mod canary;
 mod cli;
 mod contract;
+mod decisions;
 mod deploy;
 mod errors;
 mod etcd;

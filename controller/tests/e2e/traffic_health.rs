@@ -1,5 +1,5 @@
 //! Traffic health end to end: a sandbox farm behind a real HAProxy under
-//! load, one node's pool failing 5% of its requests and 800 ms slower (its
+//! load, one node's pool failing 10% of its requests and 800 ms slower (its
 //! sim file's pool faults, written while the farm runs). `status` reads every node's own logs through
 //! its agent and flags exactly that node and pool; the others are like
 //! their peers; no request routed to the healthy nodes failed.
@@ -39,23 +39,23 @@ async fn status_flags_the_node_and_pool_whose_users_get_errors_and_latency() {
     // is edited, and its agent applies the pool's new faults at once.
     let sim_file = farm.sandbox.dir.join("web02.sim.yaml");
     let mut text = std::fs::read_to_string(&sim_file).unwrap();
-    text.push_str("    faults:\n      error_rate: 0.05\n      extra_latency: 800ms\n");
+    text.push_str("    faults:\n      error_rate: 0.10\n      extra_latency: 800ms\n");
     let edited = sim_file.with_extension("new");
     std::fs::write(&edited, text).unwrap();
     std::fs::rename(&edited, &sim_file).unwrap();
     // Until every node has enough user requests in the window to judge.
     let st = farm_proto::eventually!(
-        Duration::from_secs(90),
+        Duration::from_secs(150),
         async {
             let st = status(&farm).await;
             st["nodes"]
                 .as_array()
                 .unwrap()
                 .iter()
-                .all(|n| n["traffic"]["requests"].as_u64().unwrap_or(0) >= 60)
+                .all(|n| n["traffic"]["requests"].as_u64().unwrap_or(0) >= 300)
                 .then_some(st)
         },
-        "every node to log enough user requests"
+        "every node to log enough user requests to tell 10% from chance"
     );
     // A slow request is running on web02 when the on-call recycle starts.
     let web02_port = farm.sandbox.nodes[1].http_port;
@@ -64,7 +64,7 @@ async fn status_flags_the_node_and_pool_whose_users_get_errors_and_latency() {
             "127.0.0.1",
             web02_port,
             Some(farmctl::sandbox::SITE_HOST),
-            "/slow?ms=10000",
+            "/slow?ms=20000",
             Duration::from_secs(40),
         )
         .await
@@ -83,7 +83,7 @@ async fn status_flags_the_node_and_pool_whose_users_get_errors_and_latency() {
                 .agent(1)
                 .diagnose("ShopPool", 500)
                 .await
-                .is_ok_and(|d| d.requests.iter().any(|r| r.url == "/slow?ms=10000"))
+                .is_ok_and(|d| d.requests.iter().any(|r| r.url == "/slow?ms=20000"))
         },
         "web02 to be serving the slow request for 500 ms"
     );
@@ -117,7 +117,7 @@ async fn status_flags_the_node_and_pool_whose_users_get_errors_and_latency() {
     assert!(
         requests
             .iter()
-            .any(|r| r["url"] == "/slow?ms=10000" && r["elapsed_ms"].as_u64().unwrap() >= 500),
+            .any(|r| r["url"] == "/slow?ms=20000" && r["elapsed_ms"].as_u64().unwrap() >= 500),
         "{d:#}"
     );
     assert_eq!(d["state"], "Running");
@@ -133,7 +133,7 @@ async fn status_flags_the_node_and_pool_whose_users_get_errors_and_latency() {
     let shown = farmctl(&["runs", "show", run["run_id"].as_str().unwrap()]).await;
     let text = String::from_utf8_lossy(&shown.stdout);
     assert!(text.contains("web02: diagnostics of ShopPool: "), "{text}");
-    assert!(text.contains("GET /slow?ms=10000"), "{text}");
+    assert!(text.contains("GET /slow?ms=20000"), "{text}");
     assert!(
         text.contains("web02: traffic before the recycle: ") && text.contains("; after it: "),
         "{text}"

@@ -76,6 +76,11 @@ pub struct SimSite {
     /// Host header of the binding; none answers any host.
     #[serde(default)]
     pub host: Option<String>,
+    /// Bind on the same port as this other site (told apart by `host`),
+    /// whatever port that one gets: several sites on one port, as IIS
+    /// binds them by host header.
+    #[serde(default)]
+    pub share_port_with: Option<String>,
     pub app_pool: String,
     /// The folder the site's files are served from (`/version.txt`,
     /// `/index.html`, ...); `/` keeps its built-in answer. None: no files.
@@ -236,6 +241,24 @@ pub fn parse(text: &str) -> Result<SimFile, SimFileError> {
         errors.push("sites: at least one site is needed".into());
     }
     for (i, s) in sim.sites.iter().enumerate() {
+        if let Some(other) = &s.share_port_with {
+            let shares = sim
+                .sites
+                .iter()
+                .find(|o| o.name.eq_ignore_ascii_case(other));
+            match shares {
+                None => errors.push(format!(
+                    "sites[{i}].share_port_with: no site named `{other}`"
+                )),
+                Some(o) if o.share_port_with.is_some() || o.name == s.name => errors.push(format!(
+                    "sites[{i}].share_port_with: `{other}` must be a site with a port of its own"
+                )),
+                Some(_) if s.port != 0 => errors.push(format!(
+                    "sites[{i}]: give `port` or `share_port_with`, not both"
+                )),
+                Some(_) => {}
+            }
+        }
         if !sim.app_pools.iter().any(|p| p.name == s.app_pool) {
             errors.push(format!(
                 "sites[{i}].app_pool: no app pool named `{}`",

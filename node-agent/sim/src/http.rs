@@ -40,12 +40,30 @@ pub(crate) async fn bind_sites(sim: &Simulator) -> std::io::Result<Vec<BoundSite
         )
     })?;
     let mut groups: BTreeMap<u16, Vec<usize>> = BTreeMap::new();
-    let mut singles = Vec::new();
-    for (i, s) in sim.cfg().sites.iter().enumerate() {
+    let mut singles: Vec<Vec<usize>> = Vec::new();
+    let sites = &sim.cfg().sites;
+    for (i, s) in sites.iter().enumerate() {
+        if s.share_port_with.is_some() {
+            continue;
+        }
         if s.port == 0 {
             singles.push(vec![i]);
         } else {
             groups.entry(s.port).or_default().push(i);
+        }
+    }
+    // A site sharing another's port joins that site's group.
+    for (i, s) in sites.iter().enumerate() {
+        let Some(other) = &s.share_port_with else {
+            continue;
+        };
+        let group = groups
+            .values_mut()
+            .chain(singles.iter_mut())
+            .find(|g| g.iter().any(|&k| sites[k].name.eq_ignore_ascii_case(other)));
+        match group {
+            Some(g) => g.push(i),
+            None => singles.push(vec![i]),
         }
     }
     let mut bound = Vec::new();

@@ -52,11 +52,13 @@ pub struct SiteFigures {
     /// Its pool's gauges, when the backend reads them.
     pub gauges: Option<GaugeFigures>,
     /// Since when the figures run (Unix s): the watch's start, or when
-    /// the site's log folder could first be read.
+    /// the site's pool was last recycled.
     pub since: Option<i64>,
     /// Why the site's log cannot be followed now (a folder missing or
     /// unreadable).
     pub problem: Option<String>,
+    /// User requests read since the watch started (a counter).
+    pub requests_total: u64,
 }
 
 /// The HTTP.sys error log as the watch knows it (it belongs to no site).
@@ -75,6 +77,9 @@ struct Site {
     since: Option<i64>,
     /// The problem last said in the agent's log.
     said: Option<String>,
+    /// User requests read since the watch started, whenever they were
+    /// logged: a counter the controller compares with the load balancer's.
+    requests_total: u64,
 }
 
 struct HttpErrLog {
@@ -108,7 +113,9 @@ impl TrafficWatch {
             .map(|s| {
                 let period = s.period.as_deref().and_then(Period::parse);
                 let tail = Tail::new(&s.w3c_dir, Family::W3c, period);
-                let since = tail.problem().is_none().then_some(now);
+                // The figures run from here: a folder made later is read
+                // from its start, all of it new traffic.
+                let since = Some(now);
                 (
                     s.site.clone(),
                     Site {
@@ -119,6 +126,7 @@ impl TrafficWatch {
                         window: Window::new(SPAN_S),
                         since,
                         said: None,
+                        requests_total: 0,
                     },
                 )
             })
@@ -229,16 +237,17 @@ impl TrafficWatch {
                     gauges: gauges(&s.pool),
                     since: s.since,
                     problem: s.tail.problem().map(str::to_string),
+                    requests_total: s.requests_total,
                 }
             })
             .collect()
     }
 
     /// The windows of `pools`' sites (every site when empty) start again
-    /// from the next second: a recycled pool, a reset node, is judged on
-    /// what it does from now on, not on what its old workers did.
+    /// from this second: a recycled pool, a reset node, is judged on what
+    /// it does from now on, not on what its old workers did.
     pub fn restart(&self, pools: &[String]) {
-        let next = jiff::Timestamp::now().as_second() + 1;
+        let next = jiff::Timestamp::now().as_second();
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         for s in st.sites.values_mut() {
             if pools.is_empty() || pools.iter().any(|p| p.eq_ignore_ascii_case(&s.pool)) {
@@ -337,16 +346,15 @@ fn read_once(st: &mut State) -> usize {
             tail,
             reader,
             window,
+            requests_total,
             ..
         } = s;
         lines += tail.poll(&mut |line| {
             if let Some(r) = reader.line(line) {
+                *requests_total += u64::from(!checks.is_check(&r));
                 window.add(&r, checks);
             }
         });
-        if s.since.is_none() && s.tail.problem().is_none() {
-            s.since = Some(now);
-        }
         // Unreadable lines have no time of their own: counted when read.
         let bad: Malformed = s.reader.stats.malformed.since(&bad_before);
         s.window.add_malformed(now, &bad);

@@ -418,3 +418,105 @@ async fn an_agent_started_mid_file_counts_every_line_appended_after() {
     let _ = stop.send(());
     task.await.unwrap().unwrap();
 }
+
+/// A pool recycled is judged on what it does from then on: its window
+/// starts again (a node healed a few seconds ago is not "still sick").
+/// A log folder removed, or turned into something that cannot be read,
+/// while the agent runs is said in the Traffic answer, not left as "not
+/// enough data" forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recycle_restarts_the_window_and_a_lost_folder_is_said() {
+    use farm_agent::agent::{self, AgentSettings, Flags};
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    let sim = dir.path().join("sim.yaml");
+    std::fs::write(
+        &sim,
+        format!(
+            "node: t\nlogs: {}\nsites:\n  - name: shop\n    host: shop.example\n    app_pool: Shop\napp_pools:\n  - name: Shop\n    startup: 10ms\n    warmup: 0ms\n",
+            logs.display()
+        ),
+    )
+    .unwrap();
+    let flags = Flags {
+        listen: Some("127.0.0.1:0".into()),
+        sim: Some(sim),
+        insecure: true,
+        ..Flags::default()
+    };
+    let settings = AgentSettings::load(&flags).unwrap();
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(agent::run(
+        settings,
+        move |r| {
+            let _ = ready_tx.send(r.clone());
+        },
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let ready = ready_rx.await.unwrap();
+    let port = ready.sites[0]["port"].as_u64().unwrap() as u16;
+    let mut client = farm_proto::NodeAgentClient::connect(format!("http://{}", ready.agent))
+        .await
+        .unwrap();
+    let traffic = |mut c: farm_proto::NodeAgentClient<tonic::transport::Channel>| async move {
+        c.traffic(farm_proto::v1::TrafficRequest {
+            last_s: 300,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .sites
+        .remove(0)
+    };
+    for _ in 0..5 {
+        assert!(user_get(port, "/").await.starts_with("HTTP/1.1 200"));
+    }
+    assert_eq!(traffic(client.clone()).await.requests, 5);
+    // Recycled in a later second than the requests: the window starts
+    // again (it keeps its own second).
+    let logged = jiff::Timestamp::now().as_second();
+    farm_proto::assert_eventually!(
+        std::time::Duration::from_secs(3),
+        async { jiff::Timestamp::now().as_second() > logged },
+        "the clock to pass the requests' second"
+    );
+    let mut stream = client
+        .recycle(farm_proto::v1::RecycleRequest {
+            operation_id: "t.recycle".into(),
+            pools: vec!["Shop".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    while tokio_stream::StreamExt::next(&mut stream).await.is_some() {}
+    let after = traffic(client.clone()).await;
+    assert!(after.covered_s <= 2, "{after:?}");
+    assert_eq!(after.requests, 0, "{after:?}");
+    // The next second on, new requests count.
+    farm_proto::assert_eventually!(
+        std::time::Duration::from_secs(10),
+        async {
+            assert!(user_get(port, "/").await.starts_with("HTTP/1.1 200"));
+            traffic(client.clone()).await.requests > 0
+        },
+        "requests after the recycle to count"
+    );
+    // The folder removed while the agent runs: said.
+    let w3c = logs.join("W3SVC1");
+    std::fs::remove_dir_all(&w3c).unwrap();
+    let gone = traffic(client.clone()).await;
+    assert!(gone.problem.contains("disappeared"), "{gone:?}");
+    // Something that cannot be read as a folder in its place: said.
+    std::fs::write(&w3c, "not a folder").unwrap();
+    let unreadable = traffic(client.clone()).await;
+    assert!(
+        unreadable.problem.contains("cannot be read"),
+        "{unreadable:?}"
+    );
+    let _ = stop.send(());
+}

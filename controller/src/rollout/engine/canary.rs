@@ -329,8 +329,12 @@ impl Run<'_> {
             crate::human::duration(a.interval)
         ));
         let limits = a.limits();
-        // The LB's counters at the start of the soak, when it counts.
+        // The LB's counters at the start of the soak, when it counts, and
+        // right after them the agents' (requests read, requests running):
+        // what the LB sends from here on is either read, running, or
+        // never answered.
         let lb_start = self.lb_traffic().await;
+        let counters_start = tokio::join!(self.sample(canaries, 1), self.sample(baseline, 1));
         let started = Instant::now();
         let end = started + a.soak;
         let mut next = started + a.interval;
@@ -350,6 +354,9 @@ impl Run<'_> {
                 .as_secs_f64()
                 .ceil()
                 .clamp(1.0, AGENT_WINDOW_S as f64) as u32;
+            // The LB first, the agents right after: they can only have read
+            // more than the LB had sent.
+            let lb_now = self.lb_traffic().await;
             // A verdict within the soak plus a bound, or none: figures
             // that do not come make the analysis inconclusive, not stuck.
             let figures = tokio::time::timeout_at(end + VERDICT_GRACE.max(a.interval), async {
@@ -364,18 +371,21 @@ impl Run<'_> {
                 );
                 return report;
             };
-            let lb = match (&lb_start, self.lb_traffic().await) {
+            let lb = match (&lb_start, lb_now) {
                 (Some(then), Some(now)) => Some((
                     lb_sample(canaries, then, &now),
                     lb_sample(baseline, then, &now),
                 )),
                 _ => None,
             };
-            // What the LB sent each side, against what their logs hold:
+            // What the LB sent each side, against what they answered:
             // requests that never answered (hung, cut) log no error.
-            let sent = lb.as_ref().map(|(c, b)| judge::Sent {
-                canary: c.requests,
-                baseline: b.requests,
+            let (c0, b0) = &counters_start;
+            let sent = lb.as_ref().and_then(|(lc, lbase)| {
+                Some((
+                    judge::Sent::between(lc.requests, c0, &c)?,
+                    judge::Sent::between(lbase.requests, b0, &b)?,
+                ))
             });
             let j = judge::judge_all(&c, &b, lb.as_ref().map(|(c, b)| (c, b)), sent, &limits);
             let interval = IntervalReport {
@@ -416,6 +426,8 @@ impl Run<'_> {
                 Ok(v) if v.unavailable.is_none() => {
                     let mut node = Sample {
                         hung: v.hung,
+                        in_flight: v.in_flight,
+                        requests_total: Some(0),
                         nodes: 1,
                         ..Sample::default()
                     };
@@ -423,6 +435,7 @@ impl Run<'_> {
                         node.requests += s.requests;
                         node.errors += s.classes[4];
                         node.latency.merge(&s.latency);
+                        node.requests_total = node.requests_total.map(|t| t + s.requests_total);
                     }
                     total.add(&node);
                 }
