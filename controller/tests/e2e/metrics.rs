@@ -91,11 +91,14 @@ async fn a_scrape_counts_every_call_by_outcome_and_the_refused_handshakes() {
         .unwrap()
             >= 1.0
     );
-    // Per site, from the node's own log: 20 user requests now (the
-    // recycle's probes count apart, as checks).
-    for _ in 0..20 {
+    // Per site, from the node's own log: 20 user requests and 2 probes
+    // now (probes count apart, as checks; the recycle's own may be more
+    // than a minute old on a slow machine).
+    for agent in std::iter::repeat_n("Mozilla/5.0", 20)
+        .chain(std::iter::repeat_n(farm_proto::http::PROBE_AGENT, 2))
+    {
         let (status, _) = farm_proto::http::get_as(
-            "Mozilla/5.0",
+            agent,
             "127.0.0.1",
             node.http_port,
             Some(farmctl::sandbox::SITE_HOST),
@@ -117,6 +120,12 @@ async fn a_scrape_counts_every_call_by_outcome_and_the_refused_handshakes() {
             )
             .unwrap_or(0.0)
                 >= 20.0
+                && sample(
+                    &text,
+                    &format!("farm_agent_site_checks_last_minute{{{site}}}"),
+                )
+                .unwrap_or(0.0)
+                    >= 2.0
         },
         "the site's user requests in the metrics:\n{text}"
     );

@@ -14,6 +14,10 @@ async fn status_flags_the_node_and_pool_whose_users_get_errors_and_latency() {
     let farm = farm(SandboxSpec {
         lb_kind: "haproxy".into(),
         releases: false,
+        // The slow request below must still run when the recycle's
+        // capture comes (status, outliers and preflight first: slow on a
+        // loaded machine), and the drain waits for it.
+        drain_timeout: Duration::from_secs(75),
         ..SandboxSpec::default()
     })
     .await;
@@ -33,7 +37,7 @@ async fn status_flags_the_node_and_pool_whose_users_get_errors_and_latency() {
     load.workers = 5;
     load.pace = Duration::from_millis(20);
     load.slow_every = 0;
-    load.max_duration = Duration::from_secs(120);
+    load.max_duration = Duration::from_secs(300);
     let traffic = Traffic::start(load);
     // While the farm serves, web02's application goes bad: its sim file
     // is edited, and its agent applies the pool's new faults at once.
@@ -64,8 +68,8 @@ async fn status_flags_the_node_and_pool_whose_users_get_errors_and_latency() {
             "127.0.0.1",
             web02_port,
             Some(farmctl::sandbox::SITE_HOST),
-            "/slow?ms=20000",
-            Duration::from_secs(40),
+            "/slow?ms=45000",
+            Duration::from_secs(90),
         )
         .await
     });
@@ -83,7 +87,7 @@ async fn status_flags_the_node_and_pool_whose_users_get_errors_and_latency() {
                 .agent(1)
                 .diagnose("ShopPool", 500)
                 .await
-                .is_ok_and(|d| d.requests.iter().any(|r| r.url == "/slow?ms=20000"))
+                .is_ok_and(|d| d.requests.iter().any(|r| r.url == "/slow?ms=45000"))
         },
         "web02 to be serving the slow request for 500 ms"
     );
@@ -117,7 +121,7 @@ async fn status_flags_the_node_and_pool_whose_users_get_errors_and_latency() {
     assert!(
         requests
             .iter()
-            .any(|r| r["url"] == "/slow?ms=20000" && r["elapsed_ms"].as_u64().unwrap() >= 500),
+            .any(|r| r["url"] == "/slow?ms=45000" && r["elapsed_ms"].as_u64().unwrap() >= 500),
         "{d:#}"
     );
     assert_eq!(d["state"], "Running");
@@ -133,7 +137,7 @@ async fn status_flags_the_node_and_pool_whose_users_get_errors_and_latency() {
     let shown = farmctl(&["runs", "show", run["run_id"].as_str().unwrap()]).await;
     let text = String::from_utf8_lossy(&shown.stdout);
     assert!(text.contains("web02: diagnostics of ShopPool: "), "{text}");
-    assert!(text.contains("GET /slow?ms=20000"), "{text}");
+    assert!(text.contains("GET /slow?ms=45000"), "{text}");
     assert!(
         text.contains("web02: traffic before the recycle: ") && text.contains("; after it: "),
         "{text}"
