@@ -183,12 +183,7 @@ pub fn site_traffic(s: crate::traffic::watch::SiteFigures, sample: bool) -> pb::
         p99_ms: f.p99_ms,
         missing_fields: s.missing.iter().map(|m| m.to_string()).collect(),
         malformed_lines: f.malformed.total(),
-        malformed_reasons: f
-            .malformed
-            .by_reason()
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
-            .collect(),
+        malformed_reasons: f.malformed.reasons(),
         malformed_sample: match (&f.malformed.sample, sample) {
             (Some((_, line)), true) => line.clone(),
             _ => String::new(),

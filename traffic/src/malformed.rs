@@ -104,6 +104,15 @@ impl Malformed {
             .collect()
     }
 
+    /// [`Self::by_reason`] with owned names, into any map (a report's,
+    /// a message's).
+    pub fn reasons<C: FromIterator<(String, u64)>>(&self) -> C {
+        self.by_reason()
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect()
+    }
+
     pub fn merge(&mut self, other: &Malformed) {
         for (a, b) in self.counts.iter_mut().zip(other.counts) {
             *a += b;

@@ -346,11 +346,7 @@ fn follow_report(
         bytes: 0,
         lines,
         malformed: malformed.total(),
-        malformed_reasons: malformed
-            .by_reason()
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
-            .collect(),
+        malformed_reasons: malformed.reasons(),
         nodes: logs::judged(nodes, &views),
     }
 }

@@ -139,12 +139,7 @@ pub fn site_view(site: &str, f: &Figures) -> SiteTrafficView {
         latency: f.latency.clone(),
         gauges: None,
         malformed: f.malformed.total(),
-        malformed_reasons: f
-            .malformed
-            .by_reason()
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
-            .collect(),
+        malformed_reasons: f.malformed.reasons(),
         malformed_sample: None,
         malformed_total: f.malformed.total(),
         since: None,
@@ -207,12 +202,7 @@ pub fn site_from_figures(site: &str, f: &Figures) -> SiteReport {
         errors: f.errors.clone(),
         httperr: f.httperr.clone(),
         malformed: f.malformed.total(),
-        malformed_reasons: f
-            .malformed
-            .by_reason()
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
-            .collect(),
+        malformed_reasons: f.malformed.reasons(),
         top_5xx: Vec::new(),
         top_time: Vec::new(),
         series: None,
@@ -289,12 +279,7 @@ pub fn report(r: &read::Read, opts: &read::Options) -> LogsReport {
         bytes: r.bytes,
         lines: r.lines,
         malformed: r.malformed.total(),
-        malformed_reasons: r
-            .malformed
-            .by_reason()
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
-            .collect(),
+        malformed_reasons: r.malformed.reasons(),
         nodes,
     }
 }

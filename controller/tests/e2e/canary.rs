@@ -33,31 +33,6 @@ async fn deploy(inv: &str, package: &std::path::Path, version: &str) -> std::pro
     deploy_soaking(inv, package, version, "20s").await
 }
 
-async fn deploy_soaking(
-    inv: &str,
-    package: &std::path::Path,
-    version: &str,
-    soak: &str,
-) -> std::process::Output {
-    farmctl(&[
-        "deploy",
-        "-i",
-        inv,
-        "--site",
-        "shop",
-        "--package",
-        &package.display().to_string(),
-        "--version",
-        version,
-        "--soak",
-        soak,
-        "--yes",
-        "--output",
-        "json",
-    ])
-    .await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_canary_that_fails_users_is_rolled_back_and_a_good_one_goes_on() {
     let farm = farm(SandboxSpec {
@@ -108,21 +83,10 @@ async fn a_canary_that_fails_users_is_rolled_back_and_a_good_one_goes_on() {
     assert_eq!(a["canaries"], serde_json::json!(["web01"]));
     assert_eq!(a["rollback_to"], FIRST_RELEASE);
     let last = a["intervals"].as_array().unwrap().last().unwrap().clone();
-    let errors = last["metrics"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["name"] == "error_rate")
-        .unwrap()
-        .clone();
+    let errors = metric(&last, "error_rate").unwrap().clone();
     assert_eq!(errors["result"], "fail", "{errors:#}");
     // Cross-checked with HAProxy's counts of the same requests.
-    let lb = last["metrics"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["name"] == "lb_error_rate")
-        .unwrap_or_else(|| panic!("no LB metric: {last:#}"));
+    let lb = metric(&last, "lb_error_rate").unwrap_or_else(|| panic!("no LB metric: {last:#}"));
     assert!(lb["canary"].as_f64().unwrap() > 0.02, "{lb:#}");
     assert!(errors["canary"].as_f64().unwrap() > 0.02, "{errors:#}");
     assert_eq!(errors["baseline"].as_f64().unwrap(), 0.0, "{errors:#}");
@@ -208,16 +172,7 @@ async fn a_controller_killed_during_the_soak_never_promotes_the_canary() {
     let state = tempfile::tempdir().unwrap();
     let state_arg = state.path().display().to_string();
     let good = release_package(&farm.sandbox.dir, "2.0.0").unwrap();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_farmctl"))
-        .args(["--state-dir", &state_arg, "-q", "deploy", "-i", &inv])
-        .args(["--site", "shop", "--package", &good.display().to_string()])
-        .args(["--version", "2.0.0", "--soak", "10s", "--yes"])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let mut child = spawn_deploy(state.path(), &inv, &good, "2.0.0", "10s");
     // Killed as soon as the canary is back: in the soak.
     let journal = farm_proto::eventually!(
         Duration::from_secs(60),

@@ -12,38 +12,6 @@ use farmctl::sandbox::{faulty_release_package, release_package, SandboxSpec, FIR
 use farmctl::traffic::Traffic;
 use serde_json::Value;
 
-async fn deploy(
-    inv: &str,
-    package: &std::path::Path,
-    version: &str,
-    soak: &str,
-) -> std::process::Output {
-    farmctl(&[
-        "deploy",
-        "-i",
-        inv,
-        "--site",
-        "shop",
-        "--package",
-        &package.display().to_string(),
-        "--version",
-        version,
-        "--soak",
-        soak,
-        "--yes",
-        "--output",
-        "json",
-    ])
-    .await
-}
-
-fn metric<'a>(interval: &'a Value, name: &str) -> Option<&'a Value> {
-    interval["metrics"]
-        .as_array()?
-        .iter()
-        .find(|m| m["name"] == name)
-}
-
 /// Each node's weight in HAProxy as `status` shows it: (current, initial).
 async fn weights(farm: &Farm) -> Vec<(u64, u64)> {
     status(farm).await["nodes"]
@@ -83,7 +51,7 @@ async fn hung_requests_fail_a_canary_and_a_canary_weight_is_real_and_put_back() 
     // answers none. Seen as requests the LB sent that never answered, and
     // as requests hung on the canary.
     let hangs = faulty_release_package(&farm.sandbox.dir, "2.1.0", "hang_rate: 0.05\n").unwrap();
-    let out = deploy(&inv, &hangs, "2.1.0", "40s").await;
+    let out = deploy_soaking(&inv, &hangs, "2.1.0", "40s").await;
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let r = json(&out);
     crate::common::schema::check("report", &r);
@@ -132,7 +100,7 @@ async fn hung_requests_fail_a_canary_and_a_canary_weight_is_real_and_put_back() 
     text.push_str("  canary_weight: \"10%\"\n");
     std::fs::write(&farm.sandbox.inventory, text).unwrap();
     let good = release_package(&farm.sandbox.dir, "2.0.0").unwrap();
-    let out = deploy(&inv, &good, "2.0.0", "80s").await;
+    let out = deploy_soaking(&inv, &good, "2.0.0", "80s").await;
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let r = json(&out);
     let a = &r["analysis"];
@@ -155,16 +123,7 @@ async fn hung_requests_fail_a_canary_and_a_canary_weight_is_real_and_put_back() 
     let state = tempfile::tempdir().unwrap();
     let state_arg = state.path().display().to_string();
     let next = release_package(&farm.sandbox.dir, "2.0.1").unwrap();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_farmctl"))
-        .args(["--state-dir", &state_arg, "-q", "deploy", "-i", &inv])
-        .args(["--site", "shop", "--package", &next.display().to_string()])
-        .args(["--version", "2.0.1", "--soak", "60s", "--yes"])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let mut child = spawn_deploy(state.path(), &inv, &next, "2.0.1", "60s");
     farm_proto::assert_eventually!(
         Duration::from_secs(90),
         async { weights(&farm).await.iter().any(|(c, i)| c != i) },
@@ -254,16 +213,7 @@ async fn each_sick_node_recycles_only_its_own_sick_pool() {
         },
         "web01 and web02, and only they, to be outliers"
     );
-    let out = farmctl(&[
-        "recycle",
-        "-i",
-        &inv,
-        "--outliers",
-        "--yes",
-        "--output",
-        "json",
-    ])
-    .await;
+    let out = recycle_outliers_json(&inv).await;
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let r = json(&out);
     let recycled: Vec<&str> = r["nodes"]

@@ -93,16 +93,7 @@ async fn status_flags_the_node_and_pool_whose_users_get_errors_and_latency() {
     );
     // On call: only the sick node's pool is recycled, under the same
     // drain/verify/return as any run, the load still going.
-    let out = farmctl(&[
-        "recycle",
-        "-i",
-        &inv,
-        "--outliers",
-        "--yes",
-        "--output",
-        "json",
-    ])
-    .await;
+    let out = recycle_outliers_json(&inv).await;
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let run = json(&out);
     crate::common::schema::check("report", &run);

@@ -16,6 +16,46 @@ fn fixture(name: &str) -> String {
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
+/// A simulated node with one site, shop (pool Shop), logging in `logs`.
+fn one_site_sim(logs: &std::path::Path) -> String {
+    format!(
+        "node: t\nlogs: {}\nsites:\n  - name: shop\n    host: shop.example\n    app_pool: Shop\napp_pools:\n  - name: Shop\n    startup: 10ms\n    warmup: 0ms\n",
+        logs.display()
+    )
+}
+
+/// An agent on the simulated node `sim`, listening on a free port: its
+/// readiness, the sender that stops it, its task.
+#[allow(clippy::type_complexity)]
+fn start_agent(
+    sim: &std::path::Path,
+) -> (
+    tokio::sync::oneshot::Receiver<farm_agent::agent::Ready>,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<Result<(), farm_agent::agent::RunError>>,
+) {
+    use farm_agent::agent::{self, AgentSettings, Flags};
+    let flags = Flags {
+        listen: Some("127.0.0.1:0".into()),
+        sim: Some(sim.to_path_buf()),
+        insecure: true,
+        ..Flags::default()
+    };
+    let settings = AgentSettings::load(&flags).unwrap();
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(agent::run(
+        settings,
+        move |r| {
+            let _ = ready_tx.send(r.clone());
+        },
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    (ready_rx, stop, task)
+}
+
 #[test]
 fn running_requests_in_both_separators_with_commas_in_the_url() {
     let mut text = fixture("appcmd-requests.txt");
@@ -167,36 +207,11 @@ async fn user_get(port: u16, path: &str) -> String {
 /// its simulator's logs: user requests, their latency, probes apart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_traffic_call_answers_from_the_logs() {
-    use farm_agent::agent::{self, AgentSettings, Flags};
     let dir = tempfile::tempdir().unwrap();
     let sim = dir.path().join("sim.yaml");
-    std::fs::write(
-        &sim,
-        format!(
-            "node: t\nlogs: {}\nsites:\n  - name: shop\n    host: shop.example\n    app_pool: Shop\napp_pools:\n  - name: Shop\n    startup: 10ms\n    warmup: 0ms\n",
-            dir.path().join("logs").display()
-        ),
-    )
-    .unwrap();
-    let flags = Flags {
-        listen: Some("127.0.0.1:0".into()),
-        sim: Some(sim),
-        insecure: true,
-        ..Flags::default()
-    };
-    let settings = AgentSettings::load(&flags).unwrap();
-    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(agent::run(
-        settings,
-        move |r| {
-            let _ = ready_tx.send(r.clone());
-        },
-        async {
-            let _ = stopped.await;
-        },
-    ));
-    let ready = ready_rx.await.unwrap();
+    std::fs::write(&sim, one_site_sim(&dir.path().join("logs"))).unwrap();
+    let (ready, stop, _) = start_agent(&sim);
+    let ready = ready.await.unwrap();
     let port = ready.sites[0]["port"].as_u64().unwrap() as u16;
     for _ in 0..9 {
         assert!(user_get(port, "/").await.starts_with("HTTP/1.1 200"));
@@ -283,7 +298,6 @@ async fn the_traffic_call_answers_from_the_logs() {
 /// another process appends lines after, and every appended line counts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_started_mid_file_counts_every_line_appended_after() {
-    use farm_agent::agent::{self, AgentSettings, Flags};
     let dir = tempfile::tempdir().unwrap();
     let logs = dir.path().join("logs");
     let w3c = logs.join("W3SVC1");
@@ -310,14 +324,7 @@ async fn an_agent_started_mid_file_counts_every_line_appended_after() {
     }
     std::fs::write(&file, &before).unwrap();
     let sim = dir.path().join("sim.yaml");
-    std::fs::write(
-        &sim,
-        format!(
-            "node: t\nlogs: {}\nsites:\n  - name: shop\n    host: shop.example\n    app_pool: Shop\napp_pools:\n  - name: Shop\n    startup: 10ms\n    warmup: 0ms\n",
-            logs.display()
-        ),
-    )
-    .unwrap();
+    std::fs::write(&sim, one_site_sim(&logs)).unwrap();
     // Another process appends, as HTTP.sys does.
     let append = |text: String| {
         use std::io::Write;
@@ -335,27 +342,7 @@ async fn an_agent_started_mid_file_counts_every_line_appended_after() {
             .unwrap();
         assert!(child.wait().unwrap().success());
     };
-    let start = || {
-        let flags = Flags {
-            listen: Some("127.0.0.1:0".into()),
-            sim: Some(sim.clone()),
-            insecure: true,
-            ..Flags::default()
-        };
-        let settings = AgentSettings::load(&flags).unwrap();
-        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(agent::run(
-            settings,
-            move |r| {
-                let _ = ready_tx.send(r.clone());
-            },
-            async {
-                let _ = stopped.await;
-            },
-        ));
-        (ready_rx, stop, task)
-    };
+    let start = || start_agent(&sim);
     // Asks until the window shows `want` user requests (bounded: the
     // watch reads every second, and every question reads up to now).
     async fn wait_for(addr: &str, want: u64) -> farm_proto::v1::SiteTraffic {
@@ -426,37 +413,12 @@ async fn an_agent_started_mid_file_counts_every_line_appended_after() {
 /// enough data" forever.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_recycle_restarts_the_window_and_a_lost_folder_is_said() {
-    use farm_agent::agent::{self, AgentSettings, Flags};
     let dir = tempfile::tempdir().unwrap();
     let logs = dir.path().join("logs");
     let sim = dir.path().join("sim.yaml");
-    std::fs::write(
-        &sim,
-        format!(
-            "node: t\nlogs: {}\nsites:\n  - name: shop\n    host: shop.example\n    app_pool: Shop\napp_pools:\n  - name: Shop\n    startup: 10ms\n    warmup: 0ms\n",
-            logs.display()
-        ),
-    )
-    .unwrap();
-    let flags = Flags {
-        listen: Some("127.0.0.1:0".into()),
-        sim: Some(sim),
-        insecure: true,
-        ..Flags::default()
-    };
-    let settings = AgentSettings::load(&flags).unwrap();
-    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(agent::run(
-        settings,
-        move |r| {
-            let _ = ready_tx.send(r.clone());
-        },
-        async {
-            let _ = stopped.await;
-        },
-    ));
-    let ready = ready_rx.await.unwrap();
+    std::fs::write(&sim, one_site_sim(&logs)).unwrap();
+    let (ready, stop, _) = start_agent(&sim);
+    let ready = ready.await.unwrap();
     let port = ready.sites[0]["port"].as_u64().unwrap() as u16;
     let mut client = farm_proto::NodeAgentClient::connect(format!("http://{}", ready.agent))
         .await

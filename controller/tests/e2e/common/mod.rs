@@ -203,6 +203,72 @@ pub async fn recycle_json(farm: &Farm) -> Output {
     .await
 }
 
+/// `farmctl deploy` of `package` as `version` to the site shop, soaking
+/// the canaries for `soak`, as JSON.
+pub async fn deploy_soaking(inv: &str, package: &Path, version: &str, soak: &str) -> Output {
+    farmctl(&[
+        "deploy",
+        "-i",
+        inv,
+        "--site",
+        "shop",
+        "--package",
+        &package.display().to_string(),
+        "--version",
+        version,
+        "--soak",
+        soak,
+        "--yes",
+        "--output",
+        "json",
+    ])
+    .await
+}
+
+/// `farmctl deploy` like [`deploy_soaking`], quiet, as a child process
+/// with its own state folder (a test kills it mid-run).
+pub fn spawn_deploy(
+    state: &Path,
+    inv: &str,
+    package: &Path,
+    version: &str,
+    soak: &str,
+) -> tokio::process::Child {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_farmctl"))
+        .args(["--state-dir", &state.display().to_string(), "-q", "deploy"])
+        .args(["-i", inv, "--site", "shop", "--package"])
+        .arg(package)
+        .args(["--version", version, "--soak", soak, "--yes"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap()
+}
+
+/// `farmctl recycle -i <inv> --outliers --yes --output json`.
+pub async fn recycle_outliers_json(inv: &str) -> Output {
+    farmctl(&[
+        "recycle",
+        "-i",
+        inv,
+        "--outliers",
+        "--yes",
+        "--output",
+        "json",
+    ])
+    .await
+}
+
+/// The metric `name` of one canary-analysis interval of a report.
+pub fn metric<'a>(interval: &'a Value, name: &str) -> Option<&'a Value> {
+    interval["metrics"]
+        .as_array()?
+        .iter()
+        .find(|m| m["name"] == name)
+}
+
 /// `farmctl status --output json`, as JSON.
 pub async fn status(farm: &Farm) -> Value {
     json(&farmctl(&["status", "-i", &inventory(farm), "--output", "json"]).await)
