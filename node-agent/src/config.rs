@@ -54,6 +54,37 @@ pub struct AgentConfig {
     pub tools: Tools,
     #[serde(default)]
     pub timeouts: Timeouts,
+    /// Patch night: how updates are installed and the server restarted.
+    #[serde(default)]
+    pub patch: PatchConfig,
+}
+
+/// How this server takes its updates.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PatchConfig {
+    /// Install with this program instead of the Windows Update Agent
+    /// (argv, no shell): exit 0 done, 3010 (or 1641) done and a restart
+    /// needed, 2359302 (0x240006, already installed) done, anything else
+    /// failed.
+    pub command: Option<Vec<String>>,
+    /// The longest an install may take (default 2h).
+    #[serde(with = "humantime_serde")]
+    pub install_timeout: Duration,
+    /// `shutdown /t`: seconds between the restart being asked and done,
+    /// when the controller does not say (default 10s).
+    #[serde(with = "humantime_serde")]
+    pub reboot_delay: Duration,
+}
+
+impl Default for PatchConfig {
+    fn default() -> Self {
+        Self {
+            command: None,
+            install_timeout: Duration::from_secs(2 * 3600),
+            reboot_delay: Duration::from_secs(10),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -88,8 +119,10 @@ pub struct Tools {
     /// For the `arr` and `nlb` load balancer members.
     pub powershell: String,
     /// `reg query`: the performance counters' names in this Windows's
-    /// display language.
+    /// display language, and whether a restart is pending.
     pub reg: String,
+    /// The planned restart of patch night.
+    pub shutdown: String,
 }
 
 impl Tools {
@@ -105,6 +138,7 @@ impl Tools {
             netsh: "netsh".into(),
             powershell: "powershell".into(),
             reg: "reg".into(),
+            shutdown: "shutdown".into(),
         }
     }
 }
@@ -130,6 +164,7 @@ impl Default for Tools {
                     .join("powershell.exe"),
             ),
             reg: path(sys.join("reg.exe")),
+            shutdown: path(sys.join("shutdown.exe")),
         }
     }
 }

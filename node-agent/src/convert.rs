@@ -70,6 +70,11 @@ pub fn status(
         notice: String::new(),
         operation: None,
         traffic: None,
+        boot: None,
+        reboot_pending: None,
+        updates_pending: None,
+        updates_checked_unix_ms: 0,
+        service_start: String::new(),
     }
 }
 
@@ -92,7 +97,79 @@ pub fn result(r: &OpResult) -> pb::OperationResult {
         services: services(&r.services),
         replayed: false,
         duration_ms: r.duration.as_millis() as u64,
+        updates: r.updates.iter().map(update_outcome).collect(),
+        reboot_required: r.reboot_required,
     }
+}
+
+pub fn update_outcome(u: &farm_iis::host::UpdateResult) -> pb::UpdateOutcome {
+    pb::UpdateOutcome {
+        kb: u.kb.clone(),
+        title: u.title.clone(),
+        result: u.result.clone(),
+        hresult: u.hresult.clone().unwrap_or_default(),
+        reboot_required: u.reboot_required,
+    }
+}
+
+pub fn boot(b: &farm_iis::host::Boot) -> pb::Boot {
+    pb::Boot {
+        id: b.id.clone(),
+        time_unix_ms: b.time_unix_ms,
+    }
+}
+
+pub fn reboot_pending(p: &farm_iis::host::RebootPending) -> pb::RebootPending {
+    pb::RebootPending {
+        pending: p.pending,
+        reasons: p.reasons.clone(),
+        notes: p.notes.clone(),
+    }
+}
+
+pub fn update_info(u: &farm_iis::host::Update) -> pb::UpdateInfo {
+    pb::UpdateInfo {
+        id: u.id.clone(),
+        kb: u.kb.clone(),
+        title: u.title.clone(),
+        classification: u.classification.clone(),
+        size_bytes: u.size_bytes,
+        reboot_required: u.reboot_required,
+    }
+}
+
+/// The filter a request names, checked: known classifications, KB
+/// numbers.
+pub fn update_filter(
+    f: Option<&pb::UpdateFilter>,
+) -> Result<farm_iis::host::UpdateFilter, AgentError> {
+    let Some(f) = f else {
+        return Ok(farm_iis::host::UpdateFilter::default());
+    };
+    let classifications = f
+        .classifications
+        .iter()
+        .map(|c| {
+            farm_proto::updates::classification(c)
+                .map(|c| c.0.to_string())
+                .ok_or_else(|| {
+                    AgentError::Invalid(format!("`{c}` is not an update classification"))
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let kbs = |list: &[String]| {
+        list.iter()
+            .map(|k| {
+                farm_proto::updates::kb(k)
+                    .ok_or_else(|| AgentError::Invalid(format!("`{k}` is not a KB number")))
+            })
+            .collect::<Result<Vec<_>, _>>()
+    };
+    Ok(farm_iis::host::UpdateFilter {
+        classifications,
+        include_kbs: kbs(&f.include_kbs)?,
+        exclude_kbs: kbs(&f.exclude_kbs)?,
+    })
 }
 
 pub fn progress(p: Progress) -> pb::OperationEvent {

@@ -38,6 +38,8 @@ pub enum Stored {
     Stage(pb::StageReply),
     Switch(pb::SwitchReply),
     Prune(pb::PruneReply),
+    /// A restart asked: the boot it was asked on.
+    Reboot(pb::RebootReply),
 }
 
 /// The codec of a record's result: `<kind>:<protobuf in hex>`, kept here
@@ -54,6 +56,7 @@ impl OpRecord {
             "stage" => Stored::Stage(pb::StageReply::decode(bytes).ok()?),
             "switch" => Stored::Switch(pb::SwitchReply::decode(bytes).ok()?),
             "prune" => Stored::Prune(pb::PruneReply::decode(bytes).ok()?),
+            "reboot" => Stored::Reboot(pb::RebootReply::decode(bytes).ok()?),
             _ => return None,
         })
     }
@@ -65,6 +68,7 @@ impl OpRecord {
             Stored::Stage(r) => ("stage", r.encode_to_vec()),
             Stored::Switch(r) => ("switch", r.encode_to_vec()),
             Stored::Prune(r) => ("prune", r.encode_to_vec()),
+            Stored::Reboot(r) => ("reboot", r.encode_to_vec()),
         };
         self.result = Some(format!("{tag}:{}", hex::encode(bytes)));
     }
@@ -126,6 +130,12 @@ impl Operations {
                 let kind = rec.kind;
                 let stored = match rec.stored() {
                     Some(s) => s,
+                    // A restart is recorded with its boot before it is
+                    // asked: one without is one never asked.
+                    None if kind == CallKind::Reboot => {
+                        state.remove_op(&rec.id);
+                        continue;
+                    }
                     None if kind.recorded_at_start() => {
                         let interrupted = Stored::Operation(interrupted(&rec));
                         tracing::warn!(

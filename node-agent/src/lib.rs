@@ -32,6 +32,7 @@ pub mod lbmember;
 pub mod lease;
 pub mod metrics;
 pub mod ops;
+pub mod patch;
 pub mod runner;
 pub mod security;
 pub mod selfprobe;

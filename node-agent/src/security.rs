@@ -144,6 +144,10 @@ pub enum Call {
     Traffic,
     /// A pool's running requests, workers and events.
     Diagnose,
+    /// The updates that apply (patch night).
+    Updates,
+    InstallUpdates,
+    Reboot,
 }
 
 impl Call {
@@ -164,6 +168,9 @@ impl Call {
             Call::LbMember => "LbMember",
             Call::Traffic => "Traffic",
             Call::Diagnose => "Diagnose",
+            Call::Updates => "Updates",
+            Call::InstallUpdates => "InstallUpdates",
+            Call::Reboot => "Reboot",
         }
     }
 

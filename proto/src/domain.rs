@@ -240,6 +240,11 @@ named_enum! {
         Deploy = "deploy",
         /// Switch the site back to a release still kept on the node.
         Rollback = "rollback",
+        /// Install the server's Windows updates and restart it when they
+        /// need it.
+        Patch = "patch",
+        /// Restart the server.
+        Reboot = "reboot",
     }
 }
 
@@ -247,6 +252,11 @@ impl OperationKind {
     /// A deploy or a rollback: the site's content changes.
     pub fn switches_release(self) -> bool {
         matches!(self, OperationKind::Deploy | OperationKind::Rollback)
+    }
+
+    /// A patch or a reboot: the server itself restarts.
+    pub fn restarts_server(self) -> bool {
+        matches!(self, OperationKind::Patch | OperationKind::Reboot)
     }
 }
 
@@ -261,6 +271,8 @@ named_enum! {
         Stage = "stage",
         Switch = "switch",
         Prune = "prune",
+        InstallUpdates = "install-updates",
+        Reboot = "reboot",
     }
 }
 
@@ -269,7 +281,10 @@ impl CallKind {
     /// must not run again under the same id. The others converge on a
     /// state (drained, staged, switched) and may simply be asked again.
     pub fn recorded_at_start(self) -> bool {
-        matches!(self, CallKind::Recycle | CallKind::Reset)
+        matches!(
+            self,
+            CallKind::Recycle | CallKind::Reset | CallKind::InstallUpdates | CallKind::Reboot
+        )
     }
 }
 
@@ -323,6 +338,8 @@ named_enum! {
         Start = "start",
         /// New workers and running services seen, within the verify timeout.
         Verify = "verify",
+        /// Windows updates searched, downloaded and installed.
+        Install = "install",
     }
 }
 
@@ -401,6 +418,10 @@ named_enum! {
         /// ...and recycling the pool after it.
         RevertRecycle = "revert-recycle",
         Prune = "prune",
+        /// Installing the server's updates.
+        Install = "install",
+        /// Restarting the server.
+        Reboot = "reboot",
     }
 }
 
@@ -413,6 +434,8 @@ impl From<OperationKind> for OpStep {
                 OpStep::Recycle
             }
             OperationKind::Reset => OpStep::Reset,
+            OperationKind::Patch => OpStep::Install,
+            OperationKind::Reboot => OpStep::Reboot,
         }
     }
 }

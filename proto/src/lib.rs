@@ -18,6 +18,7 @@ pub mod names;
 pub mod package;
 pub mod pki;
 pub mod poll;
+pub mod updates;
 
 pub use v1::node_agent_client::NodeAgentClient;
 pub use v1::node_agent_server::{NodeAgent, NodeAgentServer};

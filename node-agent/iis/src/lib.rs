@@ -12,6 +12,8 @@ use tokio::sync::watch;
 
 pub use farm_proto::domain::{PoolState, ServiceState};
 
+pub mod host;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceStatus {
     pub name: String,

@@ -35,6 +35,66 @@ pub struct SimFile {
     pub app_pools: Vec<SimPool>,
     #[serde(default)]
     pub faults: Faults,
+    /// How long a simulated restart takes: the agent process ends, and
+    /// the sandbox starts it again after this; the sites do not answer
+    /// meanwhile.
+    #[serde(default = "default_boot_time", with = "humantime_serde")]
+    pub boot_time: Duration,
+    /// The Windows updates that apply to this server until installed.
+    #[serde(default)]
+    pub updates: Vec<SimUpdate>,
+    /// What goes wrong on patch night.
+    #[serde(default)]
+    pub patch_faults: PatchFaults,
+}
+
+fn default_boot_time() -> Duration {
+    Duration::from_secs(5)
+}
+
+/// One Windows update of a simulated server.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimUpdate {
+    /// `KB5031364`.
+    pub kb: String,
+    #[serde(default)]
+    pub title: String,
+    /// `SecurityUpdates`, `CriticalUpdates`, ... (default `SecurityUpdates`).
+    #[serde(default = "default_classification")]
+    pub classification: String,
+    #[serde(default)]
+    pub size_mb: u64,
+    /// How long installing it takes.
+    #[serde(default = "default_install_time", with = "humantime_serde")]
+    pub install_time: Duration,
+    /// It needs a restart to finish (default yes).
+    #[serde(default = "yes")]
+    pub reboot: bool,
+    /// Its install fails with this HRESULT (`0x80240022`).
+    #[serde(default)]
+    pub fails: Option<String>,
+}
+
+fn default_classification() -> String {
+    "SecurityUpdates".into()
+}
+
+fn default_install_time() -> Duration {
+    Duration::from_millis(500)
+}
+
+/// Patch night's faults.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PatchFaults {
+    /// A restart never comes back (the agent is not started again).
+    pub never_returns: bool,
+    /// An install never ends (until the agent's own time limit).
+    pub install_hangs: bool,
+    /// Every pool's faults once the server came back from a restart (an
+    /// update that broke the application).
+    pub after_reboot: PoolFaults,
 }
 
 fn default_address() -> String {
@@ -235,6 +295,37 @@ pub fn parse(text: &str) -> Result<SimFile, SimFileError> {
     for (i, p) in sim.app_pools.iter().enumerate() {
         if let Err(e) = p.faults.check(&format!("app_pools[{i}].faults")) {
             errors.push(e);
+        }
+    }
+    if let Err(e) = sim
+        .patch_faults
+        .after_reboot
+        .check("patch_faults.after_reboot")
+    {
+        errors.push(e);
+    }
+    for (i, u) in sim.updates.iter().enumerate() {
+        if farm_proto::updates::kb(&u.kb).is_none() {
+            errors.push(format!("updates[{i}].kb: `{}` is not a KB number", u.kb));
+        }
+        if farm_proto::updates::classification(&u.classification).is_none() {
+            errors.push(format!(
+                "updates[{i}].classification: `{}` is not one of {}",
+                u.classification,
+                farm_proto::updates::CLASSIFICATIONS
+                    .iter()
+                    .map(|c| c.0)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        if let Some(h) = &u.fails {
+            let hex = h.trim_start_matches("0x").trim_start_matches("0X");
+            if u32::from_str_radix(hex, 16).is_err() {
+                errors.push(format!(
+                    "updates[{i}].fails: `{h}` is not an HRESULT like 0x80240022"
+                ));
+            }
         }
     }
     if sim.sites.is_empty() {

@@ -9,6 +9,7 @@
 //! from the sim file ([`config`]).
 mod backend;
 pub mod config;
+pub mod host;
 mod http;
 pub mod logs;
 mod worker;
@@ -237,6 +238,35 @@ impl Simulator {
         &self.inner.cfg.node
     }
 
+    /// Every pool's faults become `faults` (a server that came back from
+    /// a restart with its application broken).
+    pub fn set_every_pool_faults(&self, faults: &config::PoolFaults) {
+        let mut all = self
+            .inner
+            .pool_faults
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        for f in all.values_mut() {
+            *f = faults.clone();
+        }
+    }
+
+    /// IIS as it comes up with the server: every running pool's worker is
+    /// new and cold (its startup, then its warm-up).
+    pub fn cold_start(&self) {
+        let mut st = self.lock();
+        let now = Instant::now();
+        for i in 0..st.pools.len() {
+            if st.pools[i].active.is_some() {
+                let cfg = st.pools[i].cfg.clone();
+                let w = self.new_worker(&mut st, now + cfg.startup, cfg.warmup);
+                st.pools[i].active = Some(w);
+            }
+        }
+        drop(st);
+        self.inner.changed.send_modify(|c| *c += 1);
+    }
+
     /// The sites and the ports they were bound to.
     pub fn sites(&self) -> Vec<BoundSite> {
         self.lock().sites.clone()
@@ -265,7 +295,7 @@ impl Simulator {
 
     /// Appends one line to the sim's event log, for tests that check the
     /// order of operations across nodes.
-    fn event(&self, event: &str, detail: &str) {
+    pub(crate) fn event(&self, event: &str, detail: &str) {
         let Some(file) = &self.inner.events else {
             return;
         };

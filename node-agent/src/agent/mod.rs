@@ -91,6 +91,21 @@ struct Started {
     sim: Option<Simulator>,
     sites: serde_json::Value,
     lb_members: Option<Arc<crate::lbmember::LbMembers>>,
+    /// The server under IIS (boots, updates, restarts).
+    host: Arc<dyn crate::iis::host::Host>,
+    /// Set when the simulated server restarts: the agent ends at once.
+    rebooted: Option<tokio::sync::watch::Receiver<bool>>,
+}
+
+/// How [`run`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// Asked to stop (a signal, the service manager, the caller).
+    Stopped,
+    /// The simulated server restarted: the process should end now with
+    /// [`crate::sim::host::REBOOT_EXIT_CODE`] (what a real restart does to
+    /// it), and be started again after the boot.
+    Rebooted,
 }
 
 async fn start_backend(s: &AgentSettings) -> Result<Started, RunError> {
@@ -105,8 +120,19 @@ async fn start_backend(s: &AgentSettings) -> Result<Started, RunError> {
                 path: path.clone(),
                 message: e.to_string(),
             })?;
-            let sim = Simulator::start(file).await.map_err(RunError::SimPorts)?;
+            let sim = Simulator::start(file.clone())
+                .await
+                .map_err(RunError::SimPorts)?;
             sim.watch_file(path.clone());
+            let (reboot_tx, rebooted) = tokio::sync::watch::channel(false);
+            let host = crate::sim::host::SimHost::start(
+                &sim,
+                &file,
+                s.state_dir.as_deref(),
+                crate::sim::host::RebootAction::Call(Arc::new(move || {
+                    reboot_tx.send_replace(true);
+                })),
+            );
             let sites = sim
                 .sites()
                 .iter()
@@ -118,6 +144,8 @@ async fn start_backend(s: &AgentSettings) -> Result<Started, RunError> {
                 sim: Some(sim),
                 sites,
                 lb_members: None,
+                host: Arc::new(host),
+                rebooted: Some(rebooted),
             })
         }
         Backend::Iis => {
@@ -136,12 +164,21 @@ async fn start_backend(s: &AgentSettings) -> Result<Started, RunError> {
             )
             .discover_logs()
             .await;
+            let host = crate::iiscmd::host::WindowsHost::new(
+                Arc::new(SystemRunner),
+                config.tools.clone(),
+                config.timeouts.clone(),
+                s.service_name.clone(),
+            );
+            host.read_service_start().await;
             Ok(Started {
                 node,
                 iis: Arc::new(backend),
                 sim: None,
                 sites: serde_json::json!([]),
                 lb_members,
+                host: Arc::new(host),
+                rebooted: None,
             })
         }
     }
@@ -199,7 +236,7 @@ pub async fn run(
     settings: AgentSettings,
     ready: impl FnOnce(&Ready),
     shutdown: impl Future<Output = ()>,
-) -> Result<(), RunError> {
+) -> Result<Ended, RunError> {
     let started = start_backend(&settings).await?;
     let mut security = security(&settings)?;
     let metrics = match &settings.metrics_listen {
@@ -246,8 +283,14 @@ pub async fn run(
             Arc::new(SystemRunner),
         ))
     });
+    let patching = Arc::new(crate::patch::Patching::new(
+        started.host.clone(),
+        settings.config.patch.clone(),
+        Arc::new(SystemRunner),
+    ));
     let mut service =
         crate::service::AgentService::new(started.node.clone(), iis.clone(), settings.ops.clone())
+            .with_patching(Some(patching))
             .with_deployments(deployments)
             .with_lb_members(started.lb_members.clone())
             .with_traffic(traffic.clone());
@@ -287,6 +330,15 @@ pub async fn run(
     let mut server = tokio::spawn(crate::server::serve(listener, service, security, async {
         let _ = server_stops.await;
     }));
+    let mut rebooted = started.rebooted.clone();
+    let restart = async {
+        match &mut rebooted {
+            Some(r) => {
+                let _ = r.wait_for(|b| *b).await;
+            }
+            None => std::future::pending().await,
+        }
+    };
     tokio::select! {
         served = &mut server => {
             return Err(RunError::Server(match served {
@@ -296,6 +348,15 @@ pub async fn run(
             }));
         }
         _ = shutdown => {}
+        () = restart => {
+            // Nothing is waited for: the server went down.
+            tracing::warn!("the simulated server restarted: the agent ends with it");
+            server.abort();
+            if let Some(sim) = started.sim {
+                sim.shutdown();
+            }
+            return Ok(Ended::Rebooted);
+        }
     }
     // A recycle or reset under way finishes first (bounded); holding the
     // lock then keeps another from starting while the server closes.
@@ -326,5 +387,5 @@ pub async fn run(
     if let Some(sim) = started.sim {
         sim.shutdown();
     }
-    Ok(())
+    Ok(Ended::Stopped)
 }

@@ -104,6 +104,10 @@ pub struct AgentSettings {
     /// The rest of the config file (node name, tools, timeouts, health
     /// files, roles, deploy), as read.
     pub config: AgentConfig,
+    /// The Windows service the agent runs as, when it does (its start
+    /// type is reported: an agent that does not start with Windows cannot
+    /// say a restarted server is back).
+    pub service_name: Option<String>,
 }
 
 impl AgentSettings {
@@ -197,6 +201,7 @@ impl AgentSettings {
                 .or_else(crate::state::default_dir),
             stop_grace: flags.stop_grace.unwrap_or(DEFAULT_STOP_GRACE),
             config,
+            service_name: None,
         })
     }
 

@@ -8,6 +8,7 @@ pub mod counter_names;
 /// A runner that plays IIS, for tests (the `test-util` feature).
 #[cfg(any(test, feature = "test-util"))]
 pub mod fake;
+pub mod host;
 pub mod parse;
 
 use std::collections::HashMap;

@@ -64,6 +64,10 @@ pub struct OpResult {
     pub pools: Vec<PoolOutcome>,
     pub services: Vec<ServiceStatus>,
     pub duration: Duration,
+    /// InstallUpdates: each update's result, and whether the server must
+    /// restart.
+    pub updates: Vec<farm_iis::host::UpdateResult>,
+    pub reboot_required: bool,
 }
 
 /// Timing knobs of the procedures.
@@ -133,6 +137,8 @@ impl Run {
             pools: self.pools,
             services,
             duration: self.started.elapsed(),
+            updates: Vec::new(),
+            reboot_required: false,
         }
     }
 
@@ -144,6 +150,8 @@ impl Run {
             pools: self.pools,
             services,
             duration: self.started.elapsed(),
+            updates: Vec::new(),
+            reboot_required: false,
         }
     }
 }

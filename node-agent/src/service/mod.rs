@@ -22,6 +22,7 @@ use crate::security::{Authorization, Call};
 
 mod deploy;
 mod gate;
+mod patch;
 use gate::{lease_status, ticket_check, valid_op_id, valid_pools, Ticket};
 
 /// At most this many pools in one recycle request.
@@ -50,6 +51,8 @@ pub struct AgentService {
     connections: Option<Arc<crate::connections::Connections>>,
     /// The node's traffic, where the backend says where its logs are.
     traffic: Option<crate::traffic::watch::TrafficWatch>,
+    /// The server's updates and restarts.
+    patching: Option<Arc<crate::patch::Patching>>,
 }
 
 impl AgentService {
@@ -108,7 +111,13 @@ impl AgentService {
             metrics: None,
             connections: None,
             traffic: None,
+            patching: None,
         }
+    }
+
+    pub fn with_patching(mut self, p: Option<Arc<crate::patch::Patching>>) -> Self {
+        self.patching = p;
+        self
     }
 
     pub fn with_traffic(mut self, t: Option<crate::traffic::watch::TrafficWatch>) -> Self {
@@ -395,6 +404,15 @@ impl NodeAgent for AgentService {
                 .map(|l| l.holder.clone())
                 .unwrap_or_default();
             status.notice = self.leases.notice();
+            if let Some(p) = &self.patching {
+                status.boot = p.boot().await.as_ref().map(convert::boot);
+                status.reboot_pending = Some(convert::reboot_pending(&p.pending().await));
+                if let Some((count, at)) = p.last_search() {
+                    status.updates_pending = Some(count);
+                    status.updates_checked_unix_ms = at;
+                }
+                status.service_start = p.host().service_start().unwrap_or_default();
+            }
             let asked = &req.get_ref().operation_id;
             if !asked.is_empty() {
                 status.operation = self.ops.lookup(asked);
@@ -678,6 +696,29 @@ impl NodeAgent for AgentService {
             .map(|d| Response::new(convert::diagnostics(d)))
             .map_err(|e| Status::from(AgentError::from(e)));
         ticket.close_with(result)
+    }
+
+    async fn updates(
+        &self,
+        req: Request<pb::UpdatesRequest>,
+    ) -> Result<Response<pb::UpdatesReply>, Status> {
+        self.updates_call(req).await
+    }
+
+    type InstallUpdatesStream = OpStream;
+
+    async fn install_updates(
+        &self,
+        req: Request<pb::InstallUpdatesRequest>,
+    ) -> Result<Response<OpStream>, Status> {
+        self.install_updates_call(req)
+    }
+
+    async fn reboot(
+        &self,
+        req: Request<pb::RebootRequest>,
+    ) -> Result<Response<pb::RebootReply>, Status> {
+        self.reboot_call(req).await
     }
 
     async fn release_lease(

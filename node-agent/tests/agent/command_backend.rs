@@ -20,6 +20,7 @@ fn tools() -> Tools {
         netsh: r"C:\Windows\system32\netsh.exe".into(),
         powershell: r"C:\Windows\System32\WindowsPowerShell\v1.0\powershell.exe".into(),
         reg: r"C:\Windows\system32\reg.exe".into(),
+        shutdown: r"C:\Windows\system32\shutdown.exe".into(),
     }
 }
 

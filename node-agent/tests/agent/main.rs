@@ -9,5 +9,6 @@ mod deploy;
 mod lb_members;
 mod lifecycle;
 mod parsers;
+mod patch;
 mod security;
 mod traffic;

@@ -32,7 +32,7 @@ fn start_agent(
 ) -> (
     tokio::sync::oneshot::Receiver<farm_agent::agent::Ready>,
     tokio::sync::oneshot::Sender<()>,
-    tokio::task::JoinHandle<Result<(), farm_agent::agent::RunError>>,
+    tokio::task::JoinHandle<Result<farm_agent::agent::Ended, farm_agent::agent::RunError>>,
 ) {
     use farm_agent::agent::{self, AgentSettings, Flags};
     let flags = Flags {

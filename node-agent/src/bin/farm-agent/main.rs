@@ -20,7 +20,7 @@ fn main() {
             let _log = init_logging(args.verbose, args.log_format, args.log_dir.as_deref());
             args.runtime()
                 .map_err(anyhow::Error::from)
-                .and_then(|rt| rt.block_on(run(args, async {}, shutdown_signal())))
+                .and_then(|rt| rt.block_on(run(args, None, async {}, shutdown_signal())))
         }
     };
     if let Err(e) = code {
@@ -88,10 +88,12 @@ fn service(cmd: ServiceCommand) -> anyhow::Result<()> {
 /// the agent listens (a service reports itself running then).
 async fn run(
     args: Args,
+    service: Option<String>,
     ready: impl std::future::Future<Output = ()>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let settings = AgentSettings::load(&args.flags())?;
+    let mut settings = AgentSettings::load(&args.flags())?;
+    settings.service_name = service;
     let (listening, told) = tokio::sync::oneshot::channel::<()>();
     let on_ready = move |r: &Ready| {
         // One JSON line on stdout says where everything is; scripts wait
@@ -111,7 +113,12 @@ async fn run(
         }
     };
     let (served, ()) = tokio::join!(agent::run(settings, on_ready, shutdown), ready);
-    Ok(served?)
+    if served? == agent::Ended::Rebooted {
+        // What a restart does to the process; the sandbox (the simulated
+        // server's "firmware") starts it again after the boot time.
+        std::process::exit(farm_agent::sim::host::REBOOT_EXIT_CODE);
+    }
+    Ok(())
 }
 
 async fn shutdown_signal() {

@@ -223,6 +223,7 @@ fn serve(name: &str, args: Args) -> anyhow::Result<()> {
     let runtime = args.runtime().context("tokio runtime")?;
     let result = runtime.block_on(crate::run(
         args,
+        Some(name.to_string()),
         async move {
             let _ = h.set_service_status(status(ServiceState::Running, Duration::ZERO, 0));
         },
