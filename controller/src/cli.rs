@@ -81,7 +81,7 @@ impl Command {
             Command::Validate(a) => &a.inv.conn,
             Command::Status(a) => &a.inv.conn,
             Command::Recycle(a) => &a.rollout.inv.conn,
-            Command::Reset(a) => &a.inv.conn,
+            Command::Reset(a) | Command::Patch(a) | Command::Reboot(a) => &a.inv.conn,
             Command::Deploy(a) => &a.rollout.inv.conn,
             Command::Rollback(a) => &a.rollout.inv.conn,
             Command::Drain(a) | Command::Undrain(a) => &a.inv.conn,
@@ -97,7 +97,7 @@ impl Command {
         vec![match self {
             Command::Status(a) => &a.state,
             Command::Recycle(a) => &a.rollout.state,
-            Command::Reset(a) => &a.state,
+            Command::Reset(a) | Command::Patch(a) | Command::Reboot(a) => &a.state,
             Command::Deploy(a) => &a.rollout.state,
             Command::Rollback(a) => &a.rollout.state,
             Command::Plan(a) => &a.rollout.state,
@@ -118,7 +118,7 @@ impl Command {
             Command::Validate(a) => a.inv.output,
             Command::Status(a) => a.inv.output,
             Command::Recycle(a) => a.rollout.inv.output,
-            Command::Reset(a) => a.inv.output,
+            Command::Reset(a) | Command::Patch(a) | Command::Reboot(a) => a.inv.output,
             Command::Deploy(a) => a.rollout.inv.output,
             Command::Rollback(a) => a.rollout.inv.output,
             Command::Drain(a) | Command::Undrain(a) => a.inv.output,
@@ -145,6 +145,14 @@ pub enum Command {
     Recycle(RecycleArgs),
     /// Rolling full IIS reset (stop, force if needed, start, verify).
     Reset(RolloutArgs),
+    /// Patch night, node by node: drain, install the Windows updates
+    /// (the inventory's `patch:`), restart when they need it, wait for the
+    /// new boot and IIS, probe, return, judge the node against the ones
+    /// not yet patched before the next.
+    Patch(RolloutArgs),
+    /// Rolling restart of the servers, node by node, as `patch` does it
+    /// without installing.
+    Reboot(RolloutArgs),
     /// Rolling deployment: stage the release on every node ahead, then
     /// node by node switch the site to it, recycle, prove it answers.
     Deploy(DeployArgs),
@@ -324,6 +332,10 @@ pub enum PlanAction {
     Deploy,
     /// A rollback (`--site`, and `--to` or the release before).
     Rollback,
+    /// Windows updates and restarts.
+    Patch,
+    /// Restarts of the servers.
+    Reboot,
 }
 
 #[derive(Args, Debug)]

@@ -174,6 +174,69 @@ pub struct RunSettings {
     /// (`recycle --outliers`: each node's own sick pools).
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub node_pools: std::collections::BTreeMap<String, Vec<String>>,
+    /// Patch and reboot: the updates, the restart's bounds, the bake.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patch: Option<PatchSettings>,
+}
+
+/// A patch's or reboot's settings, as the run keeps them (a resume
+/// installs and bounds exactly this).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PatchSettings {
+    /// None for `reboot` (nothing is installed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updates: Option<crate::agent::UpdateFilterSpec>,
+    #[serde(with = "humantime_serde")]
+    pub reboot_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub install_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub reboot_delay: Duration,
+    /// Each node judged this long after its return against the nodes not
+    /// yet done.
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub bake: Option<Duration>,
+    pub min_requests: u64,
+    pub errors_max_increase: f64,
+    pub latency_quantile: farm_inventory::LatencyQuantile,
+    pub latency_max_increase: f64,
+}
+
+impl PatchSettings {
+    fn resolve(inv: &Inventory, op: OperationKind) -> Option<PatchSettings> {
+        if !op.restarts_server() {
+            return None;
+        }
+        let (p, a) = (&inv.patch, &inv.analysis);
+        Some(PatchSettings {
+            updates: (op == OperationKind::Patch).then(|| crate::agent::UpdateFilterSpec {
+                classifications: p.classifications.clone(),
+                include_kbs: p.include_kbs.clone(),
+                exclude_kbs: p.exclude_kbs.clone(),
+            }),
+            reboot_timeout: p.reboot_timeout,
+            install_timeout: p.install_timeout,
+            reboot_delay: p.reboot_delay,
+            bake: p.bake,
+            min_requests: a.min_requests,
+            errors_max_increase: a.errors_max_increase,
+            latency_quantile: a.latency_quantile,
+            latency_max_increase: a.latency_max_increase,
+        })
+    }
+
+    pub fn limits(&self) -> crate::judge::Limits {
+        crate::judge::Limits {
+            min_requests: self.min_requests,
+            errors_max_increase: self.errors_max_increase,
+            quantile: self.latency_quantile.value(),
+            latency_max_increase: self.latency_max_increase,
+        }
+    }
 }
 
 /// A run's canary analysis, as the judge and a resume need it.
@@ -272,7 +335,7 @@ impl RunSettings {
         let pools = match req.operation {
             OperationKind::Recycle if req.pools.is_empty() => inv.app_pools.clone(),
             OperationKind::Recycle => req.pools.clone(),
-            OperationKind::Reset => Vec::new(),
+            OperationKind::Reset | OperationKind::Patch | OperationKind::Reboot => Vec::new(),
             // The site's pool; when the inventory does not name it, each
             // node's own (from its agent) at the time of the recycle.
             OperationKind::Deploy | OperationKind::Rollback => deploy
@@ -320,6 +383,7 @@ impl RunSettings {
             analysis: AnalysisSettings::resolve(inv, req),
             diagnose: req.diagnose,
             node_pools: req.node_pools.clone(),
+            patch: PatchSettings::resolve(inv, req.operation),
         })
     }
 
@@ -346,7 +410,12 @@ impl RunSettings {
             drains,
             drain_timeout: self.timeouts.drain,
             on_drain_timeout: self.timeouts.on_drain_timeout,
-            operation_timeout: self.timeouts.operation,
+            // A patch or reboot: the install, then the restart's own bound
+            // (each bounded inside; this only backs them up).
+            operation_timeout: match &self.patch {
+                Some(p) => p.install_timeout + p.reboot_timeout + Duration::from_secs(120),
+                None => self.timeouts.operation,
+            },
             healthy_timeout: self.timeouts.healthy,
             return_timeout: self.timeouts.return_,
             deploy: self.operation.switches_release(),

@@ -33,6 +33,9 @@ farm_proto::named_enum! {
         Revert = "revert",
         /// The run journal could not be written: stopped before acting.
         Journal = "journal",
+        /// Patch, reboot: the node's users fared worse than the others'
+        /// after its return (it was taken out again).
+        Bake = "bake",
         /// An event the machine does not expect in that phase.
         Engine = "engine",
     }
@@ -374,20 +377,21 @@ pub fn verify(op: OperationKind, r: &OperationReport) -> Result<(), (FailedStep,
             ));
         }
     }
-    if op == OperationKind::Reset {
+    // A reset, and a patch or reboot (the server restarted): IIS runs.
+    if op == OperationKind::Reset || op.restarts_server() {
         for svc in ["W3SVC", "WAS"] {
             match r.services.get(svc) {
                 Some(ServiceState::Running) => {}
                 Some(other) => {
                     return Err((
                         FailedStep::Verify,
-                        format!("{svc} is {other} after the reset"),
+                        format!("{svc} is {other} after the {op}"),
                     ))
                 }
                 None => {
                     return Err((
                         FailedStep::Verify,
-                        format!("{svc} is missing after the reset"),
+                        format!("{svc} is missing after the {op}"),
                     ))
                 }
             }

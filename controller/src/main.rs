@@ -54,6 +54,14 @@ fn main() {
             Command::Status(a) => commands::status::run(a, &settings).await,
             Command::Recycle(a) => commands::rollout::recycle(a, &settings).await,
             Command::Reset(a) => commands::rollout::reset(a, &settings).await,
+            Command::Patch(a) => {
+                commands::rollout::restart(a, farm_proto::domain::OperationKind::Patch, &settings)
+                    .await
+            }
+            Command::Reboot(a) => {
+                commands::rollout::restart(a, farm_proto::domain::OperationKind::Reboot, &settings)
+                    .await
+            }
             Command::Deploy(a) => commands::deploy::run(a, &settings).await,
             Command::Rollback(a) => commands::rollback::run(a, &settings).await,
             Command::Drain(a) => commands::drain::run(a, true, &settings).await,

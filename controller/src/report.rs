@@ -128,6 +128,29 @@ pub struct NodeReport {
     pub traffic_before: Option<crate::health::NodeTraffic>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub traffic_after: Option<crate::health::NodeTraffic>,
+    /// Patch: each update the node installed, with its result.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub updates: Vec<crate::agent::UpdateOutcome>,
+    /// Patch and reboot: the node's restart.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reboot: Option<RebootReport>,
+}
+
+/// A node's restart, as a patch or reboot saw it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct RebootReport {
+    /// The boot ids before and after.
+    pub boot_before: String,
+    pub boot_after: String,
+    /// When the node booted (its own clock), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub booted_at: Option<String>,
+    /// When the restart was asked.
+    pub asked_at: String,
+    /// From the restart asked to its agent's first answer from the new
+    /// boot, then to IIS running there.
+    pub back_after_ms: u64,
+    pub iis_after_ms: u64,
 }
 
 impl NodeReport {
@@ -148,6 +171,8 @@ impl NodeReport {
             diagnostics: Vec::new(),
             traffic_before: None,
             traffic_after: None,
+            updates: Vec::new(),
+            reboot: None,
         }
     }
 }

@@ -19,6 +19,8 @@ pub struct Inventory {
     pub rollout: Rollout,
     /// Canary analysis of deploys.
     pub analysis: Analysis,
+    /// Patch night (`farmctl patch`, `farmctl reboot`).
+    pub patch: Patch,
     pub notify: Vec<Notify>,
     /// Where run state lives; `None`: the local journal directory.
     pub state: Option<EtcdStore>,
@@ -573,5 +575,41 @@ impl Rollout {
     /// `nodes`: percentages round down but never below one.
     pub fn batch_size(&self, nodes: usize) -> usize {
         self.max_unavailable.resolve(nodes)[0]
+    }
+}
+
+/// Patch night: which updates a patch installs, and the bounds of each
+/// node's restart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Patch {
+    /// Canonical names; empty: every software update.
+    pub classifications: Vec<String>,
+    /// `KB5031364`.
+    pub include_kbs: Vec<String>,
+    pub exclude_kbs: Vec<String>,
+    /// From the restart asked to the agent answering from a new boot with
+    /// IIS running.
+    pub reboot_timeout: Duration,
+    pub install_timeout: Duration,
+    pub reboot_delay: Duration,
+    /// Each node's traffic judged against the unpatched ones for this
+    /// long after its return; `None`: not judged.
+    pub bake: Option<Duration>,
+}
+
+impl Default for Patch {
+    fn default() -> Self {
+        Patch {
+            classifications: farm_proto::updates::DEFAULT_CLASSIFICATIONS
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            include_kbs: Vec::new(),
+            exclude_kbs: Vec::new(),
+            reboot_timeout: Duration::from_secs(30 * 60),
+            install_timeout: Duration::from_secs(2 * 3600),
+            reboot_delay: Duration::from_secs(10),
+            bake: Some(Duration::from_secs(120)),
+        }
     }
 }

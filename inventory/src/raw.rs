@@ -20,6 +20,9 @@ pub struct RawInventory {
     /// Canary analysis of deploys.
     #[serde(default)]
     pub analysis: RawAnalysis,
+    /// Patch night: which updates, how long a restart may take, the bake.
+    #[serde(default)]
+    pub patch: RawPatch,
     /// Webhooks told about runs.
     #[serde(default)]
     pub notify: Vec<RawNotify>,
@@ -267,4 +270,27 @@ pub struct RawAnalysisLatency {
     pub quantile: Option<String>,
     /// `"20%"`, or a fraction (`0.2`).
     pub max_increase: Option<serde_yaml::Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPatch {
+    /// `SecurityUpdates`, `CriticalUpdates`, ... (default security,
+    /// critical and rollups); `[]`: every software update.
+    pub classifications: Option<Vec<String>>,
+    /// Only these KBs.
+    #[serde(default)]
+    pub include_kbs: Vec<String>,
+    #[serde(default)]
+    pub exclude_kbs: Vec<String>,
+    /// How long a node may take from the restart asked to its agent
+    /// answering from the new boot with IIS running (default 30m).
+    pub reboot_timeout: Option<String>,
+    /// How long an install may take (default 2h).
+    pub install_timeout: Option<String>,
+    /// `shutdown /t` (default 10s).
+    pub reboot_delay: Option<String>,
+    /// How long each node's traffic is judged against the nodes not yet
+    /// patched after its return (default 2m; `0s`: not judged).
+    pub bake: Option<String>,
 }

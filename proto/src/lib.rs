@@ -18,6 +18,7 @@ pub mod names;
 pub mod package;
 pub mod pki;
 pub mod poll;
+pub mod simhost;
 pub mod updates;
 
 pub use v1::node_agent_client::NodeAgentClient;

@@ -23,6 +23,8 @@ const STAGE_CHUNK: usize = 48 * 1024;
 /// Beyond a call's own deadline, how long the client waits for the
 /// agent's own deadline error before giving up on it.
 const DEADLINE_MARGIN: Duration = Duration::from_secs(1);
+/// The longest a Windows Update search is waited for.
+const SEARCH_TIMEOUT: Duration = Duration::from_secs(900);
 /// How long the check of a silent agent's port may take.
 const PORT_CHECK: Duration = Duration::from_secs(2);
 
@@ -294,7 +296,33 @@ impl From<pb::NodeStatus> for NodeView {
                 expires_unix_ms: (l.expires_unix_ms > 0).then_some(l.expires_unix_ms),
             }),
             notice: (!s.notice.is_empty()).then_some(s.notice),
+            boot: s.boot.map(boot_view),
+            reboot_pending: s.reboot_pending.map(pending_view),
+            updates_pending: s.updates_pending,
+            service_start: (!s.service_start.is_empty()).then_some(s.service_start),
         }
+    }
+}
+
+fn boot_view(b: pb::Boot) -> super::BootView {
+    super::BootView {
+        id: b.id,
+        time_unix_ms: b.time_unix_ms,
+    }
+}
+
+fn pending_view(p: pb::RebootPending) -> super::PendingView {
+    super::PendingView {
+        pending: p.pending,
+        reasons: p.reasons,
+    }
+}
+
+fn filter_msg(f: &super::UpdateFilterSpec) -> pb::UpdateFilter {
+    pb::UpdateFilter {
+        classifications: f.classifications.clone(),
+        include_kbs: f.include_kbs.clone(),
+        exclude_kbs: f.exclude_kbs.clone(),
     }
 }
 
@@ -317,6 +345,18 @@ impl From<pb::OperationResult> for OperationReport {
                 })
                 .collect(),
             replayed: r.replayed,
+            updates: r
+                .updates
+                .into_iter()
+                .map(|u| super::UpdateOutcome {
+                    kb: u.kb,
+                    title: u.title,
+                    result: u.result,
+                    hresult: (!u.hresult.is_empty()).then_some(u.hresult),
+                    reboot_required: u.reboot_required,
+                })
+                .collect(),
+            reboot_required: r.reboot_required,
         }
     }
 }
@@ -689,6 +729,107 @@ impl AgentApi for GrpcAgent {
         self.bounded(timeout + self.request_timeout, watch).await
     }
 
+    async fn updates(
+        &self,
+        filter: &super::UpdateFilterSpec,
+    ) -> Result<super::UpdatesView, AgentError> {
+        let msg = pb::UpdatesRequest {
+            filter: Some(filter_msg(filter)),
+        };
+        // A Windows Update search takes minutes on a real server.
+        let call = async {
+            let mut req = tonic::Request::new(msg);
+            req.set_timeout(SEARCH_TIMEOUT);
+            self.client
+                .clone()
+                .updates(req)
+                .await
+                .map(tonic::Response::into_inner)
+                .map_err(|s| self.map_err(s))
+        };
+        let r = self.bounded(SEARCH_TIMEOUT + DEADLINE_MARGIN, call).await?;
+        Ok(super::UpdatesView {
+            updates: r
+                .updates
+                .into_iter()
+                .map(|u| super::UpdateView {
+                    kb: u.kb,
+                    title: u.title,
+                    classification: u.classification,
+                    size_bytes: u.size_bytes,
+                    reboot_required: u.reboot_required,
+                })
+                .collect(),
+            pending: r.reboot_pending.map(pending_view).unwrap_or_default(),
+            boot: r.boot.map(boot_view),
+            source: r.source,
+            notes: r.notes,
+        })
+    }
+
+    async fn install_updates(
+        &self,
+        op_id: &str,
+        filter: &super::UpdateFilterSpec,
+        timeout: Duration,
+        progress: ProgressFn<'_>,
+    ) -> Result<OperationReport, AgentError> {
+        let mut client = self.client.clone();
+        let call = async {
+            let mut req = tonic::Request::new(pb::InstallUpdatesRequest {
+                operation_id: op_id.into(),
+                filter: Some(filter_msg(filter)),
+            });
+            req.set_timeout(timeout);
+            let mut stream = client
+                .install_updates(req)
+                .await
+                .map_err(|s| self.map_err(s))?
+                .into_inner();
+            while let Some(ev) = stream.next().await {
+                match ev.map_err(|s| self.map_err(s))?.event {
+                    Some(pb::operation_event::Event::Progress(p)) => progress(&p.step, &p.message),
+                    Some(pb::operation_event::Event::Result(r)) => return Ok(r.into()),
+                    None => {}
+                }
+            }
+            Err(AgentError::Call(
+                "the install stream ended without a result".into(),
+            ))
+        };
+        match tokio::time::timeout(timeout + DEADLINE_MARGIN, call).await {
+            Ok(r) => r,
+            Err(_) => Err(AgentError::Timeout(timeout)),
+        }
+    }
+
+    async fn reboot(
+        &self,
+        op_id: &str,
+        comment: &str,
+        delay: Duration,
+        for_updates: bool,
+    ) -> Result<super::RebootView, AgentError> {
+        let msg = pb::RebootRequest {
+            operation_id: op_id.into(),
+            comment: comment.into(),
+            delay_s: delay.as_secs().clamp(1, 600) as u32,
+            for_updates,
+        };
+        let r = self
+            .unary(msg, |mut c, r| async move { c.reboot(r).await })
+            .await?;
+        Ok(super::RebootView {
+            state: if r.state == "done" {
+                super::RebootState::Done
+            } else {
+                super::RebootState::Rebooting
+            },
+            boot_before: r.boot_before.map(boot_view),
+            boot_now: r.boot_now.map(boot_view),
+        })
+    }
+
     async fn operate(
         &self,
         op_id: &str,
@@ -700,6 +841,11 @@ impl AgentApi for GrpcAgent {
         let op = request.kind;
         let call = async {
             let stream = match op {
+                OperationKind::Patch | OperationKind::Reboot => {
+                    return Err(AgentError::Call(format!(
+                        "a {op} is not one call: it installs and restarts through their own calls"
+                    )))
+                }
                 // A deploy's or rollback's operation is the recycle of the
                 // site's pool.
                 OperationKind::Recycle | OperationKind::Deploy | OperationKind::Rollback => {

@@ -2,8 +2,13 @@
 //! fake in tests ([`crate::testing`]) and by the tonic client ([`grpc`]) in
 //! production.
 mod grpc;
+mod patch;
 
 pub use grpc::{ClientTls, GrpcAgent};
+pub use patch::{
+    BootView, PendingView, RebootState, RebootView, UpdateFilterSpec, UpdateOutcome, UpdateView,
+    UpdatesView,
+};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -102,6 +107,13 @@ pub struct NodeView {
     pub lease: Option<LeaseView>,
     /// What the agent did on its own, e.g. after a lease expired.
     pub notice: Option<String>,
+    /// The server's boot (absent from an agent that cannot tell).
+    pub boot: Option<BootView>,
+    pub reboot_pending: Option<PendingView>,
+    /// Updates that applied at the agent's last search.
+    pub updates_pending: Option<u32>,
+    /// How the agent's service starts with Windows (`auto`, ...).
+    pub service_start: Option<String>,
 }
 
 impl NodeView {
@@ -145,6 +157,9 @@ pub struct OperationReport {
     pub pools: Vec<PoolChange>,
     pub services: BTreeMap<String, ServiceState>,
     pub replayed: bool,
+    /// An install's updates, and whether the server must restart.
+    pub updates: Vec<UpdateOutcome>,
+    pub reboot_required: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -348,6 +363,38 @@ pub trait AgentApi: Send + Sync {
     /// role's; `validate --connect`).
     async fn traffic_quoting(&self, last_s: u32) -> Result<TrafficView, AgentError> {
         self.traffic(last_s).await
+    }
+
+    /// The updates that apply to the server and `filter` takes (a fresh
+    /// search: it may take minutes).
+    async fn updates(&self, _filter: &UpdateFilterSpec) -> Result<UpdatesView, AgentError> {
+        Err(AgentError::Refused("this agent does not patch".into()))
+    }
+
+    /// Installs them under `op_id`; the agent answers a repeated id with
+    /// the first install's result.
+    async fn install_updates(
+        &self,
+        _op_id: &str,
+        _filter: &UpdateFilterSpec,
+        _timeout: Duration,
+        _progress: ProgressFn<'_>,
+    ) -> Result<OperationReport, AgentError> {
+        Err(AgentError::Refused("this agent does not patch".into()))
+    }
+
+    /// Asks for the server's restart under `op_id` (asked again, the same
+    /// id says where that restart stands and never restarts twice).
+    async fn reboot(
+        &self,
+        _op_id: &str,
+        _comment: &str,
+        _delay: Duration,
+        _for_updates: bool,
+    ) -> Result<RebootView, AgentError> {
+        Err(AgentError::Refused(
+            "this agent does not restart its server".into(),
+        ))
     }
 }
 

@@ -61,6 +61,8 @@ pub async fn run(args: &PlanArgs, settings: &Settings) -> CommandResult {
         PlanAction::Reset => OperationKind::Reset,
         PlanAction::Deploy => OperationKind::Deploy,
         PlanAction::Rollback => OperationKind::Rollback,
+        PlanAction::Patch => OperationKind::Patch,
+        PlanAction::Reboot => OperationKind::Reboot,
     };
     let r = &args.rollout;
     let mut req = request(r, op);
@@ -93,7 +95,7 @@ pub async fn run(args: &PlanArgs, settings: &Settings) -> CommandResult {
                 package: None,
             });
         }
-        PlanAction::Recycle | PlanAction::Reset => {}
+        PlanAction::Recycle | PlanAction::Reset | PlanAction::Patch | PlanAction::Reboot => {}
     }
     let run = RunSettings::resolve(&farm.inventory, &req)?;
     let env = settings.run_env(&crate::operator::AssumeYes, None);

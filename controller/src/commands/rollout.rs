@@ -78,6 +78,11 @@ pub async fn reset(args: &RolloutArgs, settings: &Settings) -> CommandResult {
     execute(args, request(args, OperationKind::Reset), settings).await
 }
 
+/// `farmctl patch` and `farmctl reboot`.
+pub async fn restart(args: &RolloutArgs, op: OperationKind, settings: &Settings) -> CommandResult {
+    execute(args, request(args, op), settings).await
+}
+
 /// The run the flags ask for.
 pub fn request(args: &RolloutArgs, operation: OperationKind) -> RunRequest {
     RunRequest {

@@ -55,6 +55,19 @@ pub struct NodeStatus {
     /// (`null` for drivers without weights): a canary soak changes it, a
     /// run killed mid-soak may leave it changed.
     pub lb_weight: Option<crate::lb::weights::Weight>,
+    /// The server's boot: an id that changes at every restart, and when
+    /// it started (RFC 3339; `null` when the agent cannot tell).
+    pub boot_id: Option<String>,
+    pub boot_time: Option<String>,
+    /// The server waits for a restart to finish installing (`null`:
+    /// unknown), and which signals say so.
+    pub reboot_pending: Option<bool>,
+    pub reboot_pending_reasons: Vec<String>,
+    /// Updates that applied at the agent's last search (`null`: never
+    /// searched).
+    pub updates_pending: Option<u32>,
+    /// How the agent's service starts with Windows (`auto`, ...).
+    pub agent_start: Option<String>,
 }
 
 /// Failures only the LB saw, between two readings, that flag a node:
@@ -141,6 +154,12 @@ fn node_status(o: &Observation, name: &str, agent: &str, drains: bool) -> NodeSt
         lb_disagrees: None,
         lb_disagree_reason: None,
         lb_weight: None,
+        boot_id: None,
+        boot_time: None,
+        reboot_pending: None,
+        reboot_pending_reasons: Vec::new(),
+        updates_pending: None,
+        agent_start: None,
     };
     match &o.view {
         Ok(v) => {
@@ -156,6 +175,16 @@ fn node_status(o: &Observation, name: &str, agent: &str, drains: bool) -> NodeSt
                 .filter_map(|x| Some((x.name.clone(), x.release.clone()?)))
                 .collect();
             s.error = o.health.as_ref().err().map(ToString::to_string);
+            s.boot_id = v.boot.as_ref().map(|b| b.id.clone());
+            s.boot_time = v.boot.as_ref().and_then(|b| b.time());
+            s.reboot_pending = v.reboot_pending.as_ref().map(|p| p.pending);
+            s.reboot_pending_reasons = v
+                .reboot_pending
+                .as_ref()
+                .map(|p| p.reasons.clone())
+                .unwrap_or_default();
+            s.updates_pending = v.updates_pending;
+            s.agent_start = v.service_start.clone();
         }
         Err(e) => s.error = Some(e.to_string()),
     }

@@ -98,6 +98,28 @@ pub enum Record {
     TrafficAfter(TrafficAfterRecord),
     /// A controller took the run up again (`farmctl resume`).
     Resumed(ResumedRecord),
+    /// A node's server is about to be restarted: the boot it is on (a
+    /// resume never restarts it again once the boot changed).
+    Reboot(RebootRecord),
+    /// What a patch or reboot did on a node: its updates, its restart.
+    Patched(PatchedRecord),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RebootRecord {
+    pub t: String,
+    pub node: String,
+    pub boot_before: crate::agent::BootView,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PatchedRecord {
+    pub t: String,
+    pub node: String,
+    #[serde(default)]
+    pub updates: Vec<crate::agent::UpdateOutcome>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reboot: Option<crate::report::RebootReport>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -59,6 +59,10 @@ pub struct LoadedRun {
     /// Each resume: when, by whom, and the time of the last record before
     /// it (when the controller before it went silent or ended).
     pub resumes: Vec<(super::ResumedRecord, Option<String>)>,
+    /// The boot each node was on when its restart was asked (the last).
+    pub boots_before: BTreeMap<String, crate::agent::BootView>,
+    /// What a patch or reboot did on each node.
+    pub patched: BTreeMap<String, super::PatchedRecord>,
 }
 
 impl LoadedRun {
@@ -135,6 +139,8 @@ pub fn parse(
     let mut traffic_before = BTreeMap::new();
     let mut traffic_after = BTreeMap::new();
     let mut resumes = Vec::new();
+    let mut boots_before = BTreeMap::new();
+    let mut patched = BTreeMap::new();
     let mut last_t: Option<String> = None;
     for (n, line) in lines.enumerate() {
         let line = line.map_err(|e| err(Some(n + 1), e.to_string()))?;
@@ -206,6 +212,12 @@ pub fn parse(
                 end = None;
                 continue;
             }
+            Record::Reboot(r) => {
+                boots_before.insert(r.node, r.boot_before);
+            }
+            Record::Patched(p) => {
+                patched.insert(p.node.clone(), p);
+            }
         }
     }
     let header = header.ok_or_else(|| err(None, "no run header".into()))?;
@@ -226,6 +238,8 @@ pub fn parse(
         traffic_before,
         traffic_after,
         resumes,
+        boots_before,
+        patched,
     })
 }
 
@@ -241,6 +255,8 @@ fn record_time(rec: &Record) -> Option<String> {
         Record::Diagnostics(d) => d.t.clone(),
         Record::TrafficAfter(a) => a.t.clone(),
         Record::Resumed(r) => r.t.clone(),
+        Record::Reboot(r) => r.t.clone(),
+        Record::Patched(p) => p.t.clone(),
     })
 }
 

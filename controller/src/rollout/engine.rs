@@ -474,7 +474,10 @@ impl<'a> Run<'a> {
         if let Some(Ok(ms)) = p.staged.get(&i) {
             report.phase_ms.insert("staging".into(), *ms);
         }
-        if report.outcome == NodeOutcome::Succeeded && self.stabilizes(p, i) {
+        // A node the run did not touch (a patch with nothing to do) is not
+        // judged.
+        let touched = !report.phase_ms.is_empty();
+        if report.outcome == NodeOutcome::Succeeded && touched && self.stabilizes(p, i) {
             p.out.at_work += 1; // the slot is held until it is judged
         }
         match report.outcome {

@@ -16,5 +16,6 @@ mod node;
 pub use node::RETURNED as node_returned;
 pub mod plan;
 pub mod reconcile;
+mod restart;
 #[cfg(test)]
 mod tests;

@@ -73,7 +73,7 @@ impl NodeRun<'_> {
         &self.farm.node(self.node).name
     }
 
-    fn op_id(&self, step: OpStep) -> String {
+    pub(super) fn op_id(&self, step: OpStep) -> String {
         // A retry's ids are its own: the agent answers a repeated id with
         // the first attempt's (failed) result.
         let attempt = self.resume.map_or(1, |r| r.attempt);
@@ -85,6 +85,16 @@ impl NodeRun<'_> {
         let i = self.node;
         let agent = self.farm.agent(i);
         let mut report = NodeReport::new(self.name());
+        if self.resume.is_none() && self.settings.operation == OperationKind::Patch {
+            if let Some(why) = self.up_to_date(agent).await {
+                self.reporter.detail(self.name(), &why);
+                report.outcome = NodeOutcome::Succeeded;
+                if let Some(j) = self.journal {
+                    let _ = j.phase(self.name(), Phase::Done, None, Some(why)).await;
+                }
+                return report;
+            }
+        }
         let (mut node, mut step) = self.start(agent).await;
         if self.settings.diagnose && self.resume.is_none() {
             (report.diagnostics, report.traffic_before) = self.diagnose(agent).await;
@@ -233,7 +243,9 @@ impl NodeRun<'_> {
         let Some((node, action)) = machine::resume_at(point.phase, detail, self.policy, now) else {
             return (NodeState::new(now), Step::Event(Event::Begin));
         };
-        if let Action::Operate { .. } = &action {
+        if let (Action::Operate { .. }, false) =
+            (&action, self.settings.operation.restarts_server())
+        {
             // The agent's own record of the operation id decides first:
             // it outlives agent restarts, which PIDs do not.
             let op_id = self.op_id(self.settings.operation.into());
@@ -248,7 +260,11 @@ impl NodeRun<'_> {
                 return (node, Step::Event(Event::Operated(report)));
             }
         }
-        if let (Action::Operate { .. }, Some(before)) = (&action, &point.pids) {
+        if let (Action::Operate { .. }, Some(before), false) = (
+            &action,
+            &point.pids,
+            self.settings.operation.restarts_server(),
+        ) {
             if let Ok(view) = agent.status().await {
                 if let Some(report) = evidence(self.settings.operation, before, &view) {
                     self.reporter.detail(
@@ -600,6 +616,11 @@ impl NodeRun<'_> {
         let Some(limit) = self.settings.timeouts.progress_deadline else {
             return self.act(agent, action, report).await;
         };
+        // A patch's install and restart have bounds of their own
+        // (patch.install_timeout, patch.reboot_timeout).
+        if matches!(action, Action::Operate { .. }) && self.settings.operation.restarts_server() {
+            return self.act(agent, action, report).await;
+        }
         let failed = |step: &str| {
             format!(
                 "no progress in {step} within rollout.progress_deadline ({})",
@@ -659,6 +680,9 @@ impl NodeRun<'_> {
                 }
                 Err(e) => Event::LoadUnknown(e.to_string()),
             },
+            Action::Operate { .. } if self.settings.operation.restarts_server() => {
+                self.restart_server(agent, report).await
+            }
             Action::Operate { deadline } => {
                 let op = self.settings.operation;
                 let op_id = self.op_id(op.into());

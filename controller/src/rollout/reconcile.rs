@@ -22,6 +22,9 @@ pub struct ResumePoint {
     /// The attempt at the node (1, or more once a resume retried it):
     /// its operation ids say which.
     pub attempt: u32,
+    /// Patch or reboot: the boot its server was on when its restart was
+    /// asked (the restart is waited for, never asked again).
+    pub boot_before: Option<crate::agent::BootView>,
 }
 
 /// If every pool that had workers before the operation now runs only new
@@ -87,6 +90,10 @@ mod tests {
             drained: true,
             lease: None,
             notice: None,
+            boot: None,
+            reboot_pending: None,
+            updates_pending: None,
+            service_start: None,
         }
     }
 

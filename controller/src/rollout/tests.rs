@@ -300,6 +300,7 @@ async fn resume_from(ff: &FakeFarm, phase: Phase, pids: Option<Vec<u32>>) -> Run
     let point = ResumePoint {
         failed_step: None,
         attempt: 1,
+        boot_before: None,
         phase,
         pids: pids.map(|p| BTreeMap::from([("Shop".to_string(), p)])),
         pids_after: None,
@@ -616,6 +617,7 @@ async fn a_deploy_resumed_mid_switch_or_mid_revert_switches_once() {
     let point = ResumePoint {
         failed_step: None,
         attempt: 1,
+        boot_before: None,
         phase: Phase::Switching,
         pids: None,
         pids_after: None,
@@ -645,6 +647,7 @@ async fn a_deploy_resumed_mid_switch_or_mid_revert_switches_once() {
                 ResumePoint {
                     failed_step: None,
                     attempt: 1,
+        boot_before: None,
                     phase: Phase::Reverting,
                     pids: None,
                     pids_after: None,
@@ -666,6 +669,7 @@ async fn a_deploy_resumed_mid_switch_or_mid_revert_switches_once() {
                 ResumePoint {
                     failed_step: None,
                     attempt: 1,
+        boot_before: None,
                     phase: Phase::Reverting,
                     pids: None,
                     pids_after: None,
@@ -911,6 +915,7 @@ async fn a_skipped_failed_node_keeps_its_failed_step_and_pids_after() {
     let failed = ResumePoint {
         failed_step: Some(crate::machine::FailedStep::Verify),
         attempt: 1,
+        boot_before: None,
         phase: Phase::Failed,
         pids: Some(BTreeMap::from([("ShopPool".to_string(), vec![10])])),
         pids_after: Some(BTreeMap::from([("ShopPool".to_string(), vec![11])])),

@@ -143,7 +143,10 @@ pub async fn resume_on(
         })?;
         let mut phase = loaded.phase_of(name);
         let mut attempt = loaded.attempt(name);
-        if let Err(e) = &observed[i].view {
+        // A node caught in its restart (patch, reboot) may still be down:
+        // its operation waits for it, bounded by patch.reboot_timeout.
+        let restarting = settings.operation.restarts_server() && phase == Phase::Operating;
+        if let (Err(e), false) = (&observed[i].view, restarting) {
             unreachable.push(format!("{name}: {e}"));
         }
         if phase == Phase::Failed && env.failed == super::FailedNodes::Retry {
@@ -178,6 +181,9 @@ pub async fn resume_on(
                     .filter(|r| &r.node == name)
                     .find_map(|r| r.failed_step.as_deref()?.parse().ok()),
                 attempt,
+                boot_before: (phase == Phase::Operating)
+                    .then(|| loaded.boots_before.get(name).cloned())
+                    .flatten(),
             },
         );
     }

@@ -36,7 +36,17 @@ pub struct SandboxSpec {
     /// A second site on each node, `reports` ([`SECOND_SITE_HOST`]) in its
     /// own pool [`SECOND_POOL`], bound on the same port by host header.
     pub second_site: bool,
+    /// How long a simulated restart takes (every node's `boot_time`).
+    pub boot_time: Duration,
+    /// Every node's sim file `updates:` list (YAML, with its key).
+    pub updates_yaml: String,
+    /// The inventory's `patch:` block (YAML, with its key).
+    pub patch_yaml: String,
 }
+
+/// The updates every sandbox node has to install: a cumulative update
+/// that needs a restart and one that does not.
+pub const SANDBOX_UPDATES: &str = "updates:\n  - kb: KB5046616\n    title: 2026-11 Cumulative Update for Microsoft server operating system version 21H2 for x64-based Systems (KB5046616)\n    classification: SecurityUpdates\n    size_mb: 650\n    install_time: 800ms\n  - kb: KB890830\n    title: Windows Malicious Software Removal Tool x64 - v5.130 (KB890830)\n    classification: UpdateRollups\n    size_mb: 80\n    reboot: false\n    install_time: 200ms\n";
 
 impl Default for SandboxSpec {
     fn default() -> Self {
@@ -56,6 +66,9 @@ impl Default for SandboxSpec {
             timings_yaml: "  iis_stop: 300ms\n  iis_start: 500ms\n".into(),
             releases: true,
             second_site: false,
+            boot_time: Duration::from_secs(3),
+            updates_yaml: SANDBOX_UPDATES.into(),
+            patch_yaml: "patch:\n  reboot_delay: 1s\n  reboot_timeout: 2m\n  bake: 10s\n".into(),
         }
     }
 }
@@ -161,9 +174,20 @@ impl Sandbox {
             .map(|i| agents::spawn(&bin, spec, dir, &certs, i, None))
             .collect::<Result<Vec<_>, _>>()?;
         let within = Duration::from_secs(20).max(Duration::from_millis(50) * spec.nodes as u32);
-        let nodes =
-            futures::future::try_join_all(spawned.into_iter().map(|s| s.ready(dir, within)))
-                .await?;
+        let respawn = |i| agents::Respawn {
+            bin: bin.clone(),
+            spec: spec.clone(),
+            dir: dir.to_path_buf(),
+            certs: certs.clone(),
+            i,
+        };
+        let nodes = futures::future::try_join_all(
+            spawned
+                .into_iter()
+                .enumerate()
+                .map(|(i, s)| s.ready(dir, within, respawn(i))),
+        )
+        .await?;
         let haproxy = if spec.haproxy || spec.lb_kind == "haproxy" {
             Some(start_haproxy(dir, &nodes).await?)
         } else {
@@ -190,36 +214,46 @@ impl Sandbox {
         }
     }
 
-    /// The process id of node `i`'s agent (`None` once it has exited).
+    /// The process id of node `i`'s agent (`None` while it is down).
     pub fn agent_pid(&self, i: usize) -> Option<u32> {
-        self.nodes[i].child.id()
+        self.nodes[i].process.pid()
     }
 
     /// Kills one agent process (the node's IIS "server" goes with it).
     pub async fn kill_node(&mut self, i: usize) {
-        let _ = self.nodes[i].child.kill().await;
+        self.nodes[i].process.kill().await;
     }
 
     /// Kills one agent process and starts it again as a service restart
     /// would: the same addresses, state directory and event log (the
     /// simulated IIS restarts with it, so its workers are new).
     pub async fn restart_node(&mut self, spec: &SandboxSpec, i: usize) -> Result<(), SandboxError> {
-        let _ = self.nodes[i].child.kill().await;
+        self.nodes[i].process.kill().await;
         let again = agents::Again {
             agent: self.nodes[i].agent.clone(),
             http_port: self.nodes[i].http_port,
+            keep_sim: false,
         };
         let bin = agent_binary()?;
         let certs = self.dir.join("certs");
         let spawned = agents::spawn(&bin, spec, &self.dir, &certs, i, Some(again))?;
-        self.nodes[i] = spawned.ready(&self.dir, Duration::from_secs(20)).await?;
+        let respawn = agents::Respawn {
+            bin,
+            spec: spec.clone(),
+            dir: self.dir.clone(),
+            certs,
+            i,
+        };
+        self.nodes[i] = spawned
+            .ready(&self.dir, Duration::from_secs(20), respawn)
+            .await?;
         Ok(())
     }
 
     pub async fn stop(mut self) {
         self.kill_haproxy().await;
         for n in &mut self.nodes {
-            let _ = n.child.kill().await;
+            n.process.kill().await;
         }
     }
 
@@ -296,5 +330,6 @@ fn inventory_yaml(
     // A sandbox has little traffic: a good release can show it adds less
     // than 1 point of 5xx within a short soak, not half a point.
     y.push_str("analysis:\n  interval: 5s\n  min_requests: 50\n  errors: {max_increase: \"1%\"}\n");
+    y.push_str(&spec.patch_yaml);
     y
 }

@@ -216,6 +216,10 @@ impl AgentApi for FakeNode {
             drained: false,
             lease: None,
             notice: None,
+            boot: None,
+            reboot_pending: None,
+            updates_pending: None,
+            service_start: None,
         })
     }
 
@@ -294,6 +298,7 @@ impl AgentApi for FakeNode {
             }],
             services: iis_running(),
             replayed: false,
+            ..Default::default()
         };
         st.results.insert(op_id.to_string(), report.clone());
         drop(st);

@@ -18,6 +18,7 @@ mod lb_drivers;
 mod logs;
 mod metrics;
 mod notify;
+mod patch;
 mod refusals;
 mod resume;
 mod rolling;

@@ -12,7 +12,7 @@ mod sections;
 use lb::{check_member, load_balancer};
 pub use lb::{parse_fingerprint, DEFAULT_EXEC_TIMEOUT, DEFAULT_LB_TIMEOUT, EXEC_PLACEHOLDERS};
 pub use sections::check_max_unavailable;
-use sections::{analysis, probe, rollout};
+use sections::{analysis, patch, probe, rollout};
 
 pub const DEFAULT_AGENT_PORT: u16 = 7443;
 pub const DEFAULT_HEALTH_FILE: &str = "/health.htm";
@@ -493,6 +493,7 @@ pub fn validate(raw: RawInventory) -> Result<Inventory, Vec<InventoryError>> {
 
     let rollout = rollout(&mut errors, &raw.rollout, nodes.len());
     let analysis = analysis(&mut errors, &raw.analysis, nodes.len());
+    let patch = patch(&mut errors, &raw.patch);
     if analysis.canary_weight.is_some() && !matches!(load_balancer, LoadBalancer::Haproxy { .. }) {
         errors.add(
             "analysis.canary_weight",
@@ -520,6 +521,7 @@ pub fn validate(raw: RawInventory) -> Result<Inventory, Vec<InventoryError>> {
             app_pools: raw.app_pools,
             rollout,
             analysis,
+            patch,
             notify,
             state,
         })

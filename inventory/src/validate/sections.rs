@@ -295,3 +295,117 @@ pub(super) fn analysis(errors: &mut Errors, a: &RawAnalysis, node_count: usize) 
         canary_weight,
     }
 }
+
+/// `patch:`: known classifications, KB numbers, durations in range.
+pub(super) fn patch(errors: &mut Errors, p: &crate::raw::RawPatch) -> crate::model::Patch {
+    let d = crate::model::Patch::default();
+    let classifications = match &p.classifications {
+        None => d.classifications.clone(),
+        Some(list) => list
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| match farm_proto::updates::classification(c) {
+                Some((name, _)) => Some(name.to_string()),
+                None => {
+                    errors.add(
+                        format!("patch.classifications[{i}]"),
+                        format!(
+                            "`{c}` is not an update classification (one of {})",
+                            farm_proto::updates::CLASSIFICATIONS
+                                .iter()
+                                .map(|c| c.0)
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    );
+                    None
+                }
+            })
+            .collect(),
+    };
+    let mut kbs = |key: &str, list: &[String]| -> Vec<String> {
+        list.iter()
+            .enumerate()
+            .filter_map(|(i, k)| {
+                farm_proto::updates::kb(k).or_else(|| {
+                    errors.add(
+                        format!("patch.{key}[{i}]"),
+                        format!("`{k}` is not a KB number like KB5031364"),
+                    );
+                    None
+                })
+            })
+            .collect()
+    };
+    let include_kbs = kbs("include_kbs", &p.include_kbs);
+    let exclude_kbs = kbs("exclude_kbs", &p.exclude_kbs);
+    if let Some(k) = include_kbs.iter().find(|k| exclude_kbs.contains(k)) {
+        errors.add(
+            "patch.exclude_kbs",
+            format!("{k} is both included and excluded"),
+        );
+    }
+    let mut bounded =
+        |key: &str, v: Option<&str>, default: Duration, min: Duration, max: Duration| {
+            let got = errors.duration(&format!("patch.{key}"), v, default);
+            if got < min || got > max {
+                errors.add(
+                    format!("patch.{key}"),
+                    format!(
+                        "{} is not between {} and {}",
+                        humantime::format_duration(got),
+                        humantime::format_duration(min),
+                        humantime::format_duration(max)
+                    ),
+                );
+                return default;
+            }
+            got
+        };
+    let reboot_timeout = bounded(
+        "reboot_timeout",
+        p.reboot_timeout.as_deref(),
+        d.reboot_timeout,
+        Duration::from_secs(10),
+        Duration::from_secs(24 * 3600),
+    );
+    let install_timeout = bounded(
+        "install_timeout",
+        p.install_timeout.as_deref(),
+        d.install_timeout,
+        Duration::from_secs(10),
+        Duration::from_secs(24 * 3600),
+    );
+    let reboot_delay = bounded(
+        "reboot_delay",
+        p.reboot_delay.as_deref(),
+        d.reboot_delay,
+        Duration::from_secs(1),
+        Duration::from_secs(600),
+    );
+    // `0s`: no bake (the only duration here that may be zero).
+    let no_bake = p
+        .bake
+        .as_deref()
+        .is_some_and(|t| humantime::parse_duration(t.trim()).is_ok_and(|d| d.is_zero()));
+    let bake = if no_bake {
+        Duration::ZERO
+    } else {
+        bounded(
+            "bake",
+            p.bake.as_deref(),
+            d.bake.unwrap_or_default(),
+            Duration::from_secs(1),
+            Duration::from_secs(3600),
+        )
+    };
+    crate::model::Patch {
+        classifications,
+        include_kbs,
+        exclude_kbs,
+        reboot_timeout,
+        install_timeout,
+        reboot_delay,
+        bake: (!bake.is_zero()).then_some(bake),
+    }
+}

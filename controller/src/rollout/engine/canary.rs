@@ -185,7 +185,7 @@ impl Run<'_> {
     /// Whether node `i`, just back, is judged after `analysis.stabilize`
     /// (not a canary: they had their soak); if so it is booked.
     pub(super) fn stabilizes(&self, p: &mut Progress, i: usize) -> bool {
-        let Some(d) = self.settings.analysis.as_ref().and_then(|a| a.stabilize) else {
+        let Some((d, _)) = self.after_return() else {
             return false;
         };
         if p.canary.is_some() || p.rollback.is_some() || p.halted.is_some() {
@@ -199,11 +199,37 @@ impl Run<'_> {
         self.reporter.detail(
             self.name(i),
             &format!(
-                "stabilizing: judged in {} against the nodes still on the old release",
-                crate::human::duration(d)
+                "{}: judged in {} against the nodes {}",
+                if self.patching() {
+                    "baking"
+                } else {
+                    "stabilizing"
+                },
+                crate::human::duration(d),
+                if self.patching() {
+                    "not yet done"
+                } else {
+                    "still on the old release"
+                }
             ),
         );
         true
+    }
+
+    /// A patch or reboot (judged after each node's return, never rolled
+    /// back).
+    fn patching(&self) -> bool {
+        self.settings.operation.restarts_server()
+    }
+
+    /// How long each node is judged after its return, and by what limits:
+    /// a patch's bake, a deploy's stabilization.
+    fn after_return(&self) -> Option<(std::time::Duration, judge::Limits)> {
+        match (&self.settings.patch, &self.settings.analysis) {
+            (Some(p), _) => Some((p.bake?, p.limits())),
+            (None, Some(a)) => Some((a.stabilize?, a.limits())),
+            (None, None) => None,
+        }
     }
 
     /// Judges every node whose stabilization is over: itself against the
@@ -211,10 +237,9 @@ impl Run<'_> {
     /// the run and rolls every switched node back; not enough data (or
     /// no node left to compare with) lets it go on, said so.
     pub(super) async fn stabilized(&self, p: &mut Progress) {
-        let Some(a) = self.settings.analysis.as_ref() else {
+        let Some((period, limits)) = self.after_return() else {
             return;
         };
-        let period = a.stabilize.unwrap_or_default();
         let now = Instant::now();
         let (due, rest): (Vec<Stabilizing>, Vec<Stabilizing>) = std::mem::take(&mut p.stabilizing)
             .into_iter()
@@ -226,28 +251,42 @@ impl Run<'_> {
                 continue;
             }
             let name = self.name(s.node).to_string();
-            let baseline: Vec<usize> = s
+            let mut baseline: Vec<usize> = s
                 .baseline
                 .iter()
                 .copied()
                 .filter(|b| p.queue.contains(b))
                 .collect();
+            if baseline.is_empty() && self.patching() {
+                // The last nodes: against those already done and judged.
+                baseline = Self::succeeded(p, self.nodes.iter().copied())
+                    .into_iter()
+                    .filter(|&b| b != s.node && !p.stabilizing.iter().any(|x| x.node == b))
+                    .collect();
+            }
+            let what = if self.patching() {
+                "bake"
+            } else {
+                "stabilization"
+            };
             if baseline.is_empty() {
                 self.reporter.detail(
                     &name,
-                    "stabilization not judged: no node is left on the old release to compare with",
+                    &format!("{what} not judged: no node is left to compare with"),
                 );
                 continue;
             }
             let last_s = period.as_secs().clamp(1, AGENT_WINDOW_S) as u32;
             let node = [s.node];
             let (c, b) = tokio::join!(self.sample(&node, last_s), self.sample(&baseline, last_s));
-            let j = judge::judge(&c, &b, &a.limits());
-            self.reporter.detail(
-                &name,
-                &format!("stabilization: {} — {}", j.result, j.reason()),
-            );
+            let j = judge::judge(&c, &b, &limits);
+            self.reporter
+                .detail(&name, &format!("{what}: {} — {}", j.result, j.reason()));
             if j.result != Outcome::Fail {
+                continue;
+            }
+            if self.patching() {
+                self.bake_failed(p, s.node, &j).await;
                 continue;
             }
             let reason = format!("{name} after its stabilization: {}", j.reason());
@@ -293,6 +332,88 @@ impl Run<'_> {
             p.out.at_work -= p.stabilizing.len();
             p.stabilizing.clear();
         }
+    }
+
+    /// A patched node whose users fared worse than the others' after its
+    /// return: taken out of rotation again (no wait: its users suffer),
+    /// failed, and the run halted. Updates are not rolled back: the
+    /// operator looks, then returns it (`farmctl undrain`) or not.
+    async fn bake_failed(&self, p: &mut Progress, i: usize, j: &judge::Judgement) {
+        let name = self.name(i).to_string();
+        let node = self.farm.node(i);
+        let agent = self.farm.agent(i);
+        let op_id =
+            OperationId::new(&self.id, &name, farm_proto::domain::OpStep::Drain).to_string();
+        let target = crate::lb::Target {
+            node,
+            agent,
+            op_id: &op_id,
+        };
+        let drained = self.farm.lb.drain(&target).await;
+        let out = drained.is_ok() || !self.farm.lb.drains();
+        let reason = format!(
+            "its users fared worse than the other nodes' after the {}: {}",
+            self.settings.operation,
+            j.reason()
+        );
+        let place = match &drained {
+            Ok(()) if self.farm.lb.drains() => format!(
+                "taken out of rotation again; after a look, `farmctl undrain -i <inventory> {name}` returns it"
+            ),
+            Ok(()) => "the load balancer cannot drain it: it serves".to_string(),
+            Err(e) => format!("it could not be taken out of rotation ({e}): it still serves"),
+        };
+        self.reporter
+            .detail(&name, &format!("bake failed: {reason}; {place}"));
+        if let Some(r) = p.reports.get_mut(&i) {
+            if r.outcome == NodeOutcome::Succeeded {
+                p.succeeded = p.succeeded.saturating_sub(1);
+            }
+            r.outcome = NodeOutcome::Failed;
+            r.failed_step = Some(crate::machine::FailedStep::Bake);
+            r.error = Some(format!("{name} at bake: {reason}"));
+            r.in_rotation = !(out && self.farm.lb.drains());
+        }
+        p.failures += 1;
+        if !p.reports.get(&i).is_some_and(|r| r.in_rotation) {
+            p.out.failed += 1;
+        }
+        if let Some(jn) = self.journal {
+            let record = crate::journal::PhaseRecord {
+                t: crate::clock::now(),
+                node: name.clone(),
+                phase: Phase::Failed,
+                pids: None,
+                detail: Some(format!("bake: {reason}")),
+                pids_after: None,
+                failed_step: Some("bake".into()),
+            };
+            if let Err(e) = jn.phase_record(record).await {
+                tracing::error!("could not journal the failed bake of {name}: {e}");
+            }
+        }
+        let analysis = p.analysis.get_or_insert_with(|| AnalysisReport {
+            verdict: None,
+            reason: String::new(),
+            canaries: Vec::new(),
+            baseline: Vec::new(),
+            soak_s: 0.0,
+            intervals: Vec::new(),
+            rollback_to: None,
+        });
+        analysis.verdict = Some(Outcome::Fail);
+        analysis.reason = format!("{name}: {reason}");
+        analysis.canaries = vec![name.clone()];
+        analysis.intervals.push(IntervalReport {
+            at: crate::clock::now(),
+            elapsed_s: self.after_return().map_or(0.0, |(d, _)| d.as_secs_f64()),
+            result: j.result,
+            metrics: j.metrics.clone(),
+        });
+        p.halted = Some(format!(
+            "{name} failed its bake: {reason}; {place}; later nodes were not touched"
+        ));
+        p.queue.clear();
     }
 
     /// The canaries serve real traffic for the soak; a judgement every
@@ -413,12 +534,8 @@ impl Run<'_> {
     /// The deployed site's traffic on `nodes` over the last `last_s`
     /// seconds, pooled. A node that cannot say is left out (and said so).
     async fn sample(&self, nodes: &[usize], last_s: u32) -> Sample {
-        let site = self
-            .settings
-            .deploy
-            .as_ref()
-            .map(|d| d.site.as_str())
-            .unwrap_or("");
+        // A deploy's site; every site for a patch or reboot.
+        let site = self.settings.deploy.as_ref().map(|d| d.site.as_str());
         let views = join_all(nodes.iter().map(|&i| self.farm.agent(i).traffic(last_s))).await;
         let mut total = Sample::default();
         for (&i, view) in nodes.iter().zip(views) {
@@ -431,7 +548,11 @@ impl Run<'_> {
                         nodes: 1,
                         ..Sample::default()
                     };
-                    for s in v.sites.iter().filter(|s| s.site.eq_ignore_ascii_case(site)) {
+                    for s in v
+                        .sites
+                        .iter()
+                        .filter(|s| site.is_none_or(|x| s.site.eq_ignore_ascii_case(x)))
+                    {
                         node.requests += s.requests;
                         node.errors += s.classes[4];
                         node.latency.merge(&s.latency);
