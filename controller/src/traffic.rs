@@ -38,7 +38,9 @@ pub struct TrafficSpec {
     pub workers: usize,
     /// Pause between a worker's requests.
     pub pace: Duration,
-    /// Every Nth request is `/slow?ms=slow_ms` (0: never).
+    /// One request in N, at random, is `/slow?ms=slow_ms` (0: never). At
+    /// random: a fixed every-Nth pattern behind a round-robin balancer
+    /// sends all the slow requests to the same servers.
     pub slow_every: u64,
     pub slow_ms: u64,
     /// Hard bounds: the generator stops by itself.
@@ -129,19 +131,13 @@ impl Traffic {
             }
         }
         let next = Arc::new(AtomicUsize::new(0));
-        // Each backend's own count of requests: every one gets the same
-        // mix of URLs (a global count falls on the same backends each
-        // time round a round robin).
-        let sent_to: Arc<Vec<AtomicU64>> =
-            Arc::new(spec.backends.iter().map(|_| AtomicU64::new(0)).collect());
         let deadline = tokio::time::Instant::now() + spec.max_duration;
         for _ in 0..spec.workers {
-            let (spec, up, next, counters, sent_to, mut stop_rx) = (
+            let (spec, up, next, counters, mut stop_rx) = (
                 spec.clone(),
                 up.clone(),
                 next.clone(),
                 counters.clone(),
-                sent_to.clone(),
                 stop.subscribe(),
             );
             tasks.push(tokio::spawn(async move {
@@ -163,12 +159,14 @@ impl Traffic {
                         None => counters.fail("no backend up".into()),
                         Some(i) => {
                             let b = &spec.backends[i];
-                            let k = sent_to[i].fetch_add(1, Ordering::Relaxed) + 1;
-                            let path = if spec.slow_every > 0 && k % spec.slow_every == 0 {
-                                format!("/slow?ms={}", spec.slow_ms)
-                            } else {
-                                "/".to_string()
-                            };
+                            // Each server gets the same mix of URLs, behind
+                            // any balancer.
+                            let path =
+                                if spec.slow_every > 0 && fastrand::u64(..spec.slow_every) == 0 {
+                                    format!("/slow?ms={}", spec.slow_ms)
+                                } else {
+                                    "/".to_string()
+                                };
                             match farm_proto::http::get_as(
                                 LOAD_AGENT,
                                 &b.address,

@@ -211,7 +211,8 @@ impl NodeRun<'_> {
                 return Err(format!(
                     "{name} did not come back within patch.reboot_timeout ({}; last: {last}); \
                      it stays out of rotation: check its console, and that the farm-agent \
-                     service starts automatically (`sc qc farm-agent`: START_TYPE AUTO_START)",
+                     service starts automatically (`sc qc farm-agent`: START_TYPE AUTO_START); \
+                     once it serves again, `farmctl undrain -i <inventory> {name}` returns it",
                     crate::human::duration(p.reboot_timeout)
                 ));
             }

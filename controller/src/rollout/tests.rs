@@ -647,7 +647,7 @@ async fn a_deploy_resumed_mid_switch_or_mid_revert_switches_once() {
                 ResumePoint {
                     failed_step: None,
                     attempt: 1,
-        boot_before: None,
+                    boot_before: None,
                     phase: Phase::Reverting,
                     pids: None,
                     pids_after: None,
@@ -669,7 +669,7 @@ async fn a_deploy_resumed_mid_switch_or_mid_revert_switches_once() {
                 ResumePoint {
                     failed_step: None,
                     attempt: 1,
-        boot_before: None,
+                    boot_before: None,
                     phase: Phase::Reverting,
                     pids: None,
                     pids_after: None,
