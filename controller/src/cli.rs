@@ -521,8 +521,14 @@ pub struct DemoArgs {
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(2..=32))]
     pub nodes: u16,
     /// Run a rolling reset instead of a recycle.
-    #[arg(long, conflicts_with = "deploy")]
+    #[arg(long, conflicts_with_all = ["deploy", "patch"])]
     pub reset: bool,
+    /// Patch night instead: every node installs two updates and restarts
+    /// (its agent process ends and comes back after a 3 s boot), one at a
+    /// time behind the load balancer, each judged against the others
+    /// before the next.
+    #[arg(long, conflicts_with = "deploy")]
+    pub patch: bool,
     /// Run a rolling deployment of a generated release 2.0.0 instead.
     #[arg(long)]
     pub deploy: bool,

@@ -276,7 +276,7 @@ impl Reporter for Notified<'_> {
             );
             n.send(
                 NotifyEvent::NodeFailed,
-                json!({"node": r.name, "error": r.error, "failed_step": r.failed_step, "in_rotation": r.in_rotation}),
+                json!({"node": r.name, "error": r.error, "failed_step": r.failed_step, "in_rotation": r.in_rotation, "updates": r.updates, "reboot": r.reboot}),
                 text,
             );
         }
@@ -308,10 +308,21 @@ impl Reporter for Notified<'_> {
                 format!("; failed: {}", failed.join(", "))
             }
         );
-        n.send(
-            NotifyEvent::Finished,
-            json!({"outcome": report.outcome, "duration_ms": report.duration_ms, "failed_nodes": failed, "halted": report.halted}),
-            text,
-        );
+        let mut payload = json!({"outcome": report.outcome, "duration_ms": report.duration_ms, "failed_nodes": failed, "halted": report.halted});
+        if report.action.restarts_server() {
+            // Patch night: what each node installed, and its restart.
+            payload["patched"] = report
+                .nodes
+                .iter()
+                .map(|x| {
+                    (
+                        x.name.clone(),
+                        json!({"outcome": x.outcome, "updates": x.updates, "reboot": x.reboot}),
+                    )
+                })
+                .collect::<serde_json::Map<_, _>>()
+                .into();
+        }
+        n.send(NotifyEvent::Finished, payload, text);
     }
 }

@@ -2,7 +2,7 @@
 //! trait the engine talks to, and its plain-line implementation (the
 //! binary adds progress bars on a terminal).
 use std::collections::BTreeMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use farm_proto::domain::{NodeOutcome, OperationKind, Phase};
 use serde::Serialize;
@@ -291,6 +291,9 @@ pub fn summary(r: &RunReport) -> String {
                 .map(|e| format!(" error: {e}"))
                 .unwrap_or_default()
         ));
+        if let Some(line) = patch_line(&n.updates, n.reboot.as_ref()) {
+            out.push_str(&format!("  {:<12} {line}\n", ""));
+        }
     }
     if let Some(a) = &r.analysis {
         out.push_str(&format!(
@@ -321,6 +324,43 @@ pub fn summary(r: &RunReport) -> String {
         ));
     }
     out
+}
+
+/// What a patch or reboot did on a node, in one line: its updates with
+/// their results, and its restart.
+pub fn patch_line(
+    updates: &[crate::agent::UpdateOutcome],
+    reboot: Option<&RebootReport>,
+) -> Option<String> {
+    if updates.is_empty() && reboot.is_none() {
+        return None;
+    }
+    let mut parts = Vec::new();
+    if !updates.is_empty() {
+        parts.push(format!(
+            "updates: {}",
+            updates
+                .iter()
+                .map(|u| {
+                    let name = if u.kb.is_empty() { &u.title } else { &u.kb };
+                    match (&u.hresult, u.result.as_str()) {
+                        (_, "succeeded") => name.to_string(),
+                        (Some(h), r) => format!("{name} {r} ({h})"),
+                        (None, r) => format!("{name} {r}"),
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    if let Some(b) = reboot {
+        parts.push(format!(
+            "restarted: back after {}, IIS after {}",
+            crate::human::duration(Duration::from_millis(b.back_after_ms)),
+            crate::human::duration(Duration::from_millis(b.iis_after_ms))
+        ));
+    }
+    Some(parts.join("; "))
 }
 
 /// One line per event on stderr, with the time since the run started.

@@ -512,3 +512,48 @@ fn a_probe_of_the_health_files_own_file_is_refused() {
     );
     parse(&text).unwrap();
 }
+
+#[test]
+fn patch_settings_are_checked_and_named() {
+    let inv = parse(GOOD).unwrap();
+    assert_eq!(
+        inv.patch.classifications,
+        ["SecurityUpdates", "CriticalUpdates", "UpdateRollups"]
+    );
+    assert_eq!(inv.patch.reboot_timeout.as_secs(), 1800);
+    assert_eq!(inv.patch.bake.map(|b| b.as_secs()), Some(120));
+    let text = format!(
+        "{GOOD}patch:\n  classifications: [Security Updates, Drivers]\n  include_kbs: [5031364, KB12x]\n  exclude_kbs: [KB5031364]\n  reboot_timeout: 2s\n  bake: 0s\n"
+    );
+    let e = errors(&text);
+    assert!(
+        has(
+            &e,
+            "patch.classifications[1]",
+            "`Drivers` is not an update classification"
+        ),
+        "{e:?}"
+    );
+    assert!(
+        has(&e, "patch.include_kbs[1]", "`KB12x` is not a KB number"),
+        "{e:?}"
+    );
+    assert!(
+        has(
+            &e,
+            "patch.exclude_kbs",
+            "KB5031364 is both included and excluded"
+        ),
+        "{e:?}"
+    );
+    assert!(
+        has(&e, "patch.reboot_timeout", "is not between 10s and 1day"),
+        "{e:?}"
+    );
+    let ok = parse(&format!(
+        "{GOOD}patch:\n  classifications: []\n  bake: 0s\n"
+    ))
+    .unwrap();
+    assert!(ok.patch.classifications.is_empty());
+    assert_eq!(ok.patch.bake, None);
+}

@@ -1,6 +1,6 @@
 //! `farmctl demo`: a simulated 4-node farm of real agent processes serving
 //! release 1.0.0, a rolling recycle (or reset, or deployment of a generated
-//! release 2.0.0) under HTTP traffic, and the report.
+//! release 2.0.0, or patch night) under HTTP traffic, and the report.
 //! `farmctl demo --serve --dir DIR` keeps the farm up for hand use.
 use farm_proto::domain::OperationKind;
 
@@ -110,6 +110,7 @@ async fn demo(args: &DemoArgs, settings: &Settings, sandbox: &Sandbox) -> Comman
             "  {me} rollback -i {} --site {SITE} --yes",
             inventory.display()
         );
+        crate::outln!("  {me} patch   -i {} --yes", inventory.display());
         crate::outln!(
             "  curl -H 'Host: {SITE_HOST}' http://127.0.0.1:{}/",
             sandbox.nodes[0].http_port
@@ -121,6 +122,8 @@ async fn demo(args: &DemoArgs, settings: &Settings, sandbox: &Sandbox) -> Comman
     let farm = Farm::connect(load_inventory(&inventory)?, Transport::Tls)?;
     let mut request = RunRequest::new(if args.reset {
         OperationKind::Reset
+    } else if args.patch {
+        OperationKind::Patch
     } else if args.deploy {
         OperationKind::Deploy
     } else {

@@ -216,7 +216,7 @@ impl Snapshot {
     }
 
     fn text(&self) -> String {
-        let mut out = table(&self.nodes) + &traffic_table(&self.nodes);
+        let mut out = table(&self.nodes) + &traffic_table(&self.nodes) + &servers(&self.nodes);
         out.push_str(&releases(&self.nodes, &self.mixed_versions));
         if let Some(e) = &self.lb_error {
             out.push_str(&format!("load balancer: {e}\n"));
@@ -582,6 +582,47 @@ fn traffic_table(nodes: &[NodeStatus]) -> String {
         ));
     }
     out
+}
+
+/// Patch night's view of the servers: a restart pending, updates that
+/// applied at the last search, an agent that would not come back after
+/// a restart. Nothing when there is nothing to say.
+fn servers(nodes: &[NodeStatus]) -> String {
+    let mut out = String::new();
+    for n in nodes {
+        let mut said = Vec::new();
+        if n.reboot_pending == Some(true) {
+            said.push(format!(
+                "restart pending ({})",
+                n.reboot_pending_reasons.join(", ")
+            ));
+        }
+        if let Some(u) = n.updates_pending.filter(|u| *u > 0) {
+            said.push(format!("{u} update(s) at the last search"));
+        }
+        if let Some(start) = n
+            .agent_start
+            .as_deref()
+            .filter(|s| !matches!(*s, "auto" | "delayed-auto"))
+        {
+            said.push(format!(
+                "the agent's service starts `{start}`: it would not come back after a restart"
+            ));
+        }
+        if !said.is_empty() {
+            let booted = n
+                .boot_time
+                .as_deref()
+                .map(|t| format!(" (up since {t})"))
+                .unwrap_or_default();
+            out.push_str(&format!("{}{booted}: {}\n", n.name, said.join("; ")));
+        }
+    }
+    if out.is_empty() {
+        out
+    } else {
+        format!("\n{out}")
+    }
 }
 
 fn table(nodes: &[NodeStatus]) -> String {

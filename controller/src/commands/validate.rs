@@ -106,7 +106,11 @@ pub async fn run(v: &ValidateArgs, settings: &Settings) -> CommandResult {
         for c in checks {
             crate::outln!(
                 "  [{}] {}: {}",
-                if c.ok { "ok" } else { "FIX" },
+                match (c.ok, c.warning) {
+                    (false, _) => "FIX",
+                    (true, true) => "warn",
+                    (true, false) => "ok",
+                },
                 c.check,
                 c.detail
             );
@@ -125,6 +129,10 @@ pub struct Check {
     pub check: String,
     pub ok: bool,
     pub detail: String,
+    /// Not wrong now, but a run would trip on it (an agent that would not
+    /// start again after a restart).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub warning: bool,
 }
 
 /// Each agent, the load balancer and each node's sites, as `status` would
@@ -155,6 +163,7 @@ async fn connect(
                         missing.join(", ")
                     )
                 },
+                warning: false,
             });
             m
         }
@@ -163,6 +172,7 @@ async fn connect(
                 check: format!("load balancer {}", farm.lb.name()),
                 ok: false,
                 detail: e.to_string(),
+                warning: false,
             });
             Vec::new()
         }
@@ -196,7 +206,22 @@ async fn connect(
                 ),
                 Err(e) => e.to_string(),
             },
+            warning: false,
         });
+        if let Some(start) = o.view.as_ref().ok().and_then(|v| v.service_start.clone()) {
+            if !matches!(start.as_str(), "auto" | "delayed-auto") {
+                checks.push(Check {
+                    check: format!("restart of {}", node.name),
+                    ok: true,
+                    detail: if start == "not a service" {
+                        "the agent does not run as a Windows service: nothing starts it after a restart (patch, reboot); `farm-agent service install` sets it to start automatically".into()
+                    } else {
+                        format!("the agent's service starts `{start}`: after a restart (patch, reboot) it would not answer; `sc config <service> start= auto`")
+                    },
+                    warning: true,
+                });
+            }
+        }
         checks.push(Check {
             check: format!(
                 "sites of {} ({}:{})",
@@ -207,6 +232,7 @@ async fn connect(
                 Ok(()) => "every site's probe answers as expected".into(),
                 Err(e) => e.to_string(),
             },
+            warning: false,
         });
         if o.view.is_ok() {
             if let Ok(t) = &traffic {
@@ -215,6 +241,7 @@ async fn connect(
                     check: format!("logs of {}", node.name),
                     ok,
                     detail,
+                    warning: false,
                 });
             }
         }

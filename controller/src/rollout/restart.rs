@@ -19,7 +19,7 @@ use crate::machine::Event;
 use crate::report::{NodeReport, RebootReport};
 
 /// How often a restarting node is asked whether it is back.
-const BACK_POLL: Duration = Duration::from_secs(1);
+const BACK_POLL: Duration = Duration::from_millis(500);
 /// A restarting node's lease outlives the restart by this much.
 const LEASE_MARGIN: Duration = Duration::from_secs(120);
 

@@ -226,7 +226,7 @@ pub(super) fn spawn(
         (String::new(), String::new())
     };
     let sim = format!(
-        "node: {name}\nhealth_file: {HEALTH_FILE}\nevent_log: {log}\nlogs: {logs}\nboot_time: {boot_time}\ntimings:\n{timings}sites:\n  - name: {SITE}\n    host: {SITE_HOST}\n    app_pool: {POOL}\n{port}{physical_path}{second_site}app_pools:\n  - name: {POOL}\n{pool}{second_pool}{updates}{extra}\n",
+        "node: {name}\nhealth_file: {HEALTH_FILE}\nevent_log: {log}\nlogs: {logs}\nboot_time: {boot_time}\ntimings:\n{timings}{updates}sites:\n  - name: {SITE}\n    host: {SITE_HOST}\n    app_pool: {POOL}\n{port}{physical_path}{second_site}app_pools:\n  - name: {POOL}\n{pool}{second_pool}{extra}\n",
         log = yaml_path(&event_log),
         logs = yaml_path(&dir.join(format!("{name}.logs"))),
         timings = spec.timings_yaml,

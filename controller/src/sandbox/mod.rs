@@ -329,7 +329,8 @@ fn inventory_yaml(
     // judgement every 5 s, 50 requests enough.
     // A sandbox has little traffic: a good release can show it adds less
     // than 1 point of 5xx within a short soak, not half a point.
-    y.push_str("analysis:\n  interval: 5s\n  min_requests: 50\n  errors: {max_increase: \"1%\"}\n");
+    // Analysis stays the last section: tests add its keys at the end.
     y.push_str(&spec.patch_yaml);
+    y.push_str("analysis:\n  interval: 5s\n  min_requests: 50\n  errors: {max_increase: \"1%\"}\n");
     y
 }

@@ -203,6 +203,57 @@ svg text{{font-size:12px}}#errors li{{margin:4px 0}}\
     if let Some(a) = &t.analysis {
         analysis(&mut h, a);
     }
+    if !t.patched.is_empty() {
+        h.push_str("<h2>Updates and restarts</h2>\n<table id=\"patched\"><tr><th>node</th><th>updates</th><th>restart</th></tr>");
+        for (node, p) in &t.patched {
+            let updates: Vec<String> = p
+                .updates
+                .iter()
+                .map(|u| {
+                    let name = if u.kb.is_empty() { &u.title } else { &u.kb };
+                    let class = if u.result == "succeeded" {
+                        ""
+                    } else {
+                        "failed"
+                    };
+                    format!(
+                        "<span class=\"{class}\" title=\"{}\">{} {}{}</span>",
+                        esc(&u.title),
+                        esc(name),
+                        esc(&u.result),
+                        u.hresult
+                            .as_deref()
+                            .map(|h| format!(" ({})", esc(h)))
+                            .unwrap_or_default()
+                    )
+                })
+                .collect();
+            let restart = p.reboot.as_ref().map_or_else(
+                || "none".to_string(),
+                |b| {
+                    format!(
+                        "back after {:.1}s, IIS after {:.1}s (boot {} → {})",
+                        b.back_after_ms as f64 / 1000.0,
+                        b.iis_after_ms as f64 / 1000.0,
+                        esc(&b.boot_before),
+                        esc(&b.boot_after)
+                    )
+                },
+            );
+            let _ = write!(
+                h,
+                "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+                esc(node),
+                if updates.is_empty() {
+                    "none".to_string()
+                } else {
+                    updates.join("<br>")
+                },
+                restart
+            );
+        }
+        h.push_str("</table>\n");
+    }
     if !t.diagnostics.is_empty() {
         h.push_str("<h2>Diagnostics before the recycle</h2>\n<div id=\"diagnostics\">");
         for (node, pools) in &t.diagnostics {

@@ -87,6 +87,8 @@ pub struct Timeline {
     pub traffic_after: std::collections::BTreeMap<String, crate::health::NodeTraffic>,
     /// Each time a controller took the run up again.
     pub resumes: Vec<ResumeMark>,
+    /// Patch and reboot: what each node installed and its restart.
+    pub patched: std::collections::BTreeMap<String, crate::journal::PatchedRecord>,
 }
 
 /// A resume: the controller before it went silent (or ended) at
@@ -234,6 +236,7 @@ impl Timeline {
             diagnostics: run.diagnostics.clone(),
             traffic_before: run.traffic_before.clone(),
             traffic_after: run.traffic_after.clone(),
+            patched: run.patched.clone(),
             resumes: run
                 .resumes
                 .iter()
@@ -332,6 +335,11 @@ impl Timeline {
             }
             if let Some((t, e)) = &n.error {
                 s.push_str(&format!("    FAILED at +{}: {e}\n", secs(*t)));
+            }
+        }
+        for (node, p) in &self.patched {
+            if let Some(line) = crate::report::patch_line(&p.updates, p.reboot.as_ref()) {
+                s.push_str(&format!("{node}: {line}\n"));
             }
         }
         for (node, pools) in &self.diagnostics {

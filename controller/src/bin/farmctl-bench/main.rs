@@ -8,7 +8,12 @@
 //! cargo run --release -p farmctl --bin farmctl-bench                 # 4 and 16 nodes, HAProxy
 //! cargo run --release -p farmctl --bin farmctl-bench -- --nodes 1000 --max-unavailable 10%
 //! cargo run --release -p farmctl --bin farmctl-bench -- --deploy --nodes 16   # 50 MB release
+//! cargo run --release -p farmctl --bin farmctl-bench -- --patch --nodes 16 --boot 60s
 //! ```
+//!
+//! `--patch`: patch night (install, restart, come back) against the ideal
+//! of each node's own time in sequence, with the controller's and the
+//! agents' memory; see `patch.rs`.
 //!
 //! `--deploy`: staging throughput of a `--package-mb` package to every node
 //! over mutual TLS (as many uploads at once as a deploy runs), then a
@@ -68,6 +73,12 @@ struct Args {
     /// The deployment's package size.
     #[arg(long, default_value_t = 50)]
     package_mb: u64,
+    /// Benchmark patch night instead (install, restart, come back).
+    #[arg(long, conflicts_with_all = ["deploy", "status"])]
+    patch: bool,
+    /// --patch: how long each simulated server takes to restart.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    boot: Duration,
     /// Farm sizes, as in older versions (`farmctl-bench 4 16`).
     sizes: Vec<usize>,
 }
@@ -99,7 +110,9 @@ async fn main() {
                 std::process::exit(2);
             }
         };
-        let mode = if args.status {
+        let mode = if args.patch {
+            Mode::Patch { boot: args.boot }
+        } else if args.status {
             Mode::Status
         } else if args.deploy {
             Mode::Deploy {
@@ -125,6 +138,7 @@ enum Mode {
     Recycle(Vec<Strategy>),
     Deploy { package_mb: u64 },
     Status,
+    Patch { boot: Duration },
 }
 
 async fn bench(
@@ -145,6 +159,11 @@ async fn bench(
             humantime::format_duration(STARTUP),
             humantime::format_duration(WARMUP)
         ),
+        boot_time: match mode {
+            Mode::Patch { boot } => *boot,
+            _ => SandboxSpec::default().boot_time,
+        },
+        patch_yaml: "patch:\n  reboot_delay: 1s\n  reboot_timeout: 30m\n  bake: 0s\n".into(),
         ..SandboxSpec::default()
     };
     let t = Instant::now();
@@ -170,6 +189,11 @@ async fn bench(
     };
     let strategies = match mode {
         Mode::Recycle(s) => s,
+        Mode::Patch { boot } => {
+            let line = patch::bench(&farm, &sandbox, &settings, nodes, *boot).await;
+            sandbox.stop().await;
+            return line.map(|l| vec![l]);
+        }
         Mode::Status => {
             let line = status_bench(&farm, &sandbox, &settings, nodes).await;
             sandbox.stop().await;
@@ -291,6 +315,7 @@ fn print(
 }
 
 mod deploy;
+mod patch;
 
 /// Nodes out at once in the run's first stage.
 fn report_window(farm: &Farm, max_unavailable: &str) -> usize {

@@ -378,6 +378,10 @@ impl Run<'_> {
         if !p.reports.get(&i).is_some_and(|r| r.in_rotation) {
             p.out.failed += 1;
         }
+        if let Some(r) = p.reports.get(&i) {
+            // Said again as failed (the webhook's node_failed too).
+            self.reporter.node_finished(r);
+        }
         if let Some(jn) = self.journal {
             let record = crate::journal::PhaseRecord {
                 t: crate::clock::now(),
