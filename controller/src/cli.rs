@@ -86,6 +86,7 @@ impl Command {
             Command::Rollback(a) => &a.rollout.inv.conn,
             Command::Drain(a) | Command::Undrain(a) => &a.inv.conn,
             Command::Plan(a) => &a.rollout.inv.conn,
+            Command::Guard(a) => &a.inv.conn,
             Command::Resume(a) => &a.conn,
             _ => return None,
         })
@@ -108,6 +109,7 @@ impl Command {
             },
             Command::Resume(a) => &a.state,
             Command::Demo(a) => &a.state,
+            Command::Guard(a) => &a.state,
             _ => return Vec::new(),
         }]
     }
@@ -130,6 +132,8 @@ impl Command {
             Command::Resume(a) => a.output,
             Command::Demo(a) => a.output,
             Command::Logs(a) => a.output,
+            // Decisions go out as lines of their own, never run events.
+            Command::Guard(_) => return None,
             Command::Certs(_) | Command::Completions(_) | Command::Man(_) => return None,
         })
     }
@@ -153,6 +157,13 @@ pub enum Command {
     /// Rolling restart of the servers, node by node, as `patch` does it
     /// without installing.
     Reboot(RolloutArgs),
+    /// Watch the farm and heal it: a pool sick compared with its peers
+    /// (confirmed, within the inventory's `guard:` budget, cool-downs and
+    /// capacity) is recycled alone on its node behind the load balancer;
+    /// a sick farm is held and paged, never recycled. Every decision is
+    /// logged with its figures. Runs until Ctrl-C; one guard acts per
+    /// farm, another stands by.
+    Guard(GuardArgs),
     /// Rolling deployment: stage the release on every node ahead, then
     /// node by node switch the site to it, recycle, prove it answers.
     Deploy(DeployArgs),
@@ -291,6 +302,30 @@ pub struct StatusArgs {
     pub interval: std::time::Duration,
     /// Stop watching after this many refreshes.
     #[arg(long, requires = "watch")]
+    pub count: Option<u64>,
+}
+
+#[derive(Args, Debug)]
+pub struct GuardArgs {
+    /// `text`: a line per decision; `jsonl` (or `json`): one JSON object
+    /// per decision (`decision`, `reason`, `node`, `pool`, the figures).
+    #[command(flatten)]
+    pub inv: InventoryArgs,
+    #[command(flatten)]
+    pub state: StateArgs,
+    /// Decide and log as usual, act on nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// The decision log, one JSON line per decision, appended (default:
+    /// `guard/FARM.decisions.jsonl` in the state directory).
+    #[arg(long, value_name = "FILE")]
+    pub log: Option<PathBuf>,
+    /// Serve the guard's own Prometheus metrics on this address
+    /// (`127.0.0.1:9464`).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<String>,
+    /// Stop after this many evaluations (once the seat is held).
+    #[arg(long)]
     pub count: Option<u64>,
 }
 

@@ -70,6 +70,7 @@ pub mod commands;
 pub mod contract;
 pub mod exit;
 pub mod farm;
+pub mod guard;
 pub mod health;
 pub mod human;
 pub mod journal;

@@ -52,6 +52,7 @@ fn main() {
         match &cli.command {
             Command::Validate(a) => commands::validate::run(a, &settings).await,
             Command::Status(a) => commands::status::run(a, &settings).await,
+            Command::Guard(a) => farmctl::guard::run(a, &settings).await,
             Command::Recycle(a) => commands::rollout::recycle(a, &settings).await,
             Command::Reset(a) => commands::rollout::reset(a, &settings).await,
             Command::Patch(a) => {

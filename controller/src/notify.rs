@@ -89,6 +89,11 @@ impl Notifier {
         })
     }
 
+    /// A notification of its own (the guard's), outside any run.
+    pub fn send_event(&self, event: NotifyEvent, body: Value, text: String) {
+        self.send(event, body, text);
+    }
+
     fn send(&self, event: NotifyEvent, mut body: Value, text: String) {
         let (run_id, action) = self.run.lock().unwrap_or_else(|e| e.into_inner()).clone();
         body["event"] = event.as_str().into();

@@ -21,6 +21,8 @@ pub struct Inventory {
     pub analysis: Analysis,
     /// Patch night (`farmctl patch`, `farmctl reboot`).
     pub patch: Patch,
+    /// `farmctl guard`'s rules (defaults when the section is absent).
+    pub guard: Guard,
     pub notify: Vec<Notify>,
     /// Where run state lives; `None`: the local journal directory.
     pub state: Option<EtcdStore>,
@@ -73,6 +75,12 @@ pub enum NotifyEvent {
     Finished,
     /// A canary analysis reached its verdict.
     Verdict,
+    /// `farmctl guard` acted on a sick pool.
+    GuardActed,
+    /// `farmctl guard` holds: the farm is sick (or its data missing).
+    GuardHeld,
+    /// `farmctl guard` stopped acting on a pool that keeps relapsing.
+    GuardQuarantined,
 }
 
 impl NotifyEvent {
@@ -83,6 +91,9 @@ impl NotifyEvent {
             NotifyEvent::Halted => "halted",
             NotifyEvent::Finished => "finished",
             NotifyEvent::Verdict => "verdict",
+            NotifyEvent::GuardActed => "guard_acted",
+            NotifyEvent::GuardHeld => "guard_held",
+            NotifyEvent::GuardQuarantined => "guard_quarantined",
         }
     }
 }
@@ -610,6 +621,43 @@ impl Default for Patch {
             install_timeout: Duration::from_secs(2 * 3600),
             reboot_delay: Duration::from_secs(10),
             bake: Some(Duration::from_secs(120)),
+        }
+    }
+}
+
+/// `guard:`: when `farmctl guard` recycles a sick pool on its own.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Guard {
+    /// The traffic figures are judged over this window.
+    pub window: Duration,
+    /// How often the farm is evaluated.
+    pub interval: Duration,
+    /// Consecutive evaluations a pool must be an outlier before it is acted on.
+    pub confirm: u32,
+    /// More outliers than this: the farm is sick, the guard holds.
+    pub max_sick: Capacity,
+    pub per_hour: u32,
+    pub per_day: u32,
+    /// Per pool, from its last action; doubled for each relapse.
+    pub cooldown: Duration,
+    /// Sick again within this of an action: a relapse.
+    pub relapse: Duration,
+    /// Relapses after which the guard stops acting on a pool.
+    pub quarantine_after: u32,
+}
+
+impl Default for Guard {
+    fn default() -> Self {
+        Guard {
+            window: Duration::from_secs(120),
+            interval: Duration::from_secs(30),
+            confirm: 3,
+            max_sick: Capacity::Percent(25),
+            per_hour: 3,
+            per_day: 10,
+            cooldown: Duration::from_secs(600),
+            relapse: Duration::from_secs(1800),
+            quarantine_after: 2,
         }
     }
 }

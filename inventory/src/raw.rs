@@ -23,6 +23,8 @@ pub struct RawInventory {
     /// Patch night: which updates, how long a restart may take, the bake.
     #[serde(default)]
     pub patch: RawPatch,
+    #[serde(default)]
+    pub guard: RawGuard,
     /// Webhooks told about runs.
     #[serde(default)]
     pub notify: Vec<RawNotify>,
@@ -293,4 +295,25 @@ pub struct RawPatch {
     /// How long each node's traffic is judged against the nodes not yet
     /// patched after its return (default 2m; `0s`: not judged).
     pub bake: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGuard {
+    pub window: Option<String>,
+    pub interval: Option<String>,
+    pub confirm: Option<i64>,
+    /// A node count or `"25%"`.
+    pub max_sick: Option<serde_yaml::Value>,
+    pub max_actions: Option<RawGuardBudget>,
+    pub cooldown: Option<String>,
+    pub relapse: Option<String>,
+    pub quarantine_after: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGuardBudget {
+    pub per_hour: Option<i64>,
+    pub per_day: Option<i64>,
 }

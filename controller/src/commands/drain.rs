@@ -227,3 +227,30 @@ async fn check_capacity(farm: &Farm, idx: usize) -> Result<(), CommandError> {
         ))
     })
 }
+
+/// The guard's quarantine: the node out of rotation through the load
+/// balancer, refused when that would leave fewer than `min_healthy`
+/// serving or a run holds it.
+pub async fn quarantine(farm: &Farm, name: &str) -> Result<(), CommandError> {
+    let idx = farm
+        .index_of(name)
+        .ok_or_else(|| CommandError::bad_input(format!("node `{name}` is not in the inventory")))?;
+    if !farm.lb.drains() {
+        return Err(CommandError::refused(
+            "the inventory's load balancer is `none`: there is nothing to drain",
+        ));
+    }
+    check_lease(farm.agent(idx), name, true, false).await?;
+    check_capacity(farm, idx).await?;
+    let node = farm.node(idx);
+    let op_id = OperationId::new(&crate::run::new_run_id(), name, OpStep::Drain).to_string();
+    let target = Target {
+        node,
+        agent: farm.agent(idx),
+        op_id: &op_id,
+    };
+    farm.lb
+        .drain(&target)
+        .await
+        .map_err(|e| CommandError::failed(format!("could not drain {name}: {e}")))
+}

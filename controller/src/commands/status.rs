@@ -43,6 +43,9 @@ pub struct NodeStatus {
     /// Far from its peers on the same window (`null`: not enough data).
     pub outlier: Option<bool>,
     pub outlier_reasons: Vec<String>,
+    /// The pools whose own figures make it an outlier (empty: the node
+    /// as a whole, or none).
+    pub outlier_pools: Vec<String>,
     /// The node's traffic as the load balancer counts it (counters since
     /// the LB started; `null` when the driver cannot say).
     pub lb_traffic: Option<crate::lb::LbTraffic>,
@@ -110,6 +113,34 @@ struct StatusReport<'a> {
     nodes: Vec<&'a NodeStatus>,
     /// Sites whose nodes serve different releases: the versions seen.
     mixed_versions: BTreeMap<String, Vec<String>>,
+    /// Who guards the farm (`farmctl guard`) and its last decision;
+    /// `null` when it never had a guard.
+    guard: Option<&'a crate::guard::GuardView>,
+}
+
+/// `guard: ...` — who guards the farm and what it last decided.
+fn guard_line(g: Option<&crate::guard::GuardView>) -> String {
+    let Some(g) = g else { return String::new() };
+    let who = match (&g.holder, &g.since) {
+        (Some(h), Some(s)) => format!("guarded by {h} since {s}"),
+        (Some(h), None) => format!("guarded by {h}"),
+        _ => "no guard running".to_string(),
+    };
+    let last = g.last.as_ref().map_or(String::new(), |l| {
+        let s = |k: &str| l[k].as_str().unwrap_or("").to_string();
+        format!(
+            "; last decision at {}: {}{} — {}",
+            s("time"),
+            s("decision"),
+            if s("decision") == "held" {
+                format!(" ({})", s("reason"))
+            } else {
+                String::new()
+            },
+            s("detail")
+        )
+    });
+    format!("guard: {who}{last}\n")
 }
 
 /// Sites served at more than one release across the nodes.
@@ -150,6 +181,7 @@ fn node_status(o: &Observation, name: &str, agent: &str, drains: bool) -> NodeSt
         traffic: None,
         outlier: None,
         outlier_reasons: Vec::new(),
+        outlier_pools: Vec::new(),
         lb_traffic: None,
         lb_disagrees: None,
         lb_disagree_reason: None,
@@ -197,6 +229,7 @@ pub struct Snapshot {
     pub nodes: Vec<NodeStatus>,
     mixed_versions: BTreeMap<String, Vec<String>>,
     lb_error: Option<String>,
+    pub guard: Option<crate::guard::GuardView>,
 }
 
 impl Snapshot {
@@ -218,6 +251,7 @@ impl Snapshot {
     fn text(&self) -> String {
         let mut out = table(&self.nodes) + &traffic_table(&self.nodes) + &servers(&self.nodes);
         out.push_str(&releases(&self.nodes, &self.mixed_versions));
+        out.push_str(&guard_line(self.guard.as_ref()));
         if let Some(e) = &self.lb_error {
             out.push_str(&format!("load balancer: {e}\n"));
         }
@@ -232,6 +266,7 @@ impl Snapshot {
                 time: crate::clock::now(),
                 nodes: self.nodes.iter().collect(),
                 mixed_versions: self.mixed_versions.clone(),
+                guard: self.guard.as_ref(),
             },
         );
     }
@@ -239,13 +274,22 @@ impl Snapshot {
 
 /// The farm now, as `status` shows it (agents, probes, LB, traffic).
 pub async fn snapshot(farm: &crate::farm::Farm, settings: &Settings) -> Snapshot {
+    snapshot_over(farm, settings, TRAFFIC_WINDOW_S).await
+}
+
+/// [`snapshot`] with the traffic judged over the last `window_s` seconds.
+pub async fn snapshot_over(
+    farm: &crate::farm::Farm,
+    settings: &Settings,
+    window_s: u32,
+) -> Snapshot {
     let (members, lb_error) = match observe::members(farm).await {
         Ok(m) => (m, None),
         Err(e) => (Vec::new(), Some(e.to_string())),
     };
     // Each agent answers its status and its traffic in one call.
     let ((observed, views), lb_traffic, weights) = tokio::join!(
-        observe::observe_with_traffic(farm, &members, TRAFFIC_WINDOW_S),
+        observe::observe_with_traffic(farm, &members, window_s),
         farm.lb.traffic(&farm.inventory.nodes),
         farm.lb.weights(&farm.inventory.nodes)
     );
@@ -272,6 +316,7 @@ pub async fn snapshot(farm: &crate::farm::Farm, settings: &Settings) -> Snapshot
         n.traffic = t.clone();
         n.outlier = v.outlier;
         n.outlier_reasons = v.reasons;
+        n.outlier_pools = v.pools;
     }
     // The phase a run has each leased node in, from its journal where
     // this host can read it (the journal directory, or the shared store).
@@ -328,6 +373,7 @@ pub async fn snapshot(farm: &crate::farm::Farm, settings: &Settings) -> Snapshot
         nodes,
         mixed_versions,
         lb_error,
+        guard: None,
     }
 }
 
@@ -335,7 +381,8 @@ pub async fn run(args: &StatusArgs, settings: &Settings) -> CommandResult {
     let farm = settings.farm(&args.inv.inventory)?;
     let output = args.inv.output;
     if !args.watch {
-        let snap = snapshot(&farm, settings).await;
+        let mut snap = snapshot(&farm, settings).await;
+        snap.guard = crate::guard::view(&farm, settings).await;
         if let Some(e) = &snap.lb_error {
             crate::errln!("farmctl: load balancer: {e}");
         }
@@ -347,7 +394,9 @@ pub async fn run(args: &StatusArgs, settings: &Settings) -> CommandResult {
                     &crate::human::fit(
                         &(table(&snap.nodes)
                             + &traffic_table(&snap.nodes)
-                            + &releases(&snap.nodes, &snap.mixed_versions)),
+                            + &servers(&snap.nodes)
+                            + &releases(&snap.nodes, &snap.mixed_versions)
+                            + &guard_line(snap.guard.as_ref())),
                         crate::human::stdout_width()
                     ),
                     crate::human::colour_stdout()
@@ -373,6 +422,7 @@ async fn watch(farm: &crate::farm::Farm, args: &StatusArgs, settings: &Settings)
     let mut previous: Option<(std::time::Instant, Vec<Option<crate::lb::LbTraffic>>)> = None;
     loop {
         let mut snap = snapshot(farm, settings).await;
+        snap.guard = crate::guard::view(farm, settings).await;
         let now = std::time::Instant::now();
         if let Some((at, before)) = &previous {
             let seconds = now.duration_since(*at).as_secs_f64();

@@ -42,6 +42,8 @@ pub struct SandboxSpec {
     pub updates_yaml: String,
     /// The inventory's `patch:` block (YAML, with its key).
     pub patch_yaml: String,
+    /// The inventory's `guard:` section (`farmctl guard`), if any.
+    pub guard_yaml: String,
 }
 
 /// The updates every sandbox node has to install: a cumulative update
@@ -69,6 +71,7 @@ impl Default for SandboxSpec {
             boot_time: Duration::from_secs(3),
             updates_yaml: SANDBOX_UPDATES.into(),
             patch_yaml: "patch:\n  reboot_delay: 1s\n  reboot_timeout: 2m\n  bake: 10s\n".into(),
+            guard_yaml: String::new(),
         }
     }
 }
@@ -331,6 +334,7 @@ fn inventory_yaml(
     // than 1 point of 5xx within a short soak, not half a point.
     // Analysis stays the last section: tests add its keys at the end.
     y.push_str(&spec.patch_yaml);
+    y.push_str(&spec.guard_yaml);
     y.push_str("analysis:\n  interval: 5s\n  min_requests: 50\n  errors: {max_increase: \"1%\"}\n");
     y
 }

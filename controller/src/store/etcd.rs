@@ -124,8 +124,91 @@ impl EtcdStore {
         value: &LockValue,
         takeover: bool,
     ) -> Result<FarmLock, LockRefused> {
+        self.lock_key(format!("{}/lock", self.farm_key(farm)), value, takeover)
+            .await
+    }
+
+    /// The farm's guard seat: the same create-if-absent on a lease as the
+    /// farm lock, on a key of its own (a guard stands by while another
+    /// holds it, and takes it when that one's lease ends).
+    pub async fn guard_lock(
+        self: &Arc<Self>,
+        farm: &str,
+        value: &LockValue,
+    ) -> Result<FarmLock, LockRefused> {
+        self.lock_key(format!("{}/guard", self.farm_key(farm)), value, false)
+            .await
+    }
+
+    /// Who holds the farm lock (a run), if anyone.
+    pub async fn lock_holder(&self, farm: &str) -> Result<Option<LockValue>, StoreError> {
+        let text = self.get(&format!("{}/lock", self.farm_key(farm))).await?;
+        Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
+    }
+
+    /// Who holds the guard seat, if anyone.
+    pub async fn guard_holder(&self, farm: &str) -> Result<Option<LockValue>, StoreError> {
+        let text = self.get(&format!("{}/guard", self.farm_key(farm))).await?;
+        Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
+    }
+
+    /// A value under the farm's key (`guard-state`, ...).
+    pub async fn get_farm(&self, farm: &str, name: &str) -> Result<Option<String>, StoreError> {
+        self.get(&format!("{}/{name}", self.farm_key(farm))).await
+    }
+
+    /// Writes a value under the farm's key, only while `lock` holds.
+    pub async fn put_farm(
+        &self,
+        farm: &str,
+        name: &str,
+        value: String,
+        lock: &FarmLock,
+    ) -> Result<(), StoreError> {
         let mut c = self.client();
-        let key = format!("{}/lock", self.farm_key(farm));
+        let txn = Txn::new()
+            .when([Compare::value(
+                lock.key.clone(),
+                CompareOp::Equal,
+                lock.value.clone(),
+            )])
+            .and_then([TxnOp::put(
+                format!("{}/{name}", self.farm_key(farm)),
+                value,
+                None,
+            )]);
+        let resp = c
+            .txn(txn)
+            .await
+            .map_err(|e| StoreError(format!("could not write {name}: {e}")))?;
+        if resp.succeeded() {
+            Ok(())
+        } else {
+            Err(StoreError(format!(
+                "{name} not written: the lock is no longer ours"
+            )))
+        }
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let mut c = self.client();
+        let resp = c
+            .get(key, None)
+            .await
+            .map_err(|e| StoreError(format!("could not read {key}: {e}")))?;
+        Ok(resp
+            .kvs()
+            .first()
+            .and_then(|kv| kv.value_str().ok().map(str::to_string)))
+    }
+
+    async fn lock_key(
+        self: &Arc<Self>,
+        key: String,
+        value: &LockValue,
+        takeover: bool,
+    ) -> Result<FarmLock, LockRefused> {
+        let mut c = self.client();
         let text = serde_json::to_string(value).map_err(|e| LockRefused::Store(e.to_string()))?;
         let lease = c
             .lease_grant(self.ttl, None)

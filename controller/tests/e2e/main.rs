@@ -12,6 +12,7 @@ mod decisions;
 mod deploy;
 mod errors;
 mod etcd;
+mod guard;
 mod hangs;
 mod haproxy;
 mod lb_drivers;

@@ -12,7 +12,7 @@ mod sections;
 use lb::{check_member, load_balancer};
 pub use lb::{parse_fingerprint, DEFAULT_EXEC_TIMEOUT, DEFAULT_LB_TIMEOUT, EXEC_PLACEHOLDERS};
 pub use sections::check_max_unavailable;
-use sections::{analysis, patch, probe, rollout};
+use sections::{analysis, guard, patch, probe, rollout};
 
 pub const DEFAULT_AGENT_PORT: u16 = 7443;
 pub const DEFAULT_HEALTH_FILE: &str = "/health.htm";
@@ -265,6 +265,9 @@ fn notify(errors: &mut Errors, i: usize, n: &RawNotify) -> Notify {
             NotifyEvent::Halted,
             NotifyEvent::Finished,
             NotifyEvent::Verdict,
+            NotifyEvent::GuardActed,
+            NotifyEvent::GuardHeld,
+            NotifyEvent::GuardQuarantined,
         ],
         Some(list) => list
             .iter()
@@ -275,11 +278,14 @@ fn notify(errors: &mut Errors, i: usize, n: &RawNotify) -> Notify {
                 "halted" => Some(NotifyEvent::Halted),
                 "finished" => Some(NotifyEvent::Finished),
                 "verdict" => Some(NotifyEvent::Verdict),
+                "guard_acted" => Some(NotifyEvent::GuardActed),
+                "guard_held" => Some(NotifyEvent::GuardHeld),
+                "guard_quarantined" => Some(NotifyEvent::GuardQuarantined),
                 other => {
                     errors.add(
                         format!("notify[{i}].events[{k}]"),
                         format!(
-                            "`{other}`: expected started, node_failed, halted, finished or verdict"
+                            "`{other}`: expected started, node_failed, halted, finished, verdict, guard_acted, guard_held or guard_quarantined"
                         ),
                     );
                     None
@@ -494,6 +500,7 @@ pub fn validate(raw: RawInventory) -> Result<Inventory, Vec<InventoryError>> {
     let rollout = rollout(&mut errors, &raw.rollout, nodes.len());
     let analysis = analysis(&mut errors, &raw.analysis, nodes.len());
     let patch = patch(&mut errors, &raw.patch);
+    let guard = guard(&mut errors, &raw.guard, nodes.len());
     if analysis.canary_weight.is_some() && !matches!(load_balancer, LoadBalancer::Haproxy { .. }) {
         errors.add(
             "analysis.canary_weight",
@@ -522,6 +529,7 @@ pub fn validate(raw: RawInventory) -> Result<Inventory, Vec<InventoryError>> {
             rollout,
             analysis,
             patch,
+            guard,
             notify,
             state,
         })

@@ -409,3 +409,107 @@ pub(super) fn patch(errors: &mut Errors, p: &crate::raw::RawPatch) -> crate::mod
         bake: (!bake.is_zero()).then_some(bake),
     }
 }
+
+/// `guard:`: durations in range, counts at least 1, `max_sick` under
+/// half the farm (a guard that may act while most nodes look sick would
+/// recycle the farm), the cool-down shorter than the relapse window.
+pub(super) fn guard(errors: &mut Errors, g: &RawGuard, node_count: usize) -> Guard {
+    let d = Guard::default();
+    let mut bounded = |key: &str, v: Option<&str>, default: Duration, min: u64, max: u64| {
+        let got = errors.duration(&format!("guard.{key}"), v, default);
+        if got < Duration::from_secs(min) || got > Duration::from_secs(max) {
+            errors.add(
+                format!("guard.{key}"),
+                format!(
+                    "{} is not between {} and {}",
+                    humantime::format_duration(got),
+                    humantime::format_duration(Duration::from_secs(min)),
+                    humantime::format_duration(Duration::from_secs(max))
+                ),
+            );
+            return default;
+        }
+        got
+    };
+    let window = bounded("window", g.window.as_deref(), d.window, 10, 3600);
+    let interval = bounded("interval", g.interval.as_deref(), d.interval, 1, 3600);
+    let cooldown = bounded(
+        "cooldown",
+        g.cooldown.as_deref(),
+        d.cooldown,
+        1,
+        7 * 24 * 3600,
+    );
+    let relapse = bounded("relapse", g.relapse.as_deref(), d.relapse, 1, 7 * 24 * 3600);
+    let mut count = |key: &str, v: Option<i64>, default: u32, max: i64| match v {
+        None => default,
+        Some(n) if (1..=max).contains(&n) => n as u32,
+        Some(n) => {
+            errors.add(
+                format!("guard.{key}"),
+                format!("{n} is not a count between 1 and {max}"),
+            );
+            default
+        }
+    };
+    let confirm = count("confirm", g.confirm, d.confirm, 100);
+    let budget = g.max_actions.as_ref();
+    let per_hour = count(
+        "max_actions.per_hour",
+        budget.and_then(|b| b.per_hour),
+        d.per_hour,
+        1000,
+    );
+    let per_day = count(
+        "max_actions.per_day",
+        budget.and_then(|b| b.per_day),
+        d.per_day,
+        24_000,
+    );
+    let quarantine_after = count(
+        "quarantine_after",
+        g.quarantine_after,
+        d.quarantine_after,
+        100,
+    );
+    if per_day < per_hour {
+        errors.add(
+            "guard.max_actions.per_day",
+            format!("{per_day} a day is fewer than the {per_hour} allowed per hour"),
+        );
+    }
+    if cooldown > relapse {
+        errors.add(
+            "guard.cooldown",
+            format!(
+                "{} is longer than guard.relapse ({}): a pool sick again after its cool-down would never count as a relapse",
+                humantime::format_duration(cooldown),
+                humantime::format_duration(relapse)
+            ),
+        );
+    }
+    let max_sick = errors
+        .capacity("guard.max_sick", g.max_sick.as_ref())
+        .unwrap_or(d.max_sick);
+    if g.max_sick.is_some() && node_count > 0 && max_sick.of(node_count).max(1) * 2 >= node_count {
+        errors.add(
+            "guard.max_sick",
+            format!(
+                "{} of {node_count} nodes is half the farm or more: with that many outliers the farm is sick, not a node (at most {})",
+                max_sick.of(node_count).max(1),
+                (node_count.saturating_sub(1)) / 2
+            ),
+        );
+    }
+    Guard {
+        window,
+        interval,
+        confirm,
+        max_sick,
+        per_hour,
+        per_day,
+        cooldown,
+        relapse,
+        quarantine_after,
+    }
+}

@@ -111,6 +111,7 @@ impl Iis for Simulator {
         self.fire_never_healthy(&mut st);
         let name = st.pools[idx].cfg.name.clone();
         let cfg = st.pools[idx].cfg.clone();
+        self.recycled(&name);
         if st.pools[idx].active.is_none() && st.pools[idx].starting.is_none() {
             drop(st);
             self.event("recycle", &name);

@@ -206,6 +206,13 @@ pub struct PoolFaults {
     /// This share of its requests (0..1) never answer until the pool's
     /// worker goes (a recycle, a stop).
     pub hang_rate: f64,
+    /// The faults are the running worker's (a leak, a deadlock): a
+    /// recycle's new worker serves well (until `relapse_after`).
+    pub healed_by_recycle: bool,
+    /// With `healed_by_recycle`: the new worker goes bad again this long
+    /// after the recycle (a leak that grows back).
+    #[serde(with = "humantime_serde")]
+    pub relapse_after: Option<Duration>,
 }
 
 impl PoolFaults {

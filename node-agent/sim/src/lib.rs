@@ -52,6 +52,8 @@ struct Inner {
     served: Mutex<std::collections::HashMap<String, u64>>,
     /// Each pool's faults, as the sim file says now (re-read on change).
     pool_faults: Mutex<std::collections::HashMap<String, config::PoolFaults>>,
+    /// When each pool was last recycled, for faults a recycle heals.
+    recycled_at: Mutex<std::collections::HashMap<String, std::time::Instant>>,
     /// The requests running now, for `diagnose` (what `appcmd list
     /// requests` shows on IIS).
     running: Mutex<std::collections::HashMap<u64, RunningEntry>>,
@@ -188,6 +190,7 @@ impl Simulator {
                         .collect(),
                 ),
                 release_faults: Mutex::default(),
+                recycled_at: Mutex::default(),
                 running: Mutex::default(),
                 next_request: std::sync::atomic::AtomicU64::new(0xfb00_0000_8000_0000),
                 was_events: Mutex::default(),
@@ -350,13 +353,39 @@ impl Simulator {
         {
             return Some(f);
         }
-        self.inner
+        let f = self
+            .inner
             .pool_faults
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(pool)
             .cloned()
-            .filter(config::PoolFaults::any)
+            .filter(config::PoolFaults::any)?;
+        if f.healed_by_recycle {
+            let recycled = self
+                .inner
+                .recycled_at
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(pool)
+                .copied();
+            if let Some(at) = recycled {
+                let back = f.relapse_after.map(|d| at + d);
+                if back.is_none_or(|b| std::time::Instant::now() < b) {
+                    return None;
+                }
+            }
+        }
+        Some(f)
+    }
+
+    /// A pool's worker was replaced: faults a recycle heals are gone.
+    pub(crate) fn recycled(&self, pool: &str) {
+        self.inner
+            .recycled_at
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(pool.to_string(), std::time::Instant::now());
     }
 
     /// "rapid-fail protection (...)" when WAS disabled `pool` (its last
@@ -588,6 +617,12 @@ impl Simulator {
                 if *f != p.faults {
                     tracing::info!(pool = %p.name, faults = ?p.faults, "sim file changed: the pool's faults take effect");
                     *f = p.faults.clone();
+                    // New faults are the running worker's from now on.
+                    self.inner
+                        .recycled_at
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(&p.name);
                 }
             }
         }

@@ -1,0 +1,644 @@
+//! `farmctl guard -i FILE`: a farm-aware auto-heal. Every `guard.interval`
+//! it looks at the farm as `status` does (the outlier rule over
+//! `guard.window`), asks [`decide::evaluate`] what to do, logs every
+//! decision with the figures behind it, and — unless `--dry-run` — acts:
+//! a pool confirmed sick is recycled alone on its node through the rolling
+//! primitive (drain, diagnostics, recycle, verify, warm, return; journaled
+//! as a run), a pool that keeps relapsing is quarantined (its node left
+//! out of rotation when capacity allows) and paged.
+//!
+//! One guard per farm: it holds the guard seat (a lock file beside the
+//! journals, or a key on a lease in etcd); another started stands by and
+//! takes the seat when the first dies. Its history (actions, cool-downs,
+//! relapses) is kept in the run state store, so a guard that takes over
+//! does not act again on what the dead one did.
+pub mod decide;
+mod metrics;
+mod seat;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use farm_inventory::NotifyEvent;
+use farm_proto::domain::OperationKind;
+use serde::{Deserialize, Serialize};
+
+use crate::cli::{GuardArgs, Output};
+use crate::commands::status::NodeStatus;
+use crate::commands::Settings;
+use crate::exit::{CommandError, CommandResult, ExitStatus};
+use crate::farm::Farm;
+use crate::store::{LockValue, Store};
+use decide::{Act, Decision, Figures, History, Kind, NodeSeen, Seen};
+
+/// What the store keeps for the farm's guard: who holds the seat, its
+/// history and its last decision (`farmctl status` shows them).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct GuardState {
+    pub holder: Option<LockValue>,
+    pub history: History,
+    pub last: Option<serde_json::Value>,
+}
+
+/// One line of the decision log (and of `--output jsonl`).
+#[derive(Serialize)]
+struct Logged<'a> {
+    time: String,
+    farm: &'a str,
+    #[serde(flatten)]
+    decision: &'a Decision,
+    /// Decided as usual, nothing done (`--dry-run`).
+    dry_run: bool,
+    /// The run that acted, and how it ended.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    run_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    outcome: Option<String>,
+    /// Captured before the recycle, out of rotation.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    diagnostics: Vec<crate::agent::Diagnostics>,
+}
+
+pub async fn run(args: &GuardArgs, settings: &Settings) -> CommandResult {
+    let farm = settings.farm(&args.inv.inventory)?;
+    let store = Store::open(
+        settings.state_store.as_deref(),
+        Some(&farm.inventory),
+        &settings.state_dir(),
+    )
+    .await?;
+    let log_path = args.log.clone().unwrap_or_else(|| {
+        settings
+            .state_dir()
+            .join("guard")
+            .join(format!("{}.decisions.jsonl", farm.inventory.farm))
+    });
+    let mut log = DecisionLog::open(&log_path)?;
+    let metrics = Arc::new(metrics::Metrics::default());
+    if let Some(addr) = &args.metrics {
+        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+            CommandError::bad_input(format!("--metrics {addr}: cannot listen there: {e}"))
+        })?;
+        crate::errln!(
+            "farmctl guard: metrics on http://{}/metrics",
+            listener
+                .local_addr()
+                .map_or(addr.clone(), |a| a.to_string())
+        );
+        tokio::spawn(metrics::serve(listener, metrics.clone()));
+    }
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            stop_tx.send_replace(true);
+        }
+    });
+    let notifier = crate::notify::Notifier::start(&farm.inventory, &crate::report::Silent);
+    let quiet = settings.quiet;
+    let say = |text: &str| {
+        if !quiet {
+            crate::errln!("farmctl guard: {text}");
+        }
+    };
+    let mut guard = Guard {
+        farm: &farm,
+        settings,
+        args,
+        store: &store,
+        notifier: notifier.as_ref(),
+        metrics: metrics.clone(),
+        stop: stop.clone(),
+    };
+    loop {
+        let Some(seat) = seat::take(
+            &store,
+            &farm.inventory.farm,
+            &settings.state_dir(),
+            stop.clone(),
+            &say,
+        )
+        .await?
+        else {
+            break;
+        };
+        metrics.leader(true);
+        say(&format!(
+            "guarding farm {} ({} nodes, every {}, window {}){}",
+            farm.inventory.farm,
+            farm.inventory.nodes.len(),
+            humantime::format_duration(farm.inventory.guard.interval),
+            humantime::format_duration(farm.inventory.guard.window),
+            if args.dry_run {
+                "; --dry-run: deciding, acting on nothing"
+            } else {
+                ""
+            }
+        ));
+        let ended = guard.serve(&seat, &mut log).await;
+        metrics.leader(false);
+        seat.release().await;
+        match ended {
+            Ended::Stopped => break,
+            Ended::SeatLost => {
+                say("the guard seat was lost (the store did not answer): standing by")
+            }
+            Ended::Count => break,
+        }
+    }
+    if let Some(n) = notifier {
+        n.finish().await;
+    }
+    Ok(ExitStatus::Done)
+}
+
+enum Ended {
+    Stopped,
+    SeatLost,
+    Count,
+}
+
+struct Guard<'a> {
+    farm: &'a Farm,
+    settings: &'a Settings,
+    args: &'a GuardArgs,
+    store: &'a Store,
+    notifier: Option<&'a crate::notify::Notifier>,
+    metrics: Arc<metrics::Metrics>,
+    stop: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Guard<'_> {
+    /// Evaluates and acts while the seat is ours.
+    async fn serve(&mut self, seat: &seat::Seat, log: &mut DecisionLog) -> Ended {
+        let rules = self.farm.inventory.guard.clone();
+        let mut state = state::load(self.store, self.farm, &self.settings.state_dir()).await;
+        state.holder = Some(seat.value());
+        let mut evaluations = 0u64;
+        loop {
+            if *self.stop.borrow() {
+                return Ended::Stopped;
+            }
+            if seat.lost() {
+                return Ended::SeatLost;
+            }
+            let (seen, _) = look(self.farm, self.settings, self.store).await;
+            let now = crate::clock::now_unix_ms();
+            let (decisions, act) = decide::evaluate(&rules, &mut state.history, &seen, now);
+            // The history is saved before anything is done: a guard that
+            // takes over never does it again.
+            state::save(
+                self.store,
+                self.farm,
+                &self.settings.state_dir(),
+                seat,
+                &state,
+            )
+            .await;
+            let done = match (&act, self.args.dry_run) {
+                (Some(act), false) => Some(self.act(act, &seen).await),
+                _ => None,
+            };
+            for d in &decisions {
+                let acted_here = matches!(d.decision, Kind::Acted | Kind::Quarantined);
+                let (run_id, outcome, diagnostics) = match (&done, acted_here) {
+                    (Some(done), true) => (
+                        done.run_id.clone(),
+                        Some(done.outcome.clone()),
+                        done.diagnostics.clone(),
+                    ),
+                    _ => (None, None, Vec::new()),
+                };
+                let line = Logged {
+                    time: crate::clock::now(),
+                    farm: &self.farm.inventory.farm,
+                    decision: d,
+                    dry_run: self.args.dry_run,
+                    run_id,
+                    outcome,
+                    diagnostics,
+                };
+                let value = serde_json::to_value(&line).unwrap_or_default();
+                log.write(&value);
+                self.show(d, &value);
+                self.metrics.decided(d);
+                if d.page {
+                    self.page(d, &value);
+                }
+                state.last = Some(value);
+            }
+            if done.is_some() {
+                self.metrics.acted();
+            }
+            self.metrics.evaluated(now);
+            state::save(
+                self.store,
+                self.farm,
+                &self.settings.state_dir(),
+                seat,
+                &state,
+            )
+            .await;
+            evaluations += 1;
+            if self.args.count.is_some_and(|c| evaluations >= c) {
+                return Ended::Count;
+            }
+            let mut stop = self.stop.clone();
+            tokio::select! {
+                _ = tokio::time::sleep(rules.interval) => {}
+                _ = stop.wait_for(|s| *s) => return Ended::Stopped,
+                _ = seat.wait_lost() => return Ended::SeatLost,
+            }
+        }
+    }
+
+    /// Prints one decision as the output asks.
+    fn show(&self, d: &Decision, value: &serde_json::Value) {
+        match self.args.inv.output {
+            Output::Jsonl | Output::Json => {
+                crate::outln!("{}", serde_json::to_string(value).unwrap_or_default())
+            }
+            Output::Text => {
+                let what = match (&d.node, &d.pool) {
+                    (Some(n), Some(p)) => format!(" {p} on {n}"),
+                    (Some(n), None) => format!(" {n}"),
+                    _ => String::new(),
+                };
+                crate::outln!(
+                    "{} {}{}{what}: {}{}",
+                    crate::clock::now(),
+                    serde_json::to_value(d.decision)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_string))
+                        .unwrap_or_default(),
+                    if matches!(d.decision, Kind::Held) {
+                        format!(" ({})", d.reason)
+                    } else {
+                        String::new()
+                    },
+                    d.detail,
+                    if self.args.dry_run && matches!(d.decision, Kind::Acted | Kind::Quarantined) {
+                        " [dry run: nothing done]"
+                    } else {
+                        ""
+                    }
+                );
+            }
+        }
+    }
+
+    fn page(&self, d: &Decision, value: &serde_json::Value) {
+        let Some(n) = self.notifier else { return };
+        let event = match d.decision {
+            Kind::Acted => NotifyEvent::GuardActed,
+            Kind::Quarantined => NotifyEvent::GuardQuarantined,
+            _ => NotifyEvent::GuardHeld,
+        };
+        let text = format!(
+            "farmctl guard of farm {}: {}{}",
+            self.farm.inventory.farm,
+            d.detail,
+            if self.args.dry_run {
+                " (dry run: nothing done)"
+            } else {
+                ""
+            }
+        );
+        n.send_event(event, value.clone(), text);
+    }
+
+    /// Does what the decision asks: the rolling recycle of one pool on one
+    /// node, or the quarantine of a node.
+    async fn act(&self, act: &Act, seen: &Seen) -> Done {
+        match act {
+            Act::Recycle { node, pool } => self.recycle(node, pool.as_deref()).await,
+            Act::Quarantine { node, .. } => self.quarantine(node, seen).await,
+        }
+    }
+
+    async fn recycle(&self, node: &str, pool: Option<&str>) -> Done {
+        let req = crate::run::RunRequest {
+            operation: OperationKind::Recycle,
+            nodes: vec![node.to_string()],
+            pools: Vec::new(),
+            max_unavailable: None,
+            window: None,
+            canary: false,
+            deploy: None,
+            soak: None,
+            canaries: None,
+            diagnose: true,
+            node_pools: pool
+                .map(|p| BTreeMap::from([(node.to_string(), vec![p.to_string()])]))
+                .unwrap_or_default(),
+        };
+        let settings = match crate::run::RunSettings::resolve(&self.farm.inventory, &req) {
+            Ok(s) => s,
+            Err(e) => return Done::failed(e.to_string()),
+        };
+        let operator = crate::operator::Terminal { yes: true };
+        let lines = crate::report::Lines::new();
+        let silent = crate::report::Silent;
+        let env = crate::run::RunEnv {
+            state_dir: self.settings.state_dir(),
+            state_store: self.settings.state_store.clone(),
+            takeover: false,
+            failed: crate::run::FailedNodes::Unsaid,
+            clock: self.settings.clock.clone(),
+            reporter: if self.settings.quiet { &silent } else { &lines },
+            operator: &operator,
+            stop: Some(self.stop.clone()),
+        };
+        match crate::run::start(self.farm, &self.args.inv.inventory, settings, &env).await {
+            Ok(report) => Done {
+                run_id: Some(report.run_id.clone()),
+                outcome: if report.succeeded() {
+                    "done".into()
+                } else {
+                    format!(
+                        "failed: {}",
+                        report
+                            .nodes
+                            .iter()
+                            .filter_map(|n| n.error.clone())
+                            .collect::<Vec<_>>()
+                            .join("; ")
+                    )
+                },
+                diagnostics: report
+                    .nodes
+                    .iter()
+                    .flat_map(|n| n.diagnostics.clone())
+                    .collect(),
+            },
+            Err(e) => Done::failed(e.to_string()),
+        }
+    }
+
+    /// Takes the node out of rotation when the others can carry the farm;
+    /// else leaves it serving and says so.
+    async fn quarantine(&self, node: &str, seen: &Seen) -> Done {
+        let serving = seen.nodes.iter().filter(|n| n.serving).count();
+        let this = seen.nodes.iter().find(|n| n.name == node);
+        if !this.is_some_and(|n| n.serving) {
+            return Done::said("left as it is: already out of rotation");
+        }
+        if serving - 1 < seen.min_healthy.max(1) {
+            return Done::said(&format!(
+                "left in rotation: taking it out would leave {} nodes serving, fewer than min_healthy {}",
+                serving - 1,
+                seen.min_healthy
+            ));
+        }
+        match crate::commands::drain::quarantine(self.farm, node).await {
+            Ok(()) => Done::said(&format!(
+                "taken out of rotation; `farmctl undrain -i {} {node}` returns it",
+                self.args.inv.inventory.display()
+            )),
+            Err(e) => Done::failed(format!("could not take it out of rotation: {e}")),
+        }
+    }
+}
+
+/// What an action came to.
+struct Done {
+    run_id: Option<String>,
+    outcome: String,
+    diagnostics: Vec<crate::agent::Diagnostics>,
+}
+
+impl Done {
+    fn failed(why: String) -> Done {
+        Done {
+            run_id: None,
+            outcome: format!("failed: {why}"),
+            diagnostics: Vec::new(),
+        }
+    }
+    fn said(what: &str) -> Done {
+        Done {
+            run_id: None,
+            outcome: what.to_string(),
+            diagnostics: Vec::new(),
+        }
+    }
+}
+
+/// The farm as the guard judges it: `status`'s view over `guard.window`.
+pub async fn look(farm: &Farm, settings: &Settings, store: &Store) -> (Seen, Vec<NodeStatus>) {
+    let window = farm
+        .inventory
+        .guard
+        .window
+        .as_secs()
+        .clamp(1, u32::MAX as u64) as u32;
+    let snap = crate::commands::status::snapshot_over(farm, settings, window).await;
+    let mut run = snap
+        .nodes
+        .iter()
+        .find_map(|n| n.lease.as_ref())
+        .map(|l| format!("run {} of {}", l.run_id, l.holder));
+    if run.is_none() {
+        if let Store::Etcd(e) = store {
+            match e.lock_holder(&farm.inventory.farm).await {
+                Ok(Some(h)) => run = Some(format!("run {} of {}", h.run_id, h.holder)),
+                Ok(None) => {}
+                // Cannot tell: as good as a run; nothing is done blind.
+                Err(err) => {
+                    run = Some(format!(
+                        "an unknown run (the farm lock cannot be read: {err})"
+                    ))
+                }
+            }
+        }
+    }
+    let nodes = snap.nodes.iter().map(node_seen).collect();
+    let total = farm.inventory.nodes.len();
+    (
+        Seen {
+            nodes,
+            run,
+            min_healthy: farm.inventory.rollout.min_healthy.of(total),
+        },
+        snap.nodes,
+    )
+}
+
+fn figures(
+    requests: u64,
+    error_rate: Option<f64>,
+    p95: Option<f64>,
+    in_flight: Option<u64>,
+) -> Figures {
+    Figures {
+        requests,
+        error_rate,
+        p95_ms: p95,
+        in_flight,
+    }
+}
+
+fn node_seen(n: &NodeStatus) -> NodeSeen {
+    let serving = n.reachable && n.healthy && n.drained != Some(true);
+    let t = n.traffic.as_ref();
+    NodeSeen {
+        name: n.name.clone(),
+        serving,
+        // A node out of rotation or unreachable has nothing to judge.
+        outlier: if n.reachable { n.outlier } else { None },
+        pools: n.outlier_pools.clone(),
+        reasons: if n.outlier_reasons.is_empty() {
+            n.error.iter().cloned().collect()
+        } else {
+            n.outlier_reasons.clone()
+        },
+        figures: t.map_or_else(Figures::default, |t| {
+            figures(t.requests, t.error_rate, t.latency_ms.p95, n.in_flight)
+        }),
+        pool_figures: t
+            .map(|t| {
+                t.pools
+                    .iter()
+                    .filter(|p| !p.pool.is_empty())
+                    .map(|p| {
+                        (
+                            p.pool.clone(),
+                            figures(p.requests, p.error_rate, p.latency_ms.p95, None),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+    }
+}
+
+/// The decision log: one JSON object per line, appended.
+struct DecisionLog {
+    path: PathBuf,
+    file: Option<std::fs::File>,
+}
+
+impl DecisionLog {
+    fn open(path: &Path) -> Result<DecisionLog, CommandError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                CommandError::bad_input(format!("decision log {}: {e}", path.display()))
+            })?;
+        }
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| {
+                CommandError::bad_input(format!("decision log {}: {e}", path.display()))
+            })?;
+        Ok(DecisionLog {
+            path: path.to_path_buf(),
+            file: Some(file),
+        })
+    }
+
+    fn write(&mut self, value: &serde_json::Value) {
+        use std::io::Write;
+        let Some(f) = self.file.as_mut() else { return };
+        let mut line = serde_json::to_string(value).unwrap_or_default();
+        line.push('\n');
+        if let Err(e) = f.write_all(line.as_bytes()).and_then(|()| f.flush()) {
+            tracing::warn!(
+                "decision log {}: {e}; decisions go on stdout only",
+                self.path.display()
+            );
+            self.file = None;
+        }
+    }
+}
+
+pub mod state {
+    //! Where the guard's state lives: beside the journals, or in etcd.
+    use super::*;
+
+    pub fn file(state_dir: &Path, farm: &str) -> PathBuf {
+        state_dir.join("guard").join(format!("{farm}.json"))
+    }
+
+    /// The farm's guard state as last saved (empty when none or unreadable).
+    pub async fn read(store: &Store, farm: &str, state_dir: &Path) -> Option<GuardState> {
+        let text = match store {
+            Store::Files(_) => std::fs::read_to_string(file(state_dir, farm)).ok()?,
+            Store::Etcd(e) => e.get_farm(farm, "guard-state").await.ok()??,
+        };
+        serde_json::from_str(&text).ok()
+    }
+
+    pub async fn load(store: &Store, farm: &Farm, state_dir: &Path) -> GuardState {
+        read(store, &farm.inventory.farm, state_dir)
+            .await
+            .unwrap_or_default()
+    }
+
+    pub async fn save(
+        store: &Store,
+        farm: &Farm,
+        state_dir: &Path,
+        seat: &seat::Seat,
+        state: &GuardState,
+    ) {
+        let Ok(text) = serde_json::to_string(state) else {
+            return;
+        };
+        let name = &farm.inventory.farm;
+        let saved = match (store, seat) {
+            (Store::Etcd(e), seat::Seat::Etcd(lock)) => e
+                .put_farm(name, "guard-state", text, lock)
+                .await
+                .map_err(|e| e.to_string()),
+            _ => {
+                let path = file(state_dir, name);
+                let tmp = path.with_extension("json.new");
+                std::fs::write(&tmp, text)
+                    .and_then(|()| std::fs::rename(&tmp, &path))
+                    .map_err(|e| format!("{}: {e}", path.display()))
+            }
+        };
+        if let Err(e) = saved {
+            tracing::warn!("the guard's state could not be saved: {e}");
+        }
+    }
+}
+
+/// How long `status` waits for the guard's state.
+pub const STATUS_READ: Duration = Duration::from_secs(2);
+
+/// Who guards the farm and its last decision, for `farmctl status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct GuardView {
+    /// The guard holding the seat (`null`: none running).
+    pub holder: Option<String>,
+    pub since: Option<String>,
+    pub last: Option<serde_json::Value>,
+}
+
+/// What `status` shows of the guard (`None`: the farm never had one).
+pub async fn view(farm: &Farm, settings: &Settings) -> Option<GuardView> {
+    let store = Store::open(
+        settings.state_store.as_deref(),
+        Some(&farm.inventory),
+        &settings.state_dir(),
+    )
+    .await
+    .ok()?;
+    let name = &farm.inventory.farm;
+    let read = async {
+        let state = state::read(&store, name, &settings.state_dir()).await?;
+        let running = seat::holder(&store, name, &settings.state_dir()).await;
+        Some(GuardView {
+            holder: running
+                .as_ref()
+                .map(|h| format!("{} (pid {})", h.holder, h.pid)),
+            since: running.map(|h| h.since),
+            last: state.last,
+        })
+    };
+    tokio::time::timeout(STATUS_READ, read).await.ok().flatten()
+}

@@ -1,0 +1,312 @@
+//! `farmctl guard` end to end, under load through a real HAProxy: a pool
+//! made sick on one node is recycled alone and healed; a pool that goes
+//! bad again after each recycle is quarantined and paged; a farm slowed
+//! everywhere at once is held, never recycled.
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::common::https::{serve_plain, Resp};
+use crate::common::*;
+use farmctl::sandbox::SandboxSpec;
+use farmctl::traffic::Traffic;
+use serde_json::Value;
+
+const GUARD: &str = "guard:\n  window: 15s\n  interval: 2s\n  confirm: 3\n  max_sick: 1\n  max_actions: {per_hour: 20, per_day: 40}\n  cooldown: 20s\n  relapse: 3m\n  quarantine_after: 2\n";
+
+/// A guard process whose stdout lines (decisions) are collected.
+pub struct GuardProcess {
+    pub child: tokio::process::Child,
+    pub lines: Arc<Mutex<Vec<Value>>>,
+    pub stderr: Arc<Mutex<String>>,
+}
+
+impl GuardProcess {
+    pub fn start(args: &[&str], env: &[(&str, &str)]) -> GuardProcess {
+        use tokio::io::{AsyncBufReadExt, BufReader};
+        let own_state = std::env::temp_dir().join(format!("farmctl-tests-{}", std::process::id()));
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_farmctl"))
+            .arg("guard")
+            .args(args)
+            .args(["--output", "jsonl"])
+            .env("FARMCTL_STATE_DIR", own_state)
+            .envs(env.iter().copied())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("could not start farmctl guard");
+        let lines: Arc<Mutex<Vec<Value>>> = Arc::default();
+        let stderr: Arc<Mutex<String>> = Arc::default();
+        let (l, out) = (lines.clone(), child.stdout.take().unwrap());
+        tokio::spawn(async move {
+            let mut r = BufReader::new(out).lines();
+            while let Ok(Some(line)) = r.next_line().await {
+                let v: Value = serde_json::from_str(&line)
+                    .unwrap_or_else(|e| panic!("a guard line is not JSON ({e}): {line}"));
+                l.lock().unwrap().push(v);
+            }
+        });
+        let (e, err) = (stderr.clone(), child.stderr.take().unwrap());
+        tokio::spawn(async move {
+            let mut r = BufReader::new(err).lines();
+            while let Ok(Some(line)) = r.next_line().await {
+                let mut e = e.lock().unwrap();
+                e.push_str(&line);
+                e.push('\n');
+            }
+        });
+        GuardProcess {
+            child,
+            lines,
+            stderr,
+        }
+    }
+
+    pub fn decisions(&self) -> Vec<Value> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    pub fn said(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Waits (bounded) for a decision matching `f`; its index.
+    pub async fn wait_for(
+        &self,
+        within: Duration,
+        what: &str,
+        f: impl Fn(&Value) -> bool,
+    ) -> usize {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if let Some(i) = self.decisions().iter().position(&f) {
+                return i;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no decision {what} within {within:?}; decisions:\n{}\nstderr:\n{}",
+                dump(&self.decisions()),
+                self.said()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+/// The decisions, a line each, for a failure's message.
+pub fn dump(all: &[Value]) -> String {
+    all.iter()
+        .map(|d| {
+            format!(
+                "{} {} {} {} {}: {}",
+                d["time"], d["decision"], d["reason"], d["node"], d["pool"], d["detail"]
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Appends `faults` to node `i`'s pool in its sim file (its agent applies
+/// them at once).
+pub fn make_sick(farm: &Farm, node: &str, faults: &str) {
+    let sim_file = farm.sandbox.dir.join(format!("{node}.sim.yaml"));
+    let mut text = std::fs::read_to_string(&sim_file).unwrap();
+    if let Some(at) = text.find("    faults:\n") {
+        text.truncate(at);
+    }
+    text.push_str("    faults:\n");
+    text.push_str(faults);
+    let edited = sim_file.with_extension("new");
+    std::fs::write(&edited, text).unwrap();
+    std::fs::rename(&edited, &sim_file).unwrap();
+}
+
+fn is(d: &Value, decision: &str, node: &str) -> bool {
+    d["decision"] == decision && d["node"] == node
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_guard_heals_a_sick_pool_quarantines_a_relapsing_one_and_holds_a_sick_farm() {
+    let farm = farm(SandboxSpec {
+        lb_kind: "haproxy".into(),
+        releases: false,
+        drain_timeout: Duration::from_secs(10),
+        guard_yaml: GUARD.into(),
+        pool_yaml: "    startup: 200ms\n    warmup: 200ms\n    shutdown_time_limit: 30s\n".into(),
+        ..SandboxSpec::default()
+    })
+    .await;
+    let inv = inventory(&farm);
+    let posts: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let p = posts.clone();
+    let (url, _task) = serve_plain(Arc::new(move |req| {
+        p.lock().unwrap().push(req.json());
+        Resp::json(200, serde_json::json!({"ok": true}))
+    }))
+    .await;
+    let text = std::fs::read_to_string(&farm.sandbox.inventory).unwrap();
+    std::fs::write(
+        &farm.sandbox.inventory,
+        format!("{text}notify:\n  - url_env: FARMCTL_TEST_HOOK\n    events: [guard_acted, guard_held, guard_quarantined]\n"),
+    )
+    .unwrap();
+    let hook = format!("{url}/hooks/guard");
+    let log = farm.sandbox.dir.join("guard.decisions.jsonl");
+    let mut load = farm.sandbox.traffic_spec();
+    // About 50 requests/s over the farm: a window of 15 s holds enough
+    // per node to judge, and the other tests keep their share.
+    load.workers = 2;
+    load.pace = Duration::from_millis(40);
+    load.slow_every = 0;
+    load.max_duration = Duration::from_secs(600);
+    let traffic = Traffic::start(load);
+    let guard = GuardProcess::start(
+        &["-i", &inv, "--log", log.to_str().unwrap()],
+        &[("FARMCTL_TEST_HOOK", &hook)],
+    );
+    // A healthy farm: decisions, none of them an action.
+    guard
+        .wait_for(Duration::from_secs(60), "ok", |d| d["decision"] == "ok")
+        .await;
+
+    // 1. web02's pool goes bad in a way a recycle heals.
+    make_sick(
+        &farm,
+        "web02",
+        "      error_rate: 0.3\n      healed_by_recycle: true\n",
+    );
+    let acted = guard
+        .wait_for(Duration::from_secs(120), "acted on web02", |d| {
+            is(d, "acted", "web02")
+        })
+        .await;
+    let d = &guard.decisions()[acted];
+    assert_eq!(d["pool"], "ShopPool", "{d:#}");
+    assert_eq!(d["outcome"], "done", "{d:#}");
+    assert!(d["figures"]["error_rate"].as_f64().unwrap() > 0.1, "{d:#}");
+    assert!(
+        d["diagnostics"].as_array().is_some_and(|a| !a.is_empty()),
+        "diagnostics captured: {d:#}"
+    );
+    // Confirmed first: three evaluations in a row named it.
+    let watched = guard.decisions()[..acted]
+        .iter()
+        .filter(|d| is(d, "watching", "web02"))
+        .count();
+    assert!(watched >= 2, "{watched}");
+    guard
+        .wait_for(Duration::from_secs(90), "web02 healed", |d| {
+            is(d, "healed", "web02")
+        })
+        .await;
+    // Recycled once, on web02 only.
+    let recycles: Vec<String> = events(&farm)
+        .into_iter()
+        .filter(|e| e.event == "recycle")
+        .map(|e| e.node)
+        .collect();
+    assert_eq!(recycles, ["web02"]);
+
+    // 2. web03's pool goes bad again a few seconds after each recycle.
+    make_sick(
+        &farm,
+        "web03",
+        "      error_rate: 0.3\n      healed_by_recycle: true\n      relapse_after: 3s\n",
+    );
+    let q = guard
+        .wait_for(Duration::from_secs(240), "web03 quarantined", |d| {
+            is(d, "quarantined", "web03")
+        })
+        .await;
+    let all = guard.decisions();
+    let acted_web03 = all[..q].iter().filter(|d| is(d, "acted", "web03")).count();
+    let relapsed = all[..q]
+        .iter()
+        .filter(|d| is(d, "relapsed", "web03"))
+        .count();
+    assert_eq!(
+        (acted_web03, relapsed),
+        (2, 2),
+        "acted twice, relapsed twice:\n{}",
+        dump(&all)
+    );
+    assert!(
+        all[..q]
+            .iter()
+            .any(|d| is(d, "held", "web03") && d["reason"] == "cool-down"),
+        "a cool-down held it between the two:\n{}",
+        dump(&all)
+    );
+    assert!(
+        all[q]["outcome"]
+            .as_str()
+            .is_some_and(|o| o.contains("taken out of rotation")),
+        "{:#}",
+        all[q]
+    );
+    let st = status(&farm).await;
+    let web03 = &st["nodes"][2];
+    assert_eq!(web03["drained"], true, "{web03:#}");
+    assert!(st["guard"]["holder"].is_string(), "{:#}", st["guard"]);
+    // Never acted on again.
+    let after_q = guard.decisions().len();
+
+    // 3. Every node slowed at once: the farm is held, nothing recycled.
+    for n in ["web01", "web02", "web04"] {
+        make_sick(&farm, n, "      extra_latency: 700ms\n");
+    }
+    let held = guard
+        .wait_for(Duration::from_secs(90), "held: farm sick", |d| {
+            d["decision"] == "held" && d["reason"] == "farm sick"
+        })
+        .await;
+    assert!(held >= after_q);
+    // A few more evaluations: still nothing acted on.
+    let seen = guard.decisions().len();
+    guard
+        .wait_for(Duration::from_secs(30), "three more", |_| {
+            guard.decisions().len() >= seen + 3
+        })
+        .await;
+    let load = traffic.stop().await;
+    let mut child = guard.child;
+    let _ = child.start_kill();
+    let _ = child.wait().await;
+    let all = guard.lines.lock().unwrap().clone();
+    assert!(
+        all[after_q..]
+            .iter()
+            .all(|d| d["decision"] != "acted" && d["decision"] != "quarantined"),
+        "acted after the quarantine"
+    );
+    // No request failed other than the sick pools' own 500s: the drains
+    // and recycles dropped nothing.
+    let dropped: u64 = load
+        .failures
+        .iter()
+        .filter(|(k, _)| k.as_str() != "HTTP 500")
+        .map(|(_, n)| n)
+        .sum();
+    assert_eq!(dropped, 0, "{load:?}");
+    // The decision log holds what stdout said, each line by its schema.
+    let text = std::fs::read_to_string(&log).unwrap();
+    crate::common::schema::check_lines("guard", &text);
+    assert!(text.lines().count() >= all.len());
+    // Paged: the actions, the quarantine and the farm's hold.
+    let posts = posts.lock().unwrap().clone();
+    let kinds: Vec<&str> = posts.iter().map(|b| b["event"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "guard_acted").count(),
+        3,
+        "{kinds:?}"
+    );
+    assert!(kinds.contains(&"guard_quarantined"), "{kinds:?}");
+    assert!(kinds.contains(&"guard_held"), "{kinds:?}");
+    let q = posts
+        .iter()
+        .find(|b| b["event"] == "guard_quarantined")
+        .unwrap();
+    assert_eq!(q["node"], "web03");
+    assert_eq!(q["farm"], "demo");
+}
