@@ -31,13 +31,16 @@ impl Preflight {
 
 /// Judges the observed farm for a run of `selected` nodes acting on
 /// `pools` (per node). Nodes in `ignore` (already handled by a resumed
-/// run) are left out of the verdict.
+/// run) are left out of the verdict. `healing`: the run recycles sick
+/// pools (`recycle --outliers`, the guard), so a selected node that
+/// answers its probe badly is why it runs, not a reason to refuse.
 pub fn check(
     farm: &Farm,
     observed: &[Observation],
     selected: &[usize],
     ignore: &[usize],
     pools: &dyn Fn(&str) -> Vec<String>,
+    healing: bool,
 ) -> Preflight {
     let drains = farm.lb.drains();
     let mut pf = Preflight::default();
@@ -83,6 +86,9 @@ pub fn check(
                     "{name}: the load balancer has it {state}; put it back or leave it out with --nodes"
                 )),
                 OutReason::NotInLoadBalancer => {}
+                OutReason::Unhealthy(e) if healing => pf.notes.push(format!(
+                    "{name} answers its probe badly ({e}): the recycle is to heal it"
+                )),
                 OutReason::Unhealthy(e) => pf.problems.push(format!("{name}: not healthy: {e}")),
             }
         }

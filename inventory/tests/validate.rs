@@ -557,3 +557,46 @@ fn patch_settings_are_checked_and_named() {
     assert!(ok.patch.classifications.is_empty());
     assert_eq!(ok.patch.bake, None);
 }
+
+#[test]
+fn guard_settings_are_checked_and_named() {
+    let inv = parse(GOOD).unwrap();
+    assert_eq!(inv.guard.window.as_secs(), 120);
+    assert_eq!(inv.guard.confirm, 3);
+    assert_eq!((inv.guard.per_hour, inv.guard.per_day), (3, 10));
+    assert_eq!(inv.guard.quarantine_after, 2);
+    let ok = parse(&format!(
+        "{GOOD}guard:\n  window: 1m\n  interval: 10s\n  confirm: 2\n  max_actions: {{per_hour: 1, per_day: 4}}\n  cooldown: 5m\n  relapse: 1h\n  quarantine_after: 3\n"
+    ))
+    .unwrap();
+    assert_eq!(ok.guard.window.as_secs(), 60);
+    assert_eq!(ok.guard.cooldown.as_secs(), 300);
+    assert_eq!(ok.guard.per_day, 4);
+    let e = errors(&format!(
+        "{GOOD}guard:\n  window: 2s\n  confirm: 0\n  max_sick: \"50%\"\n  max_actions: {{per_hour: 5, per_day: 2}}\n  cooldown: 2h\n  relapse: 30m\n  quarantine_after: -1\n"
+    ));
+    assert!(
+        has(&e, "guard.window", "is not between 10s and 1h"),
+        "{e:?}"
+    );
+    assert!(has(&e, "guard.confirm", "0 is not a count"), "{e:?}");
+    assert!(has(&e, "guard.max_sick", "half the farm or more"), "{e:?}");
+    assert!(
+        has(
+            &e,
+            "guard.max_actions.per_day",
+            "fewer than the 5 allowed per hour"
+        ),
+        "{e:?}"
+    );
+    assert!(
+        has(&e, "guard.cooldown", "longer than guard.relapse"),
+        "{e:?}"
+    );
+    assert!(
+        has(&e, "guard.quarantine_after", "-1 is not a count"),
+        "{e:?}"
+    );
+    let e = errors(&format!("{GOOD}guard:\n  confirms: 3\n"));
+    assert!(format!("{e:?}").contains("confirms"), "{e:?}");
+}

@@ -224,7 +224,14 @@ pub async fn resume_on(
     let result = async {
         // A fresh preflight: the nodes still to do must be fit, and every
         // node out of rotation that is not this run's doing counts.
-        let pf = preflight::check(farm, &observed, &pending, &handled, &|n: &str| settings.pools_for(n).to_vec());
+        let pf = preflight::check(
+            farm,
+            &observed,
+            &pending,
+            &handled,
+            &|n: &str| settings.pools_for(n).to_vec(),
+            settings.diagnose,
+        );
         if let Some(refused) = pf.refusal("cannot resume (nothing was touched)") {
             return Err(refused);
         }

@@ -162,9 +162,14 @@ pub async fn check(farm: &Farm, settings: &RunSettings) -> Result<Checked, Comma
         .collect();
     let current = super::deploy::up_to_date(farm, settings, &selected).await;
     selected.retain(|i| !current.contains(i));
-    let mut pf = preflight::check(farm, &observed, &selected, &[], &|n: &str| {
-        settings.pools_for(n).to_vec()
-    });
+    let mut pf = preflight::check(
+        farm,
+        &observed,
+        &selected,
+        &[],
+        &|n: &str| settings.pools_for(n).to_vec(),
+        settings.diagnose,
+    );
     pf.notes.extend(farm.lb.notes().await);
     if let Some(d) = &settings.deploy {
         for &i in &current {

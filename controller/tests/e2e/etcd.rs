@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use crate::common::etcd::{etcd_binary, EtcdCluster};
 use crate::common::*;
+use crate::guard::{is, make_sick, GuardProcess};
 use farmctl::sandbox::SandboxSpec;
 
 /// `farmctl` as a user on a host of its own, with the store.
@@ -57,6 +58,16 @@ impl Host {
             .kill_on_drop(true)
             .spawn()
             .unwrap()
+    }
+
+    /// `farmctl guard ARGS` on this host.
+    fn guard(&self, args: &[&str]) -> GuardProcess {
+        let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_farmctl"));
+        c.args(["--state-dir", &self.state_dir, "guard"]).args(args);
+        for (k, v) in &self.env {
+            c.env(k, v);
+        }
+        GuardProcess::spawn(c)
     }
 }
 
@@ -122,6 +133,7 @@ async fn run_state_on_a_three_member_etcd_cluster() {
     let farm = farm(SandboxSpec {
         releases: false,
         pool_yaml: "    startup: 1500ms\n    warmup: 100ms\n    shutdown_time_limit: 30s\n".into(),
+        guard_yaml: "guard:\n  window: 10s\n  interval: 1s\n  confirm: 2\n  max_sick: 1\n  cooldown: 10m\n  relapse: 30m\n  quarantine_after: 5\n".into(),
         ..SandboxSpec::default()
     })
     .await;
@@ -254,6 +266,58 @@ async fn run_state_on_a_three_member_etcd_cluster() {
     );
     // The local journal directory was never used.
     assert!(!std::path::Path::new(&alice.state_dir).join("runs").exists());
+
+    // 6. Two guards on two hosts: one acts, the other stands by; the one
+    // that acted is SIGKILLed, the other takes the seat within the lease
+    // and does not act again on what the first did (its cool-down holds).
+    let mut load = farm.sandbox.traffic_spec();
+    load.workers = 2;
+    load.pace = Duration::from_millis(20);
+    load.slow_every = 0;
+    let traffic = farmctl::traffic::Traffic::start(load);
+    let first = alice.guard(&["-i", &inv]);
+    first
+        .wait_said(Duration::from_secs(30), "guarding farm demo")
+        .await;
+    let second = bob.guard(&["-i", &inv]);
+    second
+        .wait_said(Duration::from_secs(30), "standing by to take over")
+        .await;
+    make_sick(&farm, "web02", "      error_rate: 0.3\n");
+    let acted = first
+        .wait_for(Duration::from_secs(120), "acted on web02", |d| {
+            is(d, "acted", "web02")
+        })
+        .await;
+    assert_eq!(first.decisions()[acted]["outcome"], "done");
+    assert_eq!(recycles(&farm)[1], 4);
+    assert!(second.decisions().is_empty(), "the second guard decided");
+    let mut killed = first.child;
+    killed.start_kill().unwrap();
+    let _ = killed.wait().await;
+    let at = std::time::Instant::now();
+    second
+        .wait_said(Duration::from_secs(40), "guarding farm demo")
+        .await;
+    // Within the lease (10 s) and a poll, on a loaded machine.
+    assert!(at.elapsed() < Duration::from_secs(25), "{:?}", at.elapsed());
+    second
+        .wait_for(
+            Duration::from_secs(90),
+            "web02 held by its cool-down",
+            |d| is(d, "held", "web02") && d["reason"] == "cool-down",
+        )
+        .await;
+    traffic.stop().await;
+    assert_eq!(
+        recycles(&farm)[1],
+        4,
+        "web02 recycled again by the second guard"
+    );
+    assert!(
+        !second.decisions().iter().any(|d| d["decision"] == "acted"),
+        "the second guard acted"
+    );
 }
 
 /// Waits until `node` has been recycled `n` times in all.

@@ -22,14 +22,21 @@ pub struct GuardProcess {
 
 impl GuardProcess {
     pub fn start(args: &[&str], env: &[(&str, &str)]) -> GuardProcess {
-        use tokio::io::{AsyncBufReadExt, BufReader};
         let own_state = std::env::temp_dir().join(format!("farmctl-tests-{}", std::process::id()));
-        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_farmctl"))
-            .arg("guard")
-            .args(args)
-            .args(["--output", "jsonl"])
-            .env("FARMCTL_STATE_DIR", own_state)
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_farmctl"));
+        cmd.env("FARMCTL_STATE_DIR", own_state)
             .envs(env.iter().copied())
+            .arg("guard")
+            .args(args);
+        GuardProcess::spawn(cmd)
+    }
+
+    /// `cmd` (`farmctl [global flags] guard ARGS`), its decisions read
+    /// as JSON lines.
+    pub fn spawn(mut cmd: tokio::process::Command) -> GuardProcess {
+        use tokio::io::{AsyncBufReadExt, BufReader};
+        let mut child = cmd
+            .args(["--output", "jsonl"])
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
@@ -69,6 +76,19 @@ impl GuardProcess {
 
     pub fn said(&self) -> String {
         self.stderr.lock().unwrap().clone()
+    }
+
+    /// Waits (bounded) until the guard's stderr says `what`.
+    pub async fn wait_said(&self, within: Duration, what: &str) {
+        let deadline = tokio::time::Instant::now() + within;
+        while !self.said().contains(what) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the guard did not say {what:?} within {within:?}:\n{}",
+                self.said()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// Waits (bounded) for a decision matching `f`; its index.
@@ -122,7 +142,7 @@ pub fn make_sick(farm: &Farm, node: &str, faults: &str) {
     std::fs::rename(&edited, &sim_file).unwrap();
 }
 
-fn is(d: &Value, decision: &str, node: &str) -> bool {
+pub fn is(d: &Value, decision: &str, node: &str) -> bool {
     d["decision"] == decision && d["node"] == node
 }
 
