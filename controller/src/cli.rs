@@ -329,6 +329,25 @@ pub struct GuardArgs {
     pub count: Option<u64>,
 }
 
+impl GuardArgs {
+    /// A guard of `inventory` as a program runs it (the demo, the bench):
+    /// acting, decisions appended to `log`, printed as `output` says.
+    pub fn of(inventory: PathBuf, log: PathBuf, output: Output) -> GuardArgs {
+        GuardArgs {
+            inv: InventoryArgs {
+                inventory,
+                output,
+                conn: ConnArgs { insecure: false },
+            },
+            state: StateArgs::default(),
+            dry_run: false,
+            log: Some(log),
+            metrics: None,
+            count: None,
+        }
+    }
+}
+
 #[derive(Args, Debug)]
 pub struct RolloutArgs {
     #[command(flatten)]
@@ -564,6 +583,11 @@ pub struct DemoArgs {
     /// before the next.
     #[arg(long, conflicts_with = "deploy")]
     pub patch: bool,
+    /// `farmctl guard` instead, under traffic: web02's pool goes bad and
+    /// is recycled alone and healed; then every node is slowed at once
+    /// and the guard holds (a sick farm is not recycled).
+    #[arg(long, conflicts_with_all = ["deploy", "patch", "reset"])]
+    pub guard: bool,
     /// Run a rolling deployment of a generated release 2.0.0 instead.
     #[arg(long)]
     pub deploy: bool,

@@ -418,7 +418,8 @@ fn latency_breaks(
     Ok(Some(said))
 }
 
-fn median(mut v: Vec<f64>) -> Option<f64> {
+/// The median of `v` (`None` when empty).
+pub fn median(mut v: Vec<f64>) -> Option<f64> {
     if v.is_empty() {
         return None;
     }

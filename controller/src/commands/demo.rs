@@ -50,6 +50,11 @@ pub async fn run(args: &DemoArgs, settings: &Settings) -> CommandResult {
     let spec = SandboxSpec {
         nodes: args.nodes as usize,
         lb_kind: if haproxy { "haproxy" } else { "health-file" }.into(),
+        guard_yaml: if args.guard {
+            DEMO_GUARD.into()
+        } else {
+            String::new()
+        },
         ..SandboxSpec::default()
     };
     let sandbox = Sandbox::start(&spec, &dir)
@@ -65,6 +70,10 @@ pub async fn run(args: &DemoArgs, settings: &Settings) -> CommandResult {
     sandbox.stop().await;
     result
 }
+
+/// The demo guard's rules: quick, for a farm watched for a few minutes.
+const DEMO_GUARD: &str =
+    "guard:\n  window: 15s\n  interval: 2s\n  confirm: 3\n  cooldown: 1m\n  relapse: 5m\n";
 
 /// The release the demo deploys.
 const NEXT_RELEASE: &str = "2.0.0";
@@ -120,6 +129,9 @@ async fn demo(args: &DemoArgs, settings: &Settings, sandbox: &Sandbox) -> Comman
         return Ok(ExitStatus::Done);
     }
     let farm = Farm::connect(load_inventory(&inventory)?, Transport::Tls)?;
+    if args.guard {
+        return guard_demo(&farm, settings, sandbox).await;
+    }
     let mut request = RunRequest::new(if args.reset {
         OperationKind::Reset
     } else if args.patch {
@@ -163,6 +175,100 @@ async fn demo(args: &DemoArgs, settings: &Settings, sandbox: &Sandbox) -> Comman
         crate::outln!("(farm files were in {})", sandbox.dir.display());
     }
     Ok(status)
+}
+
+/// `demo --guard`: the guard watches the farm under traffic; web02's pool
+/// goes bad and is healed, then the whole farm slows and the guard holds.
+async fn guard_demo(farm: &Farm, settings: &Settings, sandbox: &Sandbox) -> CommandResult {
+    use crate::cli::GuardArgs;
+    let mut settings = settings.clone();
+    if settings.state_dir.is_none() && std::env::var_os("FARMCTL_STATE_DIR").is_none() {
+        settings.state_dir = Some(sandbox.dir.join("state"));
+    }
+    let log = sandbox.dir.join("guard.decisions.jsonl");
+    let args = GuardArgs::of(sandbox.inventory.clone(), log.clone(), Output::Text);
+    let traffic = Traffic::start(sandbox.traffic_spec());
+    let say = |m: &str| crate::errln!("demo: {m}");
+    say("the guard watches the farm under HTTP traffic (a decision every 2 s over a 15 s window)");
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let guarding = crate::guard::guard_farm(farm, &args, &settings, stop);
+    let script = async {
+        // The healthy farm first: a few evaluations with nothing to do.
+        wait_for_decision(&log, |d| d["decision"] == "ok", 60).await?;
+        say("web02's ShopPool goes bad (30% of its requests answer 500; a recycle heals it)");
+        sandbox
+            .set_pool_faults(
+                "web02",
+                "      error_rate: 0.3\n      healed_by_recycle: true\n",
+            )
+            .map_err(|e| CommandError::failed(format!("web02's sim file: {e}")))?;
+        wait_for_decision(
+            &log,
+            |d| d["decision"] == "healed" && d["node"] == "web02",
+            180,
+        )
+        .await?;
+        say("every node slowed by 700 ms at once: a farm-wide cause, not a sick pool");
+        for n in &sandbox.nodes {
+            sandbox
+                .set_pool_faults(&n.name, "      extra_latency: 700ms\n")
+                .map_err(|e| CommandError::failed(format!("{}'s sim file: {e}", n.name)))?;
+        }
+        wait_for_decision(&log, |d| d["reason"] == "farm sick", 120).await?;
+        Ok::<(), CommandError>(())
+    };
+    tokio::pin!(guarding);
+    let scripted = tokio::select! {
+        r = script => r,
+        r = &mut guarding => return r,
+    };
+    stop_tx.send_replace(true);
+    let _ = guarding.await;
+    let traffic = traffic.stop().await;
+    scripted?;
+    let decisions: Vec<serde_json::Value> = std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let count = |k: &str| decisions.iter().filter(|d| d["decision"] == k).count();
+    crate::outln!(
+        "guard: {} decisions: {} acted, {} healed, {} held (farm sick: {}); {} requests sent, {} failed",
+        decisions.len(),
+        count("acted"),
+        count("healed"),
+        count("held"),
+        decisions.iter().filter(|d| d["reason"] == "farm sick").count(),
+        traffic.requests_sent,
+        traffic.requests_failed
+    );
+    crate::outln!("decision log: {}", log.display());
+    Ok(ExitStatus::Done)
+}
+
+/// Waits (at most `within_s`) for a decision in the log matching `f`.
+async fn wait_for_decision(
+    log: &std::path::Path,
+    f: impl Fn(&serde_json::Value) -> bool,
+    within_s: u64,
+) -> Result<(), CommandError> {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(within_s);
+    loop {
+        let found = std::fs::read_to_string(log)
+            .unwrap_or_default()
+            .lines()
+            .any(|l| serde_json::from_str::<serde_json::Value>(l).is_ok_and(|d| f(&d)));
+        if found {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(CommandError::failed(format!(
+                "the guard did not decide as expected within {within_s}s (decision log {})",
+                log.display()
+            )));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
 }
 
 /// Ctrl-C or SIGTERM.

@@ -13,6 +13,8 @@ use std::time::Duration;
 use farm_inventory::Guard as Rules;
 use serde::{Deserialize, Serialize};
 
+use crate::health::median;
+
 /// Milliseconds since the Unix epoch.
 pub type Millis = u64;
 
@@ -152,26 +154,14 @@ fn key(node: &str, pool: Option<&str>) -> String {
     format!("{node}/{}", pool.unwrap_or("*"))
 }
 
-fn median(mut v: Vec<f64>) -> Option<f64> {
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_by(|a, b| a.total_cmp(b));
-    let n = v.len();
-    Some(if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    })
-}
-
-/// The medians of the nodes like their peers: the farm as its healthy
-/// majority serves it.
+/// The medians of the nodes that are not outliers (those like their
+/// peers, and those with too little data to judge but some): the farm as
+/// its majority serves it.
 fn farm_now(seen: &Seen) -> Figures {
     let like: Vec<&NodeSeen> = seen
         .nodes
         .iter()
-        .filter(|n| n.outlier == Some(false))
+        .filter(|n| n.outlier != Some(true) && n.figures.requests > 0)
         .collect();
     Figures {
         requests: like.iter().map(|n| n.figures.requests).sum(),
@@ -304,6 +294,14 @@ pub fn evaluate(
         return (out.decisions, None);
     }
 
+    // Far above its own past (a release, a dependency, a spike — and the
+    // slower the farm, the fewer requests each node logs): held before
+    // anything else is judged.
+    if let Some(why) = worse {
+        hist.streak.clear();
+        return (out.hold(hist, "farm sick", why), None);
+    }
+
     // Missing or stale data is unknown, never sick: too little of it and
     // nothing is judged.
     let total = seen.nodes.len();
@@ -332,16 +330,12 @@ pub fn evaluate(
         .filter(|n| n.outlier == Some(true))
         .collect();
     let max_sick = rules.max_sick.of(total).max(1);
-    let farm_sick = if sick.len() > max_sick {
-        Some(format!(
+    if sick.len() > max_sick {
+        let why = format!(
             "{} of {total} nodes are outliers ({}), more than max_sick {max_sick}: a farm-wide cause (a release, a dependency, a spike) is not healed by recycling",
             sick.len(),
             sick.iter().map(|n| n.name.as_str()).collect::<Vec<_>>().join(", ")
-        ))
-    } else {
-        worse
-    };
-    if let Some(why) = farm_sick {
+        );
         hist.streak.clear();
         return (out.hold(hist, "farm sick", why), None);
     }

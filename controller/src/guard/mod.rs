@@ -63,6 +63,22 @@ struct Logged<'a> {
 
 pub async fn run(args: &GuardArgs, settings: &Settings) -> CommandResult {
     let farm = settings.farm(&args.inv.inventory)?;
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            stop_tx.send_replace(true);
+        }
+    });
+    guard_farm(&farm, args, settings, stop).await
+}
+
+/// Guards `farm` until `stop` turns true (or `--count` evaluations).
+pub async fn guard_farm(
+    farm: &Farm,
+    args: &GuardArgs,
+    settings: &Settings,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> CommandResult {
     let store = Store::open(
         settings.state_store.as_deref(),
         Some(&farm.inventory),
@@ -89,12 +105,6 @@ pub async fn run(args: &GuardArgs, settings: &Settings) -> CommandResult {
         );
         tokio::spawn(metrics::serve(listener, metrics.clone()));
     }
-    let (stop_tx, stop) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            stop_tx.send_replace(true);
-        }
-    });
     let notifier = crate::notify::Notifier::start(&farm.inventory, &crate::report::Silent);
     let quiet = settings.quiet;
     let say = |text: &str| {
@@ -103,7 +113,7 @@ pub async fn run(args: &GuardArgs, settings: &Settings) -> CommandResult {
         }
     };
     let mut guard = Guard {
-        farm: &farm,
+        farm,
         settings,
         args,
         store: &store,
@@ -188,14 +198,7 @@ impl Guard<'_> {
             let (decisions, act) = decide::evaluate(&rules, &mut state.history, &seen, now);
             // The history is saved before anything is done: a guard that
             // takes over never does it again.
-            state::save(
-                self.store,
-                self.farm,
-                &self.settings.state_dir(),
-                seat,
-                &state,
-            )
-            .await;
+            self.save(seat, &state).await;
             let done = match (&act, self.args.dry_run) {
                 (Some(act), false) => Some(self.act(act, &seen).await),
                 _ => None,
@@ -232,14 +235,7 @@ impl Guard<'_> {
                 self.metrics.acted();
             }
             self.metrics.evaluated(now);
-            state::save(
-                self.store,
-                self.farm,
-                &self.settings.state_dir(),
-                seat,
-                &state,
-            )
-            .await;
+            self.save(seat, &state).await;
             evaluations += 1;
             if self.args.count.is_some_and(|c| evaluations >= c) {
                 return Ended::Count;
@@ -251,6 +247,17 @@ impl Guard<'_> {
                 _ = seat.wait_lost() => return Ended::SeatLost,
             }
         }
+    }
+
+    async fn save(&self, seat: &seat::Seat, state: &GuardState) {
+        state::save(
+            self.store,
+            self.farm,
+            &self.settings.state_dir(),
+            seat,
+            state,
+        )
+        .await;
     }
 
     /// Prints one decision as the output asks.
@@ -318,21 +325,12 @@ impl Guard<'_> {
     }
 
     async fn recycle(&self, node: &str, pool: Option<&str>) -> Done {
-        let req = crate::run::RunRequest {
-            operation: OperationKind::Recycle,
-            nodes: vec![node.to_string()],
-            pools: Vec::new(),
-            max_unavailable: None,
-            window: None,
-            canary: false,
-            deploy: None,
-            soak: None,
-            canaries: None,
-            diagnose: true,
-            node_pools: pool
-                .map(|p| BTreeMap::from([(node.to_string(), vec![p.to_string()])]))
-                .unwrap_or_default(),
-        };
+        let mut req = crate::run::RunRequest::new(OperationKind::Recycle);
+        req.nodes = vec![node.to_string()];
+        req.diagnose = true;
+        req.node_pools = pool
+            .map(|p| BTreeMap::from([(node.to_string(), vec![p.to_string()])]))
+            .unwrap_or_default();
         let settings = match crate::run::RunSettings::resolve(&self.farm.inventory, &req) {
             Ok(s) => s,
             Err(e) => return Done::failed(e.to_string()),

@@ -262,6 +262,23 @@ impl Sandbox {
 
     /// Traffic through the sandbox's HAProxy, or through the built-in
     /// health-checking balancer when there is none.
+    /// Sets the faults of `node`'s pool (the last in its sim file) to
+    /// `faults` (the keys of a pool's `faults:`, indented by six): the
+    /// agent applies them at once, as when an application goes bad.
+    pub fn set_pool_faults(&self, node: &str, faults: &str) -> std::io::Result<()> {
+        let sim_file = self.dir.join(format!("{node}.sim.yaml"));
+        let mut text = std::fs::read_to_string(&sim_file)?;
+        if let Some(at) = text.find("    faults:\n") {
+            text.truncate(at);
+        }
+        text.push_str("    faults:\n");
+        text.push_str(faults);
+        // Whole or not at all: the agent may read it at any moment.
+        let edited = sim_file.with_extension("new");
+        std::fs::write(&edited, text)?;
+        std::fs::rename(&edited, &sim_file)
+    }
+
     pub fn traffic_spec(&self) -> TrafficSpec {
         let backend = |port| Backend {
             address: "127.0.0.1".into(),

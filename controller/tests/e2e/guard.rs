@@ -127,19 +127,9 @@ pub fn dump(all: &[Value]) -> String {
         .join("\n")
 }
 
-/// Appends `faults` to node `i`'s pool in its sim file (its agent applies
-/// them at once).
+/// Sets node's pool faults (its agent applies them at once).
 pub fn make_sick(farm: &Farm, node: &str, faults: &str) {
-    let sim_file = farm.sandbox.dir.join(format!("{node}.sim.yaml"));
-    let mut text = std::fs::read_to_string(&sim_file).unwrap();
-    if let Some(at) = text.find("    faults:\n") {
-        text.truncate(at);
-    }
-    text.push_str("    faults:\n");
-    text.push_str(faults);
-    let edited = sim_file.with_extension("new");
-    std::fs::write(&edited, text).unwrap();
-    std::fs::rename(&edited, &sim_file).unwrap();
+    farm.sandbox.set_pool_faults(node, faults).unwrap();
 }
 
 pub fn is(d: &Value, decision: &str, node: &str) -> bool {

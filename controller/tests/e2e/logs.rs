@@ -49,12 +49,9 @@ async fn logs_give_what_status_gave_and_what_an_independent_reading_counts() {
     .await;
     let inv = inventory(&farm);
     // web02's application fails 20% of its requests from the start.
-    let sim_file = farm.sandbox.dir.join("web02.sim.yaml");
-    let mut text = std::fs::read_to_string(&sim_file).unwrap();
-    text.push_str("    faults:\n      error_rate: 0.20\n");
-    let edited = sim_file.with_extension("new");
-    std::fs::write(&edited, text).unwrap();
-    std::fs::rename(&edited, &sim_file).unwrap();
+    farm.sandbox
+        .set_pool_faults("web02", "      error_rate: 0.20\n")
+        .unwrap();
     let mut load = farm.sandbox.traffic_spec();
     load.workers = 4;
     load.pace = Duration::from_millis(20);

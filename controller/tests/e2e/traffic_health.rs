@@ -41,12 +41,12 @@ async fn status_flags_the_node_and_pool_whose_users_get_errors_and_latency() {
     let traffic = Traffic::start(load);
     // While the farm serves, web02's application goes bad: its sim file
     // is edited, and its agent applies the pool's new faults at once.
-    let sim_file = farm.sandbox.dir.join("web02.sim.yaml");
-    let mut text = std::fs::read_to_string(&sim_file).unwrap();
-    text.push_str("    faults:\n      error_rate: 0.10\n      extra_latency: 800ms\n");
-    let edited = sim_file.with_extension("new");
-    std::fs::write(&edited, text).unwrap();
-    std::fs::rename(&edited, &sim_file).unwrap();
+    farm.sandbox
+        .set_pool_faults(
+            "web02",
+            "      error_rate: 0.10\n      extra_latency: 800ms\n",
+        )
+        .unwrap();
     // Until every node has enough user requests in the window to judge.
     let st = farm_proto::eventually!(
         Duration::from_secs(150),

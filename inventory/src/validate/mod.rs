@@ -63,6 +63,31 @@ impl Errors {
         }
     }
 
+    /// A duration at `path` between `min` and `max` (inclusive); out of
+    /// range: said, and `default`.
+    fn bounded(
+        &mut self,
+        path: &str,
+        value: Option<&str>,
+        default: Duration,
+        (min, max): (Duration, Duration),
+    ) -> Duration {
+        let got = self.duration(path, value, default);
+        if got < min || got > max {
+            self.add(
+                path,
+                format!(
+                    "{} is not between {} and {}",
+                    humantime::format_duration(got),
+                    humantime::format_duration(min),
+                    humantime::format_duration(max)
+                ),
+            );
+            return default;
+        }
+        got
+    }
+
     fn port(&mut self, path: &str, value: Option<i64>, default: u16) -> u16 {
         match value {
             None => default,

@@ -347,20 +347,7 @@ pub(super) fn patch(errors: &mut Errors, p: &crate::raw::RawPatch) -> crate::mod
     }
     let mut bounded =
         |key: &str, v: Option<&str>, default: Duration, min: Duration, max: Duration| {
-            let got = errors.duration(&format!("patch.{key}"), v, default);
-            if got < min || got > max {
-                errors.add(
-                    format!("patch.{key}"),
-                    format!(
-                        "{} is not between {} and {}",
-                        humantime::format_duration(got),
-                        humantime::format_duration(min),
-                        humantime::format_duration(max)
-                    ),
-                );
-                return default;
-            }
-            got
+            errors.bounded(&format!("patch.{key}"), v, default, (min, max))
         };
     let reboot_timeout = bounded(
         "reboot_timeout",
@@ -416,20 +403,12 @@ pub(super) fn patch(errors: &mut Errors, p: &crate::raw::RawPatch) -> crate::mod
 pub(super) fn guard(errors: &mut Errors, g: &RawGuard, node_count: usize) -> Guard {
     let d = Guard::default();
     let mut bounded = |key: &str, v: Option<&str>, default: Duration, min: u64, max: u64| {
-        let got = errors.duration(&format!("guard.{key}"), v, default);
-        if got < Duration::from_secs(min) || got > Duration::from_secs(max) {
-            errors.add(
-                format!("guard.{key}"),
-                format!(
-                    "{} is not between {} and {}",
-                    humantime::format_duration(got),
-                    humantime::format_duration(Duration::from_secs(min)),
-                    humantime::format_duration(Duration::from_secs(max))
-                ),
-            );
-            return default;
-        }
-        got
+        errors.bounded(
+            &format!("guard.{key}"),
+            v,
+            default,
+            (Duration::from_secs(min), Duration::from_secs(max)),
+        )
     };
     let window = bounded("window", g.window.as_deref(), d.window, 10, 3600);
     let interval = bounded("interval", g.interval.as_deref(), d.interval, 1, 3600);

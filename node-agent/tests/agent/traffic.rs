@@ -466,7 +466,14 @@ async fn a_recycle_restarts_the_window_and_a_lost_folder_is_said() {
         .await
         .unwrap()
         .into_inner();
-    while tokio_stream::StreamExt::next(&mut stream).await.is_some() {}
+    let mut said = Vec::new();
+    while let Some(e) = tokio_stream::StreamExt::next(&mut stream).await {
+        said.push(format!("{e:?}"));
+    }
+    assert!(
+        said.last().is_some_and(|l| l.contains("success: true")),
+        "the recycle did not succeed: {said:#?}"
+    );
     let after = traffic(client.clone()).await;
     assert!(after.covered_s <= 2, "{after:?}");
     assert_eq!(after.requests, 0, "{after:?}");

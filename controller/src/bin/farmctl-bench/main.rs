@@ -9,6 +9,8 @@
 //! cargo run --release -p farmctl --bin farmctl-bench -- --nodes 1000 --max-unavailable 10%
 //! cargo run --release -p farmctl --bin farmctl-bench -- --deploy --nodes 16   # 50 MB release
 //! cargo run --release -p farmctl --bin farmctl-bench -- --patch --nodes 16 --boot 60s
+//! cargo run --release -p farmctl --bin farmctl-bench -- --guard --nodes 4 [--noise 30m]
+//! cargo run --release -p farmctl --bin farmctl-bench -- --guard --nodes 1000
 //! ```
 //!
 //! `--patch`: patch night (install, restart, come back) against the ideal
@@ -79,6 +81,20 @@ struct Args {
     /// --patch: how long each simulated server takes to restart.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     boot: Duration,
+    /// Benchmark `farmctl guard` instead (fault to healed at 20 req/s per
+    /// node; above 64 nodes, one evaluation's own cost, synthetic).
+    #[arg(long, conflicts_with_all = ["deploy", "status", "patch"])]
+    guard: bool,
+    /// --guard: then run the healthy farm under a changing load this long
+    /// and count the guard's actions.
+    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+    noise: Duration,
+    /// --guard: the rules' window and interval (the inventory's defaults
+    /// otherwise).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    window: Option<Duration>,
+    #[arg(long, value_parser = humantime::parse_duration)]
+    interval: Option<Duration>,
     /// Farm sizes, as in older versions (`farmctl-bench 4 16`).
     sizes: Vec<usize>,
 }
@@ -110,7 +126,18 @@ async fn main() {
                 std::process::exit(2);
             }
         };
-        let mode = if args.patch {
+        if args.guard && n > 64 {
+            lines.push(guard::scale(n));
+            continue;
+        }
+        let mode = if args.guard {
+            let d = farm_inventory::Guard::default();
+            Mode::Guard {
+                noise: args.noise,
+                window: args.window.unwrap_or(d.window),
+                interval: args.interval.unwrap_or(d.interval),
+            }
+        } else if args.patch {
             Mode::Patch { boot: args.boot }
         } else if args.status {
             Mode::Status
@@ -136,9 +163,18 @@ async fn main() {
 
 enum Mode {
     Recycle(Vec<Strategy>),
-    Deploy { package_mb: u64 },
+    Deploy {
+        package_mb: u64,
+    },
     Status,
-    Patch { boot: Duration },
+    Patch {
+        boot: Duration,
+    },
+    Guard {
+        noise: Duration,
+        window: Duration,
+        interval: Duration,
+    },
 }
 
 async fn bench(
@@ -164,6 +200,16 @@ async fn bench(
             _ => SandboxSpec::default().boot_time,
         },
         patch_yaml: "patch:\n  reboot_delay: 1s\n  reboot_timeout: 30m\n  bake: 0s\n".into(),
+        guard_yaml: match mode {
+            Mode::Guard {
+                window, interval, ..
+            } => format!(
+                "guard:\n  window: {}\n  interval: {}\n",
+                humantime::format_duration(*window),
+                humantime::format_duration(*interval)
+            ),
+            _ => String::new(),
+        },
         ..SandboxSpec::default()
     };
     let t = Instant::now();
@@ -191,6 +237,11 @@ async fn bench(
         Mode::Recycle(s) => s,
         Mode::Patch { boot } => {
             let line = patch::bench(&farm, &sandbox, &settings, nodes, *boot).await;
+            sandbox.stop().await;
+            return line.map(|l| vec![l]);
+        }
+        Mode::Guard { noise, .. } => {
+            let line = guard::bench(&farm, &sandbox, &settings, nodes, *noise).await;
             sandbox.stop().await;
             return line.map(|l| vec![l]);
         }
@@ -315,6 +366,7 @@ fn print(
 }
 
 mod deploy;
+mod guard;
 mod patch;
 
 /// Nodes out at once in the run's first stage.

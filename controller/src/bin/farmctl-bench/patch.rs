@@ -24,7 +24,7 @@ const INSTALL: Duration = Duration::from_millis(1000);
 const REBOOT_DELAY: Duration = Duration::from_secs(1);
 
 /// `VmRSS` or `VmHWM` of `pid` in MB (Linux).
-fn mem_mb(pid: &str, key: &str) -> Option<f64> {
+pub fn mem_mb(pid: &str, key: &str) -> Option<f64> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = text.lines().find(|l| l.starts_with(key))?;
     let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;

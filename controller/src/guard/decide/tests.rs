@@ -1,22 +1,13 @@
 //! The guardrails on a paused clock: figures and history in, decisions out.
 use super::*;
-use farm_inventory::Capacity;
 
 const S: Millis = 1000;
 const MIN: Millis = 60 * S;
 
+/// The inventory's defaults: window 2m, confirm 3, max_sick 25%, 3 an
+/// hour and 10 a day, cool-down 10m, relapse 30m, quarantine after 2.
 fn rules() -> Rules {
-    Rules {
-        window: Duration::from_secs(120),
-        interval: Duration::from_secs(30),
-        confirm: 3,
-        max_sick: Capacity::Percent(25),
-        per_hour: 3,
-        per_day: 10,
-        cooldown: Duration::from_secs(600),
-        relapse: Duration::from_secs(1800),
-        quarantine_after: 2,
-    }
+    Rules::default()
 }
 
 fn node(name: &str, outlier: Option<bool>, pools: &[&str]) -> NodeSeen {
