@@ -47,6 +47,8 @@ pub struct NodeSeen {
     pub name: String,
     /// Reachable, healthy and in rotation.
     pub serving: bool,
+    /// In rotation (its probe may fail: a sick node's often does).
+    pub in_rotation: bool,
     /// The outlier rule's verdict over the window (`None`: unknown —
     /// unreachable, stale or too little data; never sick).
     pub outlier: Option<bool>,

@@ -377,15 +377,20 @@ impl Guard<'_> {
     /// Takes the node out of rotation when the others can carry the farm;
     /// else leaves it serving and says so.
     async fn quarantine(&self, node: &str, seen: &Seen) -> Done {
-        let serving = seen.nodes.iter().filter(|n| n.serving).count();
         let this = seen.nodes.iter().find(|n| n.name == node);
-        if !this.is_some_and(|n| n.serving) {
+        if !this.is_some_and(|n| n.in_rotation) {
             return Done::said("left as it is: already out of rotation");
         }
-        if serving - 1 < seen.min_healthy.max(1) {
+        // The others must carry the farm (the node itself, sick, may fail
+        // its probe and not count as serving).
+        let others = seen
+            .nodes
+            .iter()
+            .filter(|n| n.serving && n.name != node)
+            .count();
+        if others < seen.min_healthy.max(1) {
             return Done::said(&format!(
-                "left in rotation: taking it out would leave {} nodes serving, fewer than min_healthy {}",
-                serving - 1,
+                "left in rotation: taking it out would leave {others} nodes serving, fewer than min_healthy {}",
                 seen.min_healthy
             ));
         }
@@ -483,6 +488,7 @@ fn node_seen(n: &NodeStatus) -> NodeSeen {
     NodeSeen {
         name: n.name.clone(),
         serving,
+        in_rotation: n.reachable && n.drained != Some(true),
         // A node out of rotation or unreachable has nothing to judge.
         outlier: if n.reachable { n.outlier } else { None },
         pools: n.outlier_pools.clone(),

@@ -168,6 +168,7 @@ fn synthetic(i: usize, sick: bool) -> NodeSeen {
     NodeSeen {
         name: format!("web{i:04}"),
         serving: true,
+        in_rotation: true,
         outlier: Some(sick),
         pools: if sick {
             vec!["ShopPool".into()]

@@ -15,6 +15,7 @@ fn node(name: &str, outlier: Option<bool>, pools: &[&str]) -> NodeSeen {
     NodeSeen {
         name: name.into(),
         serving: true,
+        in_rotation: true,
         outlier,
         pools: pools.iter().map(|p| p.to_string()).collect(),
         reasons: if sick {
