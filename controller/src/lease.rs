@@ -153,13 +153,17 @@ async fn renew(
     mut stopped: watch::Receiver<bool>,
 ) {
     let every = ttl / 3;
+    // Consecutive failures per node: said once when they start (a server
+    // restarting for patch night is unreachable for minutes) and once
+    // when it answers again, not at every renewal.
+    let mut failing = vec![0u32; agents.len()];
     loop {
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
             _ = stopped.changed() => return,
         }
         let (run_id, holder, reason) = (&run_id, &holder, &reason);
-        join_all(agents.iter().map(|(name, a)| async move {
+        let results = join_all(agents.iter().map(|(name, a)| async move {
             let renewed = tokio::time::timeout(every, async {
                 match a.renew_lease(run_id, ttl).await {
                     Err(AgentError::Refused(why)) => {
@@ -177,12 +181,29 @@ async fn renew(
             })
             .await;
             match renewed {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::warn!(node = %name, run_id = %run_id, "could not renew the lease: {e}"),
-                Err(_) => tracing::warn!(node = %name, run_id = %run_id, "lease renewal did not answer within {every:?}"),
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(format!("could not renew the lease: {e}")),
+                Err(_) => Some(format!("lease renewal did not answer within {every:?}")),
             }
         }))
         .await;
+        for ((failed, (name, _)), result) in failing.iter_mut().zip(&agents).zip(results) {
+            match result {
+                None if *failed > 0 => {
+                    tracing::info!(node = %name, run_id = %run_id, "the lease is renewed again after {} failed renewal(s)", *failed);
+                    *failed = 0;
+                }
+                None => {}
+                Some(e) if *failed == 0 => {
+                    *failed = 1;
+                    tracing::warn!(node = %name, run_id = %run_id, "{e} (said once until it answers again)");
+                }
+                Some(e) => {
+                    *failed += 1;
+                    tracing::debug!(node = %name, run_id = %run_id, "{e}");
+                }
+            }
+        }
     }
 }
 
