@@ -150,11 +150,16 @@ async fn the_agent_as_a_windows_service() {
     let d = farm.sandbox.dir.clone();
     let node = &farm.sandbox.nodes[0];
     let sim = std::fs::read_to_string(d.join("web01.sim.yaml")).unwrap();
-    let pinned = sim.replacen(
-        "    app_pool: ",
-        &format!("    port: {}\n    app_pool: ", node.http_port),
-        1,
-    );
+    // The site's port pinned (the sandbox pins it already for restarts).
+    let pinned = if sim.contains("    port: ") {
+        sim
+    } else {
+        sim.replacen(
+            "    app_pool: ",
+            &format!("    port: {}\n    app_pool: ", node.http_port),
+            1,
+        )
+    };
     std::fs::write(d.join("service.sim.yaml"), pinned).unwrap();
     let name = format!("farm-agent-test-{}", std::process::id());
     let exe = exe.display().to_string();
@@ -193,7 +198,25 @@ async fn the_agent_as_a_windows_service() {
 
     let start = wine(&["sc", "start", &name]);
     assert!(start.status.success(), "sc start: {}", text(&start));
-    wait_state(&name, "RUNNING", Duration::from_secs(60));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while sc_state(&name).as_deref() != Some("RUNNING") {
+        if Instant::now() > deadline || sc_state(&name).as_deref() == Some("STOPPED") {
+            // What the service wrote before it ended says why.
+            let logs: Vec<String> = std::fs::read_dir(d.join("service-state").join("logs"))
+                .map(|r| {
+                    r.flatten()
+                        .map(|f| std::fs::read_to_string(f.path()).unwrap_or_default())
+                        .collect()
+                })
+                .unwrap_or_default();
+            panic!(
+                "`{name}` not RUNNING: {}\nits log:\n{}",
+                text(&wine(&["sc", "query", &name])),
+                logs.join("\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
     farm_proto::assert_eventually!(
         Duration::from_secs(60),
         async {

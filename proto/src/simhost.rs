@@ -44,6 +44,9 @@ impl Machine {
     }
 
     pub fn save(&self, state_dir: &Path) -> std::io::Result<()> {
+        // The agent makes its state directory after the simulated server
+        // has booted: the server's disk is there first.
+        std::fs::create_dir_all(state_dir)?;
         let path = state_dir.join(MACHINE_FILE);
         let tmp = path.with_extension("json.new");
         std::fs::write(&tmp, serde_json::to_vec_pretty(self)?)?;
