@@ -27,7 +27,7 @@ const DAY: Millis = 24 * HOUR;
 const FARM_FACTOR: f64 = 3.0;
 const FARM_ERROR_MARGIN: f64 = 0.02;
 /// ...or their median p95 this many times and this much above.
-const FARM_LATENCY_MARGIN_MS: f64 = 200.0;
+const FARM_LATENCY_MARGIN_MS: f64 = 300.0;
 /// The past is the last hour's evaluations that ended a window ago or
 /// more; at least this many of them.
 const PAST_MIN: usize = 3;

@@ -185,10 +185,11 @@ async fn status_flags_the_node_and_pool_whose_users_get_errors_and_latency() {
             "{n:#}"
         );
     }
-    // Every failed request was one of web02's injected errors.
-    let injected = t["status_5xx"].as_u64().unwrap();
+    // Every failed request was one of web02's injected errors (500s,
+    // until its recycle): none dropped, none refused. (Their count goes on
+    // after the snapshot, until the recycle drains web02.)
     assert!(
-        report.requests_failed <= injected + 2,
-        "{report:?} vs {injected} injected"
+        report.failures.keys().all(|k| k == "HTTP 500"),
+        "{report:?}"
     );
 }
