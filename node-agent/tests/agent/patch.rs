@@ -4,7 +4,7 @@
 //! asked again answering `done` instead of restarting twice.
 use std::time::Duration;
 
-use farm_agent::agent::{self, AgentSettings, Ended, Flags};
+use farm_agent::agent::{self, Ended};
 use farm_proto::v1 as pb;
 
 const SIM: &str = "node: t\nlogs: LOGS\nboot_time: 1s\nsites:\n  - name: shop\n    host: shop.example\n    app_pool: Shop\napp_pools:\n  - name: Shop\n    startup: 10ms\n    warmup: 0ms\nupdates:\n  - kb: KB5031364\n    title: 2026-11 Cumulative Update\n    install_time: 50ms\n  - kb: KB890830\n    classification: Updates\n    reboot: false\n    install_time: 10ms\n  - kb: KB5030000\n    fails: \"0x80240022\"\n    classification: CriticalUpdates\n";
@@ -22,30 +22,27 @@ async fn start(dir: &std::path::Path) -> Running {
         SIM.replace("LOGS", &dir.join("logs").display().to_string()),
     )
     .unwrap();
-    let flags = Flags {
-        listen: Some("127.0.0.1:0".into()),
-        sim: Some(sim),
-        insecure: true,
-        state_dir: Some(dir.join("state")),
-        ..Flags::default()
-    };
-    let settings = AgentSettings::load(&flags).unwrap();
-    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(agent::run(
-        settings,
-        move |r| {
-            let _ = ready_tx.send(r.clone());
-        },
-        async {
-            let _ = stopped.await;
-        },
-    ));
+    let (ready_rx, stop, task) = crate::traffic::start_agent_in(&sim, Some(dir.join("state")));
     let ready = ready_rx.await.unwrap();
     let client = farm_proto::NodeAgentClient::connect(format!("http://{}", ready.agent))
         .await
         .unwrap();
     Running { client, task, stop }
+}
+
+/// The KBs the agent says apply (security and critical ones), and where
+/// it searched.
+async fn applicable(
+    c: &mut farm_proto::NodeAgentClient<tonic::transport::Channel>,
+) -> (Vec<String>, String) {
+    let r = c
+        .updates(pb::UpdatesRequest {
+            filter: Some(security_only()),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    (r.updates.into_iter().map(|u| u.kb).collect(), r.source)
 }
 
 fn security_only() -> pb::UpdateFilter {
@@ -106,21 +103,13 @@ async fn updates_install_and_a_restart_that_is_never_done_twice() {
     assert_eq!(status.updates_pending, None, "never searched");
     assert_eq!(status.service_start, "auto");
 
-    let found = a
-        .client
-        .updates(pb::UpdatesRequest {
-            filter: Some(security_only()),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let kbs: Vec<&str> = found.updates.iter().map(|u| u.kb.as_str()).collect();
+    let (kbs, source) = applicable(&mut a.client).await;
     assert_eq!(
         kbs,
         ["KB5031364", "KB5030000"],
         "KB890830 is not a security update"
     );
-    assert_eq!(found.source, "sim");
+    assert_eq!(source, "sim");
     // A bad classification is refused, named.
     let bad = a
         .client
@@ -193,16 +182,7 @@ async fn updates_install_and_a_restart_that_is_never_done_twice() {
     assert_eq!(done.state, "done");
     assert!(done.replayed);
     assert_eq!(done.boot_now.unwrap().id, boot2.id);
-    let left = b
-        .client
-        .updates(pb::UpdatesRequest {
-            filter: Some(security_only()),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let kbs: Vec<&str> = left.updates.iter().map(|u| u.kb.as_str()).collect();
-    assert_eq!(kbs, ["KB5030000"]);
+    assert_eq!(applicable(&mut b.client).await.0, ["KB5030000"]);
     // The agent alone restarting is the same boot.
     let _ = b.stop.send(());
     assert_eq!(b.task.await.unwrap().unwrap(), Ended::Stopped);

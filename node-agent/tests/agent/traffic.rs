@@ -34,11 +34,25 @@ fn start_agent(
     tokio::sync::oneshot::Sender<()>,
     tokio::task::JoinHandle<Result<farm_agent::agent::Ended, farm_agent::agent::RunError>>,
 ) {
+    start_agent_in(sim, None)
+}
+
+/// [`start_agent`] with a state directory (`None`: none).
+#[allow(clippy::type_complexity)]
+pub(crate) fn start_agent_in(
+    sim: &std::path::Path,
+    state_dir: Option<std::path::PathBuf>,
+) -> (
+    tokio::sync::oneshot::Receiver<farm_agent::agent::Ready>,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<Result<farm_agent::agent::Ended, farm_agent::agent::RunError>>,
+) {
     use farm_agent::agent::{self, AgentSettings, Flags};
     let flags = Flags {
         listen: Some("127.0.0.1:0".into()),
         sim: Some(sim.to_path_buf()),
         insecure: true,
+        state_dir,
         ..Flags::default()
     };
     let settings = AgentSettings::load(&flags).unwrap();
