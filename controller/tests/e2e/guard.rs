@@ -279,6 +279,30 @@ async fn the_guard_heals_a_sick_pool_quarantines_a_relapsing_one_and_holds_a_sic
             guard.decisions().len() >= seen + 3
         })
         .await;
+    // 4. A run holding the farm pauses the guard: it decides nothing but
+    // `held: run in progress` while the run's leases hold.
+    let before_run = guard.decisions().len();
+    // (web03 is out, quarantined: a second node may be out beside it.)
+    let run = farmctl(&[
+        "recycle",
+        "-i",
+        &inv,
+        "--nodes",
+        "web01,web02",
+        "--max-unavailable",
+        "2",
+        "--yes",
+    ])
+    .await;
+    assert_eq!(run.status.code(), Some(0), "{}", stderr(&run));
+    let during: Vec<Value> = guard.decisions()[before_run..].to_vec();
+    assert!(
+        during
+            .iter()
+            .any(|d| d["decision"] == "held" && d["reason"] == "run in progress"),
+        "the guard did not see the run:\n{}",
+        dump(&during)
+    );
     let load = traffic.stop().await;
     let mut child = guard.child;
     let _ = child.start_kill();
