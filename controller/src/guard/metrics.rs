@@ -153,3 +153,69 @@ pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>) {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::guard::decide::{Figures, Kind};
+
+    #[test]
+    fn decisions_actions_and_the_last_evaluation_are_counted() {
+        let m = Metrics::default();
+        let held = Decision {
+            decision: Kind::Held,
+            reason: "farm sick".into(),
+            node: None,
+            pool: None,
+            detail: String::new(),
+            figures: None,
+            before: None,
+            farm: Figures::default(),
+            page: true,
+        };
+        assert!(m
+            .encode()
+            .contains("farmctl_guard_last_evaluation_age_seconds NaN"));
+        m.decided(&held);
+        m.decided(&held);
+        m.acted();
+        m.leader(true);
+        m.evaluated(crate::clock::now_unix_ms());
+        let text = m.encode();
+        assert!(
+            text.contains(r#"farmctl_guard_decisions_total{decision="held",reason="farm sick"} 2"#),
+            "{text}"
+        );
+        assert!(text.contains("farmctl_guard_actions_total 1"), "{text}");
+        assert!(text.contains("farmctl_guard_leader 1"), "{text}");
+        assert!(!text.contains("age_seconds NaN"), "{text}");
+    }
+}
+
+#[cfg(test)]
+mod served {
+    use super::*;
+
+    #[tokio::test]
+    async fn get_metrics_answers_the_figures_and_other_paths_404() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let m = Arc::new(Metrics::default());
+        m.acted();
+        tokio::spawn(serve(listener, m));
+        let get = |path: &'static str| {
+            farm_proto::http::get_as(
+                "test",
+                "127.0.0.1",
+                port,
+                None,
+                path,
+                std::time::Duration::from_secs(5),
+            )
+        };
+        let (status, body) = get("/metrics").await.unwrap();
+        assert_eq!(status, 200);
+        assert!(body.contains("farmctl_guard_actions_total 1"), "{body}");
+        assert_eq!(get("/").await.unwrap().0, 404);
+    }
+}

@@ -63,13 +63,11 @@ struct Logged<'a> {
 
 pub async fn run(args: &GuardArgs, settings: &Settings) -> CommandResult {
     let farm = settings.farm(&args.inv.inventory)?;
-    let (stop_tx, stop) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            stop_tx.send_replace(true);
-        }
-    });
-    guard_farm(&farm, args, settings, stop).await
+    // Ctrl-C: an action under way finishes, then the guard stops.
+    crate::commands::with_ctrl_c(settings.reporter.clone(), |stop| {
+        guard_farm(&farm, args, settings, stop)
+    })
+    .await
 }
 
 /// Guards `farm` until `stop` turns true (or `--count` evaluations).
@@ -154,7 +152,6 @@ pub async fn guard_farm(
             Ended::SeatLost => {
                 say("the guard seat was lost (the store did not answer): standing by")
             }
-            Ended::Count => break,
         }
     }
     if let Some(n) = notifier {
@@ -164,9 +161,9 @@ pub async fn guard_farm(
 }
 
 enum Ended {
+    /// Ctrl-C, or `--count` evaluations done.
     Stopped,
     SeatLost,
-    Count,
 }
 
 struct Guard<'a> {
@@ -193,7 +190,7 @@ impl Guard<'_> {
             if seat.lost() {
                 return Ended::SeatLost;
             }
-            let (seen, _) = look(self.farm, self.settings, self.store).await;
+            let seen = look(self.farm, self.settings, self.store).await;
             let now = crate::clock::now_unix_ms();
             let (decisions, act) = decide::evaluate(&rules, &mut state.history, &seen, now);
             // The history is saved before anything is done: a guard that
@@ -238,7 +235,7 @@ impl Guard<'_> {
             self.save(seat, &state).await;
             evaluations += 1;
             if self.args.count.is_some_and(|c| evaluations >= c) {
-                return Ended::Count;
+                return Ended::Stopped;
             }
             let mut stop = self.stop.clone();
             tokio::select! {
@@ -335,19 +332,15 @@ impl Guard<'_> {
             Ok(s) => s,
             Err(e) => return Done::failed(e.to_string()),
         };
-        let operator = crate::operator::Terminal { yes: true };
-        let lines = crate::report::Lines::new();
-        let silent = crate::report::Silent;
-        let env = crate::run::RunEnv {
-            state_dir: self.settings.state_dir(),
-            state_store: self.settings.state_store.clone(),
-            takeover: false,
-            failed: crate::run::FailedNodes::Unsaid,
-            clock: self.settings.clock.clone(),
-            reporter: if self.settings.quiet { &silent } else { &lines },
-            operator: &operator,
-            stop: Some(self.stop.clone()),
+        // The run's progress as lines on stderr (stdout is the decisions'),
+        // none with --quiet.
+        let mut run_settings = self.settings.clone();
+        run_settings.reporter = if self.settings.quiet {
+            Arc::new(crate::report::Silent)
+        } else {
+            Arc::new(crate::report::Lines::new())
         };
+        let env = run_settings.run_env(&crate::operator::AssumeYes, Some(self.stop.clone()));
         match crate::run::start(self.farm, &self.args.inv.inventory, settings, &env).await {
             Ok(report) => Done {
                 run_id: Some(report.run_id.clone()),
@@ -429,7 +422,7 @@ impl Done {
 }
 
 /// The farm as the guard judges it: `status`'s view over `guard.window`.
-pub async fn look(farm: &Farm, settings: &Settings, store: &Store) -> (Seen, Vec<NodeStatus>) {
+pub async fn look(farm: &Farm, settings: &Settings, store: &Store) -> Seen {
     let window = farm
         .inventory
         .guard
@@ -456,16 +449,12 @@ pub async fn look(farm: &Farm, settings: &Settings, store: &Store) -> (Seen, Vec
             }
         }
     }
-    let nodes = snap.nodes.iter().map(node_seen).collect();
     let total = farm.inventory.nodes.len();
-    (
-        Seen {
-            nodes,
-            run,
-            min_healthy: farm.inventory.rollout.min_healthy.of(total),
-        },
-        snap.nodes,
-    )
+    Seen {
+        nodes: snap.nodes.iter().map(node_seen).collect(),
+        run,
+        min_healthy: farm.inventory.rollout.min_healthy.of(total),
+    }
 }
 
 fn figures(

@@ -74,28 +74,33 @@ pub async fn take(
     }
 }
 
-/// Who holds the seat now, if anyone.
+/// Who holds the seat now, if anyone. Read-only: the lock file is never
+/// written nor held exclusively here (`status` asks while guards run).
 pub async fn holder(store: &Store, farm: &str, state_dir: &Path) -> Option<LockValue> {
     match store {
-        Store::Files(_) => match pid_lock(&lock_file(state_dir, farm)) {
-            // We could take it: nobody holds it.
-            Ok(_) => None,
-            Err(PidLockError::Held(pid)) => {
-                let state = super::state::read(store, farm, state_dir).await;
-                Some(
-                    state
-                        .and_then(|s| s.holder)
-                        .filter(|h| h.pid.to_string() == pid)
-                        .unwrap_or(LockValue {
-                            run_id: "guard".into(),
-                            holder: "unknown".into(),
-                            pid: pid.parse().unwrap_or(0),
-                            since: String::new(),
-                        }),
-                )
+        Store::Files(_) => {
+            use std::io::Read;
+            let mut file = std::fs::File::open(lock_file(state_dir, farm)).ok()?;
+            // A shared lock is refused only while a guard holds the seat.
+            if fs4::FileExt::try_lock_shared(&file).is_ok() {
+                return None;
             }
-            Err(PidLockError::Io(_)) => None,
-        },
+            let mut pid = String::new();
+            let _ = file.read_to_string(&mut pid);
+            let pid = pid.trim().to_string();
+            let state = super::state::read(store, farm, state_dir).await;
+            Some(
+                state
+                    .and_then(|s| s.holder)
+                    .filter(|h| h.pid.to_string() == pid)
+                    .unwrap_or(LockValue {
+                        run_id: "guard".into(),
+                        holder: "unknown".into(),
+                        pid: pid.parse().unwrap_or(0),
+                        since: String::new(),
+                    }),
+            )
+        }
         Store::Etcd(e) => e.guard_holder(farm).await.ok().flatten(),
     }
 }
@@ -131,5 +136,40 @@ impl Seat {
             Seat::File(..) => {}
             Seat::Etcd(l) => l.release().await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn one_guard_holds_the_seat_and_status_only_reads_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::Files(dir.path().to_path_buf());
+        assert!(holder(&store, "shop", dir.path()).await.is_none());
+        let (_tx, stop) = tokio::sync::watch::channel(false);
+        let seat = take(&store, "shop", dir.path(), stop.clone(), &|_| {})
+            .await
+            .unwrap()
+            .expect("the free seat is taken");
+        // Asked while held: the holder, and the seat is still held after.
+        let h = holder(&store, "shop", dir.path()).await.expect("held");
+        assert_eq!(h.pid, std::process::id());
+        assert!(holder(&store, "shop", dir.path()).await.is_some());
+        // A second guard stands by (until stopped).
+        let (tx2, stop2) = tokio::sync::watch::channel(false);
+        let said = std::sync::Mutex::new(Vec::<String>::new());
+        let say = |m: &str| said.lock().unwrap().push(m.to_string());
+        let second = take(&store, "shop", dir.path(), stop2, &say);
+        tokio::pin!(second);
+        tokio::select! {
+            _ = &mut second => panic!("a second guard took a held seat"),
+            () = tokio::time::sleep(std::time::Duration::from_millis(1500)) => {}
+        }
+        tx2.send_replace(true);
+        assert!(second.await.unwrap().is_none());
+        assert!(said.lock().unwrap()[0].contains("standing by"));
+        seat.release().await;
     }
 }
