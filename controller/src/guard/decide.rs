@@ -459,39 +459,39 @@ pub fn evaluate(
                     u.before.clone(),
                 );
             }
-            if u.relapses >= rules.quarantine_after {
-                if act.is_some() {
-                    out.say(
-                        Kind::Held,
-                        "one at a time",
-                        Some(unit),
-                        format!("{name} is to be quarantined once the action under way is over"),
-                        Some(figures),
-                        None,
-                    );
-                    u.relapse_counted = false;
-                    u.relapses -= 1;
-                    continue;
-                }
-                u.quarantined = true;
+        }
+        // Counted once (above), so it is quarantined at the next
+        // evaluation when another action comes first.
+        if u.relapses >= rules.quarantine_after {
+            if act.is_some() {
                 out.say(
-                    Kind::Quarantined,
-                    "relapses",
+                    Kind::Held,
+                    "one at a time",
                     Some(unit),
-                    format!(
-                        "{name} relapsed {} times within {} of being recycled: recycling does not heal it, a person must look ({reasons})",
-                        u.relapses,
-                        when(relapse)
-                    ),
+                    format!("{name} is to be quarantined once the action under way is over"),
                     Some(figures),
-                    u.before.clone(),
+                    None,
                 );
-                act = Some(Act::Quarantine {
-                    node: node.name.clone(),
-                    pool: pool.clone(),
-                });
                 continue;
             }
+            u.quarantined = true;
+            out.say(
+                Kind::Quarantined,
+                "relapses",
+                Some(unit),
+                format!(
+                    "{name} relapsed {} times within {} of being recycled: recycling does not heal it, a person must look ({reasons})",
+                    u.relapses,
+                    when(relapse)
+                ),
+                Some(figures),
+                u.before.clone(),
+            );
+            act = Some(Act::Quarantine {
+                node: node.name.clone(),
+                pool: pool.clone(),
+            });
+            continue;
         }
         if let Some(last) = u.last_action {
             let cool = ms(rules.cooldown).saturating_mul(1 << u.relapses.min(16));
