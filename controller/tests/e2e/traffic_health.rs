@@ -62,35 +62,53 @@ async fn status_flags_the_node_and_pool_whose_users_get_errors_and_latency() {
         "every node to log enough user requests to tell 10% from chance"
     );
     // A slow request is running on web02 when the on-call recycle starts.
+    // web02's pool answers 10% of its requests with a 500 after its extra
+    // 800 ms, the slow one too: it counts once it has run past that (then
+    // it is in its own 45 s); one answered with a 500 is sent again.
     let web02_port = farm.sandbox.nodes[1].http_port;
-    let slow = tokio::spawn(async move {
-        farmctl::probe::get(
-            "127.0.0.1",
-            web02_port,
-            Some(farmctl::sandbox::SITE_HOST),
-            "/slow?ms=45000",
-            Duration::from_secs(90),
-        )
-        .await
-    });
-    // Until web02's agent sees it running for 500 ms (what a capture
-    // lists).
     let client = farmctl::farm::Farm::connect(
         farm_inventory::load(&farm.sandbox.inventory).unwrap(),
         farmctl::farm::Transport::Tls,
     )
     .unwrap();
-    farm_proto::assert_eventually!(
-        Duration::from_secs(20),
-        async {
-            client
-                .agent(1)
-                .diagnose("ShopPool", 500)
-                .await
-                .is_ok_and(|d| d.requests.iter().any(|r| r.url == "/slow?ms=45000"))
-        },
-        "web02 to be serving the slow request for 500 ms"
-    );
+    let mut slow = None;
+    for _ in 0..10 {
+        let request = tokio::spawn(async move {
+            farmctl::probe::get(
+                "127.0.0.1",
+                web02_port,
+                Some(farmctl::sandbox::SITE_HOST),
+                "/slow?ms=45000",
+                Duration::from_secs(90),
+            )
+            .await
+        });
+        let running = farm_proto::eventually!(
+            Duration::from_secs(20),
+            async {
+                if request.is_finished() {
+                    return Some(false);
+                }
+                client
+                    .agent(1)
+                    .diagnose("ShopPool", 1_500)
+                    .await
+                    .is_ok_and(|d| d.requests.iter().any(|r| r.url == "/slow?ms=45000"))
+                    .then_some(true)
+            },
+            "web02 to be serving the slow request for 1.5 s, or to answer it"
+        );
+        if running {
+            slow = Some(request);
+            break;
+        }
+        let answer = request.await.unwrap();
+        assert!(
+            matches!(answer, Ok((500, _))),
+            "the slow request ended early: {answer:?}"
+        );
+    }
+    let slow = slow.expect("10 slow requests in a row answered with the injected 500");
     // On call: only the sick node's pool is recycled, under the same
     // drain/verify/return as any run, the load still going.
     let out = recycle_outliers_json(&inv).await;
@@ -124,7 +142,8 @@ async fn status_flags_the_node_and_pool_whose_users_get_errors_and_latency() {
     assert!(before["error_rate"].as_f64().unwrap() > 0.02, "{before:#}");
     let after = &run["nodes"][0]["traffic_after"];
     assert!(after["window_s"].as_u64().unwrap() >= 1, "{after:#}");
-    assert!(slow.await.unwrap().is_ok());
+    let answer = slow.await.unwrap();
+    assert!(matches!(answer, Ok((200, _))), "{answer:?}");
     let shown = farmctl(&["runs", "show", run["run_id"].as_str().unwrap()]).await;
     let text = String::from_utf8_lossy(&shown.stdout);
     assert!(text.contains("web02: diagnostics of ShopPool: "), "{text}");
