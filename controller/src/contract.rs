@@ -43,6 +43,9 @@ pub struct RunRequest {
     /// Capture each pool's diagnostics before it is recycled
     /// (`recycle --outliers`).
     pub diagnose: bool,
+    /// Also a memory dump of each pool's workers once the node is out of
+    /// rotation and quiet, before the recycle (the guard's `guard.dump`).
+    pub dump: bool,
     /// Per node, its own pools to recycle instead of `pools` (`recycle
     /// --outliers`: each node's sick pools, never another's).
     pub node_pools: std::collections::BTreeMap<String, Vec<String>>,
@@ -71,6 +74,7 @@ impl RunRequest {
             soak: None,
             canaries: None,
             diagnose: false,
+            dump: false,
             node_pools: Default::default(),
         }
     }
@@ -170,6 +174,10 @@ pub struct RunSettings {
     /// Each pool's diagnostics are captured before it is recycled.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub diagnose: bool,
+    /// A memory dump of each pool's workers before it is recycled, while
+    /// the node is out of rotation and quiet.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dump: bool,
     /// Per node, the pools to recycle on it when they are not `pools`
     /// (`recycle --outliers`: each node's own sick pools).
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
@@ -382,6 +390,7 @@ impl RunSettings {
             deploy,
             analysis: AnalysisSettings::resolve(inv, req),
             diagnose: req.diagnose,
+            dump: req.dump,
             node_pools: req.node_pools.clone(),
             patch: PatchSettings::resolve(inv, req.operation),
         })

@@ -128,6 +128,10 @@ pub struct NodeReport {
     pub traffic_before: Option<crate::health::NodeTraffic>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub traffic_after: Option<crate::health::NodeTraffic>,
+    /// The guard's action with `guard.dump`: the memory dumps taken of
+    /// each pool after the node was drained and quiet, before its recycle.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dumps: Vec<crate::agent::DumpView>,
     /// Patch: each update the node installed, with its result.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub updates: Vec<crate::agent::UpdateOutcome>,
@@ -171,6 +175,7 @@ impl NodeReport {
             diagnostics: Vec::new(),
             traffic_before: None,
             traffic_after: None,
+            dumps: Vec::new(),
             updates: Vec::new(),
             reboot: None,
         }

@@ -644,6 +644,10 @@ pub struct Guard {
     pub relapse: Duration,
     /// Relapses after which the guard stops acting on a pool.
     pub quarantine_after: u32,
+    /// Each action also takes a memory dump of the pool's workers once the
+    /// node is out of rotation and quiet, through the agent's `dump:` tool
+    /// and within its budget.
+    pub dump: bool,
 }
 
 impl Default for Guard {
@@ -658,6 +662,7 @@ impl Default for Guard {
             cooldown: Duration::from_secs(600),
             relapse: Duration::from_secs(1800),
             quarantine_after: 2,
+            dump: false,
         }
     }
 }

@@ -309,6 +309,7 @@ pub struct RawGuard {
     pub cooldown: Option<String>,
     pub relapse: Option<String>,
     pub quarantine_after: Option<i64>,
+    pub dump: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -57,6 +57,10 @@ pub struct AgentConfig {
     /// Patch night: how updates are installed and the server restarted.
     #[serde(default)]
     pub patch: PatchConfig,
+    /// Memory dumps of a sick pool's workers (the guard's action), through
+    /// this tool and within this budget. Without it the agent refuses Dump.
+    #[serde(default)]
+    pub dump: Option<crate::dump::DumpConfig>,
 }
 
 /// How this server takes its updates.
@@ -203,6 +207,9 @@ pub fn parse(text: &str) -> Result<AgentConfig, ConfigError> {
     c.authorization
         .validate()
         .map_err(|e| ConfigError(e.to_string()))?;
+    if let Some(d) = &c.dump {
+        d.check().map_err(ConfigError)?;
+    }
     Ok(c)
 }
 
@@ -215,6 +222,13 @@ mod tests {
         assert_eq!(c.health_files.len(), 1);
         assert_eq!(c.timeouts.start.as_secs(), 120);
         assert!(c.tools.appcmd.ends_with("appcmd.exe"));
+        assert_eq!(c.dump.as_ref().map(|d| d.per_day), Some(2));
+    }
+
+    #[test]
+    fn a_dump_tool_that_never_names_the_worker_is_refused() {
+        let e = super::parse("dump:\n  command: [procdump, -ma]\n  dir: /tmp/d\n").unwrap_err();
+        assert!(e.to_string().contains("{pid}"), "{e}");
     }
 
     #[test]

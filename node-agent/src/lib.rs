@@ -24,6 +24,7 @@ pub mod config;
 pub mod connections;
 pub mod convert;
 pub mod deploy;
+pub mod dump;
 pub mod idempotency;
 /// The `Iis` trait (its own crate, shared with the simulator's).
 pub use farm_iis as iis;

@@ -148,6 +148,8 @@ pub enum Call {
     Updates,
     InstallUpdates,
     Reboot,
+    /// A memory dump of a pool's workers.
+    Dump,
 }
 
 impl Call {
@@ -171,6 +173,7 @@ impl Call {
             Call::Updates => "Updates",
             Call::InstallUpdates => "InstallUpdates",
             Call::Reboot => "Reboot",
+            Call::Dump => "Dump",
         }
     }
 

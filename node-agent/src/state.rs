@@ -37,6 +37,15 @@ pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()>
     std::fs::rename(&tmp, path)
 }
 
+/// Free bytes where `path` is (or would be: its nearest existing
+/// ancestor); unknown counts as plenty.
+pub(crate) fn available(path: &Path) -> u64 {
+    path.ancestors()
+        .find(|p| p.exists())
+        .and_then(|p| fs4::available_space(p).ok())
+        .unwrap_or(u64::MAX)
+}
+
 pub fn unix_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -422,6 +422,9 @@ named_enum! {
         Install = "install",
         /// Restarting the server.
         Reboot = "reboot",
+        /// Memory dumps of the pools' workers (one id per node: the agent
+        /// answers it again per pool).
+        Dump = "dump",
     }
 }
 

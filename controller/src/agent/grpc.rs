@@ -581,6 +581,44 @@ impl AgentApi for GrpcAgent {
             .map(|r| r.removed)
     }
 
+    async fn dump(
+        &self,
+        op_id: &str,
+        pool: &str,
+        timeout: Duration,
+    ) -> Result<super::DumpView, AgentError> {
+        let msg = pb::DumpRequest {
+            operation_id: op_id.into(),
+            pool: pool.into(),
+        };
+        let call = async {
+            let mut req = tonic::Request::new(msg);
+            req.set_timeout(timeout);
+            self.client
+                .clone()
+                .dump(req)
+                .await
+                .map(tonic::Response::into_inner)
+                .map_err(|s| self.map_err(s))
+        };
+        let r = self.bounded(timeout, call).await?;
+        Ok(super::DumpView {
+            pool: r.pool,
+            dumps: r
+                .dumps
+                .into_iter()
+                .map(|d| super::DumpTakenView {
+                    pid: d.pid,
+                    file: d.file,
+                    bytes: d.bytes,
+                    elapsed_ms: d.elapsed_ms,
+                })
+                .collect(),
+            refused: r.refused,
+            left_today: Some(r.left_today),
+        })
+    }
+
     async fn diagnose(
         &self,
         pool: &str,

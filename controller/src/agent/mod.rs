@@ -340,6 +340,19 @@ pub trait AgentApi: Send + Sync {
         })
     }
 
+    /// A memory dump of `pool`'s workers through the agent's configured
+    /// tool, within the node's dump budget, answered within `timeout`.
+    async fn dump(
+        &self,
+        _op_id: &str,
+        _pool: &str,
+        _timeout: Duration,
+    ) -> Result<DumpView, AgentError> {
+        Err(AgentError::Refused(
+            "this agent takes no memory dumps".into(),
+        ))
+    }
+
     /// The node's status and its traffic over `last_s` seconds — in one
     /// call where the agent can (`farmctl status` of a large farm).
     async fn status_and_traffic(
@@ -458,6 +471,54 @@ pub struct Diagnostics {
     pub rapid_fail: bool,
     /// What could not be read, and why.
     pub notes: Vec<String>,
+}
+
+/// The memory dumps asked of one pool while its node was out of rotation
+/// (the guard's action with `guard.dump`): in the report
+/// (`nodes[].dumps`) and the guard's decision log.
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct DumpView {
+    pub pool: String,
+    pub dumps: Vec<DumpTakenView>,
+    /// Why a worker was not dumped (the budget, the disk, the size cap,
+    /// the time limit, the tool), or why none could be asked.
+    pub refused: Vec<String>,
+    /// Dumps the node's budget still allows over the last 24 hours.
+    pub left_today: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct DumpTakenView {
+    pub pid: u32,
+    /// The file on the node.
+    pub file: String,
+    pub bytes: u64,
+    pub elapsed_ms: u64,
+}
+
+impl DumpView {
+    /// One line for the run's output: what was written where, and why
+    /// anything was not.
+    pub fn line(&self) -> String {
+        let mut parts: Vec<String> = self
+            .dumps
+            .iter()
+            .map(|d| {
+                format!(
+                    "worker {} dumped to {} ({} MB, {:.1}s)",
+                    d.pid,
+                    d.file,
+                    d.bytes / (1024 * 1024),
+                    d.elapsed_ms as f64 / 1000.0
+                )
+            })
+            .collect();
+        parts.extend(self.refused.iter().map(|r| format!("not dumped: {r}")));
+        if let Some(n) = self.left_today {
+            parts.push(format!("{n} dump(s) left today"));
+        }
+        format!("memory dump of {}: {}", self.pool, parts.join("; "))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]

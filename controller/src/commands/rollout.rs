@@ -96,6 +96,7 @@ pub fn request(args: &RolloutArgs, operation: OperationKind) -> RunRequest {
         soak: None,
         canaries: None,
         diagnose: false,
+        dump: false,
         node_pools: Default::default(),
     }
 }

@@ -59,6 +59,9 @@ struct Logged<'a> {
     /// Captured before the recycle, out of rotation.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     diagnostics: Vec<crate::agent::Diagnostics>,
+    /// Memory dumps taken before the recycle (`guard.dump`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    dumps: Vec<crate::agent::DumpView>,
 }
 
 pub async fn run(args: &GuardArgs, settings: &Settings) -> CommandResult {
@@ -202,22 +205,16 @@ impl Guard<'_> {
             };
             for d in &decisions {
                 let acted_here = matches!(d.decision, Kind::Acted | Kind::Quarantined);
-                let (run_id, outcome, diagnostics) = match (&done, acted_here) {
-                    (Some(done), true) => (
-                        done.run_id.clone(),
-                        Some(done.outcome.clone()),
-                        done.diagnostics.clone(),
-                    ),
-                    _ => (None, None, Vec::new()),
-                };
+                let done = done.as_ref().filter(|_| acted_here);
                 let line = Logged {
                     time: crate::clock::now(),
                     farm: &self.farm.inventory.farm,
                     decision: d,
                     dry_run: self.args.dry_run,
-                    run_id,
-                    outcome,
-                    diagnostics,
+                    run_id: done.and_then(|d| d.run_id.clone()),
+                    outcome: done.map(|d| d.outcome.clone()),
+                    diagnostics: done.map(|d| d.diagnostics.clone()).unwrap_or_default(),
+                    dumps: done.map(|d| d.dumps.clone()).unwrap_or_default(),
                 };
                 let value = serde_json::to_value(&line).unwrap_or_default();
                 log.write(&value);
@@ -325,6 +322,7 @@ impl Guard<'_> {
         let mut req = crate::run::RunRequest::new(OperationKind::Recycle);
         req.nodes = vec![node.to_string()];
         req.diagnose = true;
+        req.dump = self.farm.inventory.guard.dump;
         req.node_pools = pool
             .map(|p| BTreeMap::from([(node.to_string(), vec![p.to_string()])]))
             .unwrap_or_default();
@@ -362,6 +360,7 @@ impl Guard<'_> {
                     .iter()
                     .flat_map(|n| n.diagnostics.clone())
                     .collect(),
+                dumps: report.nodes.iter().flat_map(|n| n.dumps.clone()).collect(),
             },
             Err(e) => Done::failed(e.to_string()),
         }
@@ -402,6 +401,7 @@ struct Done {
     run_id: Option<String>,
     outcome: String,
     diagnostics: Vec<crate::agent::Diagnostics>,
+    dumps: Vec<crate::agent::DumpView>,
 }
 
 impl Done {
@@ -410,6 +410,7 @@ impl Done {
             run_id: None,
             outcome: format!("failed: {why}"),
             diagnostics: Vec::new(),
+            dumps: Vec::new(),
         }
     }
     fn said(what: &str) -> Done {
@@ -417,6 +418,7 @@ impl Done {
             run_id: None,
             outcome: what.to_string(),
             diagnostics: Vec::new(),
+            dumps: Vec::new(),
         }
     }
 }

@@ -103,6 +103,15 @@ pub enum Record {
     Reboot(RebootRecord),
     /// What a patch or reboot did on a node: its updates, its restart.
     Patched(PatchedRecord),
+    /// The memory dumps taken of a node's pools before their recycle.
+    Dumps(DumpsRecord),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DumpsRecord {
+    pub t: String,
+    pub node: String,
+    pub pools: Vec<crate::agent::DumpView>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -56,6 +56,8 @@ pub struct LoadedRun {
     /// A diagnosed node's traffic before its recycle and after it.
     pub traffic_before: BTreeMap<String, crate::health::NodeTraffic>,
     pub traffic_after: BTreeMap<String, crate::health::NodeTraffic>,
+    /// The memory dumps taken of each node's pools.
+    pub dumps: BTreeMap<String, Vec<crate::agent::DumpView>>,
     /// Each resume: when, by whom, and the time of the last record before
     /// it (when the controller before it went silent or ended).
     pub resumes: Vec<(super::ResumedRecord, Option<String>)>,
@@ -138,6 +140,7 @@ pub fn parse(
     let mut diagnostics = BTreeMap::new();
     let mut traffic_before = BTreeMap::new();
     let mut traffic_after = BTreeMap::new();
+    let mut dumps = BTreeMap::new();
     let mut resumes = Vec::new();
     let mut boots_before = BTreeMap::new();
     let mut patched = BTreeMap::new();
@@ -207,6 +210,9 @@ pub fn parse(
             Record::TrafficAfter(a) => {
                 traffic_after.insert(a.node, a.traffic);
             }
+            Record::Dumps(d) => {
+                dumps.insert(d.node, d.pools);
+            }
             Record::Resumed(r) => {
                 resumes.push((r, last_t.clone()));
                 end = None;
@@ -237,6 +243,7 @@ pub fn parse(
         diagnostics,
         traffic_before,
         traffic_after,
+        dumps,
         resumes,
         boots_before,
         patched,
@@ -257,6 +264,7 @@ fn record_time(rec: &Record) -> Option<String> {
         Record::Resumed(r) => r.t.clone(),
         Record::Reboot(r) => r.t.clone(),
         Record::Patched(p) => p.t.clone(),
+        Record::Dumps(d) => d.t.clone(),
     })
 }
 

@@ -46,6 +46,10 @@ pub const RETURNED: &str = "returned to rotation";
 /// Requests running at least this long are listed in a pool's diagnostics.
 const DIAGNOSE_ELAPSED_MS: u64 = 500;
 
+/// The longest a node's dump call may take (each worker is bounded by
+/// the agent's own `dump.timeout`; one dump at a time on a node).
+const DUMP_CALL: Duration = Duration::from_secs(15 * 60);
+
 /// How often the LB is asked whether a node out of rotation is still out.
 const DRAIN_WATCH: Duration = Duration::from_millis(500);
 
@@ -278,6 +282,20 @@ impl NodeRun<'_> {
         (node, Step::Act(action))
     }
 
+    /// The pools whose diagnostics and dumps are captured: the run's, or
+    /// every pool of the node when the run recycles them all.
+    async fn captured_pools(&self, agent: &dyn AgentApi) -> Vec<String> {
+        if self.settings.pools_for(self.name()).is_empty() {
+            agent
+                .status()
+                .await
+                .map(|v| v.pools.iter().map(|p| p.name.clone()).collect())
+                .unwrap_or_default()
+        } else {
+            self.settings.pools_for(self.name()).to_vec()
+        }
+    }
+
     /// What each pool to recycle is doing before the node is touched,
     /// said, journaled and kept for the report. Capturing never stops
     /// the recycle: what cannot be read is a note.
@@ -288,17 +306,8 @@ impl NodeRun<'_> {
         Vec<crate::agent::Diagnostics>,
         Option<crate::health::NodeTraffic>,
     ) {
-        let pools: Vec<String> = if self.settings.pools_for(self.name()).is_empty() {
-            agent
-                .status()
-                .await
-                .map(|v| v.pools.iter().map(|p| p.name.clone()).collect())
-                .unwrap_or_default()
-        } else {
-            self.settings.pools_for(self.name()).to_vec()
-        };
         let mut out = Vec::new();
-        for pool in pools {
+        for pool in self.captured_pools(agent).await {
             let d = match agent.diagnose(&pool, DIAGNOSE_ELAPSED_MS).await {
                 Ok(d) => d,
                 Err(e) => crate::agent::Diagnostics {
@@ -332,6 +341,54 @@ impl NodeRun<'_> {
             }
         }
         (out, traffic)
+    }
+
+    /// With `dump` set, before a pool recycle (the node drained and its
+    /// requests gone or past the drain timeout: no user request is frozen
+    /// by the dump): a memory dump of each pool's workers, once per node
+    /// and attempt. It is said, kept for the report and journaled; the
+    /// operation's deadline is moved by the time it took. A dump that
+    /// cannot be taken never stops the recycle.
+    async fn dump_first(
+        &self,
+        agent: &dyn AgentApi,
+        action: Action,
+        report: &mut NodeReport,
+    ) -> Action {
+        let Action::Operate { deadline } = action else {
+            return action;
+        };
+        let first = report.dumps.is_empty() && self.resume.is_none();
+        if !self.settings.dump || !first || self.settings.operation.restarts_server() {
+            return action;
+        }
+        let started = Instant::now();
+        let op_id = self.op_id(OpStep::Dump);
+        for pool in self.captured_pools(agent).await {
+            let d = match agent.dump(&op_id, &pool, DUMP_CALL).await {
+                Ok(d) => d,
+                Err(e) => crate::agent::DumpView {
+                    pool: pool.clone(),
+                    refused: vec![format!("the agent was not asked or did not answer: {e}")],
+                    ..Default::default()
+                },
+            };
+            self.reporter.detail(self.name(), &d.line());
+            report.dumps.push(d);
+        }
+        if let Some(j) = self.journal {
+            let record = crate::journal::Record::Dumps(crate::journal::DumpsRecord {
+                t: crate::clock::now(),
+                node: self.name().to_string(),
+                pools: report.dumps.clone(),
+            });
+            if let Err(e) = j.append(&record).await {
+                tracing::warn!("could not journal the dumps of {}: {e}", self.name());
+            }
+        }
+        Action::Operate {
+            deadline: deadline + started.elapsed(),
+        }
     }
 
     /// Journals a node's new phase; entering `operating`, with the worker
@@ -613,6 +670,7 @@ impl NodeRun<'_> {
         action: Action,
         report: &mut NodeReport,
     ) -> Event {
+        let action = self.dump_first(agent, action, report).await;
         let Some(limit) = self.settings.timeouts.progress_deadline else {
             return self.act(agent, action, report).await;
         };

@@ -88,6 +88,44 @@ async fn every_node_is_drained_operated_returned_in_order() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_dump_is_taken_out_of_rotation_before_the_recycle_of_the_pools_it_names() {
+    let ff = fake_farm(nodes(2), "");
+    let mut req = RunRequest::new(OperationKind::Recycle);
+    req.nodes = vec!["web02".into()];
+    req.diagnose = true;
+    req.dump = true;
+    req.node_pools = BTreeMap::from([("web02".to_string(), vec!["Shop".to_string()])]);
+    let s = RunSettings::resolve(&ff.farm.inventory, &req).unwrap();
+    let report = run(&ff, &s).await;
+    assert!(report.succeeded(), "{report:#?}");
+    assert_eq!(
+        ff.log.of("web02"),
+        [
+            What::Drained,
+            What::Dumped,
+            What::OperateStart,
+            What::OperateEnd,
+            What::Returned
+        ]
+    );
+    assert!(ff.log.of("web01").is_empty());
+    let dumps = &report.nodes[0].dumps;
+    assert_eq!(dumps.len(), 1);
+    assert_eq!(dumps[0].pool, "Shop");
+    assert!(
+        dumps[0].dumps[0].file.contains("r1.web02.dump"),
+        "{dumps:?}"
+    );
+    // The worker dumped is the one the recycle then replaced.
+    assert_eq!(report.nodes[0].pids_before["Shop"], [dumps[0].dumps[0].pid]);
+    // Without `dump`, no dump is asked.
+    let ff = fake_farm(nodes(1), "");
+    let report = run(&ff, &settings(&ff)).await;
+    assert!(report.nodes[0].dumps.is_empty());
+    assert!(!ff.log.of("web01").contains(&What::Dumped));
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_slow_node_does_not_hold_up_the_window_but_holds_up_a_batch() {
     // 6 nodes, 2 at a time; web01 takes 10 s, the others 1 s.
     let build = || {

@@ -187,26 +187,32 @@ pub(super) fn spawn(
     // With releases, the site starts from a folder of its own (what was
     // installed by hand before farmctl managed it) and the agent keeps
     // releases next to it.
-    let (physical_path, config) = if spec.releases {
-        let node_dir = dir.join(&name);
+    let node_dir = dir.join(&name);
+    let (physical_path, mut agent_yaml) = if spec.releases {
         let initial = node_dir.join("initial");
         super::releases::write_content(&initial, super::FIRST_RELEASE)
             .map_err(io("write site content"))?;
-        let config = dir.join(format!("{name}.agent.yaml"));
-        std::fs::write(
-            &config,
+        (
+            format!("    physical_path: {}\n", yaml_path(&initial)),
             format!(
                 "deploy:\n  releases_root: {}\n  limits:\n    min_free_mb: 64\n",
                 yaml_path(&node_dir.join("releases"))
             ),
         )
-        .map_err(io("write agent config"))?;
-        (
-            format!("    physical_path: {}\n", yaml_path(&initial)),
-            Some(config),
-        )
     } else {
-        (String::new(), None)
+        (String::new(), String::new())
+    };
+    agent_yaml.push_str(
+        &spec
+            .agent_yaml
+            .replace("{node_dir}", &node_dir.display().to_string()),
+    );
+    let config = if agent_yaml.is_empty() {
+        None
+    } else {
+        let config = dir.join(format!("{name}.agent.yaml"));
+        std::fs::write(&config, agent_yaml).map_err(io("write agent config"))?;
+        Some(config)
     };
     let port = again
         .as_ref()

@@ -44,6 +44,9 @@ pub struct SandboxSpec {
     pub patch_yaml: String,
     /// The inventory's `guard:` section (`farmctl guard`), if any.
     pub guard_yaml: String,
+    /// More of every agent's config file (YAML, with its keys);
+    /// `{node_dir}` is the node's own folder in the sandbox.
+    pub agent_yaml: String,
 }
 
 /// The updates every sandbox node has to install: a cumulative update
@@ -72,6 +75,7 @@ impl Default for SandboxSpec {
             updates_yaml: SANDBOX_UPDATES.into(),
             patch_yaml: "patch:\n  reboot_delay: 1s\n  reboot_timeout: 2m\n  bake: 10s\n".into(),
             guard_yaml: String::new(),
+            agent_yaml: String::new(),
         }
     }
 }

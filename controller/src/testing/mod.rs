@@ -44,6 +44,8 @@ pub enum What {
     Switched,
     /// The load balancer put the node back on its own.
     Forgot,
+    /// A memory dump of a pool was asked.
+    Dumped,
 }
 
 /// The shared event log.

@@ -227,6 +227,28 @@ impl AgentApi for FakeNode {
         self.reachable()
     }
 
+    async fn dump(
+        &self,
+        op_id: &str,
+        pool: &str,
+        _timeout: Duration,
+    ) -> Result<crate::agent::DumpView, AgentError> {
+        self.reachable()?;
+        self.log.push(&self.name, What::Dumped);
+        let pid = self.st().pids.first().copied().unwrap_or_default();
+        Ok(crate::agent::DumpView {
+            pool: pool.to_string(),
+            dumps: vec![crate::agent::DumpTakenView {
+                pid,
+                file: format!(r"D:\dumps\{pool}_{pid}_{op_id}.dmp"),
+                bytes: 1 << 20,
+                elapsed_ms: 1,
+            }],
+            refused: Vec::new(),
+            left_today: Some(1),
+        })
+    }
+
     async fn undrain(&self, _op_id: &str) -> Result<(), AgentError> {
         self.reachable()
     }

@@ -89,6 +89,9 @@ pub struct Timeline {
     pub resumes: Vec<ResumeMark>,
     /// Patch and reboot: what each node installed and its restart.
     pub patched: std::collections::BTreeMap<String, crate::journal::PatchedRecord>,
+    /// The memory dumps taken of each node's pools before their recycle.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub dumps: std::collections::BTreeMap<String, Vec<crate::agent::DumpView>>,
 }
 
 /// A resume: the controller before it went silent (or ended) at
@@ -237,6 +240,7 @@ impl Timeline {
             traffic_before: run.traffic_before.clone(),
             traffic_after: run.traffic_after.clone(),
             patched: run.patched.clone(),
+            dumps: run.dumps.clone(),
             resumes: run
                 .resumes
                 .iter()
@@ -366,6 +370,11 @@ impl Timeline {
                 for n in &d.notes {
                     s.push_str(&format!("    note: {n}\n"));
                 }
+            }
+        }
+        for (node, pools) in &self.dumps {
+            for d in pools {
+                s.push_str(&format!("{node}: {}\n", d.line()));
             }
         }
         if let Some(a) = &self.analysis {

@@ -13,6 +13,23 @@ use serde_json::Value;
 
 const GUARD: &str = "guard:\n  window: 15s\n  interval: 2s\n  confirm: 3\n  max_sick: 1\n  max_actions: {per_hour: 20, per_day: 40}\n  cooldown: 20s\n  relapse: 3m\n  quarantine_after: 2\n";
 
+/// Every agent's memory dump tool: a program given as argv (as ProcDump
+/// would be) that writes what it was asked to dump; one dump a day.
+const DUMPS: &str = r#"dump:
+  command:
+    - python3
+    - -c
+    - 'import sys; open(sys.argv[2], "w").write("MDMP pid=%s pool=%s" % (sys.argv[1], sys.argv[3]))'
+    - '{pid}'
+    - '{file}'
+    - '{pool}'
+  dir: '{node_dir}/dumps'
+  per_day: 1
+  min_free_mb: 0
+  max_size_mb: 1
+  timeout: 30s
+"#;
+
 /// A guard process whose stdout lines (decisions) are collected.
 pub struct GuardProcess {
     pub child: tokio::process::Child,
@@ -142,7 +159,8 @@ async fn the_guard_heals_a_sick_pool_quarantines_a_relapsing_one_and_holds_a_sic
         lb_kind: "haproxy".into(),
         releases: false,
         drain_timeout: Duration::from_secs(10),
-        guard_yaml: GUARD.into(),
+        guard_yaml: format!("{GUARD}  dump: true\n"),
+        agent_yaml: DUMPS.into(),
         pool_yaml: "    startup: 200ms\n    warmup: 200ms\n    shutdown_time_limit: 30s\n".into(),
         ..SandboxSpec::default()
     })
@@ -199,6 +217,17 @@ async fn the_guard_heals_a_sick_pool_quarantines_a_relapsing_one_and_holds_a_sic
         d["diagnostics"].as_array().is_some_and(|a| !a.is_empty()),
         "diagnostics captured: {d:#}"
     );
+    // And a memory dump of the worker the recycle then replaced, by the
+    // agent's tool, once the node was out of rotation.
+    let taken = &d["dumps"][0]["dumps"][0];
+    let pid = &d["diagnostics"][0]["workers"][0]["pid"];
+    assert_eq!(&taken["pid"], pid, "{d:#}");
+    let file = taken["file"].as_str().unwrap();
+    assert_eq!(
+        std::fs::read_to_string(file).unwrap(),
+        format!("MDMP pid={pid} pool=ShopPool")
+    );
+    assert_eq!(d["dumps"][0]["left_today"], 0, "{d:#}");
     // Confirmed first: three evaluations in a row named it.
     let watched = guard.decisions()[..acted]
         .iter()
@@ -240,6 +269,26 @@ async fn the_guard_heals_a_sick_pool_quarantines_a_relapsing_one_and_holds_a_sic
         (2, 2),
         "acted twice, relapsed twice:\n{}",
         dump(&all)
+    );
+    // The first action on web03 dumped its worker; the second found the
+    // node's day of dumps spent and recycled without one.
+    let dumps: Vec<&Value> = all[..q]
+        .iter()
+        .filter(|d| is(d, "acted", "web03"))
+        .map(|d| &d["dumps"][0])
+        .collect();
+    assert_eq!(
+        dumps[0]["dumps"].as_array().map(Vec::len),
+        Some(1),
+        "{:#}",
+        dumps[0]
+    );
+    assert!(
+        dumps[1]["refused"][0]
+            .as_str()
+            .is_some_and(|r| r.contains("budget is spent")),
+        "{:#}",
+        dumps[1]
     );
     assert!(
         all[..q]

@@ -490,5 +490,6 @@ pub(super) fn guard(errors: &mut Errors, g: &RawGuard, node_count: usize) -> Gua
         cooldown,
         relapse,
         quarantine_after,
+        dump: g.dump.unwrap_or(false),
     }
 }

@@ -291,6 +291,13 @@ pub async fn run(
     let mut service =
         crate::service::AgentService::new(started.node.clone(), iis.clone(), settings.ops.clone())
             .with_patching(Some(patching))
+            .with_dumps(
+                settings
+                    .config
+                    .dump
+                    .clone()
+                    .map(|d| Arc::new(crate::dump::Dumps::new(d))),
+            )
             .with_deployments(deployments)
             .with_lb_members(started.lb_members.clone())
             .with_traffic(traffic.clone());

@@ -5,6 +5,7 @@
 //! extraction goes to a scratch folder that is renamed into place. Any
 //! failure removes what was written. Nothing is written outside
 //! `<root>/<site>/`.
+use crate::state::available;
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::path::{Component, Path, PathBuf};
@@ -67,14 +68,6 @@ impl Drop for Upload {
 
 fn valid_sha256(s: &str) -> bool {
     s.len() == 64 && s.chars().all(|c| c.is_ascii_hexdigit())
-}
-
-/// Free bytes where `path` is (or would be).
-fn available(path: &Path) -> u64 {
-    path.ancestors()
-        .find(|p| p.exists())
-        .and_then(|p| fs4::available_space(p).ok())
-        .unwrap_or(u64::MAX)
 }
 
 impl Deployments {

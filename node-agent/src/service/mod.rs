@@ -21,6 +21,7 @@ use crate::ops::{self, OpsConfig, ProgressSink};
 use crate::security::{Authorization, Call};
 
 mod deploy;
+mod dump;
 mod gate;
 mod patch;
 use gate::{lease_status, ticket_check, valid_op_id, valid_pools, Ticket};
@@ -53,6 +54,8 @@ pub struct AgentService {
     traffic: Option<crate::traffic::watch::TrafficWatch>,
     /// The server's updates and restarts.
     patching: Option<Arc<crate::patch::Patching>>,
+    /// Memory dumps (none when `dump` is not configured).
+    dumps: Option<Arc<crate::dump::Dumps>>,
 }
 
 impl AgentService {
@@ -112,11 +115,17 @@ impl AgentService {
             connections: None,
             traffic: None,
             patching: None,
+            dumps: None,
         }
     }
 
     pub fn with_patching(mut self, p: Option<Arc<crate::patch::Patching>>) -> Self {
         self.patching = p;
+        self
+    }
+
+    pub fn with_dumps(mut self, d: Option<Arc<crate::dump::Dumps>>) -> Self {
+        self.dumps = d;
         self
     }
 
@@ -719,6 +728,10 @@ impl NodeAgent for AgentService {
         req: Request<pb::RebootRequest>,
     ) -> Result<Response<pb::RebootReply>, Status> {
         self.reboot_call(req).await
+    }
+
+    async fn dump(&self, req: Request<pb::DumpRequest>) -> Result<Response<pb::DumpReply>, Status> {
+        self.dump_call(req).await
     }
 
     async fn release_lease(

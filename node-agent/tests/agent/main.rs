@@ -6,6 +6,7 @@ mod agent;
 mod behaviour;
 mod command_backend;
 mod deploy;
+mod dump;
 mod lb_members;
 mod lifecycle;
 mod parsers;
