@@ -134,7 +134,9 @@ impl Command {
             Command::Logs(a) => a.output,
             // Decisions go out as lines of their own, never run events.
             Command::Guard(_) => return None,
-            Command::Certs(_) | Command::Completions(_) | Command::Man(_) => return None,
+            Command::Certs(_) | Command::Completions(_) | Command::Man(_) | Command::Service(_) => {
+                return None
+            }
         })
     }
 }
@@ -191,6 +193,50 @@ pub enum Command {
     /// zips): what users got per server and site, and which server is an
     /// outlier, by the same rule as `status`.
     Logs(LogsArgs),
+    /// `farmctl guard` as a Windows service (install, uninstall; `run` is
+    /// what the Service Control Manager starts).
+    Service(ServiceArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ServiceArgs {
+    #[command(subcommand)]
+    pub command: ServiceCommand,
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum ServiceCommand {
+    /// Registers the service (automatic delayed start, restart on
+    /// failure, LocalSystem unless --account) running the `guard` command
+    /// line given after `--`; its paths must be absolute, e.g.
+    /// `-- guard -i C:\farm\farm.yaml --state-dir C:\farm\state`.
+    Install {
+        #[arg(long, default_value = "farmctl-guard")]
+        name: String,
+        #[arg(long, default_value = "farmctl guard")]
+        display_name: String,
+        /// Run as this account (`DOMAIN\\user`, `NT AUTHORITY\\NetworkService`).
+        #[arg(long)]
+        account: Option<String>,
+        /// The account's password, from this environment variable.
+        #[arg(long, requires = "account")]
+        password_env: Option<String>,
+        /// The farmctl command line the service runs: `guard ...`.
+        #[arg(last = true, required = true)]
+        command_line: Vec<String>,
+    },
+    /// Stops (if running) and removes the service.
+    Uninstall {
+        #[arg(long, default_value = "farmctl-guard")]
+        name: String,
+    },
+    /// What the Service Control Manager starts; not for use by hand.
+    Run {
+        #[arg(long, default_value = "farmctl-guard")]
+        name: String,
+        #[arg(last = true, required = true)]
+        command_line: Vec<String>,
+    },
 }
 
 #[derive(Args, Debug)]

@@ -14,6 +14,18 @@ mod bars;
 
 fn main() {
     let cli = Cli::parse();
+    if let Command::Service(a) = &cli.command {
+        // The Service Control Manager's thread runs the guard on a
+        // runtime of its own.
+        let code = match commands::service::run(&a.command) {
+            Ok(()) => 0,
+            Err(e) => {
+                farmctl::errln!("farmctl: {e}");
+                e.status.code()
+            }
+        };
+        std::process::exit(code);
+    }
     farmctl::init_logging(match (cli.quiet, cli.verbose) {
         (true, _) => "error",
         (false, 0) => "warn",
@@ -32,15 +44,7 @@ fn main() {
         Some(Output::Jsonl) => Arc::new(Tee(vec![progress, Arc::new(JsonLines::default())])),
         _ => progress,
     };
-    let state = cli.state();
-    let settings = Settings {
-        quiet: cli.quiet,
-        insecure: cli.insecure(),
-        state_dir: state.state_dir,
-        state_store: state.state_store,
-        clock: farmctl::window::system_clock(),
-        reporter,
-    };
+    let settings = Settings::of(&cli, reporter);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -75,6 +79,7 @@ fn main() {
             Command::Completions(a) => commands::shell::completions(a),
             Command::Man(a) => commands::shell::man(a),
             Command::Logs(a) => commands::logs::run(a, &settings).await,
+            Command::Service(_) => Ok(ExitStatus::Done),
         }
     });
     let code = match result {

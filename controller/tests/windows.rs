@@ -1,6 +1,7 @@
 //! The Windows agent (`farm-agent.exe`) under Wine, driven by the Linux
-//! `farmctl`: a rolling recycle across two Windows agents, and the agent
-//! as a Windows service started and stopped through `sc`.
+//! `farmctl`: a rolling recycle across two Windows agents, the agent
+//! as a Windows service started and stopped through `sc`, and `farmctl
+//! guard` as a Windows service (`farmctl.exe service`).
 //!
 //! `scripts/windows-check` builds the .exe and runs these tests with
 //! `FARM_AGENT_WINDOWS_EXE` (and its `WINEPREFIX`) set; without them they
@@ -292,4 +293,96 @@ async fn the_agent_as_a_windows_service() {
         text(&wine(&["sc", "query", &name]))
     );
     farm.sandbox.stop().await;
+}
+
+/// `farmctl guard` as a Windows service (farmctl.exe beside the agent):
+/// installed with its guard command line, started with `sc start`, its
+/// decisions appended to its log while it runs (two unreachable nodes:
+/// `held: data missing`), stopped with `sc stop` within its bound,
+/// uninstalled. A command line other than `guard` is refused at install.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_guard_as_a_windows_service() {
+    let Some(agent) = windows_agent("the_guard_as_a_windows_service") else {
+        return;
+    };
+    let exe = agent.with_file_name("farmctl.exe");
+    assert!(exe.is_file(), "{} missing", exe.display());
+    let exe = exe.display().to_string();
+    let d = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let d = d.path();
+    std::fs::write(
+        d.join("farm.yaml"),
+        "farm: wine\nload_balancer:\n  kind: none\nnodes:\n  - name: web01\n    address: 127.0.0.1\n    agent: 127.0.0.1:1\n  - name: web02\n    address: 127.0.0.2\n    agent: 127.0.0.1:2\nsites:\n  - name: shop\n    host: shop.example.com\n    app_pool: ShopPool\nguard:\n  interval: 1s\n  window: 10s\n",
+    )
+    .unwrap();
+    let name = format!("farmctl-guard-test-{}", std::process::id());
+    let refused = wine(&[
+        &exe,
+        "service",
+        "install",
+        "--name",
+        &name,
+        "--",
+        "recycle",
+        "-i",
+        &z(&d.join("farm.yaml")),
+    ]);
+    assert_eq!(refused.status.code(), Some(2), "{}", text(&refused));
+    assert!(text(&refused).contains("must be a `guard` command"));
+    assert_eq!(sc_state(&name), None);
+    let log = d.join("guard.jsonl");
+    let install = wine(&[
+        &exe,
+        "service",
+        "install",
+        "--name",
+        &name,
+        "--",
+        "--insecure",
+        "guard",
+        "-i",
+        &z(&d.join("farm.yaml")),
+        "--state-dir",
+        &z(&d.join("state")),
+        "--log",
+        &z(&log),
+    ]);
+    assert!(install.status.success(), "install: {}", text(&install));
+    assert_eq!(sc_state(&name).as_deref(), Some("STOPPED"));
+    let start = wine(&["sc", "start", &name]);
+    assert!(start.status.success(), "sc start: {}", text(&start));
+    wait_state(&name, "RUNNING", Duration::from_secs(60));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let lines = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        if lines.len() >= 2 {
+            break lines;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the guard service wrote no decisions: {}",
+            text
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    for l in &lines {
+        assert_eq!(l["decision"], "held", "{l}");
+        assert_eq!(l["reason"], "data missing", "{l}");
+        assert_eq!(l["farm"], "wine", "{l}");
+    }
+    let stop = wine(&["sc", "stop", &name]);
+    assert!(stop.status.success(), "sc stop: {}", text(&stop));
+    let took = wait_state(&name, "STOPPED", Duration::from_secs(30));
+    eprintln!("the guard service stopped {took:?} after `sc stop`");
+    let uninstall = wine(&[&exe, "service", "uninstall", "--name", &name]);
+    assert!(
+        uninstall.status.success(),
+        "uninstall: {}",
+        text(&uninstall)
+    );
+    assert_eq!(sc_state(&name), None);
 }

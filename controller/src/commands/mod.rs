@@ -11,6 +11,7 @@ pub mod resume;
 pub mod rollback;
 pub mod rollout;
 pub mod runs;
+pub mod service;
 pub mod shell;
 pub mod status;
 pub mod validate;
@@ -44,6 +45,19 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// The settings a command line gives, progress going to `reporter`.
+    pub fn of(cli: &crate::cli::Cli, reporter: Arc<dyn Reporter>) -> Settings {
+        let state = cli.state();
+        Settings {
+            quiet: cli.quiet,
+            insecure: cli.insecure(),
+            state_dir: state.state_dir,
+            state_store: state.state_store,
+            clock: crate::window::system_clock(),
+            reporter,
+        }
+    }
+
     pub fn transport(&self) -> Transport {
         if self.insecure {
             Transport::Insecure { quiet: self.quiet }
