@@ -115,6 +115,26 @@ fn sc_state(name: &str) -> Option<String> {
         .and_then(|l| l.split_whitespace().last().map(str::to_string))
 }
 
+/// `sc stop NAME`, then waits (bounded) until it is stopped; how long
+/// that took.
+fn sc_stop(name: &str, within: Duration) -> Duration {
+    let stop = wine(&["sc", "stop", name]);
+    assert!(stop.status.success(), "sc stop: {}", text(&stop));
+    wait_state(name, "STOPPED", within)
+}
+
+/// `EXE service uninstall --name NAME`: the service is gone.
+fn uninstall(exe: &str, name: &str) {
+    let out = wine(&[exe, "service", "uninstall", "--name", name]);
+    assert!(out.status.success(), "uninstall: {}", text(&out));
+    assert_eq!(
+        sc_state(name),
+        None,
+        "{}",
+        text(&wine(&["sc", "query", name]))
+    );
+}
+
 /// Waits (bounded) until `sc query` says `want`; how long it took.
 fn wait_state(name: &str, want: &str, within: Duration) -> Duration {
     let start = Instant::now();
@@ -238,10 +258,8 @@ async fn the_agent_as_a_windows_service() {
         "a log file under the state dir's logs"
     );
 
-    let stop = wine(&["sc", "stop", &name]);
-    assert!(stop.status.success(), "sc stop: {}", text(&stop));
     // Stop grace 10s plus the server's close: well inside 30s.
-    let took = wait_state(&name, "STOPPED", Duration::from_secs(30));
+    let took = sc_stop(&name, Duration::from_secs(30));
     eprintln!("the service stopped {took:?} after `sc stop`");
     let out = farmctl(&["status", "-i", &inventory(&farm), "--output", "json"]).await;
     assert!(
@@ -276,22 +294,8 @@ async fn the_agent_as_a_windows_service() {
         },
         "farmctl status to answer from the service started with its output in a file"
     );
-    let stop = wine(&["sc", "stop", &name]);
-    assert!(stop.status.success(), "sc stop: {}", text(&stop));
-    wait_state(&name, "STOPPED", Duration::from_secs(30));
-
-    let uninstall = wine(&[&exe, "service", "uninstall", "--name", &name]);
-    assert!(
-        uninstall.status.success(),
-        "uninstall: {}",
-        text(&uninstall)
-    );
-    assert_eq!(
-        sc_state(&name),
-        None,
-        "{}",
-        text(&wine(&["sc", "query", &name]))
-    );
+    sc_stop(&name, Duration::from_secs(30));
+    uninstall(&exe, &name);
     farm.sandbox.stop().await;
 }
 
@@ -374,15 +378,7 @@ async fn the_guard_as_a_windows_service() {
         assert_eq!(l["reason"], "data missing", "{l}");
         assert_eq!(l["farm"], "wine", "{l}");
     }
-    let stop = wine(&["sc", "stop", &name]);
-    assert!(stop.status.success(), "sc stop: {}", text(&stop));
-    let took = wait_state(&name, "STOPPED", Duration::from_secs(30));
+    let took = sc_stop(&name, Duration::from_secs(30));
     eprintln!("the guard service stopped {took:?} after `sc stop`");
-    let uninstall = wine(&[&exe, "service", "uninstall", "--name", &name]);
-    assert!(
-        uninstall.status.success(),
-        "uninstall: {}",
-        text(&uninstall)
-    );
-    assert_eq!(sc_state(&name), None);
+    uninstall(&exe, &name);
 }

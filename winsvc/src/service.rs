@@ -12,6 +12,16 @@ use windows_service::service_control_handler::{self, ServiceControlHandlerResult
 use windows_service::service_dispatcher;
 use windows_service::service_manager::{ServiceManager, ServiceManagerAccess};
 
+/// The arguments the SCM starts a service of this program with:
+/// `service run --name NAME -- ARGS` (its own command line after `--`).
+pub fn launch(name: &str, args: &[String]) -> Vec<OsString> {
+    ["service", "run", "--name", name, "--"]
+        .iter()
+        .map(OsString::from)
+        .chain(args.iter().map(OsString::from))
+        .collect()
+}
+
 /// A service to register.
 pub struct Install<'a> {
     pub name: &'a str,

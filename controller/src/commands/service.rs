@@ -70,7 +70,6 @@ mod windows {
 
 #[cfg(windows)]
 mod windows {
-    use std::ffi::OsString;
     use std::sync::Arc;
     use std::time::Duration;
 
@@ -94,18 +93,13 @@ mod windows {
                 password_env,
                 command_line,
             } => {
-                let mut launch: Vec<OsString> = ["service", "run", "--name", name, "--"]
-                    .iter()
-                    .map(OsString::from)
-                    .collect();
-                launch.extend(command_line.iter().map(OsString::from));
                 farm_winsvc::install(&farm_winsvc::Install {
                     name,
                     display_name,
                     description: "farmctl guard: recycles a pool sick compared with its peers, one at a time, behind the load balancer",
                     account: account.as_deref(),
                     password_env: password_env.as_deref(),
-                    launch,
+                    launch: farm_winsvc::launch(name, command_line),
                     event_source: EVENT_SOURCE,
                 })
                 .map_err(failed)

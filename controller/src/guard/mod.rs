@@ -86,11 +86,13 @@ pub async fn guard_farm(
         &settings.state_dir(),
     )
     .await?;
+    // A dry run keeps a log of its own: its "actions" never happened.
     let log_path = args.log.clone().unwrap_or_else(|| {
-        settings
-            .state_dir()
-            .join("guard")
-            .join(format!("{}.decisions.jsonl", farm.inventory.farm))
+        settings.state_dir().join("guard").join(format!(
+            "{}.{}decisions.jsonl",
+            farm.inventory.farm,
+            if args.dry_run { "dry-run." } else { "" }
+        ))
     });
     let mut log = DecisionLog::open(&log_path)?;
     let metrics = Arc::new(metrics::Metrics::default());
@@ -122,45 +124,63 @@ pub async fn guard_farm(
         metrics: metrics.clone(),
         stop: stop.clone(),
     };
-    loop {
-        let Some(seat) = seat::take(
-            &store,
-            &farm.inventory.farm,
-            &settings.state_dir(),
-            stop.clone(),
-            &say,
-        )
-        .await?
-        else {
-            break;
-        };
-        metrics.leader(true);
+    let watched = format!(
+        "farm {} ({} nodes, every {}, window {})",
+        farm.inventory.farm,
+        farm.inventory.nodes.len(),
+        humantime::format_duration(farm.inventory.guard.interval),
+        humantime::format_duration(farm.inventory.guard.window),
+    );
+    if args.dry_run {
+        // Beside the acting guard, never in its place: no seat, and the
+        // history (what it would have done) is kept in memory only — a
+        // guard that acts later must not count actions that never were.
         say(&format!(
-            "guarding farm {} ({} nodes, every {}, window {}){}",
-            farm.inventory.farm,
-            farm.inventory.nodes.len(),
-            humantime::format_duration(farm.inventory.guard.interval),
-            humantime::format_duration(farm.inventory.guard.window),
-            if args.dry_run {
-                "; --dry-run: deciding, acting on nothing"
-            } else {
-                ""
-            }
+            "--dry-run on {watched}: deciding, acting on nothing, beside any guard that acts"
         ));
-        let ended = guard.serve(&seat, &mut log).await;
-        metrics.leader(false);
-        seat.release().await;
-        match ended {
-            Ended::Stopped => break,
-            Ended::SeatLost => {
-                say("the guard seat was lost (the store did not answer): standing by")
-            }
-        }
+        guard.serve(None, &mut log).await;
+    } else {
+        guard_seated(&mut guard, &mut log, &watched, &say).await?;
     }
     if let Some(n) = notifier {
         n.finish().await;
     }
     Ok(ExitStatus::Done)
+}
+
+/// Takes the guard seat (standing by while another guard holds it) and
+/// guards while it is held, until stopped.
+async fn guard_seated(
+    guard: &mut Guard<'_>,
+    log: &mut DecisionLog,
+    watched: &str,
+    say: &dyn Fn(&str),
+) -> Result<(), CommandError> {
+    let (farm, settings, store) = (guard.farm, guard.settings, guard.store);
+    loop {
+        let Some(seat) = seat::take(
+            store,
+            &farm.inventory.farm,
+            &settings.state_dir(),
+            guard.stop.clone(),
+            say,
+        )
+        .await?
+        else {
+            return Ok(());
+        };
+        guard.metrics.leader(true);
+        say(&format!("guarding {watched}"));
+        let ended = guard.serve(Some(&seat), log).await;
+        guard.metrics.leader(false);
+        seat.release().await;
+        match ended {
+            Ended::Stopped => return Ok(()),
+            Ended::SeatLost => {
+                say("the guard seat was lost (the store did not answer): standing by")
+            }
+        }
+    }
 }
 
 enum Ended {
@@ -180,17 +200,18 @@ struct Guard<'a> {
 }
 
 impl Guard<'_> {
-    /// Evaluates and acts while the seat is ours.
-    async fn serve(&mut self, seat: &seat::Seat, log: &mut DecisionLog) -> Ended {
+    /// Evaluates and acts while the seat is ours (`None`: a dry run,
+    /// which holds no seat and saves nothing).
+    async fn serve(&mut self, seat: Option<&seat::Seat>, log: &mut DecisionLog) -> Ended {
         let rules = self.farm.inventory.guard.clone();
         let mut state = state::load(self.store, self.farm, &self.settings.state_dir()).await;
-        state.holder = Some(seat.value());
+        state.holder = seat.map(seat::Seat::value);
         let mut evaluations = 0u64;
         loop {
             if *self.stop.borrow() {
                 return Ended::Stopped;
             }
-            if seat.lost() {
+            if seat.is_some_and(seat::Seat::lost) {
                 return Ended::SeatLost;
             }
             let seen = look(self.farm, self.settings, self.store).await;
@@ -220,7 +241,8 @@ impl Guard<'_> {
                 log.write(&value);
                 self.show(d, &value);
                 self.metrics.decided(d);
-                if d.page {
+                // A dry run pages nobody: its actions never happened.
+                if d.page && !self.args.dry_run {
                     self.page(d, &value);
                 }
                 state.last = Some(value);
@@ -235,15 +257,22 @@ impl Guard<'_> {
                 return Ended::Stopped;
             }
             let mut stop = self.stop.clone();
+            let lost = async {
+                match seat {
+                    Some(s) => s.wait_lost().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = tokio::time::sleep(rules.interval) => {}
                 _ = stop.wait_for(|s| *s) => return Ended::Stopped,
-                _ = seat.wait_lost() => return Ended::SeatLost,
+                () = lost => return Ended::SeatLost,
             }
         }
     }
 
-    async fn save(&self, seat: &seat::Seat, state: &GuardState) {
+    async fn save(&self, seat: Option<&seat::Seat>, state: &GuardState) {
+        let Some(seat) = seat else { return };
         state::save(
             self.store,
             self.farm,
@@ -297,14 +326,8 @@ impl Guard<'_> {
             _ => NotifyEvent::GuardHeld,
         };
         let text = format!(
-            "farmctl guard of farm {}: {}{}",
-            self.farm.inventory.farm,
-            d.detail,
-            if self.args.dry_run {
-                " (dry run: nothing done)"
-            } else {
-                ""
-            }
+            "farmctl guard of farm {}: {}",
+            self.farm.inventory.farm, d.detail
         );
         n.send_event(event, value.clone(), text);
     }

@@ -197,6 +197,24 @@ async fn the_guard_heals_a_sick_pool_quarantines_a_relapsing_one_and_holds_a_sic
     guard
         .wait_for(Duration::from_secs(60), "ok", |d| d["decision"] == "ok")
         .await;
+    // A dry run beside it, trying quicker rules (confirm: 1, so it
+    // decides before the acting guard drains the node): it decides, never
+    // takes the seat, acts on nothing, saves nothing, pages nobody.
+    let dry_inv = farm.sandbox.dir.join("dry-run.yaml");
+    let text = std::fs::read_to_string(&farm.sandbox.inventory).unwrap();
+    assert!(text.contains("  confirm: 3\n"));
+    std::fs::write(&dry_inv, text.replace("  confirm: 3\n", "  confirm: 1\n")).unwrap();
+    let dry_log = farm.sandbox.dir.join("guard.dry-run.jsonl");
+    let dry = GuardProcess::start(
+        &[
+            "-i",
+            dry_inv.to_str().unwrap(),
+            "--dry-run",
+            "--log",
+            dry_log.to_str().unwrap(),
+        ],
+        &[("FARMCTL_TEST_HOOK", &hook)],
+    );
 
     // 1. web02's pool goes bad in a way a recycle heals.
     make_sick(
@@ -239,6 +257,25 @@ async fn the_guard_heals_a_sick_pool_quarantines_a_relapsing_one_and_holds_a_sic
             is(d, "healed", "web02")
         })
         .await;
+    // The dry run saw the same and did nothing (the one recycle below is
+    // the acting guard's).
+    let would = dry
+        .wait_for(Duration::from_secs(60), "dry run acted on web02", |d| {
+            is(d, "acted", "web02")
+        })
+        .await;
+    let w = &dry.decisions()[would];
+    assert_eq!(w["dry_run"], true, "{w:#}");
+    assert!(w["run_id"].is_null() && w["dumps"].is_null(), "{w:#}");
+    assert!(dry.decisions().iter().all(|d| d["dry_run"] == true));
+    assert!(
+        guard.decisions().iter().all(|d| d["dry_run"] == false),
+        "the acting guard kept the seat"
+    );
+    let mut dry_child = dry.child;
+    let _ = dry_child.start_kill();
+    let _ = dry_child.wait().await;
+    crate::common::schema::check_lines("guard", &std::fs::read_to_string(&dry_log).unwrap());
     // Recycled once, on web02 only.
     let recycles: Vec<String> = events(&farm)
         .into_iter()

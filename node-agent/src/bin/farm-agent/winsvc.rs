@@ -5,7 +5,6 @@
 //! `install` registers `farm-agent.exe service run --name NAME -- ARGS`.
 //! `run` is what the SCM starts: on Stop or Shutdown it lets an operation
 //! under way finish within the agent's stop grace before it exits.
-use std::ffi::OsString;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -22,11 +21,6 @@ pub fn install(
     password_env: Option<&str>,
     agent_args: &[String],
 ) -> anyhow::Result<()> {
-    let mut launch: Vec<OsString> = ["service", "run", "--name", name, "--"]
-        .iter()
-        .map(OsString::from)
-        .collect();
-    launch.extend(agent_args.iter().map(OsString::from));
     farm_winsvc::install(&farm_winsvc::Install {
         name,
         display_name,
@@ -34,7 +28,7 @@ pub fn install(
             "farmctl agent: recycles, resets and deploys IIS for rolling runs of a load-balanced farm",
         account,
         password_env,
-        launch,
+        launch: farm_winsvc::launch(name, agent_args),
         event_source: EVENT_SOURCE,
     })
 }
