@@ -11,7 +11,6 @@ async fn start(
     farm_proto::NodeAgentClient<tonic::transport::Channel>,
     tokio::sync::oneshot::Sender<()>,
 ) {
-    use farm_agent::agent::{self, AgentSettings, Flags};
     let sim = dir.join("sim.yaml");
     std::fs::write(
         &sim,
@@ -26,26 +25,11 @@ async fn start(
         std::fs::write(&path, d).unwrap();
         path
     });
-    let flags = Flags {
-        listen: Some("127.0.0.1:0".into()),
-        sim: Some(sim),
-        insecure: true,
+    let (ready, stop, _task) = crate::traffic::start_agent_with(farm_agent::agent::Flags {
         config,
-        ..Flags::default()
-    };
-    let settings = AgentSettings::load(&flags).unwrap();
-    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(agent::run(
-        settings,
-        move |r| {
-            let _ = ready_tx.send(r.clone());
-        },
-        async {
-            let _ = stopped.await;
-        },
-    ));
-    let ready = ready_rx.await.unwrap();
+        ..crate::traffic::sim_flags(&sim)
+    });
+    let ready = ready.await.unwrap();
     let client = farm_proto::NodeAgentClient::connect(format!("http://{}", ready.agent))
         .await
         .unwrap();

@@ -47,14 +47,31 @@ pub(crate) fn start_agent_in(
     tokio::sync::oneshot::Sender<()>,
     tokio::task::JoinHandle<Result<farm_agent::agent::Ended, farm_agent::agent::RunError>>,
 ) {
-    use farm_agent::agent::{self, AgentSettings, Flags};
-    let flags = Flags {
+    start_agent_with(farm_agent::agent::Flags {
+        state_dir,
+        ..sim_flags(sim)
+    })
+}
+
+/// A simulated agent's flags: plaintext on a free loopback port.
+pub(crate) fn sim_flags(sim: &std::path::Path) -> farm_agent::agent::Flags {
+    farm_agent::agent::Flags {
         listen: Some("127.0.0.1:0".into()),
         sim: Some(sim.to_path_buf()),
         insecure: true,
-        state_dir,
-        ..Flags::default()
-    };
+        ..farm_agent::agent::Flags::default()
+    }
+}
+
+/// Starts an agent with `flags`: its readiness, its stop, its task.
+pub(crate) fn start_agent_with(
+    flags: farm_agent::agent::Flags,
+) -> (
+    tokio::sync::oneshot::Receiver<farm_agent::agent::Ready>,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<Result<farm_agent::agent::Ended, farm_agent::agent::RunError>>,
+) {
+    use farm_agent::agent::{self, AgentSettings};
     let settings = AgentSettings::load(&flags).unwrap();
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
