@@ -330,11 +330,20 @@ impl Dumps {
         };
         let argv: Vec<String> = self.cfg.command.iter().map(fill).collect();
         let started = Instant::now();
+        // What the tool prints goes beside its dump (`<file>.txt`): a
+        // pipe nobody reads while the dump is watched could fill and stall
+        // it; the file's end is quoted when the dump fails.
+        let said = file.with_extension("dmp.txt");
+        let out = std::fs::File::create(&said)
+            .map_err(|e| format!("could not create {}: {e}", said.display()))?;
+        let err = out
+            .try_clone()
+            .map_err(|e| format!("could not open {} twice: {e}", said.display()))?;
         let mut child = tokio::process::Command::new(&argv[0])
             .args(&argv[1..])
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stdout(out)
+            .stderr(err)
             .kill_on_drop(true)
             .spawn()
             .map_err(|e| format!("could not start dump.command {}: {e}", argv[0]))?;
@@ -373,7 +382,7 @@ impl Dumps {
             Err(why) => {
                 let _ = child.kill().await;
                 let _ = std::fs::remove_file(file);
-                return Err(why);
+                return Err(format!("{why}{}", tail(&said)));
             }
         };
         let bytes = std::fs::metadata(file).map(|m| m.len()).unwrap_or(0);
@@ -388,11 +397,12 @@ impl Dumps {
         if bytes == 0 {
             let _ = std::fs::remove_file(file);
             return Err(format!(
-                "dump.command exited {} and wrote no dump at {}",
+                "dump.command exited {} and wrote no dump at {}{}",
                 status
                     .code()
                     .map_or_else(|| "without a code".to_string(), |c| c.to_string()),
-                file.display()
+                file.display(),
+                tail(&said)
             ));
         }
         Ok(Taken {
@@ -402,6 +412,20 @@ impl Dumps {
             elapsed_ms: started.elapsed().as_millis() as u64,
             exit_code: status.code(),
         })
+    }
+}
+
+/// The last line the tool printed, as `; it said: ...` (nothing when it
+/// said nothing).
+fn tail(said: &Path) -> String {
+    let text = std::fs::read(said).unwrap_or_default();
+    let text = String::from_utf8_lossy(&text[text.len().saturating_sub(2048)..]).into_owned();
+    match text.lines().rev().find(|l| !l.trim().is_empty()) {
+        Some(last) => format!(
+            "; it said: {}",
+            last.trim().chars().take(300).collect::<String>()
+        ),
+        None => String::new(),
     }
 }
 

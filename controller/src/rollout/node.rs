@@ -369,7 +369,7 @@ impl NodeRun<'_> {
                 Ok(d) => d,
                 Err(e) => crate::agent::DumpView {
                     pool: pool.clone(),
-                    refused: vec![format!("the agent was not asked or did not answer: {e}")],
+                    refused: vec![format!("the agent took no dump: {e}")],
                     ..Default::default()
                 },
             };

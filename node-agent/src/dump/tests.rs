@@ -155,9 +155,20 @@ async fn a_dump_past_the_size_cap_or_the_time_limit_is_stopped_and_deleted() {
     assert!(left.is_empty(), "{left:?}");
     // A tool that wrote nothing took no dump, whatever it exited (and
     // the two stopped ones spent the day's two).
-    let mut c = config(dir.path(), "import sys; sys.exit(0)");
+    let mut c = config(
+        dir.path(),
+        "import sys; print('[08:14:02] Dump 1 error: Error writing dump file: 0x80070005'); sys.exit(-2)",
+    );
     c.per_day = 3;
     let d = Dumps::new(c);
     let out = d.take("r.web03.dump", "ShopPool", &[worker(23)]).await;
-    assert!(out.refused[0].contains("wrote no dump"), "{out:?}");
+    assert!(
+        out.refused[0].contains("exited 254 and wrote no dump"),
+        "{out:?}"
+    );
+    assert!(
+        out.refused[0]
+            .ends_with("it said: [08:14:02] Dump 1 error: Error writing dump file: 0x80070005"),
+        "the tool's last line quoted: {out:?}"
+    );
 }
