@@ -185,6 +185,10 @@ pub struct RunSettings {
     /// Patch and reboot: the updates, the restart's bounds, the bake.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub patch: Option<PatchSettings>,
+    /// Started by `farmctl guard`: a guard taking the seat after the one
+    /// that started it died finishes it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub by_guard: bool,
 }
 
 /// A patch's or reboot's settings, as the run keeps them (a resume
@@ -393,6 +397,7 @@ impl RunSettings {
             dump: req.dump,
             node_pools: req.node_pools.clone(),
             patch: PatchSettings::resolve(inv, req.operation),
+            by_guard: false,
         })
     }
 

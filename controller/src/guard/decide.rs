@@ -84,6 +84,9 @@ pub enum Kind {
     Healed,
     /// A pool acted on is sick again within `relapse`.
     Relapsed,
+    /// An action a guard left unfinished (killed mid-run) was finished
+    /// from its journal.
+    Finished,
 }
 
 /// One line of the decision log.

@@ -123,6 +123,7 @@ pub async fn guard_farm(
         notifier: notifier.as_ref(),
         metrics: metrics.clone(),
         stop: stop.clone(),
+        resume_said: None,
     };
     let watched = format!(
         "farm {} ({} nodes, every {}, window {})",
@@ -183,6 +184,17 @@ async fn guard_seated(
     }
 }
 
+/// What became of an action a guard left unfinished.
+enum Interrupted {
+    /// There is none.
+    None,
+    /// Finished now.
+    Finished(Box<(Decision, Done)>),
+    /// There is one, not finished yet (its controller still runs, the
+    /// store or the farm lock refused): tried again at the next evaluation.
+    NotYet,
+}
+
 enum Ended {
     /// Ctrl-C, or `--count` evaluations done.
     Stopped,
@@ -197,6 +209,9 @@ struct Guard<'a> {
     notifier: Option<&'a crate::notify::Notifier>,
     metrics: Arc<metrics::Metrics>,
     stop: tokio::sync::watch::Receiver<bool>,
+    /// The last reason an interrupted action could not be finished (said
+    /// once).
+    resume_said: Option<String>,
 }
 
 impl Guard<'_> {
@@ -207,12 +222,27 @@ impl Guard<'_> {
         let mut state = state::load(self.store, self.farm, &self.settings.state_dir()).await;
         state.holder = seat.map(seat::Seat::value);
         let mut evaluations = 0u64;
+        // Once the seat is taken (and again while it could not be done):
+        // an action the last guard left unfinished.
+        let mut look_for_interrupted = seat.is_some();
         loop {
             if *self.stop.borrow() {
                 return Ended::Stopped;
             }
             if seat.is_some_and(seat::Seat::lost) {
                 return Ended::SeatLost;
+            }
+            if look_for_interrupted {
+                match self.finish_interrupted().await {
+                    Interrupted::None => look_for_interrupted = false,
+                    Interrupted::Finished(finished) => {
+                        let (d, done) = *finished;
+                        look_for_interrupted = false;
+                        self.record(&d, Some(&done), log, &mut state);
+                        self.save(seat, &state).await;
+                    }
+                    Interrupted::NotYet => {}
+                }
             }
             let seen = look(self.farm, self.settings, self.store).await;
             let now = crate::clock::now_unix_ms();
@@ -226,26 +256,7 @@ impl Guard<'_> {
             };
             for d in &decisions {
                 let acted_here = matches!(d.decision, Kind::Acted | Kind::Quarantined);
-                let done = done.as_ref().filter(|_| acted_here);
-                let line = Logged {
-                    time: crate::clock::now(),
-                    farm: &self.farm.inventory.farm,
-                    decision: d,
-                    dry_run: self.args.dry_run,
-                    run_id: done.and_then(|d| d.run_id.clone()),
-                    outcome: done.map(|d| d.outcome.clone()),
-                    diagnostics: done.map(|d| d.diagnostics.clone()).unwrap_or_default(),
-                    dumps: done.map(|d| d.dumps.clone()).unwrap_or_default(),
-                };
-                let value = serde_json::to_value(&line).unwrap_or_default();
-                log.write(&value);
-                self.show(d, &value);
-                self.metrics.decided(d);
-                // A dry run pages nobody: its actions never happened.
-                if d.page && !self.args.dry_run {
-                    self.page(d, &value);
-                }
-                state.last = Some(value);
+                self.record(d, done.as_ref().filter(|_| acted_here), log, &mut state);
             }
             if done.is_some() {
                 self.metrics.acted();
@@ -269,6 +280,116 @@ impl Guard<'_> {
                 () = lost => return Ended::SeatLost,
             }
         }
+    }
+
+    /// One decision: logged, shown, counted, paged when worth it, kept as
+    /// the last one.
+    fn record(
+        &self,
+        d: &Decision,
+        done: Option<&Done>,
+        log: &mut DecisionLog,
+        state: &mut GuardState,
+    ) {
+        let line = Logged {
+            time: crate::clock::now(),
+            farm: &self.farm.inventory.farm,
+            decision: d,
+            dry_run: self.args.dry_run,
+            run_id: done.and_then(|d| d.run_id.clone()),
+            outcome: done.map(|d| d.outcome.clone()),
+            diagnostics: done.map(|d| d.diagnostics.clone()).unwrap_or_default(),
+            dumps: done.map(|d| d.dumps.clone()).unwrap_or_default(),
+        };
+        let value = serde_json::to_value(&line).unwrap_or_default();
+        log.write(&value);
+        self.show(d, &value);
+        self.metrics.decided(d);
+        // A dry run pages nobody: its actions never happened.
+        if d.page && !self.args.dry_run {
+            self.page(d, &value);
+        }
+        state.last = Some(value);
+    }
+
+    /// A guard's action cut short (its guard killed mid-run, the node
+    /// perhaps still out of rotation) is finished from its journal, as
+    /// `farmctl resume` would: the farm is never left as a dead guard left
+    /// it. A run another controller still drives is left to it (resume
+    /// refuses it), and so are halted runs and people's runs.
+    async fn finish_interrupted(&mut self) -> Interrupted {
+        let runs = match self.store.list(Some(&self.farm.inventory.farm)).await {
+            Ok(runs) => runs,
+            Err(e) => {
+                tracing::warn!("the guard could not list the farm's runs: {e}");
+                return Interrupted::NotYet;
+            }
+        };
+        let Some((run, settings)) = runs.into_iter().rev().find_map(|r| {
+            let s = r.header.settings.clone().filter(|s| s.by_guard)?;
+            r.end.is_none().then_some((r, s))
+        }) else {
+            return Interrupted::None;
+        };
+        if crate::journal::still_running(&run).is_some() {
+            return Interrupted::NotYet;
+        }
+        let run_id = run.run_id().to_string();
+        let node = settings.nodes.first().cloned();
+        let pool = node
+            .as_ref()
+            .and_then(|n| settings.node_pools.get(n))
+            .and_then(|p| p.first().cloned());
+        let run_settings = self.run_settings();
+        let env = run_settings.run_env(&crate::operator::AssumeYes, Some(self.stop.clone()));
+        let resumed = crate::run::resume(
+            run,
+            Some(&self.args.inv.inventory),
+            self.settings.transport(),
+            &env,
+        )
+        .await;
+        let done = match resumed {
+            Ok(report) => Done::of(&report),
+            Err(e) => {
+                // Said once per run and reason; tried again each evaluation.
+                let why = format!("{run_id}: {e}");
+                if self.resume_said.as_deref() != Some(why.as_str()) {
+                    crate::errln!(
+                        "farmctl guard: the interrupted action {why} (tried again at the next evaluation)"
+                    );
+                    self.resume_said = Some(why);
+                }
+                return Interrupted::NotYet;
+            }
+        };
+        let d = Decision {
+            decision: Kind::Finished,
+            reason: "interrupted".into(),
+            detail: format!(
+                "run {run_id}, an action of a guard that stopped before it ended, resumed from its journal: {}",
+                done.outcome
+            ),
+            node,
+            pool,
+            figures: None,
+            before: None,
+            farm: decide::Figures::default(),
+            page: true,
+        };
+        Interrupted::Finished(Box::new((d, done)))
+    }
+
+    /// The settings of a run the guard starts: its progress as lines on
+    /// stderr (stdout is the decisions'), none with --quiet.
+    fn run_settings(&self) -> Settings {
+        let mut run_settings = self.settings.clone();
+        run_settings.reporter = if self.settings.quiet {
+            Arc::new(crate::report::Silent)
+        } else {
+            Arc::new(crate::report::Lines::new())
+        };
+        run_settings
     }
 
     async fn save(&self, seat: Option<&seat::Seat>, state: &GuardState) {
@@ -321,7 +442,7 @@ impl Guard<'_> {
     fn page(&self, d: &Decision, value: &serde_json::Value) {
         let Some(n) = self.notifier else { return };
         let event = match d.decision {
-            Kind::Acted => NotifyEvent::GuardActed,
+            Kind::Acted | Kind::Finished => NotifyEvent::GuardActed,
             Kind::Quarantined => NotifyEvent::GuardQuarantined,
             _ => NotifyEvent::GuardHeld,
         };
@@ -349,42 +470,16 @@ impl Guard<'_> {
         req.node_pools = pool
             .map(|p| BTreeMap::from([(node.to_string(), vec![p.to_string()])]))
             .unwrap_or_default();
-        let settings = match crate::run::RunSettings::resolve(&self.farm.inventory, &req) {
+        let mut settings = match crate::run::RunSettings::resolve(&self.farm.inventory, &req) {
             Ok(s) => s,
             Err(e) => return Done::failed(e.to_string()),
         };
-        // The run's progress as lines on stderr (stdout is the decisions'),
-        // none with --quiet.
-        let mut run_settings = self.settings.clone();
-        run_settings.reporter = if self.settings.quiet {
-            Arc::new(crate::report::Silent)
-        } else {
-            Arc::new(crate::report::Lines::new())
-        };
+        // A guard that takes the seat after this one died finishes it.
+        settings.by_guard = true;
+        let run_settings = self.run_settings();
         let env = run_settings.run_env(&crate::operator::AssumeYes, Some(self.stop.clone()));
         match crate::run::start(self.farm, &self.args.inv.inventory, settings, &env).await {
-            Ok(report) => Done {
-                run_id: Some(report.run_id.clone()),
-                outcome: if report.succeeded() {
-                    "done".into()
-                } else {
-                    format!(
-                        "failed: {}",
-                        report
-                            .nodes
-                            .iter()
-                            .filter_map(|n| n.error.clone())
-                            .collect::<Vec<_>>()
-                            .join("; ")
-                    )
-                },
-                diagnostics: report
-                    .nodes
-                    .iter()
-                    .flat_map(|n| n.diagnostics.clone())
-                    .collect(),
-                dumps: report.nodes.iter().flat_map(|n| n.dumps.clone()).collect(),
-            },
+            Ok(report) => Done::of(&report),
             Err(e) => Done::failed(e.to_string()),
         }
     }
@@ -428,6 +523,32 @@ struct Done {
 }
 
 impl Done {
+    /// What a run of the guard's came to.
+    fn of(report: &crate::report::RunReport) -> Done {
+        Done {
+            run_id: Some(report.run_id.clone()),
+            outcome: if report.succeeded() {
+                "done".into()
+            } else {
+                format!(
+                    "failed: {}",
+                    report
+                        .nodes
+                        .iter()
+                        .filter_map(|n| n.error.clone())
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                )
+            },
+            diagnostics: report
+                .nodes
+                .iter()
+                .flat_map(|n| n.diagnostics.clone())
+                .collect(),
+            dumps: report.nodes.iter().flat_map(|n| n.dumps.clone()).collect(),
+        }
+    }
+
     fn failed(why: String) -> Done {
         Done {
             run_id: None,

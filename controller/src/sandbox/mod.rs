@@ -97,6 +97,41 @@ pub const FIRST_RELEASE: &str = "1.0.0";
 /// Where a release says its version (the inventory's `version_probe`).
 pub const VERSION_FILE: &str = "/version.txt";
 
+/// `sim` with pool `pool`'s `faults:` replaced by `faults`; `None` when
+/// the pool is not there.
+fn with_pool_faults(sim: &str, pool: &str, faults: &str) -> Option<String> {
+    let head = format!("  - name: {pool}\n");
+    let start = sim.find(&head)? + head.len();
+    let mut out = sim[..start].to_string();
+    let mut rest = sim[start..].lines();
+    let mut skipping = false;
+    let mut after = Vec::new();
+    // The pool's own lines (indented by four or more), its faults left out.
+    for line in rest.by_ref() {
+        if !line.starts_with("    ") {
+            after.push(line);
+            break;
+        }
+        if line.starts_with("    faults:") {
+            skipping = true;
+            continue;
+        }
+        if skipping && line.starts_with("      ") {
+            continue;
+        }
+        skipping = false;
+        out.push_str(line);
+        out.push('\n');
+    }
+    out.push_str("    faults:\n");
+    out.push_str(faults);
+    for line in after.into_iter().chain(rest) {
+        out.push_str(line);
+        out.push('\n');
+    }
+    Some(out)
+}
+
 pub use agents::SandboxNode;
 pub use haproxy::{haproxy_binary, SandboxHaproxy};
 
@@ -264,25 +299,26 @@ impl Sandbox {
         }
     }
 
-    /// Traffic through the sandbox's HAProxy, or through the built-in
-    /// health-checking balancer when there is none.
-    /// Sets the faults of `node`'s pool (the last in its sim file) to
-    /// `faults` (the keys of a pool's `faults:`, indented by six): the
-    /// agent applies them at once, as when an application goes bad.
+    /// Sets the faults of `node`'s site pool ([`POOL`]) to `faults` (the
+    /// keys of a pool's `faults:`, indented by six), replacing any it had:
+    /// the agent applies them at once, as when an application goes bad.
     pub fn set_pool_faults(&self, node: &str, faults: &str) -> std::io::Result<()> {
         let sim_file = self.dir.join(format!("{node}.sim.yaml"));
-        let mut text = std::fs::read_to_string(&sim_file)?;
-        if let Some(at) = text.find("    faults:\n") {
-            text.truncate(at);
-        }
-        text.push_str("    faults:\n");
-        text.push_str(faults);
+        let text = std::fs::read_to_string(&sim_file)?;
+        let text = with_pool_faults(&text, POOL, faults).ok_or_else(|| {
+            std::io::Error::other(format!(
+                "{}: no pool {POOL} under app_pools",
+                sim_file.display()
+            ))
+        })?;
         // Whole or not at all: the agent may read it at any moment.
         let edited = sim_file.with_extension("new");
         std::fs::write(&edited, text)?;
         std::fs::rename(&edited, &sim_file)
     }
 
+    /// Traffic through the sandbox's HAProxy, or through the built-in
+    /// health-checking balancer when there is none.
     pub fn traffic_spec(&self) -> TrafficSpec {
         let backend = |port| Backend {
             address: "127.0.0.1".into(),
@@ -358,4 +394,25 @@ fn inventory_yaml(
     y.push_str(&spec.guard_yaml);
     y.push_str("analysis:\n  interval: 5s\n  min_requests: 50\n  errors: {max_increase: \"1%\"}\n");
     y
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn pool_faults_go_to_the_named_pool_and_replace_its_own() {
+        let sim = "node: web01\napp_pools:\n  - name: ShopPool\n    startup: 1s\n    faults:\n      error_rate: 0.1\n  - name: ReportsPool\n    startup: 2s\n";
+        let out = super::with_pool_faults(sim, "ShopPool", "      extra_latency: 1s\n").unwrap();
+        assert_eq!(
+            out,
+            "node: web01\napp_pools:\n  - name: ShopPool\n    startup: 1s\n    faults:\n      extra_latency: 1s\n  - name: ReportsPool\n    startup: 2s\n"
+        );
+        let last = super::with_pool_faults(&out, "ReportsPool", "      error_rate: 0.5\n").unwrap();
+        assert!(
+            last.ends_with(
+                "  - name: ReportsPool\n    startup: 2s\n    faults:\n      error_rate: 0.5\n"
+            ),
+            "{last}"
+        );
+        assert!(super::with_pool_faults(sim, "Nope", "").is_none());
+    }
 }

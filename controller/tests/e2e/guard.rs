@@ -38,10 +38,11 @@ pub struct GuardProcess {
 }
 
 impl GuardProcess {
-    pub fn start(args: &[&str], env: &[(&str, &str)]) -> GuardProcess {
-        let own_state = std::env::temp_dir().join(format!("farmctl-tests-{}", std::process::id()));
+    /// `farmctl guard ARGS` of `farm`, with the farm's own state directory
+    /// (its seat and history apart from other tests' guards).
+    pub fn start(farm: &Farm, args: &[&str], env: &[(&str, &str)]) -> GuardProcess {
         let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_farmctl"));
-        cmd.env("FARMCTL_STATE_DIR", own_state)
+        cmd.env("FARMCTL_STATE_DIR", farm.sandbox.dir.join("guard-state"))
             .envs(env.iter().copied())
             .arg("guard")
             .args(args);
@@ -190,6 +191,7 @@ async fn the_guard_heals_a_sick_pool_quarantines_a_relapsing_one_and_holds_a_sic
     load.max_duration = Duration::from_secs(600);
     let traffic = Traffic::start(load);
     let guard = GuardProcess::start(
+        &farm,
         &["-i", &inv, "--log", log.to_str().unwrap()],
         &[("FARMCTL_TEST_HOOK", &hook)],
     );
@@ -206,6 +208,7 @@ async fn the_guard_heals_a_sick_pool_quarantines_a_relapsing_one_and_holds_a_sic
     std::fs::write(&dry_inv, text.replace("  confirm: 3\n", "  confirm: 1\n")).unwrap();
     let dry_log = farm.sandbox.dir.join("guard.dry-run.jsonl");
     let dry = GuardProcess::start(
+        &farm,
         &[
             "-i",
             dry_inv.to_str().unwrap(),
@@ -341,7 +344,15 @@ async fn the_guard_heals_a_sick_pool_quarantines_a_relapsing_one_and_holds_a_sic
         "{:#}",
         all[q]
     );
-    let st = status(&farm).await;
+    // (asked with the guard's state directory: who holds its seat)
+    let guard_state = farm.sandbox.dir.join("guard-state");
+    let st = json(
+        &farmctl_env(
+            &["status", "-i", &inv, "--output", "json"],
+            &[("FARMCTL_STATE_DIR", guard_state.to_str().unwrap())],
+        )
+        .await,
+    );
     let web03 = &st["nodes"][2];
     assert_eq!(web03["drained"], true, "{web03:#}");
     assert!(st["guard"]["holder"].is_string(), "{:#}", st["guard"]);
@@ -429,4 +440,111 @@ async fn the_guard_heals_a_sick_pool_quarantines_a_relapsing_one_and_holds_a_sic
         .unwrap();
     assert_eq!(q["node"], "web03");
     assert_eq!(q["farm"], "demo");
+}
+
+/// A guard killed in the middle of its action (web02 drained, a request
+/// still running on it) leaves the action to the guard that takes the
+/// seat: it finishes the run from its journal (`finished`, reason
+/// `interrupted`), web02 is recycled once and back in rotation, and no
+/// request failed but the sick pool's own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guard_killed_mid_action_leaves_it_to_the_next_to_finish() {
+    let farm = farm(SandboxSpec {
+        lb_kind: "haproxy".into(),
+        releases: false,
+        second_site: true,
+        drain_timeout: Duration::from_secs(90),
+        guard_yaml: "guard:\n  window: 15s\n  interval: 2s\n  confirm: 2\n  max_sick: 1\n  cooldown: 2m\n  relapse: 5m\n".into(),
+        pool_yaml: "    startup: 200ms\n    warmup: 200ms\n    shutdown_time_limit: 30s\n".into(),
+        ..SandboxSpec::default()
+    })
+    .await;
+    let inv = inventory(&farm);
+    let mut load = farm.sandbox.traffic_spec();
+    load.workers = 2;
+    load.pace = Duration::from_millis(40);
+    load.slow_every = 0;
+    load.max_duration = Duration::from_secs(400);
+    let traffic = Traffic::start(load);
+    let first = GuardProcess::start(&farm, &["-i", &inv], &[]);
+    first
+        .wait_for(Duration::from_secs(60), "ok", |d| d["decision"] == "ok")
+        .await;
+    // A request on web02's other site (its own pool, not sick) that the
+    // action's quiesce waits for: the action is under way for a while.
+    let port = farm.sandbox.nodes[1].http_port;
+    let slow = tokio::spawn(async move {
+        farmctl::probe::get(
+            "127.0.0.1",
+            port,
+            Some(farmctl::sandbox::SECOND_SITE_HOST),
+            "/slow?ms=40000",
+            Duration::from_secs(120),
+        )
+        .await
+    });
+    make_sick(
+        &farm,
+        "web02",
+        "      error_rate: 0.3\n      healed_by_recycle: true\n",
+    );
+    // The first guard's action has drained web02: killed there.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    while status(&farm).await["nodes"][1]["drained"] != true {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the guard did not drain web02; decisions:\n{}\nstderr:\n{}",
+            dump(&first.decisions()),
+            first.said()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(!slow.is_finished(), "the slow request ended too soon");
+    let mut killed = first.child;
+    killed.start_kill().unwrap();
+    let _ = killed.wait().await;
+    assert!(
+        !first
+            .lines
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|d| d["decision"] == "acted"),
+        "the first guard's action ended before it was killed"
+    );
+    // The next guard finishes it.
+    let second = GuardProcess::start(&farm, &["-i", &inv], &[]);
+    let f = second
+        .wait_for(Duration::from_secs(150), "the action finished", |d| {
+            d["decision"] == "finished"
+        })
+        .await;
+    let d = &second.decisions()[f];
+    assert_eq!(d["reason"], "interrupted", "{d:#}");
+    assert_eq!(d["node"], "web02", "{d:#}");
+    assert_eq!(d["pool"], "ShopPool", "{d:#}");
+    assert_eq!(d["outcome"], "done", "{d:#}\n{}", second.said());
+    let st = status(&farm).await;
+    assert_eq!(st["nodes"][1]["drained"], false, "{:#}", st["nodes"][1]);
+    let answer = slow.await.unwrap();
+    assert!(matches!(answer, Ok((200, _))), "{answer:?}");
+    // Once, and by nobody again (the history was saved before acting).
+    let recycles: Vec<String> = events(&farm)
+        .into_iter()
+        .filter(|e| e.event == "recycle")
+        .map(|e| e.node)
+        .collect();
+    assert_eq!(recycles, ["web02"]);
+    assert!(!second.decisions().iter().any(|d| d["decision"] == "acted"));
+    let mut child = second.child;
+    let _ = child.start_kill();
+    let _ = child.wait().await;
+    let load = traffic.stop().await;
+    let dropped: u64 = load
+        .failures
+        .iter()
+        .filter(|(k, _)| k.as_str() != "HTTP 500")
+        .map(|(_, n)| n)
+        .sum();
+    assert_eq!(dropped, 0, "{load:?}");
 }
