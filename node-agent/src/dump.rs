@@ -339,14 +339,17 @@ impl Dumps {
         let err = out
             .try_clone()
             .map_err(|e| format!("could not open {} twice: {e}", said.display()))?;
-        let mut child = tokio::process::Command::new(&argv[0])
-            .args(&argv[1..])
+        let Some((program, args)) = argv.split_first() else {
+            return Err("dump.command is empty".into());
+        };
+        let mut child = tokio::process::Command::new(program)
+            .args(args)
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
             .kill_on_drop(true)
             .spawn()
-            .map_err(|e| format!("could not start dump.command {}: {e}", argv[0]))?;
+            .map_err(|e| format!("could not start dump.command {program}: {e}"))?;
         let cap = self.cfg.max_size_mb * MB;
         let floor = self.cfg.min_free_mb * MB;
         let deadline = tokio::time::Instant::now() + self.cfg.timeout;
