@@ -292,9 +292,7 @@ async fn run_state_on_a_three_member_etcd_cluster() {
     assert_eq!(first.decisions()[acted]["outcome"], "done");
     assert_eq!(recycles(&farm)[1], 4);
     assert!(second.decisions().is_empty(), "the second guard decided");
-    let mut killed = first.child;
-    killed.start_kill().unwrap();
-    let _ = killed.wait().await;
+    first.kill().await;
     let at = std::time::Instant::now();
     second
         .wait_said(Duration::from_secs(40), "guarding farm demo")

@@ -92,6 +92,22 @@ impl GuardProcess {
         self.lines.lock().unwrap().clone()
     }
 
+    /// SIGKILLs the guard; the decisions it made.
+    pub async fn kill(mut self) -> Vec<Value> {
+        let _ = self.child.start_kill();
+        let _ = self.child.wait().await;
+        self.decisions()
+    }
+
+    /// Its decisions and what it said, for a failure's message.
+    pub fn story(&self) -> String {
+        format!(
+            "decisions:\n{}\nstderr:\n{}",
+            dump(&self.decisions()),
+            self.said()
+        )
+    }
+
     pub fn said(&self) -> String {
         self.stderr.lock().unwrap().clone()
     }
@@ -123,9 +139,8 @@ impl GuardProcess {
             }
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "no decision {what} within {within:?}; decisions:\n{}\nstderr:\n{}",
-                dump(&self.decisions()),
-                self.said()
+                "no decision {what} within {within:?}; {}",
+                self.story()
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
@@ -148,6 +163,15 @@ pub fn dump(all: &[Value]) -> String {
 /// Sets node's pool faults (its agent applies them at once).
 pub fn make_sick(farm: &Farm, node: &str, faults: &str) {
     farm.sandbox.set_pool_faults(node, faults).unwrap();
+}
+
+/// Requests that failed other than with a sick pool's own injected 500.
+fn dropped(load: &farmctl::report::TrafficReport) -> u64 {
+    load.failures
+        .iter()
+        .filter(|(k, _)| k.as_str() != "HTTP 500")
+        .map(|(_, n)| n)
+        .sum()
 }
 
 pub fn is(d: &Value, decision: &str, node: &str) -> bool {
@@ -275,9 +299,7 @@ async fn the_guard_heals_a_sick_pool_quarantines_a_relapsing_one_and_holds_a_sic
         guard.decisions().iter().all(|d| d["dry_run"] == false),
         "the acting guard kept the seat"
     );
-    let mut dry_child = dry.child;
-    let _ = dry_child.start_kill();
-    let _ = dry_child.wait().await;
+    dry.kill().await;
     crate::common::schema::check_lines("guard", &std::fs::read_to_string(&dry_log).unwrap());
     // Recycled once, on web02 only.
     let recycles: Vec<String> = events(&farm)
@@ -401,10 +423,7 @@ async fn the_guard_heals_a_sick_pool_quarantines_a_relapsing_one_and_holds_a_sic
         dump(&during)
     );
     let load = traffic.stop().await;
-    let mut child = guard.child;
-    let _ = child.start_kill();
-    let _ = child.wait().await;
-    let all = guard.lines.lock().unwrap().clone();
+    let all = guard.kill().await;
     assert!(
         all[after_q..]
             .iter()
@@ -413,13 +432,7 @@ async fn the_guard_heals_a_sick_pool_quarantines_a_relapsing_one_and_holds_a_sic
     );
     // No request failed other than the sick pools' own 500s: the drains
     // and recycles dropped nothing.
-    let dropped: u64 = load
-        .failures
-        .iter()
-        .filter(|(k, _)| k.as_str() != "HTTP 500")
-        .map(|(_, n)| n)
-        .sum();
-    assert_eq!(dropped, 0, "{load:?}");
+    assert_eq!(dropped(&load), 0, "{load:?}");
     // The decision log holds what stdout said, each line by its schema.
     let text = std::fs::read_to_string(&log).unwrap();
     crate::common::schema::check_lines("guard", &text);
@@ -493,23 +506,14 @@ async fn a_guard_killed_mid_action_leaves_it_to_the_next_to_finish() {
     while status(&farm).await["nodes"][1]["drained"] != true {
         assert!(
             tokio::time::Instant::now() < deadline,
-            "the guard did not drain web02; decisions:\n{}\nstderr:\n{}",
-            dump(&first.decisions()),
-            first.said()
+            "the guard did not drain web02; {}",
+            first.story()
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(!slow.is_finished(), "the slow request ended too soon");
-    let mut killed = first.child;
-    killed.start_kill().unwrap();
-    let _ = killed.wait().await;
     assert!(
-        !first
-            .lines
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|d| d["decision"] == "acted"),
+        !first.kill().await.iter().any(|d| d["decision"] == "acted"),
         "the first guard's action ended before it was killed"
     );
     // The next guard finishes it.
@@ -536,15 +540,7 @@ async fn a_guard_killed_mid_action_leaves_it_to_the_next_to_finish() {
         .collect();
     assert_eq!(recycles, ["web02"]);
     assert!(!second.decisions().iter().any(|d| d["decision"] == "acted"));
-    let mut child = second.child;
-    let _ = child.start_kill();
-    let _ = child.wait().await;
+    second.kill().await;
     let load = traffic.stop().await;
-    let dropped: u64 = load
-        .failures
-        .iter()
-        .filter(|(k, _)| k.as_str() != "HTTP 500")
-        .map(|(_, n)| n)
-        .sum();
-    assert_eq!(dropped, 0, "{load:?}");
+    assert_eq!(dropped(&load), 0, "{load:?}");
 }
