@@ -170,7 +170,7 @@ pub enum ServiceCommand {
         name: String,
         #[arg(long, default_value = "farmctl agent")]
         display_name: String,
-        /// Run as this account (`DOMAIN\\user`, `NT AUTHORITY\\NetworkService`).
+        /// Run as this account (`DOMAIN\user`, `NT AUTHORITY\NetworkService`).
         #[arg(long)]
         account: Option<String>,
         /// The account's password, from this environment variable.
