@@ -172,10 +172,6 @@ impl Dumps {
         }
     }
 
-    pub fn config(&self) -> &DumpConfig {
-        &self.cfg
-    }
-
     fn save(&self, ledger: &Ledger) {
         let path = self.cfg.dir.join(LEDGER);
         let written = std::fs::create_dir_all(&self.cfg.dir)
@@ -421,8 +417,15 @@ impl Dumps {
 /// The last line the tool printed, as `; it said: ...` (nothing when it
 /// said nothing).
 fn tail(said: &Path) -> String {
-    let text = std::fs::read(said).unwrap_or_default();
-    let text = String::from_utf8_lossy(&text[text.len().saturating_sub(2048)..]).into_owned();
+    use std::io::{Read, Seek, SeekFrom};
+    let mut end = Vec::new();
+    if let Ok(mut f) = std::fs::File::open(said) {
+        let _ = f
+            .seek(SeekFrom::End(-2048))
+            .or_else(|_| f.seek(SeekFrom::Start(0)));
+        let _ = f.take(2048).read_to_end(&mut end);
+    }
+    let text = String::from_utf8_lossy(&end).into_owned();
     match text.lines().rev().find(|l| !l.trim().is_empty()) {
         Some(last) => format!(
             "; it said: {}",

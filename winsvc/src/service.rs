@@ -275,7 +275,7 @@ fn serve(r: &Registered, body: Body) -> anyhow::Result<()> {
 /// One lifecycle event: in the program's log, and in the Windows Event
 /// Log under `source` (when it can be opened; the first source asked is
 /// the process's).
-pub fn event(source: &str, level: log::Level, message: &str) {
+fn event(source: &str, level: log::Level, message: &str) {
     match level {
         log::Level::Error => tracing::error!("{message}"),
         log::Level::Warn => tracing::warn!("{message}"),
@@ -294,5 +294,3 @@ pub fn event(source: &str, level: log::Level, message: &str) {
         );
     }
 }
-
-pub use log::Level;

@@ -155,12 +155,6 @@ impl GrpcAgent {
         }
     }
 
-    fn request<T>(&self, msg: T) -> tonic::Request<T> {
-        let mut r = tonic::Request::new(msg);
-        r.set_timeout(self.request_timeout);
-        r
-    }
-
     /// One unary call with the request timeout; its reply.
     async fn unary<Req, Resp, Fut>(
         &self,
@@ -170,13 +164,28 @@ impl GrpcAgent {
     where
         Fut: std::future::Future<Output = Result<tonic::Response<Resp>, tonic::Status>>,
     {
+        self.unary_within(self.request_timeout, msg, call).await
+    }
+
+    /// One unary call that may take `limit` (a search, a dump); its reply.
+    async fn unary_within<Req, Resp, Fut>(
+        &self,
+        limit: Duration,
+        msg: Req,
+        call: impl FnOnce(NodeAgentClient<Channel>, tonic::Request<Req>) -> Fut,
+    ) -> Result<Resp, AgentError>
+    where
+        Fut: std::future::Future<Output = Result<tonic::Response<Resp>, tonic::Status>>,
+    {
+        let mut req = tonic::Request::new(msg);
+        req.set_timeout(limit);
         let call = async {
-            call(self.client.clone(), self.request(msg))
+            call(self.client.clone(), req)
                 .await
                 .map(tonic::Response::into_inner)
                 .map_err(|s| self.map_err(s))
         };
-        self.bounded(self.request_timeout, call).await
+        self.bounded(limit, call).await
     }
 
     fn map_err(&self, s: tonic::Status) -> AgentError {
@@ -591,17 +600,9 @@ impl AgentApi for GrpcAgent {
             operation_id: op_id.into(),
             pool: pool.into(),
         };
-        let call = async {
-            let mut req = tonic::Request::new(msg);
-            req.set_timeout(timeout);
-            self.client
-                .clone()
-                .dump(req)
-                .await
-                .map(tonic::Response::into_inner)
-                .map_err(|s| self.map_err(s))
-        };
-        let r = self.bounded(timeout, call).await?;
+        let r = self
+            .unary_within(timeout, msg, |mut c, r| async move { c.dump(r).await })
+            .await?;
         Ok(super::DumpView {
             pool: r.pool,
             dumps: r
@@ -775,17 +776,13 @@ impl AgentApi for GrpcAgent {
             filter: Some(filter_msg(filter)),
         };
         // A Windows Update search takes minutes on a real server.
-        let call = async {
-            let mut req = tonic::Request::new(msg);
-            req.set_timeout(SEARCH_TIMEOUT);
-            self.client
-                .clone()
-                .updates(req)
-                .await
-                .map(tonic::Response::into_inner)
-                .map_err(|s| self.map_err(s))
-        };
-        let r = self.bounded(SEARCH_TIMEOUT + DEADLINE_MARGIN, call).await?;
+        let r = self
+            .unary_within(
+                SEARCH_TIMEOUT,
+                msg,
+                |mut c, r| async move { c.updates(r).await },
+            )
+            .await?;
         Ok(super::UpdatesView {
             updates: r
                 .updates

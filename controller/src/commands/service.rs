@@ -47,21 +47,23 @@ pub fn guard_command(given: &[String]) -> Result<Cli, CommandError> {
     Ok(cli)
 }
 
+/// Checks the guard command line (wherever this runs: a bad one is said
+/// before anything else), then does the service command.
 pub fn run(cmd: &ServiceCommand) -> Result<(), CommandError> {
-    match cmd {
+    let guard = match cmd {
         ServiceCommand::Install { command_line, .. } | ServiceCommand::Run { command_line, .. } => {
-            guard_command(command_line)?;
+            Some(guard_command(command_line)?)
         }
-        ServiceCommand::Uninstall { .. } => {}
-    }
-    windows::run(cmd)
+        ServiceCommand::Uninstall { .. } => None,
+    };
+    windows::run(cmd, guard)
 }
 
 #[cfg(not(windows))]
 mod windows {
     use super::*;
 
-    pub fn run(_cmd: &ServiceCommand) -> Result<(), CommandError> {
+    pub fn run(_cmd: &ServiceCommand, _guard: Option<Cli>) -> Result<(), CommandError> {
         Err(CommandError::bad_input(
             "`farmctl service` is for Windows; elsewhere run `farmctl guard` under your service manager (a systemd unit: see the README's guard section)",
         ))
@@ -84,7 +86,7 @@ mod windows {
         CommandError::failed(format!("{e:#}"))
     }
 
-    pub fn run(cmd: &ServiceCommand) -> Result<(), CommandError> {
+    pub fn run(cmd: &ServiceCommand, guard: Option<Cli>) -> Result<(), CommandError> {
         match cmd {
             ServiceCommand::Install {
                 name,
@@ -107,8 +109,10 @@ mod windows {
             ServiceCommand::Uninstall { name } => {
                 farm_winsvc::uninstall(name, EVENT_SOURCE).map_err(failed)
             }
-            ServiceCommand::Run { name, command_line } => {
-                let cli = guard_command(command_line)?;
+            ServiceCommand::Run { name, .. } => {
+                let Some(cli) = guard else {
+                    return Err(CommandError::bad_input("not a guard command"));
+                };
                 let settings = Settings::of(&cli, Arc::new(crate::report::Silent));
                 let Command::Guard(args) = cli.command else {
                     return Err(CommandError::bad_input("not a guard command"));

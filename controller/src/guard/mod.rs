@@ -550,12 +550,7 @@ impl Done {
     }
 
     fn failed(why: String) -> Done {
-        Done {
-            run_id: None,
-            outcome: format!("failed: {why}"),
-            diagnostics: Vec::new(),
-            dumps: Vec::new(),
-        }
+        Done::said(&format!("failed: {why}"))
     }
     fn said(what: &str) -> Done {
         Done {
