@@ -415,16 +415,8 @@ async fn an_agent_restarted_mid_run_answers_the_resumed_operation_from_its_recor
     let mut farm = farm(spec.clone()).await;
     let state = farm.sandbox.dir.join("state");
     let inv = inventory(&farm);
-    // Killed once web01's agent has the recycle (the journal's
-    // `operating` record is written before it is asked: killed there, the
-    // agent might never hear of it).
-    kill_when(
-        &state,
-        &["recycle", "-i", &inv, "--yes"],
-        "web01's agent to take the recycle",
-        || !op_records(&farm, "web01", "recycle").is_empty(),
-    )
-    .await;
+    // draining, quiescing, operating: web01's recycle was asked for.
+    kill_after(&state, &["recycle", "-i", &inv, "--yes"], 3).await;
     farm_proto::assert_eventually!(
         Duration::from_secs(30),
         async {

@@ -294,18 +294,6 @@ pub fn phase_lines(state: &Path) -> usize {
 /// journal has `k` more phase records than before.
 pub async fn kill_after(state: &Path, args: &[&str], k: usize) {
     let before = phase_lines(state);
-    kill_when(
-        state,
-        args,
-        &format!("the journal to reach {k} phase records"),
-        || phase_lines(state) >= before + k,
-    )
-    .await;
-}
-
-/// Runs `farmctl --state-dir STATE ARGS` and SIGKILLs it as soon as
-/// `done()` says so (bounded; it must not finish first).
-pub async fn kill_when(state: &Path, args: &[&str], what: &str, done: impl Fn() -> bool) {
     let state_arg = state.display().to_string();
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_farmctl"))
         .args(["--state-dir", &state_arg, "-q"])
@@ -320,11 +308,11 @@ pub async fn kill_when(state: &Path, args: &[&str], what: &str, done: impl Fn() 
         Duration::from_secs(60),
         async {
             if let Ok(Some(s)) = child.try_wait() {
-                panic!("{args:?} finished ({s}) before it was killed: {what}");
+                panic!("{args:?} finished ({s}) before it was killed at {k}");
             }
-            done()
+            phase_lines(state) >= before + k
         },
-        "{args:?}: {what}"
+        "{args:?}: the journal to reach {k} phase records"
     );
     child.start_kill().expect("SIGKILL");
     let _ = child.wait().await;
